@@ -1,0 +1,3 @@
+from hwkd.cli import main
+
+raise SystemExit(main())

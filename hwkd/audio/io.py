@@ -1,0 +1,119 @@
+"""WAV I/O with errors that name the file, atomic writes, and polyphase resampling."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+from scipy.signal import resample_poly
+
+from hwkd.errors import HwkdError
+
+AUDIO_EXTENSIONS = (".wav", ".flac")
+
+
+@dataclass(frozen=True)
+class AudioInfo:
+    path: Path
+    sample_rate: int
+    channels: int
+    frames: int
+
+    @property
+    def duration_s(self) -> float:
+        return self.frames / self.sample_rate if self.sample_rate else 0.0
+
+
+def audio_info(path: str | os.PathLike) -> AudioInfo:
+    """Header-only look at an audio file. Raises HwkdError naming the file if it cannot be read."""
+    p = Path(path)
+    if not p.is_file():
+        raise HwkdError(f"audio file not found: {p}", "check the path")
+    try:
+        info = sf.info(str(p))
+    except Exception as exc:  # libsndfile's messages vary by format
+        raise HwkdError(f"unreadable audio file {p} ({_short(exc)})",
+                        "re-export it as PCM WAV or remove it from the set") from None
+    if info.frames <= 0:
+        raise HwkdError(f"empty audio file {p} (0 samples)", "re-export it or remove it from the set")
+    return AudioInfo(p, int(info.samplerate), int(info.channels), int(info.frames))
+
+
+def read_audio(path: str | os.PathLike, sample_rate: int | None = None,
+               channels: int | None = None) -> tuple[np.ndarray, int]:
+    """Read audio as float32 [channels, samples].
+
+    sample_rate: if given, resample to it. channels: if given, the file must have exactly that many.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise HwkdError(f"audio file not found: {p}", "check the path")
+    try:
+        data, sr = sf.read(str(p), dtype="float32", always_2d=True)
+    except Exception as exc:
+        raise HwkdError(f"unreadable audio file {p} ({_short(exc)})",
+                        "re-export it as PCM WAV or remove it from the set") from None
+    if data.shape[0] == 0:
+        raise HwkdError(f"empty audio file {p} (0 samples)", "re-export it or remove it from the set")
+    x = np.ascontiguousarray(data.T)
+    if channels is not None and x.shape[0] != channels:
+        raise HwkdError(f"{p} has {x.shape[0]} channel(s), expected {channels}",
+                        "give a file with the expected channel count or choose the matching model input")
+    if not np.all(np.isfinite(x)):
+        raise HwkdError(f"{p} contains NaN or infinite samples", "re-export the file")
+    if sample_rate is not None and sr != sample_rate:
+        x = resample(x, sr, sample_rate)
+        sr = sample_rate
+    return x, int(sr)
+
+
+def resample(x: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
+    """Polyphase resampling along the last axis (scipy's Kaiser-windowed FIR)."""
+    if sr_in == sr_out:
+        return x
+    frac = Fraction(sr_out, sr_in)
+    y = resample_poly(x, frac.numerator, frac.denominator, axis=-1)
+    return y.astype(np.float32, copy=False)
+
+
+def write_wav_atomic(path: str | os.PathLike, x: np.ndarray, sample_rate: int) -> None:
+    """Write PCM16 WAV via a temporary file and rename, so a killed writer never leaves a partial file.
+
+    x: [samples] or [channels, samples], float in [-1, 1].
+    """
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    data = x.T if x.ndim == 2 else x
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".wav", dir=p.parent)
+    os.close(fd)
+    try:
+        sf.write(tmp, np.clip(data, -1.0, 1.0), sample_rate, subtype="PCM_16", format="WAV")
+        os.replace(tmp, p)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=p.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, p)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _short(exc: Exception) -> str:
+    msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return msg[:160]

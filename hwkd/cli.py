@@ -1,0 +1,213 @@
+"""The `hwkd` command: parses arguments, calls the library, shows progress. No logic of its own."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from hwkd.errors import HwkdError
+
+log = logging.getLogger("hwkd")
+
+
+def _sizes(text: str) -> tuple[int, int, int]:
+    try:
+        parts = tuple(int(x) for x in text.split(","))
+    except ValueError:
+        parts = ()
+    if len(parts) != 3 or min(parts) < 0:
+        raise argparse.ArgumentTypeError(f"expected TRAIN,VAL,TEST clip counts such as 600,100,100, got {text!r}")
+    return parts  # type: ignore[return-value]
+
+
+def _formatter(prog):
+    return argparse.RawDescriptionHelpFormatter(prog, width=120, max_help_position=24)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="hwkd",
+        description="Hardware-aware knowledge distillation and NAS benchmarking for speech enhancement.",
+        formatter_class=_formatter,
+        epilog="Run `hwkd COMMAND --help` for the options of a command.")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", title="commands")
+
+    s = sub.add_parser("search", formatter_class=_formatter, help="the main job: search deployable students for a target (built so far: corpus)")
+    s.add_argument("--target", required=True, help="a target name from targets/ (e.g. rpi4, cpu)")
+    s.add_argument("--corpus", type=Path, default=None, help="corpus folder (default: the embedded default)")
+    s.add_argument("--jobs", type=int, default=None, help="worker processes (default: all cores)")
+
+    d = sub.add_parser("data", formatter_class=_formatter, help="data synth: build the embedded corpus; data check PATH: validate a dataset")
+    dsub = d.add_subparsers(dest="data_command", metavar="SUBCOMMAND", title="subcommands")
+    ds = dsub.add_parser("synth", formatter_class=_formatter, help="build or resume the embedded default corpus (mono + Ambisonics)")
+    ds.add_argument("--out", type=Path, default=None, help="corpus folder (default: $HWKD_HOME/corpus/default)")
+    ds.add_argument("--seed", type=int, default=0)
+    ds.add_argument("--mono", type=_sizes, default=(600, 100, 100), metavar="TRAIN,VAL,TEST",
+                    help="mono clip counts (default 600,100,100)")
+    ds.add_argument("--foa", type=_sizes, default=(240, 40, 40), metavar="TRAIN,VAL,TEST",
+                    help="4-channel Ambisonics clip counts (default 240,40,40)")
+    ds.add_argument("--clip-s", type=float, default=4.0, help="clip length in seconds (default 4)")
+    ds.add_argument("--jobs", type=int, default=None, help="worker processes (default: all cores)")
+    dc = dsub.add_parser("check", formatter_class=_formatter, help="recognise a dataset layout; report counts, hours, rates, problems")
+    dc.add_argument("path", type=Path, help="dataset folder or CSV manifest")
+    dc.add_argument("--channels", type=int, default=None, help="expected input channel count")
+    dc.add_argument("--mic", choices=("A", "B"), default="A", help="L3DAS23 microphone (default A)")
+    dc.add_argument("--json", action="store_true", help="print the report as JSON")
+
+    m = sub.add_parser("metrics", formatter_class=_formatter, help="PESQ-WB, STOI, eSTOI, SI-SDR (+DNSMOS) of noisy or enhanced audio")
+    m.add_argument("path", type=Path, help="dataset folder or CSV manifest")
+    m.add_argument("--split", default=None, help="split to score (e.g. test, mono/test)")
+    m.add_argument("--enhanced", type=Path, default=None,
+                   help="folder of enhanced files named like the noisy ones (default: score the noisy input)")
+    m.add_argument("--channel", type=int, default=0, help="input channel scored for multi-channel input "
+                                                          "(default 0: W for Ambisonics)")
+    m.add_argument("--dnsmos", action="store_true", help="also DNSMOS (about 0.75 s per clip and core)")
+    m.add_argument("--limit", type=int, default=None, help="score only the first N pairs")
+    m.add_argument("--jobs", type=int, default=None, help="worker processes (default: all cores)")
+    m.add_argument("--out", type=Path, default=None, help="write per-clip CSV here and a .json summary beside it")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(format="hwkd: %(message)s", level=logging.INFO, stream=sys.stderr)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    try:
+        if args.command == "data":
+            if args.data_command == "synth":
+                return cmd_data_synth(args)
+            if args.data_command == "check":
+                return cmd_data_check(args)
+            parser.parse_args(["data", "--help"])
+        if args.command == "metrics":
+            return cmd_metrics(args)
+        if args.command == "search":
+            return cmd_search(args)
+    except HwkdError as exc:
+        print(f"hwkd: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("hwkd: interrupted; finished work is kept — rerun the same command to resume", file=sys.stderr)
+        return 130
+    return 0
+
+
+def cmd_data_synth(args) -> int:
+    from hwkd.data.synth import CorpusSpec, build_corpus
+    from hwkd.paths import default_corpus_dir
+    out = args.out or default_corpus_dir()
+    spec = CorpusSpec(seed=args.seed, clip_s=args.clip_s, sizes={"mono": args.mono, "foa": args.foa})
+    res = build_corpus(out, spec, jobs=args.jobs, progress=not args.quiet)
+    counts = ", ".join(f"{k} {v}" for k, v in res["counts"].items())
+    print(f"corpus at {res['root']}: built {res['built']}, kept {res['skipped']} in {res['seconds']} s ({counts})")
+    return 0
+
+
+def cmd_data_check(args) -> int:
+    from hwkd.data.layouts import scan
+    s = scan(args.path, channels=args.channels, mic=args.mic)
+    rows = s.summary()
+    if args.json:
+        print(json.dumps({"layout": s.layout, "root": str(s.root), "splits": rows, "notes": s.notes,
+                          "problems": [{"path": p.path, "problem": p.message} for p in s.problems]}, indent=2))
+    else:
+        print(f"{s.root}: layout {s.layout}")
+        hdr = f"{'split':<14}{'pairs':>7}{'hours':>9}  noisy rate/ch            clean rate/ch"
+        print(hdr)
+        for r in rows:
+            nr = "/".join(f"{k}x{v}" for k, v in r["noisy_rates"].items())
+            nc = "/".join(f"{k}ch x{v}" for k, v in r["noisy_channels"].items())
+            cr = "/".join(f"{k}x{v}" for k, v in r["clean_rates"].items())
+            cc = "/".join(f"{k}ch x{v}" for k, v in r["clean_channels"].items())
+            print(f"{r['split']:<14}{r['pairs']:>7}{r['hours']:>9.3f}  {nr + ' ' + nc:<24} {cr} {cc}")
+        for n in s.notes:
+            print(f"note: {n}")
+        if s.problems:
+            print(f"{len(s.problems)} problem(s):")
+            for p in s.problems:
+                print(f"  {p}")
+        else:
+            print("no problems found")
+    return 1 if s.problems else 0
+
+
+def _load_for_metrics(est_spec, ref_path):
+    from hwkd.audio.io import read_audio
+    est_path, channel = est_spec
+    est, _ = read_audio(est_path, sample_rate=16000)
+    ref, _ = read_audio(ref_path, sample_rate=16000)
+    if channel >= est.shape[0]:
+        channel = 0
+    return est[channel], ref[0], 16000
+
+
+def cmd_metrics(args) -> int:
+    import csv
+
+    from hwkd.data.datasets import select_pairs
+    from hwkd.data.layouts import scan
+    from hwkd.metrics import BASE_METRICS, DNSMOS_METRICS, score_pairs, summarize
+    s = scan(args.path)
+    pairs = select_pairs(s, args.split)
+    bad = s.bad_files
+    skipped = [p for p in pairs if p.noisy in bad or p.clean in bad]
+    pairs = [p for p in pairs if p not in skipped]
+    if skipped:
+        log.warning("%d pair(s) with problems are left out; run `hwkd data check %s` to see them",
+                    len(skipped), args.path)
+    if args.limit:
+        pairs = pairs[: args.limit]
+    if args.enhanced:
+        if not args.enhanced.is_dir():
+            raise HwkdError(f"enhanced folder not found: {args.enhanced}", "give the folder `hwkd enhance` wrote")
+        jobs = [((args.enhanced / p.noisy.name, 0), p.clean, p.id) for p in pairs]
+    else:
+        jobs = [((p.noisy, args.channel), p.clean, p.id) for p in pairs]
+    if not jobs:
+        raise HwkdError(f"nothing to score in {args.path}", "check the split name and the files")
+    rows = score_pairs(jobs, _load_for_metrics, jobs=args.jobs, dnsmos=args.dnsmos, progress=not args.quiet)
+    metrics = BASE_METRICS + (DNSMOS_METRICS if args.dnsmos else ())
+    summ = summarize(rows, metrics)
+    what = f"enhanced ({args.enhanced})" if args.enhanced else f"noisy input (channel {args.channel})"
+    print(f"{args.path} {args.split or ''}: {what}, {len(rows)} clips")
+    for k in metrics:
+        v = summ[k]
+        if v["mean"] is None:
+            print(f"  {k:<12} -")
+        else:
+            ci = f" ± {v['ci95']:.3f}" if v["ci95"] is not None else ""
+            print(f"  {k:<12} {v['mean']:8.3f}{ci}  (n={v['n']})")
+    print("  status: " + ", ".join(f"{k} {v}" for k, v in summ["status_counts"].items()))
+    if args.out:
+        from hwkd.audio.io import write_text_atomic
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        with open(args.out, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=["id", *metrics, "status"])
+            w.writeheader()
+            w.writerows(rows)
+        write_text_atomic(args.out.with_suffix(".json"), json.dumps(
+            {"path": str(args.path), "split": args.split, "scored": what, "summary": summ}, indent=2))
+        print(f"wrote {args.out} and {args.out.with_suffix('.json')}")
+    return 0
+
+
+def cmd_search(args) -> int:
+    from hwkd.data.synth import CorpusSpec, build_corpus
+    from hwkd.paths import default_corpus_dir
+    from hwkd.targets import load_target
+    target = load_target(args.target)
+    corpus = args.corpus or default_corpus_dir()
+    print(f"hwkd search --target {target['name']}: stage 1/5 corpus ({corpus})")
+    if args.corpus is None:
+        res = build_corpus(corpus, CorpusSpec(), jobs=args.jobs, progress=not args.quiet)
+        print(f"  corpus ready: built {res['built']}, kept {res['skipped']} clips")
+    print("hwkd search: stopped after stage 1/5. Not built yet: teacher (2/5), distillation (3/5), "
+          "profiling on the target (4/5), search controller and report (5/5).", file=sys.stderr)
+    return 3

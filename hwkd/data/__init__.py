@@ -1,0 +1,1 @@
+"""Corpus synthesis, readers for real dataset layouts, and torch datasets."""

@@ -1,0 +1,126 @@
+"""Noise for the embedded corpus: seeded synthetic noises, babble, and CC0 ambient loops (sonic-pi-samples)."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+from hwkd.audio.io import resample
+
+SR = 16000
+SONIC_PI_DIR = Path("/usr/share/sonic-pi/samples")
+# Ambient-like CC0 loops; percussive one-shots and musical riffs are left out.
+AMBIENT_NAMES = ("ambi_choir", "ambi_dark_woosh", "ambi_drone", "ambi_glass_hum", "ambi_glass_rub",
+                 "ambi_haunted_hum", "ambi_lunar_land", "ambi_piano", "ambi_sauna", "ambi_soft_buzz",
+                 "ambi_swoosh", "loop_3d_printer", "loop_drone_g_97", "loop_electric", "loop_industrial",
+                 "vinyl_hiss")
+
+NOISE_KINDS = ("white", "pink", "brown", "blue", "hum", "fan", "clicks", "babble", "ambient")
+NOISE_WEIGHTS = (0.08, 0.12, 0.08, 0.05, 0.1, 0.12, 0.1, 0.15, 0.2)
+
+
+def ambient_files() -> list[Path]:
+    return [p for n in AMBIENT_NAMES if (p := SONIC_PI_DIR / f"{n}.flac").is_file()]
+
+
+def ambient_split(split: str) -> list[Path]:
+    """Ambient files are split too (3/5 train, 1/5 val, 1/5 test) so test noise is unseen."""
+    files = ambient_files()
+    want = {"train": (0, 1, 2), "val": (3,), "test": (4,)}[split]
+    return [f for i, f in enumerate(files) if i % 5 in want]
+
+
+@functools.lru_cache(maxsize=64)
+def _load_ambient(path: Path) -> np.ndarray:
+    x, sr = sf.read(str(path), dtype="float32", always_2d=True)
+    return resample(x.mean(1), sr, SR)
+
+
+def colored(rng: np.random.Generator, n: int, beta: float) -> np.ndarray:
+    """Gaussian noise with power spectrum ~ 1/f^beta (0 white, 1 pink, 2 brown, -1 blue)."""
+    spec = np.fft.rfft(rng.standard_normal(n))
+    f = np.fft.rfftfreq(n, 1 / SR)
+    f[0] = f[1]
+    spec *= f ** (-beta / 2)
+    x = np.fft.irfft(spec, n)
+    return (x / (x.std() + 1e-12)).astype(np.float32)
+
+
+def hum(rng: np.random.Generator, n: int) -> np.ndarray:
+    f0 = rng.choice([50.0, 60.0]) * rng.uniform(0.995, 1.005)
+    t = np.arange(n) / SR
+    x = np.zeros(n)
+    for k in range(1, int(rng.integers(4, 12))):
+        x += rng.uniform(0.1, 1.0) / k ** rng.uniform(0.3, 1.0) * np.sin(2 * np.pi * k * f0 * t + rng.uniform(0, 6.3))
+    x += 0.05 * colored(rng, n, 1.0)
+    return (x / x.std()).astype(np.float32)
+
+
+def fan(rng: np.random.Generator, n: int) -> np.ndarray:
+    from scipy.signal import butter, sosfilt
+    cutoff = rng.uniform(300, 2500)
+    sos = butter(2, cutoff, fs=SR, output="sos")
+    x = sosfilt(sos, rng.standard_normal(n))
+    t = np.arange(n) / SR
+    blade = rng.uniform(80, 400)
+    x = x / x.std() + rng.uniform(0.1, 0.6) * np.sin(2 * np.pi * blade * t) * (1 + 0.2 * np.sin(2 * np.pi * 3 * t))
+    return (x / x.std()).astype(np.float32)
+
+
+def clicks(rng: np.random.Generator, n: int) -> np.ndarray:
+    """Poisson train of damped resonances (keyboard, dishes, footsteps)."""
+    x = 0.02 * rng.standard_normal(n)
+    rate = rng.uniform(2, 12)  # events per second
+    k = rng.poisson(rate * n / SR)
+    L = int(0.05 * SR)
+    t = np.arange(L) / SR
+    for start in rng.integers(0, n, size=k):
+        f = rng.uniform(500, 6000)
+        ev = np.sin(2 * np.pi * f * t) * np.exp(-t * rng.uniform(80, 400)) * rng.uniform(0.3, 1.0)
+        end = min(n, start + L)
+        x[start:end] += ev[: end - start]
+    return (x / x.std()).astype(np.float32)
+
+
+def ambient(rng: np.random.Generator, n: int, split: str) -> tuple[np.ndarray, str]:
+    files = ambient_split(split)
+    path = files[int(rng.integers(len(files)))]
+    src = _load_ambient(path)
+    reps = int(np.ceil((n + len(src)) / len(src)))
+    loop = np.tile(src, reps)
+    start = int(rng.integers(len(src)))
+    x = loop[start:start + n]
+    return (x / (x.std() + 1e-9)).astype(np.float32), path.stem
+
+
+def babble(rng: np.random.Generator, n: int, split: str, exclude: str) -> tuple[np.ndarray, str]:
+    from hwkd.data.speech import pick_speaker, speech_segment
+    k = int(rng.integers(3, 8))
+    x = np.zeros(n, np.float32)
+    for _ in range(k):
+        # mostly recorded voices: cheaper than TTS and more realistic babble
+        spk = pick_speaker(split, rng, weights=(("asterisk-g722", 0.8), ("espeak-ng", 0.15), ("flite", 0.05)),
+                           exclude=(exclude,))
+        x += speech_segment(spk, rng, n) * rng.uniform(0.5, 1.0)
+    return x / (x.std() + 1e-9), f"{k} talkers"
+
+
+def make_noise(kind: str, rng: np.random.Generator, n: int, split: str, talker: str) -> tuple[np.ndarray, str]:
+    """Returns (noise with unit RMS, detail string for the manifest)."""
+    if kind in ("white", "pink", "brown", "blue"):
+        beta = {"white": 0.0, "pink": 1.0, "brown": 2.0, "blue": -1.0}[kind]
+        return colored(rng, n, beta), f"1/f^{beta:g}"
+    if kind == "hum":
+        return hum(rng, n), "mains"
+    if kind == "fan":
+        return fan(rng, n), "lowpass+blade"
+    if kind == "clicks":
+        return clicks(rng, n), "poisson"
+    if kind == "babble":
+        return babble(rng, n, split, talker)
+    if kind == "ambient":
+        return ambient(rng, n, split)
+    raise ValueError(f"unknown noise kind {kind!r}")
