@@ -76,8 +76,11 @@ class Scan:
 
 
 def _audio_files(d: Path) -> list[Path]:
-    return sorted(p for p in d.iterdir() if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS) \
-        if d.is_dir() else []
+    """Audio files of a folder; hidden files (such as hwkd's .tmp-* partial writes) are not data."""
+    if not d.is_dir():
+        return []
+    return sorted(p for p in d.iterdir()
+                  if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in AUDIO_EXTENSIONS)
 
 
 def _match_by_name(noisy_dir: Path, clean_dir: Path, split: str | None, problems: list[Problem],

@@ -204,6 +204,8 @@ def build_corpus(root: str | os.PathLike, spec: CorpusSpec = CorpusSpec(), jobs:
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     _check_identity(root, spec)
+    for stale in root.glob("*/*/*/.tmp-*"):  # partial writes of a killed build
+        stale.unlink(missing_ok=True)
     todo, skipped = [], 0
     for set_name, sizes in spec.sizes.items():
         if set_name not in SETS:

@@ -1,0 +1,35 @@
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+
+def tone(n, sr=16000, f=440.0, ch=1, seed=0, amp=0.1):
+    rng = np.random.default_rng(seed)
+    t = np.arange(n) / sr
+    x = amp * np.sin(2 * np.pi * f * t) + 0.01 * rng.standard_normal(n)
+    return np.stack([x * (1 - 0.1 * c) for c in range(ch)], axis=1) if ch > 1 else x
+
+
+def write(path: Path, x, sr=16000):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(str(path), x, sr, subtype="PCM_16")
+    return path
+
+
+def run_cli(*args, env=None, timeout=600):
+    return subprocess.run([sys.executable, "-m", "hwkd", *map(str, args)], capture_output=True, text=True,
+                          env=env, timeout=timeout)
+
+
+@pytest.fixture
+def paired(tmp_path):
+    """A generic paired folder with 3 good mono pairs of 1 s."""
+    root = tmp_path / "paired"
+    for i in range(3):
+        write(root / "noisy" / f"u{i}.wav", tone(16000, seed=i))
+        write(root / "clean" / f"u{i}.wav", tone(16000, seed=10 + i))
+    return root
