@@ -28,6 +28,7 @@ def _formatter(prog):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from hwkd.data.synth import CorpusSpec
     p = argparse.ArgumentParser(
         prog="hwkd",
         description="Hardware-aware knowledge distillation and NAS benchmarking for speech enhancement.",
@@ -36,29 +37,39 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", title="commands")
 
-    s = sub.add_parser("search", formatter_class=_formatter, help="the main job: search deployable students for a target (built so far: corpus)")
+    s = sub.add_parser(
+        "search", formatter_class=_formatter,
+        help="the main job: search deployable students for a target (built so far: corpus)")
     s.add_argument("--target", required=True, help="a target name from targets/ (e.g. rpi4, cpu)")
     s.add_argument("--corpus", type=Path, default=None, help="corpus folder (default: the embedded default)")
     s.add_argument("--jobs", type=int, default=None, help="worker processes (default: all cores)")
 
-    d = sub.add_parser("data", formatter_class=_formatter, help="data synth: build the embedded corpus; data check PATH: validate a dataset")
+    d = sub.add_parser(
+        "data", formatter_class=_formatter,
+        help="data synth: build the embedded corpus; data check PATH: validate a dataset")
     dsub = d.add_subparsers(dest="data_command", metavar="SUBCOMMAND", title="subcommands")
-    ds = dsub.add_parser("synth", formatter_class=_formatter, help="build or resume the embedded default corpus (mono + Ambisonics)")
+    ds = dsub.add_parser(
+        "synth", formatter_class=_formatter,
+        help="build or resume the embedded default corpus (mono + Ambisonics)")
     ds.add_argument("--out", type=Path, default=None, help="corpus folder (default: $HWKD_HOME/corpus/default)")
     ds.add_argument("--seed", type=int, default=0)
-    ds.add_argument("--mono", type=_sizes, default=(600, 100, 100), metavar="TRAIN,VAL,TEST",
-                    help="mono clip counts (default 600,100,100)")
-    ds.add_argument("--foa", type=_sizes, default=(240, 40, 40), metavar="TRAIN,VAL,TEST",
-                    help="4-channel Ambisonics clip counts (default 240,40,40)")
+    for set_name, label in (("mono", "mono"), ("foa", "4-channel Ambisonics")):
+        default = CorpusSpec().sizes[set_name]
+        ds.add_argument(f"--{set_name}", type=_sizes, default=default, metavar="TRAIN,VAL,TEST",
+                        help=f"{label} clip counts (default {','.join(map(str, default))})")
     ds.add_argument("--clip-s", type=float, default=4.0, help="clip length in seconds (default 4)")
     ds.add_argument("--jobs", type=int, default=None, help="worker processes (default: all cores)")
-    dc = dsub.add_parser("check", formatter_class=_formatter, help="recognise a dataset layout; report counts, hours, rates, problems")
+    dc = dsub.add_parser(
+        "check", formatter_class=_formatter,
+        help="recognise a dataset layout; report counts, hours, rates, problems")
     dc.add_argument("path", type=Path, help="dataset folder or CSV manifest")
     dc.add_argument("--channels", type=int, default=None, help="expected input channel count")
     dc.add_argument("--mic", choices=("A", "B"), default="A", help="L3DAS23 microphone (default A)")
     dc.add_argument("--json", action="store_true", help="print the report as JSON")
 
-    m = sub.add_parser("metrics", formatter_class=_formatter, help="PESQ-WB, STOI, eSTOI, SI-SDR (+DNSMOS) of noisy or enhanced audio")
+    m = sub.add_parser(
+        "metrics", formatter_class=_formatter,
+        help="PESQ-WB, STOI, eSTOI, SI-SDR (+DNSMOS) of noisy or enhanced audio")
     m.add_argument("path", type=Path, help="dataset folder or CSV manifest")
     m.add_argument("--split", default=None, help="split to score (e.g. test, mono/test)")
     m.add_argument("--enhanced", type=Path, default=None,
@@ -208,6 +219,10 @@ def cmd_search(args) -> int:
     if args.corpus is None:
         res = build_corpus(corpus, CorpusSpec(), jobs=args.jobs, progress=not args.quiet)
         print(f"  corpus ready: built {res['built']}, kept {res['skipped']} clips")
+    else:
+        from hwkd.data.layouts import scan
+        s = scan(corpus)
+        print(f"  corpus: {s.layout}, {len(s.pairs)} pairs, {len(s.problems)} problem(s)")
     print("hwkd search: stopped after stage 1/5. Not built yet: teacher (2/5), distillation (3/5), "
           "profiling on the target (4/5), search controller and report (5/5).", file=sys.stderr)
     return 3

@@ -5,9 +5,10 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from conftest import tone, write
 from hwkd.data.datasets import SpeechPairs, collate_pad
 from hwkd.errors import HwkdError
+
+from conftest import tone, write
 
 
 def test_segments_and_utterances(tmp_path):

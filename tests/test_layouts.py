@@ -5,9 +5,10 @@ import json
 import numpy as np
 import pytest
 
-from conftest import run_cli, tone, write
 from hwkd.data.layouts import scan
 from hwkd.errors import HwkdError
+
+from conftest import run_cli, tone, write
 
 
 def test_paired_folder_ok(paired):

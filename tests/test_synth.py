@@ -11,11 +11,12 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from conftest import run_cli
 from hwkd.data import speech
 from hwkd.data.layouts import scan
 from hwkd.data.synth import CorpusSpec, build_corpus, make_clip
 from hwkd.errors import HwkdError
+
+from conftest import run_cli
 
 TINY = CorpusSpec(sizes={"mono": (3, 2, 2), "foa": (2, 1, 1)})
 

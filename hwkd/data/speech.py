@@ -91,7 +91,7 @@ def espeak_variants() -> tuple[str, ...]:
     return tuple(sorted(set(names)))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def speakers(split: str) -> dict[str, tuple[Speaker, ...]]:
     """Speakers of one split, grouped by source."""
     real = tuple(Speaker(f"asterisk:{n}", "asterisk-g722", n)
@@ -102,7 +102,7 @@ def speakers(split: str) -> dict[str, tuple[Speaker, ...]]:
     return {"asterisk-g722": real, "espeak-ng": esp, "flite": fl}
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _asterisk_files(actor: str) -> tuple[Path, ...]:
     files = tuple(sorted((ASTERISK_DIR / actor).rglob("*.g722")))
     if not files:

@@ -1,0 +1,91 @@
+"""Machine fingerprint and the CPU load of other processes during a measurement.
+
+Every benchmark records both: this machine is shared, and a figure taken while something else was busy
+must say so.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from importlib import metadata
+
+CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def fingerprint() -> dict:
+    cpu = platform.processor()
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    gov = None
+    try:
+        gov = open("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor").read().strip()
+    except OSError:
+        pass
+    mem = None
+    try:
+        for line in open("/proc/meminfo"):
+            if line.startswith("MemTotal"):
+                mem = round(int(line.split()[1]) / 2 ** 20, 1)
+    except OSError:
+        pass
+    versions = {}
+    for name in ("hwkd", "torch", "numpy", "pesq", "pystoi", "onnxruntime"):
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "governor": gov, "memory_gib": mem,
+            "machine": platform.machine(), "kernel": platform.release(), "python": platform.python_version(),
+            "versions": versions, "date": time.strftime("%Y-%m-%d")}
+
+
+def _busy_jiffies() -> int | None:
+    try:
+        f = open("/proc/stat").readline().split()
+    except OSError:
+        return None
+    user, nice, system, idle, iowait, irq, softirq, steal = (int(x) for x in f[1:9])
+    return user + nice + system + irq + softirq + steal
+
+
+class LoadMeter:
+    """Context manager: wall time, CPU used by this process and its reaped children, and by all others.
+
+    other_load is the busy fraction of the machine's cores that other processes used (0 = idle machine).
+    """
+
+    def __enter__(self):
+        self._t = time.perf_counter()
+        self._busy = _busy_jiffies()
+        self._own = self._own_cpu()
+        return self
+
+    @staticmethod
+    def _own_cpu() -> float:
+        t = os.times()
+        return t.user + t.system + t.children_user + t.children_system
+
+    def __exit__(self, *exc):
+        self.wall_s = time.perf_counter() - self._t
+        self.own_cpu_s = self._own_cpu() - self._own
+        busy = _busy_jiffies()
+        if busy is None or self._busy is None:
+            self.other_cpu_s = None
+            self.other_load = None
+        else:
+            total = (busy - self._busy) / CLK_TCK
+            self.other_cpu_s = max(0.0, total - self.own_cpu_s)
+            self.other_load = self.other_cpu_s / (self.wall_s * (os.cpu_count() or 1))
+        return False
+
+    def as_dict(self) -> dict:
+        return {"wall_s": round(self.wall_s, 3), "own_cpu_s": round(self.own_cpu_s, 3),
+                "other_cpu_s": None if self.other_cpu_s is None else round(self.other_cpu_s, 3),
+                "other_load": None if self.other_load is None else round(self.other_load, 3)}

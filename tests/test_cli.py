@@ -1,0 +1,41 @@
+from conftest import run_cli
+
+
+def test_help_lists_every_command_on_one_line():
+    r = run_cli("--help")
+    assert r.returncode == 0
+    lines = r.stdout.splitlines()
+    for cmd in ("search", "data", "metrics"):
+        hits = [ln for ln in lines if ln.strip().startswith(cmd + " ")]
+        assert len(hits) == 1, cmd
+        nxt = lines[lines.index(hits[0]) + 1]
+        assert not nxt.startswith("      "), f"help of {cmd} wraps onto a second line"
+    sub = run_cli("data", "--help").stdout
+    assert "synth" in sub and "check" in sub
+
+
+def test_search_unknown_target_and_bad_yaml(tmp_path):
+    r = run_cli("search", "--target", "pi5000")
+    assert r.returncode == 2 and "unknown target 'pi5000'" in r.stderr and "rpi4" in r.stderr
+    bad = tmp_path / "mine.yaml"
+    bad.write_text("name: mine\ndevice: [unclosed\n")
+    r = run_cli("search", "--target", bad)
+    assert r.returncode == 2 and "malformed YAML" in r.stderr and str(bad) in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_search_stops_honestly_after_the_corpus_stage(paired):
+    r = run_cli("search", "--target", "rpi4", "--corpus", paired)
+    assert r.returncode == 3
+    assert "stage 1/5 corpus" in r.stdout and "paired-folder, 3 pairs" in r.stdout
+    assert "stopped after stage 1/5" in r.stderr
+
+
+def test_metrics_command_on_a_folder(paired, tmp_path):
+    out = tmp_path / "m" / "noisy.csv"
+    r = run_cli("-q", "metrics", paired, "--out", out, "--jobs", "1")
+    assert r.returncode == 0, r.stderr
+    assert "pesq_wb" in r.stdout and "status: " in r.stdout
+    assert out.is_file() and out.with_suffix(".json").is_file()
+    r = run_cli("metrics", paired, "--enhanced", tmp_path / "none")
+    assert r.returncode == 2 and "enhanced folder not found" in r.stderr
