@@ -1,0 +1,278 @@
+"""DPDCRN: dual-path dilated convolutional recurrent network (L3DAS23 SE track winner), one configurable net.
+
+Implemented from ../shared/spec/dpdcrn-and-i2srf-tfckd.md §1. Input: stacked real/imag STFT channels
+[B, 2M, T, 257] (M microphones or Ambisonic channels); output: a 2-channel complex mask [B, 2, T, 257]
+applied in polar form to the reference channel (see `apply_mask`). STFT/iSTFT stay outside the network.
+
+Encoder: conv (1,3)/2 -> conv (1,3)/2 -> dilated dense block; dual-path block with L layers of parallel
+intra-frame (along frequency) and inter-frame (along time) "attention + GRU" paths; decoder: dilated
+dense block -> transposed conv -> transposed conv (mask). No skip connections.
+
+Causal variant (`causal=True`): the conv norms normalise each frame over frequency (per channel), the
+dual-path GroupNorm normalises each frame over (channels, frequency), and the time path uses a causal
+attention mask or no attention. Such a model runs hop by hop with `init_state` / `step`, carrying the
+dense-block caches, the time-GRU states and the time-attention key/value inputs.
+
+Feature taps (for distillation, returned by `forward(x, return_taps=True)`):
+  enc: [enc-1 (129 bins), enc-2 (64), enc-3 (64)]; mid: [O_1 .. O_L] (64 bins); dec: [dec-1 (64),
+  dec-2 (129), mask (257)]; each [B, C_k, T, W_k].
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+N_BINS = 257
+
+
+@dataclass(frozen=True)
+class DPDCRNConfig:
+    channels: int = 64                 # C: encoder/decoder width; the dual path works at C/2
+    layers: int = 1                    # L: dual-path layers
+    depth: int = 4                     # D: dilated dense layers per block (dilations 1, 2, .., 2^(D-1))
+    heads: int = 4                     # attention heads on both paths; 0 = no attention at all
+    gru_hidden: int | None = None      # GRU hidden size (default C)
+    intra_bidirectional: bool = True   # GRU along frequency bi- or unidirectional
+    causal: bool = False               # streaming-causal variant (frame-wise norms)
+    time_attention: str = "full"       # "full" | "causal" | "none" on the inter-frame path
+    in_channels: int = 1               # M: 1 = mono, 4 = first-order Ambisonics (W, Y, Z, X)
+    n_fft: int = 512
+    hop: int = 256
+
+    def __post_init__(self):
+        if self.channels % 2 or self.channels < 4:
+            raise ValueError(f"channels must be even and >= 4, got {self.channels}")
+        if self.heads and (self.channels // 2) % self.heads:
+            raise ValueError(f"channels/2 = {self.channels // 2} must be divisible by heads = {self.heads}")
+        if self.time_attention not in ("full", "causal", "none"):
+            raise ValueError("time_attention must be 'full', 'causal' or 'none'")
+        if self.causal and self.time_attention == "full":
+            raise ValueError("a causal model needs time_attention 'causal' or 'none'")
+        if self.n_fft != 512:
+            raise ValueError("n_fft is fixed at 512 (257 bins) in this family")
+        if self.layers < 1 or self.depth < 1:
+            raise ValueError("layers and depth must be >= 1")
+
+    @property
+    def hidden(self) -> int:
+        return self.gru_hidden or self.channels
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> DPDCRNConfig:
+        names = {f.name for f in fields(cls)}
+        unknown = set(d) - names
+        if unknown:
+            raise ValueError(f"unknown DPDCRN config field(s): {', '.join(sorted(unknown))}")
+        return cls(**d)
+
+
+class FrameNorm(nn.Module):
+    """Causal norm: normalise each frame over `dims` (frequency, or channels+frequency); per-channel affine."""
+
+    def __init__(self, channels: int, over_channels: bool, eps: float = 1e-5):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(channels))
+        self.bias = nn.Parameter(torch.zeros(channels))
+        self.dims = (1, 3) if over_channels else (3,)
+        self.eps = eps
+
+    def forward(self, x: Tensor) -> Tensor:  # [B, C, T, F]
+        mean = x.mean(self.dims, keepdim=True)
+        var = x.var(self.dims, keepdim=True, unbiased=False)
+        x = (x - mean) / torch.sqrt(var + self.eps)
+        return x * self.weight.view(1, -1, 1, 1) + self.bias.view(1, -1, 1, 1)
+
+
+def conv_norm(c: int, causal: bool) -> nn.Module:
+    return FrameNorm(c, over_channels=False) if causal else nn.InstanceNorm2d(c, affine=True)
+
+
+class DenseBlock(nn.Module):
+    """Dilated dense block: layer i sees [input, out_0..out_{i-1}], kernel (2,3), time dilation 2^i (causal)."""
+
+    def __init__(self, c: int, depth: int, causal: bool):
+        super().__init__()
+        self.depth = depth
+        self.convs = nn.ModuleList(nn.Conv2d(c * (i + 1), c, (2, 3), dilation=(2 ** i, 1)) for i in range(depth))
+        self.norms = nn.ModuleList(conv_norm(c, causal) for _ in range(depth))
+        self.acts = nn.ModuleList(nn.PReLU(c) for _ in range(depth))
+
+    def forward(self, x: Tensor) -> Tensor:
+        skip = x
+        out = x
+        for i in range(self.depth):
+            d = 2 ** i
+            out = self.acts[i](self.norms[i](self.convs[i](F.pad(skip, (1, 1, d, 0)))))
+            skip = torch.cat([out, skip], dim=1)
+        return out
+
+    def init_state(self, x_frame_shape) -> list[Tensor]:
+        b, c, _, f = x_frame_shape
+        return [torch.zeros(b, c * (i + 1), 2 ** i, f) for i in range(self.depth)]
+
+    def step(self, x: Tensor, state: list[Tensor]) -> tuple[Tensor, list[Tensor]]:
+        """One frame x [B, C, 1, F]; state[i]: the last 2^i frames of layer i's input."""
+        skip = x
+        out = x
+        new = []
+        for i in range(self.depth):
+            d = 2 ** i
+            seq = torch.cat([state[i], skip], dim=2)            # [B, Ci, d+1, F]
+            new.append(seq[:, :, 1:])
+            out = self.acts[i](self.norms[i](self.convs[i](F.pad(seq, (1, 1, 0, 0)))))
+            skip = torch.cat([out, skip], dim=1)
+        return out, new
+
+
+class AttnGRU(nn.Module):
+    """x <- LN(x + MHA(LN(x))); h = GRU(x); x <- LN(x + Linear(ReLU(h))). Sequences are [N, S, d]."""
+
+    def __init__(self, d: int, hidden: int, heads: int, bidirectional: bool, attention: bool):
+        super().__init__()
+        self.attention = attention and heads > 0
+        if self.attention:
+            self.ln_in = nn.LayerNorm(d)
+            self.mha = nn.MultiheadAttention(d, heads, batch_first=True)
+            self.ln_attn = nn.LayerNorm(d)
+        self.gru = nn.GRU(d, hidden, batch_first=True, bidirectional=bidirectional)
+        self.fc = nn.Linear(hidden * (2 if bidirectional else 1), d)
+        self.ln_out = nn.LayerNorm(d)
+
+    def forward(self, x: Tensor, causal_mask: bool = False) -> Tensor:
+        if self.attention:
+            q = self.ln_in(x)
+            mask = None
+            if causal_mask:
+                s = x.shape[1]
+                mask = torch.ones(s, s, dtype=torch.bool, device=x.device).triu(1)
+            a, _ = self.mha(q, q, q, attn_mask=mask, need_weights=False)
+            x = self.ln_attn(x + a)
+        h, _ = self.gru(x)
+        return self.ln_out(x + self.fc(F.relu(h)))
+
+    def step(self, x: Tensor, state: dict) -> tuple[Tensor, dict]:
+        """Time path, one step: x [N, 1, d]; state {"h": GRU state, "kv": past LN(x) [N, t, d]}."""
+        new = {}
+        if self.attention:
+            q = self.ln_in(x)
+            kv = torch.cat([state["kv"], q], dim=1)
+            new["kv"] = kv
+            a, _ = self.mha(q, kv, kv, need_weights=False)
+            x = self.ln_attn(x + a)
+        h, hn = self.gru(x, state["h"])
+        new["h"] = hn
+        return self.ln_out(x + self.fc(F.relu(h))), new
+
+
+class DualPathLayer(nn.Module):
+    def __init__(self, cfg: DPDCRNConfig):
+        super().__init__()
+        d = cfg.channels // 2
+        self.intra = AttnGRU(d, cfg.hidden, cfg.heads, cfg.intra_bidirectional, attention=True)
+        self.inter = AttnGRU(d, cfg.hidden, cfg.heads, False, attention=cfg.time_attention != "none")
+        self.intra_norm = FrameNorm(d, over_channels=True) if cfg.causal else nn.GroupNorm(1, d)
+        self.inter_norm = FrameNorm(d, over_channels=True) if cfg.causal else nn.GroupNorm(1, d)
+        self.causal_attention = cfg.time_attention == "causal"
+
+    def _intra(self, u: Tensor) -> Tensor:
+        b, d, t, f = u.shape
+        x = u.permute(0, 2, 3, 1).reshape(b * t, f, d)
+        y = self.intra(x).reshape(b, t, f, d).permute(0, 3, 1, 2)
+        return self.intra_norm(y)
+
+    def forward(self, u: Tensor) -> tuple[Tensor, Tensor]:
+        b, d, t, f = u.shape
+        intra = self._intra(u)
+        x = u.permute(0, 3, 2, 1).reshape(b * f, t, d)
+        y = self.inter(x, causal_mask=self.causal_attention).reshape(b, f, t, d).permute(0, 3, 2, 1)
+        return intra, self.inter_norm(y)
+
+    def step(self, u: Tensor, state: dict) -> tuple[Tensor, Tensor, dict]:
+        b, d, _, f = u.shape
+        intra = self._intra(u)
+        x = u.permute(0, 3, 2, 1).reshape(b * f, 1, d)
+        y, new = self.inter.step(x, state)
+        return intra, self.inter_norm(y.reshape(b, f, 1, d).permute(0, 3, 2, 1)), new
+
+
+class DPDCRN(nn.Module):
+    def __init__(self, cfg: DPDCRNConfig | None = None, **kw):
+        super().__init__()
+        cfg = cfg or DPDCRNConfig(**kw)
+        self.cfg = cfg
+        c, causal = cfg.channels, cfg.causal
+        self.enc1 = nn.Sequential(nn.Conv2d(2 * cfg.in_channels, c, (1, 3), (1, 2), (0, 1)), conv_norm(c, causal),
+                                  nn.PReLU(c))
+        self.enc2 = nn.Sequential(nn.Conv2d(c, c, (1, 3), (1, 2)), conv_norm(c, causal), nn.PReLU(c))
+        self.enc_dense = DenseBlock(c, cfg.depth, causal)
+        self.dp_in = nn.Sequential(nn.Conv2d(c, c // 2, 1), nn.PReLU())
+        self.dp_layers = nn.ModuleList(DualPathLayer(cfg) for _ in range(cfg.layers))
+        self.k1 = nn.Parameter(torch.ones(1))
+        self.k2 = nn.Parameter(torch.ones(1))
+        self.dp_out = nn.Sequential(nn.PReLU(), nn.Conv2d(c // 2, c, 1))   # shared by all layers
+        self.dec_dense = DenseBlock(c, cfg.depth, causal)
+        self.dec1 = nn.Sequential(nn.ConvTranspose2d(c, c, (1, 3), (1, 2)), conv_norm(c, causal), nn.PReLU(c))
+        self.dec2 = nn.ConvTranspose2d(c, 2, (1, 3), (1, 2))
+
+    # -- offline ---------------------------------------------------------------------------------
+    def forward(self, x: Tensor, return_taps: bool = False):
+        """x: [B, 2M, T, 257] -> mask [B, 2, T, 257] (and the taps dict when return_taps)."""
+        e1 = self.enc1(x)
+        e2 = self.enc2(e1)
+        e3 = self.enc_dense(e2)
+        u = self.dp_in(e3)
+        mids = []
+        for layer in self.dp_layers:
+            intra, inter = layer(u)
+            u = u + self.k1 * intra + self.k2 * inter
+            mids.append(self.dp_out(u))
+        d1 = self.dec_dense(mids[-1])
+        d2 = self.dec1(d1)
+        mask = self.dec2(d2)[..., :N_BINS]
+        if return_taps:
+            return mask, {"enc": [e1, e2, e3], "mid": mids, "dec": [d1, d2, mask]}
+        return mask
+
+    # -- streaming (causal models only) -----------------------------------------------------------
+    def init_state(self, batch: int = 1) -> dict:
+        if not self.cfg.causal:
+            raise ValueError("hop-by-hop streaming needs a causal model (causal=True)")
+        c, d = self.cfg.channels, self.cfg.channels // 2
+        shape = (batch, c, 1, 64)
+        layers = []
+        for layer in self.dp_layers:
+            st = {"h": torch.zeros(1, batch * 64, self.cfg.hidden)}
+            if layer.inter.attention:
+                st["kv"] = torch.zeros(batch * 64, 0, d)
+            layers.append(st)
+        return {"enc": self.enc_dense.init_state(shape), "dec": self.dec_dense.init_state(shape), "dp": layers}
+
+    def step(self, x: Tensor, state: dict) -> tuple[Tensor, dict]:
+        """One STFT frame x [B, 2M, 1, 257] -> mask frame [B, 2, 1, 257] and the new state."""
+        e3, enc_state = self.enc_dense.step(self.enc2(self.enc1(x)), state["enc"])
+        u = self.dp_in(e3)
+        dp_state = []
+        for layer, st in zip(self.dp_layers, state["dp"]):
+            intra, inter, new = layer.step(u, st)
+            u = u + self.k1 * intra + self.k2 * inter
+            dp_state.append(new)
+        d1, dec_state = self.dec_dense.step(self.dp_out(u), state["dec"])
+        mask = self.dec2(self.dec1(d1))[..., :N_BINS]
+        return mask, {"enc": enc_state, "dec": dec_state, "dp": dp_state}
+
+
+def apply_mask(mask: Tensor, spec: Tensor, eps: float = 1e-8) -> Tensor:
+    """Polar mask on the reference channel: |S| = tanh(|M|)|X|, angle(S) = angle(X) + angle(M).
+
+    mask: [B, 2, T, F] (real, imag); spec: complex [B, T, F] of the reference channel -> complex [B, T, F].
+    """
+    m = torch.complex(mask[:, 0], mask[:, 1])
+    mag = torch.sqrt(mask[:, 0] ** 2 + mask[:, 1] ** 2 + eps)
+    return spec * (torch.tanh(mag) / mag) * m

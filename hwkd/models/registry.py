@@ -1,0 +1,59 @@
+"""Named presets (timm-style `create_model`) and config files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from hwkd.errors import HwkdError
+from hwkd.models.dpdcrn import DPDCRN, DPDCRNConfig
+
+PRESETS: dict[str, dict] = {
+    # the paper's networks (3,218,118 and 595,494 parameters)
+    "paper-teacher": dict(channels=128, layers=4),
+    "paper-student": dict(channels=64, layers=1),
+    # sized for a 2-core CPU: the embedded default's teacher and a starting student
+    "cpu-teacher": dict(channels=48, layers=2),
+    "cpu-student": dict(channels=24, layers=1),
+    # streaming-causal student: frame-wise norms, no time attention, runs hop by hop
+    "cpu-student-causal": dict(channels=24, layers=1, causal=True, time_attention="none"),
+}
+
+
+def list_presets() -> list[str]:
+    return sorted(PRESETS)
+
+
+def resolve_config(spec: str | dict | DPDCRNConfig, **overrides) -> DPDCRNConfig:
+    """A preset name, a YAML/JSON config file, a dict or a config -> DPDCRNConfig (overrides applied)."""
+    if isinstance(spec, DPDCRNConfig):
+        base = spec.to_dict()
+    elif isinstance(spec, dict):
+        base = dict(spec)
+    elif spec in PRESETS:
+        base = dict(PRESETS[spec])
+    elif Path(spec).suffix in (".yaml", ".yml", ".json"):
+        p = Path(spec)
+        if not p.is_file():
+            raise HwkdError(f"model config file not found: {p}", "check the path")
+        try:
+            base = yaml.safe_load(p.read_text())
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" line {mark.line + 1}" if mark else ""
+            raise HwkdError(f"malformed YAML in {p}{where}", "fix the syntax") from None
+        if not isinstance(base, dict):
+            raise HwkdError(f"{p} must hold a mapping of DPDCRN fields", "e.g. channels: 32")
+        base = base.get("model", base)
+    else:
+        raise HwkdError(f"unknown model {spec!r}", f"use a preset ({', '.join(list_presets())}) or a config file")
+    base.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return DPDCRNConfig.from_dict(base)
+    except (ValueError, TypeError) as exc:
+        raise HwkdError(f"invalid model config {spec!r}: {exc}", "see hwkd/models/dpdcrn.py DPDCRNConfig") from None
+
+
+def create_model(spec: str | dict | DPDCRNConfig, **overrides) -> DPDCRN:
+    return DPDCRN(resolve_config(spec, **overrides))
