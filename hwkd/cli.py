@@ -67,6 +67,27 @@ def build_parser() -> argparse.ArgumentParser:
     dc.add_argument("--mic", choices=("A", "B"), default="A", help="L3DAS23 microphone (default A)")
     dc.add_argument("--json", action="store_true", help="print the report as JSON")
 
+    t = sub.add_parser(
+        "train", formatter_class=_formatter,
+        help="train a DPDCRN (preset or config file) for speech enhancement; resumes an interrupted run")
+    t.add_argument("--model", required=True, help="a preset (paper-teacher, cpu-student, ...) or a YAML config file")
+    t.add_argument("--out", type=Path, required=True, help="run folder (best.pt, last.pt, history.jsonl)")
+    t.add_argument("--data", type=Path, default=None,
+                   help="dataset with train and val splits (default: the embedded corpus, mono or foa by the model)")
+    t.add_argument("--train-split", default="train")
+    t.add_argument("--val-split", default="val")
+    t.add_argument("--in-channels", type=int, default=None, help="override the model's input channels (1 or 4)")
+    t.add_argument("--hop", type=int, default=None, help="override the model's STFT hop")
+    t.add_argument("--epochs", type=int, default=10)
+    t.add_argument("--batch-size", type=int, default=8)
+    t.add_argument("--lr", type=float, default=1e-3)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--device", default="cpu", help="cpu or cuda")
+    t.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    t.add_argument("--ckpt-every", type=int, default=50, help="steps between mid-epoch checkpoints")
+    t.add_argument("--max-steps-per-epoch", type=int, default=None)
+    t.add_argument("--val-pesq-clips", type=int, default=20, help="val clips scored with PESQ each epoch")
+
     m = sub.add_parser(
         "metrics", formatter_class=_formatter,
         help="PESQ-WB, STOI, eSTOI, SI-SDR (+DNSMOS) of noisy or enhanced audio")
@@ -101,6 +122,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_metrics(args)
         if args.command == "search":
             return cmd_search(args)
+        if args.command == "train":
+            return cmd_train(args)
     except HwkdError as exc:
         print(f"hwkd: error: {exc}", file=sys.stderr)
         return exc.exit_code
@@ -226,3 +249,36 @@ def cmd_search(args) -> int:
     print("hwkd search: stopped after stage 1/5. Not built yet: teacher (2/5), distillation (3/5), "
           "profiling on the target (4/5), search controller and report (5/5).", file=sys.stderr)
     return 3
+
+
+def default_dataset(in_channels: int, jobs: int | None = None, progress: bool = True) -> Path:
+    """The embedded corpus's mono or Ambisonics set, built first if needed."""
+    from hwkd.data.synth import CorpusSpec, build_corpus
+    from hwkd.paths import default_corpus_dir
+    root = default_corpus_dir()
+    build_corpus(root, CorpusSpec(), jobs=jobs, progress=progress)
+    return root / ("foa" if in_channels == 4 else "mono")
+
+
+def cmd_train(args) -> int:
+    import torch
+
+    from hwkd.data.datasets import SpeechPairs
+    from hwkd.models import DPDCRN
+    from hwkd.models.registry import resolve_config
+    from hwkd.train.trainer import TrainConfig, train
+    cfg = resolve_config(args.model, in_channels=args.in_channels, hop=args.hop)
+    data = args.data or default_dataset(cfg.in_channels, progress=not args.quiet)
+    tcfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+                       device=args.device, threads=args.threads, ckpt_every=args.ckpt_every,
+                       max_steps_per_epoch=args.max_steps_per_epoch, val_pesq_clips=args.val_pesq_clips)
+    train_set = SpeechPairs(data, split=args.train_split, mode="segment", channels=cfg.in_channels,
+                            seed=args.seed)
+    val_set = SpeechPairs(data, split=args.val_split, mode="utterance", channels=cfg.in_channels)
+    torch.manual_seed(args.seed)
+    model = DPDCRN(cfg)
+    meta = {"model_spec": str(args.model), "data": str(data), "train_split": args.train_split,
+            "val_split": args.val_split, "command": "hwkd " + " ".join(sys.argv[1:])}
+    res = train(model, train_set, val_set, args.out, tcfg, progress=not args.quiet, meta=meta)
+    print(f"done: best val SI-SDR {res['best_val_si_sdr_db']:.2f} dB; checkpoints in {args.out}")
+    return 0

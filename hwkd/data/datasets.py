@@ -30,7 +30,12 @@ def select_pairs(s: Scan, split: str | None) -> list[Pair]:
     if split is None:
         return s.pairs
     splits = s.splits()
-    chosen = [p for p in s.pairs if p.split == split or (p.split or "").endswith("/" + split)]
+    chosen = [p for p in s.pairs if p.split == split]
+    if not chosen:  # "test" in an hwkd corpus: mono/test and foa/test
+        chosen = [p for p in s.pairs if (p.split or "").endswith("/" + split)]
+        if len({p.split for p in chosen}) > 1:
+            raise HwkdError(f"split {split!r} is ambiguous in {s.root}",
+                            f"choose one of: {', '.join(sorted({str(p.split) for p in chosen}))}")
     if not chosen:
         raise HwkdError(f"split {split!r} not found in {s.root}",
                         f"choose one of: {', '.join(str(x) for x in splits)}")

@@ -16,7 +16,7 @@ from pathlib import Path
 from hwkd.audio.io import AUDIO_EXTENSIONS, AudioInfo, audio_info
 from hwkd.errors import HwkdError
 
-LAYOUTS = ("hwkd-corpus", "dns", "voicebank-demand", "l3das23", "paired-folder", "csv")
+LAYOUTS = ("hwkd-corpus", "dns", "voicebank-demand", "l3das23", "paired-folder", "split-folders", "csv")
 _FILEID = re.compile(r"fileid_(\d+)")
 
 
@@ -186,6 +186,11 @@ def _find_csv(path: Path, problems: list[Problem]) -> list[Pair]:
     return pairs
 
 
+def _split_dirs(path: Path) -> list[Path]:
+    """Sub-folders that are paired folders, e.g. ROOT/{train,val,test}/{noisy,clean} (one hwkd corpus set)."""
+    return sorted(d for d in path.iterdir() if d.is_dir() and (d / "noisy").is_dir() and (d / "clean").is_dir())
+
+
 def detect_layout(path: Path) -> str:
     if path.is_file() and path.suffix.lower() == ".csv":
         return "csv"
@@ -202,6 +207,8 @@ def detect_layout(path: Path) -> str:
         if names and all(_FILEID.search(n) for n in names):
             return "dns"
         return "paired-folder"
+    if _split_dirs(path):
+        return "split-folders"
     raise HwkdError(
         f"no dataset layout recognised at {path} (no audio pairs found)",
         "expected noisy/ + clean/ (DNS or paired folder), noisy_*_wav + clean_*_wav (VoiceBank-DEMAND), "
@@ -230,6 +237,10 @@ def scan(path: str | Path, channels: int | None = None, mic: str = "A") -> Scan:
         pairs = _find_l3das(root, mic, problems)
     elif layout == "dns":
         pairs = _match_by_name(root / "noisy", root / "clean", None, problems, key=_dns_key)
+    elif layout == "split-folders":
+        pairs = []
+        for d in _split_dirs(root):
+            pairs += _match_by_name(d / "noisy", d / "clean", d.name, problems)
     elif layout == "paired-folder":
         pairs = _match_by_name(root / "noisy", root / "clean", None, problems)
     else:

@@ -39,6 +39,12 @@ def si_sdr(est: np.ndarray, ref: np.ndarray, zero_mean: bool = True, eps: float 
     return float(10 * np.log10((np.dot(target, target) + eps) / (np.dot(noise, noise) + eps)))
 
 
+def pesq_wb(est: np.ndarray, ref: np.ndarray, sr: int = SR) -> float:
+    """PESQ wide band (P.862.2) via the `pesq` package; raises on clips it cannot score."""
+    from pesq import pesq
+    return float(pesq(sr, np.asarray(ref, dtype=np.float64), np.asarray(est, dtype=np.float64), "wb"))
+
+
 _dnsmos = None
 
 
@@ -88,10 +94,9 @@ def score_clip(est: np.ndarray, ref: np.ndarray, sr: int = SR, dnsmos: bool = Fa
         return row
     errors = []
 
-    from pesq import pesq
     from pystoi import stoi
     try:
-        row["pesq_wb"] = float(pesq(sr, ref, est, "wb"))
+        row["pesq_wb"] = pesq_wb(est, ref, sr)
     except Exception as exc:  # pesq raises its own classes (NoUtterancesError, BufferTooShortError)
         errors.append(f"pesq: {type(exc).__name__}")
     for key, ext in (("stoi", False), ("estoi", True)):

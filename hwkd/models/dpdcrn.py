@@ -123,7 +123,6 @@ class DenseBlock(nn.Module):
         out = x
         new = []
         for i in range(self.depth):
-            d = 2 ** i
             seq = torch.cat([state[i], skip], dim=2)            # [B, Ci, d+1, F]
             new.append(seq[:, :, 1:])
             out = self.acts[i](self.norms[i](self.convs[i](F.pad(seq, (1, 1, 0, 0)))))

@@ -14,10 +14,11 @@ PRESETS: dict[str, dict] = {
     "paper-teacher": dict(channels=128, layers=4),
     "paper-student": dict(channels=64, layers=1),
     # sized for a 2-core CPU: the embedded default's teacher and a starting student
-    "cpu-teacher": dict(channels=48, layers=2),
-    "cpu-student": dict(channels=24, layers=1),
+    # (one or two attention heads: CPU attention with 3-6 dimensions per head costs more than the GRUs)
+    "cpu-teacher": dict(channels=48, layers=2, heads=1),
+    "cpu-student": dict(channels=24, layers=1, heads=2),
     # streaming-causal student: frame-wise norms, no time attention, runs hop by hop
-    "cpu-student-causal": dict(channels=24, layers=1, causal=True, time_attention="none"),
+    "cpu-student-causal": dict(channels=24, layers=1, heads=2, causal=True, time_attention="none"),
 }
 
 

@@ -1,0 +1,59 @@
+"""Checkpoints that carry their own config: any model rebuilds from its checkpoint alone.
+
+Only tensors and plain Python values are stored, so loading uses `torch.load(weights_only=True)`.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+
+from hwkd.errors import HwkdError
+from hwkd.models.dpdcrn import DPDCRN, DPDCRNConfig
+
+FORMAT = "hwkd-checkpoint"
+VERSION = 1
+
+
+def save_checkpoint(path: str | os.PathLike, model: DPDCRN, **extra) -> None:
+    """Atomic write: {format, version, model: {family, config}, state_dict, **extra}."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"format": FORMAT, "version": VERSION,
+               "model": {"family": "dpdcrn", "config": model.cfg.to_dict()},
+               "state_dict": model.state_dict(), **extra}
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".pt", dir=p.parent)
+    os.close(fd)
+    try:
+        torch.save(payload, tmp)
+        os.replace(tmp, p)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_checkpoint(path: str | os.PathLike) -> dict:
+    p = Path(path)
+    if not p.is_file():
+        raise HwkdError(f"checkpoint not found: {p}", "give the path of a .pt file written by hwkd train")
+    try:
+        ck = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises several types for corrupt or foreign files
+        raise HwkdError(f"cannot read checkpoint {p} ({type(exc).__name__})",
+                        "give a checkpoint written by hwkd (weights-only loadable)") from None
+    if not isinstance(ck, dict) or ck.get("format") != FORMAT:
+        raise HwkdError(f"{p} is not an hwkd checkpoint", "give a checkpoint written by hwkd train")
+    if ck.get("version", 0) > VERSION:
+        raise HwkdError(f"{p} was written by a newer hwkd (format {ck['version']})", "upgrade hwkd")
+    return ck
+
+
+def load_model(path: str | os.PathLike) -> tuple[DPDCRN, dict]:
+    """Rebuild the model from the checkpoint alone; returns (model in eval mode, checkpoint dict)."""
+    ck = read_checkpoint(path)
+    model = DPDCRN(DPDCRNConfig.from_dict(ck["model"]["config"]))
+    model.load_state_dict(ck["state_dict"])
+    return model.eval(), ck

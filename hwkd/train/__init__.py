@@ -1,0 +1,1 @@
+"""Speech-enhancement losses and the trainer (checkpoint/resume, progress)."""
