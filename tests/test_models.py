@@ -1,0 +1,101 @@
+import pytest
+import torch
+
+from hwkd.errors import HwkdError
+from hwkd.models import DPDCRN, DPDCRNConfig, create_model
+from hwkd.models.checkpoint import load_model, save_checkpoint
+from hwkd.models.enhancer import Enhancer
+from hwkd.models.registry import resolve_config
+
+TINY = dict(channels=8, layers=2, depth=2, heads=2)
+
+
+def _params(m):
+    return sum(p.numel() for p in m.parameters())
+
+
+def test_paper_parameter_counts_are_exact():
+    t, s = create_model("paper-teacher"), create_model("paper-student")
+    assert _params(t) == 3_218_118 and _params(s) == 595_494
+    enc = sum(_params(x) for x in (t.enc1, t.enc2, t.enc_dense))
+    dec = sum(_params(x) for x in (t.dec_dense, t.dec1, t.dec2))
+    assert (enc, _params(t) - enc - dec, dec) == (1_036_032, 1_146_564, 1_035_522)
+
+
+@pytest.mark.parametrize("mics", [1, 4])
+def test_shapes_and_taps_mono_and_ambisonics(mics):
+    m = create_model(dict(TINY, in_channels=mics))
+    x = torch.randn(2, 2 * mics, 11, 257)
+    mask, taps = m(x, return_taps=True)
+    assert mask.shape == (2, 2, 11, 257)
+    assert [t.shape[-1] for t in taps["enc"]] == [129, 64, 64]
+    assert len(taps["mid"]) == 2 and all(t.shape == (2, 8, 11, 64) for t in taps["mid"])
+    assert [t.shape[-1] for t in taps["dec"]] == [64, 129, 257] and taps["dec"][2] is mask
+    y = Enhancer(m)(torch.randn(2, mics, 5000))
+    assert y.shape == (2, 5000)
+
+
+@pytest.mark.parametrize("time_attention", ["none", "causal"])
+def test_streaming_parity(time_attention):
+    torch.manual_seed(0)
+    m = create_model(dict(TINY, causal=True, time_attention=time_attention)).eval()
+    x = torch.randn(1, 2, 30, 257)
+    with torch.no_grad():
+        full = m(x)
+        state, outs = m.init_state(1), []
+        for t in range(30):
+            y, state = m.step(x[:, :, t:t + 1], state)
+            outs.append(y)
+    assert (full - torch.cat(outs, 2)).abs().max() <= 1e-4
+    # and end to end, waveform in, waveform out
+    e = Enhancer(create_model(dict(TINY, causal=True, time_attention=time_attention, hop=160))).eval()
+    w = 0.1 * torch.randn(1, 1, 7000)
+    with torch.no_grad():
+        assert (e(w) - e.stream(w)).abs().max() <= 1e-4
+
+
+def test_causal_model_does_not_look_ahead():
+    m = create_model(dict(TINY, causal=True, time_attention="causal")).eval()
+    x = torch.randn(1, 2, 20, 257)
+    x2 = x.clone()
+    x2[:, :, 12:] = torch.randn(1, 2, 8, 257)
+    with torch.no_grad():
+        assert torch.allclose(m(x)[:, :, :12], m(x2)[:, :, :12], atol=1e-6)
+
+
+def test_non_causal_model_refuses_streaming():
+    with pytest.raises(ValueError, match="causal"):
+        create_model(TINY).init_state()
+    with pytest.raises(ValueError, match="causal"):
+        DPDCRNConfig(causal=True, time_attention="full")
+
+
+def test_checkpoint_rebuilds_the_model_alone(tmp_path):
+    m = create_model(dict(TINY, in_channels=4, hop=128))
+    save_checkpoint(tmp_path / "m.pt", m, meta={"note": "x"})
+    # weights-only loading works on the raw file
+    raw = torch.load(tmp_path / "m.pt", weights_only=True)
+    assert raw["model"]["config"]["in_channels"] == 4
+    m2, ck = load_model(tmp_path / "m.pt")
+    assert m2.cfg == m.cfg and ck["meta"]["note"] == "x"
+    x = torch.randn(1, 8, 5, 257)
+    assert torch.equal(m.eval()(x), m2(x))
+
+
+def test_bad_checkpoint_and_config_messages(tmp_path):
+    with pytest.raises(HwkdError, match="checkpoint not found"):
+        load_model(tmp_path / "none.pt")
+    (tmp_path / "junk.pt").write_bytes(b"garbage")
+    with pytest.raises(HwkdError, match="cannot read checkpoint"):
+        load_model(tmp_path / "junk.pt")
+    with pytest.raises(HwkdError, match="unknown model 'nope'"):
+        resolve_config("nope")
+    cfg = tmp_path / "m.yaml"
+    cfg.write_text("channels: 7\n")
+    with pytest.raises(HwkdError, match="invalid model config"):
+        resolve_config(str(cfg))
+    cfg.write_text("channels: [\n")
+    with pytest.raises(HwkdError, match="malformed YAML"):
+        resolve_config(str(cfg))
+    cfg.write_text("model:\n  channels: 16\n  layers: 1\n")
+    assert isinstance(DPDCRN(resolve_config(str(cfg))), DPDCRN)

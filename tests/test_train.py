@@ -1,0 +1,110 @@
+"""Training, resume after kill -9, and the evaluate / enhance commands, on a tiny model and corpus."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from conftest import run_cli, tone, write
+from hwkd.data.synth import CorpusSpec, build_corpus
+from hwkd.models.checkpoint import load_model, read_checkpoint
+
+TINY_MODEL = "channels: 8\nlayers: 1\ndepth: 2\nheads: 2\n"
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    root = tmp_path_factory.mktemp("corpus")
+    build_corpus(root, CorpusSpec(clip_s=1.0, sizes={"mono": (40, 4, 4), "foa": (0, 0, 0)}), progress=False)
+    return root / "mono"
+
+
+@pytest.fixture(scope="module")
+def model_yaml(tmp_path_factory):
+    p = tmp_path_factory.mktemp("cfg") / "tiny.yaml"
+    p.write_text(TINY_MODEL)
+    return p
+
+
+def _train_cmd(corpus, model_yaml, out, epochs=2):
+    return [sys.executable, "-m", "hwkd", "train", "--model", str(model_yaml), "--data", str(corpus),
+            "--out", str(out), "--epochs", str(epochs), "--batch-size", "2", "--ckpt-every", "3",
+            "--threads", "1", "--val-pesq-clips", "2"]
+
+
+def test_killed_training_resumes_exactly(tmp_path, corpus, model_yaml):
+    ref = subprocess.run(_train_cmd(corpus, model_yaml, tmp_path / "ref"), capture_output=True, text=True)
+    assert ref.returncode == 0, ref.stderr[-2000:]
+
+    out = tmp_path / "killed"
+    p = subprocess.Popen(_train_cmd(corpus, model_yaml, out), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         start_new_session=True)
+    t0 = time.time()
+    while not (out / "last.pt").exists() and time.time() - t0 < 120:
+        time.sleep(0.02)
+    os.killpg(p.pid, signal.SIGKILL)
+    p.wait()
+    ck = read_checkpoint(out / "last.pt")
+    assert ck["train"]["epoch"] == 0 and ck["train"]["pos"] == 3      # killed mid-epoch
+    res = subprocess.run(_train_cmd(corpus, model_yaml, out), capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "resuming" in res.stdout and "epoch 1, step 3 of 20" in res.stdout
+
+    a, _ = load_model(tmp_path / "ref" / "last.pt")
+    b, _ = load_model(out / "last.pt")
+    for (k, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items()):
+        assert torch.allclose(x, y, atol=1e-6), k
+    hist = [json.loads(line) for line in (out / "history.jsonl").read_text().splitlines()]
+    assert [h["epoch"] for h in hist] == [1, 2]
+    assert (out / "best.pt").is_file()
+
+
+def test_training_improves_and_commands_run(tmp_path, corpus, model_yaml):
+    out = tmp_path / "run"
+    r = subprocess.run(_train_cmd(corpus, model_yaml, out, epochs=3), capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    hist = [json.loads(line) for line in (out / "history.jsonl").read_text().splitlines()]
+    assert hist[-1]["train_loss"] < hist[0]["train_loss"]      # it learns something
+
+    e = run_cli("-q", "evaluate", out / "best.pt", "--data", corpus, "--split", "test", "--out", tmp_path / "e.json",
+                "--jobs", "1")
+    assert e.returncode == 0, e.stderr
+    assert "pesq_wb" in e.stdout and "enhanced" in e.stdout
+    j = json.loads((tmp_path / "e.json").read_text())
+    assert j["utterances"] == 4 and j["enhanced"]["si_sdr_db"]["n"] == 4
+
+    noisy = corpus / "test" / "noisy" / "clip_000000.wav"
+    n = run_cli("enhance", out / "best.pt", noisy, tmp_path / "o.wav")
+    assert n.returncode == 0, n.stderr
+    y, sr = sf.read(tmp_path / "o.wav")
+    assert sr == 16000 and len(y) == 16000 and np.abs(y).max() > 0
+    # bad inputs: 4-channel file for a mono model, streaming a non-causal model, missing checkpoint
+    write(tmp_path / "foa.wav", tone(16000, ch=4))
+    bad = run_cli("enhance", out / "best.pt", tmp_path / "foa.wav", tmp_path / "x.wav")
+    assert bad.returncode == 2 and "foa.wav has 4 channel(s)" in bad.stderr and "Traceback" not in bad.stderr
+    bad = run_cli("enhance", out / "best.pt", noisy, tmp_path / "x.wav", "--streaming")
+    assert bad.returncode == 2 and "non-causal" in bad.stderr
+    bad = run_cli("evaluate", tmp_path / "missing.pt")
+    assert bad.returncode == 2 and "checkpoint not found" in bad.stderr
+    assert not (tmp_path / "x.wav").exists()
+
+
+def test_streaming_enhance_of_a_causal_checkpoint(tmp_path):
+    from hwkd.models import create_model
+    from hwkd.models.checkpoint import save_checkpoint
+    m = create_model(dict(channels=8, layers=1, depth=2, heads=2, causal=True, time_attention="causal"))
+    save_checkpoint(tmp_path / "c.pt", m)
+    write(tmp_path / "in.wav", tone(12000))
+    a = run_cli("enhance", tmp_path / "c.pt", tmp_path / "in.wav", tmp_path / "off.wav")
+    b = run_cli("enhance", tmp_path / "c.pt", tmp_path / "in.wav", tmp_path / "str.wav", "--streaming")
+    assert a.returncode == 0 and b.returncode == 0, a.stderr + b.stderr
+    x, _ = sf.read(tmp_path / "off.wav")
+    y, _ = sf.read(tmp_path / "str.wav")
+    assert np.abs(x - y).max() <= 2 / 32768   # identical up to PCM16 rounding
