@@ -14,10 +14,10 @@ import numpy as np
 from pesq import pesq
 from pystoi import stoi
 
-from hwkd.cli import _load_for_metrics
 from hwkd.data.layouts import scan
 from hwkd.data.synth import CorpusSpec, build_corpus
 from hwkd.metrics import score_pairs
+from hwkd.metrics.quality import load_channel_and_reference
 from hwkd.sysinfo import LoadMeter, fingerprint
 
 from _common import median, save
@@ -36,24 +36,24 @@ def main():
         runs, rows = [], None
         for r in range(a.repeats):
             with LoadMeter() as m:
-                rows = score_pairs(jobs, _load_for_metrics, jobs=a.jobs)
+                rows = score_pairs(jobs, load_channel_and_reference, jobs=a.jobs)
             runs.append(m.as_dict())
             print("run", r, m.as_dict())
         # identity against direct calls
         worst = {"pesq_wb": 0.0, "stoi": 0.0, "estoi": 0.0}
         for (est_spec, ref, _), row in zip(jobs, rows):
-            est, ref_x, sr = _load_for_metrics(est_spec, ref)
+            est, ref_x, sr = load_channel_and_reference(est_spec, ref)
             est, ref_x = est.astype(np.float64), ref_x.astype(np.float64)
             worst["pesq_wb"] = max(worst["pesq_wb"], abs(row["pesq_wb"] - pesq(sr, ref_x, est, "wb")))
             worst["stoi"] = max(worst["stoi"], abs(row["stoi"] - stoi(ref_x, est, sr, extended=False)))
             worst["estoi"] = max(worst["estoi"], abs(row["estoi"] - stoi(ref_x, est, sr, extended=True)))
         # DNSMOS cost per clip (one process, one thread per session)
         from hwkd.metrics.quality import score_clip
-        est, ref_x, _ = _load_for_metrics(jobs[0][0], jobs[0][1])
+        est, ref_x, _ = load_channel_and_reference(jobs[0][0], jobs[0][1])
         score_clip(est, ref_x, dnsmos=True)
         t = []
         for j in jobs[1:4]:
-            est, ref_x, _ = _load_for_metrics(j[0], j[1])
+            est, ref_x, _ = load_channel_and_reference(j[0], j[1])
             t0 = time.perf_counter()
             score_clip(est, ref_x, dnsmos=True)
             t.append(time.perf_counter() - t0)

@@ -6,11 +6,11 @@ Usage: python benchmarks/noisy_baseline.py [--no-dnsmos]
 
 import argparse
 
-from hwkd.cli import _load_for_metrics
 from hwkd.data.datasets import select_pairs
 from hwkd.data.layouts import scan
 from hwkd.data.synth import CorpusSpec, build_corpus
 from hwkd.metrics import BASE_METRICS, DNSMOS_METRICS, score_pairs, summarize
+from hwkd.metrics.quality import load_channel_and_reference
 from hwkd.paths import default_corpus_dir
 from hwkd.sysinfo import LoadMeter, fingerprint
 
@@ -32,7 +32,7 @@ def main():
         pairs = select_pairs(s, split)
         jobs = [((p.noisy, 0), p.clean, p.id) for p in pairs]
         with LoadMeter() as m:
-            rows = score_pairs(jobs, _load_for_metrics, dnsmos=not a.no_dnsmos, progress=True, desc=label)
+            rows = score_pairs(jobs, load_channel_and_reference, dnsmos=not a.no_dnsmos, progress=True, desc=label)
         out["sets"][label] = {"split": split, "clips": len(rows), "summary": summarize(rows, metrics),
                               "load": m.as_dict()}
         print(label, {k: round(v["mean"], 3) for k, v in out["sets"][label]["summary"].items()

@@ -39,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser(
         "search", formatter_class=_formatter,
-        help="the main job: search deployable students for a target (built so far: corpus)")
+        help="the main job: search deployable students for a target (built so far: corpus, teacher)")
     s.add_argument("--target", required=True, help="a target name from targets/ (e.g. rpi4, cpu)")
     s.add_argument("--corpus", type=Path, default=None, help="corpus folder (default: the embedded default)")
     s.add_argument("--jobs", type=int, default=None, help="worker processes (default: all cores)")
@@ -196,14 +196,6 @@ def cmd_data_check(args) -> int:
     return 1 if s.problems else 0
 
 
-def _load_for_metrics(est_spec, ref_path):
-    from hwkd.audio.io import read_audio
-    est_path, channel = est_spec
-    est, _ = read_audio(est_path, sample_rate=16000)
-    ref, _ = read_audio(ref_path, sample_rate=16000)
-    if channel >= est.shape[0]:
-        channel = 0
-    return est[channel], ref[0], 16000
 
 
 def cmd_metrics(args) -> int:
@@ -212,6 +204,7 @@ def cmd_metrics(args) -> int:
     from hwkd.data.datasets import select_pairs
     from hwkd.data.layouts import scan
     from hwkd.metrics import BASE_METRICS, DNSMOS_METRICS, score_pairs, summarize
+    from hwkd.metrics.quality import load_channel_and_reference
     s = scan(args.path)
     pairs = select_pairs(s, args.split)
     bad = s.bad_files
@@ -230,7 +223,7 @@ def cmd_metrics(args) -> int:
         jobs = [((p.noisy, args.channel), p.clean, p.id) for p in pairs]
     if not jobs:
         raise HwkdError(f"nothing to score in {args.path}", "check the split name and the files")
-    rows = score_pairs(jobs, _load_for_metrics, jobs=args.jobs, dnsmos=args.dnsmos, progress=not args.quiet)
+    rows = score_pairs(jobs, load_channel_and_reference, jobs=args.jobs, dnsmos=args.dnsmos, progress=not args.quiet)
     metrics = BASE_METRICS + (DNSMOS_METRICS if args.dnsmos else ())
     summ = summarize(rows, metrics)
     what = f"enhanced ({args.enhanced})" if args.enhanced else f"noisy input (channel {args.channel})"
@@ -270,7 +263,15 @@ def cmd_search(args) -> int:
         from hwkd.data.layouts import scan
         s = scan(corpus)
         print(f"  corpus: {s.layout}, {len(s.pairs)} pairs, {len(s.problems)} problem(s)")
-    print("hwkd search: stopped after stage 1/5. Not built yet: teacher (2/5), distillation (3/5), "
+    from hwkd.models.checkpoint import load_model
+    from hwkd.teacher import embedded_teacher_path
+    print("hwkd search: stage 2/5 teacher")
+    teacher, ck = load_model(embedded_teacher_path())
+    hist = ck.get("train", {}).get("history") or [{}]
+    print(f"  embedded teacher: {sum(p.numel() for p in teacher.parameters()):,} parameters, "
+          f"{ck['model']['config']['channels']} channels x {ck['model']['config']['layers']} dual-path layers, "
+          f"val SI-SDR {hist[-1].get('val_si_sdr_db', float('nan')):.2f} dB after {len(hist)} epochs")
+    print("hwkd search: stopped after stage 2/5. Not built yet: distillation (3/5), "
           "profiling on the target (4/5), search controller and report (5/5).", file=sys.stderr)
     return 3
 
@@ -340,22 +341,13 @@ def cmd_enhance(args) -> int:
     return 0
 
 
-def _load_enhanced(est_spec, ref_path):
-    from hwkd.audio.io import read_audio
-    est, _ = read_audio(est_spec, sample_rate=16000)
-    ref, _ = read_audio(ref_path, sample_rate=16000)
-    return est[0], ref[0], 16000
-
-
 def cmd_evaluate(args) -> int:
-    import tempfile
-
-    from hwkd.audio.io import read_audio, write_text_atomic
+    from hwkd.audio.io import write_text_atomic
     from hwkd.data.datasets import select_pairs
     from hwkd.data.layouts import scan
-    from hwkd.metrics import BASE_METRICS, DNSMOS_METRICS, score_pairs, summarize
+    from hwkd.metrics import BASE_METRICS, DNSMOS_METRICS
     from hwkd.models.checkpoint import load_model
-    from hwkd.models.enhancer import Enhancer
+    from hwkd.train.evaluate import evaluate_pairs
     model, ck = load_model(args.ckpt)
     data = args.data or default_dataset(model.cfg.in_channels, progress=not args.quiet)
     s = scan(data, channels=model.cfg.in_channels)
@@ -363,35 +355,12 @@ def cmd_evaluate(args) -> int:
     pairs = pairs[: args.limit] if args.limit else pairs
     if not pairs:
         raise HwkdError(f"nothing to evaluate in {data} split {args.split}", "check the split and the files")
-    enhancer = Enhancer(model).eval()
-    tmp = None
-    out_dir = args.save
-    if out_dir is None:
-        tmp = tempfile.TemporaryDirectory(prefix="hwkd-eval-")
-        out_dir = Path(tmp.name)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    import soundfile as sf
-    bar = None
-    if not args.quiet:
-        from tqdm import tqdm
-        bar = tqdm(total=len(pairs), unit="utt", desc="enhance", dynamic_ncols=True)
-    for p in pairs:
-        x, _ = read_audio(p.noisy, sample_rate=16000)
-        y = _enhance_array(enhancer, x)
-        sf.write(str(out_dir / p.noisy.name), y, 16000, subtype="FLOAT")  # float: no requantisation
-        if bar:
-            bar.update()
-    if bar:
-        bar.close()
-    metrics = BASE_METRICS + (DNSMOS_METRICS if args.dnsmos else ())
-    noisy_rows = score_pairs([((p.noisy, 0), p.clean, p.id) for p in pairs], _load_for_metrics, jobs=args.jobs,
-                             dnsmos=args.dnsmos, progress=not args.quiet, desc="metrics noisy")
-    enh_rows = score_pairs([(out_dir / p.noisy.name, p.clean, p.id) for p in pairs], _load_enhanced,
-                           jobs=args.jobs, dnsmos=args.dnsmos, progress=not args.quiet, desc="metrics enhanced")
-    sn, se = summarize(noisy_rows, metrics), summarize(enh_rows, metrics)
+    res = evaluate_pairs(model, pairs, jobs=args.jobs, dnsmos=args.dnsmos, save_dir=args.save,
+                         progress=not args.quiet)
+    sn, se = res["noisy"], res["enhanced"]
     print(f"{args.ckpt} on {data} [{args.split}], {len(pairs)} utterances (mean ± 95 % CI)")
     print(f"  {'metric':<12}{'noisy':>18}{'enhanced':>18}{'gain':>9}")
-    for k in metrics:
+    for k in BASE_METRICS + (DNSMOS_METRICS if args.dnsmos else ()):
         a, b = sn[k], se[k]
         if a["mean"] is None or b["mean"] is None:
             print(f"  {k:<12}{'-':>18}{'-':>18}")
@@ -404,7 +373,5 @@ def cmd_evaluate(args) -> int:
     if args.out:
         write_text_atomic(args.out, json.dumps({
             "checkpoint": str(args.ckpt), "model": ck["model"], "data": str(data), "split": args.split,
-            "utterances": len(pairs), "noisy": sn, "enhanced": se}, indent=2))
-    if tmp:
-        tmp.cleanup()
+            "utterances": len(pairs), **res}, indent=2))
     return 0

@@ -33,3 +33,12 @@ def paired(tmp_path):
         write(root / "noisy" / f"u{i}.wav", tone(16000, seed=i))
         write(root / "clean" / f"u{i}.wav", tone(16000, seed=10 + i))
     return root
+
+
+@pytest.fixture(scope="session")
+def tiny_corpus(tmp_path_factory):
+    """The embedded corpus's mono set at tiny scale: 40 / 4 / 4 clips of 1 s."""
+    from hwkd.data.synth import CorpusSpec, build_corpus
+    root = tmp_path_factory.mktemp("corpus")
+    build_corpus(root, CorpusSpec(clip_s=1.0, sizes={"mono": (40, 4, 4), "foa": (0, 0, 0)}), progress=False)
+    return root / "mono"

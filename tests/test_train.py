@@ -12,18 +12,16 @@ import pytest
 import soundfile as sf
 import torch
 
-from conftest import run_cli, tone, write
-from hwkd.data.synth import CorpusSpec, build_corpus
 from hwkd.models.checkpoint import load_model, read_checkpoint
+
+from conftest import run_cli, tone, write
 
 TINY_MODEL = "channels: 8\nlayers: 1\ndepth: 2\nheads: 2\n"
 
 
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    root = tmp_path_factory.mktemp("corpus")
-    build_corpus(root, CorpusSpec(clip_s=1.0, sizes={"mono": (40, 4, 4), "foa": (0, 0, 0)}), progress=False)
-    return root / "mono"
+@pytest.fixture
+def corpus(tiny_corpus):
+    return tiny_corpus
 
 
 @pytest.fixture(scope="module")

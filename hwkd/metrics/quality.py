@@ -125,6 +125,15 @@ def score_clip(est: np.ndarray, ref: np.ndarray, sr: int = SR, dnsmos: bool = Fa
     return row
 
 
+def load_channel_and_reference(est_spec, ref_path):
+    """Loader for score_pairs: est_spec = (path, channel) or a path (channel 0); both read at 16 kHz."""
+    from hwkd.audio.io import read_audio
+    est_path, channel = est_spec if isinstance(est_spec, tuple) else (est_spec, 0)
+    est, _ = read_audio(est_path, sample_rate=SR)
+    ref, _ = read_audio(ref_path, sample_rate=SR)
+    return est[min(channel, est.shape[0] - 1)], ref[0], SR
+
+
 def _score_job(job):
     load, est_spec, ref_spec, clip_id, dnsmos = job
     try:

@@ -57,3 +57,12 @@ def load_model(path: str | os.PathLike) -> tuple[DPDCRN, dict]:
     model = DPDCRN(DPDCRNConfig.from_dict(ck["model"]["config"]))
     model.load_state_dict(ck["state_dict"])
     return model.eval(), ck
+
+
+def slim_checkpoint(src: str | os.PathLike, dst: str | os.PathLike) -> None:
+    """Copy a training checkpoint without optimizer and scheduler state (for shipping a model)."""
+    ck = read_checkpoint(src)
+    train = {k: v for k, v in ck.get("train", {}).items() if k not in ("optimizer", "scheduler")}
+    model = DPDCRN(DPDCRNConfig.from_dict(ck["model"]["config"]))
+    model.load_state_dict(ck["state_dict"])
+    save_checkpoint(dst, model, train=train, meta=ck.get("meta", {}))

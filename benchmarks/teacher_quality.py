@@ -1,0 +1,45 @@
+"""The embedded teacher on the default test split (mono): noisy vs enhanced PESQ-WB, STOI, eSTOI, SI-SDR.
+
+Goal (issue: DPDCRN model family): SI-SDR +6 dB and PESQ-WB +0.4 over the noisy input.
+Writes results/teacher_quality.json. Usage: python benchmarks/teacher_quality.py [--ckpt PATH] [--dnsmos]
+"""
+
+import argparse
+
+from hwkd.cli import default_dataset
+from hwkd.data.datasets import select_pairs
+from hwkd.data.layouts import scan
+from hwkd.models.checkpoint import load_model
+from hwkd.sysinfo import LoadMeter, fingerprint
+from hwkd.teacher import embedded_teacher_path
+from hwkd.train.evaluate import evaluate_pairs
+
+from _common import save
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--ckpt", default=None)
+    ap.add_argument("--dnsmos", action="store_true")
+    a = ap.parse_args()
+    ckpt = a.ckpt or embedded_teacher_path()
+    model, ck = load_model(ckpt)
+    data = default_dataset(model.cfg.in_channels)
+    s = scan(data, channels=model.cfg.in_channels)
+    pairs = select_pairs(s, "test")
+    with LoadMeter() as m:
+        res = evaluate_pairs(model, pairs, dnsmos=a.dnsmos)
+    gains = {k: res["enhanced"][k]["mean"] - res["noisy"][k]["mean"]
+             for k in res["noisy"] if k != "status_counts" and res["noisy"][k]["mean"] is not None}
+    out = {"machine": fingerprint(), "checkpoint": str(ckpt), "model": ck["model"],
+           "params": sum(p.numel() for p in model.parameters()), "train_meta": ck.get("meta"),
+           "train_history": ck.get("train", {}).get("history"), "data": str(data), "split": "test",
+           "utterances": len(pairs), "noisy": res["noisy"], "enhanced": res["enhanced"], "gain": gains,
+           "goal": {"si_sdr_db": 6.0, "pesq_wb": 0.4},
+           "meets_goal": gains["si_sdr_db"] >= 6.0 and gains["pesq_wb"] >= 0.4, "load": m.as_dict()}
+    print({k: round(v, 3) for k, v in gains.items()}, "meets goal:", out["meets_goal"])
+    save("teacher_quality", out)
+
+
+if __name__ == "__main__":
+    main()

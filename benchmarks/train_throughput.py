@@ -1,0 +1,53 @@
+"""Training throughput (4-s segments per second, forward + backward + Adam step, batch 8) per preset.
+
+Writes results/train_throughput.json. Usage: python benchmarks/train_throughput.py [--steps 4]
+"""
+
+import argparse
+import statistics
+import time
+
+import torch
+
+from hwkd.models import create_model, list_presets
+from hwkd.models.enhancer import Enhancer
+from hwkd.sysinfo import LoadMeter, fingerprint
+from hwkd.train.losses import se_loss
+
+from _common import save
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--steps", type=int, default=4)
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--presets", default=",".join(list_presets()))
+    a = ap.parse_args()
+    torch.manual_seed(0)
+    res = {"machine": fingerprint(), "torch_threads": torch.get_num_threads(), "batch": a.batch,
+           "segment_s": 4.0, "timed_steps": a.steps, "warmup_steps": 1, "presets": {}}
+    for name in a.presets.split(","):
+        model = Enhancer(create_model(name))
+        opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+        x = 0.05 * torch.randn(a.batch, model.net.cfg.in_channels, 64000)
+        y = 0.05 * torch.randn(a.batch, 64000)
+        times = []
+        with LoadMeter() as m:
+            for i in range(a.steps + 1):
+                t0 = time.perf_counter()
+                loss, _ = se_loss(model(x), y)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                if i:
+                    times.append(time.perf_counter() - t0)
+        med = statistics.median(times)
+        res["presets"][name] = {"params": sum(p.numel() for p in model.parameters()),
+                                "median_step_s": round(med, 3), "segments_per_s": round(a.batch / med, 3),
+                                "step_s": [round(t, 3) for t in times], "load": m.as_dict()}
+        print(name, res["presets"][name])
+    save("train_throughput", res)
+
+
+if __name__ == "__main__":
+    main()
