@@ -5,8 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import yaml
-
+from hwkd.config import load_yaml_mapping
 from hwkd.errors import HwkdError
 
 
@@ -26,13 +25,8 @@ def load_target(name_or_path: str) -> dict:
             raise HwkdError(f"unknown target {name_or_path!r}",
                             f"use one of: {', '.join(available_targets()) or '(none found)'} "
                             f"or a path to a target YAML file")
-    try:
-        data = yaml.safe_load(p.read_text())
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark else ""
-        raise HwkdError(f"malformed YAML in {p}{where}", "fix the syntax (see targets/cpu.yaml)") from None
-    if not isinstance(data, dict) or "name" not in data or "device" not in data:
+    data = load_yaml_mapping(p, "see targets/cpu.yaml")
+    if "name" not in data or "device" not in data:
         raise HwkdError(f"target file {p} needs the fields 'name' and 'device'", "see targets/cpu.yaml")
     data["_path"] = str(p)
     return data

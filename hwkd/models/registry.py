@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import yaml
-
+from hwkd.config import load_yaml_mapping
 from hwkd.errors import HwkdError
 from hwkd.models.dpdcrn import DPDCRN, DPDCRNConfig
 
@@ -35,17 +34,7 @@ def resolve_config(spec: str | dict | DPDCRNConfig, **overrides) -> DPDCRNConfig
     elif spec in PRESETS:
         base = dict(PRESETS[spec])
     elif Path(spec).suffix in (".yaml", ".yml", ".json"):
-        p = Path(spec)
-        if not p.is_file():
-            raise HwkdError(f"model config file not found: {p}", "check the path")
-        try:
-            base = yaml.safe_load(p.read_text())
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f" line {mark.line + 1}" if mark else ""
-            raise HwkdError(f"malformed YAML in {p}{where}", "fix the syntax") from None
-        if not isinstance(base, dict):
-            raise HwkdError(f"{p} must hold a mapping of DPDCRN fields", "e.g. channels: 32")
+        base = load_yaml_mapping(spec, "e.g. channels: 32, layers: 2")
         base = base.get("model", base)
     else:
         raise HwkdError(f"unknown model {spec!r}", f"use a preset ({', '.join(list_presets())}) or a config file")

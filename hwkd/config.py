@@ -1,0 +1,27 @@
+"""YAML loading with errors that name the file, the line and the fix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from hwkd.errors import HwkdError
+
+
+def load_yaml_mapping(path: str | Path, example: str) -> dict:
+    """Read a YAML file that must hold a mapping; `example` is shown in the fix of any error."""
+    p = Path(path)
+    if not p.is_file():
+        raise HwkdError(f"file not found: {p}", "check the path")
+    try:
+        data = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise HwkdError(f"malformed YAML in {p}{where}", f"fix the syntax ({example})") from None
+    except UnicodeDecodeError:
+        raise HwkdError(f"{p} is not a text file", f"give a YAML file ({example})") from None
+    if not isinstance(data, dict):
+        raise HwkdError(f"{p} must hold a YAML mapping", example)
+    return data
