@@ -80,6 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--hop", type=int, default=None, help="override the model's STFT hop")
     t.add_argument("--epochs", type=int, default=10)
     t.add_argument("--batch-size", type=int, default=8)
+    t.add_argument("--segment-s", type=float, default=4.0, help="training segment length in seconds (default 4)")
     t.add_argument("--lr", type=float, default=1e-3)
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--device", default="cpu", help="cpu or cuda")
@@ -295,10 +296,11 @@ def cmd_train(args) -> int:
     cfg = resolve_config(args.model, in_channels=args.in_channels, hop=args.hop)
     data = args.data or default_dataset(cfg.in_channels, progress=not args.quiet)
     tcfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+                       segment_s=args.segment_s,
                        device=args.device, threads=args.threads, ckpt_every=args.ckpt_every,
                        max_steps_per_epoch=args.max_steps_per_epoch, val_pesq_clips=args.val_pesq_clips)
-    train_set = SpeechPairs(data, split=args.train_split, mode="segment", channels=cfg.in_channels,
-                            seed=args.seed)
+    train_set = SpeechPairs(data, split=args.train_split, mode="segment", segment_s=args.segment_s,
+                            channels=cfg.in_channels, seed=args.seed)
     val_set = SpeechPairs(data, split=args.val_split, mode="utterance", channels=cfg.in_channels)
     torch.manual_seed(args.seed)
     model = DPDCRN(cfg)

@@ -13,9 +13,8 @@ from hwkd.errors import HwkdError
 
 ASSET = Path(__file__).resolve().parent / "assets" / "teacher-cpu-mono.pt"
 TEACHER_PRESET = "cpu-teacher"
-TEACHER_EPOCHS = 10
-TEACHER_RECIPE = (f"hwkd train --model {TEACHER_PRESET} --epochs {TEACHER_EPOCHS} --out RUN"
-                  " && python -m hwkd.teacher RUN/best.pt")
+TEACHER_ARGS = f"--model {TEACHER_PRESET} --epochs 8 --segment-s 2 --lr 2e-3"
+TEACHER_RECIPE = f"hwkd train {TEACHER_ARGS} --out RUN && python -m hwkd.teacher RUN/best.pt"
 
 
 def embedded_teacher_path() -> Path:

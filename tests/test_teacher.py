@@ -2,15 +2,18 @@
 
 import pytest
 
-from conftest import run_cli
 from hwkd.models.checkpoint import load_model
 from hwkd.models.registry import resolve_config
-from hwkd.teacher import ASSET, TEACHER_EPOCHS, TEACHER_PRESET, TEACHER_RECIPE
+from hwkd.teacher import ASSET, TEACHER_ARGS, TEACHER_PRESET
+
+from conftest import run_cli
 
 
 def test_teacher_recipe_runs_at_tiny_scale(tmp_path, tiny_corpus):
-    r = run_cli("-q", "train", "--model", TEACHER_PRESET, "--data", tiny_corpus, "--epochs", "1",
-                "--max-steps-per-epoch", "1", "--batch-size", "2", "--val-pesq-clips", "1", "--out", tmp_path / "t")
+    args = TEACHER_ARGS.split()
+    args[args.index("--epochs") + 1] = "1"   # tiny scale: one epoch of one step
+    r = run_cli("-q", "train", *args, "--data", tiny_corpus, "--max-steps-per-epoch", "1", "--batch-size", "2",
+                "--val-pesq-clips", "1", "--out", tmp_path / "t")
     assert r.returncode == 0, r.stderr[-2000:]
     model, ck = load_model(tmp_path / "t" / "best.pt")
     assert model.cfg == resolve_config(TEACHER_PRESET)
@@ -20,7 +23,6 @@ def test_teacher_recipe_runs_at_tiny_scale(tmp_path, tiny_corpus):
 def test_shipped_teacher_is_the_recipe():
     model, ck = load_model(ASSET)
     assert model.cfg == resolve_config(TEACHER_PRESET)
-    assert f"train --model {TEACHER_PRESET} --epochs {TEACHER_EPOCHS}" in ck["meta"]["command"]
-    assert f"--epochs {TEACHER_EPOCHS}" in TEACHER_RECIPE
-    assert len(ck["train"]["history"]) == TEACHER_EPOCHS
+    assert f"train {TEACHER_ARGS} --out" in ck["meta"]["command"]
+    assert len(ck["train"]["history"]) == ck["train"]["config"]["epochs"]
     assert ASSET.stat().st_size < 5 * 2 ** 20
