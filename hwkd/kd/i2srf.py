@@ -1,0 +1,261 @@
+"""I²SRF-TFCKD: intra-set and inter-set, recursively fused, time/"frequency"-calibrated distillation.
+
+Implemented from ../shared/spec/dpdcrn-and-i2srf-tfckd.md §2 (not from the authors' unlicensed code).
+
+- Every tap [B, C, T, W] becomes a frame matrix M [B, T, C·W]; teacher and student share B and T only.
+- Correlated sets: encoder (3 × 3 taps), middle (L_s × L_t), decoder (3 × 3); every student tap is paired
+  with every teacher tap of its set.
+- Two similarity streams per tap: time, P_time[b,t,:] = row-normalised (cos(M[b,t], M[b,t']) + 1) / 2
+  over t'; and the "frequency" stream, which — as in the public code — compares the utterances of the
+  batch frame by frame, P_freq[b,t,:] = normalised (cos(M[b,t], M[b',t]) + 1) / 2 over b'. (It is a
+  cross-sample stream, not a frequency-axis one; the name is kept for the paper's sake.) Pairs are
+  compared with the element-wise Jeffreys divergence (P_T − P_S)(log P_T − log P_S).
+- Calibration (SemCKD style, one block per set): per-tap MLPs embed each frame's row of the raw Gram
+  matrices (time: Linear(T, 2T) → ReLU → Linear(2T, T); batch: Linear(B, fB) → ReLU → Linear(fB, fB),
+  f = 2), L2-normalised; queries for student taps, keys for teacher taps; the softmax of ⟨q_i, k_j⟩ over
+  teacher taps j gives α_time[b,t,i,j] and α_freq[b,t,i,j].
+- Set loss = (1/N_s) Σ_i Σ_j [mean_(b,t') Σ_t α_time J_time + mean_(b,b') Σ_t α_freq J_freq].
+- Recursive fusion (ReviewKD ABF units, mid width 128): one chain per set for the student and one for the
+  teacher; encoder enc-1 → enc-3, middle O_1 → O_L, decoder mask → dec-1, so every representative has
+  64 bins. The three representatives of each side form the fused set, distilled with the same calibrated
+  loss (L_inter). The teacher chains see detached teacher taps and, as in the public code, receive
+  gradient only through the calibration keys of L_inter (their similarity distributions are detached).
+- L_KD = L_enc + L_mid + L_dec + L_inter.
+
+Open points, decided here (options in `I2SRF.__init__`):
+- the MLP widths depend on T (frames per segment) and B (batch size): like the public code this needs a
+  fixed segment length and batch size — fixed at construction from example taps; a mismatch is an error
+  that names both shapes;
+- stream weighting: each stream by its own α (default) or crossed (`cross_weights=True`);
+- the Σ_t grows with T: `normalize_t=True` turns it into a mean (λ then needs no retuning across segment
+  lengths); default False, as in the public code. λ itself lives with the trainer objective.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from hwkd.kd.base import Distiller, register
+
+EPS = 1e-8
+
+
+# -- similarity streams ---------------------------------------------------------------------------
+
+def frame_matrix(f: Tensor) -> Tensor:
+    """[B, C, T, W] -> [B, T, C·W]."""
+    b, c, t, w = f.shape
+    return f.permute(0, 2, 1, 3).reshape(b, t, c * w)
+
+
+def time_distribution(m: Tensor) -> Tensor:
+    """[B, T, D] -> P_time [B, T, T], rows sum to 1."""
+    n = F.normalize(m, dim=-1, eps=EPS)
+    s = (n @ n.transpose(1, 2) + 1) / 2
+    return s / s.sum(-1, keepdim=True).clamp_min(EPS)
+
+
+def freq_distribution(m: Tensor) -> Tensor:
+    """[B, T, D] -> P_freq [B, T, B]: per frame, similarity to the same frame of every utterance."""
+    n = F.normalize(m, dim=-1, eps=EPS).transpose(0, 1)           # [T, B, D]
+    s = ((n @ n.transpose(1, 2) + 1) / 2).transpose(0, 1)         # [B, T, B]
+    return s / s.sum(-1, keepdim=True).clamp_min(EPS)
+
+
+def jeffreys(p_t: Tensor, p_s: Tensor) -> Tensor:
+    """Element-wise symmetric KL: zero where the distributions agree."""
+    return (p_t - p_s) * (torch.log(p_t + EPS) - torch.log(p_s + EPS))
+
+
+def gram_time(m: Tensor) -> Tensor:
+    return m @ m.transpose(1, 2)                                   # [B, T, T]
+
+
+def gram_freq(m: Tensor) -> Tensor:
+    mt = m.transpose(0, 1)                                         # [T, B, D]
+    return (mt @ mt.transpose(1, 2)).transpose(0, 1)               # [B, T, B]
+
+
+# -- calibration ----------------------------------------------------------------------------------
+
+def _mlp(i: int, h: int, o: int) -> nn.Module:
+    return nn.Sequential(nn.Linear(i, h), nn.ReLU(), nn.Linear(h, o))
+
+
+class Calibration(nn.Module):
+    """Dual-stream calibration weights of one set: α[b, t, i, j], softmax over teacher taps j."""
+
+    def __init__(self, n_student: int, n_teacher: int, frames: int, batch: int, f: int = 2):
+        super().__init__()
+        self.frames, self.batch = frames, batch
+        self.q_time = nn.ModuleList(_mlp(frames, 2 * frames, frames) for _ in range(n_student))
+        self.k_time = nn.ModuleList(_mlp(frames, 2 * frames, frames) for _ in range(n_teacher))
+        self.q_freq = nn.ModuleList(_mlp(batch, f * batch, f * batch) for _ in range(n_student))
+        self.k_freq = nn.ModuleList(_mlp(batch, f * batch, f * batch) for _ in range(n_teacher))
+
+    def forward(self, ms: list[Tensor], mk: list[Tensor]) -> tuple[Tensor, Tensor]:
+        b, t, _ = ms[0].shape
+        if (t, b) != (self.frames, self.batch):
+            raise ValueError(f"I2SRF-TFCKD was built for {self.frames} frames x batch {self.batch}, got {t} x {b}: "
+                             "train with the fixed segment length and batch size it was built for")
+
+        def emb(mlps, mats, gram):
+            return torch.stack([F.normalize(mlp(gram(m)), dim=-1, eps=EPS) for mlp, m in zip(mlps, mats)], 2)
+
+        out = []
+        for q, k, gram in ((self.q_time, self.k_time, gram_time), (self.q_freq, self.k_freq, gram_freq)):
+            qs, ks = emb(q, ms, gram), emb(k, mk, gram)              # [B, T, N_s, E], [B, T, N_t, E]
+            out.append(torch.softmax(qs @ ks.transpose(-1, -2), dim=-1))   # [B, T, N_s, N_t]
+        return out[0], out[1]
+
+
+# -- recursive fusion -----------------------------------------------------------------------------
+
+class ABFUnit(nn.Module):
+    """Attention-based fusion: R_k = a⊙X_k + b⊙resize(R_{k-1}); output O_k = PReLU(IN(conv3x3(R_k)))."""
+
+    def __init__(self, c_in: int, mid: int, c_out: int, first: bool):
+        super().__init__()
+        self.inp = nn.Sequential(nn.Conv2d(c_in, mid, 1, bias=False), nn.InstanceNorm2d(mid, affine=True),
+                                 nn.PReLU(mid))
+        self.att = None if first else nn.Sequential(nn.Conv2d(2 * mid, 2, 1), nn.Sigmoid())
+        self.out = nn.Sequential(nn.Conv2d(mid, c_out, 3, padding=1, bias=False),
+                                 nn.InstanceNorm2d(c_out, affine=True), nn.PReLU(c_out))
+
+    def forward(self, f: Tensor, prev: Tensor | None) -> tuple[Tensor, Tensor]:
+        x = self.inp(f)
+        if self.att is None or prev is None:
+            r = x
+        else:
+            p = F.interpolate(prev, size=x.shape[-2:], mode="nearest")
+            ab = self.att(torch.cat([x, p], dim=1))
+            r = ab[:, :1] * x + ab[:, 1:] * p
+        return r, self.out(r)
+
+
+class FusionChain(nn.Module):
+    def __init__(self, channels: list[int], mid: int, c_out: int):
+        super().__init__()
+        self.units = nn.ModuleList(ABFUnit(c, mid, c_out, first=(k == 0)) for k, c in enumerate(channels))
+
+    def forward(self, feats: list[Tensor]) -> Tensor:
+        r, o = None, None
+        for unit, f in zip(self.units, feats):
+            r, o = unit(f, r)
+        return o
+
+
+class SetMean(nn.Module):
+    """Ablation 'no fusion': project each tap to c_out channels, pool to 64 bins, average the set."""
+
+    def __init__(self, channels: list[int], c_out: int, bins: int = 64):
+        super().__init__()
+        self.proj = nn.ModuleList(nn.Conv2d(c, c_out, 1) for c in channels)
+        self.bins = bins
+
+    def forward(self, feats: list[Tensor]) -> Tensor:
+        return torch.stack([F.adaptive_avg_pool2d(p(f), (f.shape[2], self.bins))
+                            for p, f in zip(self.proj, feats)]).mean(0)
+
+
+# -- the scheme -----------------------------------------------------------------------------------
+
+SETS = ("enc", "mid", "dec")
+
+
+def _ordered(taps: dict, name: str) -> list[Tensor]:
+    """Fusion order: encoder shallow->deep, middle O_1->O_L, decoder mask->dec-1."""
+    return list(reversed(taps[name])) if name == "dec" else list(taps[name])
+
+
+@register("i2srf-tfckd")
+class I2SRF(Distiller):
+    def __init__(self, student_taps: dict, teacher_taps: dict, intra: bool = True, inter: bool = True,
+                 fusion: str = "chain", streams: tuple = ("time", "freq"), weighting: str = "calibrated",
+                 cross_weights: bool = False, normalize_t: bool = False, fusion_mid: int = 128,
+                 fusion_out: int = 64, f: int = 2):
+        super().__init__()
+        if fusion not in ("chain", "mean") or weighting not in ("calibrated", "uniform"):
+            raise ValueError("fusion is 'chain' or 'mean'; weighting is 'calibrated' or 'uniform'")
+        if not set(streams) <= {"time", "freq"} or not streams or not (intra or inter):
+            raise ValueError("streams must be a non-empty subset of (time, freq); intra and/or inter")
+        b, _, t, _ = student_taps["enc"][0].shape
+        self.intra, self.inter, self.streams = intra, inter, tuple(streams)
+        self.weighting, self.cross, self.normalize_t = weighting, cross_weights, normalize_t
+        calibrated = weighting == "calibrated"
+        self.calib = nn.ModuleDict()
+        if calibrated and intra:
+            for s in SETS:
+                self.calib[s] = Calibration(len(student_taps[s]), len(teacher_taps[s]), t, b, f)
+        if inter:
+            make = (lambda ch: FusionChain(ch, fusion_mid, fusion_out)) if fusion == "chain" else \
+                (lambda ch: SetMean(ch, fusion_out))
+            self.s_fuse = nn.ModuleDict({s: make([x.shape[1] for x in _ordered(student_taps, s)]) for s in SETS})
+            self.t_fuse = nn.ModuleDict({s: make([x.shape[1] for x in _ordered(teacher_taps, s)]) for s in SETS})
+            if calibrated:
+                self.calib["inter"] = Calibration(3, 3, t, b, f)
+
+    def set_loss(self, s_feats: list[Tensor], t_feats: list[Tensor], key_feats: list[Tensor],
+                 calib: Calibration | None) -> tuple[Tensor, dict]:
+        ms = [frame_matrix(x) for x in s_feats]
+        mt = [frame_matrix(x.detach()) for x in t_feats]
+        b, t, _ = ms[0].shape
+        if calib is not None:
+            a_time, a_freq = calib(ms, [frame_matrix(x) for x in key_feats])
+        else:
+            a_time = a_freq = torch.full((b, t, len(ms), len(mt)), 1.0 / len(mt), device=ms[0].device)
+        if self.cross:
+            a_time, a_freq = a_freq, a_time
+        with torch.no_grad():
+            pt = {"time": [time_distribution(m) for m in mt], "freq": [freq_distribution(m) for m in mt]}
+        scale = 1.0 / t if self.normalize_t else 1.0
+        parts = {"time": ms[0].new_zeros(()), "freq": ms[0].new_zeros(())}
+        for i, m in enumerate(ms):
+            ps = {"time": time_distribution(m), "freq": freq_distribution(m)}
+            for j in range(len(mt)):
+                for stream, alpha in (("time", a_time), ("freq", a_freq)):
+                    if stream not in self.streams:
+                        continue
+                    jd = jeffreys(pt[stream][j], ps[stream])                        # [B, T, T'] / [B, T, B']
+                    parts[stream] = parts[stream] + (alpha[:, :, i, j, None] * jd).sum(1).mean() * scale
+        total = (parts["time"] + parts["freq"]) / len(ms)
+        return total, {k: float(v.detach()) / len(ms) for k, v in parts.items() if k in self.streams}
+
+    def forward(self, student: dict, teacher: dict) -> tuple[Tensor, dict]:
+        teacher = {k: [x.detach() for x in v] for k, v in teacher.items()}
+        loss = student["enc"][0].new_zeros(())
+        logs: dict = {}
+        if self.intra:
+            for s in SETS:
+                ls, p = self.set_loss(student[s], teacher[s], teacher[s], self.calib[s] if s in self.calib else None)
+                loss = loss + ls
+                logs[f"kd_{s}"] = float(ls.detach())
+        if self.inter:
+            s_rep = [self.s_fuse[s](_ordered(student, s)) for s in SETS]
+            t_rep = [self.t_fuse[s](_ordered(teacher, s)) for s in SETS]
+            # teacher representatives: distributions detached inside set_loss; keys keep their gradient
+            ls, p = self.set_loss(s_rep, t_rep, t_rep, self.calib["inter"] if "inter" in self.calib else None)
+            loss = loss + ls
+            logs["kd_inter"] = float(ls.detach())
+        logs["kd"] = float(loss.detach())
+        return loss, logs
+
+
+def _variant(name: str, **preset):
+    @register(name)
+    class Variant(I2SRF):
+        def __init__(self, student_taps, teacher_taps, **options):
+            super().__init__(student_taps, teacher_taps, **{**preset, **options})
+    Variant.__name__ = f"I2SRF_{name.replace('-', '_')}"
+    return Variant
+
+
+# the ablations the spec names
+_variant("i2srf-intra-only", inter=False)
+_variant("i2srf-inter-only", intra=False)
+_variant("i2srf-no-fusion", fusion="mean")
+_variant("i2srf-time-only", streams=("time",))
+_variant("i2srf-freq-only", streams=("freq",))
+_variant("i2srf-uniform", weighting="uniform")

@@ -1,0 +1,109 @@
+"""Property tests of I²SRF-TFCKD on tiny student/teacher pairs."""
+
+import pytest
+import torch
+
+from hwkd.kd import KD_SCHEMES, create_distiller
+from hwkd.kd.i2srf import Calibration, frame_matrix, freq_distribution, jeffreys, time_distribution
+from hwkd.models import create_model
+
+T, B = 6, 3
+
+
+STUDENT = dict(channels=8, layers=1, depth=2, heads=2)
+TEACHER = dict(channels=12, layers=3, depth=3, heads=2)     # wider and deeper than the student
+
+
+def _pair(mics=1, student=STUDENT, teacher=TEACHER):
+    torch.manual_seed(0)
+    s = create_model(dict(student, in_channels=mics))
+    t = create_model(dict(teacher, in_channels=mics)).eval()
+    for p in t.parameters():
+        p.requires_grad_(False)
+    x = torch.randn(B, 2 * mics, T, 257)
+    _, st = s(x, return_taps=True)
+    with torch.no_grad():
+        _, tt = t(x, return_taps=True)
+    return s, t, st, tt
+
+
+def test_distributions_and_jeffreys():
+    m = torch.randn(B, T, 20)
+    pt, pf = time_distribution(m), freq_distribution(m)
+    assert pt.shape == (B, T, T) and pf.shape == (B, T, B)
+    assert torch.allclose(pt.sum(-1), torch.ones(B, T)) and torch.allclose(pf.sum(-1), torch.ones(B, T))
+    assert torch.all(jeffreys(pt, pt) == 0) and torch.all(jeffreys(pf, pf) == 0)
+    other = time_distribution(torch.randn(B, T, 20))
+    assert torch.all(jeffreys(pt, other) >= 0) and jeffreys(pt, other).sum() > 0
+
+
+def test_calibration_weights_sum_to_one_over_teacher_taps():
+    cal = Calibration(2, 4, T, B)
+    ms = [torch.randn(B, T, 10) for _ in range(2)]
+    mk = [torch.randn(B, T, 30) for _ in range(4)]
+    a_time, a_freq = cal(ms, mk)
+    for a in (a_time, a_freq):
+        assert a.shape == (B, T, 2, 4)
+        assert torch.allclose(a.sum(-1), torch.ones(B, T, 2), atol=1e-6)   # every student tap, sample, frame
+
+
+def test_identical_taps_give_zero_divergence():
+    s, _, st, _ = _pair()
+    kd = create_distiller("i2srf-tfckd", st, st, inter=False)
+    loss, parts = kd(st, {k: [x.detach().clone() for x in v] for k, v in st.items()})
+    # each student tap meets itself among the teacher taps (zero) and its set-mates (not zero); with a
+    # one-tap set the loss must vanish exactly
+    one = {k: v[:1] for k, v in st.items()}
+    kd1 = create_distiller("i2srf-tfckd", one, one, inter=False)
+    loss1, _ = kd1(one, {k: [x.detach().clone() for x in v] for k, v in one.items()})
+    assert float(loss1.detach()) == pytest.approx(0.0, abs=1e-6) and float(loss.detach()) > 0
+
+
+@pytest.mark.parametrize("mics", [1, 4])
+def test_gradient_routing_and_mismatched_sizes(mics):
+    s, t, st, tt = _pair(mics)
+    kd = create_distiller("i2srf-tfckd", st, tt)
+    loss, parts = kd(st, tt)
+    assert torch.isfinite(loss) and set(parts) >= {"kd_enc", "kd_mid", "kd_dec", "kd_inter", "kd"}
+    loss.backward()
+    assert all(p.grad is None for p in t.parameters())                       # teacher network: no gradient
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in s.parameters())
+    t_fuse = [p for p in kd.t_fuse.parameters()]
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in t_fuse)   # through the keys ...
+    keys = [p for n, p in kd.calib["inter"].named_parameters() if n.startswith("k_")]
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in keys)
+
+
+def test_teacher_fusion_gets_no_gradient_without_calibration_keys():
+    s, t, st, tt = _pair()
+    kd = create_distiller("i2srf-uniform", st, tt)
+    loss, _ = kd(st, tt)
+    loss.backward()
+    assert all(p.grad is None or p.grad.abs().sum() == 0 for p in kd.t_fuse.parameters())
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in kd.s_fuse.parameters())
+
+
+def test_ablations_are_registered_and_run():
+    s, t, st, tt = _pair()
+    for name in ("i2srf-intra-only", "i2srf-inter-only", "i2srf-no-fusion", "i2srf-time-only",
+                 "i2srf-freq-only", "i2srf-uniform"):
+        assert name in KD_SCHEMES
+        loss, parts = create_distiller(name, st, tt)(st, tt)
+        assert torch.isfinite(loss) and float(loss) > 0, name
+    assert "kd_inter" not in create_distiller("i2srf-intra-only", st, tt)(st, tt)[1]
+    assert "kd_enc" not in create_distiller("i2srf-inter-only", st, tt)(st, tt)[1]
+
+
+def test_fixed_frames_and_batch_are_enforced():
+    s, t, st, tt = _pair()
+    kd = create_distiller("i2srf-tfckd", st, tt)
+    short = {k: [x[:, :, :4] for x in v] for k, v in st.items()}
+    short_t = {k: [x[:, :, :4] for x in v] for k, v in tt.items()}
+    with pytest.raises(ValueError, match="built for 6 frames x batch 3"):
+        kd(short, short_t)
+
+
+def test_frame_matrix_layout():
+    f = torch.arange(2 * 3 * 4 * 5, dtype=torch.float32).reshape(2, 3, 4, 5)
+    m = frame_matrix(f)
+    assert m.shape == (2, 4, 15) and torch.equal(m[1, 2], f[1, :, 2, :].reshape(-1))
