@@ -71,23 +71,16 @@ def build_parser() -> argparse.ArgumentParser:
         "train", formatter_class=_formatter,
         help="train a DPDCRN (preset or config file) for speech enhancement; resumes an interrupted run")
     t.add_argument("--model", required=True, help="a preset (paper-teacher, cpu-student, ...) or a YAML config file")
-    t.add_argument("--out", type=Path, required=True, help="run folder (best.pt, last.pt, history.jsonl)")
-    t.add_argument("--data", type=Path, default=None,
-                   help="dataset with train and val splits (default: the embedded corpus, mono or foa by the model)")
-    t.add_argument("--train-split", default="train")
-    t.add_argument("--val-split", default="val")
-    t.add_argument("--in-channels", type=int, default=None, help="override the model's input channels (1 or 4)")
-    t.add_argument("--hop", type=int, default=None, help="override the model's STFT hop")
-    t.add_argument("--epochs", type=int, default=10)
-    t.add_argument("--batch-size", type=int, default=8)
-    t.add_argument("--segment-s", type=float, default=4.0, help="training segment length in seconds (default 4)")
-    t.add_argument("--lr", type=float, default=1e-3)
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--device", default="cpu", help="cpu or cuda")
-    t.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
-    t.add_argument("--ckpt-every", type=int, default=50, help="steps between mid-epoch checkpoints")
-    t.add_argument("--max-steps-per-epoch", type=int, default=None)
-    t.add_argument("--val-pesq-clips", type=int, default=20, help="val clips scored with PESQ each epoch")
+    _add_training_args(t)
+
+    k = sub.add_parser(
+        "distill", formatter_class=_formatter,
+        help="train a student with a KD scheme from a teacher (default: the embedded teacher)")
+    k.add_argument("--student", required=True, help="a preset or a YAML config file")
+    k.add_argument("--teacher", default=None, help="teacher checkpoint (default: the embedded teacher)")
+    k.add_argument("--kd", default="i2srf-tfckd", help="KD scheme (see hwkd.kd.KD_SCHEMES; 'none' = no KD)")
+    k.add_argument("--lam", type=float, default=0.1, help="weight λ of the KD loss (default 0.1)")
+    _add_training_args(k)
 
     e = sub.add_parser(
         "evaluate", formatter_class=_formatter,
@@ -125,6 +118,26 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _add_training_args(t) -> None:
+    t.add_argument("--out", type=Path, required=True, help="run folder (best.pt, last.pt, history.jsonl)")
+    t.add_argument("--data", type=Path, default=None,
+                   help="dataset with train and val splits (default: the embedded corpus, mono or foa by the model)")
+    t.add_argument("--train-split", default="train")
+    t.add_argument("--val-split", default="val")
+    t.add_argument("--in-channels", type=int, default=None, help="override the model's input channels (1 or 4)")
+    t.add_argument("--hop", type=int, default=None, help="override the model's STFT hop")
+    t.add_argument("--epochs", type=int, default=10)
+    t.add_argument("--batch-size", type=int, default=8)
+    t.add_argument("--segment-s", type=float, default=4.0, help="training segment length in seconds (default 4)")
+    t.add_argument("--lr", type=float, default=1e-3)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--device", default="cpu", help="cpu or cuda")
+    t.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    t.add_argument("--ckpt-every", type=int, default=50, help="steps between mid-epoch checkpoints")
+    t.add_argument("--max-steps-per-epoch", type=int, default=None)
+    t.add_argument("--val-pesq-clips", type=int, default=20, help="val clips scored with PESQ each epoch")
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(format="hwkd: %(message)s", level=logging.INFO, stream=sys.stderr)
     parser = build_parser()
@@ -145,6 +158,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_search(args)
         if args.command == "train":
             return cmd_train(args)
+        if args.command == "distill":
+            return cmd_distill(args)
         if args.command == "evaluate":
             return cmd_evaluate(args)
         if args.command == "enhance":
@@ -286,14 +301,12 @@ def default_dataset(in_channels: int, jobs: int | None = None, progress: bool = 
     return root / ("foa" if in_channels == 4 else "mono")
 
 
-def cmd_train(args) -> int:
+def _run_training(args, cfg, make_objective=None) -> int:
     import torch
 
     from hwkd.data.datasets import SpeechPairs
     from hwkd.models import DPDCRN
-    from hwkd.models.registry import resolve_config
     from hwkd.train.trainer import TrainConfig, train
-    cfg = resolve_config(args.model, in_channels=args.in_channels, hop=args.hop)
     data = args.data or default_dataset(cfg.in_channels, progress=not args.quiet)
     tcfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                        segment_s=args.segment_s,
@@ -304,11 +317,34 @@ def cmd_train(args) -> int:
     val_set = SpeechPairs(data, split=args.val_split, mode="utterance", channels=cfg.in_channels)
     torch.manual_seed(args.seed)
     model = DPDCRN(cfg)
-    meta = {"model_spec": str(args.model), "data": str(data), "train_split": args.train_split,
-            "val_split": args.val_split, "command": "hwkd " + " ".join(sys.argv[1:])}
-    res = train(model, train_set, val_set, args.out, tcfg, progress=not args.quiet, meta=meta)
+    objective = make_objective(model, tcfg) if make_objective else None
+    meta = {"data": str(data), "train_split": args.train_split, "val_split": args.val_split,
+            "command": "hwkd " + " ".join(sys.argv[1:])}
+    res = train(model, train_set, val_set, args.out, tcfg, objective=objective, progress=not args.quiet, meta=meta)
     print(f"done: best val SI-SDR {res['best_val_si_sdr_db']:.2f} dB; checkpoints in {args.out}")
     return 0
+
+
+def cmd_train(args) -> int:
+    from hwkd.models.registry import resolve_config
+    return _run_training(args, resolve_config(args.model, in_channels=args.in_channels, hop=args.hop))
+
+
+def cmd_distill(args) -> int:
+    from hwkd.models.checkpoint import load_model
+    from hwkd.models.registry import resolve_config
+    from hwkd.teacher import embedded_teacher_path
+    teacher, _ = load_model(args.teacher or embedded_teacher_path())
+    cfg = resolve_config(args.student, in_channels=args.in_channels or teacher.cfg.in_channels,
+                         hop=args.hop or teacher.cfg.hop)
+    if args.kd == "none":
+        return _run_training(args, cfg)
+
+    def make(model, tcfg):
+        from hwkd.kd.objective import KDObjective
+        return KDObjective(teacher, model, args.kd, tcfg.batch_size, int(round(tcfg.segment_s * 16000)),
+                           lam=args.lam)
+    return _run_training(args, cfg, make)
 
 
 def _enhance_array(enhancer, noisy, streaming: bool = False):
