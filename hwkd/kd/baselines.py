@@ -10,6 +10,7 @@
 - `pkt-frame`: the authors' earlier frame-similarity probabilistic KD — the time-stream distributions of
   I²SRF-TFCKD (cosine similarity between frames, row-normalised), KL(P_T ‖ P_S) for taps of the same
   position, no calibration and no cross-layer pairs.
+- `semckd`, `reviewkd`: see their classes (per correlated set; adapters / review chains).
 """
 
 from __future__ import annotations
@@ -85,3 +86,114 @@ class FrameSimilarityKD(Distiller):
             loss = loss + (pt * (torch.log(pt + EPS) - torch.log(ps + EPS))).sum(-1).mean()
         loss = loss / len(pairs)
         return loss, {"kd": float(loss.detach())}
+
+
+def _adapter(src: Tensor, dst: Tensor) -> nn.Module:
+    """1×1 conv to the teacher's width, then adaptive pooling to its (T, W): [B, Cs, T, Ws] -> [B, Ct, T, Wt]."""
+    conv = nn.Conv2d(src.shape[1], dst.shape[1], 1)
+    size = tuple(dst.shape[2:])
+
+    class Adapt(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = conv
+
+        def forward(self, x):
+            return F.adaptive_avg_pool2d(self.conv(x), size)
+    return Adapt()
+
+
+@register("semckd")
+class SemCKD(Distiller):
+    """SemCKD (Chen et al., 2021) per correlated set: every student tap is matched to every teacher tap of its
+    set through an adapter (1×1 conv + pooling to the teacher's shape); per-sample attention weights over
+    teacher taps come from query/key MLPs over the batch Gram matrix of each tap (as in SemCKD); the loss
+    is the weighted feature MSE. Like I²SRF-TFCKD, the batch size is fixed at construction."""
+
+    def __init__(self, student_taps, teacher_taps, f: int = 2):
+        super().__init__()
+        b = student_taps["enc"][0].shape[0]
+        self.batch = b
+        self.adapters = nn.ModuleDict()
+        self.q = nn.ModuleDict()
+        self.k = nn.ModuleDict()
+        for s in ("enc", "mid", "dec"):
+            self.adapters[s] = nn.ModuleList(nn.ModuleList(_adapter(a, t) for t in teacher_taps[s])
+                                             for a in student_taps[s])
+            self.q[s] = nn.ModuleList(nn.Sequential(nn.Linear(b, f * b), nn.ReLU(), nn.Linear(f * b, f * b))
+                                      for _ in student_taps[s])
+            self.k[s] = nn.ModuleList(nn.Sequential(nn.Linear(b, f * b), nn.ReLU(), nn.Linear(f * b, f * b))
+                                      for _ in teacher_taps[s])
+
+    @staticmethod
+    def _gram(x: Tensor) -> Tensor:
+        v = F.normalize(x.flatten(1), dim=1, eps=EPS)
+        return v @ v.t()
+
+    def forward(self, student, teacher):
+        if student["enc"][0].shape[0] != self.batch:
+            raise ValueError(f"SemCKD was built for batch {self.batch}, got {student['enc'][0].shape[0]}")
+        total, logs = 0.0, {}
+        for s in ("enc", "mid", "dec"):
+            tt = [t.detach() for t in teacher[s]]
+            keys = torch.stack([F.normalize(k(self._gram(t)), dim=-1) for k, t in zip(self.k[s], tt)], 1)
+            loss = 0.0
+            for i, x in enumerate(student[s]):
+                q = F.normalize(self.q[s][i](self._gram(x)), dim=-1)                  # [B, E]
+                alpha = torch.softmax((keys @ q[:, :, None]).squeeze(-1), dim=-1)     # [B, N_t]
+                for j, t in enumerate(tt):
+                    mse = (self.adapters[s][i][j](x) - t).pow(2).flatten(1).mean(1)   # [B]
+                    loss = loss + (alpha[:, j] * mse).mean()
+            loss = loss / len(student[s])
+            logs[f"kd_{s}"] = float(loss.detach())
+            total = total + loss
+        logs["kd"] = float(total.detach())
+        return total, logs
+
+
+def hcl(student: Tensor, teacher: Tensor, levels=(4, 2, 1)) -> Tensor:
+    """ReviewKD's hierarchical context loss: MSE at full resolution and after pooling to coarser grids."""
+    loss, weight, norm = F.mse_loss(student, teacher), 1.0, 1.0
+    for lv in levels:
+        weight /= 2.0
+        size = (min(lv, student.shape[2]), min(lv, student.shape[3]))
+        loss = loss + weight * F.mse_loss(F.adaptive_avg_pool2d(student, size), F.adaptive_avg_pool2d(teacher, size))
+        norm += weight
+    return loss / norm
+
+
+@register("reviewkd")
+class ReviewKD(Distiller):
+    """ReviewKD (Chen et al., 2021) per set: an ABF chain over the student's taps from deep to shallow (the
+    'review' direction) produces, at each stage, a feature of the teacher tap's width; each is matched to
+    the teacher tap of the same position with the hierarchical context loss. Sets are compared position by
+    position, so the middle set uses its last layer (O_L) on both sides."""
+
+    def __init__(self, student_taps, teacher_taps, mid: int = 64):
+        super().__init__()
+        from hwkd.kd.i2srf import ABFUnit
+        self.chains = nn.ModuleDict()
+        for s in ("enc", "mid", "dec"):
+            st, tt = self._deep_first(student_taps, s), self._deep_first(teacher_taps, s)
+            self.chains[s] = nn.ModuleList(ABFUnit(a.shape[1], mid, t.shape[1], first=(k == 0))
+                                           for k, (a, t) in enumerate(zip(st, tt)))
+
+    @staticmethod
+    def _deep_first(taps, s):
+        if s == "mid":
+            return [taps["mid"][-1]]
+        return list(reversed(taps["enc"])) if s == "enc" else list(taps["dec"])  # dec-1 is the deepest
+
+    def forward(self, student, teacher):
+        total, logs = 0.0, {}
+        for s in ("enc", "mid", "dec"):
+            r, loss = None, 0.0
+            st, tt = self._deep_first(student, s), self._deep_first(teacher, s)
+            for unit, x, t in zip(self.chains[s], st, tt):
+                r, out = unit(x, r)
+                loss = loss + hcl(out, t.detach())
+            loss = loss / len(st)
+            logs[f"kd_{s}"] = float(loss.detach())
+            total = total + loss
+        logs["kd"] = float(total.detach())
+        return total, logs
