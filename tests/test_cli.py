@@ -24,11 +24,12 @@ def test_search_unknown_target_and_bad_yaml(tmp_path):
     assert "Traceback" not in r.stderr
 
 
-def test_search_stops_honestly_after_the_corpus_stage(paired):
+def test_search_stops_honestly_after_the_teacher_stage(paired):
     r = run_cli("search", "--target", "rpi4", "--corpus", paired)
-    assert r.returncode == 3
+    assert r.returncode == 3, r.stderr
     assert "stage 1/5 corpus" in r.stdout and "paired-folder, 3 pairs" in r.stdout
-    assert "stopped after stage 1/5" in r.stderr
+    assert "stage 2/5 teacher" in r.stdout and "embedded teacher: 376,686 parameters" in r.stdout
+    assert "stopped after stage 2/5" in r.stderr
 
 
 def test_metrics_command_on_a_folder(paired, tmp_path):

@@ -1,7 +1,5 @@
 """The embedded teacher: its recipe runs (at tiny scale) and the shipped file is what the recipe makes."""
 
-import pytest
-
 from hwkd.models.checkpoint import load_model
 from hwkd.models.registry import resolve_config
 from hwkd.teacher import ASSET, TEACHER_ARGS, TEACHER_PRESET
@@ -19,7 +17,6 @@ def test_teacher_recipe_runs_at_tiny_scale(tmp_path, tiny_corpus):
     assert model.cfg == resolve_config(TEACHER_PRESET)
 
 
-@pytest.mark.skipif(not ASSET.is_file(), reason="no embedded teacher in this checkout")
 def test_shipped_teacher_is_the_recipe():
     model, ck = load_model(ASSET)
     assert model.cfg == resolve_config(TEACHER_PRESET)

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from hwkd.audio.io import write_text_atomic
 from hwkd.data.datasets import SpeechPairs, collate_pad
 from hwkd.errors import HwkdError
 from hwkd.models.checkpoint import read_checkpoint, save_checkpoint
@@ -183,8 +184,9 @@ def train(model: DPDCRN, train_set: SpeechPairs, val_set: SpeechPairs, run_dir: 
         rec = {"epoch": epoch + 1, **{f"train_{k}": v / max(1, n_seen) for k, v in sums.items()}, **val,
                "lr": sched.get_last_lr()[0], "elapsed_s": round(time.perf_counter() - t_start, 1)}
         history.append(rec)
-        with open(run / "history.jsonl", "a") as f:
-            f.write(json.dumps(rec) + "\n")
+        # rewritten whole from the checkpointed history: a run killed between this write and the
+        # checkpoint below repeats the epoch without leaving a duplicate line
+        write_text_atomic(run / "history.jsonl", "".join(json.dumps(h) + "\n" for h in history))
         if progress:
             pq = f"{val['val_pesq_wb']:.3f}" if val["val_pesq_wb"] is not None else "-"
             print(f"epoch {epoch + 1}: val SI-SDR {val['val_si_sdr_db']:.2f} dB, PESQ-WB {pq}")
