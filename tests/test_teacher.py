@@ -21,5 +21,8 @@ def test_shipped_teacher_is_the_recipe():
     model, ck = load_model(ASSET)
     assert model.cfg == resolve_config(TEACHER_PRESET)
     assert f"train {TEACHER_ARGS} --out" in ck["meta"]["command"]
-    assert len(ck["train"]["history"]) == ck["train"]["config"]["epochs"]
+    assert f"--epochs {ck['train']['config']['epochs']} " in TEACHER_ARGS
+    # best.pt: the epoch with the best val SI-SDR, with the history up to it
+    best = max(ck["train"]["history"], key=lambda h: h["val_si_sdr_db"])
+    assert len(ck["train"]["history"]) == ck["train"]["epoch"] == best["epoch"]
     assert ASSET.stat().st_size < 5 * 2 ** 20
