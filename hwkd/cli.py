@@ -222,13 +222,11 @@ def cmd_metrics(args) -> int:
     from hwkd.metrics import BASE_METRICS, DNSMOS_METRICS, score_pairs, summarize
     from hwkd.metrics.quality import load_channel_and_reference
     s = scan(args.path)
-    pairs = select_pairs(s, args.split)
-    bad = s.bad_files
-    skipped = [p for p in pairs if p.noisy in bad or p.clean in bad]
-    pairs = [p for p in pairs if p not in skipped]
-    if skipped:
+    chosen = select_pairs(s, args.split)
+    pairs = s.good_pairs(chosen)
+    if len(pairs) < len(chosen):
         log.warning("%d pair(s) with problems are left out; run `hwkd data check %s` to see them",
-                    len(skipped), args.path)
+                    len(chosen) - len(pairs), args.path)
     if args.limit:
         pairs = pairs[: args.limit]
     if args.enhanced:
@@ -347,32 +345,23 @@ def cmd_distill(args) -> int:
     return _run_training(args, cfg, make)
 
 
-def _enhance_array(enhancer, noisy, streaming: bool = False):
-    import torch
-    x = torch.from_numpy(noisy)[None]
-    with torch.no_grad():
-        y = enhancer.stream(x) if streaming else enhancer(x)
-    return y[0].numpy()
-
-
 def cmd_enhance(args) -> int:
-    from hwkd.audio.io import read_audio, write_wav_atomic
+    from hwkd.audio.io import audio_info, read_audio, write_wav_atomic
     from hwkd.models.checkpoint import load_model
     from hwkd.models.enhancer import Enhancer
     model, _ = load_model(args.ckpt)
     if args.streaming and not model.cfg.causal:
         raise HwkdError(f"{args.ckpt} holds a non-causal model, which cannot run hop by hop",
                         "drop --streaming, or use a causal model (e.g. preset cpu-student-causal)")
-    x, sr = read_audio(args.input)
-    if x.shape[0] != model.cfg.in_channels:
+    info = audio_info(args.input)
+    if info.channels != model.cfg.in_channels:
         kind = "mono" if model.cfg.in_channels == 1 else f"{model.cfg.in_channels}-channel Ambisonics"
-        raise HwkdError(f"{args.input} has {x.shape[0]} channel(s) but the model expects {kind} input",
+        raise HwkdError(f"{args.input} has {info.channels} channel(s) but the model expects {kind} input",
                         "give a matching file or a checkpoint trained for this input")
-    if sr != 16000:
-        from hwkd.audio.io import resample
-        log.warning("%s: resampling %d Hz to 16000 Hz", args.input, sr)
-        x = resample(x, sr, 16000)
-    y = _enhance_array(Enhancer(model).eval(), x, args.streaming)
+    if info.sample_rate != 16000:
+        log.warning("%s: resampling %d Hz to 16000 Hz", args.input, info.sample_rate)
+    x, _ = read_audio(args.input, sample_rate=16000)
+    y = Enhancer(model).eval().enhance_array(x, args.streaming)
     write_wav_atomic(args.output, y, 16000)
     how = "hop by hop" if args.streaming else "offline"
     print(f"wrote {args.output} ({len(y) / 16000:.2f} s, {how})")
@@ -389,7 +378,7 @@ def cmd_evaluate(args) -> int:
     model, ck = load_model(args.ckpt)
     data = args.data or default_dataset(model.cfg.in_channels, progress=not args.quiet)
     s = scan(data, channels=model.cfg.in_channels)
-    pairs = [p for p in select_pairs(s, args.split) if p.noisy not in s.bad_files and p.clean not in s.bad_files]
+    pairs = s.good_pairs(select_pairs(s, args.split))
     pairs = pairs[: args.limit] if args.limit else pairs
     if not pairs:
         raise HwkdError(f"nothing to evaluate in {data} split {args.split}", "check the split and the files")

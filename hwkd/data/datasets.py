@@ -51,7 +51,6 @@ class SpeechPairs(Dataset):
             raise ValueError("mode must be 'segment' or 'utterance'")
         s = source if isinstance(source, Scan) else scan(source, channels=channels)
         pairs = select_pairs(s, split)
-        bad = s.bad_files
         # problems on the chosen files, and unpaired files in the chosen folders, stop the dataset
         folders = {q.noisy.parent for q in pairs} | {q.clean.parent for q in pairs}
         problems = [p for p in s.problems if Path(p.path).parent in folders]
@@ -60,7 +59,7 @@ class SpeechPairs(Dataset):
             more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
             raise HwkdError(f"{len(problems)} problem(s) in {s.root}: {head}{more}",
                             f"run `hwkd data check {s.root}` for the full list and fix or remove those files")
-        self.pairs = [p for p in pairs if p.noisy not in bad and p.clean not in bad]
+        self.pairs = s.good_pairs(pairs)
         self.info = s.info
         self.root = s.root
         self.mode = mode

@@ -50,9 +50,10 @@ class Scan:
     def bad_files(self) -> set[Path]:
         return {Path(p.path) for p in self.problems}
 
-    def good_pairs(self) -> list[Pair]:
+    def good_pairs(self, pairs: list[Pair] | None = None) -> list[Pair]:
+        """The pairs (default: all found) whose two files have no problem."""
         bad = self.bad_files
-        return [p for p in self.pairs if p.noisy not in bad and p.clean not in bad]
+        return [p for p in (self.pairs if pairs is None else pairs) if p.noisy not in bad and p.clean not in bad]
 
     def splits(self) -> list[str | None]:
         return sorted({p.split for p in self.pairs}, key=lambda s: (s is None, s or ""))

@@ -26,6 +26,12 @@ class Enhancer(nn.Module):
         return (est, taps) if return_taps else est
 
     @torch.no_grad()
+    def enhance_array(self, noisy, streaming: bool = False):
+        """numpy [M, N] -> numpy [N], offline or hop by hop."""
+        x = torch.from_numpy(noisy)[None]
+        return (self.stream(x) if streaming else self(x))[0].numpy()
+
+    @torch.no_grad()
     def stream(self, noisy: Tensor) -> Tensor:
         """Hop-by-hop enhancement with carried state: each hop of input yields one hop of output.
 

@@ -6,7 +6,6 @@ import tempfile
 from pathlib import Path
 
 import soundfile as sf
-import torch
 
 from hwkd.audio.io import read_audio
 from hwkd.data.layouts import Pair
@@ -29,8 +28,7 @@ def evaluate_pairs(model: DPDCRN, pairs: list[Pair], jobs: int | None = None, dn
             bar = tqdm(total=len(pairs), unit="utt", desc="enhance", dynamic_ncols=True)
         for p in pairs:
             x, _ = read_audio(p.noisy, sample_rate=16000)
-            with torch.no_grad():
-                y = enhancer(torch.from_numpy(x)[None])[0].numpy()
+            y = enhancer.enhance_array(x)
             sf.write(str(out_dir / p.noisy.name), y, 16000, subtype="FLOAT")  # float: no requantisation
             if bar:
                 bar.update()
