@@ -264,14 +264,14 @@ def cmd_metrics(args) -> int:
 
 
 def cmd_search(args) -> int:
-    from hwkd.data.synth import CorpusSpec, build_corpus
+    from hwkd.data.synth import build_default_corpus
     from hwkd.paths import default_corpus_dir
     from hwkd.targets import load_target
     target = load_target(args.target)
     corpus = args.corpus or default_corpus_dir()
     print(f"hwkd search --target {target['name']}: stage 1/5 corpus ({corpus})")
     if args.corpus is None:
-        res = build_corpus(corpus, CorpusSpec(), jobs=args.jobs, progress=not args.quiet)
+        res = build_default_corpus(jobs=args.jobs, progress=not args.quiet)
         print(f"  corpus ready: built {res['built']}, kept {res['skipped']} clips")
     else:
         from hwkd.data.layouts import scan
@@ -292,10 +292,8 @@ def cmd_search(args) -> int:
 
 def default_dataset(in_channels: int, jobs: int | None = None, progress: bool = True) -> Path:
     """The embedded corpus's mono or Ambisonics set, built first if needed."""
-    from hwkd.data.synth import CorpusSpec, build_corpus
-    from hwkd.paths import default_corpus_dir
-    root = default_corpus_dir()
-    build_corpus(root, CorpusSpec(), jobs=jobs, progress=progress)
+    from hwkd.data.synth import build_default_corpus
+    root = Path(build_default_corpus(jobs=jobs, progress=progress)["root"])
     return root / ("foa" if in_channels == 4 else "mono")
 
 

@@ -266,3 +266,9 @@ def build_corpus(root: str | os.PathLike, spec: CorpusSpec = CorpusSpec(), jobs:
     elapsed = time.perf_counter() - t0
     return {"root": str(root), "built": done, "skipped": skipped, "seconds": round(elapsed, 2),
             "counts": counts, "spec": asdict(spec)}
+
+
+def build_default_corpus(jobs: int | None = None, progress: bool = True) -> dict:
+    """Build (or resume) the embedded default corpus at $HWKD_HOME/corpus/default."""
+    from hwkd.paths import default_corpus_dir
+    return build_corpus(default_corpus_dir(), CorpusSpec(), jobs=jobs, progress=progress)
