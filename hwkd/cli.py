@@ -122,6 +122,8 @@ def _add_training_args(t) -> None:
     t.add_argument("--out", type=Path, required=True, help="run folder (best.pt, last.pt, history.jsonl)")
     t.add_argument("--data", type=Path, default=None,
                    help="dataset with train and val splits (default: the embedded corpus, mono or foa by the model)")
+    t.add_argument("--init", type=Path, default=None,
+                   help="start from this checkpoint's weights (same architecture; fresh optimizer and schedule)")
     t.add_argument("--train-split", default="train")
     t.add_argument("--val-split", default="val")
     t.add_argument("--in-channels", type=int, default=None, help="override the model's input channels (1 or 4)")
@@ -313,12 +315,25 @@ def _run_training(args, cfg, make_objective=None) -> int:
     val_set = SpeechPairs(data, split=args.val_split, mode="utterance", channels=cfg.in_channels)
     torch.manual_seed(args.seed)
     model = DPDCRN(cfg)
+    if args.init:
+        _init_weights(model, args.init)
     objective = make_objective(model, tcfg) if make_objective else None
     meta = {"data": str(data), "train_split": args.train_split, "val_split": args.val_split,
             "command": "hwkd " + " ".join(sys.argv[1:])}
     res = train(model, train_set, val_set, args.out, tcfg, objective=objective, progress=not args.quiet, meta=meta)
     print(f"done: best val SI-SDR {res['best_val_si_sdr_db']:.2f} dB; checkpoints in {args.out}")
     return 0
+
+
+def _init_weights(model, path: Path) -> None:
+    from hwkd.models.checkpoint import load_model
+    if not Path(path).is_file():
+        raise HwkdError(f"--init checkpoint {path} not found", "pass a .pt written by hwkd train or distill")
+    src, _ = load_model(path)
+    if src.cfg != model.cfg:
+        raise HwkdError(f"--init checkpoint {path} has a different architecture ({src.cfg}) than the model "
+                        f"being trained ({model.cfg})", "pass a checkpoint of the same preset or config")
+    model.load_state_dict(src.state_dict())
 
 
 def cmd_train(args) -> int:

@@ -144,15 +144,23 @@ class AttnGRU(nn.Module):
         self.fc = nn.Linear(hidden * (2 if bidirectional else 1), d)
         self.ln_out = nn.LayerNorm(d)
 
+    def _attend(self, q_in: Tensor, kv_in: Tensor, causal: bool) -> Tensor:
+        """nn.MultiheadAttention's math on its own parameters, written with shapes taken from the input so
+        that the exported graph keeps a dynamic sequence axis (the module's own forward bakes it in)."""
+        mha = self.mha
+        n, _, d = q_in.shape
+        h = mha.num_heads
+        w, b = mha.in_proj_weight, mha.in_proj_bias
+        q = F.linear(q_in, w[:d], b[:d]).reshape(n, -1, h, d // h).transpose(1, 2)
+        k = F.linear(kv_in, w[d:2 * d], b[d:2 * d]).reshape(n, -1, h, d // h).transpose(1, 2)
+        v = F.linear(kv_in, w[2 * d:], b[2 * d:]).reshape(n, -1, h, d // h).transpose(1, 2)
+        a = F.scaled_dot_product_attention(q, k, v, is_causal=causal)
+        return mha.out_proj(a.transpose(1, 2).reshape(n, -1, d))
+
     def forward(self, x: Tensor, causal_mask: bool = False) -> Tensor:
         if self.attention:
             q = self.ln_in(x)
-            mask = None
-            if causal_mask:
-                s = x.shape[1]
-                mask = torch.ones(s, s, dtype=torch.bool, device=x.device).triu(1)
-            a, _ = self.mha(q, q, q, attn_mask=mask, need_weights=False)
-            x = self.ln_attn(x + a)
+            x = self.ln_attn(x + self._attend(q, q, causal_mask))
         h, _ = self.gru(x)
         return self.ln_out(x + self.fc(F.relu(h)))
 
@@ -163,8 +171,7 @@ class AttnGRU(nn.Module):
             q = self.ln_in(x)
             kv = torch.cat([state["kv"], q], dim=1)
             new["kv"] = kv
-            a, _ = self.mha(q, kv, kv, need_weights=False)
-            x = self.ln_attn(x + a)
+            x = self.ln_attn(x + self._attend(q, kv, False))
         h, hn = self.gru(x, state["h"])
         new["h"] = hn
         return self.ln_out(x + self.fc(F.relu(h))), new
@@ -228,10 +235,11 @@ class DPDCRN(nn.Module):
         e3 = self.enc_dense(e2)
         u = self.dp_in(e3)
         mids = []
-        for layer in self.dp_layers:
+        for i, layer in enumerate(self.dp_layers):
             intra, inter = layer(u)
             u = u + self.k1 * intra + self.k2 * inter
-            mids.append(self.dp_out(u))
+            if return_taps or i == len(self.dp_layers) - 1:   # O_1..O_{L-1} are taps only
+                mids.append(self.dp_out(u))
         d1 = self.dec_dense(mids[-1])
         d2 = self.dec1(d1)
         mask = self.dec2(d2)[..., :N_BINS]
