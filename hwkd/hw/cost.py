@@ -102,7 +102,8 @@ def macs(model: DPDCRN, frames: int | None = None) -> dict:
     finally:
         model.train(was_training)
     per_s = total * frames_per_second(cfg.hop) / frames
-    return {"frames": frames, "hop": cfg.hop, "macs": int(total), "macs_per_s": per_s, "by_operator": by_op, "by_module": by_module,
+    return {"frames": frames, "hop": cfg.hop, "macs": int(total), "macs_per_s": per_s, "by_operator": by_op,
+            "by_module": by_module,
             "counted_by": "fvcore FlopCountAnalysis + hwkd handles for aten::gru and scaled_dot_product_attention"}
 
 

@@ -218,7 +218,8 @@ def export_all(net: DPDCRN, out_dir: Path, openvino: bool = True, streaming: boo
         if f"{kind}-onnxruntime" in refused:
             onnx_path.unlink(missing_ok=True)
             raise ExportMismatch(f"the exported {kind} ONNX model differs from torch "
-                                 f"({refused[f'{kind}-onnxruntime']})", "the export is refused; report the model config")
+                                 f"({refused[f'{kind}-onnxruntime']})",
+                                 "the export is refused; report the model config")
         if ir_path is not None and f"{kind}-openvino" in refused:
             ir_path.unlink()
             ir_path.with_suffix(".bin").unlink(missing_ok=True)
