@@ -115,7 +115,34 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--limit", type=int, default=None, help="score only the first N pairs")
     m.add_argument("--jobs", type=int, default=None, help="worker processes (default: all cores)")
     m.add_argument("--out", type=Path, default=None, help="write per-clip CSV here and a .json summary beside it")
+
+    pr = sub.add_parser(
+        "profile", formatter_class=_formatter,
+        help="params, MACs/s, export with parity and measured latency of one model on a target")
+    pr.add_argument("model", help="a checkpoint (.pt), a preset (cpu-student, ...) or a model config file")
+    pr.add_argument("--target", default="cpu", help="a target name from targets/ or a target YAML (default cpu)")
+    _add_measure_args(pr)
+    pr.add_argument("--out", type=Path, default=None, help="folder for the exports and profile.json "
+                                                           "(default: $HWKD_HOME/profiles/MODEL-TARGET)")
+    pr.add_argument("--json", action="store_true", help="print the whole profile as JSON")
+
+    b = sub.add_parser(
+        "bench", formatter_class=_formatter,
+        help="hardware lab table: models x targets x runtimes x threads into one CSV")
+    b.add_argument("--models", required=True, help="comma-separated checkpoints, presets or config files")
+    b.add_argument("--targets", default="cpu,openvino-cpu", help="comma-separated targets (default cpu,openvino-cpu)")
+    _add_measure_args(b)
+    b.add_argument("--out", type=Path, default=Path("bench.csv"), help="CSV to write (default bench.csv); a "
+                                                                      "folder of exports is kept beside it")
     return p
+
+
+def _add_measure_args(p) -> None:
+    p.add_argument("--runtimes", default=None, help="comma-separated runtimes (default: the target's)")
+    p.add_argument("--threads", default=None, help="comma-separated thread counts (default: the target's)")
+    p.add_argument("--protocol", default="default", choices=("quick", "default", "mlperf"),
+                   help="quick: 10 warm-up + 60 runs / 0.3 s; default: 30 + 200 / 1 s; "
+                        "mlperf: 100 + 1024 / 60 s (MLPerf single-stream)")
 
 
 def _add_training_args(t) -> None:
@@ -166,6 +193,10 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_evaluate(args)
         if args.command == "enhance":
             return cmd_enhance(args)
+        if args.command == "profile":
+            return cmd_profile(args)
+        if args.command == "bench":
+            return cmd_bench(args)
     except HwkdError as exc:
         print(f"hwkd: error: {exc}", file=sys.stderr)
         return exc.exit_code
@@ -414,4 +445,71 @@ def cmd_evaluate(args) -> int:
         write_text_atomic(args.out, json.dumps({
             "checkpoint": str(args.ckpt), "model": ck["model"], "data": str(data), "split": args.split,
             "utterances": len(pairs), **res}, indent=2))
+    return 0
+
+
+def _csv_list(text: str | None, kind=str) -> list | None:
+    if not text:
+        return None
+    try:
+        return [kind(x.strip()) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise HwkdError(f"cannot read {text!r} as a comma-separated list", "e.g. --threads 1,2") from None
+
+
+def cmd_profile(args) -> int:
+    from hwkd.hw.measure import Protocol
+    from hwkd.hw.profile import load_any, profile
+    from hwkd.paths import hwkd_home
+    from hwkd.targets import load_target
+    target = load_target(args.target)
+    net, label = load_any(args.model)
+    out = args.out or hwkd_home() / "profiles" / f"{label}-{target['name']}"
+    print(f"hwkd profile: {label} on {target['name']}")
+    res = profile(net, target, out, runtimes=_csv_list(args.runtimes), threads=_csv_list(args.threads, int),
+                  protocol=Protocol.named(args.protocol), check_macs=True,
+                  progress=(lambda *a: None) if args.json else print)
+    if args.json:
+        print(json.dumps(res, indent=1, default=str))
+    else:
+        print(f"profile written to {out / 'profile.json'} ({res['wall_s']} s)")
+    return 0
+
+
+def cmd_bench(args) -> int:
+    import pandas as pd
+
+    from hwkd.hw.measure import Protocol
+    from hwkd.hw.profile import load_any, profile
+    from hwkd.targets import load_target
+    targets = [load_target(t) for t in _csv_list(args.targets)]
+    models = [load_any(m) for m in _csv_list(args.models)]
+    rows = []
+    exports = args.out.with_suffix("")
+    for net, label in models:
+        for target in targets:
+            print(f"hwkd bench: {label} on {target['name']}")
+            res = profile(net, target, exports / f"{label}-{target['name']}", runtimes=_csv_list(args.runtimes),
+                          threads=_csv_list(args.threads, int), protocol=Protocol.named(args.protocol))
+            base = {"model": label, "target": target["name"], "params": res["params"],
+                    "gmacs_per_s": round(res["macs_per_s"] / 1e9, 4), "mode": res["mode"]}
+            if not res["latency"]:
+                rows.append({**base, "how": "not measured", "note": res.get("latency_note", "")})
+            for m in res["latency"]:
+                if "skipped" in m:
+                    rows.append({**base, "runtime": m["runtime"], "how": "not measured", "note": m["skipped"]})
+                    continue
+                rows.append({**base, "runtime": m["runtime"], "version": m["version"], "threads": m["threads"],
+                             "p50_ms": round(m["p50_ms"], 4), "p90_ms": round(m["p90_ms"], 4),
+                             "p99_ms": round(m["p99_ms"], 4), "audio_ms_per_call": m["audio_ms_per_call"],
+                             "rtf": round(m["rtf"], 4), "realtime": m["realtime"], "peak_rss_mib": m["peak_rss_mib"],
+                             "runs": m["runs"], "other_load": round(m["other_load"] or 0, 3), "busy": m["busy"],
+                             "how": "measured", "cpu": m["fingerprint"]["cpu"]})
+    df = pd.DataFrame(rows)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    df.to_csv(args.out, index=False)
+    cols = [c for c in ("model", "target", "runtime", "threads", "mode", "gmacs_per_s", "p50_ms", "p90_ms", "rtf",
+                        "realtime", "busy", "how") if c in df]
+    print(df[cols].to_string(index=False))
+    print(f"wrote {args.out}")
     return 0

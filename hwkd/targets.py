@@ -1,4 +1,28 @@
-"""Targets: YAML files in targets/ describing hardware + runtime + settings (where cost is measured)."""
+"""Targets: YAML files in targets/ describing hardware + runtimes + settings (where cost is measured).
+
+Schema (every field is checked; an error names the file, the field and the fix):
+
+    name: rpi4                      # required, the name users type
+    description: ...                # optional
+    kind: local | remote            # local = this machine; remote = a device over SSH (or predicted)
+    device:                         # required
+      type: cpu | cuda
+      arch: host | x86_64 | aarch64 | armv7l
+      cpu: host | <model name>      # e.g. Cortex-A72
+      cores: 4                      # remote targets: the chip's figures (used by the default predictor)
+      freq_ghz: 1.5
+      simd_bits: 128                # vector width (NEON 128, AVX2 256)
+      memory_gb: 4
+    runtimes: [onnxruntime, openvino]   # from hwkd.hw.measure.RUNTIMES
+    threads: [1, 4]                 # thread counts to measure
+    ssh:                            # remote targets only; host null = no device configured
+      host: null
+      user: pi
+      port: 22
+      key: ~/.ssh/id_ed25519
+      known_hosts: ~/.ssh/known_hosts
+      python: python3
+"""
 
 from __future__ import annotations
 
@@ -7,6 +31,10 @@ from pathlib import Path
 
 from hwkd.config import load_yaml_mapping
 from hwkd.errors import HwkdError
+
+KINDS = ("local", "remote")
+DEVICE_TYPES = ("cpu", "cuda")
+ARCHES = ("host", "x86_64", "aarch64", "armv7l")
 
 
 def targets_dir() -> Path:
@@ -26,7 +54,55 @@ def load_target(name_or_path: str) -> dict:
                             f"use one of: {', '.join(available_targets()) or '(none found)'} "
                             f"or a path to a target YAML file")
     data = load_yaml_mapping(p, "see targets/cpu.yaml")
-    if "name" not in data or "device" not in data:
-        raise HwkdError(f"target file {p} needs the fields 'name' and 'device'", "see targets/cpu.yaml")
+    validate_target(data, p)
     data["_path"] = str(p)
     return data
+
+
+def validate_target(data: dict, path: Path) -> None:
+    from hwkd.hw.measure import RUNTIMES
+
+    def bad(field: str, why: str):
+        raise HwkdError(f"target file {path}: {field} {why}", "see targets/README.md for the schema")
+
+    for req in ("name", "device"):
+        if req not in data:
+            bad(f"'{req}'", "is missing")
+    if not isinstance(data["name"], str) or not data["name"]:
+        bad("'name'", "must be a non-empty string")
+    data.setdefault("kind", "local")
+    if data["kind"] not in KINDS:
+        bad("'kind'", f"must be one of {', '.join(KINDS)}, not {data['kind']!r}")
+    dev = data["device"]
+    if not isinstance(dev, dict):
+        bad("'device'", "must be a mapping (type, arch, cpu, ...)")
+    dev.setdefault("type", "cpu")
+    dev.setdefault("arch", "host")
+    if dev["type"] not in DEVICE_TYPES:
+        bad("'device.type'", f"must be one of {', '.join(DEVICE_TYPES)}, not {dev['type']!r}")
+    if dev["arch"] not in ARCHES:
+        bad("'device.arch'", f"must be one of {', '.join(ARCHES)}, not {dev['arch']!r}")
+    for num in ("cores", "freq_ghz", "simd_bits", "memory_gb"):
+        if num in dev and not (isinstance(dev[num], (int, float)) and dev[num] > 0):
+            bad(f"'device.{num}'", "must be a positive number")
+    runtimes = data.setdefault("runtimes", ["onnxruntime"])
+    if not isinstance(runtimes, list) or not runtimes:
+        bad("'runtimes'", "must be a non-empty list")
+    for rt in runtimes:
+        if rt not in RUNTIMES:
+            bad("'runtimes'", f"has unknown runtime {rt!r} (known: {', '.join(RUNTIMES)})")
+    threads = data.setdefault("threads", [1])
+    if not isinstance(threads, list) or not threads or not all(isinstance(t, int) and t > 0 for t in threads):
+        bad("'threads'", "must be a non-empty list of positive integers")
+    if data["kind"] == "remote":
+        ssh = data.setdefault("ssh", {})
+        if not isinstance(ssh, dict):
+            bad("'ssh'", "must be a mapping (host, user, port, key, known_hosts, python)")
+        if "port" in ssh and not (isinstance(ssh["port"], int) and 0 < ssh["port"] < 65536):
+            bad("'ssh.port'", "must be a port number")
+    elif "ssh" in data:
+        bad("'ssh'", "is only for kind: remote")
+
+
+def is_local(target: dict) -> bool:
+    return target.get("kind", "local") == "local"

@@ -1,0 +1,350 @@
+"""One latency protocol for every runtime: torch, ONNX Runtime and OpenVINO (CPU; CUDA where present).
+
+A measurement runs a prepared model call repeatedly: warm-up calls first, then timed calls until both
+`runs` calls and `min_s` seconds are done. Two modes:
+
+- "hop": the streaming step model, one STFT hop of audio per call, the states carried from call to call
+  (a growing attention cache is reset every `reset_hops` hops so long runs stay bounded);
+- "offline": the whole-utterance model on `audio_s` seconds of frames per call.
+
+Every result carries p50/p90/p99/min/max/mean latency, the audio each call covers, the RTF (p50 / audio),
+whether p90 meets real time (hop mode), peak resident memory, threads, runtime and version, the
+device fingerprint and the CPU time other processes used meanwhile. A run during which others used more
+than `busy_load` of the machine is measured once more; if it is still busy it is flagged `busy: true`.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+
+from hwkd.errors import HwkdError
+from hwkd.sysinfo import LoadMeter, fingerprint
+
+N_BINS = 257               # this module imports no torch unless the torch runtime is measured
+RUNTIMES = ("torch", "onnxruntime", "openvino", "torch-cuda", "onnxruntime-cuda")
+SR = 16000
+
+
+@dataclass
+class Protocol:
+    warmup: int = 30
+    runs: int = 200
+    min_s: float = 1.0
+    audio_s: float = 1.0          # offline mode: seconds of audio per call
+    reset_hops: int = 1000        # hop mode: reset states this often (bounds a growing attention cache)
+    busy_load: float = 0.10       # other processes' share of the machine that flags a measurement
+
+    @classmethod
+    def named(cls, name: str) -> Protocol:
+        if name == "quick":
+            return cls(warmup=10, runs=60, min_s=0.3)
+        if name == "default":
+            return cls()
+        if name == "mlperf":          # MLPerf single-stream: >= 1024 queries and >= 60 s
+            return cls(warmup=100, runs=1024, min_s=60.0)
+        raise HwkdError(f"unknown protocol {name!r}", "use quick, default or mlperf")
+
+
+@dataclass
+class Measurement:
+    runtime: str
+    version: str
+    mode: str
+    threads: int
+    device: str
+    runs: int
+    warmup: int
+    audio_ms_per_call: float
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    min_ms: float
+    max_ms: float
+    mean_ms: float
+    rtf: float
+    realtime: bool | None
+    peak_rss_mib: float | None
+    other_load: float | None
+    busy: bool
+    attempts: int
+    how: str = "measured"
+    fingerprint: dict = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+# -- memory ---------------------------------------------------------------------------------------
+def _status_kib(key: str) -> int | None:
+    try:
+        for line in open("/proc/self/status"):
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def _reset_peak_rss() -> bool:
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")                          # resets VmHWM to the current RSS (Linux >= 4.0)
+        return True
+    except OSError:
+        return False
+
+
+# -- runners --------------------------------------------------------------------------------------
+def runtime_version(runtime: str) -> str:
+    pkg = {"torch": "torch", "torch-cuda": "torch", "onnxruntime": "onnxruntime", "onnxruntime-cuda": "onnxruntime",
+           "openvino": "openvino"}[runtime]
+    try:
+        return metadata.version(pkg)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+class _Runner:
+    """call() runs the model once on its prepared input; hop mode carries the states."""
+
+    def __init__(self, runtime: str, mode: str, threads: int, net=None, onnx: Path | None = None,
+                 ir: Path | None = None, audio_s: float = 1.0, reset_hops: int = 1000):
+        self.runtime, self.mode, self.threads, self.reset_hops = runtime, mode, threads, reset_hops
+        self.calls = 0
+        self.device = "cpu"
+        rng = np.random.default_rng(0)
+        if mode == "offline":
+            cfg = net.cfg if net is not None else None
+            in_ch = cfg.in_channels if cfg else _onnx_in_channels(onnx)
+            hop = cfg.hop if cfg else None
+            self.frames = max(1, round(audio_s * SR / hop)) if hop else int(audio_s * 62.5)
+            self.x = rng.standard_normal((1, 2 * in_ch, self.frames, N_BINS)).astype(np.float32)
+        if runtime.startswith("torch"):
+            self._init_torch(net, runtime.endswith("cuda"))
+        elif runtime.startswith("onnxruntime"):
+            self._init_ort(onnx, runtime.endswith("cuda"))
+        elif runtime == "openvino":
+            self._init_ov(ir)
+        else:
+            raise HwkdError(f"unknown runtime {runtime!r}", f"use one of: {', '.join(RUNTIMES)}")
+
+    # torch -------------------------------------------------------------------------------------
+    def _init_torch(self, net, cuda: bool):
+        import torch
+        if net is None:
+            raise HwkdError("the torch runtime needs the model itself", "profile a checkpoint or preset")
+        torch.set_num_threads(self.threads)
+        dev = torch.device("cuda" if cuda else "cpu")
+        if cuda and not torch.cuda.is_available():
+            raise HwkdError("torch-cuda: no CUDA device here", "use a cpu target, or a machine with an NVIDIA GPU")
+        self.device = torch.cuda.get_device_name(0) if cuda else "cpu"
+        self._torch, self._cuda = torch, cuda
+        net = net.eval().to(dev)
+        if self.mode == "offline":
+            x = torch.from_numpy(self.x).to(dev)
+            self._call = lambda: net(x)
+        else:
+            from hwkd.hw.export import StepModel
+            step = StepModel(net).eval()
+            frame = torch.randn(1, 2 * net.cfg.in_channels, 1, N_BINS, device=dev)
+            init = [s.to(dev) for s in step.initial_states()]
+            self._states = list(init)
+
+            def call():
+                if self.calls % self.reset_hops == 0:
+                    self._states = list(init)
+                _, *self._states = step(frame, *self._states)
+            self._call = call
+
+    # onnxruntime -------------------------------------------------------------------------------
+    def _init_ort(self, onnx: Path, cuda: bool):
+        import onnxruntime as ort
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = self.threads
+        so.inter_op_num_threads = 1
+        so.log_severity_level = 3
+        providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if cuda else ["CPUExecutionProvider"]
+        if cuda and "CUDAExecutionProvider" not in ort.get_available_providers():
+            raise HwkdError("onnxruntime-cuda: this onnxruntime has no CUDA provider",
+                            "pip install onnxruntime-gpu on a machine with an NVIDIA GPU")
+        sess = ort.InferenceSession(str(onnx), so, providers=providers)
+        self.device = "cuda" if cuda else "cpu"
+        if self.mode == "offline":
+            feeds = {"features": self.x}
+            self._call = lambda: sess.run(None, feeds)
+        else:
+            names, init = _step_inputs(sess.get_inputs())
+            self._states = list(init)
+            frame = np.random.default_rng(1).standard_normal((1, names[0][1], 1, N_BINS)).astype(np.float32)
+            state_names = [n for n, _ in names[1:]]
+
+            def call():
+                if self.calls % self.reset_hops == 0:
+                    self._states = list(init)
+                out = sess.run(None, {"frame": frame, **dict(zip(state_names, self._states))})
+                self._states = out[1:]
+            self._call = call
+
+    # openvino ----------------------------------------------------------------------------------
+    def _init_ov(self, ir: Path):
+        import openvino as ov
+        if ir is None:
+            raise HwkdError("no OpenVINO IR for this model", "the export refused it; see the parity report")
+        core = ov.Core()
+        comp = core.compile_model(str(ir), "CPU", {"INFERENCE_NUM_THREADS": self.threads,
+                                                    "PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"})
+        req = comp.create_infer_request()
+        self.device = "CPU"
+        if self.mode == "offline":
+            x = self.x
+            self._call = lambda: req.infer({0: x})
+        else:
+            ins = [(p.get_any_name(), p.get_partial_shape()) for p in comp.inputs]
+            names, init = _step_inputs_ov(ins)
+            frame = np.random.default_rng(1).standard_normal((1, names[0][1], 1, N_BINS)).astype(np.float32)
+            state_names = [n for n, _ in names[1:]]
+            self._states = list(init)
+
+            def call():
+                if self.calls % self.reset_hops == 0:
+                    self._states = list(init)
+                res = req.infer({"frame": frame, **dict(zip(state_names, self._states))})
+                self._states = [np.array(v, copy=True) for v in list(res.values())[1:]]
+            self._call = call
+
+    def __call__(self):
+        self._call()
+        if self.runtime.endswith("cuda") and self.runtime.startswith("torch"):
+            self._torch.cuda.synchronize()
+        self.calls += 1
+
+
+def _zeros_for(name: str, dims: list) -> np.ndarray:
+    # the growing attention cache starts empty; every other state has a fixed shape
+    return np.zeros([0 if not isinstance(d, int) or d < 0 else d for d in dims], np.float32)
+
+
+def _step_inputs(inputs) -> tuple[list, list]:
+    names = [(inputs[0].name, inputs[0].shape[1])]
+    init = []
+    for i in inputs[1:]:
+        names.append((i.name, None))
+        init.append(_zeros_for(i.name, list(i.shape)))
+    return names, init
+
+
+def _step_inputs_ov(ins) -> tuple[list, list]:
+    names = [(ins[0][0], ins[0][1][1].get_length())]
+    init = []
+    for name, shape in ins[1:]:
+        names.append((name, None))
+        init.append(_zeros_for(name, [d.get_length() if d.is_static else -1 for d in shape]))
+    return names, init
+
+
+def _onnx_in_channels(onnx: Path) -> int:
+    import onnx as onnx_lib
+    m = onnx_lib.load(str(onnx), load_external_data=False)
+    return m.graph.input[0].type.tensor_type.shape.dim[1].dim_value // 2
+
+
+# -- protocol -------------------------------------------------------------------------------------
+def _timed(runner: _Runner, proto: Protocol) -> tuple[np.ndarray, LoadMeter]:
+    for _ in range(proto.warmup):
+        runner()
+    times = []
+    with LoadMeter() as load:
+        t_end = time.perf_counter() + proto.min_s
+        while len(times) < proto.runs or time.perf_counter() < t_end:
+            t0 = time.perf_counter()
+            runner()
+            times.append(time.perf_counter() - t0)
+    return np.array(times) * 1e3, load
+
+
+def measure(runtime: str, mode: str, threads: int, *, net=None, onnx: Path | None = None, ir: Path | None = None,
+            hop: int = 256, protocol: Protocol | None = None) -> Measurement:
+    """Measure one (runtime, mode, threads) on this machine with the protocol above."""
+    proto = protocol or Protocol()
+    if mode not in ("hop", "offline"):
+        raise ValueError("mode is 'hop' or 'offline'")
+    rss0 = _status_kib("VmRSS")
+    peak_ok = _reset_peak_rss()
+    runner = _Runner(runtime, mode, threads, net=net, onnx=onnx, ir=ir, audio_s=proto.audio_s,
+                     reset_hops=proto.reset_hops)
+    audio_ms = hop / SR * 1e3 if mode == "hop" else runner.frames * hop / SR * 1e3
+    attempts = 0
+    while True:
+        attempts += 1
+        t_ms, load = _timed(runner, proto)
+        busy = load.other_load is not None and load.other_load > proto.busy_load
+        if not busy or attempts >= 2:
+            break
+    peak = _status_kib("VmHWM") if peak_ok else None
+    p50, p90, p99 = (float(np.percentile(t_ms, q)) for q in (50, 90, 99))
+    return Measurement(
+        runtime=runtime, version=runtime_version(runtime), mode=mode, threads=threads, device=runner.device,
+        runs=len(t_ms), warmup=proto.warmup, audio_ms_per_call=round(audio_ms, 3),
+        p50_ms=p50, p90_ms=p90, p99_ms=p99, min_ms=float(t_ms.min()), max_ms=float(t_ms.max()),
+        mean_ms=float(t_ms.mean()), rtf=p50 / audio_ms, realtime=(p90 < audio_ms) if mode == "hop" else None,
+        peak_rss_mib=None if peak is None or rss0 is None else round((peak - rss0) / 1024, 1),
+        other_load=load.other_load, busy=busy, attempts=attempts, fingerprint=fingerprint())
+
+
+def threads_available() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+# -- isolation: one measurement per fresh process ----------------------------------------------------
+def measure_isolated(runtime: str, mode: str, threads: int, *, ckpt: Path | None = None, onnx: Path | None = None,
+                     ir: Path | None = None, hop: int = 256, protocol: Protocol | None = None,
+                     timeout_s: float = 600) -> Measurement:
+    """`measure` in a child process: clean peak memory, no state shared with earlier measurements."""
+    import json
+    import subprocess
+    import sys
+    import tempfile
+    spec = {"runtime": runtime, "mode": mode, "threads": threads, "ckpt": ckpt and str(ckpt),
+            "onnx": onnx and str(onnx), "ir": ir and str(ir), "hop": hop, "protocol": asdict(protocol or Protocol())}
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+        json.dump(spec, f)
+    try:
+        r = subprocess.run([sys.executable, "-m", "hwkd.hw.measure", f.name], capture_output=True, text=True,
+                           timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        raise HwkdError(f"measuring {runtime} ({mode}, {threads} threads) took over {timeout_s:.0f} s",
+                        "use --protocol quick or a smaller model") from None
+    finally:
+        os.unlink(f.name)
+    if r.returncode != 0:
+        tail = (r.stderr.strip().splitlines() or ["no output"])[-1]
+        raise HwkdError(f"measuring {runtime} ({mode}, {threads} threads) failed: {tail}",
+                        "check that the runtime is installed and the exported model loads")
+    return Measurement(**json.loads(r.stdout.strip().splitlines()[-1]))
+
+
+def _main(spec_path: str) -> None:
+    import json
+    spec = json.loads(Path(spec_path).read_text())
+    net = None
+    if spec["runtime"].startswith("torch"):
+        from hwkd.models.checkpoint import load_model
+        net, _ = load_model(spec["ckpt"])
+    m = measure(spec["runtime"], spec["mode"], spec["threads"], net=net,
+                onnx=spec["onnx"] and Path(spec["onnx"]), ir=spec["ir"] and Path(spec["ir"]), hop=spec["hop"],
+                protocol=Protocol(**spec["protocol"]))
+    print(json.dumps(m.as_dict()))
+
+
+if __name__ == "__main__":
+    import sys
+    try:
+        _main(sys.argv[1])
+    except HwkdError as exc:
+        raise SystemExit(str(exc)) from None

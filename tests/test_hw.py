@@ -1,0 +1,136 @@
+"""Hardware targets: MAC counts, export parity (and refusal), the latency protocol, targets, hwkd profile/bench."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from hwkd.errors import HwkdError
+from hwkd.hw.cost import cross_check, macs
+from hwkd.hw.export import ExportMismatch, export_all
+from hwkd.hw.measure import Protocol, measure_isolated
+from hwkd.models.checkpoint import save_checkpoint
+from hwkd.models.registry import create_model
+from hwkd.targets import load_target
+
+from conftest import run_cli
+
+TINY = dict(channels=8, layers=1, depth=2, heads=2)
+
+
+@pytest.mark.parametrize("preset,ref", [("paper-teacher", 13.0e9), ("paper-student", 2.4e9)])
+def test_paper_macs_per_second(preset, ref):
+    r = macs(create_model(preset))
+    assert r["frames"] == 62                       # 1 s at hop 256, the reference convention
+    assert abs(r["macs_per_s"] / ref - 1) < 0.02
+    assert r["by_operator"]["gru"] > 0 and r["by_operator"]["attention"] > 0
+
+
+def test_macs_at_hop_160_and_attention_term():
+    net = create_model("paper-teacher", hop=160)
+    r = macs(net)
+    assert r["frames"] == 100 and abs(r["macs"] / 21.2e9 - 1) < 0.02
+    # time-path attention: 2 T^2 (C/2) 64 per layer; frequency path: 2 * 64^2 (C/2) T per layer
+    t, d, layers = 100, 64, 4
+    assert r["by_operator"]["attention"] == layers * (2 * t * t * d * 64 + 2 * 64 * 64 * d * t)
+
+
+def test_macs_cross_check_with_flopcountermode():
+    for spec in ("cpu-student", dict(TINY, causal=True, time_attention="causal", in_channels=4)):
+        c = cross_check(create_model(spec))
+        assert c["rel_diff"] < 1e-9, c
+
+
+def test_export_parity_offline_and_streaming(tmp_path):
+    torch.manual_seed(0)
+    net = create_model(dict(TINY, causal=True, time_attention="none"))
+    ex = export_all(net, tmp_path)
+    assert ex.offline_onnx.is_file() and ex.offline_ir.is_file() and ex.step_onnx.is_file() and ex.step_ir.is_file()
+    assert set(ex.parity["offline"]["onnxruntime"]) == {37, 101}          # two lengths, one dynamic axis
+    for kind in ex.parity.values():
+        for v in kind.values():
+            assert (max(v.values()) if isinstance(v, dict) else v) < 1e-4
+    assert ex.refused == {}
+
+
+def test_export_refuses_a_mismatch(tmp_path):
+    net = create_model(TINY)
+    with pytest.raises(ExportMismatch):
+        export_all(net, tmp_path, tol=-1.0)           # every difference exceeds a negative tolerance
+    assert not (tmp_path / "offline.onnx").exists()
+
+
+def test_ambisonics_export(tmp_path):
+    net = create_model(dict(TINY, in_channels=4))
+    ex = export_all(net, tmp_path, openvino=False)
+    assert ex.step_onnx is None and max(ex.parity["offline"]["onnxruntime"].values()) < 1e-4
+
+
+def test_measure_protocol_isolated(tmp_path):
+    net = create_model(dict(TINY, causal=True, time_attention="none"))
+    ex = export_all(net, tmp_path, openvino=False)
+    proto = Protocol(warmup=3, runs=40, min_s=0.05)
+    m = measure_isolated("onnxruntime", "hop", 1, onnx=ex.step_onnx, hop=256, protocol=proto)
+    assert m.runs >= 40 and m.mode == "hop" and m.threads == 1 and m.how == "measured"
+    assert 0 < m.min_ms <= m.p50_ms <= m.p90_ms <= m.p99_ms <= m.max_ms
+    assert m.audio_ms_per_call == 16.0 and m.rtf == pytest.approx(m.p50_ms / 16.0)
+    assert m.realtime == (m.p90_ms < 16.0)
+    assert m.fingerprint["cpu"] and m.other_load is not None and m.peak_rss_mib is not None
+    save_checkpoint(tmp_path / "m.pt", net)
+    t = measure_isolated("torch", "offline", 1, ckpt=tmp_path / "m.pt", hop=256, protocol=proto)
+    assert t.audio_ms_per_call == pytest.approx(62 * 16.0) and t.realtime is None
+
+
+def test_measure_reports_a_missing_runtime_cleanly(tmp_path):
+    with pytest.raises(HwkdError, match="measuring onnxruntime"):
+        measure_isolated("onnxruntime", "hop", 1, onnx=tmp_path / "missing.onnx", protocol=Protocol.named("quick"))
+
+
+def test_shipped_targets_load():
+    for name in ("cpu", "cuda", "openvino-cpu", "rpi4", "rpi5"):
+        t = load_target(name)
+        assert t["runtimes"] and t["threads"]
+    assert load_target("rpi4")["device"]["cpu"] == "Cortex-A72"
+
+
+@pytest.mark.parametrize("body,field", [
+    ("name: x\ndevice: {type: tpu}\n", "device.type"),
+    ("name: x\ndevice: {}\nruntimes: [tensorrt]\n", "runtimes"),
+    ("name: x\ndevice: {}\nthreads: [0]\n", "threads"),
+    ("name: x\nkind: remote\ndevice: {}\nssh: {port: 99999}\n", "ssh.port"),
+    ("device: {}\n", "'name'"),
+])
+def test_bad_target_files(tmp_path, body, field):
+    p = tmp_path / "t.yaml"
+    p.write_text(body)
+    with pytest.raises(HwkdError, match=field.replace(".", r"\.")):
+        load_target(str(p))
+
+
+def test_cli_profile_and_bench(tmp_path):
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text("channels: 8\nlayers: 1\ndepth: 2\nheads: 2\ncausal: true\ntime_attention: none\n")
+    r = run_cli("profile", cfg, "--target", "cpu", "--runtimes", "onnxruntime", "--threads", "1",
+                "--protocol", "quick", "--out", tmp_path / "p")
+    assert r.returncode == 0, r.stderr[-2000:]
+    res = json.loads((tmp_path / "p" / "profile.json").read_text())
+    assert res["mode"] == "hop" and res["latency"][0]["runtime"] == "onnxruntime"
+    assert res["macs_cross_check"]["rel_diff"] < 1e-9
+    r = run_cli("bench", "--models", f"{cfg},cpu-student", "--targets", "openvino-cpu,rpi4", "--threads", "1",
+                "--protocol", "quick", "--out", tmp_path / "b.csv")
+    assert r.returncode == 0, r.stderr[-2000:]
+    import pandas as pd
+    df = pd.read_csv(tmp_path / "b.csv")
+    assert set(df["target"]) == {"openvino-cpu", "rpi4"}
+    measured = df[df["how"] == "measured"]
+    assert len(measured) == 2 and (measured["p50_ms"] > 0).all()            # one per model on openvino-cpu
+    assert (df[df["target"] == "rpi4"]["how"] == "not measured").all()      # no device named: nothing invented
+    assert np.isfinite(measured["rtf"]).all()
+
+
+def test_cli_profile_bad_input(tmp_path):
+    r = run_cli("profile", "cpu-student", "--target", "rpi9")
+    assert r.returncode == 2 and "unknown target 'rpi9'" in r.stderr
+    r = run_cli("profile", tmp_path / "missing.pt")
+    assert r.returncode == 2 and "checkpoint not found" in r.stderr
