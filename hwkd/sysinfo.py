@@ -36,7 +36,7 @@ def fingerprint() -> dict:
     except OSError:
         pass
     versions = {}
-    for name in ("hwkd", "torch", "numpy", "pesq", "pystoi", "onnxruntime"):
+    for name in ("hwkd", "torch", "numpy", "pesq", "pystoi", "onnxruntime", "openvino", "onnx", "fvcore"):
         try:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:

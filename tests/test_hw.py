@@ -134,3 +134,21 @@ def test_cli_profile_bad_input(tmp_path):
     assert r.returncode == 2 and "unknown target 'rpi9'" in r.stderr
     r = run_cli("profile", tmp_path / "missing.pt")
     assert r.returncode == 2 and "checkpoint not found" in r.stderr
+
+
+def test_openvino_hop_runner_carries_state(tmp_path):
+    """The zero-copy streaming loop used for OpenVINO latency computes what torch computes hop by hop."""
+    from hwkd.hw.export import StepModel
+    from hwkd.hw.measure import _Runner
+    torch.manual_seed(0)
+    net = create_model(dict(TINY, causal=True, time_attention="none"))
+    ex = export_all(net, tmp_path)
+    run = _Runner("openvino", "hop", 1, ir=ex.step_ir)
+    step = StepModel(net).eval()
+    states = step.initial_states()
+    frame = torch.from_numpy(run.frame)
+    for _ in range(7):
+        run()
+        with torch.no_grad():
+            mask, *states = step(frame, *states)
+    assert np.abs(run.last_mask() - mask.numpy()).max() < 1e-4

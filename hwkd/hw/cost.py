@@ -69,10 +69,9 @@ def _sdpa_handle(inputs, outputs) -> Counter:
 
 def _analysis(model: nn.Module, x: torch.Tensor):
     import warnings
-
-    from fvcore.nn import FlopCountAnalysis
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)     # fvcore scripts a helper with torch.jit.script
+        from fvcore.nn import FlopCountAnalysis
         fa = FlopCountAnalysis(model, x)
     fa.set_op_handle("aten::gru", _gru_handle, "aten::scaled_dot_product_attention", _sdpa_handle)
     fa.unsupported_ops_warnings(False)

@@ -7,7 +7,10 @@ A measurement runs a prepared model call repeatedly: warm-up calls first, then t
   (a growing attention cache is reset every `reset_hops` hops so long runs stay bounded);
 - "offline": the whole-utterance model on `audio_s` seconds of frames per call.
 
-Every result carries p50/p90/p99/min/max/mean latency, the audio each call covers, the RTF (p50 / audio),
+Latency per call is timed around the call (perf_counter) for torch and ONNX Runtime; for OpenVINO it is the
+runtime's own request latency (measured in C++ around the inference, what `benchmark_app` reports), with
+the wall time including the Python call overhead kept as `wall_p50_ms`. Every result carries
+p50/p90/p99/min/max/mean latency, the audio each call covers, the RTF (p50 / audio),
 whether p90 meets real time (hop mode), peak resident memory, threads, runtime and version, the
 device fingerprint and the CPU time other processes used meanwhile. A run during which others used more
 than `busy_load` of the machine is measured once more; if it is still busy it is flagged `busy: true`.
@@ -27,6 +30,10 @@ from hwkd.errors import HwkdError
 from hwkd.sysinfo import LoadMeter, fingerprint
 
 N_BINS = 257               # this module imports no torch unless the torch runtime is measured
+def OV_CONFIG(threads: int) -> dict:  # noqa: N802
+    return {"NUM_STREAMS": 1, "INFERENCE_NUM_THREADS": threads, "INFERENCE_PRECISION_HINT": "f32"}
+
+
 RUNTIMES = ("torch", "onnxruntime", "openvino", "torch-cuda", "onnxruntime-cuda")
 SR = 16000
 
@@ -74,6 +81,8 @@ class Measurement:
     busy: bool
     attempts: int
     how: str = "measured"
+    timer: str = "wall (perf_counter around the call)"
+    wall_p50_ms: float | None = None     # including the Python call overhead
     fingerprint: dict = field(default_factory=dict)
 
     def as_dict(self) -> dict:
@@ -114,17 +123,16 @@ class _Runner:
     """call() runs the model once on its prepared input; hop mode carries the states."""
 
     def __init__(self, runtime: str, mode: str, threads: int, net=None, onnx: Path | None = None,
-                 ir: Path | None = None, audio_s: float = 1.0, reset_hops: int = 1000):
+                 ir: Path | None = None, audio_s: float = 1.0, reset_hops: int = 1000, in_channels: int = 1,
+                 hop: int = 256):
         self.runtime, self.mode, self.threads, self.reset_hops = runtime, mode, threads, reset_hops
         self.calls = 0
         self.device = "cpu"
         rng = np.random.default_rng(0)
         if mode == "offline":
-            cfg = net.cfg if net is not None else None
-            in_ch = cfg.in_channels if cfg else _onnx_in_channels(onnx)
-            hop = cfg.hop if cfg else None
-            self.frames = max(1, round(audio_s * SR / hop)) if hop else int(audio_s * 62.5)
-            self.x = rng.standard_normal((1, 2 * in_ch, self.frames, N_BINS)).astype(np.float32)
+            # 1 s = SR // hop frames, the convention of the MACs figures
+            self.frames = max(1, round(audio_s * (SR // hop)))
+            self.x = rng.standard_normal((1, 2 * in_channels, self.frames, N_BINS)).astype(np.float32)
         if runtime.startswith("torch"):
             self._init_torch(net, runtime.endswith("cuda"))
         elif runtime.startswith("onnxruntime"):
@@ -197,19 +205,27 @@ class _Runner:
         if ir is None:
             raise HwkdError("no OpenVINO IR for this model", "the export refused it; see the parity report")
         core = ov.Core()
-        comp = core.compile_model(str(ir), "CPU", {"INFERENCE_NUM_THREADS": self.threads,
-                                                    "PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"})
+        model = core.read_model(str(ir))
+        if self.mode == "offline":           # a fixed-length chunk: compile for that static shape
+            model.reshape({model.inputs[0].get_any_name(): list(self.x.shape)})
+        # one stream, N threads, f32: what `benchmark_app -hint none -nstreams 1 -nthreads N -infer_precision f32`
+        # configures (benchmarks/ov_fidelity.py compares the two)
+        comp = core.compile_model(model, "CPU", OV_CONFIG(self.threads))
         req = comp.create_infer_request()
         self.device = "CPU"
+        self._ov_req = req
         if self.mode == "offline":
-            x = self.x
-            self._call = lambda: req.infer({0: x})
+            req.set_input_tensor(ov.Tensor(self.x))
+            self._call = lambda: req.infer()
         else:
             ins = [(p.get_any_name(), p.get_partial_shape()) for p in comp.inputs]
             names, init = _step_inputs_ov(ins)
             frame = np.random.default_rng(1).standard_normal((1, names[0][1], 1, N_BINS)).astype(np.float32)
             state_names = [n for n, _ in names[1:]]
             self._states = list(init)
+            if all(shape.is_static for _, shape in ins):
+                self._call = self._ov_pingpong(comp, req, frame, state_names, init)
+                return
 
             def call():
                 if self.calls % self.reset_hops == 0:
@@ -217,6 +233,39 @@ class _Runner:
                 res = req.infer({"frame": frame, **dict(zip(state_names, self._states))})
                 self._states = [np.array(v, copy=True) for v in list(res.values())[1:]]
             self._call = call
+
+    def _ov_pingpong(self, comp, req_a, frame, state_names, init):
+        """Static-shape states carried without copies: each state has two buffers; request A reads buffer 0
+        and writes buffer 1, request B the reverse, and the two are called in turn (what a C++ streaming
+        loop does). `last_mask()` returns the latest mask frame."""
+        import openvino as ov
+        req_b = comp.create_infer_request()
+        frame_t = ov.Tensor(frame)
+        for req in (req_a, req_b):
+            req.set_tensor("frame", frame_t)
+        for name, st in zip(state_names, init):
+            buf0, buf1 = ov.Tensor(st.copy()), ov.Tensor(np.zeros_like(st))
+            req_a.set_tensor(name, buf0)
+            req_a.set_tensor(f"new_{name}", buf1)
+            req_b.set_tensor(name, buf1)
+            req_b.set_tensor(f"new_{name}", buf0)
+        reqs = (req_a, req_b)
+        self._ov_reqs = reqs
+        self.frame = frame
+        self.last_mask = lambda: np.array(reqs[(self.calls - 1) % 2].get_tensor("mask").data, copy=True)
+
+        def call():
+            reqs[self.calls % 2].infer()
+        return call
+
+    def runtime_latency_ms(self) -> float | None:
+        """The runtime's own timing of the last call, where it has one (OpenVINO: InferRequest.latency,
+        measured around the inference in C++, what benchmark_app reports); else None."""
+        if self.runtime != "openvino":
+            return None
+        reqs = getattr(self, "_ov_reqs", None)
+        req = reqs[(self.calls - 1) % 2] if reqs else self._ov_req
+        return req.latency
 
     def __call__(self):
         self._call()
@@ -248,28 +297,25 @@ def _step_inputs_ov(ins) -> tuple[list, list]:
     return names, init
 
 
-def _onnx_in_channels(onnx: Path) -> int:
-    import onnx as onnx_lib
-    m = onnx_lib.load(str(onnx), load_external_data=False)
-    return m.graph.input[0].type.tensor_type.shape.dim[1].dim_value // 2
-
-
 # -- protocol -------------------------------------------------------------------------------------
-def _timed(runner: _Runner, proto: Protocol) -> tuple[np.ndarray, LoadMeter]:
+def _timed(runner: _Runner, proto: Protocol) -> tuple[np.ndarray, np.ndarray | None, LoadMeter]:
+    """-> (wall ms per call, the runtime's own ms per call or None, load)."""
     for _ in range(proto.warmup):
         runner()
-    times = []
+    wall, own = [], []
     with LoadMeter() as load:
         t_end = time.perf_counter() + proto.min_s
-        while len(times) < proto.runs or time.perf_counter() < t_end:
+        while len(wall) < proto.runs or time.perf_counter() < t_end:
             t0 = time.perf_counter()
             runner()
-            times.append(time.perf_counter() - t0)
-    return np.array(times) * 1e3, load
+            wall.append(time.perf_counter() - t0)
+            own.append(runner.runtime_latency_ms())
+    own_ms = None if own[0] is None else np.array(own, dtype=float)
+    return np.array(wall) * 1e3, own_ms, load
 
 
 def measure(runtime: str, mode: str, threads: int, *, net=None, onnx: Path | None = None, ir: Path | None = None,
-            hop: int = 256, protocol: Protocol | None = None) -> Measurement:
+            hop: int = 256, in_channels: int = 1, protocol: Protocol | None = None) -> Measurement:
     """Measure one (runtime, mode, threads) on this machine with the protocol above."""
     proto = protocol or Protocol()
     if mode not in ("hop", "offline"):
@@ -277,12 +323,13 @@ def measure(runtime: str, mode: str, threads: int, *, net=None, onnx: Path | Non
     rss0 = _status_kib("VmRSS")
     peak_ok = _reset_peak_rss()
     runner = _Runner(runtime, mode, threads, net=net, onnx=onnx, ir=ir, audio_s=proto.audio_s,
-                     reset_hops=proto.reset_hops)
+                     reset_hops=proto.reset_hops, in_channels=in_channels, hop=hop)
     audio_ms = hop / SR * 1e3 if mode == "hop" else runner.frames * hop / SR * 1e3
     attempts = 0
     while True:
         attempts += 1
-        t_ms, load = _timed(runner, proto)
+        wall_ms, own_ms, load = _timed(runner, proto)
+        t_ms = own_ms if own_ms is not None else wall_ms
         busy = load.other_load is not None and load.other_load > proto.busy_load
         if not busy or attempts >= 2:
             break
@@ -294,7 +341,9 @@ def measure(runtime: str, mode: str, threads: int, *, net=None, onnx: Path | Non
         p50_ms=p50, p90_ms=p90, p99_ms=p99, min_ms=float(t_ms.min()), max_ms=float(t_ms.max()),
         mean_ms=float(t_ms.mean()), rtf=p50 / audio_ms, realtime=(p90 < audio_ms) if mode == "hop" else None,
         peak_rss_mib=None if peak is None or rss0 is None else round((peak - rss0) / 1024, 1),
-        other_load=load.other_load, busy=busy, attempts=attempts, fingerprint=fingerprint())
+        other_load=load.other_load, busy=busy, attempts=attempts,
+        timer="runtime (InferRequest.latency)" if own_ms is not None else "wall (perf_counter around the call)",
+        wall_p50_ms=float(np.percentile(wall_ms, 50)), fingerprint=fingerprint())
 
 
 def threads_available() -> int:
@@ -303,15 +352,16 @@ def threads_available() -> int:
 
 # -- isolation: one measurement per fresh process ----------------------------------------------------
 def measure_isolated(runtime: str, mode: str, threads: int, *, ckpt: Path | None = None, onnx: Path | None = None,
-                     ir: Path | None = None, hop: int = 256, protocol: Protocol | None = None,
-                     timeout_s: float = 600) -> Measurement:
+                     ir: Path | None = None, hop: int = 256, in_channels: int = 1,
+                     protocol: Protocol | None = None, timeout_s: float = 600) -> Measurement:
     """`measure` in a child process: clean peak memory, no state shared with earlier measurements."""
     import json
     import subprocess
     import sys
     import tempfile
     spec = {"runtime": runtime, "mode": mode, "threads": threads, "ckpt": ckpt and str(ckpt),
-            "onnx": onnx and str(onnx), "ir": ir and str(ir), "hop": hop, "protocol": asdict(protocol or Protocol())}
+            "onnx": onnx and str(onnx), "ir": ir and str(ir), "hop": hop, "in_channels": in_channels,
+            "protocol": asdict(protocol or Protocol())}
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
         json.dump(spec, f)
     try:
@@ -338,7 +388,7 @@ def _main(spec_path: str) -> None:
         net, _ = load_model(spec["ckpt"])
     m = measure(spec["runtime"], spec["mode"], spec["threads"], net=net,
                 onnx=spec["onnx"] and Path(spec["onnx"]), ir=spec["ir"] and Path(spec["ir"]), hop=spec["hop"],
-                protocol=Protocol(**spec["protocol"]))
+                in_channels=spec["in_channels"], protocol=Protocol(**spec["protocol"]))
     print(json.dumps(m.as_dict()))
 
 

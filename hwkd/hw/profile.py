@@ -75,7 +75,8 @@ def profile(net: DPDCRN, target: dict | str, out_dir: Path, *, runtimes=None, th
                 res["latency"].append({"runtime": rt, "skipped": "OpenVINO IR refused by the parity check"})
                 continue
             for th in threads or target["threads"]:
-                m = measure_isolated(rt, mode, th, ckpt=ckpt, onnx=art[0], ir=art[1], hop=cfg.hop, protocol=proto)
+                m = measure_isolated(rt, mode, th, ckpt=ckpt, onnx=art[0], ir=art[1], hop=cfg.hop,
+                                     in_channels=cfg.in_channels, protocol=proto)
                 res["latency"].append(m.as_dict())
                 flag = "  BUSY (other processes used the machine)" if m.busy else ""
                 progress(f"  {rt:<12} {th} thr  {mode}: p50 {m.p50_ms:.3f} ms  p90 {m.p90_ms:.3f} ms  "
