@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # Installs everything hwkd needs on Debian bookworm (or a derivative):
 #   - the Debian packages the embedded corpus is synthesised from (speech, TTS, CC0 ambient noise);
+#   - the OpenSSH client (measuring on devices over SSH) and server (the SSH tests start their own sshd on
+#     loopback; set HWKD_NO_SSHD=1 to skip it — on a systemd machine the package also enables an ssh service);
 #   - a Python 3.11 virtual environment in .venv with hwkd and its test tools.
 # Safe to rerun: it installs only what is missing.
 set -euo pipefail
 cd "$(dirname "$0")"
 
 DEB_PACKAGES="asterisk-core-sounds-en-g722 asterisk-core-sounds-fr-g722 asterisk-core-sounds-it-g722
-asterisk-core-sounds-ru-g722 espeak-ng espeak-ng-data flite sonic-pi-samples"
+asterisk-core-sounds-ru-g722 espeak-ng espeak-ng-data flite sonic-pi-samples openssh-client"
+[ "${HWKD_NO_SSHD:-0}" = 1 ] || DEB_PACKAGES="$DEB_PACKAGES openssh-server"
 PYTHON="${PYTHON:-python3}"
 
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }

@@ -3,7 +3,7 @@
 Local targets are measured here (each measurement in its own process, see `measure_isolated`). A causal
 model is measured hop by hop on its streaming step model (the real-time figure); a non-causal one offline
 on 1 s of audio per call (it cannot stream). Remote targets are measured over SSH when the target names a
-device; without one, no latency is reported as measured.
+device (`hwkd.hw.remote`); without one, no latency is reported.
 """
 
 from __future__ import annotations
@@ -60,28 +60,36 @@ def profile(net: DPDCRN, target: dict | str, out_dir: Path, *, runtimes=None, th
     mode = "hop" if cfg.causal else "offline"
     res["mode"] = mode
     res["latency"] = []
+    art = {"hop": (ex.step_onnx, ex.step_ir), "offline": (ex.offline_onnx, ex.offline_ir)}[mode]
+    remote = None
     if not is_local(target):
-        host = (target.get("ssh") or {}).get("host")
-        res["latency_note"] = (f"target {target['name']} is remote and names no device (ssh.host); "
-                               "no latency was measured" if not host else
-                               "measurement over SSH is not available in this version; no latency was measured")
-        progress("  " + res["latency_note"])
+        if not (target.get("ssh") or {}).get("host"):
+            res["latency_note"] = (f"target {target['name']} is remote and names no device (ssh.host); "
+                                   "no latency was measured")
+            progress("  " + res["latency_note"])
+            runs = []
+        else:
+            from hwkd.hw.remote import Device
+            remote = Device(target)
+            runs = [(rt, th) for rt in runtimes or target["runtimes"] for th in threads or target["threads"]]
     else:
         ckpt = out_dir / "model.pt"
         save_checkpoint(ckpt, net)
-        art = {"hop": (ex.step_onnx, ex.step_ir), "offline": (ex.offline_onnx, ex.offline_ir)}[mode]
-        for rt in runtimes or target["runtimes"]:
-            if rt == "openvino" and art[1] is None:
-                res["latency"].append({"runtime": rt, "skipped": "OpenVINO IR refused by the parity check"})
-                continue
-            for th in threads or target["threads"]:
-                m = measure_isolated(rt, mode, th, ckpt=ckpt, onnx=art[0], ir=art[1], hop=cfg.hop,
-                                     in_channels=cfg.in_channels, protocol=proto)
-                res["latency"].append(m.as_dict())
-                flag = "  BUSY (other processes used the machine)" if m.busy else ""
-                progress(f"  {rt:<12} {th} thr  {mode}: p50 {m.p50_ms:.3f} ms  p90 {m.p90_ms:.3f} ms  "
-                         f"per {m.audio_ms_per_call:.0f} ms of audio  RTF {m.rtf:.3f}  "
-                         f"peak +{m.peak_rss_mib} MiB{flag}")
+        runs = [(rt, th) for rt in runtimes or target["runtimes"] for th in threads or target["threads"]]
+    for rt, th in runs:
+        if rt == "openvino" and art[1] is None:
+            res["latency"].append({"runtime": rt, "threads": th, "skipped": "OpenVINO IR refused by the parity check"})
+            continue
+        if remote is not None:
+            files = [art[0]] if rt != "openvino" else [art[1], art[1].with_suffix(".bin")]
+            m = remote.measure(rt, mode, th, files, hop=cfg.hop, in_channels=cfg.in_channels, protocol=proto)
+        else:
+            m = measure_isolated(rt, mode, th, ckpt=ckpt, onnx=art[0], ir=art[1], hop=cfg.hop,
+                                 in_channels=cfg.in_channels, protocol=proto)
+        res["latency"].append(m.as_dict())
+        flag = "  BUSY (other processes used the machine)" if m.busy else ""
+        progress(f"  {rt:<12} {th} thr  {mode}: p50 {m.p50_ms:.3f} ms  p90 {m.p90_ms:.3f} ms  "
+                 f"per {m.audio_ms_per_call:.0f} ms of audio  RTF {m.rtf:.3f}  peak +{m.peak_rss_mib} MiB{flag}")
     res["protocol"] = proto.__dict__
     res["wall_s"] = round(time.perf_counter() - t0, 2)
     (out_dir / "profile.json").write_text(json.dumps(res, indent=1, default=str))

@@ -1,0 +1,139 @@
+"""Measure on a real device over SSH: copy the exported model and a small measuring worker, run the same
+protocol there, bring the numbers back.
+
+The device needs `python3` with numpy and onnxruntime and/or openvino (no torch, no hwkd install): the
+worker is hwkd's own `hw/measure.py` with the two stdlib-only modules it imports, copied into a temporary
+folder on the device. OpenSSH's `ssh`/`scp` do the transport with BatchMode (keys only, never a prompt),
+strict host-key checking against the target's known_hosts file, a connect timeout, and retries on
+connection failures (exit 255). Every failure ends in one HwkdError naming the device and the fix.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from hwkd.errors import HwkdError
+from hwkd.hw.measure import Measurement, Protocol
+
+HWKD_DIR = Path(__file__).resolve().parents[1]
+WORKER_FILES = {"hwkd/__init__.py": None, "hwkd/errors.py": HWKD_DIR / "errors.py",
+                "hwkd/sysinfo.py": HWKD_DIR / "sysinfo.py", "hwkd/hw/__init__.py": None,
+                "hwkd/hw/measure.py": HWKD_DIR / "hw" / "measure.py"}
+RUNTIME_MODULES = {"onnxruntime": "onnxruntime", "openvino": "openvino"}
+
+
+class Device:
+    def __init__(self, target: dict, connect_timeout: float = 10, retries: int = 2, command_timeout: float = 900):
+        ssh = target.get("ssh") or {}
+        if not ssh.get("host"):
+            raise HwkdError(f"target {target['name']} names no device (ssh.host is empty)",
+                            f"set ssh.host in {target.get('_path', 'the target file')}, or use a local target")
+        if not shutil.which("ssh") or not shutil.which("scp"):
+            raise HwkdError("the OpenSSH client (ssh, scp) is not installed", "apt-get install openssh-client")
+        self.name = target["name"]
+        self.host, self.user = ssh["host"], ssh.get("user")
+        self.port = int(ssh.get("port", 22))
+        self.python = ssh.get("python", "python3")
+        self.key = ssh.get("key") and str(Path(ssh["key"]).expanduser())
+        self.known_hosts = str(Path(ssh.get("known_hosts", "~/.ssh/known_hosts")).expanduser())
+        self.connect_timeout, self.retries, self.command_timeout = connect_timeout, retries, command_timeout
+        self.where = f"{self.user + '@' if self.user else ''}{self.host}:{self.port}"
+
+    def _opts(self) -> list[str]:
+        o = ["-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes", "-o", f"UserKnownHostsFile={self.known_hosts}",
+             "-o", f"ConnectTimeout={int(self.connect_timeout)}", "-o", "LogLevel=ERROR"]
+        if self.key:
+            o += ["-i", self.key, "-o", "IdentitiesOnly=yes"]
+        return o
+
+    def _dest(self) -> str:
+        return f"{self.user}@{self.host}" if self.user else self.host
+
+    def _run(self, argv: list[str], what: str) -> subprocess.CompletedProcess:
+        last = None
+        for attempt in range(self.retries + 1):
+            try:
+                r = subprocess.run(argv, capture_output=True, text=True, timeout=self.command_timeout)
+            except subprocess.TimeoutExpired:
+                raise HwkdError(f"device {self.name} ({self.where}): {what} took over {self.command_timeout:.0f} s",
+                                "check the device's load, or use --protocol quick") from None
+            if r.returncode != 255:              # 255 = ssh's own failure (connection, auth, host key)
+                return r
+            last = r
+            err = r.stderr.lower()
+            if "host key" in err or "permission denied" in err:
+                break                              # not transient: do not retry
+            time.sleep(min(2 ** attempt, 5))
+        msg = (last.stderr.strip().splitlines() or ["no message"])[-1]
+        if "host key verification failed" in last.stderr.lower() or "no matching host key" in last.stderr.lower() \
+                or "host key" in last.stderr.lower():
+            fix = f"add the device's host key to {self.known_hosts} (ssh-keyscan -p {self.port} {self.host}), " \
+                  "after checking it is the right device"
+        elif "permission denied" in last.stderr.lower():
+            fix = f"install your public key on the device (ssh-copy-id -p {self.port} {self._dest()}) or set ssh.key"
+        else:
+            fix = "check that the device is on, the host and port are right and sshd runs there"
+        raise HwkdError(f"device {self.name} ({self.where}) unreachable: {msg}", fix)
+
+    def ssh(self, command: str, what: str) -> subprocess.CompletedProcess:
+        return self._run(["ssh", *self._opts(), "-p", str(self.port), self._dest(), command], what)
+
+    def put(self, files: list[Path], remote_dir: str) -> None:
+        self._run(["scp", *self._opts(), "-P", str(self.port), "-q", *map(str, files),
+                   f"{self._dest()}:{remote_dir}/"], "copying files")
+
+    def check_runtime(self, runtime: str) -> str:
+        mod = RUNTIME_MODULES.get(runtime)
+        if mod is None:
+            raise HwkdError(f"runtime {runtime!r} cannot run on a remote device", "use onnxruntime or openvino")
+        r = self.ssh(f"{shlex.quote(self.python)} -c 'import numpy, {mod}; print({mod}.__version__)'",
+                     f"checking {runtime}")
+        if r.returncode != 0:
+            raise HwkdError(f"device {self.name} ({self.where}) lacks {runtime} for {self.python}",
+                            f"on the device: {self.python} -m pip install numpy {runtime}")
+        return r.stdout.strip()
+
+    def measure(self, runtime: str, mode: str, threads: int, model_files: list[Path], hop: int, in_channels: int,
+                protocol: Protocol) -> Measurement:
+        self.check_runtime(runtime)
+        r = self.ssh("mktemp -d /tmp/hwkd-XXXXXX", "creating a work folder")
+        if r.returncode != 0:
+            raise HwkdError(f"device {self.name}: cannot create a temporary folder ({r.stderr.strip()})",
+                            "check the device's /tmp")
+        rdir = r.stdout.strip()
+        try:
+            with tempfile.TemporaryDirectory() as tmp:
+                stage = Path(tmp)
+                for rel, src in WORKER_FILES.items():
+                    dst = stage / rel
+                    dst.parent.mkdir(parents=True, exist_ok=True)
+                    dst.write_text(src.read_text() if src else "")
+                spec = {"runtime": runtime, "mode": mode, "threads": threads, "ckpt": None, "hop": hop,
+                        "in_channels": in_channels, "protocol": protocol.__dict__,
+                        "onnx": None, "ir": None}
+                model = model_files[0]
+                spec["ir" if model.suffix == ".xml" else "onnx"] = f"{rdir}/{model.name}"
+                (stage / "spec.json").write_text(json.dumps(spec))
+                self.ssh(f"mkdir -p {rdir}/hwkd/hw", "preparing the work folder")
+                self.put([stage / "spec.json", *model_files], rdir)
+                self.put([stage / "hwkd" / "__init__.py", stage / "hwkd" / "errors.py", stage / "hwkd" / "sysinfo.py"],
+                         f"{rdir}/hwkd")
+                self.put([stage / "hwkd" / "hw" / "__init__.py", stage / "hwkd" / "hw" / "measure.py"],
+                         f"{rdir}/hwkd/hw")
+            r = self.ssh(f"cd {rdir} && {shlex.quote(self.python)} -m hwkd.hw.measure spec.json",
+                         f"measuring {runtime}")
+            if r.returncode != 0:
+                tail = (r.stderr.strip().splitlines() or ["no output"])[-1]
+                raise HwkdError(f"device {self.name}: measuring {runtime} ({mode}, {threads} threads) failed: {tail}",
+                                "check the runtime install on the device")
+            m = Measurement(**json.loads(r.stdout.strip().splitlines()[-1]))
+            m.how = f"measured on {self.name} over SSH ({self.where})"
+            return m
+        finally:
+            self.ssh(f"rm -rf {rdir}", "cleaning up")
