@@ -82,6 +82,30 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--lam", type=float, default=0.1, help="weight λ of the KD loss (default 0.1)")
     _add_training_args(k)
 
+    cp = sub.add_parser(
+        "compare", formatter_class=_formatter,
+        help="KD schemes x student sizes x seeds at one training budget; report under reports/")
+    cp.add_argument("--kd", default="none,response,fitnet,at,pkt-frame,semckd,reviewkd,i2srf-tfckd",
+                    help="comma-separated schemes ('none' = no KD; default: all baselines and i2srf-tfckd)")
+    cp.add_argument("--students", default="cpu-student-causal,cpu-student,paper-student",
+                    help="comma-separated presets or config files (Ambisonics students use the foa set)")
+    cp.add_argument("--seeds", type=int, default=3)
+    cp.add_argument("--out", type=Path, required=True, help="run folder (cells, checkpoints); rerun to resume")
+    cp.add_argument("--report-dir", type=Path, default=None, help="default: reports/<name of --out>")
+    cp.add_argument("--teacher", type=Path, default=None, help="teacher checkpoint (default: the embedded one)")
+    cp.add_argument("--data", type=Path, default=None, help="mono dataset (default: the embedded corpus)")
+    cp.add_argument("--data-foa", type=Path, default=None, help="Ambisonics dataset (default: the embedded corpus)")
+    cp.add_argument("--epochs", type=int, default=1)
+    cp.add_argument("--batch-size", type=int, default=8)
+    cp.add_argument("--segment-s", type=float, default=2.0)
+    cp.add_argument("--lr", type=float, default=2e-3)
+    cp.add_argument("--lam", type=float, default=0.1, help="KD weight λ (default 0.1)")
+    cp.add_argument("--max-steps-per-epoch", type=int, default=None)
+    cp.add_argument("--val-pesq-clips", type=int, default=5)
+    cp.add_argument("--eval-split", default="test")
+    cp.add_argument("--eval-limit", type=int, default=None, help="only the first N evaluation utterances")
+    cp.add_argument("--threads", type=int, default=None)
+
     e = sub.add_parser(
         "evaluate", formatter_class=_formatter,
         help="enhance a dataset split with a checkpoint; noisy vs enhanced table for every metric")
@@ -125,6 +149,19 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--out", type=Path, default=None, help="folder for the exports and profile.json "
                                                            "(default: $HWKD_HOME/profiles/MODEL-TARGET)")
     pr.add_argument("--json", action="store_true", help="print the whole profile as JSON")
+    pr.add_argument("--int8", action="store_true",
+                    help="also an INT8 offline model (ONNX Runtime dynamic quantization) with its deltas")
+    pr.add_argument("--int8-data", type=Path, default=None,
+                    help="dataset for the INT8 quality delta (default: the embedded corpus)")
+    pr.add_argument("--int8-split", default="val")
+    pr.add_argument("--int8-clips", type=int, default=10, help="utterances for the INT8 quality delta (default 10)")
+
+    c = sub.add_parser(
+        "calibrate", formatter_class=_formatter,
+        help="run the latency predictor's micro-benchmarks on a target (here, or on its device over SSH)")
+    c.add_argument("--target", required=True, help="a target name from targets/ or a target YAML")
+    c.add_argument("--runtimes", default=None, help="comma-separated: onnxruntime, openvino (default: the target's)")
+    c.add_argument("--threads", default=None, help="comma-separated thread counts (default: the target's)")
 
     b = sub.add_parser(
         "bench", formatter_class=_formatter,
@@ -197,6 +234,10 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_profile(args)
         if args.command == "bench":
             return cmd_bench(args)
+        if args.command == "calibrate":
+            return cmd_calibrate(args)
+        if args.command == "compare":
+            return cmd_compare(args)
     except HwkdError as exc:
         print(f"hwkd: error: {exc}", file=sys.stderr)
         return exc.exit_code
@@ -466,8 +507,18 @@ def cmd_profile(args) -> int:
     net, label = load_any(args.model)
     out = args.out or hwkd_home() / "profiles" / f"{label}-{target['name']}"
     print(f"hwkd profile: {label} on {target['name']}")
+    pairs = None
+    if args.int8:
+        from hwkd.data.datasets import select_pairs
+        from hwkd.data.layouts import scan
+        data = args.int8_data or default_dataset(net.cfg.in_channels, progress=not args.quiet)
+        sc = scan(data, channels=net.cfg.in_channels)
+        pairs = sc.good_pairs(select_pairs(sc, args.int8_split))[: args.int8_clips]
+        if not pairs:
+            raise HwkdError(f"no utterances for the INT8 quality delta in {data} [{args.int8_split}]",
+                            "give --int8-data with a val split")
     res = profile(net, target, out, runtimes=_csv_list(args.runtimes), threads=_csv_list(args.threads, int),
-                  protocol=Protocol.named(args.protocol), check_macs=True,
+                  protocol=Protocol.named(args.protocol), check_macs=True, int8_pairs=pairs,
                   progress=(lambda *a: None) if args.json else print)
     if args.json:
         print(json.dumps(res, indent=1, default=str))
@@ -497,14 +548,21 @@ def cmd_bench(args) -> int:
                 rows.append({**base, "how": "not measured", "note": res.get("latency_note", "")})
             for m in res["latency"]:
                 if "skipped" in m:
-                    rows.append({**base, "runtime": m["runtime"], "how": "not measured", "note": m["skipped"]})
+                    rows.append({**base, "runtime": m["runtime"], "threads": m.get("threads"), "how": "not measured",
+                                 "note": m["skipped"]})
+                    continue
+                if m["how"].startswith("predicted"):
+                    rows.append({**base, "runtime": m["runtime"], "threads": m["threads"],
+                                 "p50_ms": round(m["p50_ms"], 4), "audio_ms_per_call": m["audio_ms_per_call"],
+                                 "rtf": round(m["rtf"], 4), "realtime": m["realtime"], "how": m["how"],
+                                 "note": m["provenance"]})
                     continue
                 rows.append({**base, "runtime": m["runtime"], "version": m["version"], "threads": m["threads"],
                              "p50_ms": round(m["p50_ms"], 4), "p90_ms": round(m["p90_ms"], 4),
                              "p99_ms": round(m["p99_ms"], 4), "audio_ms_per_call": m["audio_ms_per_call"],
                              "rtf": round(m["rtf"], 4), "realtime": m["realtime"], "peak_rss_mib": m["peak_rss_mib"],
                              "runs": m["runs"], "other_load": round(m["other_load"] or 0, 3), "busy": m["busy"],
-                             "how": "measured", "cpu": m["fingerprint"]["cpu"]})
+                             "how": m["how"], "cpu": m["fingerprint"]["cpu"]})
     df = pd.DataFrame(rows)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     df.to_csv(args.out, index=False)
@@ -512,4 +570,45 @@ def cmd_bench(args) -> int:
                         "realtime", "busy", "how") if c in df]
     print(df[cols].to_string(index=False))
     print(f"wrote {args.out}")
+    return 0
+
+
+def cmd_calibrate(args) -> int:
+    from hwkd.hw.predict import calibrate, save_calibration
+    from hwkd.targets import is_local, load_target
+    target = load_target(args.target)
+    device = None
+    if not is_local(target):
+        from hwkd.hw.remote import Device
+        device = Device(target)
+    runtimes = [r for r in (_csv_list(args.runtimes) or target["runtimes"]) if r in ("onnxruntime", "openvino")]
+    if not runtimes:
+        raise HwkdError(f"target {target['name']} has no runtime the predictor covers",
+                        "calibrate with --runtimes onnxruntime or openvino")
+    for rt in runtimes:
+        for th in _csv_list(args.threads, int) or target["threads"]:
+            print(f"hwkd calibrate: {target['name']} {rt} {th} thread(s)")
+            calib = calibrate(rt, th, device=device, progress=print)
+            path = save_calibration(calib, target["name"])
+            print(f"  {len(calib['table_ms'])} blocks + {len(calib['anchors'])} anchors in {calib['seconds']} s "
+                  f"-> {path}")
+    return 0
+
+
+def cmd_compare(args) -> int:
+    from hwkd.kd.compare import CompareConfig, report, run_compare
+    from hwkd.teacher import embedded_teacher_path
+    cc = CompareConfig(schemes=_csv_list(args.kd), students=_csv_list(args.students), seeds=args.seeds,
+                       epochs=args.epochs, batch_size=args.batch_size, segment_s=args.segment_s, lr=args.lr,
+                       lam=args.lam, max_steps_per_epoch=args.max_steps_per_epoch, val_pesq_clips=args.val_pesq_clips,
+                       eval_split=args.eval_split, eval_limit=args.eval_limit, threads=args.threads)
+    if cc.seeds < 1 or not cc.schemes or not cc.students:
+        raise HwkdError("hwkd compare needs at least one scheme, one student and one seed", "see --help")
+    data = {k: v for k, v in ((1, args.data), (4, args.data_foa)) if v is not None}
+    teacher = args.teacher or embedded_teacher_path()
+    results = run_compare(args.out, cc, teacher, data=data, progress=not args.quiet)
+    rdir = args.report_dir or Path("reports") / args.out.resolve().name
+    report(results, rdir, cc)
+    print((rdir / "table.md").read_text())
+    print(f"report in {rdir} (table.md, table.csv, summary.json, quality_vs_size.png)")
     return 0

@@ -42,3 +42,27 @@ def tiny_corpus(tmp_path_factory):
     root = tmp_path_factory.mktemp("corpus")
     build_corpus(root, CorpusSpec(clip_s=1.0, sizes={"mono": (40, 4, 4), "foa": (0, 0, 0)}), progress=False)
     return root / "mono"
+
+
+@pytest.fixture(scope="session")
+def tiny_foa(tmp_path_factory):
+    """The embedded corpus's Ambisonics set at tiny scale: 8 / 2 / 2 clips of 1 s."""
+    from hwkd.data.synth import CorpusSpec, build_corpus
+    root = tmp_path_factory.mktemp("corpus-foa")
+    build_corpus(root, CorpusSpec(clip_s=1.0, sizes={"mono": (0, 0, 0), "foa": (8, 2, 2)}), progress=False)
+    return root / "foa"
+
+
+@pytest.fixture
+def small_grid(monkeypatch, tmp_path):
+    """The latency predictor on a reduced grid (and a private HWKD_HOME for its calibration files)."""
+    import hwkd.hw.predict as pr
+    monkeypatch.setattr(pr, "GRID_C", (8, 16))
+    monkeypatch.setattr(pr, "GRID_H", (8, 16))
+    monkeypatch.setattr(pr, "GRID_D", (1, 2))
+    monkeypatch.setattr(pr, "GRID_HEADS", (0, 2))
+    monkeypatch.setattr(pr, "GRID_M", (1,))
+    monkeypatch.setattr(pr, "ANCHORS", ((8, 1, 1, 0, 8, True, 1), (16, 2, 2, 2, 16, False, 1),
+                                        (16, 1, 1, 2, 8, True, 1), (8, 2, 2, 0, 16, False, 1)))
+    monkeypatch.setenv("HWKD_HOME", str(tmp_path / "home"))
+    return pr

@@ -113,3 +113,21 @@ def test_device_lacking_the_runtime(tmp_path, sshd):
 def test_target_without_a_device(tmp_path):
     with pytest.raises(HwkdError, match="names no device"):
         Device(load_target("rpi4"))
+
+
+def test_calibrate_over_ssh_then_predict(tmp_path, sshd, small_grid):
+    from hwkd.hw.predict import calibrate, load_predictor, save_calibration
+    from hwkd.hw.profile import profile
+    target = _target(tmp_path, sshd)
+    calib = calibrate("onnxruntime", 1, device=Device(target), progress=None,
+                      protocol=Protocol(warmup=3, runs=20, min_s=0.02))
+    assert calib["where"].startswith("loopback-dev over SSH")
+    assert all(v > 0 for v in calib["table_ms"].values())
+    save_calibration(calib, "loopback-dev")
+    assert load_predictor("loopback-dev", "onnxruntime", 1) is not None
+    # without a device, the same target is predicted from that calibration
+    target["ssh"]["host"] = None
+    net = create_model(dict(channels=12, layers=1, depth=2, heads=2, causal=True, time_attention="none"))
+    res = profile(net, target, tmp_path / "p", runtimes=["onnxruntime"], threads=[1], progress=lambda *a: None)
+    row = res["latency"][0]
+    assert row["how"] == "predicted (calibrated)" and "over SSH" in row["provenance"] and row["p50_ms"] > 0

@@ -133,7 +133,9 @@ class _Runner:
             # 1 s = SR // hop frames, the convention of the MACs figures
             self.frames = max(1, round(audio_s * (SR // hop)))
             self.x = rng.standard_normal((1, 2 * in_channels, self.frames, N_BINS)).astype(np.float32)
-        if runtime.startswith("torch"):
+        if mode == "block":                  # any exported graph with static inputs, random data (calibration)
+            self._init_block(runtime, onnx, ir)
+        elif runtime.startswith("torch"):
             self._init_torch(net, runtime.endswith("cuda"))
         elif runtime.startswith("onnxruntime"):
             self._init_ort(onnx, runtime.endswith("cuda"))
@@ -141,6 +143,26 @@ class _Runner:
             self._init_ov(ir)
         else:
             raise HwkdError(f"unknown runtime {runtime!r}", f"use one of: {', '.join(RUNTIMES)}")
+
+    def _init_block(self, runtime: str, onnx: Path, ir: Path | None):
+        rng = np.random.default_rng(0)
+        if runtime == "onnxruntime":
+            import onnxruntime as ort
+            so = ort.SessionOptions()
+            so.intra_op_num_threads, so.inter_op_num_threads, so.log_severity_level = self.threads, 1, 3
+            sess = ort.InferenceSession(str(onnx), so, providers=["CPUExecutionProvider"])
+            feeds = {i.name: rng.standard_normal(i.shape).astype(np.float32) for i in sess.get_inputs()}
+            self._call = lambda: sess.run(None, feeds)
+        elif runtime == "openvino":
+            import openvino as ov
+            comp = ov.Core().compile_model(str(ir), "CPU", OV_CONFIG(self.threads))
+            req = comp.create_infer_request()
+            for i, p in enumerate(comp.inputs):
+                req.set_input_tensor(i, ov.Tensor(rng.standard_normal(list(p.get_shape())).astype(np.float32)))
+            self._ov_req = req
+            self._call = lambda: req.infer()
+        else:
+            raise HwkdError(f"calibration runs onnxruntime or openvino, not {runtime!r}", "pick one of those")
 
     # torch -------------------------------------------------------------------------------------
     def _init_torch(self, net, cuda: bool):
@@ -318,13 +340,13 @@ def measure(runtime: str, mode: str, threads: int, *, net=None, onnx: Path | Non
             hop: int = 256, in_channels: int = 1, protocol: Protocol | None = None) -> Measurement:
     """Measure one (runtime, mode, threads) on this machine with the protocol above."""
     proto = protocol or Protocol()
-    if mode not in ("hop", "offline"):
-        raise ValueError("mode is 'hop' or 'offline'")
+    if mode not in ("hop", "offline", "block"):
+        raise ValueError("mode is 'hop', 'offline' or 'block'")
     rss0 = _status_kib("VmRSS")
     peak_ok = _reset_peak_rss()
     runner = _Runner(runtime, mode, threads, net=net, onnx=onnx, ir=ir, audio_s=proto.audio_s,
                      reset_hops=proto.reset_hops, in_channels=in_channels, hop=hop)
-    audio_ms = hop / SR * 1e3 if mode == "hop" else runner.frames * hop / SR * 1e3
+    audio_ms = runner.frames * hop / SR * 1e3 if mode == "offline" else hop / SR * 1e3
     attempts = 0
     while True:
         attempts += 1
@@ -379,17 +401,22 @@ def measure_isolated(runtime: str, mode: str, threads: int, *, ckpt: Path | None
     return Measurement(**json.loads(r.stdout.strip().splitlines()[-1]))
 
 
-def _main(spec_path: str) -> None:
-    import json
-    spec = json.loads(Path(spec_path).read_text())
+def _measure_spec(spec: dict) -> Measurement:
     net = None
     if spec["runtime"].startswith("torch"):
         from hwkd.models.checkpoint import load_model
         net, _ = load_model(spec["ckpt"])
-    m = measure(spec["runtime"], spec["mode"], spec["threads"], net=net,
-                onnx=spec["onnx"] and Path(spec["onnx"]), ir=spec["ir"] and Path(spec["ir"]), hop=spec["hop"],
-                in_channels=spec["in_channels"], protocol=Protocol(**spec["protocol"]))
-    print(json.dumps(m.as_dict()))
+    return measure(spec["runtime"], spec["mode"], spec["threads"], net=net,
+                   onnx=spec.get("onnx") and Path(spec["onnx"]), ir=spec.get("ir") and Path(spec["ir"]),
+                   hop=spec["hop"], in_channels=spec["in_channels"], protocol=Protocol(**spec["protocol"]))
+
+
+def _main(spec_path: str) -> None:
+    """One spec -> one JSON line; {"batch": [specs]} -> one JSON line per spec, in order."""
+    import json
+    spec = json.loads(Path(spec_path).read_text())
+    for one in spec.get("batch", [spec]):
+        print(json.dumps(_measure_spec(one).as_dict()), flush=True)
 
 
 if __name__ == "__main__":

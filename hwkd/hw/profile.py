@@ -33,8 +33,35 @@ def load_any(model: str) -> tuple[DPDCRN, str]:
     return create_model(model).eval(), p.stem if p.suffix else model
 
 
+def predicted_latency(net: DPDCRN, target: dict, runtimes, threads, macs_per_hop: float) -> list[dict]:
+    """Per-hop latency predictions for a target without a reachable device: its calibration where
+    `hwkd calibrate` made one, else the uncalibrated default from the chip's figures. Labelled as such."""
+    from hwkd.hw.predict import default_prediction, load_predictor
+    cfg = net.cfg
+    hop_ms = cfg.hop / 16000 * 1e3
+    out = []
+    for rt in runtimes:
+        for th in threads:
+            row = {"runtime": rt, "threads": th, "mode": "hop", "audio_ms_per_call": hop_ms}
+            if not cfg.causal or cfg.time_attention != "none":
+                out.append({**row, "skipped": "no prediction: per-hop cost of a non-streaming model or one with a "
+                                              "growing time-attention cache is not constant"})
+                continue
+            pred = load_predictor(target["name"], rt, th)
+            if pred is not None:
+                row.update(p50_ms=pred.predict_hop_ms(cfg), how="predicted (calibrated)", provenance=pred.provenance())
+            else:
+                row.update(default_prediction(target, cfg, th, macs_per_hop))
+            row["rtf"] = row["p50_ms"] / hop_ms
+            row["realtime"] = row["p50_ms"] < hop_ms
+            out.append(row)
+    return out
+
+
 def profile(net: DPDCRN, target: dict | str, out_dir: Path, *, runtimes=None, threads=None,
-            protocol: Protocol | None = None, check_macs: bool = False, progress=print) -> dict:
+            protocol: Protocol | None = None, check_macs: bool = False, int8_pairs=None, progress=print) -> dict:
+    """`int8_pairs` (a list of hwkd Pairs, possibly empty): also an INT8 offline model (ONNX Runtime dynamic
+    quantization) with its output difference, latency delta here and quality delta on those pairs."""
     t0 = time.perf_counter()
     target = load_target(target) if isinstance(target, str) else target
     out_dir = Path(out_dir)
@@ -65,9 +92,14 @@ def profile(net: DPDCRN, target: dict | str, out_dir: Path, *, runtimes=None, th
     if not is_local(target):
         if not (target.get("ssh") or {}).get("host"):
             res["latency_note"] = (f"target {target['name']} is remote and names no device (ssh.host); "
-                                   "no latency was measured")
+                                   "latency is predicted, not measured")
             progress("  " + res["latency_note"])
             runs = []
+            res["latency"] = predicted_latency(net, target, runtimes or target["runtimes"],
+                                               threads or target["threads"], cost["macs"] / cost["frames"])
+            for p in res["latency"]:
+                progress(f"  {p['runtime']:<12} {p['threads']} thr  hop: "
+                         + (f"p50 {p['p50_ms']:.3f} ms  {p['how']}" if "p50_ms" in p else p["skipped"]))
         else:
             from hwkd.hw.remote import Device
             remote = Device(target)
@@ -90,7 +122,36 @@ def profile(net: DPDCRN, target: dict | str, out_dir: Path, *, runtimes=None, th
         flag = "  BUSY (other processes used the machine)" if m.busy else ""
         progress(f"  {rt:<12} {th} thr  {mode}: p50 {m.p50_ms:.3f} ms  p90 {m.p90_ms:.3f} ms  "
                  f"per {m.audio_ms_per_call:.0f} ms of audio  RTF {m.rtf:.3f}  peak +{m.peak_rss_mib} MiB{flag}")
+    if int8_pairs is not None:
+        res["int8"] = _int8(net, ex.offline_onnx, out_dir, (threads or target["threads"])[0], proto, int8_pairs,
+                            progress)
     res["protocol"] = proto.__dict__
     res["wall_s"] = round(time.perf_counter() - t0, 2)
     (out_dir / "profile.json").write_text(json.dumps(res, indent=1, default=str))
+    return res
+
+
+def _int8(net: DPDCRN, fp32: Path, out_dir: Path, threads: int, proto: Protocol, pairs, progress) -> dict:
+    import numpy as np
+    import torch
+
+    from hwkd.hw.export import ort_session
+    from hwkd.hw.int8 import quality_delta, quantize_offline
+    cfg = net.cfg
+    q = quantize_offline(fp32, out_dir / "offline-int8.onnx")
+    x = torch.randn(1, 2 * cfg.in_channels, 62, 257, generator=torch.Generator().manual_seed(0)).numpy()
+    a, b = (ort_session(p).run(None, {"features": x})[0] for p in (fp32, q))
+    res = {"onnx": str(q), "runtime": "onnxruntime dynamic quantization (QInt8 weights; GRUs stay FP32)",
+           "max_abs_mask_diff": float(np.abs(a - b).max())}
+    lat = {k: measure_isolated("onnxruntime", "offline", threads, onnx=p, hop=cfg.hop, in_channels=cfg.in_channels,
+                               protocol=proto) for k, p in (("fp32", fp32), ("int8", q))}
+    res["latency_offline_1s"] = {k: {"p50_ms": m.p50_ms, "threads": m.threads, "busy": m.busy} for k, m in lat.items()}
+    res["latency_ratio_int8_over_fp32"] = lat["int8"].p50_ms / lat["fp32"].p50_ms
+    if pairs:
+        res["quality"] = quality_delta(fp32, q, pairs, cfg.in_channels, cfg.hop)
+    msg = f"  int8: mask diff {res['max_abs_mask_diff']:.3g}, latency x{res['latency_ratio_int8_over_fp32']:.2f}"
+    if pairs:
+        d = res["quality"]["delta"]
+        msg += f", SI-SDR {d['si_sdr_db']:+.2f} dB, PESQ {d['pesq_wb']:+.3f} on {len(pairs)} clips"
+    progress(msg)
     return res

@@ -84,10 +84,6 @@ class Device:
     def ssh(self, command: str, what: str) -> subprocess.CompletedProcess:
         return self._run(["ssh", *self._opts(), "-p", str(self.port), self._dest(), command], what)
 
-    def put(self, files: list[Path], remote_dir: str) -> None:
-        self._run(["scp", *self._opts(), "-P", str(self.port), "-q", *map(str, files),
-                   f"{self._dest()}:{remote_dir}/"], "copying files")
-
     def check_runtime(self, runtime: str) -> str:
         mod = RUNTIME_MODULES.get(runtime)
         if mod is None:
@@ -101,6 +97,11 @@ class Device:
 
     def measure(self, runtime: str, mode: str, threads: int, model_files: list[Path], hop: int, in_channels: int,
                 protocol: Protocol) -> Measurement:
+        return self.measure_batch(runtime, threads, [(mode, model_files)], hop, in_channels, protocol)[0]
+
+    def measure_batch(self, runtime: str, threads: int, items: list[tuple[str, list[Path]]], hop: int,
+                      in_channels: int, protocol: Protocol, progress=None) -> list[Measurement]:
+        """Measure several exported models in one session: (mode, [model file(s)]) each, in order."""
         self.check_runtime(runtime)
         r = self.ssh("mktemp -d /tmp/hwkd-XXXXXX", "creating a work folder")
         if r.returncode != 0:
@@ -114,26 +115,35 @@ class Device:
                     dst = stage / rel
                     dst.parent.mkdir(parents=True, exist_ok=True)
                     dst.write_text(src.read_text() if src else "")
-                spec = {"runtime": runtime, "mode": mode, "threads": threads, "ckpt": None, "hop": hop,
-                        "in_channels": in_channels, "protocol": protocol.__dict__,
-                        "onnx": None, "ir": None}
-                model = model_files[0]
-                spec["ir" if model.suffix == ".xml" else "onnx"] = f"{rdir}/{model.name}"
-                (stage / "spec.json").write_text(json.dumps(spec))
-                self.ssh(f"mkdir -p {rdir}/hwkd/hw", "preparing the work folder")
-                self.put([stage / "spec.json", *model_files], rdir)
-                self.put([stage / "hwkd" / "__init__.py", stage / "hwkd" / "errors.py", stage / "hwkd" / "sysinfo.py"],
-                         f"{rdir}/hwkd")
-                self.put([stage / "hwkd" / "hw" / "__init__.py", stage / "hwkd" / "hw" / "measure.py"],
-                         f"{rdir}/hwkd/hw")
+                batch, files = [], []
+                for i, (mode, model_files) in enumerate(items):
+                    sub = f"m{i}"
+                    spec = {"runtime": runtime, "mode": mode, "threads": threads, "ckpt": None, "hop": hop,
+                            "in_channels": in_channels, "protocol": protocol.__dict__, "onnx": None, "ir": None}
+                    first = model_files[0]
+                    spec["ir" if first.suffix == ".xml" else "onnx"] = f"{rdir}/{sub}/{first.name}"
+                    batch.append(spec)
+                    (stage / sub).mkdir()
+                    for f in model_files:
+                        (stage / sub / f.name).symlink_to(f.resolve())
+                    files.append(stage / sub)
+                (stage / "spec.json").write_text(json.dumps({"batch": batch}))
+                self._run(["scp", *self._opts(), "-P", str(self.port), "-q", "-r", str(stage / "spec.json"),
+                           str(stage / "hwkd"), *map(str, files), f"{self._dest()}:{rdir}/"], "copying files")
             r = self.ssh(f"cd {rdir} && {shlex.quote(self.python)} -m hwkd.hw.measure spec.json",
                          f"measuring {runtime}")
             if r.returncode != 0:
                 tail = (r.stderr.strip().splitlines() or ["no output"])[-1]
-                raise HwkdError(f"device {self.name}: measuring {runtime} ({mode}, {threads} threads) failed: {tail}",
+                raise HwkdError(f"device {self.name}: measuring {runtime} ({threads} threads) failed: {tail}",
                                 "check the runtime install on the device")
-            m = Measurement(**json.loads(r.stdout.strip().splitlines()[-1]))
-            m.how = f"measured on {self.name} over SSH ({self.where})"
-            return m
+            out = []
+            for line in r.stdout.strip().splitlines()[-len(items):]:
+                m = Measurement(**json.loads(line))
+                m.how = f"measured on {self.name} over SSH ({self.where})"
+                out.append(m)
+            return out
         finally:
-            self.ssh(f"rm -rf {rdir}", "cleaning up")
+            try:
+                self.ssh(f"rm -rf {shlex.quote(rdir)}", "cleaning up")
+            except HwkdError:
+                pass                          # the error that got us here (if any) is the one to report

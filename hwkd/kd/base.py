@@ -28,10 +28,15 @@ class Distiller(nn.Module):
         raise NotImplementedError
 
 
+def schemes() -> dict[str, type]:
+    """The registry, with every built-in scheme registered."""
+    from hwkd.kd import baselines, i2srf  # noqa: F401  (they register their schemes)
+    return KD_SCHEMES
+
+
 def create_distiller(name: str, student_taps: dict, teacher_taps: dict, **options) -> Distiller:
     """Build a scheme for the tap shapes of one (student, teacher) pair; taps may be example tensors."""
     from hwkd.errors import HwkdError
-    from hwkd.kd import baselines, i2srf  # noqa: F401  (they register their schemes)
-    if name not in KD_SCHEMES:
+    if name not in schemes():
         raise HwkdError(f"unknown KD scheme {name!r}", f"use one of: {', '.join(sorted(KD_SCHEMES))}")
     return KD_SCHEMES[name](student_taps, teacher_taps, **options)

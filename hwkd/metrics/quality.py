@@ -186,18 +186,22 @@ def score_pairs(jobs_list: list[tuple], load, jobs: int | None = None, dnsmos: b
     return rows
 
 
+def mean_ci(values) -> dict:
+    """{"mean", "ci95" (Student-t half-width; None for one value), "n"} of a list of numbers."""
+    from scipy import stats
+    v = np.asarray(values, dtype=np.float64)
+    if len(v) == 0:
+        return {"mean": None, "ci95": None, "n": 0}
+    ci = float(stats.t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / math.sqrt(len(v))) if len(v) > 1 else None
+    return {"mean": float(v.mean()), "ci95": ci, "n": int(len(v))}
+
+
 def summarize(rows: list[dict], metrics=None) -> dict:
     """Mean and 95 % confidence half-width (Student t) per metric over the clips that have a value."""
-    from scipy import stats
     metrics = metrics or [m for m in BASE_METRICS + DNSMOS_METRICS if any(m in r for r in rows)]
     out = {}
     for m in metrics:
-        v = np.array([r[m] for r in rows if r.get(m) is not None], dtype=np.float64)
-        if len(v) == 0:
-            out[m] = {"mean": None, "ci95": None, "n": 0}
-            continue
-        ci = float(stats.t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / math.sqrt(len(v))) if len(v) > 1 else None
-        out[m] = {"mean": float(v.mean()), "ci95": ci, "n": int(len(v))}
+        out[m] = mean_ci([r[m] for r in rows if r.get(m) is not None])
     statuses: dict = {}
     for r in rows:
         key = r["status"].split(":")[0]

@@ -1,0 +1,350 @@
+"""Per-target latency prediction from DPDCRN building blocks, calibrated by micro-benchmarks.
+
+What is predicted: the per-hop latency of a streaming (causal) DPDCRN step on a target's runtime and
+thread count. A step is a chain of blocks, each measured alone as a small exported model on a grid of
+sizes ("micro-benchmarks"):
+
+    enc(M, C)            conv (1,3)/2 x2 + norms: 2M -> C channels, 257 -> 64 bins
+    dense(C, D)          dilated dense block, one frame, caches in/out (used twice: encoder, decoder)
+    mid(C)               the 1x1 convs into and out of the dual path (C -> C/2 -> C)
+    dp(C, H, heads, bi)  one dual-path layer step: intra attention + GRU over 64 bins, time-GRU step
+    dec(C)               transposed convs back to 257 bins
+    call                 an almost empty model: the runtime's fixed cost per call
+
+    blocks    = enc + 2 dense + mid + L dp + dec - (4 + L) call (each block's measurement includes one
+                call's fixed cost; the whole step pays it once)
+    predicted = a · blocks + b · parameters + c
+
+A block measured alone runs with its weights hot in cache; in the whole step the weights of all blocks
+are fetched again every hop, a cost that grows with the parameter count. a, b and c are fitted by least
+squares on 12 "anchor" models built only from grid values (whole step models, also micro-benchmarks of the
+calibration); the candidates a search predicts are in general off the grid.
+
+Between grid points the latency is interpolated linearly in log-latency over log C (and log H). The
+calibration records where it was measured (device fingerprint, runtime version, threads, date), and every
+prediction carries that provenance and the label "predicted". Models with a growing time-attention cache
+(time_attention: causal) or non-causal models are not predicted (their per-hop cost is not constant).
+
+A target without a calibration may ship a default (`default_prediction`): MACs per hop divided by a
+throughput derived from the chip's published figures (cores, clock, SIMD width) and an assumed efficiency,
+labelled "uncalibrated default" until `hwkd calibrate --target T` replaces it.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from hwkd.errors import HwkdError
+from hwkd.models.dpdcrn import DPDCRN, N_BINS, DPDCRNConfig
+
+GRID_C = (8, 12, 16, 24, 32, 48, 64)
+GRID_H = (8, 16, 24, 32, 48, 64)
+GRID_D = (1, 2, 3, 4)
+GRID_HEADS = (0, 1, 2, 4)
+GRID_M = (1, 4)
+CALIB_VERSION = 2
+# anchors: (channels, layers, depth, heads, gru_hidden, intra_bidirectional, in_channels), all on the grid
+ANCHORS = ((8, 1, 1, 0, 8, True, 1), (16, 2, 2, 1, 32, False, 1), (32, 1, 4, 2, 16, True, 4),
+           (64, 1, 2, 4, 64, True, 1), (64, 3, 3, 2, 32, False, 1), (32, 3, 1, 0, 64, True, 1),
+           (16, 1, 3, 4, 16, False, 4), (64, 2, 4, 1, 8, True, 4), (24, 2, 3, 2, 24, True, 1),
+           (48, 1, 1, 1, 48, False, 1), (12, 3, 4, 2, 48, True, 1), (48, 2, 2, 0, 16, False, 4))
+
+
+def anchor_configs() -> list[DPDCRNConfig]:
+    return [DPDCRNConfig(channels=c, layers=L, depth=d, heads=k, gru_hidden=h, intra_bidirectional=bi, causal=True,
+                         time_attention="none", in_channels=m) for c, L, d, k, h, bi, m in ANCHORS]
+
+
+# -- blocks as exportable modules -------------------------------------------------------------------
+class _Enc(nn.Module):
+    def __init__(self, net: DPDCRN):
+        super().__init__()
+        self.enc1, self.enc2 = net.enc1, net.enc2
+
+    def forward(self, x):
+        return self.enc2(self.enc1(x))
+
+
+class _Dense(nn.Module):
+    def __init__(self, net: DPDCRN):
+        super().__init__()
+        self.block = net.enc_dense
+
+    def forward(self, x, *caches):
+        out, new = self.block.step(x, list(caches))
+        return (out, *new)
+
+
+class _Mid(nn.Module):
+    def __init__(self, net: DPDCRN):
+        super().__init__()
+        self.dp_in, self.dp_out = net.dp_in, net.dp_out
+
+    def forward(self, x):
+        return self.dp_out(self.dp_in(x))
+
+
+class _DP(nn.Module):
+    def __init__(self, net: DPDCRN):
+        super().__init__()
+        self.layer, self.k1, self.k2 = net.dp_layers[0], net.k1, net.k2
+
+    def forward(self, u, h):
+        intra, inter, new = self.layer.step(u, {"h": h})
+        return u + self.k1 * intra + self.k2 * inter, new["h"]
+
+
+class _Dec(nn.Module):
+    def __init__(self, net: DPDCRN):
+        super().__init__()
+        self.dec1, self.dec2 = net.dec1, net.dec2
+
+    def forward(self, x):
+        return self.dec2(self.dec1(x))[..., :N_BINS]
+
+
+class _Call(nn.Module):
+    def forward(self, x):
+        return x + 1.0
+
+
+def _cfg(c=8, h=None, d=1, heads=0, bi=True, m=1) -> DPDCRNConfig:
+    return DPDCRNConfig(channels=c, layers=1, depth=d, heads=heads, gru_hidden=h, intra_bidirectional=bi,
+                        causal=True, time_attention="none", in_channels=m)
+
+
+def _valid_c(heads: int) -> tuple:
+    """Grid widths whose dual-path width C/2 the number of heads divides."""
+    return tuple(c for c in GRID_C if heads == 0 or (c // 2) % heads == 0)
+
+
+def block_specs() -> list[dict]:
+    """Every micro-benchmark of the calibration grid: {"block", params...}."""
+    specs = [{"block": "call"}]
+    specs += [{"block": "enc", "m": m, "c": c} for m in GRID_M for c in GRID_C]
+    specs += [{"block": "dense", "c": c, "d": d} for c in GRID_C for d in GRID_D]
+    specs += [{"block": "mid", "c": c} for c in GRID_C]
+    specs += [{"block": "dec", "c": c} for c in GRID_C]
+    specs += [{"block": "dp", "c": c, "h": h, "heads": k, "bi": bi}
+              for c, h, k, bi in itertools.product(GRID_C, GRID_H, GRID_HEADS, (True, False)) if c in _valid_c(k)]
+    return specs
+
+
+def _block_module(spec: dict) -> tuple[nn.Module, tuple, list[str]]:
+    torch.manual_seed(0)
+    b = spec["block"]
+    if b == "call":
+        return _Call(), (torch.randn(1, 2, 1, N_BINS),), ["x"]
+    if b == "enc":
+        net = DPDCRN(_cfg(c=spec["c"], m=spec["m"]))
+        return _Enc(net), (torch.randn(1, 2 * spec["m"], 1, N_BINS),), ["x"]
+    if b == "dense":
+        net = DPDCRN(_cfg(c=spec["c"], d=spec["d"]))
+        caches = net.enc_dense.init_state((1, spec["c"], 1, 64))
+        return _Dense(net), (torch.randn(1, spec["c"], 1, 64), *caches), \
+            ["x"] + [f"cache{i}" for i in range(spec["d"])]
+    if b == "mid":
+        return _Mid(DPDCRN(_cfg(c=spec["c"]))), (torch.randn(1, spec["c"], 1, 64),), ["x"]
+    if b == "dec":
+        return _Dec(DPDCRN(_cfg(c=spec["c"]))), (torch.randn(1, spec["c"], 1, 64),), ["x"]
+    if b == "dp":
+        net = DPDCRN(_cfg(c=spec["c"], h=spec["h"], heads=spec["heads"], bi=spec["bi"]))
+        return _DP(net), (torch.randn(1, spec["c"] // 2, 1, 64), torch.zeros(1, 64, spec["h"])), ["u", "h"]
+    raise ValueError(b)
+
+
+def spec_key(spec: dict) -> str:
+    return ",".join(f"{k}={spec[k]}" for k in sorted(spec))
+
+
+def export_block(spec: dict, path: Path) -> Path:
+    import warnings
+    module, args, names = _block_module(spec)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module.eval(), args, str(path), input_names=names, opset_version=17, dynamo=False)
+    return path
+
+
+# -- calibration ------------------------------------------------------------------------------------
+def calibrate(runtime: str, threads: int, device=None, progress=print, protocol=None) -> dict:
+    """Run every micro-benchmark (the block grid and the anchors) with `runtime` and `threads`, here or on
+    `device` (a `hwkd.hw.remote.Device`) in one SSH session; returns the calibration table."""
+    from hwkd.hw.export import export_step_onnx, to_openvino
+    from hwkd.hw.measure import Protocol, runtime_version
+    from hwkd.sysinfo import LoadMeter, fingerprint
+    if runtime not in ("onnxruntime", "openvino"):
+        raise HwkdError(f"calibration runs onnxruntime or openvino, not {runtime!r}", "pick one of those")
+    proto = protocol or Protocol(warmup=20, runs=100, min_s=0.2)
+    specs = block_specs()
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        items = []                                   # (mode, [files]) for specs, then anchors
+
+        def files_of(onnx: Path) -> list[Path]:
+            if runtime != "openvino":
+                return [onnx]
+            xml = to_openvino(onnx, onnx.with_suffix(".xml"))
+            return [xml, xml.with_suffix(".bin")]
+        for i, spec in enumerate(specs):
+            items.append(("block", files_of(export_block(spec, Path(tmp) / f"b{i}.onnx"))))
+        anchor_params = []
+        for j, cfg in enumerate(anchor_configs()):
+            torch.manual_seed(j)
+            net = DPDCRN(cfg).eval()
+            anchor_params.append(sum(p.numel() for p in net.parameters()))
+            items.append(("hop", files_of(export_step_onnx(net, Path(tmp) / f"a{j}.onnx"))))
+        if progress:
+            progress(f"  calibrate {runtime} {threads} thr: {len(items)} micro-benchmarks exported, measuring "
+                     + ("here" if device is None else f"on {device.name}"))
+        with LoadMeter() as load:
+            # two passes over the whole list, each block's figure the smaller of its two medians: a transient
+            # spike in one pass (another process, a page fault storm) does not end up in the table
+            if device is None:
+                from hwkd.hw.measure import _Runner, _timed
+                passes, fp = [], fingerprint()
+                for rep in range(2):
+                    lat = []
+                    for k, (mode, files) in enumerate(items):
+                        onnx = files[0] if runtime != "openvino" else None
+                        ir = files[0] if runtime == "openvino" else None
+                        wall, own, _ = _timed(_Runner(runtime, mode, threads, onnx=onnx, ir=ir), proto)
+                        lat.append(float(np.median(own if own is not None else wall)))
+                        if progress and (k + 1) % 100 == 0:
+                            progress(f"  calibrate {runtime} {threads} thr: pass {rep + 1}/2, {k + 1}/{len(items)}")
+                    passes.append(lat)
+                other = load
+            else:
+                passes = []
+                for _ in range(2):
+                    ms = device.measure_batch(runtime, threads, items, hop=256, in_channels=1, protocol=proto)
+                    passes.append([m.p50_ms for m in ms])
+                fp = ms[0].fingerprint
+                other = None
+            lat = [min(a, b) for a, b in zip(*passes)]
+    table = {spec_key(spec): v for spec, v in zip(specs, lat)}
+    anchors = [{"config": cfg.to_dict(), "params": n, "measured_ms": v}
+               for cfg, n, v in zip(anchor_configs(), anchor_params, lat[len(specs):])]
+    return {"version": CALIB_VERSION, "runtime": runtime, "version_runtime": runtime_version(runtime)
+            if device is None else device.check_runtime(runtime), "threads": threads, "table_ms": table,
+            "anchors": anchors, "protocol": proto.__dict__, "fingerprint": fp,
+            "where": "local" if device is None else f"{device.name} over SSH ({device.where})",
+            "seconds": round(time.perf_counter() - t0, 1),
+            "other_load": other.other_load if other is not None else None, "how": "micro-benchmarks"}
+
+
+# -- prediction -------------------------------------------------------------------------------------
+def _interp1(xs, ys, x) -> float:
+    """Piecewise-linear interpolation of log y over log x, extrapolated linearly at the ends."""
+    lx, ly = np.log(xs), np.log(ys)
+    v = math.log(x)
+    i = int(np.clip(np.searchsorted(lx, v) - 1, 0, len(xs) - 2))
+    w = (v - lx[i]) / (lx[i + 1] - lx[i])
+    return float(math.exp(ly[i] + w * (ly[i + 1] - ly[i])))
+
+
+class Predictor:
+    def __init__(self, calib: dict):
+        self.calib = calib
+        self.t = calib["table_ms"]
+        a = np.array([[self.blocks_ms(DPDCRNConfig.from_dict(r["config"])), r["params"] / 1e6, 1.0]
+                      for r in calib["anchors"]])
+        y = np.array([r["measured_ms"] for r in calib["anchors"]])
+        self.coef = np.linalg.lstsq(a, y, rcond=None)[0]
+
+    def _get(self, **spec) -> float:
+        return self.t[spec_key(spec)]
+
+    def _over_c(self, c, **fixed) -> float:
+        grid = _valid_c(fixed["heads"]) if fixed.get("block") == "dp" else GRID_C
+        return _interp1(grid, [self._get(c=g, **fixed) for g in grid], c)
+
+    def block_ms(self, cfg: DPDCRNConfig) -> dict:
+        c, h = cfg.channels, cfg.hidden
+        heads = cfg.heads
+        if heads not in GRID_HEADS:
+            raise HwkdError(f"no calibration for {heads} attention heads", f"use one of {GRID_HEADS}")
+        m = cfg.in_channels
+        dp_over_h = [self._over_c(c, block="dp", h=g, heads=heads, bi=cfg.intra_bidirectional) for g in GRID_H]
+        return {"call": self._get(block="call"), "enc": self._over_c(c, block="enc", m=m),
+                "dense": _interp_d(self, c, cfg.depth), "mid": self._over_c(c, block="mid"),
+                "dp": _interp1(GRID_H, dp_over_h, h), "dec": self._over_c(c, block="dec")}
+
+    def blocks_ms(self, cfg: DPDCRNConfig) -> float:
+        b = self.block_ms(cfg)
+        return b["enc"] + 2 * b["dense"] + b["mid"] + cfg.layers * b["dp"] + b["dec"] - (4 + cfg.layers) * b["call"]
+
+    def predict_hop_ms(self, cfg: DPDCRNConfig) -> float:
+        if not cfg.causal or cfg.time_attention != "none":
+            raise HwkdError("per-hop prediction covers streaming models without time attention",
+                            "measure this model instead (its per-hop cost grows with the attention cache)")
+        params = sum(p.numel() for p in DPDCRN(cfg).parameters())
+        return float(self.coef @ np.array([self.blocks_ms(cfg), params / 1e6, 1.0]))
+
+    def provenance(self) -> str:
+        c = self.calib
+        fp = c.get("fingerprint", {})
+        return (f"predicted from {len(self.t)} block micro-benchmarks and {len(c['anchors'])} anchors "
+                f"({c['runtime']} {c['version_runtime']}, "
+                f"{c['threads']} threads) on {fp.get('cpu', '?')} ({c.get('where', 'local')}) on {fp.get('date', '?')}")
+
+
+def _interp_d(p: Predictor, c: int, d: int) -> float:
+    if d in GRID_D:
+        return p._over_c(c, block="dense", d=d)
+    raise HwkdError(f"no calibration for dense depth {d}", f"use a depth in {GRID_D}")
+
+
+# -- storage ----------------------------------------------------------------------------------------
+def calibration_path(target: str, runtime: str, threads: int) -> Path:
+    from hwkd.paths import hwkd_home
+    return hwkd_home() / "calibration" / f"{target}-{runtime}-{threads}t.json"
+
+
+def save_calibration(calib: dict, target: str) -> Path:
+    from hwkd.audio.io import write_text_atomic
+    p = calibration_path(target, calib["runtime"], calib["threads"])
+    p.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(p, json.dumps(calib, indent=1))
+    return p
+
+
+def load_predictor(target: str, runtime: str, threads: int) -> Predictor | None:
+    p = calibration_path(target, runtime, threads)
+    if not p.is_file():
+        return None
+    try:
+        calib = json.loads(p.read_text())
+    except json.JSONDecodeError:
+        raise HwkdError(f"calibration file {p} is corrupt", f"delete it and rerun hwkd calibrate --target {target}") \
+            from None
+    if calib.get("version") != CALIB_VERSION or len(calib.get("table_ms", {})) != len(block_specs()):
+        raise HwkdError(f"calibration file {p} is from another hwkd version",
+                        f"rerun hwkd calibrate --target {target}")
+    return Predictor(calib)
+
+
+def default_prediction(target: dict, cfg: DPDCRNConfig, threads: int, macs_per_hop: float,
+                       efficiency: float = 0.15) -> dict:
+    """Uncalibrated default: MACs per hop / (threads x clock x SIMD fp32 lanes x 2 FMA pipes x efficiency)."""
+    dev = target["device"]
+    if not all(k in dev for k in ("freq_ghz", "simd_bits")):
+        raise HwkdError(f"target {target['name']} has no published chip figures (device.freq_ghz, simd_bits)",
+                        f"calibrate it: hwkd calibrate --target {target['name']}")
+    lanes = dev["simd_bits"] // 32
+    peak = min(threads, dev.get("cores", threads)) * dev["freq_ghz"] * 1e9 * lanes * 2
+    ms = macs_per_hop / (peak * efficiency) * 1e3
+    return {"p50_ms": ms, "how": "predicted (uncalibrated default)",
+            "provenance": f"MACs per hop / ({min(threads, dev.get('cores', threads))} cores x {dev['freq_ghz']} GHz "
+                          f"x {lanes} fp32 lanes x 2 FMA pipes x {efficiency:.0%} assumed efficiency), from the "
+                          f"chip's published figures ({dev.get('cpu', '?')}); not calibrated — run "
+                          f"hwkd calibrate --target {target['name']}"}

@@ -1,0 +1,189 @@
+"""`hwkd compare`: every KD scheme x every student x every seed at one training budget, then a report.
+
+Each cell (student, scheme, seed) is an ordinary distillation run (`none` = plain SE training) in
+RUN/cells/STUDENT/SCHEME/seedN, evaluated on the evaluation split into result.json. A cell with a
+result is never redone; an interrupted cell resumes from its last checkpoint (the trainer's exact resume),
+so rerunning the same command after Ctrl-C or kill -9 continues where it stopped. The settings are kept
+in RUN/compare.json; rerunning with different ones is refused (use another --out).
+
+The report (REPORT_DIR: table.csv, table.md, summary.json, quality_vs_size.png): per student and scheme,
+every metric as mean ± 95 % CI over seeds (Student t; each seed's figure is that run's mean over the
+evaluation utterances), the gain over no-KD (difference of seed means), and a plot of quality against
+student size per scheme.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from hwkd.audio.io import write_text_atomic
+from hwkd.errors import HwkdError
+
+METRICS = ("pesq_wb", "stoi", "estoi", "si_sdr_db")
+
+
+@dataclass
+class CompareConfig:
+    schemes: list
+    students: list
+    seeds: int = 3
+    epochs: int = 1
+    batch_size: int = 8
+    segment_s: float = 2.0
+    lr: float = 2e-3
+    lam: float = 0.1
+    max_steps_per_epoch: int | None = None
+    val_pesq_clips: int = 5
+    eval_split: str = "test"
+    eval_limit: int | None = None
+    threads: int | None = None
+
+
+def _label(student: str) -> str:
+    return Path(student).stem if Path(student).suffix else student
+
+
+def run_compare(out: Path, cc: CompareConfig, teacher_path: Path, data: dict | None = None,
+                progress: bool = True, log=print) -> list[dict]:
+    """Train and evaluate every missing cell; returns all cell results. `data`: {in_channels: dataset path}."""
+    import torch
+
+    from hwkd.data.datasets import SpeechPairs, select_pairs
+    from hwkd.data.layouts import scan
+    from hwkd.hw.cost import count_params, macs
+    from hwkd.kd.base import schemes
+    from hwkd.kd.objective import KDObjective
+    from hwkd.models import DPDCRN
+    from hwkd.models.checkpoint import load_model
+    from hwkd.models.registry import resolve_config
+    from hwkd.train.evaluate import evaluate_pairs
+    from hwkd.train.trainer import TrainConfig, train
+
+    known = schemes()
+    unknown = [s for s in cc.schemes if s != "none" and s not in known]
+    if unknown:
+        raise HwkdError(f"unknown KD scheme(s): {', '.join(unknown)}", f"use none or {', '.join(sorted(known))}")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    settings = {**asdict(cc), "teacher": str(teacher_path)}
+    saved = out / "compare.json"
+    if saved.is_file():
+        old = json.loads(saved.read_text())
+        if old != settings:
+            diff = sorted(k for k in settings if old.get(k) != settings[k])
+            raise HwkdError(f"{out} holds a comparison with other settings ({', '.join(diff)})",
+                            "rerun with the same options to resume, or give a new --out")
+    else:
+        write_text_atomic(saved, json.dumps(settings, indent=1))
+    teacher, _ = load_model(teacher_path)
+    cells = [(st, sc, seed) for st in cc.students for sc in cc.schemes for seed in range(cc.seeds)]
+    results = []
+    for i, (student, scheme, seed) in enumerate(cells, 1):
+        cdir = out / "cells" / _label(student) / scheme / f"seed{seed}"
+        done = cdir / "result.json"
+        if done.is_file():
+            results.append(json.loads(done.read_text()))
+            continue
+        cfg = resolve_config(student, hop=teacher.cfg.hop)
+        dset = (data or {}).get(cfg.in_channels)
+        if dset is None:
+            from hwkd.cli import default_dataset
+            dset = default_dataset(cfg.in_channels, progress=progress)
+        log(f"hwkd compare: cell {i}/{len(cells)}: {_label(student)} x {scheme} x seed {seed}")
+        t0 = time.perf_counter()
+        tcfg = TrainConfig(epochs=cc.epochs, batch_size=cc.batch_size, lr=cc.lr, seed=seed, segment_s=cc.segment_s,
+                           threads=cc.threads, max_steps_per_epoch=cc.max_steps_per_epoch,
+                           val_pesq_clips=cc.val_pesq_clips)
+        train_set = SpeechPairs(dset, split="train", mode="segment", segment_s=cc.segment_s,
+                                channels=cfg.in_channels, seed=seed)
+        val_set = SpeechPairs(dset, split="val", mode="utterance", channels=cfg.in_channels)
+        torch.manual_seed(seed)
+        model = DPDCRN(cfg)
+        objective = None if scheme == "none" else KDObjective(
+            teacher, model, scheme, cc.batch_size, int(round(cc.segment_s * 16000)), lam=cc.lam)
+        train(model, train_set, val_set, cdir, tcfg, objective=objective, progress=progress,
+              meta={"data": str(dset), "command": f"hwkd compare cell {student} {scheme} seed {seed}"})
+        best, _ = load_model(cdir / "best.pt")
+        sc_ = scan(dset, channels=cfg.in_channels)
+        pairs = sc_.good_pairs(select_pairs(sc_, cc.eval_split))
+        pairs = pairs[: cc.eval_limit] if cc.eval_limit else pairs
+        ev = evaluate_pairs(best, pairs, progress=False)
+        res = {"student": _label(student), "student_spec": student, "scheme": scheme, "seed": seed,
+               "in_channels": cfg.in_channels, "params": count_params(best), "macs_per_s": macs(best)["macs_per_s"],
+               "eval_split": cc.eval_split, "eval_clips": len(pairs),
+               "enhanced": {m: ev["enhanced"][m]["mean"] for m in METRICS},
+               "noisy": {m: ev["noisy"][m]["mean"] for m in METRICS},
+               "train_s": round(time.perf_counter() - t0, 1)}
+        write_text_atomic(done, json.dumps(res, indent=1))
+        log(f"  SI-SDR {res['enhanced']['si_sdr_db']:.2f} dB, PESQ {res['enhanced']['pesq_wb']:.3f} "
+            f"({res['train_s']} s)")
+        results.append(res)
+    return results
+
+
+def report(results: list[dict], report_dir: Path, cc: CompareConfig) -> dict:
+    """Aggregate the cells into the table (CSV, Markdown), summary.json and the quality-vs-size plot."""
+    import pandas as pd
+
+    from hwkd.metrics.quality import mean_ci
+    report_dir = Path(report_dir)
+    report_dir.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for student in dict.fromkeys(r["student"] for r in results):
+        cells = [r for r in results if r["student"] == student]
+        base = {m: mean_ci([r["enhanced"][m] for r in cells if r["scheme"] == "none"]) for m in METRICS}
+        for scheme in dict.fromkeys(r["scheme"] for r in cells):
+            rs = [r for r in cells if r["scheme"] == scheme]
+            row = {"student": student, "in_channels": rs[0]["in_channels"], "params": rs[0]["params"],
+                   "gmacs_per_s": round(rs[0]["macs_per_s"] / 1e9, 3), "scheme": scheme, "seeds": len(rs)}
+            for m in METRICS:
+                s = mean_ci([r["enhanced"][m] for r in rs])
+                row[m] = s["mean"]
+                row[f"{m}_ci95"] = s["ci95"]
+                row[f"{m}_gain_vs_none"] = (s["mean"] - base[m]["mean"]) if base[m]["mean"] is not None else None
+            row["noisy_si_sdr"] = rs[0]["noisy"]["si_sdr_db"]
+            row["noisy_pesq_wb"] = rs[0]["noisy"]["pesq_wb"]
+            rows.append(row)
+    df = pd.DataFrame(rows)
+    df.to_csv(report_dir / "table.csv", index=False)
+
+    def fmt(r, m, nd):
+        ci = r[f"{m}_ci95"]
+        g = r[f"{m}_gain_vs_none"]
+        s = f"{r[m]:.{nd}f}" + (f" ± {ci:.{nd}f}" if ci is not None and ci == ci else "")
+        return s + (f" ({g:+.{nd}f})" if g is not None and r["scheme"] != "none" else "")
+    lines = [f"# KD comparison: {len(df)} scheme x student rows, {cc.seeds} seed(s), {cc.epochs} epoch(s) of "
+             f"{cc.segment_s:g}-s segments, batch {cc.batch_size}, lr {cc.lr:g}, λ {cc.lam:g}"
+             + (f", at most {cc.max_steps_per_epoch} steps per epoch" if cc.max_steps_per_epoch else ""),
+             "", f"Evaluation split `{cc.eval_split}`; mean ± 95 % CI over seeds; (gain over no-KD).", "",
+             "| student | params | scheme | PESQ-WB | STOI | eSTOI | SI-SDR (dB) |", "|---|---|---|---|---|---|---|"]
+    for _, r in df.iterrows():
+        lines.append(f"| {r['student']} | {r['params']:,} | {r['scheme']} | {fmt(r, 'pesq_wb', 3)} | "
+                     f"{fmt(r, 'stoi', 3)} | {fmt(r, 'estoi', 3)} | {fmt(r, 'si_sdr_db', 2)} |")
+    (report_dir / "table.md").write_text("\n".join(lines) + "\n")
+    _plot(df, report_dir / "quality_vs_size.png")
+    summary = {"settings": asdict(cc), "rows": rows}
+    (report_dir / "summary.json").write_text(json.dumps(summary, indent=1))
+    return summary
+
+
+def _plot(df, path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, (m, name) in zip(axes, (("si_sdr_db", "SI-SDR (dB)"), ("pesq_wb", "PESQ-WB"))):
+        for scheme, g in df.groupby("scheme", sort=False):
+            g = g.sort_values("params")
+            ax.errorbar(g["params"], g[m], yerr=g[f"{m}_ci95"].fillna(0), marker="o", capsize=3, label=scheme)
+        ax.set_xscale("log")
+        ax.set_xlabel("student parameters")
+        ax.set_ylabel(name)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -1,0 +1,46 @@
+"""hwkd compare: the scheme x student x seed matrix, its report, resume and refused setting changes."""
+
+import json
+
+import pandas as pd
+
+from conftest import run_cli
+
+
+def _args(tmp_path, tiny_corpus, tiny_foa, out="run"):
+    s1, s2, s3 = (tmp_path / n for n in ("s8.yaml", "s12.yaml", "foa8.yaml"))
+    s1.write_text("channels: 8\nlayers: 1\ndepth: 1\nheads: 0\n")
+    s2.write_text("channels: 12\nlayers: 1\ndepth: 2\nheads: 2\n")
+    s3.write_text("channels: 8\nlayers: 1\ndepth: 1\nheads: 0\nin_channels: 4\n")
+    return ["-q", "compare", "--kd", "none,i2srf-tfckd", "--students", f"{s1},{s2},{s3}", "--seeds", "2",
+            "--epochs", "1", "--max-steps-per-epoch", "1", "--batch-size", "2", "--segment-s", "0.5",
+            "--val-pesq-clips", "1", "--eval-limit", "2", "--data", tiny_corpus, "--data-foa", tiny_foa,
+            "--out", tmp_path / out, "--report-dir", tmp_path / "report"]
+
+
+def test_compare_matrix_report_and_resume(tmp_path, tiny_corpus, tiny_foa):
+    args = _args(tmp_path, tiny_corpus, tiny_foa)
+    r = run_cli(*args)
+    assert r.returncode == 0, r.stderr[-3000:]
+    cells = sorted((tmp_path / "run" / "cells").glob("*/*/seed*/result.json"))
+    assert len(cells) == 3 * 2 * 2
+    df = pd.read_csv(tmp_path / "report" / "table.csv")
+    assert len(df) == 3 * 2 and set(df["scheme"]) == {"none", "i2srf-tfckd"}
+    assert (df["seeds"] == 2).all() and df["si_sdr_db_ci95"].notna().all()
+    assert df[df["scheme"] == "none"]["si_sdr_db_gain_vs_none"].abs().max() == 0
+    assert set(df["in_channels"]) == {1, 4}                      # a mono and an Ambisonics student
+    assert (tmp_path / "report" / "quality_vs_size.png").stat().st_size > 1000
+    assert "i2srf-tfckd" in (tmp_path / "report" / "table.md").read_text()
+    # resume: a finished matrix is not retrained; a cell whose result is missing is redone alone
+    victim = cells[0]
+    mtimes = {c: c.stat().st_mtime for c in cells if c != victim}
+    victim.unlink()
+    r = run_cli(*args)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert victim.is_file() and all(c.stat().st_mtime == t for c, t in mtimes.items())
+    assert r.stdout.count("cell ") == 1
+    # other settings in the same run folder are refused
+    bad = [a if a != "2" else "3" for a in args]                    # --seeds 3 (and batch 3)
+    r = run_cli(*bad)
+    assert r.returncode == 2 and "other settings" in r.stderr and "seeds" in r.stderr
+    json.loads((tmp_path / "run" / "compare.json").read_text())
