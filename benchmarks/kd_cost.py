@@ -13,7 +13,7 @@ import time
 
 import torch
 
-from hwkd.kd.base import KD_SCHEMES
+from hwkd.kd.base import schemes
 from hwkd.kd.objective import KDObjective
 from hwkd.models import create_model
 from hwkd.models.checkpoint import load_model
@@ -31,7 +31,7 @@ def main():
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--segment-s", type=float, default=2.0)
-    ap.add_argument("--schemes", default="none," + ",".join(sorted(KD_SCHEMES)))
+    ap.add_argument("--schemes", default="none," + ",".join(sorted(schemes())))
     a = ap.parse_args()
     torch.manual_seed(0)
     teacher, _ = load_model(embedded_teacher_path())

@@ -39,10 +39,54 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser(
         "search", formatter_class=_formatter,
-        help="the main job: search deployable students for a target (built so far: corpus, teacher)")
-    s.add_argument("--target", required=True, help="a target name from targets/ (e.g. rpi4, cpu)")
-    s.add_argument("--corpus", type=Path, default=None, help="corpus folder (default: the embedded default)")
-    s.add_argument("--jobs", type=int, default=None, help="worker processes (default: all cores)")
+        help="the main job: search students for a target; Pareto report, picks")
+    s.add_argument("--target", default=None, help="a target name from targets/ (e.g. rpi4, cpu) or a YAML file")
+    s.add_argument("--space", default="default", help="search space: a name in search_spaces/ or a YAML file")
+    s.add_argument("--kd", default="i2srf-tfckd", help="KD scheme each candidate is distilled with ('none': no KD)")
+    s.add_argument("--lam", type=float, default=0.1, help="KD weight λ")
+    s.add_argument("--controller", default="optuna",
+                   help="optuna (TPE, multi-objective), random, nsga2, nni-random, nni-tpe, nni-evolution")
+    s.add_argument("--trials", type=int, default=None, help="stop after N trials in the whole search (default 40)")
+    s.add_argument("--time-budget", type=_duration, default=None,
+                   help="stop starting trials after this long on this machine, e.g. 900, 15m, 1h (default 15m)")
+    s.add_argument("--max-latency-ms", type=float, default=None, help="constraint: per-hop latency on the target")
+    s.add_argument("--no-realtime", action="store_true",
+                   help="drop the default constraint that a hop is processed within the hop duration")
+    s.add_argument("--steps", type=int, default=None, help="rung-0 distillation steps per candidate (default 40)")
+    s.add_argument("--promote-steps", type=int, default=None,
+                   help="further steps for candidates on the rung-0 front (multi-fidelity; 0 = off; default 80)")
+    s.add_argument("--promote-after", type=int, default=None, help="finished trials before any promotion (default 4)")
+    s.add_argument("--batch-size", type=int, default=None, help="default 4")
+    s.add_argument("--val-pesq-clips", type=int, default=None, help="val clips scored with PESQ per trial (default 5)")
+    s.add_argument("--segment-s", type=float, default=None, help="training segment length (default 1 s)")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--runtime", default=None, help="runtime the latency is taken on (default: the target's first)")
+    s.add_argument("--threads", type=int, default=None, help="threads on the target (default: the target's first)")
+    s.add_argument("--teacher", type=Path, default=None, help="teacher checkpoint (default: the embedded teacher)")
+    s.add_argument("--data", "--corpus", dest="data", type=Path, default=None,
+                   help="dataset with train/val splits (default: the embedded corpus, built if needed)")
+    s.add_argument("--name", default=None, help="run name (default: TARGET-DATE-TIME); folder $HWKD_HOME/runs/NAME")
+    s.add_argument("--resume", default=None, metavar="RUN", help="continue a search (name or folder) with its settings")
+    s.add_argument("--storage", default=None,
+                   help="database URL shared by workers, e.g. postgresql+psycopg://user:pw@host/db (default: SQLite "
+                        "in the run folder)")
+    s.add_argument("--no-report", action="store_true", help="do not write reports/NAME at the end")
+    s.add_argument("--reports", type=Path, default=Path("reports"), help="where reports go (default: ./reports)")
+    s.add_argument("--jobs", type=int, default=None, help="corpus-building processes (default: all cores)")
+
+    r = sub.add_parser("report", formatter_class=_formatter,
+                       help="HTML page, PNGs and CSV of a search's fronts under reports/RUN")
+    r.add_argument("run", help="run name or folder")
+    r.add_argument("--storage", default=None, help="the database URL, when the run folder is not on this machine")
+    r.add_argument("--reports", type=Path, default=Path("reports"), help="where reports go (default: ./reports)")
+
+    pk = sub.add_parser("pick", formatter_class=_formatter,
+                        help="export the best student within a latency limit, ready to deploy")
+    pk.add_argument("run", help="run name or folder")
+    pk.add_argument("--max-latency-ms", type=float, default=None, help="per-hop latency limit on the target")
+    pk.add_argument("--target", default=None, help="the run's target (checked)")
+    pk.add_argument("--out", type=Path, default=None, help="folder (default: picks/RUN-trialN)")
+    pk.add_argument("--storage", default=None, help="the database URL, when the run folder is not on this machine")
 
     d = sub.add_parser(
         "data", formatter_class=_formatter,
@@ -222,6 +266,10 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_metrics(args)
         if args.command == "search":
             return cmd_search(args)
+        if args.command == "report":
+            return cmd_report(args)
+        if args.command == "pick":
+            return cmd_pick(args)
         if args.command == "train":
             return cmd_train(args)
         if args.command == "distill":
@@ -337,31 +385,101 @@ def cmd_metrics(args) -> int:
     return 0
 
 
+def _duration(text: str) -> float:
+    t = text.strip().lower()
+    try:
+        for suffix, mult in (("h", 3600), ("min", 60), ("m", 60), ("s", 1)):
+            if t.endswith(suffix):
+                return float(t[: -len(suffix)]) * mult
+        return float(t)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration; write e.g. 900, 15m or 1h") from None
+
+
 def cmd_search(args) -> int:
-    from hwkd.data.synth import build_default_corpus
-    from hwkd.paths import default_corpus_dir
+    from datetime import datetime
+
+    from hwkd.search.run import Search, SearchConfig, open_run, resolve_run
     from hwkd.targets import load_target
-    target = load_target(args.target)
-    corpus = args.corpus or default_corpus_dir()
-    print(f"hwkd search --target {target['name']}: stage 1/5 corpus ({corpus})")
-    if args.corpus is None:
-        res = build_default_corpus(jobs=args.jobs, progress=not args.quiet)
-        print(f"  corpus ready: built {res['built']}, kept {res['skipped']} clips")
+    if args.resume:
+        run, settings = open_run(args.resume, args.storage)
+        sc = SearchConfig.from_dict(settings)
+        storage = settings["storage"] if not settings["storage"].startswith("sqlite") else None
+        print(f"hwkd search: resuming {run.name} (target {sc.target}, {sc.controller}, {sc.kd})")
     else:
-        from hwkd.data.layouts import scan
-        s = scan(corpus)
-        print(f"  corpus: {s.layout}, {len(s.pairs)} pairs, {len(s.problems)} problem(s)")
-    from hwkd.models.checkpoint import load_model
-    from hwkd.teacher import embedded_teacher_path
-    print("hwkd search: stage 2/5 teacher")
-    teacher, ck = load_model(embedded_teacher_path())
-    hist = ck.get("train", {}).get("history") or [{}]
-    print(f"  embedded teacher: {sum(p.numel() for p in teacher.parameters()):,} parameters, "
-          f"{ck['model']['config']['channels']} channels x {ck['model']['config']['layers']} dual-path layers, "
-          f"val SI-SDR {hist[-1].get('val_si_sdr_db', float('nan')):.2f} dB after {len(hist)} epochs")
-    print("hwkd search: stopped after stage 2/5. Not built yet: distillation (3/5), "
-          "profiling on the target (4/5), search controller and report (5/5).", file=sys.stderr)
-    return 3
+        if not args.target:
+            raise HwkdError("hwkd search needs --target (or --resume RUN)", "e.g. hwkd search --target rpi4")
+        target = load_target(args.target)
+        name = args.name or f"{target['name']}-{datetime.now():%Y%m%d-%H%M%S}"
+        run = resolve_run(name)
+        storage = args.storage
+        defaults = SearchConfig()
+        sc = SearchConfig(target=str(args.target), space=args.space, kd=args.kd, lam=args.lam,
+                          controller=args.controller, seed=args.seed, max_latency_ms=args.max_latency_ms,
+                          realtime=not args.no_realtime, runtime=args.runtime, threads=args.threads,
+                          teacher=str(args.teacher) if args.teacher else None,
+                          data=str(args.data) if args.data else None,
+                          **{k: getattr(args, k) if getattr(args, k) is not None else getattr(defaults, k)
+                             for k in ("trials", "steps", "promote_steps", "promote_after", "batch_size", "segment_s",
+                                       "val_pesq_clips")},
+                          time_budget_s=args.time_budget if args.time_budget is not None else defaults.time_budget_s)
+        if (run / "run.json").is_file() and not storage:
+            raise HwkdError(f"a search named {name} exists ({run})", f"continue it with --resume {name}, "
+                                                                     "or choose another --name")
+        print(f"hwkd search --target {target['name']}: run {name} ({run})")
+    if sc.data is None:
+        print("hwkd search: embedded corpus (built on first use)")
+    srch = Search(run, sc, storage=storage, progress=not args.quiet)
+    t = srch.target
+    lat = (f"measured with {sc.runtime} ({sc.threads} thread(s))" if t["kind"] == "local"
+           else f"{sc.runtime}, {sc.threads} thread(s); measured over SSH" if (t.get("ssh") or {}).get("host")
+           else f"{sc.runtime}, {sc.threads} thread(s); predicted (no device named)")
+    print(f"  space {srch.space.name} ({srch.space.size()} candidates), controller {sc.controller}, KD {sc.kd}, "
+          f"teacher {Path(sc.teacher).name}; latency on {t['name']}: {lat}; limit {srch.cost_ref:g} ms per hop; "
+          f"noisy val SI-SDR {srch.quality_ref:.2f} dB")
+    trials = args.trials if args.resume and args.trials is not None else None
+    budget = args.time_budget if args.resume and args.time_budget is not None else None
+    try:
+        res = srch.loop(trials, budget)
+    except KeyboardInterrupt:
+        print(f"hwkd search: interrupted; finished trials are kept — continue with: hwkd search --resume {run}",
+              file=sys.stderr)
+        return 130
+    print(f"hwkd search: stopped ({res['stop']}): {res['complete']} complete, {res['failed']} failed, "
+          f"{res['duplicates']} duplicate proposals skipped, {res['elapsed_s']:.0f} s on this machine")
+    if not args.no_report and res["complete"]:
+        from hwkd.report.search import write_report
+        _, settings = open_run(str(run), storage)
+        out = args.reports / run.name
+        summ = write_report(run, settings, out)
+        print(f"report: {out / 'index.html'} (front: {len(summ['front'])} students, hypervolume "
+              f"{summ['hypervolume']:.3f} dB·ms)")
+        print(f"pick one: hwkd pick {run.name} --max-latency-ms X --target {t['name']}")
+    return 0
+
+
+def cmd_report(args) -> int:
+    from hwkd.report.search import write_report
+    from hwkd.search.run import open_run
+    run, settings = open_run(args.run, args.storage)
+    out = args.reports / settings["name"]
+    s = write_report(run, settings, out)
+    print(f"report: {out / 'index.html'} ({s['trials_complete']} complete trials, front of {len(s['front'])}, "
+          f"hypervolume {s['hypervolume']:.3f} dB·ms)")
+    return 0
+
+
+def cmd_pick(args) -> int:
+    from hwkd.search.pick import pick
+    from hwkd.search.run import open_run
+    run, settings = open_run(args.run, args.storage)
+    card = pick(run, settings, args.max_latency_ms, args.target, args.out)
+    out = card["folder"]
+    lat = card["latency"]
+    print(f"picked trial {card['trial']}: SI-SDR {card['quality']['val_si_sdr_db']:.2f} dB, "
+          f"{lat['per_hop_ms']:.3f} ms per hop on {card['target']} ({lat['how']}), {card['params']:,} parameters")
+    print(f"exported to {out}: " + ", ".join(v for v in card["files"].values() if v) + ", model_card.md")
+    return 0
 
 
 def default_dataset(in_channels: int, jobs: int | None = None, progress: bool = True) -> Path:

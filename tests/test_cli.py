@@ -1,3 +1,5 @@
+import os
+
 from conftest import run_cli
 
 
@@ -24,12 +26,18 @@ def test_search_unknown_target_and_bad_yaml(tmp_path):
     assert "Traceback" not in r.stderr
 
 
-def test_search_stops_honestly_after_the_teacher_stage(paired):
-    r = run_cli("search", "--target", "rpi4", "--corpus", paired)
-    assert r.returncode == 3, r.stderr
-    assert "stage 1/5 corpus" in r.stdout and "paired-folder, 3 pairs" in r.stdout
-    assert "stage 2/5 teacher" in r.stdout and "embedded teacher: 376,686 parameters" in r.stdout
-    assert "stopped after stage 2/5" in r.stderr
+def test_search_bad_space_and_unreachable_store(paired, tmp_path):
+    env = {**os.environ, "HWKD_HOME": str(tmp_path / "home")}
+    r = run_cli("search", "--target", "rpi4", "--data", paired, "--space", "nope", env=env)
+    assert r.returncode == 2 and "search space nope not found" in r.stderr and "default" in r.stderr
+    r = run_cli("search", "--target", "rpi4", "--data", paired, "--storage",
+                "postgresql+psycopg://hwkd@127.0.0.1:9/none", "--name", "x", env=env)
+    assert r.returncode == 2 and "cannot open the search store" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr
+    r = run_cli("search", "--target", "rpi4", "--time-budget", "soon", env=env)
+    assert r.returncode == 2 and "not a duration" in r.stderr
+    r = run_cli("search", "--resume", "never-ran", env=env)
+    assert r.returncode == 2 and "no search run at" in r.stderr
 
 
 def test_metrics_command_on_a_folder(paired, tmp_path):

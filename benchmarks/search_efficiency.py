@@ -1,0 +1,81 @@
+"""Search efficiency: hypervolume of the default controller (Optuna TPE, multi-objective) vs random search at
+equal wall-clock budget on the embedded default (rpi4, default space, I²SRF-TFCKD, embedded teacher).
+
+Each (controller, seed) is a full `hwkd search` with --time-budget and no trial cap, run one after another
+(interleaved by seed, so machine noise hits both alike). The hypervolume is computed in (val SI-SDR, per-hop
+latency) over feasible complete trials with one reference point for all runs: the noisy input's val SI-SDR
+and the hop duration (16 ms, real time per hop). A finished run is reused when the script is rerun.
+
+    python benchmarks/search_efficiency.py [--budget 5m] [--seeds 0,1,2] [--controllers optuna,random]
+"""
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+from hwkd.paths import hwkd_home
+from hwkd.report.search import collect
+from hwkd.search.pareto import hypervolume
+from hwkd.sysinfo import LoadMeter, fingerprint
+
+from _common import save
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--budget", default="5m")
+    ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--controllers", default="optuna,random")
+    ap.add_argument("--target", default="rpi4")
+    a = ap.parse_args()
+    seeds = [int(s) for s in a.seeds.split(",")]
+    ctrls = a.controllers.split(",")
+    root = hwkd_home() / "runs" / f"search-efficiency-{a.budget}"
+    runs = {}
+    with LoadMeter() as load:
+        for seed in seeds:
+            for c in ctrls:
+                run = root / f"{c}-s{seed}"
+                done = run / "done.json"
+                if not done.is_file():
+                    cmd = [sys.executable, "-m", "hwkd", "-q", "search", "--target", a.target, "--controller", c,
+                           "--seed", str(seed), "--time-budget", a.budget, "--trials", "100000", "--no-report",
+                           "--name", str(run)]
+                    if (run / "run.json").is_file():
+                        cmd = [sys.executable, "-m", "hwkd", "-q", "search", "--resume", str(run), "--no-report"]
+                    t0 = time.perf_counter()
+                    print(f"== {c} seed {seed}: {' '.join(cmd[3:])}", flush=True)
+                    subprocess.run(cmd, check=True, env=os.environ)
+                    done.write_text(json.dumps({"wall_s": round(time.perf_counter() - t0, 1)}))
+                settings = json.loads((run / "run.json").read_text())
+                df, attrs = collect(run, settings)
+                ok = df[(df["state"] == "COMPLETE") & (df["feasible"] == True)]  # noqa: E712
+                runs[f"{c}:{seed}"] = {
+                    "controller": c, "seed": seed, "complete": int((df["state"] == "COMPLETE").sum()),
+                    "failed": int((df["state"] == "FAIL").sum()), "feasible": int(len(ok)),
+                    "best_si_sdr_db": float(ok["val_si_sdr_db"].max()) if len(ok) else None,
+                    "quality_ref": attrs["quality_ref"], "cost_ref": attrs["cost_ref"],
+                    "hypervolume": hypervolume(ok["val_si_sdr_db"], ok["latency_ms"], attrs["quality_ref"],
+                                               attrs["cost_ref"]),
+                    "wall_s": json.loads(done.read_text())["wall_s"]}
+    q_ref = runs[f"{ctrls[0]}:{seeds[0]}"]["quality_ref"]
+    assert all(abs(r["quality_ref"] - q_ref) < 1e-9 for r in runs.values()), "runs used different val sets"
+    hv = {c: [runs[f"{c}:{s}"]["hypervolume"] for s in seeds] for c in ctrls}
+    mean = {c: statistics.mean(v) for c, v in hv.items()}
+    ratio = mean[ctrls[0]] / mean[ctrls[1]] if len(ctrls) > 1 and mean[ctrls[1]] else None
+    per_seed = [runs[f"{ctrls[0]}:{s}"]["hypervolume"] / runs[f"{ctrls[1]}:{s}"]["hypervolume"]
+                if len(ctrls) > 1 and runs[f"{ctrls[1]}:{s}"]["hypervolume"] else None for s in seeds]
+    out = {"budget": a.budget, "target": a.target, "seeds": seeds, "controllers": ctrls, "runs": runs,
+           "hypervolume": hv, "hypervolume_mean": mean, f"ratio_{ctrls[0]}_over_{ctrls[-1]}": ratio,
+           "ratio_per_seed": per_seed, "units": "dB x ms (val SI-SDR above noisy x per-hop latency below 16 ms)",
+           "load": load.as_dict(), "machine": fingerprint()}
+    print(json.dumps({"hypervolume_mean": mean, "ratio": ratio, "per_seed": per_seed}, indent=1))
+    save("search_efficiency", out)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Reports of searches: tables, plots, HTML (`hwkd report RUN`)."""

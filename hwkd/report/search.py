@@ -1,0 +1,172 @@
+"""`hwkd report RUN`: reports/NAME/ with index.html, trials.csv, front.csv, summary.json and PNGs.
+
+Rows come from the run's store (every trial of every worker). The front is the set of complete, feasible
+trials that no other such trial beats on both val SI-SDR and per-hop latency on the run's target (and,
+separately, on SI-SDR and MACs). Hypervolume (pareto.hypervolume) is computed in (SI-SDR, latency) with the
+noisy input's SI-SDR and the run's latency limit as reference point, after each completed trial in
+completion order. Every latency says how it was obtained (measured on what, or predicted by what).
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from pathlib import Path
+
+from hwkd.errors import HwkdError
+
+
+def collect(run: Path, settings: dict) -> tuple:
+    """(trials DataFrame, study user attrs)."""
+    import optuna
+    import pandas as pd
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        study = optuna.load_study(study_name=settings["name"], storage=settings["storage"])
+    except Exception as e:  # noqa: BLE001
+        raise HwkdError(f"cannot read the store of {run} ({type(e).__name__}: {str(e).splitlines()[0][:200]})",
+                        "check that the run finished its first trial and its database is reachable") from None
+    rows = []
+    for t in study.get_trials(deepcopy=False):
+        a = t.user_attrs
+        if a.get("duplicate_of") is not None or t.state.name == "WAITING":
+            continue
+        cfg = a.get("config", {})
+        rows.append({"trial": t.number, "state": t.state.name, "key": a.get("key"),
+                     **{f"cfg_{k}": v for k, v in cfg.items() if k != "n_fft"},
+                     "val_si_sdr_db": a.get("val_si_sdr_db"), "val_pesq_wb": a.get("val_pesq_wb"),
+                     "rung": a.get("rung"), "total_steps": a.get("total_steps"),
+                     "rung0_si_sdr_db": a.get("rung0_si_sdr_db"), "params": a.get("params"),
+                     "gmacs_per_s": a["macs_per_s"] / 1e9 if a.get("macs_per_s") else None,
+                     "latency_ms": a.get("latency_ms"), "latency_p90_ms": a.get("latency_p90_ms"),
+                     "rtf": a.get("rtf"), "latency_how": a.get("latency_how"),
+                     "latency_provenance": a.get("latency_provenance"), "feasible": a.get("feasible"),
+                     "error": a.get("error"), "worker": a.get("worker"), "trial_s": a.get("trial_s"),
+                     "completed": t.datetime_complete.isoformat() if t.datetime_complete else None,
+                     "checkpoint": a.get("checkpoint")})
+    return pd.DataFrame(rows), study.user_attrs
+
+
+def fronts(df):
+    """Adds on_front (SI-SDR vs latency) and on_front_macs (SI-SDR vs MACs) over complete feasible trials."""
+    from hwkd.search.pareto import front_mask
+    df = df.copy()
+    df["on_front"] = False
+    df["on_front_macs"] = False
+    ok = (df["state"] == "COMPLETE") & (df["feasible"] == True)  # noqa: E712  (pandas mask)
+    if ok.any():
+        sub = df[ok]
+        df.loc[ok, "on_front"] = front_mask(sub["val_si_sdr_db"].to_numpy(float), sub["latency_ms"].to_numpy(float))
+        df.loc[ok, "on_front_macs"] = front_mask(sub["val_si_sdr_db"].to_numpy(float),
+                                                 sub["gmacs_per_s"].to_numpy(float))
+    return df
+
+
+def write_report(run: Path, settings: dict, out_dir: Path) -> dict:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from hwkd.search.pareto import hypervolume, hypervolume_history
+    df, attrs = collect(run, settings)
+    if df.empty or not (df["state"] == "COMPLETE").any():
+        raise HwkdError(f"search {settings['name']} has no completed trial yet", "let it run (or resume it) first")
+    df = fronts(df)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    q_ref, c_ref = attrs["quality_ref"], attrs["cost_ref"]
+    done = df[df["state"] == "COMPLETE"].sort_values("completed")
+    feas = done[done["feasible"] == True]  # noqa: E712
+    hv_hist = hypervolume_history(list(feas["val_si_sdr_db"]), list(feas["latency_ms"]), q_ref, c_ref)
+    hv = hypervolume(feas["val_si_sdr_db"], feas["latency_ms"], q_ref, c_ref) if len(feas) else 0.0
+    df.sort_values("trial").to_csv(out_dir / "trials.csv", index=False)
+    front = df[df["on_front"]].sort_values("latency_ms")
+    front.to_csv(out_dir / "front.csv", index=False)
+    target = settings["target"]
+    how = sorted(set(done["latency_how"].dropna()))
+    prov = sorted(set(done["latency_provenance"].dropna()))
+
+    # plots
+    for cost, label, fname, flag in (("latency_ms", f"latency per hop on {target} (ms)", "quality_vs_latency.png",
+                                      "on_front"),
+                                     ("gmacs_per_s", "GMAC per second of audio", "quality_vs_macs.png",
+                                      "on_front_macs")):
+        fig, ax = plt.subplots(figsize=(6.4, 4.4))
+        inf = done[done["feasible"] != True]  # noqa: E712
+        ax.scatter(feas[cost], feas["val_si_sdr_db"], c="tab:blue", s=22, label="feasible trials")
+        if len(inf):
+            ax.scatter(inf[cost], inf["val_si_sdr_db"], c="tab:gray", marker="x", s=22, label="over the limit")
+        fr = df[df[flag]].sort_values(cost)
+        ax.step(fr[cost], fr["val_si_sdr_db"], where="post", c="tab:red", lw=1.2)
+        ax.scatter(fr[cost], fr["val_si_sdr_db"], facecolors="none", edgecolors="tab:red", s=70, label="front")
+        if cost == "latency_ms":
+            ax.axvline(c_ref, c="tab:gray", ls="--", lw=0.8, label=f"limit {c_ref:g} ms")
+        ax.axhline(q_ref, c="k", ls=":", lw=0.8, label=f"noisy input {q_ref:.2f} dB")
+        ax.set_xlabel(label)
+        ax.set_ylabel("val SI-SDR (dB)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+        ax.set_title(f"{settings['name']}: {len(done)} trials, {settings['kd']}", fontsize=9)
+        fig.tight_layout()
+        fig.savefig(out_dir / fname, dpi=110)
+        plt.close(fig)
+    fig, ax = plt.subplots(figsize=(6.4, 3.6))
+    ax.plot(range(1, len(hv_hist) + 1), hv_hist, marker="o", ms=3)
+    ax.set_xlabel("completed feasible trials")
+    ax.set_ylabel("hypervolume (dB x ms)")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out_dir / "hypervolume.png", dpi=110)
+    plt.close(fig)
+
+    summary = {"name": settings["name"], "target": target, "controller": settings["controller"],
+               "kd": settings["kd"], "space": settings["space_def"], "trials_complete": int(len(done)),
+               "trials_failed": int((df["state"] == "FAIL").sum()), "feasible": int(len(feas)),
+               "front": front[["trial", "val_si_sdr_db", "val_pesq_wb", "latency_ms", "gmacs_per_s", "params"]]
+               .to_dict("records"),
+               "hypervolume": hv, "hypervolume_history": hv_hist, "quality_ref_db": q_ref, "latency_ref_ms": c_ref,
+               "latency_how": how, "latency_provenance": prov}
+    (out_dir / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
+    _html(out_dir, settings, summary, df, front)
+    return summary
+
+
+def _table(df, cols: list[str]) -> str:
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
+    body = []
+    for _, r in df.iterrows():
+        cells = []
+        for c in cols:
+            v = r.get(c)
+            if isinstance(v, float):
+                v = "" if v != v else f"{v:.4g}"
+            cells.append(f"<td>{html.escape(str(v if v is not None else ''))}</td>")
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    return f"<table><tr>{head}</tr>{''.join(body)}</table>"
+
+
+def _html(out_dir: Path, settings: dict, s: dict, df, front) -> None:
+    cfg_cols = [c for c in df.columns if c.startswith("cfg_") and df[c].nunique(dropna=False) > 1]
+    cols = ["trial", *cfg_cols, "val_si_sdr_db", "val_pesq_wb", "rung", "latency_ms", "gmacs_per_s", "params"]
+    failed = df[df["state"] == "FAIL"]
+    space = json.dumps(settings["space_def"]["params"])
+    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>hwkd search {html.escape(s['name'])}</title>
+<style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto}} table{{border-collapse:collapse;font-size:12px}}
+td,th{{border:1px solid #ccc;padding:2px 6px;text-align:right}} img{{max-width:49%}}</style></head><body>
+<h1>hwkd search <code>{html.escape(s['name'])}</code></h1>
+<p>Target <b>{html.escape(s['target'])}</b>; controller {html.escape(s['controller'])}; KD {html.escape(s['kd'])};
+{s['trials_complete']} complete, {s['trials_failed']} failed, {s['feasible']} within the latency limit.
+Quality: SI-SDR on the validation split (noisy input: {s['quality_ref_db']:.2f} dB); PESQ-WB on a subset.
+Hypervolume (SI-SDR x latency, reference: noisy input, {s['latency_ref_ms']:g} ms):
+<b>{s['hypervolume']:.3f}</b> dB·ms.</p>
+<p>Latency: {html.escape('; '.join(s['latency_how']))}{'<br>' if s['latency_provenance'] else ''}
+{html.escape('; '.join(s['latency_provenance']))}</p>
+<p>Space: <code>{html.escape(space)}</code></p>
+<img src="quality_vs_latency.png"> <img src="quality_vs_macs.png"><br><img src="hypervolume.png">
+<h2>Front (SI-SDR vs latency)</h2>{_table(front, cols)}
+<h2>All trials</h2>{_table(df.sort_values('trial'), cols + ['state', 'feasible'])}
+<h2>Failed trials</h2>{_table(failed, ['trial', 'error']) if len(failed) else '<p>none</p>'}
+<p>Files: <a href="trials.csv">trials.csv</a>, <a href="front.csv">front.csv</a>,
+<a href="summary.json">summary.json</a>. Pick one with <code>hwkd pick {html.escape(s['name'])} --max-latency-ms X
+--target {html.escape(s['target'])}</code>.</p></body></html>"""
+    (out_dir / "index.html").write_text(page)

@@ -1,0 +1,98 @@
+"""`hwkd pick RUN --max-latency-ms X --target T`: export the best student within a latency limit.
+
+The pick is the complete trial with the highest val SI-SDR whose per-hop latency on the run's target is at
+most X (and within the run's own constraint); it is always a member of the front. The folder holds
+model.pt (the checkpoint: `hwkd enhance DIR/model.pt in.wav out.wav`), offline.onnx (dynamic time axis),
+step.onnx (streaming, states in and out; causal models), OpenVINO IR of both where they pass the parity
+check, model_card.md and card.json with the figures and how each was obtained.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from hwkd.audio.io import write_text_atomic
+from hwkd.errors import HwkdError
+
+
+def _num(v) -> float | None:
+    """A table cell as a float, None where empty (None or NaN)."""
+    return None if v is None or v != v else float(v)
+
+
+def pick(run: Path, settings: dict, max_latency_ms: float | None, target: str | None, out: Path | None) -> dict:
+    """out: default picks/NAME-trialN in the current directory."""
+    from hwkd.hw.export import export_all
+    from hwkd.models.checkpoint import load_model
+    from hwkd.report.search import collect, fronts
+    if target and target != settings["target"]:
+        raise HwkdError(f"search {settings['name']} ran on target {settings['target']}, not {target}",
+                        f"use --target {settings['target']}, or pick from a search on {target}")
+    df, attrs = collect(run, settings)
+    if df.empty:
+        raise HwkdError(f"search {settings['name']} has no trials yet", "run or resume it first")
+    df = fronts(df)
+    ok = df[(df["state"] == "COMPLETE") & (df["feasible"] == True)]  # noqa: E712
+    if max_latency_ms is not None:
+        ok = ok[ok["latency_ms"] <= max_latency_ms]
+    if ok.empty:
+        fastest = df[df["state"] == "COMPLETE"]["latency_ms"].min()
+        raise HwkdError(f"no student of {settings['name']} runs within {max_latency_ms} ms per hop on "
+                        f"{settings['target']} (fastest: {fastest:.3f} ms)",
+                        "raise --max-latency-ms, or search a space with smaller students")
+    row = ok.sort_values(["val_si_sdr_db", "latency_ms"], ascending=[False, True]).iloc[0]
+    ckpt = Path(row["checkpoint"])
+    if not ckpt.is_file():
+        raise HwkdError(f"trial {row['trial']}'s checkpoint {ckpt} is not on this machine (worker {row['worker']})",
+                        "run hwkd pick on the machine whose worker trained it, or copy its run folder here")
+    out = Path(out) if out else Path("picks") / f"{settings['name']}-trial{int(row['trial'])}"
+    out.mkdir(parents=True, exist_ok=True)
+    net, _ = load_model(ckpt)
+    shutil.copyfile(ckpt, out / "model.pt")
+    ex = export_all(net.eval(), out, openvino=True)
+    files = {"checkpoint": "model.pt", "offline_onnx": ex.offline_onnx.name,
+             "offline_ir": ex.offline_ir.name if ex.offline_ir else None,
+             "step_onnx": ex.step_onnx.name if ex.step_onnx else None,
+             "step_ir": ex.step_ir.name if ex.step_ir else None}
+    card = {"name": f"{settings['name']}-trial{int(row['trial'])}", "run": settings["name"],
+            "trial": int(row["trial"]), "target": settings["target"], "config": net.cfg.to_dict(),
+            "params": int(row["params"]), "gmacs_per_s": float(row["gmacs_per_s"]),
+            "quality": {"val_si_sdr_db": float(row["val_si_sdr_db"]),
+                        "val_pesq_wb": _num(row["val_pesq_wb"]),
+                        "noisy_val_si_sdr_db": attrs["quality_ref"], "split": "val",
+                        "data": settings["data"]},
+            "latency": {"per_hop_ms": float(row["latency_ms"]),
+                        "p90_per_hop_ms": _num(row["latency_p90_ms"]),
+                        "hop_ms": net.cfg.hop / 16.0, "how": row["latency_how"],
+                        "provenance": row["latency_provenance"] if isinstance(row["latency_provenance"], str)
+                        else None},
+            "training": {"kd": settings["kd"], "lambda": settings["lam"], "teacher": settings["teacher"],
+                         "steps": int(row["total_steps"]), "batch_size": settings["batch_size"],
+                         "segment_s": settings["segment_s"]},
+            "on_front": bool(row["on_front"]), "files": files, "export_parity_max_abs": ex.parity,
+            "export_refused": ex.refused, "folder": str(out)}
+    write_text_atomic(out / "card.json", json.dumps(card, indent=1, default=str))
+    cfg = net.cfg
+    md = [f"# {card['name']}", "",
+          f"DPDCRN student from `hwkd search` run `{settings['name']}` (trial {card['trial']}) for target "
+          f"`{settings['target']}`, distilled from `{Path(settings['teacher']).name}` with {settings['kd']} "
+          f"(λ {settings['lam']:g}, {card['training']['steps']} steps of batch {settings['batch_size']} x "
+          f"{settings['segment_s']:g} s).", "",
+          f"- architecture: C={cfg.channels}, L={cfg.layers}, D={cfg.depth}, heads={cfg.heads}, "
+          f"GRU hidden={cfg.hidden}, intra GRU {'bi' if cfg.intra_bidirectional else 'uni'}directional, "
+          f"{'causal (streaming)' if cfg.causal else 'non-causal'}, time attention {cfg.time_attention}, "
+          f"{cfg.in_channels} input channel(s), hop {cfg.hop}",
+          f"- size: {card['params']:,} parameters, {card['gmacs_per_s']:.3f} GMAC per second of audio",
+          f"- quality (validation split): SI-SDR {card['quality']['val_si_sdr_db']:.2f} dB "
+          f"(noisy input {attrs['quality_ref']:.2f} dB)"
+          + (f", PESQ-WB {card['quality']['val_pesq_wb']:.3f} (subset)" if card["quality"]["val_pesq_wb"] else ""),
+          f"- latency per hop on {settings['target']}: {card['latency']['per_hop_ms']:.3f} ms "
+          f"(hop {card['latency']['hop_ms']:g} ms) — {card['latency']['how']}"
+          + (f"; {card['latency']['provenance']}" if card["latency"]["provenance"] else ""),
+          "", "Files: " + ", ".join(f"`{v}`" for v in files.values() if v)
+          + (f" (refused by the parity check: {', '.join(ex.refused)})" if ex.refused else ""), "",
+          f"Run it: `hwkd enhance {out / 'model.pt'} in.wav out.wav" + (" --streaming`" if cfg.causal else "`")]
+    (out / "model_card.md").write_text("\n".join(md) + "\n")
+    return card

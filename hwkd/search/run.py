@@ -1,0 +1,465 @@
+"""`hwkd search`: the search loop over an Optuna study (the store), resumable and shareable by workers.
+
+A run is a folder RUN (default $HWKD_HOME/runs/NAME) holding run.json (the settings), the study
+(sqlite:///RUN/study.db unless --storage names a database server), trials/KEY/ (one folder per candidate:
+its spec, log, checkpoints per rung, exports, results) and worker clocks. The settings also live in the
+study's user attributes, so a worker on another machine joins with `--storage URL --name NAME` alone.
+
+The loop (per worker): ask the controller for a candidate; skip it if another trial already has or is
+running the same model (the lower trial number wins, checked after both have written their parameters, so
+two workers never train one candidate twice); run rung 0 in a child process (short distillation,
+validation, profiling on the target); promote it to rung 1 (more distillation) when its rung-0 result is on
+the current rung-0 front and enough trials have finished (multi-fidelity); tell the study
+(quality, latency, GMAC/s) and the constraint. A child that raises, gives NaN or is killed marks only that
+trial failed. Ctrl-C or kill -9 loses no finished trial: on --resume, trials of dead workers on this host
+and interrupted ones are retried (their candidate folder resumes training from its last checkpoint, and a
+rung whose result exists is not recomputed).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+from hwkd.audio.io import write_text_atomic
+from hwkd.errors import HwkdError
+from hwkd.paths import hwkd_home
+
+DIRECTIONS = ("maximize", "minimize", "minimize")        # quality (val SI-SDR dB), latency ms per hop, GMAC/s
+MAX_DUPLICATES_IN_A_ROW = 40
+
+
+@dataclass
+class SearchConfig:
+    target: str = "rpi4"
+    space: str = "default"
+    kd: str = "i2srf-tfckd"
+    lam: float = 0.1
+    controller: str = "optuna"
+    trials: int | None = 40
+    time_budget_s: float | None = 900.0
+    seed: int = 0
+    max_latency_ms: float | None = None
+    realtime: bool = True                 # constraint: latency per hop below the hop duration
+    steps: int = 40                       # rung 0: training steps of the short distillation
+    promote_steps: int = 80               # rung 1: further steps for promising candidates (0 = one fidelity)
+    promote_after: int = 4                # finished trials before any promotion
+    batch_size: int = 4
+    segment_s: float = 1.0
+    lr: float = 3e-3
+    val_pesq_clips: int = 5
+    runtime: str | None = None            # default: the target's first runtime
+    threads: int | None = None            # default: the target's first thread count
+    protocol: str = "quick"
+    teacher: str | None = None            # default: the embedded teacher
+    data: str | None = None               # default: the embedded corpus (mono or Ambisonics by the space)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> SearchConfig:
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+def runs_dir() -> Path:
+    return hwkd_home() / "runs"
+
+
+def resolve_run(name_or_path: str) -> Path:
+    p = Path(name_or_path)
+    if p.is_dir() or p.is_absolute() or len(p.parts) > 1:
+        return p
+    return runs_dir() / name_or_path
+
+
+def candidate_key(cfg) -> str:
+    return hashlib.sha1(json.dumps(cfg.to_dict(), sort_keys=True).encode()).hexdigest()[:10]
+
+
+def _set_pdeathsig():  # the child dies with its worker (kill -9 of the worker leaves no orphan trainer)
+    try:
+        ctypes.CDLL("libc.so.6").prctl(1, signal.SIGKILL)       # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class Search:
+    def __init__(self, run: Path, sc: SearchConfig, storage: str | None = None, progress: bool = True, log=print):
+        import optuna
+
+        from hwkd.models.checkpoint import load_model
+        from hwkd.search.space import load_space
+        from hwkd.targets import load_target
+        from hwkd.teacher import embedded_teacher_path
+
+        self.run = Path(run)
+        self.log = log
+        self.progress = progress
+        self.target = load_target(sc.target)
+        sc.runtime = sc.runtime or self.target["runtimes"][0]
+        sc.threads = sc.threads or self.target["threads"][0]
+        if sc.runtime not in self.target["runtimes"]:
+            raise HwkdError(f"target {self.target['name']} has no runtime {sc.runtime!r}",
+                            f"use one of: {', '.join(self.target['runtimes'])}")
+        sc.teacher = str(sc.teacher or embedded_teacher_path())
+        if not Path(sc.teacher).is_file():
+            raise HwkdError(f"teacher checkpoint {sc.teacher} not found", "give a .pt written by hwkd train")
+        self.teacher_cfg = load_model(sc.teacher)[0].cfg
+        if sc.kd != "none":
+            from hwkd.kd.base import schemes
+            if sc.kd not in schemes():
+                raise HwkdError(f"unknown KD scheme {sc.kd!r}", f"use none or one of: {', '.join(sorted(schemes()))}")
+        self.space = load_space(sc.space, teacher_hop=None if sc.kd == "none" else self.teacher_cfg.hop)
+        in_ch = self.space.values("in_channels")
+        if len(in_ch) != 1:
+            raise HwkdError(f"search space {self.space.name} mixes input channels {list(in_ch)}",
+                            "search mono and Ambisonics students in separate runs (fix in_channels)")
+        self.in_channels = in_ch[0]
+        if sc.data is None:
+            from hwkd.cli import default_dataset
+            sc.data = str(default_dataset(self.in_channels, progress=progress))
+        from hwkd.search.controllers import CONTROLLERS
+        if sc.controller not in CONTROLLERS:
+            raise HwkdError(f"unknown controller {sc.controller!r}", f"use one of: {', '.join(CONTROLLERS)}")
+        self.sc = sc
+        self.run.mkdir(parents=True, exist_ok=True)
+        (self.run / "trials").mkdir(exist_ok=True)
+        self.storage_url = storage or f"sqlite:///{(self.run / 'study.db').resolve()}"
+        settings = {**asdict(sc), "space_def": self.space.as_dict()}
+        manifest = self.run / "run.json"
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        try:
+            self.storage = self._open_storage()
+        except Exception as e:  # noqa: BLE001  (SQLAlchemy raises many kinds for a bad URL / down server)
+            raise HwkdError(f"cannot open the search store {self.storage_url} ({type(e).__name__}: "
+                            f"{str(e).splitlines()[0][:200]})",
+                            "check the URL, that the database server is running and reachable, and the "
+                            "credentials") from None
+        self.name = self.run.name
+        from hwkd.search.controllers import make_sampler
+        self.cost_ref = self._cost_ref()
+        sampler = make_sampler(sc.controller, sc.seed + os.getpid() % 1000 if storage else sc.seed,
+                               self._constraints, n_startup=min(8, max(3, (sc.trials or 20) // 4)))
+        self.study = optuna.create_study(study_name=self.name, storage=self.storage, sampler=sampler,
+                                         directions=list(DIRECTIONS), load_if_exists=True)
+        old = self.study.user_attrs.get("hwkd_settings")
+        if old is None:
+            self.study.set_user_attr("hwkd_settings", settings)
+            self.study.set_user_attr("quality_ref", self._noisy_quality())
+            self.study.set_user_attr("cost_ref", self.cost_ref)
+        else:
+            diff = sorted(k for k in settings if k not in ("trials", "time_budget_s") and old.get(k) != settings[k])
+            if diff:
+                raise HwkdError(f"search {self.name} in {self.storage_url} has other settings ({', '.join(diff)})",
+                                "rejoin with --resume NAME (its own settings), or start a new --name")
+        write_text_atomic(manifest, json.dumps({**settings, "storage": self.storage_url, "name": self.name},
+                                               indent=1))
+        self.quality_ref = self.study.user_attrs["quality_ref"]
+        self.worker = f"{socket.gethostname()}:{os.getpid()}"
+        self.nni = None
+        if sc.controller.startswith("nni-"):
+            from hwkd.search.controllers import NNIProposer
+            self.nni = NNIProposer(sc.controller, self.space, sc.seed, self.worker)
+
+    def _open_storage(self):
+        """Workers started together race to create the schema; the loser retries (the server is up then)."""
+        import optuna
+        from sqlalchemy.exc import IntegrityError, ProgrammingError
+        for attempt in range(5):
+            try:
+                return optuna.storages.RDBStorage(self.storage_url, engine_kwargs=self._engine_kwargs())
+            except (IntegrityError, ProgrammingError):
+                if attempt == 4:
+                    raise
+                time.sleep(0.5 + attempt)
+
+    def _engine_kwargs(self) -> dict:
+        if self.storage_url.startswith("sqlite"):
+            return {"connect_args": {"timeout": 60}}
+        return {"pool_pre_ping": True}
+
+    def _cost_ref(self) -> float:
+        """The latency no useful student exceeds: the user's limit, else the hop duration (real time)."""
+        hop_ms = self.space.values("hop")[0] / 16000 * 1e3
+        return float(self.sc.max_latency_ms or hop_ms)
+
+    def _noisy_quality(self) -> float:
+        from hwkd.data.datasets import SpeechPairs
+        from hwkd.metrics.quality import si_sdr
+        val = SpeechPairs(self.sc.data, split="val", mode="utterance", channels=self.in_channels)
+        vals = []
+        for i in range(len(val)):
+            it = val[i]
+            vals.append(si_sdr(it["noisy"][0].numpy(), it["clean"].numpy()))
+        return float(sum(vals) / len(vals))
+
+    @staticmethod
+    def _constraints(ft) -> list[float]:
+        return [ft.user_attrs.get("constraint", 0.0)]
+
+    def constraint(self, latency_ms: float, hop_ms: float) -> float:
+        """<= 0 when feasible (Optuna's convention)."""
+        limits = []
+        if self.sc.max_latency_ms:
+            limits.append(latency_ms - self.sc.max_latency_ms)
+        if self.sc.realtime:
+            limits.append(latency_ms - hop_ms)
+        return max(limits) if limits else 0.0
+
+    # -- bookkeeping over the shared store ---------------------------------------------------------
+    def trials(self):
+        return self.study.get_trials(deepcopy=False)
+
+    def recover(self) -> int:
+        """Trials left RUNNING by dead workers of this host -> failed (no reason: retried); then enqueue one
+        retry of every failed-without-reason trial whose candidate has no live or finished trial."""
+        from optuna.trial import TrialState
+        host = socket.gethostname()
+        for t in self.trials():
+            w = t.user_attrs.get("worker", "")
+            if t.state == TrialState.RUNNING and w.rsplit(":", 1)[0] == host and not _pid_alive(int(w.rsplit(":")[1])):
+                try:
+                    self.study.tell(t.number, state=TrialState.FAIL)
+                except Exception:  # noqa: BLE001  (another worker recovered it first)
+                    pass
+        retried = 0
+        ts = self.trials()
+        for t in ts:
+            if t.state != TrialState.FAIL or "error" in t.user_attrs or "key" not in t.user_attrs:
+                continue
+            later = [u for u in ts if u.user_attrs.get("key") == t.user_attrs["key"] and u.number > t.number]
+            live = [u for u in ts if u.user_attrs.get("key") == t.user_attrs["key"]
+                    and u.state in (TrialState.RUNNING, TrialState.COMPLETE, TrialState.WAITING)]
+            if not later and not live:
+                self.study.enqueue_trial(dict(t.params), user_attrs={"retry_of": t.number})
+                retried += 1
+        return retried
+
+    def counted(self) -> int:
+        """Trials that count against --trials: finished (complete, or failed with a reason) and running."""
+        from optuna.trial import TrialState
+        n = 0
+        for t in self.trials():
+            if t.user_attrs.get("duplicate_of") is not None:
+                continue
+            if t.state in (TrialState.COMPLETE, TrialState.RUNNING) or (t.state == TrialState.FAIL
+                                                                        and "error" in t.user_attrs):
+                n += 1
+        return n
+
+    def _elapsed_file(self) -> Path:
+        return self.run / f"clock-{socket.gethostname()}.json"
+
+    # -- one trial ---------------------------------------------------------------------------------------
+    def _child(self, tdir: Path, spec: dict) -> tuple[dict | None, str | None]:
+        rung = spec["rung"]
+        result = tdir / f"rung{rung}.json"
+        if result.is_file():
+            return json.loads(result.read_text()), None
+        (tdir / "error.json").unlink(missing_ok=True)
+        spec_path = tdir / f"spec-rung{rung}.json"
+        write_text_atomic(spec_path, json.dumps(spec, indent=1))
+        with open(tdir / "trial.log", "a") as logf:
+            proc = subprocess.Popen([sys.executable, "-m", "hwkd.search.trial", str(spec_path)], stdout=logf,
+                                    stderr=subprocess.STDOUT, preexec_fn=_set_pdeathsig,
+                                    env={**os.environ, "PYTHONUNBUFFERED": "1"})
+            try:
+                rc = proc.wait()
+            except KeyboardInterrupt:
+                proc.kill()
+                proc.wait()
+                raise
+        if rc == 0 and result.is_file():
+            return json.loads(result.read_text()), None
+        err = tdir / "error.json"
+        if err.is_file():
+            e = json.loads(err.read_text())
+            return None, f"{e['kind']}: {e['error']}"[:500]
+        if rc < 0:
+            sig = signal.Signals(-rc).name
+            return None, f"killed by {sig}" + (" (out of memory?)" if sig == "SIGKILL" else "")
+        return None, f"trial process exited with status {rc} (see {tdir / 'trial.log'})"
+
+    def _promote(self, number: int, r0: dict) -> bool:
+        from optuna.trial import TrialState
+
+        from hwkd.search.pareto import front_mask
+        if not self.sc.promote_steps:
+            return False
+        done = [t for t in self.trials() if t.state == TrialState.COMPLETE and t.number != number
+                and t.user_attrs.get("feasible", True)]
+        if len(done) + 1 < self.sc.promote_after or r0.get("constraint", 0) > 0:
+            return False
+        q = [t.user_attrs["rung0_si_sdr_db"] for t in done] + [r0["val_si_sdr_db"]]
+        c = [t.user_attrs["latency_ms"] for t in done] + [r0["latency_ms"]]
+        return bool(front_mask(q, c)[-1])
+
+    def run_one(self, faults: dict) -> str:
+        """Ask, run, tell one trial; returns 'done', 'failed', 'duplicate'."""
+        from optuna.trial import TrialState
+
+        from hwkd.search.controllers import scalar_score, suggest
+        if self.nni is not None:
+            self.nni.observe([t for t in self.trials() if t.state in (TrialState.COMPLETE, TrialState.FAIL)])
+            waiting = [t for t in self.trials() if t.state == TrialState.WAITING]
+            if not waiting:
+                prop = self.nni.propose()
+                if prop is not None:        # None: the tuner has nothing to propose now; the sampler draws
+                    self.study.enqueue_trial(prop[1], user_attrs={"nni_id": prop[0], "nni_worker": self.worker})
+        trial = self.study.ask()
+        cand = suggest(trial, self.space)
+        cfg = self.space.to_config(cand)
+        key = candidate_key(cfg)
+        trial.set_user_attr("key", key)
+        trial.set_user_attr("worker", self.worker)
+        trial.set_user_attr("config", cfg.to_dict())
+        same = [t for t in self.trials() if t.user_attrs.get("key") == key and t.number < trial.number
+                and t.state in (TrialState.RUNNING, TrialState.COMPLETE)]
+        if same:
+            trial.set_user_attr("duplicate_of", same[0].number)
+            self.study.tell(trial, state=TrialState.PRUNED)
+            return "duplicate"
+        tdir = self.run / "trials" / key
+        tdir.mkdir(parents=True, exist_ok=True)
+        spec = {"dir": str(tdir), "config": cfg.to_dict(), "candidate": cand, "teacher": self.sc.teacher,
+                "kd": self.sc.kd, "lam": self.sc.lam, "data": self.sc.data, "batch_size": self.sc.batch_size,
+                "segment_s": self.sc.segment_s, "lr": self.sc.lr, "seed": self.sc.seed,
+                "val_pesq_clips": self.sc.val_pesq_clips, "target": self.target["name"],
+                "runtime": self.sc.runtime, "threads": self.sc.threads, "protocol": self.sc.protocol,
+                "fault": faults.get(trial.number), "threads_train": None}
+        t0 = time.perf_counter()
+        try:
+            r0, err = self._child(tdir, {**spec, "rung": 0, "steps": self.sc.steps})
+            if err:
+                trial.set_user_attr("error", err)
+                self.study.tell(trial, state=TrialState.FAIL)
+                self.log(f"  trial {trial.number} FAILED: {err}")
+                return "failed"
+            r0["constraint"] = self.constraint(r0["latency_ms"], r0["hop_ms"])
+            final = dict(r0)
+            trial.set_user_attr("rung0_si_sdr_db", r0["val_si_sdr_db"])
+            if self._promote(trial.number, r0):
+                r1, err = self._child(tdir, {**spec, "rung": 1, "steps": self.sc.promote_steps,
+                                             "steps_before": self.sc.steps})
+                if err:       # the rung-0 result stands; the failure is recorded
+                    trial.set_user_attr("rung1_error", err)
+                else:
+                    final.update({k: r1[k] for k in ("rung", "val_si_sdr_db", "val_pesq_wb", "total_steps")})
+                    final["train_s"] = r0["train_s"] + r1["train_s"]
+        except KeyboardInterrupt:
+            self.study.tell(trial, state=TrialState.FAIL)      # no reason recorded: retried on --resume
+            raise
+        final["rung"] = final.get("rung", 0)
+        final["total_steps"] = final.get("total_steps", self.sc.steps)
+        final["trial_s"] = round(time.perf_counter() - t0, 2)
+        final["feasible"] = final["constraint"] <= 0
+        final["score"] = scalar_score(final["val_si_sdr_db"], final["latency_ms"], self.cost_ref,
+                                      not final["feasible"])
+        for k, v in final.items():
+            trial.set_user_attr(k, v)
+        trial.set_user_attr("checkpoint", str(tdir / f"rung{final['rung']}" / "best.pt"))
+        values = [final["val_si_sdr_db"], final["latency_ms"], final["macs_per_s"] / 1e9]
+        self.study.tell(trial, values)
+        return "done"
+
+    def loop(self, extra_trials: int | None = None, time_budget_s: float | None = None) -> dict:
+        """Run trials until --trials (study-wide) or the time budget (this host's clock over resumes)."""
+        from optuna.trial import TrialState
+        faults = {}
+        for part in filter(None, os.environ.get("HWKD_FAULT_TRIALS", "").split(",")):   # tests only
+            n, kind = part.split(":")
+            faults[int(n)] = kind
+        limit = extra_trials if extra_trials is not None else self.sc.trials
+        budget = time_budget_s if time_budget_s is not None else self.sc.time_budget_s
+        clock = self._elapsed_file()
+        spent = json.loads(clock.read_text())["elapsed_s"] if clock.is_file() else 0.0
+        retried = self.recover()
+        if retried:
+            self.log(f"hwkd search: retrying {retried} trial(s) interrupted earlier")
+        t_start = time.perf_counter()
+        dups = 0
+        bar = None
+        if self.progress:
+            from tqdm import tqdm
+            bar = tqdm(total=limit, initial=min(self.counted(), limit or 0), desc=f"search {self.name}",
+                       unit="trial", dynamic_ncols=True, file=sys.stdout) if limit else None
+        stop = "trials"
+        try:
+            while True:
+                elapsed = spent + time.perf_counter() - t_start
+                if limit is not None and self.counted() >= limit:
+                    stop = "trials"
+                    break
+                if budget is not None and elapsed >= budget:
+                    stop = "time budget"
+                    break
+                outcome = self.run_one(faults)
+                write_text_atomic(clock, json.dumps({"elapsed_s": spent + time.perf_counter() - t_start}))
+                if outcome == "duplicate":
+                    dups += 1
+                    if dups >= MAX_DUPLICATES_IN_A_ROW:
+                        stop = "space exhausted (the controller keeps proposing evaluated candidates)"
+                        break
+                    continue
+                dups = 0
+                last = self.trials()
+                mine = [t for t in last if t.user_attrs.get("worker") == self.worker
+                        and t.state in (TrialState.COMPLETE, TrialState.FAIL)]
+                if bar is not None:
+                    bar.n = min(self.counted(), limit)
+                    bar.refresh()
+                if mine and self.progress:
+                    t = mine[-1]
+                    if t.state == TrialState.COMPLETE:
+                        a = t.user_attrs
+                        line = (f"  trial {t.number}: C={a['config']['channels']} L={a['config']['layers']} "
+                                f"D={a['config']['depth']} heads={a['config']['heads']} "
+                                f"H={a['config']['gru_hidden']} -> SI-SDR {a['val_si_sdr_db']:.2f} dB "
+                                f"(rung {a['rung']}), {a['latency_ms']:.3f} ms/hop "
+                                f"{'predicted' if 'predicted' in a['latency_how'] else 'measured'}, "
+                                f"{a['macs_per_s'] / 1e9:.3f} GMAC/s, {a['trial_s']:.0f} s")
+                        (bar.write if bar else self.log)(line)
+        finally:
+            if bar is not None:
+                bar.close()
+            write_text_atomic(clock, json.dumps({"elapsed_s": spent + time.perf_counter() - t_start}))
+        ts = self.trials()
+        return {"stop": stop, "complete": sum(t.state == TrialState.COMPLETE for t in ts),
+                "failed": sum(t.state == TrialState.FAIL and "error" in t.user_attrs for t in ts),
+                "duplicates": sum(t.user_attrs.get("duplicate_of") is not None for t in ts),
+                "elapsed_s": round(spent + time.perf_counter() - t_start, 1)}
+
+
+def open_run(name: str, storage: str | None = None) -> tuple[Path, dict]:
+    """A finished or running search's folder and settings (from run.json, or from the store)."""
+    run = resolve_run(name)
+    manifest = run / "run.json"
+    if manifest.is_file():
+        return run, json.loads(manifest.read_text())
+    if storage:
+        import optuna
+        try:
+            study = optuna.load_study(study_name=Path(name).name, storage=storage)
+        except Exception as e:  # noqa: BLE001
+            raise HwkdError(f"no search {name!r} in {storage} ({type(e).__name__})",
+                            "check --name and --storage") from None
+        return run, {**study.user_attrs["hwkd_settings"], "storage": storage, "name": Path(name).name}
+    raise HwkdError(f"no search run at {run}", f"give a run name from {runs_dir()} or a path to a run folder")

@@ -1,0 +1,162 @@
+"""Search spaces over the DPDCRN student, read from YAML (search_spaces/*.yaml).
+
+A space names its dimensions, each a DPDCRNConfig field, as a list of choices or an integer range:
+
+    name: default
+    description: mono streaming students for small CPUs
+    params:
+      channels: [8, 16, 24, 32]             # choices
+      layers: {low: 1, high: 2}             # integers low..high (step 1, or step: k)
+      heads: [0, 1, 2]                      # 0 = attention off
+      causal: true                          # a scalar is a fixed value
+
+Fields not named keep the DPDCRNConfig default. Every combination of the choices that interact (channels
+with heads, causal with time_attention) must make a valid model; a space where one does not is refused at
+load time, naming the combination, so no trial is wasted on it. A candidate is the dict of sampled values;
+`to_config` turns it into the model config.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import yaml
+
+from hwkd.errors import HwkdError
+from hwkd.models.dpdcrn import DPDCRNConfig
+
+SPACES_DIR = Path(__file__).resolve().parents[2] / "search_spaces"
+DIMENSIONS = tuple(f.name for f in fields(DPDCRNConfig) if f.name != "n_fft")
+_BOOL = ("intra_bidirectional", "causal")
+_STR = ("time_attention",)
+
+
+@dataclass
+class Dimension:
+    name: str
+    choices: tuple          # every value the dimension can take, in order
+    rng: tuple | None = None  # (low, high, step) for an integer range
+
+    @property
+    def fixed(self) -> bool:
+        return len(self.choices) == 1
+
+
+@dataclass
+class SearchSpace:
+    name: str
+    description: str
+    dims: dict              # name -> Dimension
+    source: str
+
+    def to_config(self, candidate: dict) -> DPDCRNConfig:
+        values = {n: d.choices[0] for n, d in self.dims.items() if d.fixed}
+        values.update(candidate)
+        return DPDCRNConfig(**values)
+
+    @property
+    def free(self) -> list[Dimension]:
+        return [d for d in self.dims.values() if not d.fixed]
+
+    def size(self) -> int:
+        n = 1
+        for d in self.free:
+            n *= len(d.choices)
+        return n
+
+    def fixed_value(self, name: str, default=None):
+        d = self.dims.get(name)
+        return d.choices[0] if d is not None and d.fixed else default
+
+    def values(self, name: str) -> tuple:
+        d = self.dims.get(name)
+        return d.choices if d is not None else (getattr(DPDCRNConfig(), name),)
+
+    def as_dict(self) -> dict:
+        return {"name": self.name, "description": self.description, "source": self.source,
+                "params": {n: list(d.choices) for n, d in self.dims.items()}}
+
+
+def _dimension(path: str, name: str, spec) -> Dimension:
+    rng = None
+
+    def bad(what: str):
+        return HwkdError(f"{path}: params.{name}: {what}",
+                         "write a list of choices, {low: A, high: B[, step: S]} for integers, or one fixed value")
+    if isinstance(spec, dict):
+        if set(spec) - {"low", "high", "step"} or not {"low", "high"} <= set(spec):
+            raise bad(f"a range needs low and high (and optionally step), got keys {sorted(spec)}")
+        lo, hi, step = spec["low"], spec["high"], spec.get("step", 1)
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in (lo, hi, step)) or step < 1 or lo > hi:
+            raise bad(f"range must be integers with low <= high and step >= 1, got {spec}")
+        choices = tuple(range(lo, hi + 1, step))
+        rng = (lo, hi, step)
+    elif isinstance(spec, list):
+        if not spec:
+            raise bad("an empty list of choices")
+        choices = tuple(spec)
+    else:
+        choices = (spec,)
+    if len(set(choices)) != len(choices):
+        raise bad(f"repeated choices in {list(choices)}")
+    for v in choices:
+        if name in _BOOL:
+            ok = isinstance(v, bool)
+        elif name in _STR:
+            ok = isinstance(v, str)
+        elif name == "gru_hidden":
+            ok = v is None or (isinstance(v, int) and not isinstance(v, bool) and v > 0)
+        else:
+            ok = isinstance(v, int) and not isinstance(v, bool) and v > 0 or (name == "heads" and v == 0)
+        if not ok:
+            raise bad(f"value {v!r} has the wrong type")
+    return Dimension(name, choices, rng if len(choices) > 1 else None)
+
+
+def load_space(spec: str | Path, teacher_hop: int | None = None) -> SearchSpace:
+    """A space by name (a file in search_spaces/) or by path. teacher_hop: distillation needs the student's
+    STFT to be the teacher's, so a space with another hop is refused when given."""
+    p = Path(spec)
+    if not p.suffix:
+        p = SPACES_DIR / f"{spec}.yaml"
+    if not p.is_file():
+        known = ", ".join(sorted(q.stem for q in SPACES_DIR.glob("*.yaml")))
+        raise HwkdError(f"search space {spec} not found ({p})", f"use one of: {known}, or a path to a YAML file")
+    try:
+        doc = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as e:
+        raise HwkdError(f"{p} is not valid YAML ({str(e).splitlines()[0]})", "fix the file's syntax") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("params"), dict) or not doc["params"]:
+        raise HwkdError(f"{p}: a search space is a mapping with a non-empty 'params' mapping",
+                        "see search_spaces/README.md for the format")
+    unknown = set(doc) - {"name", "description", "params"}
+    if unknown:
+        raise HwkdError(f"{p}: unknown key(s) {', '.join(sorted(unknown))}", "keep to name, description, params")
+    bad = [k for k in doc["params"] if k not in DIMENSIONS]
+    if bad:
+        raise HwkdError(f"{p}: unknown dimension(s) {', '.join(sorted(map(str, bad)))}",
+                        f"use DPDCRN fields: {', '.join(DIMENSIONS)}")
+    dims = {k: _dimension(str(p), k, v) for k, v in doc["params"].items()}
+    space = SearchSpace(str(doc.get("name") or p.stem), str(doc.get("description") or ""), dims, str(p))
+    # every combination of the interacting dimensions must make a valid model
+    inter = ("channels", "heads", "causal", "time_attention", "layers", "depth")
+    for combo in itertools.product(*(space.values(n) for n in inter)):
+        values = dict(zip(inter, combo))
+        try:
+            DPDCRNConfig(**values)
+        except ValueError as e:
+            raise HwkdError(f"{p}: the combination {values} is not a valid DPDCRN ({e})",
+                            "narrow the choices so that every combination is valid "
+                            "(channels/2 divisible by every heads choice; causal needs time_attention none or "
+                            "causal)") from None
+    if teacher_hop is not None and any(h != teacher_hop for h in space.values("hop")):
+        raise HwkdError(f"{p}: hop choices {list(space.values('hop'))} differ from the teacher's hop {teacher_hop}",
+                        "distillation needs the teacher's STFT: fix hop to the teacher's, or use a teacher with "
+                        "that hop (--teacher)")
+    return space
+
+
+def list_spaces() -> list[str]:
+    return sorted(q.stem for q in SPACES_DIR.glob("*.yaml"))

@@ -1,0 +1,127 @@
+"""One search trial, run in its own process: distil the candidate, validate it, profile it on the target.
+
+    python -m hwkd.search.trial TRIAL_DIR/spec-rungN.json      (the search runs this; writes rungN.json)
+
+A trial directory belongs to one candidate (its folder name is the candidate's hash), so a trial that is
+retried after a crash resumes its training from the checkpoint the trainer left, and a rung whose result
+file exists is never recomputed. Rung 0 is the short distillation plus profiling; rung 1 (multi-fidelity
+promotion) continues training from rung 0's best weights for more steps and validates again.
+
+Any exception, a NaN loss or a kill (out of memory) ends this process without a result file; the search
+records the trial as failed with the reason from error.json / the exit status and goes on.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+import traceback
+from pathlib import Path
+
+from hwkd.audio.io import write_text_atomic
+
+HOP_RATE = 16000
+
+
+def run_rung(spec: dict) -> dict:
+    import torch
+
+    from hwkd.data.datasets import SpeechPairs
+    from hwkd.models import DPDCRN
+    from hwkd.models.checkpoint import load_model
+    from hwkd.models.dpdcrn import DPDCRNConfig
+    from hwkd.train.trainer import TrainConfig, train
+
+    tdir = Path(spec["dir"])
+    rung = spec["rung"]
+    cfg = DPDCRNConfig.from_dict(spec["config"])
+    if spec.get("threads_train"):
+        torch.set_num_threads(spec["threads_train"])
+    fault = spec.get("fault")
+    if fault == "raise":
+        raise RuntimeError("injected fault (HWKD_FAULT_TRIALS): this candidate raises")
+    t0 = time.perf_counter()
+    torch.manual_seed(spec["seed"])
+    model = DPDCRN(cfg)
+    if rung > 0:
+        prev, _ = load_model(tdir / f"rung{rung - 1}" / "best.pt")
+        model.load_state_dict(prev.state_dict())
+    if fault == "nan":
+        with torch.no_grad():                       # a diverged network: every weight NaN
+            for p in model.parameters():
+                p.fill_(float("nan"))
+    tcfg = TrainConfig(epochs=1, batch_size=spec["batch_size"], lr=spec["lr"], seed=spec["seed"],
+                       segment_s=spec["segment_s"], max_steps_per_epoch=spec["steps"],
+                       val_pesq_clips=spec["val_pesq_clips"], warmup_steps=min(100, spec["steps"] // 5),
+                       ckpt_every=25)
+    train_set = SpeechPairs(spec["data"], split="train", mode="segment", segment_s=spec["segment_s"],
+                            channels=cfg.in_channels, seed=spec["seed"])
+    val_set = SpeechPairs(spec["data"], split="val", mode="utterance", channels=cfg.in_channels)
+    objective = None
+    if spec["kd"] != "none":
+        from hwkd.kd.objective import KDObjective
+        teacher, _ = load_model(spec["teacher"])
+        objective = KDObjective(teacher, model, spec["kd"], spec["batch_size"],
+                                int(round(spec["segment_s"] * HOP_RATE)), lam=spec["lam"])
+    res = train(model, train_set, val_set, tdir / f"rung{rung}", tcfg, objective=objective, progress=True,
+                meta={"data": spec["data"], "command": f"hwkd search trial {tdir.name} rung {rung}"})
+    last = res["history"][-1]
+    out = {"rung": rung, "steps": spec["steps"], "total_steps": spec["steps"] + spec.get("steps_before", 0),
+           "val_si_sdr_db": float(last["val_si_sdr_db"]), "val_pesq_wb": last.get("val_pesq_wb"),
+           "val_clips": last.get("val_clips"), "val_pesq_clips": last.get("val_pesq_clips"),
+           "train_s": round(time.perf_counter() - t0, 2)}
+    if not all(map(_finite, (out["val_si_sdr_db"], out["val_pesq_wb"] or 0.0))):
+        raise FloatingPointError(f"validation gave a non-finite figure: {out}")
+    if rung == 0:
+        out.update(_profile(spec, tdir))
+    return out
+
+
+def _finite(x: float) -> bool:
+    return x == x and abs(x) != float("inf")
+
+
+def _profile(spec: dict, tdir: Path) -> dict:
+    from hwkd.hw.measure import Protocol
+    from hwkd.hw.profile import profile
+    from hwkd.models.checkpoint import load_model
+    t0 = time.perf_counter()
+    net, _ = load_model(tdir / "rung0" / "best.pt")
+    prof = profile(net, spec["target"], tdir / "export", runtimes=[spec["runtime"]], threads=[spec["threads"]],
+                   protocol=Protocol.named(spec["protocol"]), progress=lambda *_: None)
+    lat = prof["latency"][0]
+    if "p50_ms" not in lat:
+        raise RuntimeError(f"no latency for this candidate on {prof['target']}: {lat.get('skipped')}")
+    hop_ms = net.cfg.hop / HOP_RATE * 1e3
+    per_hop = lat["p50_ms"] * hop_ms / lat["audio_ms_per_call"]
+    how = lat.get("how") or "measured"
+    if how == "measured":
+        how = (f"measured on {prof['target']} ({lat['runtime']} {lat.get('version', '')}, "
+               f"{lat['threads']} thread(s), {lat.get('runs')} runs, p50)")
+    return {"params": prof["params"], "macs_per_s": prof["macs_per_s"], "latency_ms": per_hop,
+            "latency_mode": prof["mode"], "latency_how": how, "latency_provenance": lat.get("provenance"),
+            "latency_p90_ms": lat.get("p90_ms") and lat["p90_ms"] * hop_ms / lat["audio_ms_per_call"],
+            "rtf": lat.get("rtf"), "latency_busy": lat.get("busy"), "runtime": lat["runtime"],
+            "threads": lat["threads"], "hop_ms": hop_ms, "profile_s": round(time.perf_counter() - t0, 2)}
+
+
+def main(argv=None) -> int:
+    spec_path = Path((argv or sys.argv[1:])[0])
+    spec = json.loads(spec_path.read_text())
+    tdir = Path(spec["dir"])
+    result = tdir / f"rung{spec['rung']}.json"
+    try:
+        out = run_rung(spec)
+    except BaseException as e:  # noqa: BLE001  (any failure of a candidate is recorded, never raised further)
+        kind = "nan" if isinstance(e, FloatingPointError) else type(e).__name__
+        write_text_atomic(tdir / "error.json", json.dumps({"rung": spec["rung"], "kind": kind, "error": str(e),
+                                                           "traceback": traceback.format_exc()}, indent=1))
+        print(f"trial failed: {kind}: {e}", file=sys.stderr)
+        return 1
+    write_text_atomic(result, json.dumps(out, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

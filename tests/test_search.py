@@ -1,0 +1,232 @@
+"""hwkd search / report / pick on tiny data: real distillation, real profiling, a real database server."""
+
+import glob
+import json
+import os
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hwkd.errors import HwkdError
+from hwkd.search.pareto import front_mask, hypervolume
+from hwkd.search.space import load_space
+
+from conftest import run_cli
+
+TINY_SPACE = """name: tiny
+params:
+  channels: [8, 12]
+  layers: 1
+  depth: [1, 2]
+  heads: [0, 2]
+  gru_hidden: [8, 12]
+  intra_bidirectional: [true, false]
+  causal: true
+  time_attention: none
+  hop: 256
+  in_channels: 1
+"""
+
+
+def _space(tmp_path) -> Path:
+    p = tmp_path / "tiny.yaml"
+    p.write_text(TINY_SPACE)
+    return p
+
+
+def _search_args(tmp_path, corpus, name, trials, target="rpi4", extra=()):
+    return ["-q", "search", "--target", target, "--space", _space(tmp_path), "--data", corpus, "--name",
+            str(tmp_path / "runs" / name), "--trials", trials, "--steps", 2, "--promote-steps", 2,
+            "--promote-after", 2, "--batch-size", 2, "--val-pesq-clips", 1, "--reports", tmp_path / "reports",
+            *extra]
+
+
+def _env(tmp_path, **kw):
+    return {**os.environ, "HWKD_HOME": str(tmp_path / "home"), **kw}
+
+
+def _db_trials(run: Path) -> list[tuple]:
+    con = sqlite3.connect(run / "study.db")
+    rows = con.execute("SELECT t.number, t.state, a.value_json FROM trials t LEFT JOIN trial_user_attributes a "
+                       "ON a.trial_id = t.trial_id AND a.key = 'key' ORDER BY t.number").fetchall()
+    con.close()
+    return rows
+
+
+# -- spaces and Pareto arithmetic -----------------------------------------------------------------------
+
+def test_shipped_spaces_load_and_bad_spaces_are_refused(tmp_path):
+    for name in ("default", "foa"):
+        s = load_space(name, teacher_hop=256)
+        assert s.size() > 100 and s.to_config({d.name: d.choices[0] for d in s.free}).causal
+    cases = {
+        "params:\n  channels: [8, 12]\n  heads: [4]\n": "channels/2 = 6 must be divisible by heads = 4",
+        "params:\n  widht: [8]\n": "unknown dimension(s) widht",
+        "params:\n  channels: [8\n": "not valid YAML",
+        "params:\n  layers: {low: 3, high: 1}\n": "low <= high",
+        "params:\n  causal: [true]\n  time_attention: [full]\n": "causal model needs",
+        "params:\n  hop: [128, 256]\n": "differ from the teacher's hop 256",
+        "params: []\n": "non-empty 'params' mapping",
+    }
+    for i, (text, msg) in enumerate(cases.items()):
+        p = tmp_path / f"s{i}.yaml"
+        p.write_text(text)
+        with pytest.raises(HwkdError) as e:
+            load_space(p, teacher_hop=256)
+        assert msg in str(e.value) and str(p) in str(e.value), (text, str(e.value))
+    with pytest.raises(HwkdError, match="search space nope not found"):
+        load_space("nope")
+
+
+def test_front_and_hypervolume_against_brute_force():
+    rng = np.random.default_rng(0)
+    q, c = rng.uniform(0, 10, 40), rng.uniform(0, 5, 40)
+    mask = front_mask(q, c)
+    for i in range(40):  # a point is on the front iff no point dominates it
+        dom = any(q[j] >= q[i] and c[j] <= c[i] and (q[j] > q[i] or c[j] < c[i]) for j in range(40))
+        assert mask[i] == (not dom)
+    # area by dense sampling of the reference box [0, 12] x [0, 6]
+    gq, gc = np.meshgrid(np.linspace(0, 12, 601), np.linspace(0, 6, 601))
+    covered = np.zeros_like(gq, bool)
+    for qi, ci in zip(q, c):
+        covered |= (gq <= qi) & (gc >= ci)
+    approx = covered.mean() * 12 * 6
+    assert abs(hypervolume(q, c, 0.0, 6.0) - approx) < 0.02 * approx
+    assert hypervolume(q, c, 20.0, 6.0) == 0.0            # nothing better than the reference
+
+
+# -- the whole loop ---------------------------------------------------------------------------------------
+
+def test_search_isolates_failures_reports_and_picks(tmp_path, tiny_corpus):
+    env = _env(tmp_path, HWKD_FAULT_TRIALS="1:raise,2:nan")
+    r = run_cli(*_search_args(tmp_path, tiny_corpus, "s1", 5), env=env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "stopped (trials): 3 complete, 2 failed" in r.stdout, r.stdout
+    run = tmp_path / "runs" / "s1"
+    rep = tmp_path / "reports" / "s1"
+    for f in ("index.html", "trials.csv", "front.csv", "summary.json", "quality_vs_latency.png",
+              "quality_vs_macs.png", "hypervolume.png"):
+        assert (rep / f).is_file(), f
+    import pandas as pd
+    df = pd.read_csv(rep / "trials.csv")
+    failed = df[df["state"] == "FAIL"].set_index("trial")["error"]
+    assert "RuntimeError: injected fault" in failed[1] and failed[2].startswith("nan:"), failed
+    done = df[df["state"] == "COMPLETE"]
+    assert done["key"].is_unique and len(done) == 3
+    assert done["latency_how"].str.contains("predicted").all()             # rpi4 without a device
+    assert (done["rung"] == 1).any()                                         # multi-fidelity promoted one
+    summ = json.loads((rep / "summary.json").read_text())
+    assert summ["front"] and summ["hypervolume"] >= 0 and len(summ["hypervolume_history"]) == summ["feasible"]
+    assert "uncalibrated default" in " ".join(summ["latency_how"])
+    # pick: the best student within a limit, exported and runnable
+    out = tmp_path / "pick"
+    r = run_cli("pick", run, "--max-latency-ms", 100, "--target", "rpi4", "--out", out, env=env)
+    assert r.returncode == 0, r.stderr[-2000:]
+    card = json.loads((out / "card.json").read_text())
+    assert card["on_front"] and card["latency"]["per_hop_ms"] <= 100 and "predicted" in card["latency"]["how"]
+    best = done.sort_values("val_si_sdr_db").iloc[-1]
+    assert card["trial"] == best["trial"]
+    for f in ("model.pt", "offline.onnx", "step.onnx", "model_card.md"):
+        assert (out / f).is_file(), f
+    import soundfile as sf
+    noisy = sorted((tiny_corpus).rglob("*.wav"))[0]
+    r = run_cli("enhance", out / "model.pt", noisy, tmp_path / "e.wav", "--streaming", env=env)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert sf.info(str(tmp_path / "e.wav")).samplerate == 16000
+    # bad requests: clear one-line errors
+    r = run_cli("pick", run, "--max-latency-ms", 1e-9, env=env)
+    assert r.returncode == 2 and "no student of s1 runs within" in r.stderr and "Traceback" not in r.stderr
+    r = run_cli("pick", run, "--target", "cpu", env=env)
+    assert r.returncode == 2 and "ran on target rpi4, not cpu" in r.stderr
+    r = run_cli("report", tmp_path / "runs" / "nope", env=env)
+    assert r.returncode == 2 and "no search run at" in r.stderr
+    r = run_cli(*_search_args(tmp_path, tiny_corpus, "s1", 5), env=env)
+    assert r.returncode == 2 and "--resume" in r.stderr                    # never overwrites a run
+
+
+def test_search_resumes_after_kill_9_without_losing_a_finished_trial(tmp_path, tiny_corpus):
+    env = _env(tmp_path)
+    run = tmp_path / "runs" / "k"
+    args = _search_args(tmp_path, tiny_corpus, "k", 3, target="cpu", extra=("--no-report",))
+    proc = subprocess.Popen([sys.executable, "-m", "hwkd", *map(str, args)], env=env, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline and not glob.glob(str(run / "trials" / "*" / "rung0.json")):
+        assert proc.poll() is None, "the search ended before it could be killed"
+        time.sleep(0.2)
+    time.sleep(1.0)                                          # let it start on the next candidate
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    finished = {p: p.stat().st_mtime_ns for p in map(Path, glob.glob(str(run / "trials" / "*" / "rung0.json")))}
+    assert finished
+    r = run_cli("-q", "search", "--resume", run, "--no-report", env=env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "3 complete" in r.stdout, r.stdout
+    for p, mtime in finished.items():                         # finished work was not redone
+        assert p.stat().st_mtime_ns == mtime
+    rows = _db_trials(run)
+    complete_keys = [k for _, state, k in rows if state == "COMPLETE"]
+    assert len(complete_keys) == 3 and len(set(complete_keys)) == 3
+    measured = json.loads(next(iter(finished)).read_text())
+    assert measured["latency_how"].startswith("measured on cpu (onnxruntime")
+
+
+# -- many workers, one study on a real database server ---------------------------------------------------
+
+def _pg_bin() -> Path:
+    hits = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+    assert hits, "PostgreSQL is missing: ./install.sh installs it for this test"
+    return Path(hits[-1]).parent
+
+
+@pytest.fixture
+def postgres():
+    pg = _pg_bin()
+    d = Path(tempfile.mkdtemp(prefix="hwkd-pg-"))
+    as_user = []
+    if os.geteuid() == 0:                                   # the server refuses to run as root
+        shutil.chown(d, "postgres")
+        as_user = ["runuser", "-u", "postgres", "--"]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    data = d / "data"
+    subprocess.run([*as_user, pg / "initdb", "-D", data, "-A", "trust", "-U", "hwkd"], check=True,
+                   capture_output=True)
+    subprocess.run([*as_user, pg / "pg_ctl", "-D", data, "-w", "-l", d / "log", "-o",
+                    f"-p {port} -k {d} -c listen_addresses=127.0.0.1", "start"], check=True, capture_output=True)
+    try:
+        yield f"postgresql+psycopg://hwkd@127.0.0.1:{port}/postgres"
+    finally:
+        subprocess.run([*as_user, pg / "pg_ctl", "-D", data, "-m", "immediate", "stop"], capture_output=True)
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def test_two_workers_share_one_study_on_a_database_server(tmp_path, tiny_corpus, postgres):
+    env = _env(tmp_path)
+    args = [*_search_args(tmp_path, tiny_corpus, "shared", 4, extra=("--no-report",)), "--storage", postgres]
+    procs = [subprocess.Popen([sys.executable, "-m", "hwkd", *map(str, args)], env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=600) for p in procs]
+    for p, (_, e) in zip(procs, outs):
+        assert p.returncode == 0, e[-3000:]
+    import optuna
+    study = optuna.load_study(study_name="shared", storage=postgres)
+    done = [t for t in study.get_trials() if t.state.name == "COMPLETE"]
+    assert len(done) == 4
+    keys = [t.user_attrs["key"] for t in done]
+    assert len(set(keys)) == 4                                # no candidate trained twice
+    assert len({t.user_attrs["worker"] for t in done}) == 2   # both workers did trials
+    r = run_cli("report", tmp_path / "runs" / "shared", "--reports", tmp_path / "reports", env=env)
+    assert r.returncode == 0, r.stderr[-2000:]
+    summ = json.loads((tmp_path / "reports" / "shared" / "summary.json").read_text())
+    assert summ["trials_complete"] == 4 and summ["front"]
