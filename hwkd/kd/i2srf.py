@@ -114,17 +114,21 @@ class Calibration(nn.Module):
 # -- recursive fusion -----------------------------------------------------------------------------
 
 class ABFUnit(nn.Module):
-    """Attention-based fusion: R_k = a⊙X_k + b⊙resize(R_{k-1}); output O_k = PReLU(IN(conv3x3(R_k)))."""
+    """Attention-based fusion: R_k = a⊙X_k + b⊙resize(R_{k-1}); output O_k = PReLU(IN(conv3x3(R_k))).
 
-    def __init__(self, c_in: int, mid: int, c_out: int, first: bool):
+    Only the chain's last unit has the output conv: the set's representative is the last O_k, and the
+    intermediate O_k feed nothing (R_k is what passes on), so computing them would only cost time (the
+    3x3 convs at 257 bins were most of a training step)."""
+
+    def __init__(self, c_in: int, mid: int, c_out: int, first: bool, last: bool = True):
         super().__init__()
         self.inp = nn.Sequential(nn.Conv2d(c_in, mid, 1, bias=False), nn.InstanceNorm2d(mid, affine=True),
                                  nn.PReLU(mid))
         self.att = None if first else nn.Sequential(nn.Conv2d(2 * mid, 2, 1), nn.Sigmoid())
         self.out = nn.Sequential(nn.Conv2d(mid, c_out, 3, padding=1, bias=False),
-                                 nn.InstanceNorm2d(c_out, affine=True), nn.PReLU(c_out))
+                                 nn.InstanceNorm2d(c_out, affine=True), nn.PReLU(c_out)) if last else None
 
-    def forward(self, f: Tensor, prev: Tensor | None) -> tuple[Tensor, Tensor]:
+    def forward(self, f: Tensor, prev: Tensor | None) -> tuple[Tensor, Tensor | None]:
         x = self.inp(f)
         if self.att is None or prev is None:
             r = x
@@ -132,13 +136,15 @@ class ABFUnit(nn.Module):
             p = F.interpolate(prev, size=x.shape[-2:], mode="nearest")
             ab = self.att(torch.cat([x, p], dim=1))
             r = ab[:, :1] * x + ab[:, 1:] * p
-        return r, self.out(r)
+        return r, (self.out(r) if self.out is not None else None)
 
 
 class FusionChain(nn.Module):
     def __init__(self, channels: list[int], mid: int, c_out: int):
         super().__init__()
-        self.units = nn.ModuleList(ABFUnit(c, mid, c_out, first=(k == 0)) for k, c in enumerate(channels))
+        n = len(channels)
+        self.units = nn.ModuleList(ABFUnit(c, mid, c_out, first=(k == 0), last=(k == n - 1))
+                                   for k, c in enumerate(channels))
 
     def forward(self, feats: list[Tensor]) -> Tensor:
         r, o = None, None
