@@ -483,10 +483,9 @@ def cmd_pick(args) -> int:
 
 
 def default_dataset(in_channels: int, jobs: int | None = None, progress: bool = True) -> Path:
-    """The embedded corpus's mono or Ambisonics set, built first if needed."""
-    from hwkd.data.synth import build_default_corpus
-    root = Path(build_default_corpus(jobs=jobs, progress=progress)["root"])
-    return root / ("foa" if in_channels == 4 else "mono")
+    """The embedded corpus's mono or Ambisonics set, built first if needed (hwkd.data.synth)."""
+    from hwkd.data.synth import default_dataset as build
+    return build(in_channels, jobs=jobs, progress=progress)
 
 
 def _run_training(args, cfg, make_objective=None) -> int:

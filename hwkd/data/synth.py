@@ -272,3 +272,9 @@ def build_default_corpus(jobs: int | None = None, progress: bool = True) -> dict
     """Build (or resume) the embedded default corpus at $HWKD_HOME/corpus/default."""
     from hwkd.paths import default_corpus_dir
     return build_corpus(default_corpus_dir(), CorpusSpec(), jobs=jobs, progress=progress)
+
+
+def default_dataset(in_channels: int, jobs: int | None = None, progress: bool = True):
+    """The embedded corpus's mono or Ambisonics set, built first if needed."""
+    root = Path(build_default_corpus(jobs=jobs, progress=progress)["root"])
+    return root / ("foa" if in_channels == 4 else "mono")

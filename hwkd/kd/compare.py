@@ -90,7 +90,7 @@ def run_compare(out: Path, cc: CompareConfig, teacher_path: Path, data: dict | N
         cfg = resolve_config(student, hop=teacher.cfg.hop)
         dset = (data or {}).get(cfg.in_channels)
         if dset is None:
-            from hwkd.cli import default_dataset
+            from hwkd.data.synth import default_dataset
             dset = default_dataset(cfg.in_channels, progress=progress)
         log(f"hwkd compare: cell {i}/{len(cells)}: {_label(student)} x {scheme} x seed {seed}")
         t0 = time.perf_counter()

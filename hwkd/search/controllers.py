@@ -31,14 +31,13 @@ from hwkd.search.space import SearchSpace
 CONTROLLERS = ("optuna", "random", "nsga2", "nni-random", "nni-tpe", "nni-evolution")
 
 
-def make_sampler(name: str, seed: int, constraints_func, n_startup: int):
+def make_sampler(name: str, seed: int, n_startup: int):
+    """Constraints reach the samplers through Trial.set_constraint (Optuna >= 5)."""
     import optuna
     if name == "optuna":
-        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=n_startup, constraints_func=constraints_func,
-                                          multivariate=True, warn_independent_sampling=False)
+        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=n_startup, multivariate=True)
     if name == "nsga2":
-        return optuna.samplers.NSGAIISampler(seed=seed, population_size=max(4, n_startup),
-                                             constraints_func=constraints_func)
+        return optuna.samplers.NSGAIISampler(seed=seed, population_size=max(4, n_startup))
     if name == "random" or name.startswith("nni-"):
         # NNI controllers enqueue their proposals; the sampler only fills what they do not fix
         return optuna.samplers.RandomSampler(seed=seed)

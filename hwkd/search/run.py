@@ -134,7 +134,7 @@ class Search:
                             "search mono and Ambisonics students in separate runs (fix in_channels)")
         self.in_channels = in_ch[0]
         if sc.data is None:
-            from hwkd.cli import default_dataset
+            from hwkd.data.synth import default_dataset
             sc.data = str(default_dataset(self.in_channels, progress=progress))
         from hwkd.search.controllers import CONTROLLERS
         if sc.controller not in CONTROLLERS:
@@ -146,6 +146,8 @@ class Search:
         settings = {**asdict(sc), "space_def": self.space.as_dict()}
         manifest = self.run / "run.json"
         optuna.logging.set_verbosity(optuna.logging.WARNING)
+        import warnings
+        warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)   # multivariate TPE
         try:
             self.storage = self._open_storage()
         except Exception as e:  # noqa: BLE001  (SQLAlchemy raises many kinds for a bad URL / down server)
@@ -157,7 +159,7 @@ class Search:
         from hwkd.search.controllers import make_sampler
         self.cost_ref = self._cost_ref()
         sampler = make_sampler(sc.controller, sc.seed + os.getpid() % 1000 if storage else sc.seed,
-                               self._constraints, n_startup=min(8, max(3, (sc.trials or 20) // 4)))
+                               n_startup=4)
         self.study = optuna.create_study(study_name=self.name, storage=self.storage, sampler=sampler,
                                          directions=list(DIRECTIONS), load_if_exists=True)
         old = self.study.user_attrs.get("hwkd_settings")
@@ -210,10 +212,6 @@ class Search:
             it = val[i]
             vals.append(si_sdr(it["noisy"][0].numpy(), it["clean"].numpy()))
         return float(sum(vals) / len(vals))
-
-    @staticmethod
-    def _constraints(ft) -> list[float]:
-        return [ft.user_attrs.get("constraint", 0.0)]
 
     def constraint(self, latency_ms: float, hop_ms: float) -> float:
         """<= 0 when feasible (Optuna's convention)."""
@@ -375,6 +373,7 @@ class Search:
                                       not final["feasible"])
         for k, v in final.items():
             trial.set_user_attr(k, v)
+        trial.set_constraint("latency", final["constraint"])
         trial.set_user_attr("checkpoint", str(tdir / f"rung{final['rung']}" / "best.pt"))
         values = [final["val_si_sdr_db"], final["latency_ms"], final["macs_per_s"] / 1e9]
         self.study.tell(trial, values)
