@@ -424,6 +424,9 @@ class Search:
                         and t.state in (TrialState.COMPLETE, TrialState.FAIL)]
                 if bar is not None:
                     bar.n = min(self.counted(), limit)
+                    if budget is not None:
+                        left = max(0.0, budget - spent - (time.perf_counter() - t_start))
+                        bar.set_postfix_str(f"time budget left {int(left // 60)}:{int(left % 60):02d}")
                     bar.refresh()
                 if mine and self.progress:
                     t = mine[-1]
