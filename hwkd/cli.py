@@ -405,6 +405,16 @@ def cmd_search(args) -> int:
         run, settings = open_run(args.resume, args.storage)
         sc = SearchConfig.from_dict(settings)
         storage = settings["storage"] if not settings["storage"].startswith("sqlite") else None
+        from hwkd.teacher import embedded_teacher_path
+        if args.data:
+            sc.data = str(args.data)
+        elif sc.data and not Path(sc.data).exists():      # a worker joining from another machine
+            if Path(sc.data).parent.parts[-2:] != ("corpus", "default"):
+                raise HwkdError(f"the dataset of search {run.name} ({sc.data}) is not on this machine",
+                                "pass its local copy with --data PATH")
+            sc.data = None                                # the embedded corpus is rebuilt identically here
+        if sc.teacher and not Path(sc.teacher).is_file() and Path(sc.teacher).name == embedded_teacher_path().name:
+            sc.teacher = None
         print(f"hwkd search: resuming {run.name} (target {sc.target}, {sc.controller}, {sc.kd})")
     else:
         if not args.target:

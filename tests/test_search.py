@@ -230,3 +230,37 @@ def test_two_workers_share_one_study_on_a_database_server(tmp_path, tiny_corpus,
     assert r.returncode == 0, r.stderr[-2000:]
     summ = json.loads((tmp_path / "reports" / "shared" / "summary.json").read_text())
     assert summ["trials_complete"] == 4 and summ["front"]
+
+
+def test_nni_tuners_propose_into_the_optuna_study(tmp_path):
+    import optuna
+
+    from hwkd.search.controllers import NNIProposer, suggest
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    space = load_space(_space(tmp_path), teacher_hop=256)
+    for name in ("nni-random", "nni-tpe", "nni-evolution"):
+        prop = NNIProposer(name, space, seed=0, worker="w1")
+        study = optuna.create_study(directions=["maximize", "minimize", "minimize"])
+        seen, proposed = [], []
+        for _ in range(12):
+            prop.observe([t for t in study.trials if t.state.name in ("COMPLETE", "FAIL")])
+            pid, params = prop.propose()
+            study.enqueue_trial(params, user_attrs={"nni_id": pid, "nni_worker": "w1"})
+            proposed.append(params)
+            trial = study.ask()
+            cand = suggest(trial, space)
+            assert cand == params, name                       # the trial runs what NNI proposed
+            space.to_config(cand)                              # and it is a valid model of the space
+            score = cand["channels"] / 4 + cand["depth"]       # a synthetic score: bigger is better
+            trial.set_user_attr("score", score)
+            study.tell(trial, [score, 1.0, 1.0])
+            seen.append(score)
+        assert len(prop.seen) == 11, name                      # every finished trial was reported back
+        if name == "nni-evolution":            # after the initial population of 8: one-key mutations of parents
+            for i in range(8, len(proposed)):
+                child = proposed[i]
+                assert any(sum(child[k] != par[k] for k in child) <= 1 for par in proposed[:i]), child
+    # results of other workers reach TPE through import_data
+    tpe = NNIProposer("nni-tpe", space, seed=1, worker="w2")
+    tpe.observe([t for t in study.trials])
+    assert len(tpe.seen) == 12

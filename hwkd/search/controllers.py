@@ -66,11 +66,17 @@ class NNIProposer:
     trials of the study (other workers, earlier sessions) are imported where the tuner supports it (TPE)."""
 
     def __init__(self, name: str, space: SearchSpace, seed: int, worker: str):
+        import logging
+
+        import nni  # noqa: F401  (its import installs its log handlers; quiet them after)
+        logging.getLogger("nni").setLevel(logging.WARNING)
         self.space = space
         self.name = name
         self.worker = worker
         self.tuner = self._make(name, seed)
-        self.tuner.update_search_space({d.name: {"_type": "choice", "_value": list(d.choices)} for d in space.free})
+        # the evolution tuner speaks NNI's NAS format (layer_choice, values as {"_value", "_idx"})
+        kind = "layer_choice" if name == "nni-evolution" else "choice"
+        self.tuner.update_search_space({d.name: {"_type": kind, "_value": list(d.choices)} for d in space.free})
         self.seen: set[int] = set()
         self._next_id = 0
 
@@ -118,4 +124,5 @@ class NNIProposer:
             params = self.tuner.generate_parameters(self._next_id)
         except nni.NoMoreTrialError:      # e.g. evolution whose whole population failed
             return None
+        params = {k: (v["_value"] if isinstance(v, dict) else v) for k, v in params.items()}
         return self._next_id, {k: (v.item() if hasattr(v, "item") else v) for k, v in params.items()}

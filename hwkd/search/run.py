@@ -110,7 +110,7 @@ class Search:
         from hwkd.targets import load_target
         from hwkd.teacher import embedded_teacher_path
 
-        self.run = Path(run)
+        self.run = Path(run).resolve()
         self.log = log
         self.progress = progress
         self.target = load_target(sc.target)
@@ -168,7 +168,8 @@ class Search:
             self.study.set_user_attr("quality_ref", self._noisy_quality())
             self.study.set_user_attr("cost_ref", self.cost_ref)
         else:
-            diff = sorted(k for k in settings if k not in ("trials", "time_budget_s") and old.get(k) != settings[k])
+            local = ("trials", "time_budget_s", "data", "teacher")    # a budget, and paths of this machine
+            diff = sorted(k for k in settings if k not in local and old.get(k) != settings[k])
             if diff:
                 raise HwkdError(f"search {self.name} in {self.storage_url} has other settings ({', '.join(diff)})",
                                 "rejoin with --resume NAME (its own settings), or start a new --name")
