@@ -380,14 +380,14 @@ class Search:
         self.study.tell(trial, values)
         return "done"
 
-    def loop(self, extra_trials: int | None = None, time_budget_s: float | None = None) -> dict:
+    def loop(self, trials: int | None = None, time_budget_s: float | None = None) -> dict:
         """Run trials until --trials (study-wide) or the time budget (this host's clock over resumes)."""
         from optuna.trial import TrialState
         faults = {}
         for part in filter(None, os.environ.get("HWKD_FAULT_TRIALS", "").split(",")):   # tests only
             n, kind = part.split(":")
             faults[int(n)] = kind
-        limit = extra_trials if extra_trials is not None else self.sc.trials
+        limit = trials if trials is not None else self.sc.trials
         budget = time_budget_s if time_budget_s is not None else self.sc.time_budget_s
         clock = self._elapsed_file()
         spent = json.loads(clock.read_text())["elapsed_s"] if clock.is_file() else 0.0

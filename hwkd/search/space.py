@@ -109,7 +109,7 @@ def _dimension(path: str, name: str, spec) -> Dimension:
         elif name == "gru_hidden":
             ok = v is None or (isinstance(v, int) and not isinstance(v, bool) and v > 0)
         else:
-            ok = isinstance(v, int) and not isinstance(v, bool) and v > 0 or (name == "heads" and v == 0)
+            ok = isinstance(v, int) and not isinstance(v, bool) and (v > 0 or (name == "heads" and v == 0))
         if not ok:
             raise bad(f"value {v!r} has the wrong type")
     return Dimension(name, choices, rng if len(choices) > 1 else None)
