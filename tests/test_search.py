@@ -137,6 +137,7 @@ def test_search_isolates_failures_reports_and_picks(tmp_path, tiny_corpus):
     assert card["trial"] == best["trial"]
     for f in ("model.pt", "offline.onnx", "step.onnx", "model_card.md"):
         assert (out / f).is_file(), f
+    assert (out / "model.pt").stat().st_size < 500_000        # the student alone, no distiller or optimizer
     import soundfile as sf
     noisy = sorted((tiny_corpus).rglob("*.wav"))[0]
     r = run_cli("enhance", out / "model.pt", noisy, tmp_path / "e.wav", "--streaming", env=env)

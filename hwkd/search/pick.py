@@ -10,7 +10,7 @@ check, model_card.md and card.json with the figures and how each was obtained.
 from __future__ import annotations
 
 import json
-import shutil
+import os
 from pathlib import Path
 
 from hwkd.audio.io import write_text_atomic
@@ -25,7 +25,7 @@ def _num(v) -> float | None:
 def pick(run: Path, settings: dict, max_latency_ms: float | None, target: str | None, out: Path | None) -> dict:
     """out: default picks/NAME-trialN in the current directory."""
     from hwkd.hw.export import export_all
-    from hwkd.models.checkpoint import load_model
+    from hwkd.models.checkpoint import load_model, save_checkpoint
     from hwkd.report.search import collect, fronts
     if target and target != settings["target"]:
         raise HwkdError(f"search {settings['name']} ran on target {settings['target']}, not {target}",
@@ -49,8 +49,9 @@ def pick(run: Path, settings: dict, max_latency_ms: float | None, target: str | 
                         "run hwkd pick on the machine whose worker trained it, or copy its run folder here")
     out = Path(out) if out else Path("picks") / f"{settings['name']}-trial{int(row['trial'])}"
     out.mkdir(parents=True, exist_ok=True)
-    net, _ = load_model(ckpt)
-    shutil.copyfile(ckpt, out / "model.pt")
+    net, ck = load_model(ckpt)
+    # the student alone (the training checkpoint also holds the distiller's modules and the optimizer)
+    save_checkpoint(out / "model.pt", net, meta={**(ck.get("meta") or {}), "picked_from": str(ckpt)})
     ex = export_all(net.eval(), out, openvino=True)
     files = {"checkpoint": "model.pt", "offline_onnx": ex.offline_onnx.name,
              "offline_ir": ex.offline_ir.name if ex.offline_ir else None,
@@ -74,6 +75,7 @@ def pick(run: Path, settings: dict, max_latency_ms: float | None, target: str | 
             "on_front": bool(row["on_front"]), "files": files, "export_parity_max_abs": ex.parity,
             "export_refused": ex.refused, "folder": str(out)}
     write_text_atomic(out / "card.json", json.dumps(card, indent=1, default=str))
+    os.chmod(out / "card.json", 0o644)
     cfg = net.cfg
     md = [f"# {card['name']}", "",
           f"DPDCRN student from `hwkd search` run `{settings['name']}` (trial {card['trial']}) for target "
@@ -91,7 +93,7 @@ def pick(run: Path, settings: dict, max_latency_ms: float | None, target: str | 
           f"- latency per hop on {settings['target']}: {card['latency']['per_hop_ms']:.3f} ms "
           f"(hop {card['latency']['hop_ms']:g} ms) — {card['latency']['how']}"
           + (f"; {card['latency']['provenance']}" if card["latency"]["provenance"] else ""),
-          "", "Files: " + ", ".join(f"`{v}`" for v in files.values() if v)
+          "", "Files: " + ", ".join(f"`{v}`" for v in files.values() if v) + " (OpenVINO IR: each .xml with its .bin)"
           + (f" (refused by the parity check: {', '.join(ex.refused)})" if ex.refused else ""), "",
           f"Run it: `hwkd enhance {out / 'model.pt'} in.wav out.wav" + (" --streaming`" if cfg.causal else "`")]
     (out / "model_card.md").write_text("\n".join(md) + "\n")
