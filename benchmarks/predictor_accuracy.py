@@ -4,6 +4,10 @@ Goal: >= 95 % of candidates within +-10 % of measured, for each of cpu 1 thread,
 and openvino-cpu (1 thread).
 
     python benchmarks/predictor_accuracy.py [--n 50] [--seed 0] [--combos onnxruntime:1,onnxruntime:2,openvino:1]
+
+Each seed draws other candidates. A seed whose rows informed a change of the predictor is no longer
+held out for it: results/predictor_accuracy_v2_seed0.json and _v3_seed1.json are such development runs
+(README, "Hardware figures"), results/predictor_accuracy.json the run on a seed the predictor never saw.
 """
 
 import argparse
@@ -15,7 +19,7 @@ import torch
 
 from hwkd.hw.export import export_step_onnx, to_openvino
 from hwkd.hw.measure import Protocol, _Runner, _timed
-from hwkd.hw.predict import Predictor, anchor_configs, calibrate
+from hwkd.hw.predict import CALIB_VERSION, Predictor, anchor_configs, calibrate
 from hwkd.models.dpdcrn import DPDCRN, DPDCRNConfig
 from hwkd.sysinfo import LoadMeter, fingerprint
 
@@ -75,7 +79,8 @@ def main():
                                      "calibration": calib}
             print(f"{rt} {th} thr: {within:.0%} within +-10 % (median |err| {np.median(np.abs(err)):.1%}, "
                   f"max {np.abs(err).max():.1%}); calibration {calib['seconds']} s")
-    save("predictor_accuracy", {"n": args.n, "seed": args.seed, "protocol": proto.__dict__, "results": results,
+    save("predictor_accuracy", {"n": args.n, "seed": args.seed, "calibration_version": CALIB_VERSION,
+                                "protocol": proto.__dict__, "results": results,
                                 "fingerprint": fingerprint()})
 
 

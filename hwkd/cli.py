@@ -194,11 +194,16 @@ def build_parser() -> argparse.ArgumentParser:
                                                            "(default: $HWKD_HOME/profiles/MODEL-TARGET)")
     pr.add_argument("--json", action="store_true", help="print the whole profile as JSON")
     pr.add_argument("--int8", action="store_true",
-                    help="also an INT8 offline model (ONNX Runtime dynamic quantization) with its deltas")
+                    help="also INT8 offline models (ONNX Runtime dynamic quantization; NNCF static quantization "
+                         "of the OpenVINO IR) with their latency and quality deltas")
     pr.add_argument("--int8-data", type=Path, default=None,
                     help="dataset for the INT8 quality delta (default: the embedded corpus)")
     pr.add_argument("--int8-split", default="val")
     pr.add_argument("--int8-clips", type=int, default=10, help="utterances for the INT8 quality delta (default 10)")
+    pr.add_argument("--int8-calib-split", default="train",
+                    help="split whose utterances calibrate NNCF's activation ranges (default train)")
+    pr.add_argument("--int8-calib-clips", type=int, default=20,
+                    help="utterances that calibrate NNCF (default 20)")
 
     c = sub.add_parser(
         "calibrate", formatter_class=_formatter,
@@ -634,7 +639,7 @@ def cmd_profile(args) -> int:
     net, label = load_any(args.model)
     out = args.out or hwkd_home() / "profiles" / f"{label}-{target['name']}"
     print(f"hwkd profile: {label} on {target['name']}")
-    pairs = None
+    pairs = calib = None
     if args.int8:
         from hwkd.data.datasets import select_pairs
         from hwkd.data.layouts import scan
@@ -644,8 +649,12 @@ def cmd_profile(args) -> int:
         if not pairs:
             raise HwkdError(f"no utterances for the INT8 quality delta in {data} [{args.int8_split}]",
                             "give --int8-data with a val split")
+        calib = sc.good_pairs(select_pairs(sc, args.int8_calib_split))[: args.int8_calib_clips]
+        if not calib:
+            raise HwkdError(f"no utterances to calibrate NNCF in {data} [{args.int8_calib_split}]",
+                            "give --int8-calib-split naming a split of --int8-data")
     res = profile(net, target, out, runtimes=_csv_list(args.runtimes), threads=_csv_list(args.threads, int),
-                  protocol=Protocol.named(args.protocol), check_macs=True, int8_pairs=pairs,
+                  protocol=Protocol.named(args.protocol), check_macs=True, int8_pairs=pairs, int8_calib=calib,
                   progress=(lambda *a: None) if args.json else print)
     if args.json:
         print(json.dumps(res, indent=1, default=str))

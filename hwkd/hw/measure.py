@@ -34,6 +34,23 @@ def OV_CONFIG(threads: int) -> dict:  # noqa: N802
     return {"NUM_STREAMS": 1, "INFERENCE_NUM_THREADS": threads, "INFERENCE_PRECISION_HINT": "f32"}
 
 
+def ORT_CONFIG(threads: int) -> dict:  # noqa: N802
+    """ONNX Runtime CPU settings of every hwkd measurement. Spin-waiting of the intra-op pool is off: on a
+    shared host a spinning second thread made the per-hop latency of one model multi-modal (1.76, 2.00
+    or 2.45 ms at 2 threads, from session to session and within one), without spinning it held 2.00 ms."""
+    return {"intra_op_num_threads": threads, "inter_op_num_threads": 1, "session.intra_op.allow_spinning": "0"}
+
+
+def ort_options(threads: int):
+    import onnxruntime as ort
+    so = ort.SessionOptions()
+    cfg = ORT_CONFIG(threads)
+    so.intra_op_num_threads, so.inter_op_num_threads = cfg["intra_op_num_threads"], cfg["inter_op_num_threads"]
+    so.log_severity_level = 3
+    so.add_session_config_entry("session.intra_op.allow_spinning", cfg["session.intra_op.allow_spinning"])
+    return so
+
+
 RUNTIMES = ("torch", "onnxruntime", "openvino", "torch-cuda", "onnxruntime-cuda")
 SR = 16000
 
@@ -84,6 +101,7 @@ class Measurement:
     timer: str = "wall (perf_counter around the call)"
     wall_p50_ms: float | None = None     # including the Python call overhead
     fingerprint: dict = field(default_factory=dict)
+    runtime_config: dict = field(default_factory=dict)   # the runtime's settings (threads, streams, spinning)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -148,9 +166,7 @@ class _Runner:
         rng = np.random.default_rng(0)
         if runtime == "onnxruntime":
             import onnxruntime as ort
-            so = ort.SessionOptions()
-            so.intra_op_num_threads, so.inter_op_num_threads, so.log_severity_level = self.threads, 1, 3
-            sess = ort.InferenceSession(str(onnx), so, providers=["CPUExecutionProvider"])
+            sess = ort.InferenceSession(str(onnx), ort_options(self.threads), providers=["CPUExecutionProvider"])
             feeds = {i.name: rng.standard_normal(i.shape).astype(np.float32) for i in sess.get_inputs()}
             self._call = lambda: sess.run(None, feeds)
         elif runtime == "openvino":
@@ -195,10 +211,7 @@ class _Runner:
     # onnxruntime -------------------------------------------------------------------------------
     def _init_ort(self, onnx: Path, cuda: bool):
         import onnxruntime as ort
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = self.threads
-        so.inter_op_num_threads = 1
-        so.log_severity_level = 3
+        so = ort_options(self.threads)
         providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if cuda else ["CPUExecutionProvider"]
         if cuda and "CUDAExecutionProvider" not in ort.get_available_providers():
             raise HwkdError("onnxruntime-cuda: this onnxruntime has no CUDA provider",
@@ -365,7 +378,16 @@ def measure(runtime: str, mode: str, threads: int, *, net=None, onnx: Path | Non
         peak_rss_mib=None if peak is None or rss0 is None else round((peak - rss0) / 1024, 1),
         other_load=load.other_load, busy=busy, attempts=attempts,
         timer="runtime (InferRequest.latency)" if own_ms is not None else "wall (perf_counter around the call)",
-        wall_p50_ms=float(np.percentile(wall_ms, 50)), fingerprint=fingerprint())
+        wall_p50_ms=float(np.percentile(wall_ms, 50)), fingerprint=fingerprint(),
+        runtime_config=runtime_config(runtime, threads))
+
+
+def runtime_config(runtime: str, threads: int) -> dict:
+    if runtime == "openvino":
+        return OV_CONFIG(threads)
+    if runtime == "onnxruntime":
+        return ORT_CONFIG(threads)
+    return {"threads": threads}
 
 
 def threads_available() -> int:

@@ -8,19 +8,33 @@ sizes ("micro-benchmarks"):
     dense(C, D)          dilated dense block, one frame, caches in/out (used twice: encoder, decoder)
     mid(C)               the 1x1 convs into and out of the dual path (C -> C/2 -> C)
     dp(C, H, heads, bi)  one dual-path layer step: intra attention + GRU over 64 bins, time-GRU step
+                         (measured along two lines, see below)
     dec(C)               transposed convs back to 257 bins
     call                 an almost empty model: the runtime's fixed cost per call
 
     blocks    = enc + 2 dense + mid + L dp + dec - (4 + L) call (each block's measurement includes one
                 call's fixed cost; the whole step pays it once)
-    predicted = a · blocks + b · parameters + c
+    predicted = a · blocks + b · parameters + s · state elements + c
 
 A block measured alone runs with its weights hot in cache; in the whole step the weights of all blocks
-are fetched again every hop, a cost that grows with the parameter count. a, b and c are fitted by least
-squares on 12 "anchor" models built only from grid values (whole step models, also micro-benchmarks of the
-calibration); the candidates a search predicts are in general off the grid.
+are fetched again every hop, a cost that grows with the parameter count, and the step reads and writes all
+its states (dense-block caches, GRU states) every hop. a, b, s and c are fitted by least squares on 16
+"anchor" models built only from grid values (whole step models, also micro-benchmarks of the calibration);
+the candidates a search predicts are in general off the grid. (Without the state term OpenVINO's deep
+dense blocks were under-predicted by up to 22 %: the residual correlated 0.6-0.7 with the state size.)
 
-Between grid points the latency is interpolated linearly in log-latency over log C (and log H). The
+The grid steps C and H by 4 from 8 to 64. Runtimes vectorise over 8 fp32 lanes (AVX2, and NEON pairs),
+so a width that is not a multiple of 8 can cost more than the next multiple: OpenVINO's GRU at H = 12
+takes ~1.3x its time at H = 16 on this host, and its convolutions at C = 20 or 28 ~10-15 % more than the
+log-linear interpolation between 16 and 24 or 24 and 32 says. A grid of multiples of 4 catches that for
+the widths search spaces use; widths off it are interpolated linearly in log-latency over log C (log H).
+
+A dual-path layer's cost is, within 1 % (median; 7 % worst, over a full 7 C x 6 H x 4 heads x 2 product
+grid measured with ONNX Runtime and OpenVINO on this host), additive in a width-and-attention part and a GRU-size part:
+
+    dp(C, H, heads, bi) = dp(C, H0, heads, bi) + dp(C0, H, 0, bi) - dp(C0, H0, 0, bi)
+
+so it is measured along those two lines (C0 = H0 = 32) instead of over the whole product grid. The
 calibration records where it was measured (device fingerprint, runtime version, threads, date), and every
 prediction carries that provenance and the label "predicted". Models with a growing time-attention cache
 (time_attention: causal) or non-causal models are not predicted (their per-hop cost is not constant).
@@ -46,17 +60,19 @@ from torch import nn
 from hwkd.errors import HwkdError
 from hwkd.models.dpdcrn import DPDCRN, N_BINS, DPDCRNConfig
 
-GRID_C = (8, 12, 16, 24, 32, 48, 64)
-GRID_H = (8, 16, 24, 32, 48, 64)
+GRID_C = tuple(range(8, 65, 4))
+GRID_H = tuple(range(8, 65, 4))
 GRID_D = (1, 2, 3, 4)
 GRID_HEADS = (0, 1, 2, 4)
 GRID_M = (1, 4)
-CALIB_VERSION = 2
+CALIB_VERSION = 4
 # anchors: (channels, layers, depth, heads, gru_hidden, intra_bidirectional, in_channels), all on the grid
-ANCHORS = ((8, 1, 1, 0, 8, True, 1), (16, 2, 2, 1, 32, False, 1), (32, 1, 4, 2, 16, True, 4),
-           (64, 1, 2, 4, 64, True, 1), (64, 3, 3, 2, 32, False, 1), (32, 3, 1, 0, 64, True, 1),
-           (16, 1, 3, 4, 16, False, 4), (64, 2, 4, 1, 8, True, 4), (24, 2, 3, 2, 24, True, 1),
-           (48, 1, 1, 1, 48, False, 1), (12, 3, 4, 2, 48, True, 1), (48, 2, 2, 0, 16, False, 4))
+ANCHORS = ((8, 1, 1, 0, 8, True, 1), (16, 2, 2, 1, 32, False, 1), (32, 1, 4, 2, 20, True, 4),
+           (64, 1, 2, 4, 64, True, 1), (60, 3, 3, 2, 36, False, 1), (32, 3, 1, 0, 64, True, 1),
+           (16, 1, 3, 4, 12, False, 4), (64, 2, 4, 1, 8, True, 4), (20, 2, 3, 2, 24, True, 1),
+           (48, 1, 1, 1, 52, False, 1), (12, 3, 4, 2, 44, True, 1), (44, 2, 2, 0, 16, False, 4),
+           (28, 1, 4, 0, 24, False, 4), (56, 3, 2, 4, 56, True, 1), (8, 2, 3, 1, 40, False, 4),
+           (40, 1, 3, 2, 12, True, 1))
 
 
 def anchor_configs() -> list[DPDCRNConfig]:
@@ -127,6 +143,11 @@ def _valid_c(heads: int) -> tuple:
     return tuple(c for c in GRID_C if heads == 0 or (c // 2) % heads == 0)
 
 
+def _ref(grid: tuple, want: int = 32) -> int:
+    """The reference width of the dual-path lines: the grid value nearest `want`."""
+    return min(grid, key=lambda g: (abs(g - want), g))
+
+
 def block_specs() -> list[dict]:
     """Every micro-benchmark of the calibration grid: {"block", params...}."""
     specs = [{"block": "call"}]
@@ -134,8 +155,11 @@ def block_specs() -> list[dict]:
     specs += [{"block": "dense", "c": c, "d": d} for c in GRID_C for d in GRID_D]
     specs += [{"block": "mid", "c": c} for c in GRID_C]
     specs += [{"block": "dec", "c": c} for c in GRID_C]
-    specs += [{"block": "dp", "c": c, "h": h, "heads": k, "bi": bi}
-              for c, h, k, bi in itertools.product(GRID_C, GRID_H, GRID_HEADS, (True, False)) if c in _valid_c(k)]
+    c0, h0 = _ref(GRID_C), _ref(GRID_H)
+    specs += [{"block": "dp", "c": c, "h": h0, "heads": k, "bi": bi}
+              for k, bi in itertools.product(GRID_HEADS, (True, False)) for c in _valid_c(k)]
+    specs += [{"block": "dp", "c": c0, "h": h, "heads": 0, "bi": bi}
+              for h, bi in itertools.product(GRID_H, (True, False)) if h != h0]
     return specs
 
 
@@ -256,10 +280,13 @@ class Predictor:
     def __init__(self, calib: dict):
         self.calib = calib
         self.t = calib["table_ms"]
-        a = np.array([[self.blocks_ms(DPDCRNConfig.from_dict(r["config"])), r["params"] / 1e6, 1.0]
-                      for r in calib["anchors"]])
+        a = np.array([self._features(DPDCRNConfig.from_dict(r["config"])) for r in calib["anchors"]])
         y = np.array([r["measured_ms"] for r in calib["anchors"]])
         self.coef = np.linalg.lstsq(a, y, rcond=None)[0]
+
+    def _features(self, cfg: DPDCRNConfig) -> np.ndarray:
+        params, states = model_sizes(cfg)
+        return np.array([self.blocks_ms(cfg), params / 1e6, states / 1e6, 1.0])
 
     def _get(self, **spec) -> float:
         return self.t[spec_key(spec)]
@@ -274,10 +301,14 @@ class Predictor:
         if heads not in GRID_HEADS:
             raise HwkdError(f"no calibration for {heads} attention heads", f"use one of {GRID_HEADS}")
         m = cfg.in_channels
-        dp_over_h = [self._over_c(c, block="dp", h=g, heads=heads, bi=cfg.intra_bidirectional) for g in GRID_H]
+        bi = cfg.intra_bidirectional
+        c0, h0 = _ref(GRID_C), _ref(GRID_H)
+        dp_c = self._over_c(c, block="dp", h=h0, heads=heads, bi=bi)       # width and attention, at H0
+        dp_h = _interp1(GRID_H, [self._get(block="dp", c=c0, h=g, heads=0, bi=bi) for g in GRID_H], h)
+        dp = dp_c + dp_h - self._get(block="dp", c=c0, h=h0, heads=0, bi=bi)
         return {"call": self._get(block="call"), "enc": self._over_c(c, block="enc", m=m),
                 "dense": _interp_d(self, c, cfg.depth), "mid": self._over_c(c, block="mid"),
-                "dp": _interp1(GRID_H, dp_over_h, h), "dec": self._over_c(c, block="dec")}
+                "dp": dp, "dec": self._over_c(c, block="dec")}
 
     def blocks_ms(self, cfg: DPDCRNConfig) -> float:
         b = self.block_ms(cfg)
@@ -287,8 +318,7 @@ class Predictor:
         if not cfg.causal or cfg.time_attention != "none":
             raise HwkdError("per-hop prediction covers streaming models without time attention",
                             "measure this model instead (its per-hop cost grows with the attention cache)")
-        params = sum(p.numel() for p in DPDCRN(cfg).parameters())
-        return float(self.coef @ np.array([self.blocks_ms(cfg), params / 1e6, 1.0]))
+        return float(self.coef @ self._features(cfg))
 
     def provenance(self) -> str:
         c = self.calib
@@ -296,6 +326,14 @@ class Predictor:
         return (f"predicted from {len(self.t)} block micro-benchmarks and {len(c['anchors'])} anchors "
                 f"({c['runtime']} {c['version_runtime']}, "
                 f"{c['threads']} threads) on {fp.get('cpu', '?')} ({c.get('where', 'local')}) on {fp.get('date', '?')}")
+
+
+def model_sizes(cfg: DPDCRNConfig) -> tuple[int, int]:
+    """(parameters, state elements of the streaming step) of a configuration."""
+    from hwkd.hw.export import StepModel
+    net = DPDCRN(cfg)
+    return (sum(p.numel() for p in net.parameters()),
+            sum(s.numel() for s in StepModel(net).initial_states()))
 
 
 def _interp_d(p: Predictor, c: int, d: int) -> float:

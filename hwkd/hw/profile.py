@@ -59,9 +59,11 @@ def predicted_latency(net: DPDCRN, target: dict, runtimes, threads, macs_per_hop
 
 
 def profile(net: DPDCRN, target: dict | str, out_dir: Path, *, runtimes=None, threads=None,
-            protocol: Protocol | None = None, check_macs: bool = False, int8_pairs=None, progress=print) -> dict:
-    """`int8_pairs` (a list of hwkd Pairs, possibly empty): also an INT8 offline model (ONNX Runtime dynamic
-    quantization) with its output difference, latency delta here and quality delta on those pairs."""
+            protocol: Protocol | None = None, check_macs: bool = False, int8_pairs=None, int8_calib=None,
+            progress=print) -> dict:
+    """`int8_pairs` (a list of hwkd Pairs, possibly empty): also the INT8 offline models (ONNX Runtime dynamic
+    quantization; NNCF static quantization of the IR, calibrated on `int8_calib` pairs) with their output
+    difference, latency delta here and quality delta on `int8_pairs` (`hwkd.hw.int8`)."""
     t0 = time.perf_counter()
     target = load_target(target) if isinstance(target, str) else target
     out_dir = Path(out_dir)
@@ -123,35 +125,10 @@ def profile(net: DPDCRN, target: dict | str, out_dir: Path, *, runtimes=None, th
         progress(f"  {rt:<12} {th} thr  {mode}: p50 {m.p50_ms:.3f} ms  p90 {m.p90_ms:.3f} ms  "
                  f"per {m.audio_ms_per_call:.0f} ms of audio  RTF {m.rtf:.3f}  peak +{m.peak_rss_mib} MiB{flag}")
     if int8_pairs is not None:
-        res["int8"] = _int8(net, ex.offline_onnx, out_dir, (threads or target["threads"])[0], proto, int8_pairs,
-                            progress)
+        from hwkd.hw.int8 import int8_variants
+        res["int8"] = int8_variants(ex.offline_onnx, ex.offline_ir, out_dir, cfg.in_channels, cfg.hop,
+                                    (threads or target["threads"])[0], proto, int8_pairs, int8_calib, progress)
     res["protocol"] = proto.__dict__
     res["wall_s"] = round(time.perf_counter() - t0, 2)
     (out_dir / "profile.json").write_text(json.dumps(res, indent=1, default=str))
-    return res
-
-
-def _int8(net: DPDCRN, fp32: Path, out_dir: Path, threads: int, proto: Protocol, pairs, progress) -> dict:
-    import numpy as np
-    import torch
-
-    from hwkd.hw.export import ort_session
-    from hwkd.hw.int8 import quality_delta, quantize_offline
-    cfg = net.cfg
-    q = quantize_offline(fp32, out_dir / "offline-int8.onnx")
-    x = torch.randn(1, 2 * cfg.in_channels, 62, 257, generator=torch.Generator().manual_seed(0)).numpy()
-    a, b = (ort_session(p).run(None, {"features": x})[0] for p in (fp32, q))
-    res = {"onnx": str(q), "runtime": "onnxruntime dynamic quantization (QInt8 weights; GRUs stay FP32)",
-           "max_abs_mask_diff": float(np.abs(a - b).max())}
-    lat = {k: measure_isolated("onnxruntime", "offline", threads, onnx=p, hop=cfg.hop, in_channels=cfg.in_channels,
-                               protocol=proto) for k, p in (("fp32", fp32), ("int8", q))}
-    res["latency_offline_1s"] = {k: {"p50_ms": m.p50_ms, "threads": m.threads, "busy": m.busy} for k, m in lat.items()}
-    res["latency_ratio_int8_over_fp32"] = lat["int8"].p50_ms / lat["fp32"].p50_ms
-    if pairs:
-        res["quality"] = quality_delta(fp32, q, pairs, cfg.in_channels, cfg.hop)
-    msg = f"  int8: mask diff {res['max_abs_mask_diff']:.3g}, latency x{res['latency_ratio_int8_over_fp32']:.2f}"
-    if pairs:
-        d = res["quality"]["delta"]
-        msg += f", SI-SDR {d['si_sdr_db']:+.2f} dB, PESQ {d['pesq_wb']:+.3f} on {len(pairs)} clips"
-    progress(msg)
     return res
