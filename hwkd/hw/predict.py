@@ -30,7 +30,8 @@ log-linear interpolation between 16 and 24 or 24 and 32 says. A grid of multiple
 the widths search spaces use; widths off it are interpolated linearly in log-latency over log C (log H).
 
 A dual-path layer's cost is, within 1 % (median; 7 % worst, over a full 7 C x 6 H x 4 heads x 2 product
-grid measured with ONNX Runtime and OpenVINO on this host), additive in a width-and-attention part and a GRU-size part:
+grid measured with ONNX Runtime and OpenVINO on this host), additive in a width-and-attention part and a
+GRU-size part:
 
     dp(C, H, heads, bi) = dp(C, H0, heads, bi) + dp(C0, H, 0, bi) - dp(C0, H0, 0, bi)
 
