@@ -130,11 +130,9 @@ def to_openvino(onnx_path: Path, xml_path: Path) -> Path:
 # -- parity -----------------------------------------------------------------------------------------
 def ort_session(path: Path, threads: int = 1):
     import onnxruntime as ort
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.inter_op_num_threads = 1
-    so.log_severity_level = 3
-    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+
+    from hwkd.hw.measure import ort_options
+    return ort.InferenceSession(str(path), ort_options(threads), providers=["CPUExecutionProvider"])
 
 
 def ov_compiled(path: Path, threads: int = 1):

@@ -76,10 +76,8 @@ def ort_net(path: Path, threads: int = 2) -> Net:
 
 
 def ov_net(xml: Path, threads: int = 2) -> Net:
-    import openvino as ov
-
-    from hwkd.hw.measure import OV_CONFIG
-    comp = ov.Core().compile_model(str(xml), "CPU", OV_CONFIG(threads))
+    from hwkd.hw.export import ov_compiled
+    comp = ov_compiled(xml, threads=threads)
     return lambda x: comp(x)[comp.outputs[0]]
 
 
