@@ -44,3 +44,20 @@ def test_compare_matrix_report_and_resume(tmp_path, tiny_corpus, tiny_foa):
     r = run_cli(*bad)
     assert r.returncode == 2 and "other settings" in r.stderr and "seeds" in r.stderr
     json.loads((tmp_path / "run" / "compare.json").read_text())
+
+
+def test_compare_refuses_a_retrained_teacher_at_the_same_path(tmp_path):
+    import pytest
+
+    from hwkd.errors import HwkdError
+    from hwkd.kd.compare import CompareConfig, run_compare
+    from hwkd.models import create_model
+    from hwkd.models.checkpoint import save_checkpoint
+    from hwkd.teacher import ASSET
+    teacher = tmp_path / "teacher.pt"
+    teacher.write_bytes(ASSET.read_bytes())
+    cc = CompareConfig(schemes=["none"], students=["cpu-student"], seeds=0)   # no cells: settings only
+    assert run_compare(tmp_path / "run", cc, teacher, progress=False) == []
+    save_checkpoint(teacher, create_model("cpu-teacher"))                        # same path, new weights
+    with pytest.raises(HwkdError, match="teacher_sha256"):
+        run_compare(tmp_path / "run", cc, teacher, progress=False)

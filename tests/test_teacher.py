@@ -1,5 +1,8 @@
 """The embedded teacher: its recipe runs (at tiny scale) and the shipped file is what the recipe makes."""
 
+import shlex
+
+from hwkd.cli import build_parser
 from hwkd.models.checkpoint import load_model
 from hwkd.models.registry import resolve_config
 from hwkd.teacher import ASSET, TEACHER_ARGS, TEACHER_PRESET
@@ -20,8 +23,12 @@ def test_teacher_recipe_runs_at_tiny_scale(tmp_path, tiny_corpus):
 def test_shipped_teacher_is_the_recipe():
     model, ck = load_model(ASSET)
     assert model.cfg == resolve_config(TEACHER_PRESET)
-    assert f"train {TEACHER_ARGS} --out" in ck["meta"]["command"]
-    assert f"--epochs {ck['train']['config']['epochs']} " in TEACHER_ARGS
+    # the recorded command is the recipe: the same training options (data, device and run folder aside)
+    recorded = build_parser().parse_args(shlex.split(ck["meta"]["command"])[1:])
+    recipe = build_parser().parse_args(["train", *TEACHER_ARGS.split(), "--out", "RUN"])
+    for k in ("model", "epochs", "batch_size", "segment_s", "lr", "seed", "val_pesq_clips", "init"):
+        assert getattr(recorded, k) == getattr(recipe, k), k
+    assert ck["train"]["config"]["epochs"] == recipe.epochs
     # best.pt: the epoch with the best val SI-SDR, with the history up to it
     best = max(ck["train"]["history"], key=lambda h: h["val_si_sdr_db"])
     assert len(ck["train"]["history"]) == ck["train"]["epoch"] == best["epoch"]

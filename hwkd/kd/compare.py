@@ -14,6 +14,7 @@ student size per scheme.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from dataclasses import asdict, dataclass
@@ -68,7 +69,9 @@ def run_compare(out: Path, cc: CompareConfig, teacher_path: Path, data: dict | N
         raise HwkdError(f"unknown KD scheme(s): {', '.join(unknown)}", f"use none or {', '.join(sorted(known))}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    settings = {**asdict(cc), "teacher": str(teacher_path)}
+    # the teacher by content too: a retrained teacher at the same path must not mix into an old run
+    digest = hashlib.sha256(Path(teacher_path).read_bytes()).hexdigest()
+    settings = {**asdict(cc), "teacher": str(teacher_path), "teacher_sha256": digest}
     saved = out / "compare.json"
     if saved.is_file():
         old = json.loads(saved.read_text())
