@@ -54,7 +54,7 @@ def main():
     out = hwkd_home() / "runs" / f"kd-compare-{a.steps}steps"
     with LoadMeter() as load:
         results = run_compare(out, cc, embedded_teacher_path())
-    summary = report(results, Path("reports") / out.name, cc)
+    summary = report(results, Path(__file__).resolve().parents[1] / "reports" / out.name, cc)
     save("kd_compare", {"settings": summary["settings"], "rows": summary["rows"], "cells": results,
                         "load": load.as_dict(), "machine": fingerprint()})
     print(json.dumps(summary["rows"][:3], indent=1))

@@ -62,9 +62,12 @@ def quantize_openvino(ir_path: Path, out_xml: Path, calibration: list[np.ndarray
     if not calibration:
         raise ValueError("NNCF quantization needs at least one calibration utterance")
     model = ov.Core().read_model(str(ir_path))
-    # the default (performance) preset: symmetric activations. MIXED (asymmetric) was tried on the embedded
-    # teacher and lost more quality (SI-SDR -1.19 vs -0.64 dB on 10 val clips)
-    q = nncf.quantize(model, nncf.Dataset(calibration), subset_size=len(calibration))
+    # model_type TRANSFORMER (the DPDCRN has attention): NNCF then leaves the elementwise operations (the
+    # residual adds, the normalisation's arithmetic) FP32. With the default scheme, which quantises those too,
+    # the embedded teacher lost 5.9 dB SI-SDR on 10 val clips; with this one 0.6 dB (34 instead of 85
+    # FakeQuantize nodes). The default (performance) preset: symmetric activations.
+    q = nncf.quantize(model, nncf.Dataset(calibration), subset_size=len(calibration),
+                      model_type=nncf.ModelType.TRANSFORMER)
     ov.save_model(q, str(out_xml), compress_to_fp16=False)
     return out_xml
 
