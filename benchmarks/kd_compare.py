@@ -8,7 +8,7 @@ seeds, gain over no-KD) goes to reports/kd-compare-BUDGET/ and benchmarks/result
     python benchmarks/kd_compare.py [--steps 150] [--seeds 3] [--schemes ...] [--students ...]
 
 Cost on the 2-core machine: an I²SRF-TFCKD step (batch 8 of 2-s segments) takes ~7.5 s and a no-KD step
-~0.9 s (benchmarks/kd_cost.py), so the default matrix (9 schemes x 3 sizes x 3 seeds x 150 steps) is many
+~0.9 s (benchmarks/kd_cost.py), so the default matrix (8 schemes x 3 sizes x 3 seeds x 150 steps) is many
 hours of CPU; use --steps / --seeds / --schemes to fit a budget, and say so when quoting it.
 """
 
@@ -38,6 +38,8 @@ def main():
     ap.add_argument("--schemes", default=",".join(BASELINES + ("i2srf-tfckd",)))
     ap.add_argument("--students", default=",".join(SIZES))
     ap.add_argument("--eval-limit", type=int, default=None, help="test utterances (default: all 100)")
+    ap.add_argument("--report-only", action="store_true",
+                    help="train nothing: report the cells finished so far (the run may go on in another process)")
     a = ap.parse_args()
     unknown = [s for s in a.schemes.split(",") if s != "none" and s not in schemes()]
     assert not unknown, f"unknown schemes {unknown}"
@@ -53,9 +55,10 @@ def main():
                        eval_split="test", eval_limit=a.eval_limit, threads=None)
     out = hwkd_home() / "runs" / f"kd-compare-{a.steps}steps"
     with LoadMeter() as load:
-        results = run_compare(out, cc, embedded_teacher_path())
+        results = run_compare(out, cc, embedded_teacher_path(), train_missing=not a.report_only)
     summary = report(results, Path(__file__).resolve().parents[1] / "reports" / out.name, cc)
-    save("kd_compare", {"settings": summary["settings"], "rows": summary["rows"], "cells": results,
+    save("kd_compare", {"settings": summary["settings"], "cells_finished": summary["cells_finished"],
+                        "cells_total": summary["cells_total"], "rows": summary["rows"], "cells": results,
                         "load": load.as_dict(), "machine": fingerprint()})
     print(json.dumps(summary["rows"][:3], indent=1))
 

@@ -149,6 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
     cp.add_argument("--eval-split", default="test")
     cp.add_argument("--eval-limit", type=int, default=None, help="only the first N evaluation utterances")
     cp.add_argument("--threads", type=int, default=None)
+    cp.add_argument("--report-only", action="store_true",
+                    help="train nothing: report the finished cells (e.g. of a comparison still running)")
 
     e = sub.add_parser(
         "evaluate", formatter_class=_formatter,
@@ -742,7 +744,11 @@ def cmd_compare(args) -> int:
         raise HwkdError("hwkd compare needs at least one scheme, one student and one seed", "see --help")
     data = {k: v for k, v in ((1, args.data), (4, args.data_foa)) if v is not None}
     teacher = args.teacher or embedded_teacher_path()
-    results = run_compare(args.out, cc, teacher, data=data, progress=not args.quiet)
+    results = run_compare(args.out, cc, teacher, data=data, progress=not args.quiet,
+                          train_missing=not args.report_only)
+    if not results:
+        raise HwkdError(f"no finished cells in {args.out} yet",
+                        "wait for the first cell, or rerun without --report-only")
     rdir = args.report_dir or Path("reports") / args.out.resolve().name
     report(results, rdir, cc)
     print((rdir / "table.md").read_text())

@@ -24,6 +24,7 @@ def test_compare_matrix_report_and_resume(tmp_path, tiny_corpus, tiny_foa):
     assert r.returncode == 0, r.stderr[-3000:]
     cells = sorted((tmp_path / "run" / "cells").glob("*/*/seed*/result.json"))
     assert len(cells) == 3 * 2 * 2
+    assert "cells finished" not in (tmp_path / "report" / "table.md").read_text()
     df = pd.read_csv(tmp_path / "report" / "table.csv")
     assert len(df) == 3 * 2 and set(df["scheme"]) == {"none", "i2srf-tfckd"}
     assert (df["seeds"] == 2).all() and df["si_sdr_db_ci95"].notna().all()
@@ -35,6 +36,11 @@ def test_compare_matrix_report_and_resume(tmp_path, tiny_corpus, tiny_foa):
     victim = cells[0]
     mtimes = {c: c.stat().st_mtime for c in cells if c != victim}
     victim.unlink()
+    # --report-only: the finished cells now, nothing trained, the missing one said in the header
+    r = run_cli(*args, "--report-only")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert not victim.is_file() and "(11 of the 12 cells finished)" in (tmp_path / "report" / "table.md").read_text()
+    assert sorted(pd.read_csv(tmp_path / "report" / "table.csv")["seeds"]) == [1, 2, 2, 2, 2, 2]
     r = run_cli(*args)
     assert r.returncode == 0, r.stderr[-3000:]
     assert victim.is_file() and all(c.stat().st_mtime == t for c, t in mtimes.items())
@@ -43,6 +49,8 @@ def test_compare_matrix_report_and_resume(tmp_path, tiny_corpus, tiny_foa):
     bad = [a if a != "2" else "3" for a in args]                    # --seeds 3 (and batch 3)
     r = run_cli(*bad)
     assert r.returncode == 2 and "other settings" in r.stderr and "seeds" in r.stderr
+    r = run_cli(*_args(tmp_path, tiny_corpus, tiny_foa, out="never-started"), "--report-only")
+    assert r.returncode == 2 and "no comparison yet" in r.stderr
     json.loads((tmp_path / "run" / "compare.json").read_text())
 
 

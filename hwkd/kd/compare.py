@@ -48,8 +48,9 @@ def _label(student: str) -> str:
 
 
 def run_compare(out: Path, cc: CompareConfig, teacher_path: Path, data: dict | None = None,
-                progress: bool = True, log=print) -> list[dict]:
-    """Train and evaluate every missing cell; returns all cell results. `data`: {in_channels: dataset path}."""
+                progress: bool = True, log=print, train_missing: bool = True) -> list[dict]:
+    """Train and evaluate every missing cell; returns all cell results. `data`: {in_channels: dataset path}.
+    With train_missing=False nothing is trained: the finished cells alone (a look at a matrix still running)."""
     import torch
 
     from hwkd.data.datasets import SpeechPairs, select_pairs
@@ -79,6 +80,9 @@ def run_compare(out: Path, cc: CompareConfig, teacher_path: Path, data: dict | N
             diff = sorted(k for k in settings if old.get(k) != settings[k])
             raise HwkdError(f"{out} holds a comparison with other settings ({', '.join(diff)})",
                             "rerun with the same options to resume, or give a new --out")
+    elif not train_missing:
+        raise HwkdError(f"{out} holds no comparison yet (no compare.json)",
+                        "start it without --report-only, or give the run folder of a running comparison")
     else:
         write_text_atomic(saved, json.dumps(settings, indent=1))
     teacher, _ = load_model(teacher_path)
@@ -89,6 +93,8 @@ def run_compare(out: Path, cc: CompareConfig, teacher_path: Path, data: dict | N
         done = cdir / "result.json"
         if done.is_file():
             results.append(json.loads(done.read_text()))
+            continue
+        if not train_missing:
             continue
         cfg = resolve_config(student, hop=teacher.cfg.hop)
         dset = (data or {}).get(cfg.in_channels)
@@ -128,7 +134,8 @@ def run_compare(out: Path, cc: CompareConfig, teacher_path: Path, data: dict | N
 
 
 def report(results: list[dict], report_dir: Path, cc: CompareConfig) -> dict:
-    """Aggregate the cells into the table (CSV, Markdown), summary.json and the quality-vs-size plot."""
+    """Aggregate the cells into the table (CSV, Markdown), summary.json and the quality-vs-size plot.
+    Works on a part of the matrix too: the header says how many cells of it are in."""
     import pandas as pd
 
     from hwkd.metrics.quality import mean_ci
@@ -158,7 +165,9 @@ def report(results: list[dict], report_dir: Path, cc: CompareConfig) -> dict:
         g = r[f"{m}_gain_vs_none"]
         s = f"{r[m]:.{nd}f}" + (f" ± {ci:.{nd}f}" if ci is not None and ci == ci else "")
         return s + (f" ({g:+.{nd}f})" if g is not None and r["scheme"] != "none" else "")
-    lines = [f"# KD comparison: {len(df)} scheme x student rows, {cc.seeds} seed(s), {cc.epochs} epoch(s) of "
+    total = len(cc.schemes) * len(cc.students) * cc.seeds
+    part = f" ({len(results)} of the {total} cells finished)" if len(results) < total else ""
+    lines = [f"# KD comparison{part}: {len(df)} scheme x student rows, {cc.seeds} seed(s), {cc.epochs} epoch(s) of "
              f"{cc.segment_s:g}-s segments, batch {cc.batch_size}, lr {cc.lr:g}, λ {cc.lam:g}"
              + (f", at most {cc.max_steps_per_epoch} steps per epoch" if cc.max_steps_per_epoch else ""),
              "", f"Evaluation split `{cc.eval_split}`; mean ± 95 % CI over seeds; (gain over no-KD).", "",
@@ -168,7 +177,7 @@ def report(results: list[dict], report_dir: Path, cc: CompareConfig) -> dict:
                      f"{fmt(r, 'stoi', 3)} | {fmt(r, 'estoi', 3)} | {fmt(r, 'si_sdr_db', 2)} |")
     (report_dir / "table.md").write_text("\n".join(lines) + "\n")
     _plot(df, report_dir / "quality_vs_size.png")
-    summary = {"settings": asdict(cc), "rows": rows}
+    summary = {"settings": asdict(cc), "cells_finished": len(results), "cells_total": total, "rows": rows}
     (report_dir / "summary.json").write_text(json.dumps(summary, indent=1))
     return summary
 
