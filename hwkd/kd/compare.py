@@ -130,6 +130,8 @@ def run_compare(out: Path, cc: CompareConfig, teacher_path: Path, data: dict | N
         log(f"  SI-SDR {res['enhanced']['si_sdr_db']:.2f} dB, PESQ {res['enhanced']['pesq_wb']:.3f} "
             f"({res['train_s']} s)")
         results.append(res)
+    if not results and not train_missing:
+        raise HwkdError(f"no finished cells in {out} yet", "wait for the first cell, or rerun without --report-only")
     return results
 
 
