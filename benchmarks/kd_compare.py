@@ -2,7 +2,7 @@
 
 Every scheme (no KD, the baselines, I²SRF-TFCKD) x 3 student sizes x 3 seeds, each distilled from the
 embedded teacher with the same budget, evaluated on the mono test split; the table (mean ± 95 % CI over
-seeds, gain over no-KD) goes to reports/kd-compare-BUDGET/ and benchmarks/results/kd_compare.json. It is
+seeds, gain over no-KD paired by seed, I²SRF-TFCKD against every other scheme) goes to reports/kd-compare-BUDGET/ and benchmarks/results/kd_compare.json. It is
 `hwkd compare` with fixed settings, so an interrupted run resumes where it stopped.
 
     python benchmarks/kd_compare.py [--steps 150] [--seeds 3] [--schemes ...] [--students ...]

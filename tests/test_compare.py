@@ -69,3 +69,33 @@ def test_compare_refuses_a_retrained_teacher_at_the_same_path(tmp_path):
     save_checkpoint(teacher, create_model("cpu-teacher"))                        # same path, new weights
     with pytest.raises(HwkdError, match="teacher_sha256"):
         run_compare(tmp_path / "run", cc, teacher, progress=False)
+
+
+def test_report_pairs_gains_by_seed_and_sets_i2srf_against_every_scheme(tmp_path):
+    """A seed fixes init and data order in every scheme, so gains are differences at the same seed: a scheme
+    that is 0.1 dB better at every seed gets +0.10 ± 0.00 although the seeds spread by 4 dB."""
+    from hwkd.kd.compare import CompareConfig, report
+
+    def cell(scheme, seed, sdr, pesq):
+        m = {"pesq_wb": pesq, "stoi": 0.8, "estoi": 0.7, "si_sdr_db": sdr}
+        return {"student": "s", "scheme": scheme, "seed": seed, "in_channels": 1, "params": 100,
+                "macs_per_s": 1e6, "enhanced": m, "noisy": m}
+    base = [2.0, 4.0, 6.0]
+    results = ([cell("none", k, b, 1.5) for k, b in enumerate(base)]
+               + [cell("fitnet", k, b + 0.3 * (k - 1), 1.5) for k, b in enumerate(base)]     # +0 ± spread
+               + [cell("i2srf-tfckd", k, b + 0.1, 1.5 + 0.01 * k) for k, b in enumerate(base)]
+               + [cell("at", 0, 9.0, 1.6)])                                                   # one seed only
+    cc = CompareConfig(schemes=["none", "fitnet", "at", "i2srf-tfckd"], students=["s"], seeds=3)
+    summary = report(results, tmp_path, cc)
+    rows = {r["scheme"]: r for r in summary["rows"]}
+    assert abs(rows["i2srf-tfckd"]["si_sdr_db_gain_vs_none"] - 0.1) < 1e-9
+    assert rows["i2srf-tfckd"]["si_sdr_db_gain_ci95"] < 1e-9 < rows["i2srf-tfckd"]["si_sdr_db_ci95"]
+    assert abs(rows["fitnet"]["si_sdr_db_gain_vs_none"]) < 1e-9 and rows["fitnet"]["si_sdr_db_gain_ci95"] > 0.5
+    assert rows["at"]["si_sdr_db_gain_vs_none"] == 7.0 and rows["at"]["si_sdr_db_gain_ci95"] is None
+    duels = {d["versus"]: d for d in summary["head_to_head"]["pairs"]}
+    assert set(duels) == {"none", "fitnet", "at"} and duels["at"]["seeds"] == 1
+    assert abs(duels["fitnet"]["si_sdr_db"] - 0.1) < 1e-9 and abs(duels["none"]["pesq_wb"] - 0.01) < 1e-9
+    md = (tmp_path / "table.md").read_text()
+    assert "(10 of the 12 cells finished)" in md and "| 1.510 ± 0.025 (+0.010 ± 0.025) |" in md
+    assert "| s | none | 3 | +0.010 ± 0.025 | **+0.10 ± 0.00** |" in md
+    assert "- s: i2srf-tfckd PESQ-WB ahead of 2 of 3 by mean" in md
