@@ -2,10 +2,11 @@
 
 Every scheme (no KD, the baselines, I²SRF-TFCKD) x 3 student sizes x 3 seeds, each distilled from the
 embedded teacher with the same budget, evaluated on the mono test split; the table (mean ± 95 % CI over
-seeds, gain over no-KD paired by seed, I²SRF-TFCKD against every other scheme) goes to reports/kd-compare-BUDGET/ and benchmarks/results/kd_compare.json. It is
-`hwkd compare` with fixed settings, so an interrupted run resumes where it stopped.
+seeds, gain over no-KD paired by seed, I²SRF-TFCKD against every other scheme) goes to
+reports/kd-compare-BUDGET/ and benchmarks/results/kd_compare.json. It is `hwkd compare` with fixed
+settings, so an interrupted run resumes where it stopped; --workers N trains N cells side by side.
 
-    python benchmarks/kd_compare.py [--steps 150] [--seeds 3] [--schemes ...] [--students ...]
+    python benchmarks/kd_compare.py [--steps 150] [--seeds 3] [--schemes ...] [--students ...] [--workers N]
 
 Cost on the 2-core machine: an I²SRF-TFCKD step (batch 8 of 2-s segments) takes ~7.5 s and a no-KD step
 ~0.9 s (benchmarks/kd_cost.py), so the default matrix (8 schemes x 3 sizes x 3 seeds x 150 steps) is many
@@ -17,7 +18,7 @@ import json
 from pathlib import Path
 
 from hwkd.kd.base import schemes
-from hwkd.kd.compare import CompareConfig, report, run_compare
+from hwkd.kd.compare import CompareConfig, report, run_compare, run_compare_parallel
 from hwkd.paths import hwkd_home
 from hwkd.sysinfo import LoadMeter, fingerprint
 from hwkd.teacher import embedded_teacher_path
@@ -38,6 +39,7 @@ def main():
     ap.add_argument("--schemes", default=",".join(BASELINES + ("i2srf-tfckd",)))
     ap.add_argument("--students", default=",".join(SIZES))
     ap.add_argument("--eval-limit", type=int, default=None, help="test utterances (default: all 100)")
+    ap.add_argument("--workers", type=int, default=1, help="cells side by side (hwkd compare --workers)")
     ap.add_argument("--report-only", action="store_true",
                     help="train nothing: report the cells finished so far (the run may go on in another process)")
     a = ap.parse_args()
@@ -55,7 +57,10 @@ def main():
                        eval_split="test", eval_limit=a.eval_limit, threads=None)
     out = hwkd_home() / "runs" / f"kd-compare-{a.steps}steps"
     with LoadMeter() as load:
-        results = run_compare(out, cc, embedded_teacher_path(), train_missing=not a.report_only)
+        if a.workers > 1 and not a.report_only:
+            results = run_compare_parallel(out, cc, embedded_teacher_path(), a.workers)
+        else:
+            results = run_compare(out, cc, embedded_teacher_path(), train_missing=not a.report_only)
     summary = report(results, Path(__file__).resolve().parents[1] / "reports" / out.name, cc)
     save("kd_compare", {"settings": summary["settings"], "cells_finished": summary["cells_finished"],
                         "cells_total": summary["cells_total"], "rows": summary["rows"], "cells": results,

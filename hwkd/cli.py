@@ -148,7 +148,10 @@ def build_parser() -> argparse.ArgumentParser:
     cp.add_argument("--val-pesq-clips", type=int, default=5)
     cp.add_argument("--eval-split", default="test")
     cp.add_argument("--eval-limit", type=int, default=None, help="only the first N evaluation utterances")
-    cp.add_argument("--threads", type=int, default=None)
+    cp.add_argument("--threads", type=int, default=None, help="intra-op threads per cell (default: cores / workers)")
+    cp.add_argument("--workers", type=int, default=1,
+                    help="cells trained side by side, in as many processes (default 1); the same command "
+                         "started again elsewhere on the run folder shares the cells out too")
     cp.add_argument("--report-only", action="store_true",
                     help="train nothing: report the finished cells (e.g. of a comparison still running)")
 
@@ -734,7 +737,7 @@ def cmd_calibrate(args) -> int:
 
 
 def cmd_compare(args) -> int:
-    from hwkd.kd.compare import CompareConfig, report, run_compare
+    from hwkd.kd.compare import CompareConfig, report, run_compare, run_compare_parallel
     from hwkd.teacher import embedded_teacher_path
     cc = CompareConfig(schemes=_csv_list(args.kd), students=_csv_list(args.students), seeds=args.seeds,
                        epochs=args.epochs, batch_size=args.batch_size, segment_s=args.segment_s, lr=args.lr,
@@ -744,8 +747,13 @@ def cmd_compare(args) -> int:
         raise HwkdError("hwkd compare needs at least one scheme, one student and one seed", "see --help")
     data = {k: v for k, v in ((1, args.data), (4, args.data_foa)) if v is not None}
     teacher = args.teacher or embedded_teacher_path()
-    results = run_compare(args.out, cc, teacher, data=data, progress=not args.quiet,
-                          train_missing=not args.report_only)
+    if args.workers < 1:
+        raise HwkdError(f"--workers {args.workers}: needs at least 1", "give --workers 1 or more")
+    if args.workers > 1 and not args.report_only:
+        results = run_compare_parallel(args.out, cc, teacher, args.workers, data=data, progress=not args.quiet)
+    else:
+        results = run_compare(args.out, cc, teacher, data=data, progress=not args.quiet,
+                              train_missing=not args.report_only)
     rdir = args.report_dir or Path("reports") / args.out.resolve().name
     report(results, rdir, cc)
     print((rdir / "table.md").read_text())

@@ -6,12 +6,22 @@ must say so.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import platform
+import signal
 import time
 from importlib import metadata
 
 CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def die_with_parent() -> None:
+    """In a child process: be killed when the parent dies (kill -9 of a worker leaves no orphan trainer)."""
+    try:
+        ctypes.CDLL("libc.so.6").prctl(1, signal.SIGKILL)       # PR_SET_PDEATHSIG
+    except OSError:
+        pass
 
 
 def fingerprint() -> dict:

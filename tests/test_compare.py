@@ -99,3 +99,42 @@ def test_report_pairs_gains_by_seed_and_sets_i2srf_against_every_scheme(tmp_path
     assert "(10 of the 12 cells finished)" in md and "| 1.510 ± 0.025 (+0.010 ± 0.025) |" in md
     assert "| s | none | 3 | +0.010 ± 0.025 | **+0.10 ± 0.00** |" in md
     assert "- s: i2srf-tfckd PESQ-WB ahead of 2 of 3 by mean" in md
+
+
+def test_compare_workers_share_the_cells_out(tmp_path, tiny_corpus):
+    """--workers 2: two processes, every cell trained exactly once, both workers busy, one report."""
+    s1 = tmp_path / "s8.yaml"
+    s1.write_text("channels: 8\nlayers: 1\ndepth: 1\nheads: 0\n")
+    r = run_cli("-q", "compare", "--kd", "none,fitnet", "--students", s1, "--seeds", "2", "--workers", "2",
+                "--epochs", "1", "--max-steps-per-epoch", "1", "--batch-size", "2", "--segment-s", "0.5",
+                "--val-pesq-clips", "1", "--eval-limit", "2", "--data", tiny_corpus,
+                "--out", tmp_path / "run", "--report-dir", tmp_path / "report")
+    assert r.returncode == 0, r.stderr[-3000:]
+    started = [line for line in r.stdout.splitlines() if "hwkd compare: cell " in line]
+    assert len(started) == 4 and len({line.split(": ", 2)[-1] for line in started}) == 4     # each cell once
+    assert {line.split("]")[0] for line in started} == {"[worker 0", "[worker 1"}
+    assert "2 workers, 1 thread(s) each" in r.stdout
+    assert len(list((tmp_path / "run" / "cells").glob("*/*/seed*/result.json"))) == 4
+    assert "cells finished" not in (tmp_path / "report" / "table.md").read_text()
+
+
+def test_a_claimed_cell_is_skipped_and_freed_when_its_holder_dies(tmp_path):
+    import subprocess
+    import sys
+
+    from hwkd.kd.compare import claim_cell
+    cdir = tmp_path / "cell"
+    mine = claim_cell(cdir)
+    assert mine is not None and claim_cell(cdir) is None              # a second claim, even in-process: refused
+    mine.close()
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom pathlib import Path\n"
+                               "from hwkd.kd.compare import claim_cell\n"
+                               f"c = claim_cell(Path({str(cdir)!r}))\nprint('held', flush=True)\ntime.sleep(60)"],
+                              stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    assert claim_cell(cdir) is None and json.loads((cdir / "claim.lock").read_text())["pid"] == holder.pid
+    holder.kill()                                                        # kill -9: the kernel drops its lock
+    holder.wait()
+    again = claim_cell(cdir)
+    assert again is not None
+    again.close()

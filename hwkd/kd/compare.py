@@ -6,6 +6,14 @@ result is never redone; an interrupted cell resumes from its last checkpoint (th
 so rerunning the same command after Ctrl-C or kill -9 continues where it stopped. The settings are kept
 in RUN/compare.json; rerunning with different ones is refused (use another --out).
 
+Cells run in parallel: a process takes a cell by an exclusive lock on RUN/cells/.../claim.lock
+(flock, held while it trains; the kernel drops it when the process dies, so a killed worker leaves no stale
+claim), and skips cells another process holds. `--workers N` starts N such processes with the cores shared
+out (intra-op threads = cores // N); starting the same command twice does the same by hand. Small
+students scale poorly over intra-op threads, so cells side by side finish the matrix sooner: on the 2-core
+machine two 1-thread cells ran 1.24x (no KD) and 1.28x (I²SRF-TFCKD) the steps per second of one 2-thread
+cell (kd-medium student, batch 8 of 2-s segments).
+
 The report (REPORT_DIR: table.csv, table.md, summary.json, quality_vs_size.png): per student and scheme,
 every metric as mean ± 95 % CI over seeds (Student t; each seed's figure is that run's mean over the
 evaluation utterances), the gain over no-KD, and a plot of quality against student size per scheme.
@@ -20,14 +28,18 @@ no-KD and every baseline on PESQ-WB and SI-SDR at every size?).
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
+import os
+import socket
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from hwkd.audio.io import write_text_atomic
 from hwkd.errors import HwkdError
+from hwkd.sysinfo import die_with_parent
 
 METRICS = ("pesq_wb", "stoi", "estoi", "si_sdr_db")
 FOCUS = "i2srf-tfckd"          # the scheme the head-to-head section sets against every other
@@ -55,28 +67,8 @@ def _label(student: str) -> str:
     return Path(student).stem if Path(student).suffix else student
 
 
-def run_compare(out: Path, cc: CompareConfig, teacher_path: Path, data: dict | None = None,
-                progress: bool = True, log=print, train_missing: bool = True) -> list[dict]:
-    """Train and evaluate every missing cell; returns all cell results. `data`: {in_channels: dataset path}.
-    With train_missing=False nothing is trained: the finished cells alone (a look at a matrix still running)."""
-    import torch
-
-    from hwkd.data.datasets import SpeechPairs, select_pairs
-    from hwkd.data.layouts import scan
-    from hwkd.hw.cost import count_params, macs
-    from hwkd.kd.base import schemes
-    from hwkd.kd.objective import KDObjective
-    from hwkd.models import DPDCRN
-    from hwkd.models.checkpoint import load_model
-    from hwkd.models.registry import resolve_config
-    from hwkd.train.evaluate import evaluate_pairs
-    from hwkd.train.trainer import TrainConfig, train
-
-    known = schemes()
-    unknown = [s for s in cc.schemes if s != "none" and s not in known]
-    if unknown:
-        raise HwkdError(f"unknown KD scheme(s): {', '.join(unknown)}", f"use none or {', '.join(sorted(known))}")
-    out = Path(out)
+def _check_settings(out: Path, cc: CompareConfig, teacher_path: Path, train_missing: bool) -> None:
+    """Write RUN/compare.json on a first start; refuse other settings (or a retrained teacher) later."""
     out.mkdir(parents=True, exist_ok=True)
     # the teacher by content too: a retrained teacher at the same path must not mix into an old run
     digest = hashlib.sha256(Path(teacher_path).read_bytes()).hexdigest()
@@ -93,9 +85,42 @@ def run_compare(out: Path, cc: CompareConfig, teacher_path: Path, data: dict | N
                         "start it without --report-only, or give the run folder of a running comparison")
     else:
         write_text_atomic(saved, json.dumps(settings, indent=1))
+
+
+def claim_cell(cdir: Path):
+    """An open file holding an exclusive flock on cdir/claim.lock, or None if another process holds the cell.
+    The lock lasts while the file is open and dies with its process; the file says who holds it."""
+    cdir.mkdir(parents=True, exist_ok=True)
+    f = open(cdir / "claim.lock", "a+")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.close()
+        return None
+    f.seek(0)
+    f.truncate()
+    f.write(json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "since": time.time()}))
+    f.flush()
+    return f
+
+
+def run_compare(out: Path, cc: CompareConfig, teacher_path: Path, data: dict | None = None,
+                progress: bool = True, log=print, train_missing: bool = True, threads: int | None = None) -> list[dict]:
+    """Train and evaluate every missing cell no other process holds; returns the finished cells' results.
+    `data`: {in_channels: dataset path}. With train_missing=False nothing is trained: the finished cells
+    alone (a look at a matrix still running). `threads`: this process's intra-op threads (default cc.threads)."""
+    from hwkd.kd.base import schemes
+    from hwkd.models.checkpoint import load_model
+
+    known = schemes()
+    unknown = [s for s in cc.schemes if s != "none" and s not in known]
+    if unknown:
+        raise HwkdError(f"unknown KD scheme(s): {', '.join(unknown)}", f"use none or {', '.join(sorted(known))}")
+    out = Path(out)
+    _check_settings(out, cc, teacher_path, train_missing)
     teacher, _ = load_model(teacher_path)
     cells = [(st, sc, seed) for st in cc.students for sc in cc.schemes for seed in range(cc.seeds)]
-    results = []
+    results, held = [], []
     for i, (student, scheme, seed) in enumerate(cells, 1):
         cdir = out / "cells" / _label(student) / scheme / f"seed{seed}"
         done = cdir / "result.json"
@@ -104,43 +129,134 @@ def run_compare(out: Path, cc: CompareConfig, teacher_path: Path, data: dict | N
             continue
         if not train_missing:
             continue
-        cfg = resolve_config(student, hop=teacher.cfg.hop)
-        dset = (data or {}).get(cfg.in_channels)
-        if dset is None:
-            from hwkd.data.synth import default_dataset
-            dset = default_dataset(cfg.in_channels, progress=progress)
-        log(f"hwkd compare: cell {i}/{len(cells)}: {_label(student)} x {scheme} x seed {seed}")
-        t0 = time.perf_counter()
-        tcfg = TrainConfig(epochs=cc.epochs, batch_size=cc.batch_size, lr=cc.lr, seed=seed, segment_s=cc.segment_s,
-                           threads=cc.threads, max_steps_per_epoch=cc.max_steps_per_epoch,
-                           val_pesq_clips=cc.val_pesq_clips)
-        train_set = SpeechPairs(dset, split="train", mode="segment", segment_s=cc.segment_s,
-                                channels=cfg.in_channels, seed=seed)
-        val_set = SpeechPairs(dset, split="val", mode="utterance", channels=cfg.in_channels)
-        torch.manual_seed(seed)
-        model = DPDCRN(cfg)
-        objective = None if scheme == "none" else KDObjective(
-            teacher, model, scheme, cc.batch_size, int(round(cc.segment_s * 16000)), lam=cc.lam)
-        train(model, train_set, val_set, cdir, tcfg, objective=objective, progress=progress,
-              meta={"data": str(dset), "command": f"hwkd compare cell {student} {scheme} seed {seed}"})
-        best, _ = load_model(cdir / "best.pt")
-        sc_ = scan(dset, channels=cfg.in_channels)
-        pairs = sc_.good_pairs(select_pairs(sc_, cc.eval_split))
-        pairs = pairs[: cc.eval_limit] if cc.eval_limit else pairs
-        ev = evaluate_pairs(best, pairs, progress=False)
-        res = {"student": _label(student), "student_spec": student, "scheme": scheme, "seed": seed,
-               "in_channels": cfg.in_channels, "params": count_params(best), "macs_per_s": macs(best)["macs_per_s"],
-               "eval_split": cc.eval_split, "eval_clips": len(pairs),
-               "enhanced": {m: ev["enhanced"][m]["mean"] for m in METRICS},
-               "noisy": {m: ev["noisy"][m]["mean"] for m in METRICS},
-               "train_s": round(time.perf_counter() - t0, 1)}
-        write_text_atomic(done, json.dumps(res, indent=1))
-        log(f"  SI-SDR {res['enhanced']['si_sdr_db']:.2f} dB, PESQ {res['enhanced']['pesq_wb']:.3f} "
-            f"({res['train_s']} s)")
-        results.append(res)
+        claim = claim_cell(cdir)
+        if claim is None:
+            held.append(f"{_label(student)} x {scheme} x seed {seed}")
+            continue
+        with claim:
+            if done.is_file():                       # finished by another process since the check above
+                results.append(json.loads(done.read_text()))
+                continue
+            results.append(_run_cell(cdir, f"{i}/{len(cells)}", student, scheme, seed, cc, teacher, data,
+                                     progress, log, threads))
+    if held:
+        log(f"hwkd compare: {len(held)} cell(s) left to the other process(es) training them: " + "; ".join(held))
     if not results and not train_missing:
         raise HwkdError(f"no finished cells in {out} yet", "wait for the first cell, or rerun without --report-only")
     return results
+
+
+def _run_cell(cdir: Path, which: str, student: str, scheme: str, seed: int, cc: CompareConfig, teacher,
+              data: dict | None, progress: bool, log, threads: int | None) -> dict:
+    """Train (or resume) one cell, evaluate its best checkpoint, write and return result.json."""
+    import torch
+
+    from hwkd.data.datasets import SpeechPairs, select_pairs
+    from hwkd.data.layouts import scan
+    from hwkd.hw.cost import count_params, macs
+    from hwkd.kd.objective import KDObjective
+    from hwkd.models import DPDCRN
+    from hwkd.models.checkpoint import load_model
+    from hwkd.models.registry import resolve_config
+    from hwkd.train.evaluate import evaluate_pairs
+    from hwkd.train.trainer import TrainConfig, train
+
+    cfg = resolve_config(student, hop=teacher.cfg.hop)
+    dset = (data or {}).get(cfg.in_channels)
+    if dset is None:
+        from hwkd.data.synth import default_dataset
+        dset = default_dataset(cfg.in_channels, progress=progress)
+    log(f"hwkd compare: cell {which}: {_label(student)} x {scheme} x seed {seed}")
+    t0 = time.perf_counter()
+    tcfg = TrainConfig(epochs=cc.epochs, batch_size=cc.batch_size, lr=cc.lr, seed=seed, segment_s=cc.segment_s,
+                       threads=threads or cc.threads, max_steps_per_epoch=cc.max_steps_per_epoch,
+                       val_pesq_clips=cc.val_pesq_clips)
+    train_set = SpeechPairs(dset, split="train", mode="segment", segment_s=cc.segment_s,
+                            channels=cfg.in_channels, seed=seed)
+    val_set = SpeechPairs(dset, split="val", mode="utterance", channels=cfg.in_channels)
+    torch.manual_seed(seed)
+    model = DPDCRN(cfg)
+    objective = None if scheme == "none" else KDObjective(
+        teacher, model, scheme, cc.batch_size, int(round(cc.segment_s * 16000)), lam=cc.lam)
+    train(model, train_set, val_set, cdir, tcfg, objective=objective, progress=progress,
+          meta={"data": str(dset), "command": f"hwkd compare cell {student} {scheme} seed {seed}"})
+    best, _ = load_model(cdir / "best.pt")
+    sc_ = scan(dset, channels=cfg.in_channels)
+    pairs = sc_.good_pairs(select_pairs(sc_, cc.eval_split))
+    pairs = pairs[: cc.eval_limit] if cc.eval_limit else pairs
+    ev = evaluate_pairs(best, pairs, progress=False)
+    res = {"student": _label(student), "student_spec": student, "scheme": scheme, "seed": seed,
+           "in_channels": cfg.in_channels, "params": count_params(best), "macs_per_s": macs(best)["macs_per_s"],
+           "eval_split": cc.eval_split, "eval_clips": len(pairs),
+           "enhanced": {m: ev["enhanced"][m]["mean"] for m in METRICS},
+           "noisy": {m: ev["noisy"][m]["mean"] for m in METRICS},
+           "train_s": round(time.perf_counter() - t0, 1)}
+    write_text_atomic(cdir / "result.json", json.dumps(res, indent=1))
+    log(f"  {_label(student)} x {scheme} x seed {seed}: SI-SDR {res['enhanced']['si_sdr_db']:.2f} dB, "
+        f"PESQ {res['enhanced']['pesq_wb']:.3f} ({res['train_s']} s)")
+    return res
+
+
+def _worker(k: int, out: Path, cc: CompareConfig, teacher_path: Path, data: dict, threads: int) -> None:
+    import sys
+    die_with_parent()
+
+    def log(msg):       # one write per line: lines of side-by-side workers must not interleave
+        sys.stdout.write(f"[worker {k}] {msg}\n")
+        sys.stdout.flush()
+    try:
+        run_compare(out, cc, teacher_path, data=data, progress=False, log=log, threads=threads)
+    except HwkdError as e:
+        print(f"hwkd compare: worker {k}: {e}", file=sys.stderr, flush=True)
+        sys.exit(e.exit_code)
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+def run_compare_parallel(out: Path, cc: CompareConfig, teacher_path: Path, workers: int, data: dict | None = None,
+                         progress: bool = True, log=print) -> list[dict]:
+    """run_compare in `workers` processes that share the cells out by their claims; then every finished cell.
+    Intra-op threads per worker: cc.threads, else cores // workers (at least 1). A worker that fails stops
+    the others (their cells resume on the next run), as one failing cell stops a single-process run."""
+    import multiprocessing as mp
+
+    from hwkd.models.checkpoint import load_model
+    from hwkd.models.registry import resolve_config
+
+    if workers <= 1:
+        return run_compare(out, cc, teacher_path, data=data, progress=progress, log=log)
+    out = Path(out)
+    _check_settings(out, cc, teacher_path, True)
+    # the datasets once, here: workers synthesising the default corpus side by side would race
+    data = dict(data or {})
+    hop = load_model(teacher_path)[0].cfg.hop
+    for ch in sorted({resolve_config(st, hop=hop).in_channels for st in cc.students} - set(data)):
+        from hwkd.data.synth import default_dataset
+        data[ch] = default_dataset(ch, progress=progress)
+    threads = cc.threads or max(1, (os.cpu_count() or 1) // workers)
+    log(f"hwkd compare: {workers} workers, {threads} thread(s) each; progress per cell")
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=_worker, args=(k, out, cc, Path(teacher_path), data, threads), name=f"compare-{k}")
+             for k in range(workers)]
+    for p in procs:
+        p.start()
+    try:
+        while any(p.is_alive() for p in procs):
+            failed = [(k, p.exitcode) for k, p in enumerate(procs) if p.exitcode not in (None, 0)]
+            if failed:
+                break
+            time.sleep(0.5)
+        failed = [(k, p.exitcode) for k, p in enumerate(procs) if p.exitcode not in (None, 0)]
+    finally:
+        for p in procs:
+            if p.is_alive():
+                p.terminate()
+            p.join()
+    if failed:
+        k, code = failed[0]
+        raise HwkdError(f"compare worker {k} failed (exit code {code}); the other workers were stopped",
+                        "see its message above; finished cells are kept, rerun the same command to resume")
+    return run_compare(out, cc, teacher_path, data=data, progress=False, log=log, train_missing=False)
 
 
 def report(results: list[dict], report_dir: Path, cc: CompareConfig) -> dict:

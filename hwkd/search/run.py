@@ -18,7 +18,6 @@ rung whose result exists is not recomputed).
 
 from __future__ import annotations
 
-import ctypes
 import hashlib
 import json
 import os
@@ -33,6 +32,7 @@ from pathlib import Path
 from hwkd.audio.io import write_text_atomic
 from hwkd.errors import HwkdError
 from hwkd.paths import hwkd_home
+from hwkd.sysinfo import die_with_parent
 
 DIRECTIONS = ("maximize", "minimize", "minimize")        # quality (val SI-SDR dB), latency ms per hop, GMAC/s
 MAX_DUPLICATES_IN_A_ROW = 40
@@ -82,13 +82,6 @@ def resolve_run(name_or_path: str) -> Path:
 
 def candidate_key(cfg) -> str:
     return hashlib.sha1(json.dumps(cfg.to_dict(), sort_keys=True).encode()).hexdigest()[:10]
-
-
-def _set_pdeathsig():  # the child dies with its worker (kill -9 of the worker leaves no orphan trainer)
-    try:
-        ctypes.CDLL("libc.so.6").prctl(1, signal.SIGKILL)       # PR_SET_PDEATHSIG
-    except OSError:
-        pass
 
 
 def _pid_alive(pid: int) -> bool:
@@ -278,7 +271,7 @@ class Search:
         write_text_atomic(spec_path, json.dumps(spec, indent=1))
         with open(tdir / "trial.log", "a") as logf:
             proc = subprocess.Popen([sys.executable, "-m", "hwkd.search.trial", str(spec_path)], stdout=logf,
-                                    stderr=subprocess.STDOUT, preexec_fn=_set_pdeathsig,
+                                    stderr=subprocess.STDOUT, preexec_fn=die_with_parent,
                                     env={**os.environ, "PYTHONUNBUFFERED": "1"})
             try:
                 rc = proc.wait()
