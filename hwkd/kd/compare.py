@@ -10,9 +10,8 @@ Cells run in parallel: a process takes a cell by an exclusive lock on RUN/cells/
 (flock, held while it trains; the kernel drops it when the process dies, so a killed worker leaves no stale
 claim), and skips cells another process holds. `--workers N` starts N such processes with the cores shared
 out (intra-op threads = cores // N); starting the same command twice does the same by hand. Small
-students scale poorly over intra-op threads, so cells side by side finish the matrix sooner: on the 2-core
-machine two 1-thread cells ran 1.24x (no KD) and 1.28x (I²SRF-TFCKD) the steps per second of one 2-thread
-cell (kd-medium student, batch 8 of 2-s segments).
+students scale poorly over intra-op threads, so cells side by side finish the matrix sooner
+(benchmarks/compare_parallel.py measures it; figures in README).
 
 The report (REPORT_DIR: table.csv, table.md, summary.json, quality_vs_size.png): per student and scheme,
 every metric as mean ± 95 % CI over seeds (Student t; each seed's figure is that run's mean over the
