@@ -757,5 +757,5 @@ def cmd_compare(args) -> int:
     rdir = args.report_dir or Path("reports") / args.out.resolve().name
     report(results, rdir, cc)
     print((rdir / "table.md").read_text())
-    print(f"report in {rdir} (table.md, table.csv, summary.json, quality_vs_size.png)")
+    print(f"report in {rdir} (table.md, table.csv, summary.json, quality_vs_size.png, gain_vs_size.png)")
     return 0

@@ -31,6 +31,7 @@ def test_compare_matrix_report_and_resume(tmp_path, tiny_corpus, tiny_foa):
     assert df[df["scheme"] == "none"]["si_sdr_db_gain_vs_none"].abs().max() == 0
     assert set(df["in_channels"]) == {1, 4}                      # a mono and an Ambisonics student
     assert (tmp_path / "report" / "quality_vs_size.png").stat().st_size > 1000
+    assert (tmp_path / "report" / "gain_vs_size.png").stat().st_size > 1000
     assert "i2srf-tfckd" in (tmp_path / "report" / "table.md").read_text()
     # resume: a finished matrix is not retrained; a cell whose result is missing is redone alone
     victim = cells[0]

@@ -13,9 +13,10 @@ out (intra-op threads = cores // N); starting the same command twice does the sa
 students scale poorly over intra-op threads, so cells side by side finish the matrix sooner
 (benchmarks/compare_parallel.py measures it; figures in README).
 
-The report (REPORT_DIR: table.csv, table.md, summary.json, quality_vs_size.png): per student and scheme,
-every metric as mean ± 95 % CI over seeds (Student t; each seed's figure is that run's mean over the
-evaluation utterances), the gain over no-KD, and a plot of quality against student size per scheme.
+The report (REPORT_DIR: table.csv, table.md, summary.json, quality_vs_size.png, gain_vs_size.png): per
+student and scheme, every metric as mean ± 95 % CI over seeds (Student t; each seed's figure is that run's
+mean over the evaluation utterances), the gain over no-KD, and plots of quality and of the gain against
+student size per scheme.
 
 Gains are paired by seed: a seed fixes the student's initial weights and the order of the training data in
 every scheme (only the loss differs), so the gain is the mean over seeds of (scheme − none) at the same
@@ -334,6 +335,7 @@ def report(results: list[dict], report_dir: Path, cc: CompareConfig) -> dict:
                          for student in dict.fromkeys(d["student"] for d in duels)]
     (report_dir / "table.md").write_text("\n".join(lines) + "\n")
     _plot(df, report_dir / "quality_vs_size.png")
+    _plot(df, report_dir / "gain_vs_size.png", gain=True)
     summary = {"settings": asdict(cc), "cells_finished": len(results), "cells_total": total, "rows": rows,
                "head_to_head": {"scheme": FOCUS, "pairs": duels}}
     (report_dir / "summary.json").write_text(json.dumps(summary, indent=1))
@@ -361,18 +363,26 @@ def verdict(student: str, duels: list[dict]) -> str:
     return f"- {student}: {FOCUS} " + "; ".join(parts) + "."
 
 
-def _plot(df, path: Path) -> None:
+def _plot(df, path: Path, gain: bool = False) -> None:
+    """Quality (mean ± CI over seeds) or, with gain=True, the paired gain over no-KD (± its CI) against
+    student parameters, one line per scheme; SI-SDR and PESQ-WB side by side."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     for ax, (m, name) in zip(axes, (("si_sdr_db", "SI-SDR (dB)"), ("pesq_wb", "PESQ-WB"))):
-        for scheme, g in df.groupby("scheme", sort=False):
+        groups = [(sc, g) for sc, g in df.groupby("scheme", sort=False) if not (gain and sc == "none")]
+        for k, (scheme, g) in enumerate(groups):
             g = g.sort_values("params")
-            ax.errorbar(g["params"], g[m], yerr=g[f"{m}_ci95"].fillna(0), marker="o", capsize=3, label=scheme)
+            y, err = (f"{m}_gain_vs_none", f"{m}_gain_ci95") if gain else (m, f"{m}_ci95")
+            dodge = 1.04 ** (k - (len(groups) - 1) / 2)         # schemes side by side at each size (log x)
+            ax.errorbar(g["params"] * dodge, g[y], yerr=g[err].astype(float).fillna(0), marker="o", capsize=3,
+                        label=scheme)
+        if gain:
+            ax.axhline(0, color="k", lw=0.8)
         ax.set_xscale("log")
         ax.set_xlabel("student parameters")
-        ax.set_ylabel(name)
+        ax.set_ylabel(f"{name} gain over no-KD (paired by seed)" if gain else name)
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
     fig.tight_layout()
