@@ -233,6 +233,33 @@ def test_two_workers_share_one_study_on_a_database_server(tmp_path, tiny_corpus,
     assert summ["trials_complete"] == 4 and summ["front"]
 
 
+def test_workers_asking_at_once_neither_train_a_candidate_twice_nor_overrun_trials(tmp_path):
+    import threading
+
+    import optuna
+    from optuna.trial import TrialState
+
+    from hwkd.search.run import Search
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 's.db'}", study_name="s",
+                                directions=["maximize", "minimize", "minimize"])
+    s = Search.__new__(Search)        # only the study-facing parts: no teacher, no data
+    s.study, s.nni = study, None
+    a, b = study.ask(), study.ask()   # two workers asked at once; b writes its key first
+    b.set_user_attr("key", "k1")
+    threading.Timer(0.5, lambda: a.set_user_attr("key", "k1")).start()
+    t0 = time.monotonic()
+    assert [t.number for t in s._earlier_same_key(b.number, "k1")] == [a.number]   # b waited for a's key
+    assert time.monotonic() - t0 >= 0.4
+    assert s._earlier_same_key(a.number, "k1") == []         # a neither waits on nor yields to b
+    assert s._earlier_same_key(b.number, "k2") == []
+    # --trials 2 with a done and b running: a worker that saw one left asks a third trial, closed unrun
+    study.tell(a, [1.0, 1.0, 1.0])
+    assert s.run_one({}, limit=2) == "over_limit"
+    c = study.get_trials()[-1]
+    assert c.state == TrialState.PRUNED and c.user_attrs["over_limit"] and s.counted() == 2
+
+
 def test_nni_tuners_propose_into_the_optuna_study(tmp_path):
     import optuna
 

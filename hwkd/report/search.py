@@ -29,7 +29,7 @@ def collect(run: Path, settings: dict) -> tuple:
     rows = []
     for t in study.get_trials(deepcopy=False):
         a = t.user_attrs
-        if a.get("duplicate_of") is not None or t.state.name == "WAITING":
+        if a.get("duplicate_of") is not None or a.get("over_limit") or t.state.name == "WAITING":
             continue
         cfg = a.get("config", {})
         rows.append({"trial": t.number, "state": t.state.name, "key": a.get("key"),

@@ -36,6 +36,7 @@ from hwkd.sysinfo import die_with_parent
 
 DIRECTIONS = ("maximize", "minimize", "minimize")        # quality (val SI-SDR dB), latency ms per hop, GMAC/s
 MAX_DUPLICATES_IN_A_ROW = 40
+KEY_WAIT_S = 10.0     # how long a trial waits for earlier trials, asked a moment before, to write their key
 
 
 @dataclass
@@ -245,12 +246,12 @@ class Search:
                 retried += 1
         return retried
 
-    def counted(self) -> int:
+    def counted(self, trials=None) -> int:
         """Trials that count against --trials: finished (complete, or failed with a reason) and running."""
         from optuna.trial import TrialState
         n = 0
-        for t in self.trials():
-            if t.user_attrs.get("duplicate_of") is not None:
+        for t in self.trials() if trials is None else trials:
+            if t.user_attrs.get("duplicate_of") is not None or t.user_attrs.get("over_limit"):
                 continue
             if t.state in (TrialState.COMPLETE, TrialState.RUNNING) or (t.state == TrialState.FAIL
                                                                         and "error" in t.user_attrs):
@@ -304,8 +305,34 @@ class Search:
         c = [t.user_attrs["latency_ms"] for t in done] + [r0["latency_ms"]]
         return bool(front_mask(q, c)[-1])
 
-    def run_one(self, faults: dict) -> str:
-        """Ask, run, tell one trial; returns 'done', 'failed', 'duplicate'."""
+    def _earlier_same_key(self, number: int, key: str) -> list:
+        """Running or finished trials numbered before `number` that train the candidate `key`.
+
+        Two workers that ask at the same moment each write their key just after asking; the later-numbered one
+        first waits (at most KEY_WAIT_S) until every earlier running trial has written its key, so of two
+        trials of one candidate the later always sees the earlier and steps aside, and the earlier never waits
+        on the later. A running trial without a key older than a minute is a dead worker's and not waited for.
+        """
+        import datetime
+
+        from optuna.trial import TrialState
+        deadline = time.monotonic() + KEY_WAIT_S
+        while True:
+            earlier = [t for t in self.trials() if t.number < number]
+            now = datetime.datetime.now()
+            pending = [t for t in earlier if t.state == TrialState.RUNNING and "key" not in t.user_attrs
+                       and t.datetime_start is not None and (now - t.datetime_start).total_seconds() < 60]
+            if not pending or time.monotonic() > deadline:
+                return [t for t in earlier if t.user_attrs.get("key") == key
+                        and t.state in (TrialState.RUNNING, TrialState.COMPLETE)]
+            time.sleep(0.05)
+
+    def run_one(self, faults: dict, limit: int | None = None) -> str:
+        """Ask, run, tell one trial; returns 'done', 'failed', 'duplicate' or 'over_limit'.
+
+        'over_limit': trials asked before this one already fill --trials (two workers that both saw one trial
+        left asked at once); the trial is closed unrun, so a shared study never runs more than --trials.
+        """
         from optuna.trial import TrialState
 
         from hwkd.search.controllers import scalar_score, suggest
@@ -317,14 +344,17 @@ class Search:
                 if prop is not None:        # None: the tuner has nothing to propose now; the sampler draws
                     self.study.enqueue_trial(prop[1], user_attrs={"nni_id": prop[0], "nni_worker": self.worker})
         trial = self.study.ask()
+        if limit is not None and self.counted([t for t in self.trials() if t.number < trial.number]) >= limit:
+            trial.set_user_attr("over_limit", True)
+            self.study.tell(trial, state=TrialState.PRUNED)
+            return "over_limit"
         cand = suggest(trial, self.space)
         cfg = self.space.to_config(cand)
         key = candidate_key(cfg)
         trial.set_user_attr("key", key)
         trial.set_user_attr("worker", self.worker)
         trial.set_user_attr("config", cfg.to_dict())
-        same = [t for t in self.trials() if t.user_attrs.get("key") == key and t.number < trial.number
-                and t.state in (TrialState.RUNNING, TrialState.COMPLETE)]
+        same = self._earlier_same_key(trial.number, key)
         if same:
             trial.set_user_attr("duplicate_of", same[0].number)
             self.study.tell(trial, state=TrialState.PRUNED)
@@ -404,8 +434,10 @@ class Search:
                 if budget is not None and elapsed >= budget:
                     stop = "time budget"
                     break
-                outcome = self.run_one(faults)
+                outcome = self.run_one(faults, limit)
                 write_text_atomic(clock, json.dumps({"elapsed_s": spent + time.perf_counter() - t_start}))
+                if outcome == "over_limit":
+                    continue          # the loop's test ends it, or retries if an earlier trial was a duplicate
                 if outcome == "duplicate":
                     dups += 1
                     if dups >= MAX_DUPLICATES_IN_A_ROW:
