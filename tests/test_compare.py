@@ -123,19 +123,19 @@ def test_a_claimed_cell_is_skipped_and_freed_when_its_holder_dies(tmp_path):
     import subprocess
     import sys
 
-    from hwkd.kd.compare import claim_cell
+    from hwkd.paths import claim_folder
     cdir = tmp_path / "cell"
-    mine = claim_cell(cdir)
-    assert mine is not None and claim_cell(cdir) is None              # a second claim, even in-process: refused
+    mine = claim_folder(cdir)
+    assert mine is not None and claim_folder(cdir) is None              # a second claim, even in-process: refused
     mine.close()
     holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom pathlib import Path\n"
-                               "from hwkd.kd.compare import claim_cell\n"
-                               f"c = claim_cell(Path({str(cdir)!r}))\nprint('held', flush=True)\ntime.sleep(60)"],
+                               "from hwkd.paths import claim_folder\n"
+                               f"c = claim_folder(Path({str(cdir)!r}))\nprint('held', flush=True)\ntime.sleep(60)"],
                               stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == "held"
-    assert claim_cell(cdir) is None and json.loads((cdir / "claim.lock").read_text())["pid"] == holder.pid
+    assert claim_folder(cdir) is None and json.loads((cdir / "claim.lock").read_text())["pid"] == holder.pid
     holder.kill()                                                        # kill -9: the kernel drops its lock
     holder.wait()
-    again = claim_cell(cdir)
+    again = claim_folder(cdir)
     assert again is not None
     again.close()

@@ -260,6 +260,62 @@ def test_workers_asking_at_once_neither_train_a_candidate_twice_nor_overrun_tria
     assert c.state == TrialState.PRUNED and c.user_attrs["over_limit"] and s.counted() == 2
 
 
+def test_a_trial_without_heartbeat_is_failed_and_retried_by_any_worker(tmp_path):
+    import optuna
+    from optuna.distributions import CategoricalDistribution
+
+    from hwkd.search.run import Search, _Heartbeat
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 's.db'}", heartbeat_interval=1, grace_period=3)
+    study = optuna.create_study(storage=storage, study_name="s", directions=["maximize", "minimize", "minimize"])
+    s = Search.__new__(Search)
+    s.study, s.storage, s.nni = study, storage, None
+    dist = {"channels": CategoricalDistribution([8, 12])}
+    dead, live = study.ask(dist), study.ask(dist)
+    for t, key in ((dead, "k1"), (live, "k2")):       # workers on other hosts: no process this host can check
+        t.set_user_attr("key", key)
+        t.set_user_attr("worker", f"elsewhere:{t.number + 1}")
+    storage.record_heartbeat(dead._trial_id)          # one stamp, then its worker goes silent
+    with _Heartbeat(storage, live._trial_id):
+        time.sleep(4.5)
+        assert s.recover() == 1
+    got = {t.number: t for t in study.get_trials()}
+    assert got[dead.number].state.name == "FAIL" and got[live.number].state.name == "RUNNING"
+    retry = [t for t in got.values() if t.state.name == "WAITING"]
+    assert len(retry) == 1 and retry[0].user_attrs["retry_of"] == dead.number
+    assert s.recover() == 0                           # one retry per dead trial
+    # a finished trial of the candidate makes any other trial of it redundant, whatever their numbers
+    study.tell(live, [1.0, 1.0, 1.0])
+    assert [t.number for t in s._earlier_same_key(0, "k2")] == [live.number]
+
+
+def test_a_worker_failed_as_stale_while_it_ran_keeps_its_finished_result(tmp_path):
+    import optuna
+    from optuna.distributions import CategoricalDistribution
+
+    from hwkd.models.dpdcrn import DPDCRNConfig
+    from hwkd.search.run import Search, SearchConfig
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 's.db'}")
+    study = optuna.create_study(storage=storage, study_name="s", directions=["maximize", "minimize", "minimize"])
+    s = Search.__new__(Search)
+    s.study, s.storage, s.nni, s.run, s.cost_ref = study, storage, None, tmp_path, 16.0
+    s.sc, s.target, s.log = SearchConfig(promote_steps=0), {"name": "rpi4"}, lambda m: None
+    trial = study.ask({"channels": CategoricalDistribution([8, 12])})
+    trial.set_user_attr("key", "k1")
+    tdir = tmp_path / "trials" / "k1"
+    tdir.mkdir(parents=True)        # the child's rung-0 result, as a trial that trained to the end leaves it
+    (tdir / "rung0.json").write_text(json.dumps({"val_si_sdr_db": 9.0, "val_pesq_wb": 1.5, "latency_ms": 2.0,
+                                                 "hop_ms": 16.0, "macs_per_s": 3e8, "train_s": 1.0}))
+    study.tell(trial, state=optuna.trial.TrialState.FAIL)     # another worker saw no heartbeat and failed it
+    assert s._train_candidate(trial, tdir, {"channels": 8}, DPDCRNConfig(), {}) == "done"
+    done = [t for t in study.get_trials() if t.state.name == "COMPLETE"]
+    assert len(done) == 1 and done[0].number != trial.number and done[0].user_attrs["recorded_for"] == trial.number
+    assert done[0].values == [9.0, 2.0, 0.3] and done[0].params == trial.params
+    assert done[0].user_attrs["key"] == "k1" and done[0].user_attrs["feasible"] is True
+    assert s.recover() == 0         # the candidate has a finished trial: the failed one is not retried
+
+
 def test_nni_tuners_propose_into_the_optuna_study(tmp_path):
     import optuna
 

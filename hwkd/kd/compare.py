@@ -28,17 +28,16 @@ no-KD and every baseline on PESQ-WB and SI-SDR at every size?).
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import os
-import socket
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from hwkd.audio.io import write_text_atomic
 from hwkd.errors import HwkdError
+from hwkd.paths import claim_folder
 from hwkd.sysinfo import die_with_parent
 
 METRICS = ("pesq_wb", "stoi", "estoi", "si_sdr_db")
@@ -87,23 +86,6 @@ def _check_settings(out: Path, cc: CompareConfig, teacher_path: Path, train_miss
         write_text_atomic(saved, json.dumps(settings, indent=1))
 
 
-def claim_cell(cdir: Path):
-    """An open file holding an exclusive flock on cdir/claim.lock, or None if another process holds the cell.
-    The lock lasts while the file is open and dies with its process; the file says who holds it."""
-    cdir.mkdir(parents=True, exist_ok=True)
-    f = open(cdir / "claim.lock", "a+")
-    try:
-        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        f.close()
-        return None
-    f.seek(0)
-    f.truncate()
-    f.write(json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "since": time.time()}))
-    f.flush()
-    return f
-
-
 def run_compare(out: Path, cc: CompareConfig, teacher_path: Path, data: dict | None = None,
                 progress: bool = True, log=print, train_missing: bool = True, threads: int | None = None) -> list[dict]:
     """Train and evaluate every missing cell no other process holds; returns the finished cells' results.
@@ -129,7 +111,7 @@ def run_compare(out: Path, cc: CompareConfig, teacher_path: Path, data: dict | N
             continue
         if not train_missing:
             continue
-        claim = claim_cell(cdir)
+        claim = claim_folder(cdir)
         if claim is None:
             held.append(f"{_label(student)} x {scheme} x seed {seed}")
             continue

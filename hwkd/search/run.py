@@ -5,15 +5,16 @@ A run is a folder RUN (default $HWKD_HOME/runs/NAME) holding run.json (the setti
 its spec, log, checkpoints per rung, exports, results) and worker clocks. The settings also live in the
 study's user attributes, so a worker on another machine joins with `--storage URL --name NAME` alone.
 
-The loop (per worker): ask the controller for a candidate; skip it if another trial already has or is
-running the same model (the lower trial number wins, checked after both have written their parameters, so
-two workers never train one candidate twice); run rung 0 in a child process (short distillation,
-validation, profiling on the target); promote it to rung 1 (more distillation) when its rung-0 result is on
-the current rung-0 front and enough trials have finished (multi-fidelity); tell the study
-(quality, latency, GMAC/s) and the constraint. A child that raises, gives NaN or is killed marks only that
-trial failed. Ctrl-C or kill -9 loses no finished trial: on --resume, trials of dead workers on this host
-and interrupted ones are retried (their candidate folder resumes training from its last checkpoint, and a
-rung whose result exists is not recomputed).
+The loop (per worker): ask the controller for a candidate; skip it if another trial already has or is running
+the same model (the lower trial number wins: a trial waits until earlier running ones have written their
+candidate; and a candidate folder is held by a file lock while it trains), so two workers never train one
+candidate twice; run rung 0 in a child process (short distillation, validation, profiling on the target);
+promote it to rung 1 (more distillation) when its rung-0 result is on the current rung-0 front and enough
+trials have finished (multi-fidelity); tell the study (quality, latency, GMAC/s) and the constraint. A child
+that raises, gives NaN or is killed marks only that trial failed. Ctrl-C or kill -9 loses no finished trial:
+on --resume, and by the other workers after each trial, trials of dead workers (this host: the process is
+gone; any host: no heartbeat in the store for STALE_AFTER_S) and interrupted ones are retried (their candidate
+folder resumes training from its last checkpoint, and a rung whose result exists is not recomputed).
 """
 
 from __future__ import annotations
@@ -25,18 +26,51 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from hwkd.audio.io import write_text_atomic
 from hwkd.errors import HwkdError
-from hwkd.paths import hwkd_home
+from hwkd.paths import claim_folder, hwkd_home
 from hwkd.sysinfo import die_with_parent
 
 DIRECTIONS = ("maximize", "minimize", "minimize")        # quality (val SI-SDR dB), latency ms per hop, GMAC/s
 MAX_DUPLICATES_IN_A_ROW = 40
 KEY_WAIT_S = 10.0     # how long a trial waits for earlier trials, asked a moment before, to write their key
+HEARTBEAT_S = 30      # a running trial's worker stamps the store this often (the database server's clock) ...
+STALE_AFTER_S = 300   # ... and a running trial without a stamp for this long is a dead worker's: failed, retried
+
+
+class _Heartbeat:
+    """Stamps the trial in the store every `interval` seconds while it runs (Optuna's RDB heartbeat, timed by
+    the database server's clock), so a worker on any machine can tell a dead worker's trial from a long one."""
+
+    def __init__(self, storage, trial_id: int):
+        self.storage, self.trial_id = storage, trial_id
+        self.stop = threading.Event()
+        self.thread = None
+
+    def __enter__(self):
+        interval = self.storage.get_heartbeat_interval()
+        if interval:
+            self.storage.record_heartbeat(self.trial_id)
+            self.thread = threading.Thread(target=self._beat, args=(interval,), daemon=True)
+            self.thread.start()
+        return self
+
+    def _beat(self, interval: float) -> None:
+        while not self.stop.wait(interval):
+            try:
+                self.storage.record_heartbeat(self.trial_id)
+            except Exception:  # noqa: BLE001  (a missed stamp: the grace period spans several)
+                pass
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        if self.thread is not None:
+            self.thread.join(timeout=10)
 
 
 @dataclass
@@ -141,7 +175,9 @@ class Search:
         manifest = self.run / "run.json"
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         import warnings
-        warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)   # multivariate TPE
+        warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)   # TPE, heartbeat
+        # the heartbeat is stamped by hwkd's own thread around ask/tell, which Optuna's warning does not foresee
+        warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
         try:
             self.storage = self._open_storage()
         except Exception as e:  # noqa: BLE001  (SQLAlchemy raises many kinds for a bad URL / down server)
@@ -182,7 +218,8 @@ class Search:
         from sqlalchemy.exc import IntegrityError, ProgrammingError
         for attempt in range(5):
             try:
-                return optuna.storages.RDBStorage(self.storage_url, engine_kwargs=self._engine_kwargs())
+                return optuna.storages.RDBStorage(self.storage_url, engine_kwargs=self._engine_kwargs(),
+                                                  heartbeat_interval=HEARTBEAT_S, grace_period=STALE_AFTER_S)
             except (IntegrityError, ProgrammingError):
                 if attempt == 4:
                     raise
@@ -222,9 +259,12 @@ class Search:
         return self.study.get_trials(deepcopy=False)
 
     def recover(self) -> int:
-        """Trials left RUNNING by dead workers of this host -> failed (no reason: retried); then enqueue one
+        """Trials left RUNNING by dead workers -> failed with no reason (so: retried): on this host, a worker
+        whose process is gone; on any host, a trial without a heartbeat for STALE_AFTER_S. Then enqueue one
         retry of every failed-without-reason trial whose candidate has no live or finished trial."""
+        import optuna
         from optuna.trial import TrialState
+        optuna.storages.fail_stale_trials(self.study)      # any host: no heartbeat for STALE_AFTER_S
         host = socket.gethostname()
         for t in self.trials():
             w = t.user_attrs.get("worker", "")
@@ -238,7 +278,8 @@ class Search:
         for t in ts:
             if t.state != TrialState.FAIL or "error" in t.user_attrs or "key" not in t.user_attrs:
                 continue
-            later = [u for u in ts if u.user_attrs.get("key") == t.user_attrs["key"] and u.number > t.number]
+            later = [u for u in ts if u.number > t.number and (u.user_attrs.get("key") == t.user_attrs["key"]
+                                                                or u.user_attrs.get("retry_of") == t.number)]
             live = [u for u in ts if u.user_attrs.get("key") == t.user_attrs["key"]
                     and u.state in (TrialState.RUNNING, TrialState.COMPLETE, TrialState.WAITING)]
             if not later and not live:
@@ -306,7 +347,8 @@ class Search:
         return bool(front_mask(q, c)[-1])
 
     def _earlier_same_key(self, number: int, key: str) -> list:
-        """Running or finished trials numbered before `number` that train the candidate `key`.
+        """Trials that make trial `number` of candidate `key` redundant: running ones numbered before it, and
+        finished ones of any number.
 
         Two workers that ask at the same moment each write their key just after asking; the later-numbered one
         first waits (at most KEY_WAIT_S) until every earlier running trial has written its key, so of two
@@ -323,19 +365,22 @@ class Search:
             pending = [t for t in earlier if t.state == TrialState.RUNNING and "key" not in t.user_attrs
                        and t.datetime_start is not None and (now - t.datetime_start).total_seconds() < 60]
             if not pending or time.monotonic() > deadline:
-                return [t for t in earlier if t.user_attrs.get("key") == key
-                        and t.state in (TrialState.RUNNING, TrialState.COMPLETE)]
+                return ([t for t in earlier if t.user_attrs.get("key") == key and t.state == TrialState.RUNNING]
+                        + [t for t in self.trials() if t.user_attrs.get("key") == key
+                           and t.state == TrialState.COMPLETE])
             time.sleep(0.05)
 
     def run_one(self, faults: dict, limit: int | None = None) -> str:
-        """Ask, run, tell one trial; returns 'done', 'failed', 'duplicate' or 'over_limit'.
+        """Ask, run, tell one trial; returns 'done', 'failed', 'duplicate', 'over_limit' or 'stale'.
 
         'over_limit': trials asked before this one already fill --trials (two workers that both saw one trial
         left asked at once); the trial is closed unrun, so a shared study never runs more than --trials.
+        'stale': another worker failed this trial for want of a heartbeat while it ran (this worker was
+        stopped or cut off for STALE_AFTER_S) and it then failed too; the retry runs it again. Had it finished,
+        its result is added to the study as a new trial ('done'): finished work is never dropped.
         """
         from optuna.trial import TrialState
 
-        from hwkd.search.controllers import scalar_score, suggest
         if self.nni is not None:
             self.nni.observe([t for t in self.trials() if t.state in (TrialState.COMPLETE, TrialState.FAIL)])
             waiting = [t for t in self.trials() if t.state == TrialState.WAITING]
@@ -348,6 +393,21 @@ class Search:
             trial.set_user_attr("over_limit", True)
             self.study.tell(trial, state=TrialState.PRUNED)
             return "over_limit"
+        with _Heartbeat(self.storage, trial._trial_id):    # Optuna names a trial in its store by _trial_id only
+            return self._run_asked(trial, faults)
+
+    def _still_running(self, trial) -> bool:
+        from optuna.trial import TrialState
+        if self.storage.get_trial(trial._trial_id).state == TrialState.RUNNING:
+            return True
+        self.log(f"  trial {trial.number}: failed by another worker while it ran (no heartbeat for "
+                 f"{STALE_AFTER_S} s: was this worker stopped or cut off from the store?)")
+        return False
+
+    def _run_asked(self, trial, faults: dict) -> str:
+        from optuna.trial import TrialState
+
+        from hwkd.search.controllers import suggest
         cand = suggest(trial, self.space)
         cfg = self.space.to_config(cand)
         key = candidate_key(cfg)
@@ -360,7 +420,19 @@ class Search:
             self.study.tell(trial, state=TrialState.PRUNED)
             return "duplicate"
         tdir = self.run / "trials" / key
-        tdir.mkdir(parents=True, exist_ok=True)
+        claim = claim_folder(tdir)
+        if claim is None:     # a live process on this disk trains the candidate (a stalled trial's worker)
+            others = [t.number for t in self.trials() if t.user_attrs.get("key") == key and t.number != trial.number]
+            trial.set_user_attr("duplicate_of", others[0] if others else -1)
+            self.study.tell(trial, state=TrialState.PRUNED)
+            return "duplicate"
+        with claim:
+            return self._train_candidate(trial, tdir, cand, cfg, faults)
+
+    def _train_candidate(self, trial, tdir: Path, cand: dict, cfg, faults: dict) -> str:
+        from optuna.trial import TrialState
+
+        from hwkd.search.controllers import scalar_score
         spec = {"dir": str(tdir), "config": cfg.to_dict(), "candidate": cand, "teacher": self.sc.teacher,
                 "kd": self.sc.kd, "lam": self.sc.lam, "data": self.sc.data, "batch_size": self.sc.batch_size,
                 "segment_s": self.sc.segment_s, "lr": self.sc.lr, "seed": self.sc.seed,
@@ -371,23 +443,25 @@ class Search:
         try:
             r0, err = self._child(tdir, {**spec, "rung": 0, "steps": self.sc.steps})
             if err:
+                if not self._still_running(trial):
+                    return "stale"
                 trial.set_user_attr("error", err)
                 self.study.tell(trial, state=TrialState.FAIL)
                 self.log(f"  trial {trial.number} FAILED: {err}")
                 return "failed"
             r0["constraint"] = self.constraint(r0["latency_ms"], r0["hop_ms"])
-            final = dict(r0)
-            trial.set_user_attr("rung0_si_sdr_db", r0["val_si_sdr_db"])
+            final = {**r0, "rung0_si_sdr_db": r0["val_si_sdr_db"]}
             if self._promote(trial.number, r0):
                 r1, err = self._child(tdir, {**spec, "rung": 1, "steps": self.sc.promote_steps,
                                              "steps_before": self.sc.steps})
                 if err:       # the rung-0 result stands; the failure is recorded
-                    trial.set_user_attr("rung1_error", err)
+                    final["rung1_error"] = err
                 else:
                     final.update({k: r1[k] for k in ("rung", "val_si_sdr_db", "val_pesq_wb", "total_steps")})
                     final["train_s"] = r0["train_s"] + r1["train_s"]
         except KeyboardInterrupt:
-            self.study.tell(trial, state=TrialState.FAIL)      # no reason recorded: retried on --resume
+            if self._still_running(trial):
+                self.study.tell(trial, state=TrialState.FAIL)      # no reason recorded: retried on --resume
             raise
         final["rung"] = final.get("rung", 0)
         final["total_steps"] = final.get("total_steps", self.sc.steps)
@@ -395,12 +469,21 @@ class Search:
         final["feasible"] = final["constraint"] <= 0
         final["score"] = scalar_score(final["val_si_sdr_db"], final["latency_ms"], self.cost_ref,
                                       not final["feasible"])
-        for k, v in final.items():
-            trial.set_user_attr(k, v)
-        trial.set_constraint("latency", final["constraint"])
-        trial.set_user_attr("checkpoint", str(tdir / f"rung{final['rung']}" / "best.pt"))
+        final["checkpoint"] = str(tdir / f"rung{final['rung']}" / "best.pt")
         values = [final["val_si_sdr_db"], final["latency_ms"], final["macs_per_s"] / 1e9]
-        self.study.tell(trial, values)
+        if self._still_running(trial):
+            for k, v in final.items():
+                trial.set_user_attr(k, v)
+            trial.set_constraint("latency", final["constraint"])
+            self.study.tell(trial, values)
+        else:   # failed as stale while this worker was cut off, and perhaps retried: the finished work is kept
+            import optuna
+            frozen = self.storage.get_trial(trial._trial_id)
+            self.study.add_trial(optuna.trial.create_trial(
+                params=frozen.params, distributions=frozen.distributions, values=values,
+                user_attrs={**frozen.user_attrs, **final, "recorded_for": trial.number},
+                constraints={"latency": final["constraint"]}))
+            self.log(f"  trial {trial.number}: its finished result is added to the study as a new trial")
         return "done"
 
     def loop(self, trials: int | None = None, time_budget_s: float | None = None) -> dict:
@@ -436,6 +519,9 @@ class Search:
                     break
                 outcome = self.run_one(faults, limit)
                 write_text_atomic(clock, json.dumps({"elapsed_s": spent + time.perf_counter() - t_start}))
+                retried = self.recover()          # a worker elsewhere may have died meanwhile
+                if retried:
+                    self.log(f"hwkd search: retrying {retried} trial(s) of a worker that stopped")
                 if outcome == "over_limit":
                     continue          # the loop's test ends it, or retries if an earlier trial was a duplicate
                 if outcome == "duplicate":
