@@ -102,12 +102,12 @@ def run_compare(out: Path, cc: CompareConfig, teacher_path: Path, data: dict | N
     _check_settings(out, cc, teacher_path, train_missing)
     teacher, _ = load_model(teacher_path)
     cells = [(st, sc, seed) for st in cc.students for sc in cc.schemes for seed in range(cc.seeds)]
-    results, held = [], []
+    results, held, trained = [], [], False
     for i, (student, scheme, seed) in enumerate(cells, 1):
         cdir = out / "cells" / _label(student) / scheme / f"seed{seed}"
         done = cdir / "result.json"
         if done.is_file():
-            results.append(json.loads(done.read_text()))
+            results.append(_load_cell(cdir))
             continue
         if not train_missing:
             continue
@@ -117,15 +117,31 @@ def run_compare(out: Path, cc: CompareConfig, teacher_path: Path, data: dict | N
             continue
         with claim:
             if done.is_file():                       # finished by another process since the check above
-                results.append(json.loads(done.read_text()))
+                results.append(_load_cell(cdir))
                 continue
             results.append(_run_cell(cdir, f"{i}/{len(cells)}", student, scheme, seed, cc, teacher, data,
                                      progress, log, threads))
+            trained = True
+    if trained and len({str(r.get("threads")) for r in results}) > 1:
+        log("hwkd compare: the finished cells were trained with different intra-op thread counts ("
+            + ", ".join(sorted({str(r.get("threads")) for r in results})) + "); CPU results change with the "
+            "count, so the report notes the students where it is mixed")
     if held:
         log(f"hwkd compare: {len(held)} cell(s) left to the other process(es) training them: " + "; ".join(held))
     if not results and not train_missing:
         raise HwkdError(f"no finished cells in {out} yet", "wait for the first cell, or rerun without --report-only")
     return results
+
+
+def _load_cell(cdir: Path) -> dict:
+    """A finished cell's result.json; cells from before hwkd recorded `threads` there get it from the training
+    config in their checkpoint ("default": torch's own count on the machine that trained it)."""
+    res = json.loads((cdir / "result.json").read_text())
+    if "threads" not in res and (cdir / "last.pt").is_file():
+        import torch
+        ck = torch.load(cdir / "last.pt", map_location="cpu", weights_only=True)
+        res["threads"] = ck.get("train", {}).get("config", {}).get("threads") or "default"
+    return res
 
 
 def _run_cell(cdir: Path, which: str, student: str, scheme: str, seed: int, cc: CompareConfig, teacher,
@@ -172,7 +188,7 @@ def _run_cell(cdir: Path, which: str, student: str, scheme: str, seed: int, cc: 
            "eval_split": cc.eval_split, "eval_clips": len(pairs),
            "enhanced": {m: ev["enhanced"][m]["mean"] for m in METRICS},
            "noisy": {m: ev["noisy"][m]["mean"] for m in METRICS},
-           "train_s": round(time.perf_counter() - t0, 1)}
+           "train_s": round(time.perf_counter() - t0, 1), "threads": torch.get_num_threads()}
     write_text_atomic(cdir / "result.json", json.dumps(res, indent=1))
     log(f"  {_label(student)} x {scheme} x seed {seed}: SI-SDR {res['enhanced']['si_sdr_db']:.2f} dB, "
         f"PESQ {res['enhanced']['pesq_wb']:.3f} ({res['train_s']} s)")
@@ -263,6 +279,7 @@ def report(results: list[dict], report_dir: Path, cc: CompareConfig) -> dict:
                 g = paired_gain(rs, by_scheme.get("none", []), m) if scheme != "none" else {"mean": 0.0, "ci95": None}
                 row[f"{m}_gain_vs_none"] = g["mean"]
                 row[f"{m}_gain_ci95"] = g["ci95"]
+            row["threads"] = ",".join(sorted({str(r.get("threads", "?")) for r in rs}))
             row["noisy_si_sdr"] = rs[0]["noisy"]["si_sdr_db"]
             row["noisy_pesq_wb"] = rs[0]["noisy"]["pesq_wb"]
             rows.append(row)
@@ -298,6 +315,16 @@ def report(results: list[dict], report_dir: Path, cc: CompareConfig) -> dict:
     for _, r in df.iterrows():
         lines.append(f"| {r['student']} | {r['params']:,} | {r['scheme']} | {fmt(r, 'pesq_wb', 3)} | "
                      f"{fmt(r, 'stoi', 3)} | {fmt(r, 'estoi', 3)} | {fmt(r, 'si_sdr_db', 2)} |")
+    for student in dict.fromkeys(r["student"] for r in results):
+        counts = {}
+        for r in results:
+            if r["student"] == student:
+                counts.setdefault(str(r.get("threads", "?")), []).append(f"{r['scheme']} s{r['seed']}")
+        if len(counts) > 1:
+            lines += ["", f"Note: {student}'s cells were trained with different intra-op thread counts ("
+                      + "; ".join(f"{k}: {', '.join(v)}" for k, v in counts.items()) + "). CPU float sums change "
+                      "with the thread count, so its paired differences carry that change too; retrain those cells "
+                      "with one count (move their folders aside and resume) for a clean comparison."]
     if duels:
         lines += ["", f"## {FOCUS} against every other scheme", "",
                   f"{FOCUS} minus the other scheme at the same seed, mean ± 95 % CI over the seeds both have; "
