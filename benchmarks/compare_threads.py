@@ -1,0 +1,52 @@
+"""How much a KD-matrix cell's result moves with the intra-op thread count alone.
+
+Same student, scheme, seed, data order and budget; only torch's intra-op thread count differs, which
+changes the order of CPU float sums. Give two cell trees of one `hwkd compare` run folder trained with
+different counts (e.g. cells moved aside and retrained with another `--threads`/`--workers`):
+
+    python benchmarks/compare_threads.py RUN/cells-threads-default RUN/cells
+
+Pairs every cell present in both (student/scheme/seedN/result.json), prints and writes
+results/compare_threads.json: per cell the two thread counts and the differences (B − A) in every metric,
+and the mean absolute difference per metric. Compare those with the paired KD gains they would blur.
+"""
+
+import argparse
+import json
+import statistics
+from pathlib import Path
+
+from hwkd.kd.compare import METRICS, _load_cell
+
+from _common import save
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("a", type=Path, help="cell tree A (e.g. trained with the default thread count)")
+    ap.add_argument("b", type=Path, help="cell tree B (the same cells trained with another count)")
+    a = ap.parse_args()
+    pairs = []
+    for ra in sorted(a.a.glob("*/*/seed*/result.json")):
+        rel = ra.parent.relative_to(a.a)
+        if not (a.b / rel / "result.json").is_file():
+            continue
+        ca, cb = _load_cell(ra.parent), _load_cell(a.b / rel)
+        pairs.append({"cell": str(rel), "threads_a": ca.get("threads"), "threads_b": cb.get("threads"),
+                      **{f"{m}_a": ca["enhanced"][m] for m in METRICS},
+                      **{f"{m}_b": cb["enhanced"][m] for m in METRICS},
+                      **{f"d_{m}": cb["enhanced"][m] - ca["enhanced"][m] for m in METRICS}})
+    if not pairs:
+        raise SystemExit(f"no cell is in both {a.a} and {a.b}: give two cell trees of one run")
+    mean_abs = {m: statistics.mean(abs(p[f"d_{m}"]) for p in pairs) for m in METRICS}
+    max_abs = {m: max(abs(p[f"d_{m}"]) for p in pairs) for m in METRICS}
+    for p in pairs:
+        print(f"{p['cell']}: threads {p['threads_a']} -> {p['threads_b']}: "
+              + ", ".join(f"{m} {p[f'd_{m}']:+.3f}" for m in METRICS))
+    print("mean |difference|: " + ", ".join(f"{m} {v:.3f}" for m, v in mean_abs.items()))
+    save("compare_threads", {"a": str(a.a), "b": str(a.b), "pairs": pairs, "mean_abs_difference": mean_abs,
+                             "max_abs_difference": max_abs})
+
+
+if __name__ == "__main__":
+    main()
