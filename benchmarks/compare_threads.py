@@ -12,7 +12,6 @@ and the mean absolute difference per metric. Compare those with the paired KD ga
 """
 
 import argparse
-import json
 import statistics
 from pathlib import Path
 
