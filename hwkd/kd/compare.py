@@ -122,10 +122,11 @@ def run_compare(out: Path, cc: CompareConfig, teacher_path: Path, data: dict | N
             results.append(_run_cell(cdir, f"{i}/{len(cells)}", student, scheme, seed, cc, teacher, data,
                                      progress, log, threads))
             trained = True
-    if trained and len({str(r.get("threads")) for r in results}) > 1:
-        log("hwkd compare: the finished cells were trained with different intra-op thread counts ("
-            + ", ".join(sorted({str(r.get("threads")) for r in results})) + "); CPU results change with the "
-            "count, so the report notes the students where it is mixed")
+    counts = sorted({str(r.get("threads")) for r in results})
+    if trained and len(counts) > 1:
+        log(f"hwkd compare: the finished cells were trained with different intra-op thread counts "
+            f"({', '.join(counts)}); CPU results change with the count, so the report notes the students where "
+            "it is mixed")
     if held:
         log(f"hwkd compare: {len(held)} cell(s) left to the other process(es) training them: " + "; ".join(held))
     if not results and not train_missing:

@@ -360,14 +360,14 @@ class Search:
         from optuna.trial import TrialState
         deadline = time.monotonic() + KEY_WAIT_S
         while True:
-            earlier = [t for t in self.trials() if t.number < number]
+            ts = self.trials()
             now = datetime.datetime.now()
-            pending = [t for t in earlier if t.state == TrialState.RUNNING and "key" not in t.user_attrs
-                       and t.datetime_start is not None and (now - t.datetime_start).total_seconds() < 60]
+            pending = [t for t in ts if t.number < number and t.state == TrialState.RUNNING
+                       and "key" not in t.user_attrs and t.datetime_start is not None
+                       and (now - t.datetime_start).total_seconds() < 60]
             if not pending or time.monotonic() > deadline:
-                return ([t for t in earlier if t.user_attrs.get("key") == key and t.state == TrialState.RUNNING]
-                        + [t for t in self.trials() if t.user_attrs.get("key") == key
-                           and t.state == TrialState.COMPLETE])
+                return [t for t in ts if t.user_attrs.get("key") == key and (
+                    t.state == TrialState.COMPLETE or (t.state == TrialState.RUNNING and t.number < number))]
             time.sleep(0.05)
 
     def run_one(self, faults: dict, limit: int | None = None) -> str:
@@ -415,15 +415,12 @@ class Search:
         trial.set_user_attr("worker", self.worker)
         trial.set_user_attr("config", cfg.to_dict())
         same = self._earlier_same_key(trial.number, key)
-        if same:
-            trial.set_user_attr("duplicate_of", same[0].number)
-            self.study.tell(trial, state=TrialState.PRUNED)
-            return "duplicate"
         tdir = self.run / "trials" / key
-        claim = claim_folder(tdir)
-        if claim is None:     # a live process on this disk trains the candidate (a stalled trial's worker)
-            others = [t.number for t in self.trials() if t.user_attrs.get("key") == key and t.number != trial.number]
-            trial.set_user_attr("duplicate_of", others[0] if others else -1)
+        claim = None if same else claim_folder(tdir)
+        if claim is None:     # a trial of it runs or ran; or a live process on this disk trains it (stalled worker)
+            if not same:
+                same = [t for t in self.trials() if t.user_attrs.get("key") == key and t.number != trial.number]
+            trial.set_user_attr("duplicate_of", same[0].number if same else -1)
             self.study.tell(trial, state=TrialState.PRUNED)
             return "duplicate"
         with claim:
