@@ -193,10 +193,10 @@ class Search:
         self.study = optuna.create_study(study_name=self.name, storage=self.storage, sampler=sampler,
                                          directions=list(DIRECTIONS), load_if_exists=True)
         old = self.study.user_attrs.get("hwkd_settings")
-        if old is None:
-            self.study.set_user_attr("hwkd_settings", settings)
+        if old is None:     # settings last: a worker that sees them finds the references already stored
             self.study.set_user_attr("quality_ref", self._noisy_quality())
             self.study.set_user_attr("cost_ref", self.cost_ref)
+            self.study.set_user_attr("hwkd_settings", settings)
         else:
             local = ("trials", "time_budget_s", "data", "teacher")    # a budget, and paths of this machine
             diff = sorted(k for k in settings if k not in local and old.get(k) != settings[k])
