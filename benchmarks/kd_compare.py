@@ -8,6 +8,12 @@ settings, so an interrupted run resumes where it stopped; --workers N trains N c
 
     python benchmarks/kd_compare.py [--steps 150] [--seeds 3] [--schemes ...] [--students ...] [--workers N]
 
+The cells live under $HWKD_HOME (not in git). On a new machine, --restore-from results/kd_compare.json puts
+the cells that JSON recorded back (result.json marked `restored_from`) so that only the missing ones train;
+it refuses a JSON made with other settings. Check first that this machine reproduces a recorded cell
+(same thread count: a rerun is bit-identical), e.g. with --students kd-medium --schemes none --seeds 1
+--workers 2 --out-suffix check, which reports into its run folder only.
+
 Cost on the 2-core machine: an I²SRF-TFCKD step (batch 8 of 2-s segments) takes ~7.5 s and a no-KD step
 ~0.9 s (benchmarks/kd_cost.py), so the default matrix (8 schemes x 3 sizes x 3 seeds x 150 steps) is many
 hours of CPU; use --steps / --seeds / --schemes to fit a budget, and say so when quoting it.
@@ -32,6 +38,34 @@ SIZES = {"kd-small": dict(channels=12, layers=1, depth=2, heads=1, gru_hidden=12
          "kd-large": dict(channels=32, layers=2, depth=4, heads=2, gru_hidden=32)}
 
 
+def restore(recorded: Path, out: Path, cc: CompareConfig) -> None:
+    """Write the cells a kd_compare.json recorded back into RUN/cells (none already there is touched)."""
+    from dataclasses import asdict
+
+    from hwkd.audio.io import write_text_atomic
+    from hwkd.kd.compare import _label
+
+    if not recorded.is_file():
+        raise SystemExit(f"kd_compare: {recorded} does not exist; give the benchmarks/results/kd_compare.json "
+                         "that recorded this matrix")
+    rec = json.loads(recorded.read_text())
+    if rec.get("settings") != asdict(cc):
+        diff = sorted(k for k in asdict(cc) if rec.get("settings", {}).get(k) != asdict(cc)[k])
+        raise SystemExit(f"kd_compare: {recorded} recorded a matrix with other settings ({', '.join(diff)}); "
+                         "restore with the options it was run with")
+    n = 0
+    for cell in rec["cells"]:
+        cdir = out / "cells" / _label(cell["student_spec"]) / cell["scheme"] / f"seed{cell['seed']}"
+        if (cdir / "result.json").is_file():
+            continue
+        cdir.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(cdir / "result.json",
+                          json.dumps({"cpu": f"{rec['machine']['cpu']}, an earlier host (ISA not recorded)", **cell,
+                                      "restored_from": f"{recorded.name} ({rec['machine']['date']})"}, indent=1))
+        n += 1
+    print(f"kd_compare: {n} recorded cell(s) restored into {out / 'cells'}", flush=True)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--steps", type=int, default=150, help="training steps per run (one epoch capped)")
@@ -40,6 +74,9 @@ def main():
     ap.add_argument("--students", default=",".join(SIZES))
     ap.add_argument("--eval-limit", type=int, default=None, help="test utterances (default: all 100)")
     ap.add_argument("--workers", type=int, default=1, help="cells side by side (hwkd compare --workers)")
+    ap.add_argument("--restore-from", type=Path, default=None,
+                    help="a kd_compare.json of this matrix: write its recorded cells back before resuming")
+    ap.add_argument("--out-suffix", default="", help="run folder kd-compare-STEPSsteps-SUFFIX (a scratch run)")
     ap.add_argument("--report-only", action="store_true",
                     help="train nothing: report the cells finished so far (the run may go on in another process)")
     a = ap.parse_args()
@@ -55,16 +92,24 @@ def main():
     cc = CompareConfig(schemes=a.schemes.split(","), students=students, seeds=a.seeds, epochs=1, batch_size=8,
                        segment_s=2.0, lr=2e-3, lam=0.1, max_steps_per_epoch=a.steps, val_pesq_clips=5,
                        eval_split="test", eval_limit=a.eval_limit, threads=None)
-    out = hwkd_home() / "runs" / f"kd-compare-{a.steps}steps"
+    out = hwkd_home() / "runs" / (f"kd-compare-{a.steps}steps" + (f"-{a.out_suffix}" if a.out_suffix else ""))
+    if a.restore_from:
+        restore(a.restore_from, out, cc)
     with LoadMeter() as load:
         if a.workers > 1 and not a.report_only:
             results = run_compare_parallel(out, cc, embedded_teacher_path(), a.workers)
         else:
             results = run_compare(out, cc, embedded_teacher_path(), train_missing=not a.report_only)
-    summary = report(results, Path(__file__).resolve().parents[1] / "reports" / out.name, cc)
-    save("kd_compare", {"settings": summary["settings"], "cells_finished": summary["cells_finished"],
-                        "cells_total": summary["cells_total"], "rows": summary["rows"], "cells": results,
-                        "load": load.as_dict(), "machine": fingerprint()})
+    # a scratch run (--out-suffix) reports into its own folder, not into the repository
+    report_dir = out / "report" if a.out_suffix else Path(__file__).resolve().parents[1] / "reports" / out.name
+    summary = report(results, report_dir, cc)
+    record = {"settings": summary["settings"], "cells_finished": summary["cells_finished"],
+              "cells_total": summary["cells_total"], "rows": summary["rows"], "cells": results,
+              "load": load.as_dict(), "machine": fingerprint()}
+    if a.out_suffix:
+        (report_dir / "kd_compare.json").write_text(json.dumps(record, indent=2) + "\n")
+    else:
+        save("kd_compare", record)
     print(json.dumps(summary["rows"][:3], indent=1))
 
 

@@ -24,6 +24,29 @@ def die_with_parent() -> None:
         pass
 
 
+def cpu_tag() -> str:
+    """The CPU as far as float results go: model name, family/model, and the vector ISA torch dispatches to.
+    Two hosts with one model name can differ here (and then a CPU training run differs in its last bits,
+    which training amplifies), so a result that is compared across runs records it."""
+    info = {}
+    try:
+        for line in open("/proc/cpuinfo"):
+            key, _, val = line.partition(":")
+            info.setdefault(key.strip(), val.strip())
+            if not line.strip():
+                break
+    except OSError:
+        pass
+    try:
+        import torch
+        isa = torch.backends.cpu.get_cpu_capability()
+    except Exception:           # torch missing or too old to say
+        isa = "?"
+    name = info.get("model name") or platform.processor() or platform.machine()
+    fam = f" (family {info['cpu family']} model {info['model']})" if "cpu family" in info and "model" in info else ""
+    return f"{name}{fam}, torch {isa}"
+
+
 def fingerprint() -> dict:
     cpu = platform.processor()
     try:

@@ -34,11 +34,14 @@ def test_compare_matrix_report_and_resume(tmp_path, tiny_corpus, tiny_foa):
     assert (tmp_path / "report" / "gain_vs_size.png").stat().st_size > 1000
     assert "i2srf-tfckd" in (tmp_path / "report" / "table.md").read_text()
     assert all(json.loads(c.read_text())["threads"] >= 1 for c in cells)   # the intra-op count each trained with
+    assert all("torch" in json.loads(c.read_text())["cpu"] for c in cells)   # the CPU and ISA each trained on
     assert "thread counts" not in (tmp_path / "report" / "table.md").read_text()
+    assert "different CPUs" not in (tmp_path / "report" / "table.md").read_text()
     # a cell from before hwkd recorded its thread count: read from its checkpoint's training config (the
     # cells here trained with torch's default count, so "default"), and the report notes the mix
     old = json.loads(cells[1].read_text())
     del old["threads"]
+    old["cpu"] = "another CPU, torch AVX2"          # and one trained on another host
     cells[1].write_text(json.dumps(old))
     # resume: a finished matrix is not retrained; a cell whose result is missing is redone alone
     victim = cells[0]
@@ -51,6 +54,7 @@ def test_compare_matrix_report_and_resume(tmp_path, tiny_corpus, tiny_foa):
     assert sorted(pd.read_csv(tmp_path / "report" / "table.csv")["seeds"]) == [1, 2, 2, 2, 2, 2]
     md = (tmp_path / "report" / "table.md").read_text()
     assert "different intra-op thread counts (" in md and "default: " in md
+    assert "on different CPUs (" in md and "another CPU, torch AVX2: " in md
     r = run_cli(*args)
     assert r.returncode == 0, r.stderr[-3000:]
     assert victim.is_file() and all(c.stat().st_mtime == t for c, t in mtimes.items())

@@ -38,7 +38,7 @@ from pathlib import Path
 from hwkd.audio.io import write_text_atomic
 from hwkd.errors import HwkdError
 from hwkd.paths import claim_folder
-from hwkd.sysinfo import die_with_parent
+from hwkd.sysinfo import cpu_tag, die_with_parent
 
 METRICS = ("pesq_wb", "stoi", "estoi", "si_sdr_db")
 FOCUS = "i2srf-tfckd"          # the scheme the head-to-head section sets against every other
@@ -122,11 +122,11 @@ def run_compare(out: Path, cc: CompareConfig, teacher_path: Path, data: dict | N
             results.append(_run_cell(cdir, f"{i}/{len(cells)}", student, scheme, seed, cc, teacher, data,
                                      progress, log, threads))
             trained = True
-    counts = sorted({str(r.get("threads")) for r in results})
-    if trained and len(counts) > 1:
-        log(f"hwkd compare: the finished cells were trained with different intra-op thread counts "
-            f"({', '.join(counts)}); CPU results change with the count, so the report notes the students where "
-            "it is mixed")
+    for key, what in (("threads", "intra-op thread counts"), ("cpu", "CPUs")):
+        seen = sorted({str(r.get(key, "not recorded")) for r in results})
+        if trained and len(seen) > 1:
+            log(f"hwkd compare: the finished cells were trained with different {what} ({'; '.join(seen)}); CPU "
+                "results change with them, so the report notes the students where they are mixed")
     if held:
         log(f"hwkd compare: {len(held)} cell(s) left to the other process(es) training them: " + "; ".join(held))
     if not results and not train_missing:
@@ -189,7 +189,7 @@ def _run_cell(cdir: Path, which: str, student: str, scheme: str, seed: int, cc: 
            "eval_split": cc.eval_split, "eval_clips": len(pairs),
            "enhanced": {m: ev["enhanced"][m]["mean"] for m in METRICS},
            "noisy": {m: ev["noisy"][m]["mean"] for m in METRICS},
-           "train_s": round(time.perf_counter() - t0, 1), "threads": torch.get_num_threads()}
+           "train_s": round(time.perf_counter() - t0, 1), "threads": torch.get_num_threads(), "cpu": cpu_tag()}
     write_text_atomic(cdir / "result.json", json.dumps(res, indent=1))
     log(f"  {_label(student)} x {scheme} x seed {seed}: SI-SDR {res['enhanced']['si_sdr_db']:.2f} dB, "
         f"PESQ {res['enhanced']['pesq_wb']:.3f} ({res['train_s']} s)")
@@ -317,15 +317,7 @@ def report(results: list[dict], report_dir: Path, cc: CompareConfig) -> dict:
         lines.append(f"| {r['student']} | {r['params']:,} | {r['scheme']} | {fmt(r, 'pesq_wb', 3)} | "
                      f"{fmt(r, 'stoi', 3)} | {fmt(r, 'estoi', 3)} | {fmt(r, 'si_sdr_db', 2)} |")
     for student in dict.fromkeys(r["student"] for r in results):
-        counts = {}
-        for r in results:
-            if r["student"] == student:
-                counts.setdefault(str(r.get("threads", "?")), []).append(f"{r['scheme']} s{r['seed']}")
-        if len(counts) > 1:
-            lines += ["", f"Note: {student}'s cells were trained with different intra-op thread counts ("
-                      + "; ".join(f"{k}: {', '.join(v)}" for k, v in counts.items()) + "). CPU float sums change "
-                      "with the thread count, so its paired differences carry that change too; retrain those cells "
-                      "with one count (move their folders aside and resume) for a clean comparison."]
+        lines += _mixed_note(student, [r for r in results if r["student"] == student])
     if duels:
         lines += ["", f"## {FOCUS} against every other scheme", "",
                   f"{FOCUS} minus the other scheme at the same seed, mean ± 95 % CI over the seeds both have; "
@@ -350,6 +342,22 @@ def report(results: list[dict], report_dir: Path, cc: CompareConfig) -> dict:
                "head_to_head": {"scheme": FOCUS, "pairs": duels}}
     (report_dir / "summary.json").write_text(json.dumps(summary, indent=1))
     return summary
+
+
+def _mixed_note(student: str, cells: list[dict]) -> list[str]:
+    """Report lines for a student whose cells were trained under different CPU conditions (thread count, CPU):
+    either changes float sums, training amplifies that, and paired differences then carry it too."""
+    lines = []
+    for key, what in (("threads", "with different intra-op thread counts"), ("cpu", "on different CPUs")):
+        groups = {}
+        for r in cells:
+            groups.setdefault(str(r.get(key, "not recorded")), []).append(f"{r['scheme']} s{r['seed']}")
+        if len(groups) > 1:
+            lines += ["", f"Note: {student}'s cells were trained {what} ("
+                      + "; ".join(f"{k}: {', '.join(v)}" for k, v in groups.items()) + "). CPU float sums change "
+                      "with it, so its paired differences carry that change too; retrain those cells under one "
+                      "condition (move their folders aside and resume) for a clean comparison."]
+    return lines
 
 
 def paired_gain(cells: list[dict], base: list[dict], metric: str) -> dict:
