@@ -45,7 +45,8 @@ def main():
     mean_abs = {m: statistics.mean(abs(p[f"d_{m}"]) for p in pairs) for m in METRICS}
     max_abs = {m: max(abs(p[f"d_{m}"]) for p in pairs) for m in METRICS}
     for p in pairs:
-        print(f"{p['cell']}: threads {p['threads_a']} -> {p['threads_b']}: "
+        cpu = f", cpu {p['cpu_a']} -> {p['cpu_b']}" if p["cpu_a"] != p["cpu_b"] else ""
+        print(f"{p['cell']}: threads {p['threads_a']} -> {p['threads_b']}{cpu}: "
               + ", ".join(f"{m} {p[f'd_{m}']:+.3f}" for m in METRICS))
     print("mean |difference|: " + ", ".join(f"{m} {v:.3f}" for m, v in mean_abs.items()))
     save(a.name, {"a": str(a.a), "b": str(a.b), "pairs": pairs, "mean_abs_difference": mean_abs,
