@@ -152,3 +152,28 @@ def test_a_claimed_cell_is_skipped_and_freed_when_its_holder_dies(tmp_path):
     again = claim_folder(cdir)
     assert again is not None
     again.close()
+
+
+def test_the_cells_said_left_to_other_processes_are_those_still_running(tmp_path, monkeypatch):
+    """A cell another process held when this one passed it, but finished since, is not said to be running."""
+    from hwkd.kd import compare
+    from hwkd.paths import claim_folder
+    from hwkd.teacher import embedded_teacher_path
+    out = tmp_path / "run"
+    cell = out / "cells" / "cpu-student" / "none"
+    claims = [claim_folder(cell / f"seed{k}") for k in (0, 1)]             # two cells held "elsewhere"
+    assert all(c is not None for c in claims)
+
+    def run_cell(cdir, *args, **kwargs):                                   # train seed 2; meanwhile seed 0 ends
+        res = {"scheme": "none", "seed": int(cdir.name[4:])}
+        (cell / "seed0" / "result.json").write_text(json.dumps({**res, "seed": 0}))
+        (cdir / "result.json").write_text(json.dumps(res))
+        return res
+    monkeypatch.setattr(compare, "_run_cell", run_cell)
+    said = []
+    cc = compare.CompareConfig(schemes=["none"], students=["cpu-student"], seeds=3)
+    compare.run_compare(out, cc, embedded_teacher_path(), progress=False, log=said.append)
+    left = [line for line in said if "left to the other" in line]
+    assert len(left) == 1 and "1 cell(s)" in left[0] and "seed 1" in left[0] and "seed 0" not in left[0]
+    for c in claims:
+        c.close()

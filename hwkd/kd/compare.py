@@ -113,7 +113,7 @@ def run_compare(out: Path, cc: CompareConfig, teacher_path: Path, data: dict | N
             continue
         claim = claim_folder(cdir)
         if claim is None:
-            held.append(f"{_label(student)} x {scheme} x seed {seed}")
+            held.append((f"{_label(student)} x {scheme} x seed {seed}", done))
             continue
         with claim:
             if done.is_file():                       # finished by another process since the check above
@@ -127,6 +127,7 @@ def run_compare(out: Path, cc: CompareConfig, teacher_path: Path, data: dict | N
         if trained and len(seen) > 1:
             log(f"hwkd compare: the finished cells were trained with different {what} ({'; '.join(seen)}); CPU "
                 "results change with them, so the report notes the students where they are mixed")
+    held = [name for name, done in held if not done.is_file()]     # those still running now, not at the look
     if held:
         log(f"hwkd compare: {len(held)} cell(s) left to the other process(es) training them: " + "; ".join(held))
     if not results and not train_missing:
