@@ -30,11 +30,12 @@ def cpu_tag() -> str:
     which training amplifies), so a result that is compared across runs records it."""
     info = {}
     try:
-        for line in open("/proc/cpuinfo"):
-            key, _, val = line.partition(":")
-            info.setdefault(key.strip(), val.strip())
-            if not line.strip():
-                break
+        with open("/proc/cpuinfo") as f:
+            for line in f:                      # the first processor's block is enough
+                if not line.strip():
+                    break
+                key, _, val = line.partition(":")
+                info.setdefault(key.strip(), val.strip())
     except OSError:
         pass
     try:
