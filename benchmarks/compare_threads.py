@@ -50,7 +50,7 @@ def main():
               + ", ".join(f"{m} {p[f'd_{m}']:+.3f}" for m in METRICS))
     print("mean |difference|: " + ", ".join(f"{m} {v:.3f}" for m, v in mean_abs.items()))
     save(a.name, {"a": str(a.a), "b": str(a.b), "pairs": pairs, "mean_abs_difference": mean_abs,
-                             "max_abs_difference": max_abs})
+                  "max_abs_difference": max_abs})
 
 
 if __name__ == "__main__":

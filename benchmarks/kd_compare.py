@@ -48,9 +48,16 @@ def restore(recorded: Path, out: Path, cc: CompareConfig) -> None:
     if not recorded.is_file():
         raise SystemExit(f"kd_compare: {recorded} does not exist; give the benchmarks/results/kd_compare.json "
                          "that recorded this matrix")
-    rec = json.loads(recorded.read_text())
-    if rec.get("settings") != asdict(cc):
-        diff = sorted(k for k in asdict(cc) if rec.get("settings", {}).get(k) != asdict(cc)[k])
+    try:
+        rec = json.loads(recorded.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        rec = None
+    if not (isinstance(rec, dict) and {"settings", "cells", "machine"} <= rec.keys()):
+        raise SystemExit(f"kd_compare: {recorded} is not a kd_compare.json (no settings, cells and machine); give "
+                         "the benchmarks/results/kd_compare.json that recorded this matrix")
+    settings = asdict(cc)
+    if rec["settings"] != settings:
+        diff = sorted(k for k in settings if rec["settings"].get(k) != settings[k])
         raise SystemExit(f"kd_compare: {recorded} recorded a matrix with other settings ({', '.join(diff)}); "
                          "restore with the options it was run with")
     n = 0

@@ -24,20 +24,26 @@ def die_with_parent() -> None:
         pass
 
 
-def cpu_tag() -> str:
-    """The CPU as far as float results go: model name, family/model, and the vector ISA torch dispatches to.
-    Two hosts with one model name can differ here (and then a CPU training run differs in its last bits,
-    which training amplifies), so a result that is compared across runs records it."""
+def _cpuinfo() -> dict:
+    """The first processor's block of /proc/cpuinfo as {field: value} (empty where there is none)."""
     info = {}
     try:
         with open("/proc/cpuinfo") as f:
-            for line in f:                      # the first processor's block is enough
+            for line in f:
                 if not line.strip():
                     break
                 key, _, val = line.partition(":")
                 info.setdefault(key.strip(), val.strip())
     except OSError:
         pass
+    return info
+
+
+def cpu_tag() -> str:
+    """The CPU as far as float results go: model name, family/model, and the vector ISA torch dispatches to.
+    Two hosts with one model name can differ here (and then a CPU training run differs in its last bits,
+    which training amplifies), so a result that is compared across runs records it."""
+    info = _cpuinfo()
     try:
         import torch
         isa = torch.backends.cpu.get_cpu_capability()
@@ -49,14 +55,7 @@ def cpu_tag() -> str:
 
 
 def fingerprint() -> dict:
-    cpu = platform.processor()
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = _cpuinfo().get("model name") or platform.processor()
     gov = None
     try:
         gov = open("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor").read().strip()

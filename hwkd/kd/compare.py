@@ -41,6 +41,8 @@ from hwkd.paths import claim_folder
 from hwkd.sysinfo import cpu_tag, die_with_parent
 
 METRICS = ("pesq_wb", "stoi", "estoi", "si_sdr_db")
+# what a cell records of how it trained on the CPU; either changes float sums (report notes, log)
+CONDITIONS = (("threads", "with different intra-op thread counts"), ("cpu", "on different CPUs"))
 FOCUS = "i2srf-tfckd"          # the scheme the head-to-head section sets against every other
 HEAD_TO_HEAD = (("pesq_wb", "PESQ-WB", 3), ("si_sdr_db", "SI-SDR (dB)", 2))
 
@@ -122,11 +124,11 @@ def run_compare(out: Path, cc: CompareConfig, teacher_path: Path, data: dict | N
             results.append(_run_cell(cdir, f"{i}/{len(cells)}", student, scheme, seed, cc, teacher, data,
                                      progress, log, threads))
             trained = True
-    for key, what in (("threads", "intra-op thread counts"), ("cpu", "CPUs")):
+    for key, what in CONDITIONS:
         seen = sorted({str(r.get(key, "not recorded")) for r in results})
         if trained and len(seen) > 1:
-            log(f"hwkd compare: the finished cells were trained with different {what} ({'; '.join(seen)}); CPU "
-                "results change with them, so the report notes the students where they are mixed")
+            log(f"hwkd compare: the finished cells were trained {what} ({'; '.join(seen)}); CPU results change "
+                "with them, so the report notes the students where they are mixed")
     held = [name for name, done in held if not done.is_file()]     # those still running now, not at the look
     if held:
         log(f"hwkd compare: {len(held)} cell(s) left to the other process(es) training them: " + "; ".join(held))
@@ -349,7 +351,7 @@ def _mixed_note(student: str, cells: list[dict]) -> list[str]:
     """Report lines for a student whose cells were trained under different CPU conditions (thread count, CPU):
     either changes float sums, training amplifies that, and paired differences then carry it too."""
     lines = []
-    for key, what in (("threads", "with different intra-op thread counts"), ("cpu", "on different CPUs")):
+    for key, what in CONDITIONS:
         groups = {}
         for r in cells:
             groups.setdefault(str(r.get(key, "not recorded")), []).append(f"{r['scheme']} s{r['seed']}")
