@@ -43,7 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--target", default=None, help="a target name from targets/ (e.g. rpi4, cpu) or a YAML file")
     s.add_argument("--space", default="default", help="search space: a name in search_spaces/ or a YAML file")
     s.add_argument("--kd", default="i2srf-tfckd", help="KD scheme each candidate is distilled with ('none': no KD)")
-    s.add_argument("--lam", type=float, default=0.1, help="KD weight λ")
+    s.add_argument("--lam", type=float, default=None,
+                   help="KD weight λ (default: balanced per candidate on its first batches)")
     s.add_argument("--controller", default="optuna",
                    help="optuna (TPE, multi-objective), random, nsga2, nni-random, nni-tpe, nni-evolution")
     s.add_argument("--trials", type=int, default=None, help="stop after N trials in the whole search (default 40)")
@@ -123,7 +124,9 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--student", required=True, help="a preset or a YAML config file")
     k.add_argument("--teacher", default=None, help="teacher checkpoint (default: the embedded teacher)")
     k.add_argument("--kd", default="i2srf-tfckd", help="KD scheme (see hwkd.kd.KD_SCHEMES; 'none' = no KD)")
-    k.add_argument("--lam", type=float, default=0.1, help="weight λ of the KD loss (default 0.1)")
+    k.add_argument("--lam", type=float, default=None,
+                   help="weight λ of the KD loss (default: balanced on the first batches so that λ·|∇L_KD| is "
+                        "half of |∇L_SE| on the student; recorded in OUT/kd_weight.json)")
     _add_training_args(k)
 
     cp = sub.add_parser(
@@ -143,7 +146,8 @@ def build_parser() -> argparse.ArgumentParser:
     cp.add_argument("--batch-size", type=int, default=8)
     cp.add_argument("--segment-s", type=float, default=2.0)
     cp.add_argument("--lr", type=float, default=2e-3)
-    cp.add_argument("--lam", type=float, default=0.1, help="KD weight λ (default 0.1)")
+    cp.add_argument("--lam", type=float, default=None,
+                    help="KD weight λ for every scheme (default: balanced per cell on its first batches)")
     cp.add_argument("--max-steps-per-epoch", type=int, default=None)
     cp.add_argument("--val-pesq-clips", type=int, default=5)
     cp.add_argument("--eval-split", default="test")
@@ -250,6 +254,11 @@ def _add_training_args(t) -> None:
     t.add_argument("--batch-size", type=int, default=8)
     t.add_argument("--segment-s", type=float, default=4.0, help="training segment length in seconds (default 4)")
     t.add_argument("--lr", type=float, default=1e-3)
+    t.add_argument("--warmup-frac", type=float, default=0.1,
+                   help="linear warm-up over this fraction of the planned steps, then cosine decay")
+    t.add_argument("--mixing", choices=("auto", "on", "off"), default="auto",
+                   help="training items mixed on the fly from the embedded corpus's sources (auto: when the "
+                        "data is an hwkd corpus set; real datasets use their pairs) or its static clips (off)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--device", default="cpu", help="cpu or cuda")
     t.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
@@ -508,41 +517,22 @@ def default_dataset(in_channels: int, jobs: int | None = None, progress: bool = 
     return build(in_channels, jobs=jobs, progress=progress)
 
 
-def _run_training(args, cfg, make_objective=None) -> int:
-    import torch
-
-    from hwkd.data.datasets import SpeechPairs
-    from hwkd.models import DPDCRN
-    from hwkd.train.trainer import TrainConfig, train
-    data = args.data or default_dataset(cfg.in_channels, progress=not args.quiet)
+def _run_training(args, cfg, kd=None) -> int:
+    from hwkd.train.recipe import train_model
+    from hwkd.train.trainer import TrainConfig
     tcfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                       segment_s=args.segment_s,
+                       segment_s=args.segment_s, warmup_frac=args.warmup_frac,
                        device=args.device, threads=args.threads, ckpt_every=args.ckpt_every,
                        max_steps_per_epoch=args.max_steps_per_epoch, val_pesq_clips=args.val_pesq_clips)
-    train_set = SpeechPairs(data, split=args.train_split, mode="segment", segment_s=args.segment_s,
-                            channels=cfg.in_channels, seed=args.seed)
-    val_set = SpeechPairs(data, split=args.val_split, mode="utterance", channels=cfg.in_channels)
-    torch.manual_seed(args.seed)
-    model = DPDCRN(cfg)
-    if args.init:
-        _init_weights(model, args.init)
-    objective = make_objective(model, tcfg) if make_objective else None
-    meta = {"data": str(data), "train_split": args.train_split, "val_split": args.val_split,
-            "command": "hwkd " + " ".join(sys.argv[1:])}
-    res = train(model, train_set, val_set, args.out, tcfg, objective=objective, progress=not args.quiet, meta=meta)
-    print(f"done: best val SI-SDR {res['best_val_si_sdr_db']:.2f} dB; checkpoints in {args.out}")
+    data = args.data or default_dataset(cfg.in_channels, progress=not args.quiet)
+    res = train_model(cfg, args.out, tcfg, data=data, kd=kd, init=args.init, train_split=args.train_split,
+                      val_split=args.val_split, mixing=args.mixing, progress=not args.quiet,
+                      meta={"command": "hwkd " + " ".join(sys.argv[1:])})
+    lam = res.get("kd_weight", {}).get("lam")
+    print(f"done: best val SI-SDR {res['best_val_si_sdr_db']:.2f} dB; training data: {res['train_data']}"
+          + (f"; KD weight λ {lam:.4g} ({res['kd_weight']['rule']})" if lam is not None else "")
+          + f"; checkpoints in {args.out}")
     return 0
-
-
-def _init_weights(model, path: Path) -> None:
-    from hwkd.models.checkpoint import load_model
-    if not Path(path).is_file():
-        raise HwkdError(f"--init checkpoint {path} not found", "pass a .pt written by hwkd train or distill")
-    src, _ = load_model(path)
-    if src.cfg != model.cfg:
-        raise HwkdError(f"--init checkpoint {path} has a different architecture ({src.cfg}) than the model "
-                        f"being trained ({model.cfg})", "pass a checkpoint of the same preset or config")
-    model.load_state_dict(src.state_dict())
 
 
 def cmd_train(args) -> int:
@@ -554,17 +544,11 @@ def cmd_distill(args) -> int:
     from hwkd.models.checkpoint import load_model
     from hwkd.models.registry import resolve_config
     from hwkd.teacher import embedded_teacher_path
+    from hwkd.train.recipe import KDSpec
     teacher, _ = load_model(args.teacher or embedded_teacher_path())
     cfg = resolve_config(args.student, in_channels=args.in_channels or teacher.cfg.in_channels,
                          hop=args.hop or teacher.cfg.hop)
-    if args.kd == "none":
-        return _run_training(args, cfg)
-
-    def make(model, tcfg):
-        from hwkd.kd.objective import KDObjective
-        return KDObjective(teacher, model, args.kd, tcfg.batch_size, int(round(tcfg.segment_s * 16000)),
-                           lam=args.lam)
-    return _run_training(args, cfg, make)
+    return _run_training(args, cfg, KDSpec(args.kd, teacher, args.lam))
 
 
 def cmd_enhance(args) -> int:

@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from hwkd.kd import KD_SCHEMES, create_distiller
-from hwkd.kd.i2srf import Calibration, frame_matrix, freq_distribution, jeffreys, time_distribution
+from hwkd.kd.i2srf import (Calibration, frame_matrix, freq_distribution, gram_freq, gram_time, jeffreys,
+                           time_distribution)
 from hwkd.models import create_model
 
 T, B = 6, 3
@@ -41,7 +42,7 @@ def test_calibration_weights_sum_to_one_over_teacher_taps():
     cal = Calibration(2, 4, T, B)
     ms = [torch.randn(B, T, 10) for _ in range(2)]
     mk = [torch.randn(B, T, 30) for _ in range(4)]
-    a_time, a_freq = cal(ms, mk)
+    a_time, a_freq = cal([(gram_time(m), gram_freq(m)) for m in ms], [(gram_time(m), gram_freq(m)) for m in mk])
     for a in (a_time, a_freq):
         assert a.shape == (B, T, 2, 4)
         assert torch.allclose(a.sum(-1), torch.ones(B, T, 2), atol=1e-6)   # every student tap, sample, frame

@@ -76,6 +76,21 @@ def _rms(x: np.ndarray) -> float:
     return float(np.sqrt(np.mean(x ** 2)) + 1e-12)
 
 
+def scale_noise_to_snr(noise: np.ndarray, speech: np.ndarray, snr_db: float, ref: np.ndarray | None = None):
+    """noise scaled so that active-speech RMS / RMS(ref, default the noise itself) is snr_db."""
+    return noise * (active_rms(speech) / 10 ** (snr_db / 20) / _rms(noise if ref is None else ref))
+
+
+def level_and_peak(noisy: np.ndarray, clean: np.ndarray, level_dbfs: float) -> tuple[np.ndarray, np.ndarray]:
+    """Both scaled so the reference channel of noisy sits at level_dbfs, then down together if a peak > 0.99."""
+    gain = 10 ** (level_dbfs / 20) / _rms(noisy[0])
+    noisy, clean = noisy * gain, clean * gain
+    peak = max(np.abs(noisy).max(), np.abs(clean).max())
+    if peak > 0.99:
+        noisy, clean = noisy * (0.99 / peak), clean * (0.99 / peak)
+    return noisy, clean
+
+
 def make_clip(spec: CorpusSpec, set_name: str, split: str, index: int) -> tuple[np.ndarray, np.ndarray, dict]:
     """Build one clip. Returns noisy [C, N], clean [N] and its manifest record."""
     from hwkd.data.noise import NOISE_KINDS, NOISE_WEIGHTS, make_noise
@@ -94,8 +109,7 @@ def make_clip(spec: CorpusSpec, set_name: str, split: str, index: int) -> tuple[
 
     if set_name == "mono":
         noise, detail = make_noise(kind, rng, n, split, spk.id)
-        noise = noise * (active_rms(speech) / 10 ** (snr / 20) / _rms(noise))
-        noisy = (speech + noise)[None, :]
+        noisy = (speech + scale_noise_to_snr(noise, speech, snr))[None, :]
         clean = speech
     else:
         from hwkd.data.rooms import simulate_room
@@ -104,8 +118,7 @@ def make_clip(spec: CorpusSpec, set_name: str, split: str, index: int) -> tuple[
         noise_dry, detail = make_noise(kind, rng, n + rir_len, split, spk.id)
         rev = np.stack([fftconvolve(speech, h)[:n] for h in room.rirs[0]])
         nse = np.stack([fftconvolve(noise_dry, h)[rir_len: rir_len + n] for h in room.rirs[1]])
-        nse *= active_rms(rev[0]) / 10 ** (snr / 20) / _rms(nse[0])
-        noisy = rev + nse
+        noisy = rev + scale_noise_to_snr(nse, rev[0], snr, ref=nse[0])
         # target: the dry speech as it arrives by the direct path (delay and 1/d gain), as in L3DAS23
         d = int(round(room.direct_delay))
         clean = np.zeros(n, np.float64)
@@ -113,11 +126,7 @@ def make_clip(spec: CorpusSpec, set_name: str, split: str, index: int) -> tuple[
         meta["room"] = room.meta
         meta["target_delay_samples"] = d
 
-    gain = 10 ** (level / 20) / _rms(noisy[0])
-    noisy, clean = noisy * gain, clean * gain
-    peak = max(np.abs(noisy).max(), np.abs(clean).max())
-    if peak > 0.99:
-        noisy, clean = noisy * (0.99 / peak), clean * (0.99 / peak)
+    noisy, clean = level_and_peak(noisy, clean, level)
     meta.update({
         "noise_detail": detail,
         "snr_db": round(snr, 3),

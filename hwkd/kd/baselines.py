@@ -1,11 +1,12 @@
 """Baseline KD schemes under the same interface, adapted to [B, C, T, W] features.
 
-- `response`: output KD — MSE between the student's and the teacher's complex masks (the 'mask' tap,
-  [B, 2, T, 257] on both sides, so no adapter).
+- `response`: output KD — MSE between the student's and the teacher's bounded complex masks tanh(|M|)·M/|M|
+  (what the mask applies; the 'mask' tap, [B, 2, T, 257] on both sides, so no adapter).
 - `fitnet`: hint MSE on the last tap of each set (enc-3, O_L, dec-1; all 64 bins) through a learned 1×1
   conv adapter from the student's to the teacher's width.
 - `at`: attention transfer — per tap, the channel-mean of squared activations gives a [T, W] map, flattened
-  and L2-normalised; MSE between student and teacher maps of the same position (enc-1..3, O_L↔O_L,
+  and L2-normalised; the L2 distance (per sample, as in the AT paper) between student and teacher maps of
+  the same position (enc-1..3, O_L↔O_L,
   dec-1..3; positions share W, so no adapter).
 - `pkt-frame`: the authors' earlier frame-similarity probabilistic KD — the time-stream distributions of
   I²SRF-TFCKD (cosine similarity between frames, row-normalised), KL(P_T ‖ P_S) for taps of the same
@@ -29,13 +30,22 @@ def _same_position(student: dict, teacher: dict) -> list[tuple[Tensor, Tensor]]:
     return pairs + list(zip(student["dec"], teacher["dec"]))
 
 
+def bounded_mask(mask: Tensor, eps: float = 1e-8) -> Tensor:
+    """The complex gain the polar mask applies (hwkd.models.dpdcrn.apply_mask): tanh(|M|)·M/|M|, [B, 2, T, F].
+    Bounded by 1 in magnitude, unlike the raw pre-activation M (teacher |M| reaches ~4 where tanh is flat)."""
+    mag = torch.sqrt(mask.pow(2).sum(1, keepdim=True) + eps)
+    return mask * (torch.tanh(mag) / mag)
+
+
 @register("response")
 class ResponseKD(Distiller):
+    """Output KD on what the mask does: MSE between the student's and the teacher's bounded complex gains."""
+
     def __init__(self, student_taps, teacher_taps):
         super().__init__()
 
     def forward(self, student, teacher):
-        loss = F.mse_loss(student["dec"][-1], teacher["dec"][-1].detach())
+        loss = F.mse_loss(bounded_mask(student["dec"][-1]), bounded_mask(teacher["dec"][-1].detach()))
         return loss, {"kd": float(loss.detach())}
 
 
@@ -67,7 +77,8 @@ class AttentionTransfer(Distiller):
 
     def forward(self, student, teacher):
         pairs = _same_position(student, teacher)
-        loss = sum((_attention_map(s) - _attention_map(t.detach())).pow(2).mean() for s, t in pairs) / len(pairs)
+        # as in Zagoruyko & Komodakis: the L2 norm of the difference of the normalised maps, per sample
+        loss = sum((_attention_map(s) - _attention_map(t.detach())).norm(dim=1).mean() for s, t in pairs) / len(pairs)
         return loss, {"kd": float(loss.detach())}
 
 

@@ -56,7 +56,7 @@ class CompareConfig:
     batch_size: int = 8
     segment_s: float = 2.0
     lr: float = 2e-3
-    lam: float = 0.1
+    lam: float | None = None        # None: balanced per cell (hwkd.kd.objective)
     max_steps_per_epoch: int | None = None
     val_pesq_clips: int = 5
     eval_split: str = "test"
@@ -153,15 +153,14 @@ def _run_cell(cdir: Path, which: str, student: str, scheme: str, seed: int, cc: 
     """Train (or resume) one cell, evaluate its best checkpoint, write and return result.json."""
     import torch
 
-    from hwkd.data.datasets import SpeechPairs, select_pairs
+    from hwkd.data.datasets import select_pairs
     from hwkd.data.layouts import scan
     from hwkd.hw.cost import count_params, macs
-    from hwkd.kd.objective import KDObjective
-    from hwkd.models import DPDCRN
     from hwkd.models.checkpoint import load_model
     from hwkd.models.registry import resolve_config
     from hwkd.train.evaluate import evaluate_pairs
-    from hwkd.train.trainer import TrainConfig, train
+    from hwkd.train.recipe import KDSpec, train_model
+    from hwkd.train.trainer import TrainConfig
 
     cfg = resolve_config(student, hop=teacher.cfg.hop)
     dset = (data or {}).get(cfg.in_channels)
@@ -173,15 +172,8 @@ def _run_cell(cdir: Path, which: str, student: str, scheme: str, seed: int, cc: 
     tcfg = TrainConfig(epochs=cc.epochs, batch_size=cc.batch_size, lr=cc.lr, seed=seed, segment_s=cc.segment_s,
                        threads=threads or cc.threads, max_steps_per_epoch=cc.max_steps_per_epoch,
                        val_pesq_clips=cc.val_pesq_clips)
-    train_set = SpeechPairs(dset, split="train", mode="segment", segment_s=cc.segment_s,
-                            channels=cfg.in_channels, seed=seed)
-    val_set = SpeechPairs(dset, split="val", mode="utterance", channels=cfg.in_channels)
-    torch.manual_seed(seed)
-    model = DPDCRN(cfg)
-    objective = None if scheme == "none" else KDObjective(
-        teacher, model, scheme, cc.batch_size, int(round(cc.segment_s * 16000)), lam=cc.lam)
-    train(model, train_set, val_set, cdir, tcfg, objective=objective, progress=progress,
-          meta={"data": str(dset), "command": f"hwkd compare cell {student} {scheme} seed {seed}"})
+    trained = train_model(cfg, cdir, tcfg, data=dset, kd=KDSpec(scheme, teacher, cc.lam), progress=progress,
+                          meta={"command": f"hwkd compare cell {student} {scheme} seed {seed}"})
     best, _ = load_model(cdir / "best.pt")
     sc_ = scan(dset, channels=cfg.in_channels)
     pairs = sc_.good_pairs(select_pairs(sc_, cc.eval_split))
@@ -192,7 +184,8 @@ def _run_cell(cdir: Path, which: str, student: str, scheme: str, seed: int, cc: 
            "eval_split": cc.eval_split, "eval_clips": len(pairs),
            "enhanced": {m: ev["enhanced"][m]["mean"] for m in METRICS},
            "noisy": {m: ev["noisy"][m]["mean"] for m in METRICS},
-           "train_s": round(time.perf_counter() - t0, 1), "threads": torch.get_num_threads(), "cpu": cpu_tag()}
+           "train_s": round(time.perf_counter() - t0, 1), "threads": torch.get_num_threads(), "cpu": cpu_tag(),
+           "train_data": trained["train_data"], "kd_weight": trained.get("kd_weight")}
     write_text_atomic(cdir / "result.json", json.dumps(res, indent=1))
     log(f"  {_label(student)} x {scheme} x seed {seed}: SI-SDR {res['enhanced']['si_sdr_db']:.2f} dB, "
         f"PESQ {res['enhanced']['pesq_wb']:.3f} ({res['train_s']} s)")

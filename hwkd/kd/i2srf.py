@@ -40,6 +40,7 @@ from torch import Tensor, nn
 from hwkd.kd.base import Distiller, register
 
 EPS = 1e-8
+FUSION_MID = 32     # fusion chains' mid width (spec and public code: 128); chosen by measurement, see README
 
 
 # -- similarity streams ---------------------------------------------------------------------------
@@ -50,25 +51,6 @@ def frame_matrix(f: Tensor) -> Tensor:
     return f.permute(0, 2, 1, 3).reshape(b, t, c * w)
 
 
-def time_distribution(m: Tensor) -> Tensor:
-    """[B, T, D] -> P_time [B, T, T], rows sum to 1."""
-    n = F.normalize(m, dim=-1, eps=EPS)
-    s = (n @ n.transpose(1, 2) + 1) / 2
-    return s / s.sum(-1, keepdim=True).clamp_min(EPS)
-
-
-def freq_distribution(m: Tensor) -> Tensor:
-    """[B, T, D] -> P_freq [B, T, B]: per frame, similarity to the same frame of every utterance."""
-    n = F.normalize(m, dim=-1, eps=EPS).transpose(0, 1)           # [T, B, D]
-    s = ((n @ n.transpose(1, 2) + 1) / 2).transpose(0, 1)         # [B, T, B]
-    return s / s.sum(-1, keepdim=True).clamp_min(EPS)
-
-
-def jeffreys(p_t: Tensor, p_s: Tensor) -> Tensor:
-    """Element-wise symmetric KL: zero where the distributions agree."""
-    return (p_t - p_s) * (torch.log(p_t + EPS) - torch.log(p_s + EPS))
-
-
 def gram_time(m: Tensor) -> Tensor:
     return m @ m.transpose(1, 2)                                   # [B, T, T]
 
@@ -76,6 +58,44 @@ def gram_time(m: Tensor) -> Tensor:
 def gram_freq(m: Tensor) -> Tensor:
     mt = m.transpose(0, 1)                                         # [T, B, D]
     return (mt @ mt.transpose(1, 2)).transpose(0, 1)               # [B, T, B]
+
+
+def _cos_from_gram(g: Tensor, n_row: Tensor, n_col: Tensor) -> Tensor:
+    """Cosine similarity from a Gram matrix and the row / column vectors' norms (F.normalize's eps)."""
+    return g / (n_row.clamp_min(EPS)[..., :, None] * n_col.clamp_min(EPS)[..., None, :])
+
+
+def _rows(s: Tensor) -> Tensor:
+    s = (s + 1) / 2
+    return s / s.sum(-1, keepdim=True).clamp_min(EPS)
+
+
+def time_from_gram(g: Tensor) -> Tensor:
+    """P_time [B, T, T] from the time Gram matrix M·Mᵀ (its diagonal holds the frames' squared norms)."""
+    n = torch.diagonal(g, dim1=1, dim2=2).clamp_min(0).sqrt()      # [B, T]
+    return _rows(_cos_from_gram(g, n, n))
+
+
+def freq_from_gram(g: Tensor) -> Tensor:
+    """P_freq [B, T, B] from the per-frame batch Gram matrix (g[b, t, b] is frame t of utterance b's squared norm)."""
+    b = g.shape[0]
+    n = g[torch.arange(b), :, torch.arange(b)].clamp_min(0).sqrt()   # [B, T]: ‖M[b, t]‖
+    return _rows(g / (n.clamp_min(EPS)[:, :, None] * n.t().clamp_min(EPS)[None, :, :]))
+
+
+def time_distribution(m: Tensor) -> Tensor:
+    """[B, T, D] -> P_time [B, T, T], rows sum to 1."""
+    return time_from_gram(gram_time(m))
+
+
+def freq_distribution(m: Tensor) -> Tensor:
+    """[B, T, D] -> P_freq [B, T, B]: per frame, similarity to the same frame of every utterance."""
+    return freq_from_gram(gram_freq(m))
+
+
+def jeffreys(p_t: Tensor, p_s: Tensor) -> Tensor:
+    """Element-wise symmetric KL: zero where the distributions agree."""
+    return (p_t - p_s) * (torch.log(p_t + EPS) - torch.log(p_s + EPS))
 
 
 # -- calibration ----------------------------------------------------------------------------------
@@ -95,19 +115,20 @@ class Calibration(nn.Module):
         self.q_freq = nn.ModuleList(_mlp(batch, f * batch, f * batch) for _ in range(n_student))
         self.k_freq = nn.ModuleList(_mlp(batch, f * batch, f * batch) for _ in range(n_teacher))
 
-    def forward(self, ms: list[Tensor], mk: list[Tensor]) -> tuple[Tensor, Tensor]:
-        b, t, _ = ms[0].shape
+    def forward(self, gs: list[tuple[Tensor, Tensor]], gk: list[tuple[Tensor, Tensor]]) -> tuple[Tensor, Tensor]:
+        """gs, gk: (time Gram [B, T, T], batch Gram [B, T, B]) of each student / teacher tap."""
+        b, t, _ = gs[0][0].shape
         if (t, b) != (self.frames, self.batch):
             raise ValueError(f"I2SRF-TFCKD was built for {self.frames} frames x batch {self.batch}, got {t} x {b}: "
                              "train with the fixed segment length and batch size it was built for")
 
-        def emb(mlps, mats, gram):
-            return torch.stack([F.normalize(mlp(gram(m)), dim=-1, eps=EPS) for mlp, m in zip(mlps, mats)], 2)
+        def emb(mlps, grams):
+            return torch.stack([F.normalize(mlp(g), dim=-1, eps=EPS) for mlp, g in zip(mlps, grams)], 2)
 
         out = []
-        for q, k, gram in ((self.q_time, self.k_time, gram_time), (self.q_freq, self.k_freq, gram_freq)):
-            qs, ks = emb(q, ms, gram), emb(k, mk, gram)              # [B, T, N_s, E], [B, T, N_t, E]
-            out.append(torch.softmax(qs @ ks.transpose(-1, -2), dim=-1))   # [B, T, N_s, N_t]
+        for k, (q, key) in enumerate(((self.q_time, self.k_time), (self.q_freq, self.k_freq))):
+            qs, ks = emb(q, [g[k] for g in gs]), emb(key, [g[k] for g in gk])   # [B, T, N_s, E], [B, T, N_t, E]
+            out.append(torch.softmax(qs @ ks.transpose(-1, -2), dim=-1))        # [B, T, N_s, N_t]
         return out[0], out[1]
 
 
@@ -180,8 +201,8 @@ def _ordered(taps: dict, name: str) -> list[Tensor]:
 class I2SRF(Distiller):
     def __init__(self, student_taps: dict, teacher_taps: dict, intra: bool = True, inter: bool = True,
                  fusion: str = "chain", streams: tuple = ("time", "freq"), weighting: str = "calibrated",
-                 cross_weights: bool = False, normalize_t: bool = False, fusion_mid: int = 128,
-                 fusion_out: int = 64, f: int = 2):
+                 cross_weights: bool = False, normalize_t: bool = False, fusion_mid: int | None = FUSION_MID,
+                 fusion_out: int | None = None, f: int = 2):
         super().__init__()
         if fusion not in ("chain", "mean") or weighting not in ("calibrated", "uniform"):
             raise ValueError("fusion is 'chain' or 'mean'; weighting is 'calibrated' or 'uniform'")
@@ -196,30 +217,41 @@ class I2SRF(Distiller):
             for s in SETS:
                 self.calib[s] = Calibration(len(student_taps[s]), len(teacher_taps[s]), t, b, f)
         if inter:
-            make = (lambda ch: FusionChain(ch, fusion_mid, fusion_out)) if fusion == "chain" else \
-                (lambda ch: SetMean(ch, fusion_out))
-            self.s_fuse = nn.ModuleDict({s: make([x.shape[1] for x in _ordered(student_taps, s)]) for s in SETS})
-            self.t_fuse = nn.ModuleDict({s: make([x.shape[1] for x in _ordered(teacher_taps, s)]) for s in SETS})
+            def make(taps):
+                width = fusion_out or taps["enc"][0].shape[1]         # the side's own width C (the enc-1 tap)
+                mid = fusion_mid or width
+                ch = {s: [x.shape[1] for x in _ordered(taps, s)] for s in SETS}
+                return nn.ModuleDict({s: FusionChain(ch[s], mid, width) if fusion == "chain" else SetMean(ch[s], width)
+                                      for s in SETS})
+            self.s_fuse, self.t_fuse = make(student_taps), make(teacher_taps)
             if calibrated:
                 self.calib["inter"] = Calibration(3, 3, t, b, f)
 
-    def set_loss(self, s_feats: list[Tensor], t_feats: list[Tensor], key_feats: list[Tensor],
-                 calib: Calibration | None) -> tuple[Tensor, dict]:
+    def set_loss(self, s_feats: list[Tensor], t_feats: list[Tensor], calib: Calibration | None,
+                 keys_grad: bool = False) -> tuple[Tensor, dict]:
+        """The calibrated dual-stream loss of one set. Each tap's two Gram matrices are computed once and give
+        both its similarity distributions and its calibration MLPs' input (exact: cos = Gram / norms). The
+        teacher's distributions are detached; its Gram matrices keep their gradient for the calibration keys
+        when keys_grad (the fused teacher representatives of L_inter)."""
         ms = [frame_matrix(x) for x in s_feats]
-        mt = [frame_matrix(x.detach()) for x in t_feats]
         b, t, _ = ms[0].shape
+        gs = [(gram_time(m), gram_freq(m)) for m in ms]
+        with torch.set_grad_enabled(keys_grad and torch.is_grad_enabled()):
+            mt = [frame_matrix(x if keys_grad else x.detach()) for x in t_feats]
+            gt = [(gram_time(m), gram_freq(m)) for m in mt]
         if calib is not None:
-            a_time, a_freq = calib(ms, [frame_matrix(x) for x in key_feats])
+            a_time, a_freq = calib(gs, gt)
         else:
             a_time = a_freq = torch.full((b, t, len(ms), len(mt)), 1.0 / len(mt), device=ms[0].device)
         if self.cross:
             a_time, a_freq = a_freq, a_time
         with torch.no_grad():
-            pt = {"time": [time_distribution(m) for m in mt], "freq": [freq_distribution(m) for m in mt]}
+            pt = {"time": [time_from_gram(g[0].detach()) for g in gt], "freq": [freq_from_gram(g[1].detach()) for g in gt]}
         scale = 1.0 / t if self.normalize_t else 1.0
         parts = {"time": ms[0].new_zeros(()), "freq": ms[0].new_zeros(())}
-        for i, m in enumerate(ms):
-            ps = {"time": time_distribution(m), "freq": freq_distribution(m)}
+        for i, g in enumerate(gs):
+            ps = {"time": time_from_gram(g[0]) if "time" in self.streams else None,
+                  "freq": freq_from_gram(g[1]) if "freq" in self.streams else None}
             for j in range(len(mt)):
                 for stream, alpha in (("time", a_time), ("freq", a_freq)):
                     if stream not in self.streams:
@@ -235,14 +267,14 @@ class I2SRF(Distiller):
         logs: dict = {}
         if self.intra:
             for s in SETS:
-                ls, p = self.set_loss(student[s], teacher[s], teacher[s], self.calib[s] if s in self.calib else None)
+                ls, p = self.set_loss(student[s], teacher[s], self.calib[s] if s in self.calib else None)
                 loss = loss + ls
                 logs[f"kd_{s}"] = float(ls.detach())
         if self.inter:
             s_rep = [self.s_fuse[s](_ordered(student, s)) for s in SETS]
             t_rep = [self.t_fuse[s](_ordered(teacher, s)) for s in SETS]
             # teacher representatives: distributions detached inside set_loss; keys keep their gradient
-            ls, p = self.set_loss(s_rep, t_rep, t_rep, self.calib["inter"] if "inter" in self.calib else None)
+            ls, p = self.set_loss(s_rep, t_rep, self.calib["inter"] if "inter" in self.calib else None, keys_grad=True)
             loss = loss + ls
             logs["kd_inter"] = float(ls.detach())
         logs["kd"] = float(loss.detach())

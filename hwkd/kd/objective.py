@@ -2,11 +2,21 @@
 
 The teacher is frozen (eval mode, no gradient); the scheme's own modules train with the student. A mono
 teacher can teach an Ambisonics student: it is given the W channel (channel 0).
-λ (default 0.1 here) is the open weight of the spec; with I²SRF-TFCKD's Σ over frames the KD term grows
-with the segment length, so λ is tied to the segment length it was tuned for (or use normalize_t).
+
+λ, the spec's open weight, is balanced per run by default (`balance`): on the first batches of the run, at
+the student's initial weights, λ is set so that λ·‖∇θ L_KD‖ = KD_GRAD_RATIO · ‖∇θ L_SE‖, θ being the
+student's parameters (not the scheme's own modules). Why: the schemes' losses differ in scale by six orders
+of magnitude (at a fixed λ = 0.1 the KD gradient was 1.3 % of the SE gradient for response KD and 3·10⁻⁷ for
+AT: most schemes did nothing), and the scale also moves with the segment length, the student's width and the
+teacher. A gradient-ratio rule gives every scheme the same say in the first updates, whatever its units, so a
+comparison compares what the schemes ask for, not how their losses happen to be scaled. The ratio is
+KD_GRAD_RATIO (0.5: the KD term pulls half as hard as the task — see README "KD weights" for the
+measurement); `lam=` fixes λ by hand instead. The measured norms and the chosen λ are recorded with the run.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import nn
@@ -16,10 +26,17 @@ from hwkd.models.dpdcrn import DPDCRN
 from hwkd.models.enhancer import Enhancer
 from hwkd.train.losses import se_loss
 
+KD_GRAD_RATIO = 0.5        # λ·‖∇L_KD‖ / ‖∇L_SE‖ on the student at its initial weights (balanced default)
+
+
+def _grad_norm(loss: torch.Tensor, params: list[torch.Tensor]) -> float:
+    grads = torch.autograd.grad(loss, params, retain_graph=True, allow_unused=True)
+    return math.sqrt(sum(float(g.pow(2).sum()) for g in grads if g is not None))
+
 
 class KDObjective:
     def __init__(self, teacher: DPDCRN, student: DPDCRN, scheme: str, batch_size: int, segment_samples: int,
-                 lam: float = 0.1, **options):
+                 lam: float | None = None, **options):
         tc, sc = teacher.cfg, student.cfg
         # a mono teacher may teach an Ambisonics student: it sees the W channel (channel 0), its reference
         mono_teacher = tc.in_channels == 1 and sc.in_channels == 4
@@ -34,6 +51,7 @@ class KDObjective:
         self.teacher_enhancer = Enhancer(self.teacher)
         self.name = scheme
         self.lam = lam
+        self.lam_record: dict = {"lam": lam, "rule": "fixed"} if lam is not None else {}
         x = torch.zeros(batch_size, 2 * sc.in_channels, -(-segment_samples // sc.hop), 257)
         with torch.no_grad():
             _, st = student(x, return_taps=True)
@@ -43,11 +61,38 @@ class KDObjective:
     def modules(self) -> list[nn.Module]:
         return [self.distiller]
 
-    def __call__(self, enhancer: Enhancer, batch: dict) -> tuple[torch.Tensor, dict]:
+    def losses(self, enhancer: Enhancer, batch: dict) -> tuple[torch.Tensor, torch.Tensor, dict]:
+        """(L_SE, L_KD, parts) for one batch."""
         est, s_taps = enhancer(batch["noisy"], return_taps=True)
         self.teacher_enhancer.to(batch["noisy"].device)
         with torch.no_grad():
             _, t_taps = self.teacher_enhancer(batch["noisy"][:, : self.teacher.cfg.in_channels], return_taps=True)
         l_se, parts = se_loss(est, batch["clean"], enhancer.n_fft, enhancer.hop)
         l_kd, kd_parts = self.distiller(s_taps, t_taps)
-        return l_se + self.lam * l_kd, {**parts, "se": float(l_se.detach()), **kd_parts}
+        return l_se, l_kd, {**parts, **kd_parts}
+
+    def grad_norms(self, enhancer: Enhancer, batches: list[dict]) -> tuple[float, float]:
+        """Mean over batches of ‖∇θ L_SE‖ and ‖∇θ L_KD‖ over the student's parameters θ."""
+        params = [p for p in enhancer.net.parameters() if p.requires_grad]
+        se, kd = [], []
+        for b in batches:
+            l_se, l_kd, _ = self.losses(enhancer, b)
+            se.append(_grad_norm(l_se, params))
+            kd.append(_grad_norm(l_kd, params))
+        return sum(se) / len(se), sum(kd) / len(kd)
+
+    def balance(self, enhancer: Enhancer, batches: list[dict], ratio: float = KD_GRAD_RATIO) -> dict:
+        """Set λ so that λ·‖∇L_KD‖ = ratio·‖∇L_SE‖ on these batches; returns the record kept with the run."""
+        g_se, g_kd = self.grad_norms(enhancer, batches)
+        if not (g_kd > 0 and math.isfinite(g_kd)) or not (g_se > 0 and math.isfinite(g_se)):
+            raise FloatingPointError(f"cannot balance λ for {self.name}: ‖∇L_SE‖ = {g_se}, ‖∇L_KD‖ = {g_kd}")
+        self.lam = ratio * g_se / g_kd
+        self.lam_record = {"lam": self.lam, "rule": "grad-ratio", "target_ratio": ratio,
+                           "grad_norm_se": g_se, "grad_norm_kd": g_kd, "batches": len(batches)}
+        return self.lam_record
+
+    def __call__(self, enhancer: Enhancer, batch: dict) -> tuple[torch.Tensor, dict]:
+        if self.lam is None:
+            raise RuntimeError("KDObjective.lam is not set: call balance() first or pass lam=")
+        l_se, l_kd, parts = self.losses(enhancer, batch)
+        return l_se + self.lam * l_kd, {**parts, "se": float(l_se.detach())}

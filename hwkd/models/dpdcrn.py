@@ -27,6 +27,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 N_BINS = 257
+IDENTITY_BIAS = 1.0       # mask real part at initialisation: gain tanh(1) = 0.76 (see DPDCRN.identity_start)
+IDENTITY_SCALE = 1e-2     # the mask layer's default-init weights times this
 
 
 @dataclass(frozen=True)
@@ -226,6 +228,22 @@ class DPDCRN(nn.Module):
         self.dec_dense = DenseBlock(c, cfg.depth, causal)
         self.dec1 = nn.Sequential(nn.ConvTranspose2d(c, c, (1, 3), (1, 2)), conv_norm(c, causal), nn.PReLU(c))
         self.dec2 = nn.ConvTranspose2d(c, 2, (1, 3), (1, 2))
+        self.identity_start()
+
+    def identity_start(self, gain_bias: float = IDENTITY_BIAS, scale: float = IDENTITY_SCALE) -> None:
+        """Initialise the mask layer so that the untrained network passes its reference channel through.
+
+        The mask is (b + ε_r, ε_i) with ε small: |Ŝ| = tanh(b)·|X| and ∠Ŝ ≈ ∠X, i.e. the input up to a gain
+        tanh(b) (0.76 at b = 1: on the steep part of tanh, so the magnitude still learns; b = 3 would
+        saturate it). The weights are the default init scaled by `scale`, not zero, so every layer gets a
+        gradient from the first step (Adam's steps do not depend on the gradient's scale). The default
+        PyTorch init instead gives |M| ≈ 0.6 with random phase: about −20 dB SI-SDR from a +7 dB input.
+        An initialisation only: the architecture and parameter count are unchanged; loaded weights replace it.
+        """
+        with torch.no_grad():
+            self.dec2.reset_parameters()
+            self.dec2.weight.mul_(scale)
+            self.dec2.bias.copy_(torch.tensor([gain_bias, 0.0]))
 
     # -- offline ---------------------------------------------------------------------------------
     def forward(self, x: Tensor, return_taps: bool = False):

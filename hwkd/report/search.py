@@ -44,7 +44,7 @@ def collect(run: Path, settings: dict) -> tuple:
                      "error": a.get("error"), "worker": a.get("worker"), "trial_s": a.get("trial_s"),
                      "started": t.datetime_start.isoformat() if t.datetime_start else None,
                      "completed": t.datetime_complete.isoformat() if t.datetime_complete else None,
-                     "checkpoint": a.get("checkpoint")})
+                     "checkpoint": a.get("checkpoint"), "kd_lambda": a.get("kd_lambda")})
     return pd.DataFrame(rows), study.user_attrs
 
 
@@ -129,7 +129,8 @@ def write_report(run: Path, settings: dict, out_dir: Path) -> dict:
                "front": front[["trial", "val_si_sdr_db", "val_pesq_wb", "latency_ms", "gmacs_per_s", "params"]]
                .to_dict("records"),
                "hypervolume": hv, "hypervolume_history": hv_hist, "hypervolume_minutes": minutes,
-               "quality_ref_db": q_ref, "latency_ref_ms": c_ref,
+               "quality_ref_db": q_ref, "quality_ref_pesq_wb": attrs.get("quality_ref_pesq_wb"),
+               "latency_ref_ms": c_ref,
                "latency_how": how, "latency_provenance": prov}
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
     _html(out_dir, settings, summary, df, front)
@@ -161,7 +162,8 @@ td,th{{border:1px solid #ccc;padding:2px 6px;text-align:right}} img{{max-width:4
 <h1>hwkd search <code>{html.escape(s['name'])}</code></h1>
 <p>Target <b>{html.escape(s['target'])}</b>; controller {html.escape(s['controller'])}; KD {html.escape(s['kd'])};
 {s['trials_complete']} complete, {s['trials_failed']} failed, {s['feasible']} within the latency limit.
-Quality: SI-SDR on the validation split (noisy input: {s['quality_ref_db']:.2f} dB); PESQ-WB on a subset.
+Quality: SI-SDR on the validation split (noisy input: {s['quality_ref_db']:.2f} dB); PESQ-WB on the first
+{settings.get('val_pesq_clips', '?')} val clips (noisy input: {_fmt(s['quality_ref_pesq_wb'])}).
 Hypervolume (SI-SDR x latency, reference: noisy input, {s['latency_ref_ms']:g} ms):
 <b>{s['hypervolume']:.3f}</b> dB·ms.</p>
 <p>Latency: {html.escape('; '.join(s['latency_how']))}{'<br>' if s['latency_provenance'] else ''}
@@ -175,3 +177,7 @@ Hypervolume (SI-SDR x latency, reference: noisy input, {s['latency_ref_ms']:g} m
 <a href="summary.json">summary.json</a>. Pick one with <code>hwkd pick {html.escape(s['name'])} --max-latency-ms X
 --target {html.escape(s['target'])}</code>.</p></body></html>"""
     (out_dir / "index.html").write_text(page)
+
+
+def _fmt(x) -> str:
+    return "not recorded" if x is None else f"{x:.3f}"

@@ -69,7 +69,9 @@ def pick(run: Path, settings: dict, max_latency_ms: float | None, target: str | 
                         "hop_ms": net.cfg.hop / 16.0, "how": row["latency_how"],
                         "provenance": row["latency_provenance"] if isinstance(row["latency_provenance"], str)
                         else None},
-            "training": {"kd": settings["kd"], "lambda": settings["lam"], "teacher": settings["teacher"],
+            "training": {"kd": settings["kd"], "lambda": _num(row.get("kd_lambda")) or settings["lam"],
+                         "lambda_rule": "fixed" if settings["lam"] is not None else "balanced (gradient ratio)",
+                         "teacher": settings["teacher"],
                          "steps": int(row["total_steps"]), "batch_size": settings["batch_size"],
                          "segment_s": settings["segment_s"]},
             "on_front": bool(row["on_front"]), "files": files, "export_parity_max_abs": ex.parity,
@@ -80,7 +82,7 @@ def pick(run: Path, settings: dict, max_latency_ms: float | None, target: str | 
     md = [f"# {card['name']}", "",
           f"DPDCRN student from `hwkd search` run `{settings['name']}` (trial {card['trial']}) for target "
           f"`{settings['target']}`, distilled from `{Path(settings['teacher']).name}` with {settings['kd']} "
-          f"(λ {settings['lam']:g}, {card['training']['steps']} steps of batch {settings['batch_size']} x "
+          f"(λ {_lam(card['training'])}, {card['training']['steps']} steps of batch {settings['batch_size']} x "
           f"{settings['segment_s']:g} s).", "",
           f"- architecture: C={cfg.channels}, L={cfg.layers}, D={cfg.depth}, heads={cfg.heads}, "
           f"GRU hidden={cfg.hidden}, intra GRU {'bi' if cfg.intra_bidirectional else 'uni'}directional, "
@@ -98,3 +100,8 @@ def pick(run: Path, settings: dict, max_latency_ms: float | None, target: str | 
           f"Run it: `hwkd enhance {out / 'model.pt'} in.wav out.wav" + (" --streaming`" if cfg.causal else "`")]
     (out / "model_card.md").write_text("\n".join(md) + "\n")
     return card
+
+
+def _lam(training: dict) -> str:
+    lam = training["lambda"]
+    return ("not recorded" if lam is None else f"{lam:.4g}") + f", {training['lambda_rule']}"

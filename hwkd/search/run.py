@@ -78,7 +78,7 @@ class SearchConfig:
     target: str = "rpi4"
     space: str = "default"
     kd: str = "i2srf-tfckd"
-    lam: float = 0.1
+    lam: float | None = None              # None: balanced per candidate (hwkd.kd.objective)
     controller: str = "optuna"
     trials: int | None = 40
     time_budget_s: float | None = 900.0
@@ -194,7 +194,9 @@ class Search:
                                          directions=list(DIRECTIONS), load_if_exists=True)
         old = self.study.user_attrs.get("hwkd_settings")
         if old is None:     # settings last: a worker that sees them finds the references already stored
-            self.study.set_user_attr("quality_ref", self._noisy_quality())
+            q_sdr, q_pesq = self._noisy_quality()
+            self.study.set_user_attr("quality_ref", q_sdr)
+            self.study.set_user_attr("quality_ref_pesq_wb", q_pesq)
             self.study.set_user_attr("cost_ref", self.cost_ref)
             self.study.set_user_attr("hwkd_settings", settings)
         else:
@@ -235,15 +237,21 @@ class Search:
         hop_ms = self.space.values("hop")[0] / 16000 * 1e3
         return float(self.sc.max_latency_ms or hop_ms)
 
-    def _noisy_quality(self) -> float:
+    def _noisy_quality(self) -> tuple[float, float | None]:
+        """The noisy input's val SI-SDR (all clips) and PESQ-WB (the first val_pesq_clips, as trials score)."""
         from hwkd.data.datasets import SpeechPairs
-        from hwkd.metrics.quality import si_sdr
+        from hwkd.metrics.quality import pesq_wb, si_sdr
         val = SpeechPairs(self.sc.data, split="val", mode="utterance", channels=self.in_channels)
-        vals = []
+        sdrs, pesqs = [], []
         for i in range(len(val)):
             it = val[i]
-            vals.append(si_sdr(it["noisy"][0].numpy(), it["clean"].numpy()))
-        return float(sum(vals) / len(vals))
+            sdrs.append(si_sdr(it["noisy"][0].numpy(), it["clean"].numpy()))
+            if i < self.sc.val_pesq_clips:
+                try:
+                    pesqs.append(pesq_wb(it["noisy"][0].numpy(), it["clean"].numpy()))
+                except Exception:  # noqa: BLE001  (a clip PESQ cannot score is left out, as in validation)
+                    pass
+        return float(sum(sdrs) / len(sdrs)), (float(sum(pesqs) / len(pesqs)) if pesqs else None)
 
     def constraint(self, latency_ms: float, hop_ms: float) -> float:
         """<= 0 when feasible (Optuna's convention)."""

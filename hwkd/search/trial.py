@@ -27,11 +27,10 @@ HOP_RATE = 16000
 def run_rung(spec: dict) -> dict:
     import torch
 
-    from hwkd.data.datasets import SpeechPairs
-    from hwkd.models import DPDCRN
     from hwkd.models.checkpoint import load_model
     from hwkd.models.dpdcrn import DPDCRNConfig
-    from hwkd.train.trainer import TrainConfig, train
+    from hwkd.train.recipe import KDSpec, train_model
+    from hwkd.train.trainer import TrainConfig
 
     tdir = Path(spec["dir"])
     rung = spec["rung"]
@@ -42,40 +41,49 @@ def run_rung(spec: dict) -> dict:
     if fault == "raise":
         raise RuntimeError("injected fault (HWKD_FAULT_TRIALS): this candidate raises")
     t0 = time.perf_counter()
-    torch.manual_seed(spec["seed"])
-    model = DPDCRN(cfg)
+    init = None
+    lam = spec["lam"]
+    lr = spec["lr"]
     if rung > 0:
+        # a promoted rung continues from the previous rung's best weights with the same λ, in a warm restart
+        # of the schedule at half the peak learning rate (a fresh optimizer needs its short warm-up again)
         prev, _ = load_model(tdir / f"rung{rung - 1}" / "best.pt")
-        model.load_state_dict(prev.state_dict())
+        init = prev.state_dict()
+        lr = spec["lr"] * 0.5
+        saved = tdir / f"rung{rung - 1}" / "kd_weight.json"
+        if lam is None and saved.is_file():
+            lam = float(json.loads(saved.read_text())["lam"])
     if fault == "nan":
-        with torch.no_grad():                       # a diverged network: every weight NaN
-            for p in model.parameters():
-                p.fill_(float("nan"))
-    tcfg = TrainConfig(epochs=1, batch_size=spec["batch_size"], lr=spec["lr"], seed=spec["seed"],
+        init = {k: torch.full_like(v, float("nan")) if v.is_floating_point() else v     # a diverged network
+                for k, v in (init or _fresh(cfg, spec["seed"])).items()}
+    tcfg = TrainConfig(epochs=1, batch_size=spec["batch_size"], lr=lr, seed=spec["seed"],
                        segment_s=spec["segment_s"], max_steps_per_epoch=spec["steps"],
-                       val_pesq_clips=spec["val_pesq_clips"], warmup_steps=min(100, spec["steps"] // 5),
-                       ckpt_every=25)
-    train_set = SpeechPairs(spec["data"], split="train", mode="segment", segment_s=spec["segment_s"],
-                            channels=cfg.in_channels, seed=spec["seed"])
-    val_set = SpeechPairs(spec["data"], split="val", mode="utterance", channels=cfg.in_channels)
-    objective = None
+                       val_pesq_clips=spec["val_pesq_clips"], ckpt_every=25)
+    teacher = None
     if spec["kd"] != "none":
-        from hwkd.kd.objective import KDObjective
         teacher, _ = load_model(spec["teacher"])
-        objective = KDObjective(teacher, model, spec["kd"], spec["batch_size"],
-                                int(round(spec["segment_s"] * HOP_RATE)), lam=spec["lam"])
-    res = train(model, train_set, val_set, tdir / f"rung{rung}", tcfg, objective=objective, progress=True,
-                meta={"data": spec["data"], "command": f"hwkd search trial {tdir.name} rung {rung}"})
+    res = train_model(cfg, tdir / f"rung{rung}", tcfg, data=spec["data"], kd=KDSpec(spec["kd"], teacher, lam),
+                      init=init, progress=True,
+                      meta={"command": f"hwkd search trial {tdir.name} rung {rung}"})
     last = res["history"][-1]
     out = {"rung": rung, "steps": spec["steps"], "total_steps": spec["steps"] + spec.get("steps_before", 0),
            "val_si_sdr_db": float(last["val_si_sdr_db"]), "val_pesq_wb": last.get("val_pesq_wb"),
            "val_clips": last.get("val_clips"), "val_pesq_clips": last.get("val_pesq_clips"),
-           "train_s": round(time.perf_counter() - t0, 2)}
+           "train_s": round(time.perf_counter() - t0, 2), "kd_lambda": res.get("kd_weight", {}).get("lam"),
+           "train_data": res["train_data"]}
     if not all(map(_finite, (out["val_si_sdr_db"], out["val_pesq_wb"] or 0.0))):
         raise FloatingPointError(f"validation gave a non-finite figure: {out}")
     if rung == 0:
         out.update(_profile(spec, tdir))
     return out
+
+
+def _fresh(cfg, seed: int) -> dict:
+    import torch
+
+    from hwkd.models import DPDCRN
+    torch.manual_seed(seed)
+    return DPDCRN(cfg).state_dict()
 
 
 def _finite(x: float) -> bool:

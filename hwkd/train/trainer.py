@@ -37,7 +37,7 @@ class TrainConfig:
     epochs: int = 10
     batch_size: int = 8
     lr: float = 1e-3
-    warmup_steps: int = 100
+    warmup_frac: float = 0.1      # linear warm-up over this fraction of the planned steps, then cosine
     min_lr_ratio: float = 0.05
     grad_clip: float = 5.0
     seed: int = 0
@@ -62,13 +62,40 @@ class SEObjective:
         return se_loss(est, batch["clean"], enhancer.n_fft, enhancer.hop)
 
 
+def warmup_steps(cfg: TrainConfig, total_steps: int) -> int:
+    """Warm-up length: a fraction of the planned steps (at least one step when the fraction is > 0)."""
+    return max(1, round(cfg.warmup_frac * total_steps)) if cfg.warmup_frac > 0 else 0
+
+
 def _lr_lambda(cfg: TrainConfig, total_steps: int):
+    """Linear warm-up over warmup_frac of the planned steps, then cosine down to min_lr_ratio at the last step:
+    the schedule fits the budget, so a 24-step trial and a 10,000-step teacher both reach their peak and decay."""
+    warm = warmup_steps(cfg, total_steps)
+
     def f(step: int) -> float:
-        if step < cfg.warmup_steps:
-            return (step + 1) / cfg.warmup_steps
-        p = min(1.0, (step - cfg.warmup_steps) / max(1, total_steps - cfg.warmup_steps))
+        if step < warm:
+            return (step + 1) / warm
+        p = min(1.0, (step - warm) / max(1, total_steps - warm - 1))
         return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * p))
     return f
+
+
+def check_budget(cfg: TrainConfig) -> None:
+    """Refuse budgets that cannot train: one line naming the flag and the fix."""
+    checks = [(cfg.epochs >= 1, f"--epochs {cfg.epochs}", "give 1 or more"),
+              (cfg.batch_size >= 1, f"--batch-size {cfg.batch_size}", "give 1 or more"),
+              (cfg.max_steps_per_epoch is None or cfg.max_steps_per_epoch >= 1,
+               f"--steps / --max-steps-per-epoch {cfg.max_steps_per_epoch}", "give 1 or more"),
+              (cfg.lr > 0 and math.isfinite(cfg.lr), f"--lr {cfg.lr}", "give a positive learning rate, e.g. 2e-3"),
+              (0 <= cfg.warmup_frac < 1, f"warm-up fraction {cfg.warmup_frac}", "give a fraction in [0, 1)"),
+              (cfg.segment_s > 0 and math.isfinite(cfg.segment_s), f"--segment-s {cfg.segment_s}",
+               "give a positive segment length in seconds, e.g. 2"),
+              (cfg.val_pesq_clips >= 0, f"--val-pesq-clips {cfg.val_pesq_clips}", "give 0 or more"),
+              (cfg.ckpt_every >= 0, f"--ckpt-every {cfg.ckpt_every}", "give 0 (off) or more"),
+              (cfg.threads is None or cfg.threads >= 1, f"--threads {cfg.threads}", "give 1 or more")]
+    for ok, what, fix in checks:
+        if not ok:
+            raise HwkdError(f"{what}: impossible training budget", fix)
 
 
 def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
@@ -100,6 +127,7 @@ def validate(enhancer: Enhancer, val: SpeechPairs, pesq_clips: int, device: str,
 def train(model: DPDCRN, train_set: SpeechPairs, val_set: SpeechPairs, run_dir: str | os.PathLike,
           cfg: TrainConfig, objective=None, progress: bool = True, meta: dict | None = None) -> dict:
     """Train (or resume) into run_dir; returns the final summary. best.pt / last.pt / history.jsonl."""
+    check_budget(cfg)
     run = Path(run_dir)
     run.mkdir(parents=True, exist_ok=True)
     objective = objective or SEObjective()

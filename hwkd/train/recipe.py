@@ -1,0 +1,136 @@
+"""The one training recipe: `hwkd train`, `hwkd distill`, compare cells and search trials all call `train_model`.
+
+What it does, in order (every fix to how hwkd trains a network lands here once):
+1. refuses impossible budgets (`check_budget`);
+2. data: the given dataset or the embedded corpus (built first if missing); training items are mixed on the
+   fly from the corpus's own sources when the dataset is a set of an hwkd corpus (`mixing="auto"`, see
+   hwkd.data.mixing), else the dataset's static pairs; val is always the fixed clips;
+3. the model: seeded, identity-started (hwkd.models.dpdcrn.DPDCRN.identity_start), or the weights of `init`;
+4. the objective: plain SE training, or KD from the teacher with λ balanced on the run's first batches
+   (hwkd.kd.objective) unless λ is given; the λ record is kept in RUN/kd_weight.json (a resumed run reads it
+   back) and in the checkpoints' meta;
+5. the trainer (warm-up over a fraction of the planned steps, then cosine; exact resume).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from hwkd.audio.io import write_text_atomic
+from hwkd.errors import HwkdError
+from hwkd.models.dpdcrn import DPDCRN, DPDCRNConfig
+from hwkd.train.trainer import TrainConfig, check_budget, epoch_order, train
+
+BALANCE_BATCHES = 2       # batches of the run's first epoch on which λ is balanced
+
+
+@dataclass
+class KDSpec:
+    scheme: str = "none"                 # "none" = plain SE training
+    teacher: DPDCRN | None = None
+    lam: float | None = None             # None: balanced on the first batches (KD_GRAD_RATIO)
+    options: dict | None = None          # scheme options (e.g. fusion_mid for I²SRF-TFCKD)
+
+
+def training_set(data: str | Path, split: str, segment_s: float, channels: int, seed: int, mixing: str = "auto"):
+    """On-the-fly mixtures for a set of an hwkd corpus (mixing "auto" or "on"), else the static pairs."""
+    from hwkd.data.datasets import SpeechPairs
+    from hwkd.data.mixing import OnTheFlyMix, corpus_of
+    if mixing not in ("auto", "on", "off"):
+        raise HwkdError(f"--mixing {mixing!r}", "use auto, on or off")
+    if mixing == "on" and corpus_of(data) is None:
+        raise HwkdError(f"--mixing on: {data} is not a set of an hwkd corpus",
+                        "use --mixing auto (static pairs for real datasets) or the embedded corpus")
+    if mixing != "off" and corpus_of(data) is not None:
+        ds = OnTheFlyMix(data, split=split, segment_s=segment_s, seed=seed)
+        if ds.channels != channels:
+            raise HwkdError(f"{data} holds {ds.channels}-channel input, expected {channels}",
+                            "choose the matching dataset or model input channels")
+        return ds
+    return SpeechPairs(data, split=split, mode="segment", segment_s=segment_s, channels=channels, seed=seed)
+
+
+def first_batches(train_set, cfg: TrainConfig, n: int, device: str) -> list[dict]:
+    """The first n batches the trainer will see in epoch 0 (same order and items)."""
+    order = epoch_order(len(train_set), cfg.seed, 0)
+    train_set.set_epoch(0)
+    out = []
+    for k in range(min(n, len(train_set) // cfg.batch_size)):
+        items = [train_set[i] for i in order[k * cfg.batch_size:(k + 1) * cfg.batch_size]]
+        out.append({"noisy": torch.stack([it["noisy"] for it in items]).to(device),
+                    "clean": torch.stack([it["clean"] for it in items]).to(device)})
+    return out
+
+
+def make_objective(model: DPDCRN, kd: KDSpec, cfg: TrainConfig, train_set, run: Path | None):
+    """None for plain SE training, else a KDObjective with its λ fixed, read back from the run, or balanced."""
+    if kd.scheme == "none":
+        return None
+    from hwkd.kd.objective import KDObjective
+    from hwkd.models.enhancer import Enhancer
+    if kd.teacher is None:
+        raise HwkdError(f"KD scheme {kd.scheme} needs a teacher", "pass --teacher or use the embedded teacher")
+    obj = KDObjective(kd.teacher, model, kd.scheme, cfg.batch_size, int(round(cfg.segment_s * 16000)),
+                      lam=kd.lam, **(kd.options or {}))
+    saved = run / "kd_weight.json" if run is not None else None
+    if kd.lam is None:
+        if saved is not None and saved.is_file():
+            obj.lam_record = json.loads(saved.read_text())
+            obj.lam = float(obj.lam_record["lam"])
+        else:
+            if cfg.threads:
+                torch.set_num_threads(cfg.threads)
+            enh = Enhancer(model).to(cfg.device)
+            obj.teacher.to(cfg.device)
+            obj.distiller.to(cfg.device)
+            obj.balance(enh, first_batches(train_set, cfg, BALANCE_BATCHES, cfg.device))
+    if saved is not None:
+        saved.parent.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(saved, json.dumps({**obj.lam_record, "scheme": kd.scheme}, indent=1))
+    return obj
+
+
+def train_model(cfg: DPDCRNConfig, out: str | os.PathLike, tcfg: TrainConfig, data: str | Path | None = None,
+                kd: KDSpec | None = None, init: str | Path | dict | None = None, train_split: str = "train",
+                val_split: str = "val", mixing: str = "auto", meta: dict | None = None,
+                progress: bool = True) -> dict:
+    """Train (or resume) one network into `out`; returns the trainer's summary plus the data and λ used."""
+    from hwkd.data.datasets import SpeechPairs
+    check_budget(tcfg)
+    kd = kd or KDSpec()
+    if data is None:
+        from hwkd.data.synth import default_dataset
+        data = default_dataset(cfg.in_channels, progress=progress)
+    train_set = training_set(data, train_split, tcfg.segment_s, cfg.in_channels, tcfg.seed, mixing)
+    val_set = SpeechPairs(data, split=val_split, mode="utterance", channels=cfg.in_channels)
+    torch.manual_seed(tcfg.seed)
+    model = DPDCRN(cfg)
+    if init is not None:
+        _load_init(model, init)
+    run = Path(out)
+    objective = make_objective(model, kd, tcfg, train_set, run)
+    on_the_fly = type(train_set).__name__ == "OnTheFlyMix"
+    info = {"data": str(data), "train_split": train_split, "val_split": val_split,
+            "train_data": "on-the-fly mixing" if on_the_fly else "static pairs", "kd": kd.scheme,
+            **({"kd_weight": objective.lam_record} if objective is not None else {}), **(meta or {})}
+    res = train(model, train_set, val_set, run, tcfg, objective=objective, progress=progress, meta=info)
+    return {**res, **info}
+
+
+def _load_init(model: DPDCRN, init) -> None:
+    if isinstance(init, dict):
+        model.load_state_dict(init)
+        return
+    from hwkd.models.checkpoint import load_model
+    if not Path(init).is_file():
+        raise HwkdError(f"--init checkpoint {init} not found", "pass a .pt written by hwkd train or distill")
+    src, _ = load_model(init)
+    if src.cfg != model.cfg:
+        raise HwkdError(f"--init checkpoint {init} has a different architecture ({src.cfg}) than the model "
+                        f"being trained ({model.cfg})", "pass a checkpoint of the same preset or config")
+    model.load_state_dict(src.state_dict())
