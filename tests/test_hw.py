@@ -15,7 +15,7 @@ from hwkd.models.checkpoint import save_checkpoint
 from hwkd.models.registry import create_model
 from hwkd.targets import load_target
 
-from conftest import run_cli
+from conftest import full_mask, run_cli
 
 TINY = dict(channels=8, layers=1, depth=2, heads=2)
 
@@ -45,7 +45,7 @@ def test_macs_cross_check_with_flopcountermode():
 
 def test_export_parity_offline_and_streaming(tmp_path):
     torch.manual_seed(0)
-    net = create_model(dict(TINY, causal=True, time_attention="none"))
+    net = full_mask(create_model(dict(TINY, causal=True, time_attention="none")))
     ex = export_all(net, tmp_path)
     assert ex.offline_onnx.is_file() and ex.offline_ir.is_file() and ex.step_onnx.is_file() and ex.step_ir.is_file()
     assert set(ex.parity["offline"]["onnxruntime"]) == {37, 101}          # two lengths, one dynamic axis
@@ -63,7 +63,7 @@ def test_export_refuses_a_mismatch(tmp_path):
 
 
 def test_ambisonics_export(tmp_path):
-    net = create_model(dict(TINY, in_channels=4))
+    net = full_mask(create_model(dict(TINY, in_channels=4)))
     ex = export_all(net, tmp_path, openvino=False)
     assert ex.step_onnx is None and max(ex.parity["offline"]["onnxruntime"].values()) < 1e-4
 
@@ -145,7 +145,7 @@ def test_openvino_hop_runner_carries_state(tmp_path):
     from hwkd.hw.export import StepModel
     from hwkd.hw.measure import _Runner
     torch.manual_seed(0)
-    net = create_model(dict(TINY, causal=True, time_attention="none"))
+    net = full_mask(create_model(dict(TINY, causal=True, time_attention="none")))
     ex = export_all(net, tmp_path)
     run = _Runner("openvino", "hop", 1, ir=ex.step_ir)
     step = StepModel(net).eval()

@@ -7,6 +7,8 @@ from hwkd.models.checkpoint import load_model, save_checkpoint
 from hwkd.models.enhancer import Enhancer
 from hwkd.models.registry import resolve_config
 
+from conftest import full_mask
+
 TINY = dict(channels=8, layers=2, depth=2, heads=2)
 
 
@@ -38,7 +40,7 @@ def test_shapes_and_taps_mono_and_ambisonics(mics):
 @pytest.mark.parametrize("time_attention", ["none", "causal"])
 def test_streaming_parity(time_attention):
     torch.manual_seed(0)
-    m = create_model(dict(TINY, causal=True, time_attention=time_attention)).eval()
+    m = full_mask(create_model(dict(TINY, causal=True, time_attention=time_attention))).eval()
     x = torch.randn(1, 2, 30, 257)
     with torch.no_grad():
         full = m(x)
@@ -48,14 +50,14 @@ def test_streaming_parity(time_attention):
             outs.append(y)
     assert (full - torch.cat(outs, 2)).abs().max() <= 1e-4
     # and end to end, waveform in, waveform out
-    e = Enhancer(create_model(dict(TINY, causal=True, time_attention=time_attention, hop=160))).eval()
+    e = Enhancer(full_mask(create_model(dict(TINY, causal=True, time_attention=time_attention, hop=160)))).eval()
     w = 0.1 * torch.randn(1, 1, 7000)
     with torch.no_grad():
         assert (e(w) - e.stream(w)).abs().max() <= 1e-4
 
 
 def test_causal_model_does_not_look_ahead():
-    m = create_model(dict(TINY, causal=True, time_attention="causal")).eval()
+    m = full_mask(create_model(dict(TINY, causal=True, time_attention="causal"))).eval()
     x = torch.randn(1, 2, 20, 257)
     x2 = x.clone()
     x2[:, :, 12:] = torch.randn(1, 2, 8, 257)

@@ -30,7 +30,7 @@ import torch
 from scipy.signal import fftconvolve
 from torch.utils.data import Dataset
 
-from hwkd.data.synth import SR, SETS, active_rms, level_and_peak, scale_noise_to_snr
+from hwkd.data.synth import SETS, SR, active_rms, level_and_peak, scale_noise_to_snr
 from hwkd.errors import HwkdError
 
 log = logging.getLogger("hwkd")

@@ -15,12 +15,20 @@ Implemented from ../shared/spec/dpdcrn-and-i2srf-tfckd.md §2 (not from the auth
   f = 2), L2-normalised; queries for student taps, keys for teacher taps; the softmax of ⟨q_i, k_j⟩ over
   teacher taps j gives α_time[b,t,i,j] and α_freq[b,t,i,j].
 - Set loss = (1/N_s) Σ_i Σ_j [mean_(b,t') Σ_t α_time J_time + mean_(b,b') Σ_t α_freq J_freq].
-- Recursive fusion (ReviewKD ABF units, mid width 128): one chain per set for the student and one for the
-  teacher; encoder enc-1 → enc-3, middle O_1 → O_L, decoder mask → dec-1, so every representative has
+- Recursive fusion (ReviewKD ABF units): one chain per set for the student and one for the teacher; encoder enc-1 → enc-3, middle O_1 → O_L, decoder mask → dec-1, so every representative has
   64 bins. The three representatives of each side form the fused set, distilled with the same calibrated
   loss (L_inter). The teacher chains see detached teacher taps and, as in the public code, receive
   gradient only through the calibration keys of L_inter (their similarity distributions are detached).
 - L_KD = L_enc + L_mid + L_dec + L_inter.
+
+Cost (benchmarks/kd_cost.py; a step at kd-medium, batch 8 x 2 s, was x15.9 the MACs of a no-KD step):
+- each tap's time and batch Gram matrices are computed once and give both its similarity distributions
+  (cos = Gram / (norm norm), the norms being the Gram's diagonal) and its calibration MLPs' input: exact;
+- the fusion chains' output width is each side's own width C (student C_s, teacher C_t), as in the public
+  code (hwkd used 64 on both sides before);
+- the chains' mid width is an option (`fusion_mid`); the spec's 128 (the paper teacher's width) made the
+  final 3x3 convs most of a step. Default FUSION_MID, chosen by measuring cost and quality (README "KD cost");
+  `fusion_mid=None` uses each side's own width.
 
 Open points, decided here (options in `I2SRF.__init__`):
 - the MLP widths depend on T (frames per segment) and B (batch size): like the public code this needs a
@@ -246,7 +254,8 @@ class I2SRF(Distiller):
         if self.cross:
             a_time, a_freq = a_freq, a_time
         with torch.no_grad():
-            pt = {"time": [time_from_gram(g[0].detach()) for g in gt], "freq": [freq_from_gram(g[1].detach()) for g in gt]}
+            pt = {"time": [time_from_gram(g[0].detach()) for g in gt],
+                  "freq": [freq_from_gram(g[1].detach()) for g in gt]}
         scale = 1.0 / t if self.normalize_t else 1.0
         parts = {"time": ms[0].new_zeros(()), "freq": ms[0].new_zeros(())}
         for i, g in enumerate(gs):

@@ -13,6 +13,10 @@ dual-path GroupNorm normalises each frame over (channels, frequency), and the ti
 attention mask or no attention. Such a model runs hop by hop with `init_state` / `step`, carrying the
 dense-block caches, the time-GRU states and the time-attention key/value inputs.
 
+Identity start: the mask layer is initialised so that an untrained network outputs its reference-channel
+input up to a gain tanh(1) (`DPDCRN.identity_start`); with PyTorch's default init an untrained DPDCRN outputs
+about −20 dB SI-SDR from a +7 dB input, and a short training run spent itself climbing back to the input.
+
 Feature taps (for distillation, returned by `forward(x, return_taps=True)`):
   enc: [enc-1 (129 bins), enc-2 (64), enc-3 (64)]; mid: [O_1 .. O_L] (64 bins); dec: [dec-1 (64),
   dec-2 (129), mask (257)]; each [B, C_k, T, W_k].

@@ -18,6 +18,10 @@ PRESETS: dict[str, dict] = {
     "cpu-student": dict(channels=24, layers=1, heads=2),
     # streaming-causal student: frame-wise norms, no time attention, runs hop by hop
     "cpu-student-causal": dict(channels=24, layers=1, heads=2, causal=True, time_attention="none"),
+    # the three student sizes of the KD comparison (hwkd compare, benchmarks/kd_compare.py)
+    "kd-small": dict(channels=12, layers=1, depth=2, heads=1, gru_hidden=12),
+    "kd-medium": dict(channels=24, layers=1, depth=3, heads=2, gru_hidden=24),
+    "kd-large": dict(channels=32, layers=2, depth=4, heads=2, gru_hidden=32),
 }
 
 

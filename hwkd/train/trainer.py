@@ -174,7 +174,9 @@ def train(model: DPDCRN, train_set: SpeechPairs, val_set: SpeechPairs, run_dir: 
 
     enhancer.train()
     t_start = time.perf_counter()
+    train_time = history[-1].get("train_elapsed_s", 0.0) if history else 0.0   # steps only, across resumes
     while epoch < cfg.epochs:
+        t_epoch = time.perf_counter()
         order = epoch_order(len(train_set), cfg.seed, epoch)
         train_set.set_epoch(epoch)
         bar = None
@@ -208,9 +210,11 @@ def train(model: DPDCRN, train_set: SpeechPairs, val_set: SpeechPairs, run_dir: 
                 checkpoint(last, epoch, pos)
         if bar:
             bar.close()
+        train_time += time.perf_counter() - t_epoch
         val = validate(enhancer, val_set, cfg.val_pesq_clips, cfg.device)
         rec = {"epoch": epoch + 1, **{f"train_{k}": v / max(1, n_seen) for k, v in sums.items()}, **val,
-               "lr": sched.get_last_lr()[0], "elapsed_s": round(time.perf_counter() - t_start, 1)}
+               "lr": sched.get_last_lr()[0], "elapsed_s": round(time.perf_counter() - t_start, 1),
+               "train_elapsed_s": round(train_time, 1)}
         history.append(rec)
         # rewritten whole from the checkpointed history: a run killed between this write and the
         # checkpoint below repeats the epoch without leaving a duplicate line

@@ -1,0 +1,175 @@
+"""Time to quality: what a ~50k-parameter causal student gains over the noisy input after a wall-clock budget.
+
+For each scheme (no KD, I²SRF-TFCKD from the embedded teacher) and each budget (default 5, 15, 60 minutes),
+one run of hwkd's training recipe (hwkd.train.recipe.train_model: identity start, on-the-fly mixing, warm-up
+over 10 % of the planned steps then cosine, balanced λ) whose planned steps fill the budget: the step time is
+measured on 3 steps first (after one warm-up step), and steps = budget / step time. The best-val checkpoint is
+scored on the default test split (100 utterances: PESQ-WB, STOI, eSTOI, SI-SDR; mean ± 95 % CI) against the
+noisy input. Each run is its own folder under --out and resumes after a kill; a finished run is not redone.
+
+The learning curve (val SI-SDR against training wall clock, validation time excluded) of each run is plotted
+to results/time_to_quality.png.
+
+    python benchmarks/time_to_quality.py [--budgets 5,15,60] [--schemes none,i2srf-tfckd] [--threads 2]
+"""
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from hwkd.data.datasets import select_pairs
+from hwkd.data.layouts import scan
+from hwkd.data.synth import default_dataset
+from hwkd.models.checkpoint import load_model
+from hwkd.models.dpdcrn import DPDCRNConfig
+from hwkd.paths import hwkd_home
+from hwkd.sysinfo import LoadMeter, fingerprint
+from hwkd.teacher import embedded_teacher_path
+from hwkd.train.evaluate import evaluate_pairs
+from hwkd.train.recipe import KDSpec, make_objective, train_model, training_set
+from hwkd.train.trainer import TrainConfig
+
+from _common import RESULTS, save
+
+STUDENT = dict(channels=20, layers=1, depth=3, heads=1, gru_hidden=32, causal=True, time_attention="none")
+METRICS = ("pesq_wb", "stoi", "estoi", "si_sdr_db")
+
+
+def step_time(cfg, tcfg, data, kd: KDSpec) -> float:
+    """Median seconds per training step of this recipe (3 steps after 1 warm-up), on real batches."""
+    import statistics
+
+    from hwkd.models import DPDCRN
+    from hwkd.models.enhancer import Enhancer
+    from hwkd.train.recipe import first_batches
+    from hwkd.train.trainer import SEObjective
+    torch.manual_seed(0)
+    model = DPDCRN(cfg)
+    ts = training_set(data, "train", tcfg.segment_s, cfg.in_channels, 0)
+    obj = make_objective(model, kd, tcfg, ts, None) or SEObjective()
+    enh = Enhancer(model)
+    params = list(enh.parameters()) + [p for m in obj.modules() for p in m.parameters()]
+    opt = torch.optim.Adam(params, lr=1e-4)
+    times = []
+    for k in range(4):
+        t0 = time.perf_counter()
+        batch = first_batches(ts, tcfg, k + 1, "cpu")[k]      # includes the cost of mixing the batch
+        loss, _ = obj(enh, batch)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times[1:])
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--budgets", default="5,15,60", help="minutes of training wall clock, comma-separated")
+    ap.add_argument("--schemes", default="none,i2srf-tfckd",
+                    help="comma-separated; a scheme option as NAME:OPTION=INT, e.g. i2srf-tfckd:fusion_mid=128")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--segment-s", type=float, default=2.0)
+    ap.add_argument("--out", type=Path, default=hwkd_home() / "runs" / "time_to_quality")
+    ap.add_argument("--name", default="time_to_quality")
+    a = ap.parse_args()
+    torch.set_num_threads(a.threads)
+    cfg = DPDCRNConfig(**STUDENT)
+    data = default_dataset(1)
+    sc = scan(data, channels=1)
+    test = sc.good_pairs(select_pairs(sc, "test"))
+    teacher_path = embedded_teacher_path()
+    teacher, _ = load_model(teacher_path)
+    res_path = RESULTS / f"{a.name}.json"
+    res = json.loads(res_path.read_text()) if res_path.is_file() else {"runs": {}}
+    res.update({"student": STUDENT, "batch": a.batch, "segment_s": a.segment_s, "lr": a.lr,
+                "threads": a.threads, "teacher_sha256": __import__("hashlib").sha256(teacher_path.read_bytes())
+                .hexdigest(), "eval": f"test split, {len(test)} utterances"})
+    if "val_noisy_si_sdr_db" not in res:
+        from hwkd.data.datasets import SpeechPairs
+        from hwkd.metrics.quality import si_sdr
+        val = SpeechPairs(data, split="val", mode="utterance", channels=1)
+        res["val_noisy_si_sdr_db"] = sum(si_sdr(val[i]["noisy"][0].numpy(), val[i]["clean"].numpy())
+                                         for i in range(len(val))) / len(val)
+    for scheme in a.schemes.split(","):
+        # "name" or "name:option=int" (e.g. i2srf-tfckd:fusion_mid=128) for a scheme option
+        name, _, opt = scheme.partition(":")
+        options = {k: int(v) for k, v in (o.split("=") for o in opt.split("+") if o)}
+        kd = KDSpec(name, teacher if name != "none" else None, options=options)
+        for minutes in map(float, a.budgets.split(",")):
+            key = f"{scheme}@{minutes:g}min"
+            run = a.out / f"{scheme.replace(':', '-').replace('=', '')}-{minutes:g}min"
+            if key in res["runs"] and (run / "done").is_file():
+                print(f"{key}: done before")
+                continue
+            tcfg = TrainConfig(epochs=1, batch_size=a.batch, lr=a.lr, segment_s=a.segment_s, threads=a.threads,
+                               val_pesq_clips=5, ckpt_every=25)
+            plan = run / "plan.json"
+            if plan.is_file():
+                p = json.loads(plan.read_text())
+            else:
+                st = step_time(cfg, tcfg, data, kd)
+                steps = max(10, int(minutes * 60 / st))
+                # validate about every 2.5 minutes of training (at least 4 points on the curve)
+                per_epoch = max(5, min(steps // 4, int(150 / st)))
+                p = {"step_s": st, "steps": steps, "steps_per_epoch": per_epoch, "epochs": -(-steps // per_epoch)}
+                run.mkdir(parents=True, exist_ok=True)
+                plan.write_text(json.dumps(p))
+            tcfg.epochs, tcfg.max_steps_per_epoch = p["epochs"], p["steps_per_epoch"]
+            print(f"{key}: {p['epochs'] * p['steps_per_epoch']} steps planned ({p['step_s']:.2f} s/step)")
+            t0 = time.perf_counter()
+            with LoadMeter() as load:
+                out = train_model(cfg, run, tcfg, data=data, kd=kd, progress=False,
+                                  meta={"command": f"benchmarks/time_to_quality.py {key}"})
+            best, _ = load_model(run / "best.pt")
+            ev = evaluate_pairs(best, test, progress=False)
+            hist = out["history"]
+            res["runs"][key] = {
+                "scheme": scheme, "budget_min": minutes, "planned": p, "scheme_options": options,
+                "train_data": out["train_data"], "kd_weight": out.get("kd_weight"),
+                "wall_s_this_process": round(time.perf_counter() - t0, 1),
+                "curve": [{"epoch": h["epoch"], "train_elapsed_s": h.get("train_elapsed_s", h["elapsed_s"]),
+                           "val_si_sdr_db": h["val_si_sdr_db"], "val_pesq_wb": h["val_pesq_wb"], "lr": h["lr"]}
+                          for h in hist],
+                "noisy": {m: ev["noisy"][m] for m in METRICS},
+                "enhanced": {m: ev["enhanced"][m] for m in METRICS},
+                "gain": {m: ev["enhanced"][m]["mean"] - ev["noisy"][m]["mean"] for m in METRICS},
+                "load": load.as_dict()}
+            (run / "done").write_text("1")
+            g = res["runs"][key]["gain"]
+            print(f"{key}: test gain SI-SDR {g['si_sdr_db']:+.2f} dB, PESQ-WB {g['pesq_wb']:+.3f}, "
+                  f"eSTOI {g['estoi']:+.3f}")
+            res["machine"] = fingerprint()
+            save(a.name, res)
+    plot(res, RESULTS / f"{a.name}.png")
+
+
+def plot(res: dict, path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(7, 4))
+    noisy = None
+    for key, r in sorted(res["runs"].items()):
+        xs = [0.0] + [c["train_elapsed_s"] / 60 for c in r["curve"]]
+        noisy = r["noisy"]["si_sdr_db"]["mean"]
+        ys = [None] + [c["val_si_sdr_db"] for c in r["curve"]]
+        ax.plot(xs[1:], ys[1:], marker="o", ms=3, ls="-" if r["scheme"] == "none" else "--", label=key)
+    if res.get("val_noisy_si_sdr_db") is not None:
+        ax.axhline(res["val_noisy_si_sdr_db"], color="grey", lw=1, ls=":", label="noisy input (val)")
+    ax.set_xlabel("training wall clock (min, 2 cores, validation excluded)")
+    ax.set_ylabel("val SI-SDR (dB)")
+    ax.set_title("time to quality: ~50k-parameter causal student", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    print(f"wrote {path} (test-split noisy input: {noisy:.2f} dB SI-SDR)" if noisy is not None else "")
+
+
+if __name__ == "__main__":
+    main()

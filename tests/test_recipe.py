@@ -1,0 +1,186 @@
+"""Students that learn: identity start, budget-aware schedule, balanced KD weights, on-the-fly mixing."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from hwkd.errors import HwkdError
+from hwkd.models import create_model
+from hwkd.models.enhancer import Enhancer
+from hwkd.train.losses import neg_si_sdr
+from hwkd.train.trainer import TrainConfig, _lr_lambda, check_budget, warmup_steps
+
+TINY = dict(channels=8, layers=1, depth=2, heads=2)
+
+
+def _speechlike(n, seed):
+    g = torch.Generator().manual_seed(seed)
+    t = torch.arange(n) / 16000
+    env = (torch.sin(2 * torch.pi * 3 * t) > 0).float()
+    clean = 0.1 * env * torch.sin(2 * torch.pi * (200 + 50 * torch.sin(2 * torch.pi * t)) * t)
+    return clean, clean + 0.03 * torch.randn(n, generator=g)
+
+
+@pytest.mark.parametrize("mics", [1, 4])
+@pytest.mark.parametrize("causal", [False, True])
+def test_untrained_model_passes_its_reference_channel_through(mics, causal):
+    torch.manual_seed(0)
+    extra = dict(causal=True, time_attention="causal") if causal else {}
+    e = Enhancer(create_model(dict(TINY, in_channels=mics, **extra))).eval()
+    clean, noisy = _speechlike(24000, 1)
+    x = torch.stack([noisy] + [0.05 * torch.randn(24000) for _ in range(mics - 1)])[None]   # W is channel 0
+    ref = -float(neg_si_sdr(noisy, clean))
+    with torch.no_grad():
+        outs = [e(x)[0]] + ([e.stream(x)[0]] if causal else [])
+    for y in outs:                                       # offline, and hop by hop for a causal model
+        assert abs(-float(neg_si_sdr(y, clean)) - ref) < 0.1
+        assert 0.7 < float(y.norm() / noisy.norm()) < 0.8  # the gain tanh(1) = 0.76
+
+
+def test_default_pytorch_init_would_destroy_the_input():
+    """What identity_start fixes: with the mask layer's default init the output is far below the input."""
+    torch.manual_seed(0)
+    m = create_model(TINY)
+    m.dec2.reset_parameters()
+    clean, noisy = _speechlike(24000, 2)
+    with torch.no_grad():
+        y = Enhancer(m).eval()(noisy[None, None])[0]
+    assert -float(neg_si_sdr(y, clean)) < -float(neg_si_sdr(noisy, clean)) - 3
+
+
+def test_warmup_is_a_fraction_of_the_planned_steps_then_cosine():
+    cfg = TrainConfig(warmup_frac=0.1, min_lr_ratio=0.05)
+    for total in (24, 100, 5000):
+        f = _lr_lambda(cfg, total)
+        w = warmup_steps(cfg, total)
+        assert w == max(1, round(0.1 * total))
+        assert f(w - 1) == pytest.approx(1.0)                     # peak at the end of warm-up
+        assert all(f(k) < f(k + 1) for k in range(w - 1))          # rising
+        assert all(f(k) >= f(k + 1) for k in range(w, total - 1))  # then decaying
+        assert f(total - 1) == pytest.approx(0.05)                 # down to the floor at the last step
+    assert warmup_steps(TrainConfig(warmup_frac=0.0), 100) == 0
+
+
+@pytest.mark.parametrize("field,value", [("epochs", 0), ("max_steps_per_epoch", 0), ("batch_size", 0), ("lr", 0.0),
+                                         ("lr", float("nan")), ("segment_s", 0.0), ("warmup_frac", 1.0),
+                                         ("threads", 0)])
+def test_impossible_budgets_are_refused(field, value):
+    with pytest.raises(HwkdError, match="impossible training budget"):
+        check_budget(TrainConfig(**{field: value}))
+
+
+def test_cli_refuses_zero_steps(tmp_path, tiny_corpus):
+    from conftest import run_cli
+    r = run_cli("train", "--model", "cpu-student", "--data", tiny_corpus, "--out", tmp_path / "r",
+                "--max-steps-per-epoch", "0")
+    assert r.returncode == 2 and "impossible training budget" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "r" / "last.pt").exists()
+
+
+# -- balanced KD weights -----------------------------------------------------------------------------
+
+def _batches(n=2, b=2, seg=8000):
+    out = []
+    for k in range(n):
+        clean = torch.stack([_speechlike(seg, 10 * k + i)[0] for i in range(b)])
+        noisy = torch.stack([_speechlike(seg, 10 * k + i)[1] for i in range(b)])
+        out.append({"noisy": noisy[:, None], "clean": clean})
+    return out
+
+
+@pytest.mark.parametrize("scheme", ["response", "at", "pkt-frame", "i2srf-tfckd"])
+def test_balanced_lambda_records_and_meets_its_measured_ratio(scheme):
+    from hwkd.kd.objective import KDObjective
+    torch.manual_seed(0)
+    teacher = create_model(dict(channels=12, layers=2, depth=2, heads=2))
+    student = create_model(TINY)
+    obj = KDObjective(teacher, student, scheme, 2, 8000)
+    rec = obj.balance(Enhancer(student), _batches(), ratio=0.5)
+    assert rec["rule"] == "grad-ratio" and rec["target_ratio"] == 0.5 and rec["batches"] == 2
+    assert rec["lam"] == pytest.approx(0.5 * rec["grad_norm_se"] / rec["grad_norm_kd"])
+    g_se, g_kd = obj.grad_norms(Enhancer(student), _batches())
+    assert obj.lam * g_kd / g_se == pytest.approx(0.5, rel=1e-4)   # the same batches: exactly the target
+
+
+def test_distill_records_lambda_and_a_resumed_run_reads_it_back(tmp_path, tiny_corpus):
+    from hwkd.models.checkpoint import read_checkpoint, save_checkpoint
+
+    from conftest import run_cli
+    save_checkpoint(tmp_path / "teacher.pt", create_model(dict(channels=12, layers=2, depth=2, heads=2)))
+
+    def distill(out, epochs, *extra):
+        return run_cli("-q", "distill", "--teacher", tmp_path / "teacher.pt", "--student", "kd-small", "--kd",
+                       "response", "--data", tiny_corpus, "--out", out, "--epochs", epochs, "--batch-size", "2",
+                       "--segment-s", "1", "--max-steps-per-epoch", "2", "--val-pesq-clips", "0", "--threads", "1",
+                       *extra)
+    r = distill(tmp_path / "run", 1)
+    assert r.returncode == 0, r.stderr[-2000:]
+    rec = json.loads((tmp_path / "run" / "kd_weight.json").read_text())
+    assert rec["rule"] == "grad-ratio" and rec["lam"] > 0 and rec["scheme"] == "response"
+    assert "λ" in r.stdout and "on-the-fly mixing" in r.stdout
+    assert read_checkpoint(tmp_path / "run" / "last.pt")["meta"]["kd_weight"]["lam"] == rec["lam"]
+    (tmp_path / "run" / "kd_weight.json").write_text(json.dumps({**rec, "lam": 123.0}))
+    r = distill(tmp_path / "run", 2)                      # resumes: λ is read back, not measured again
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert read_checkpoint(tmp_path / "run" / "last.pt")["meta"]["kd_weight"]["lam"] == 123.0
+    r = distill(tmp_path / "fixed", 1, "--lam", "0.3")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert json.loads((tmp_path / "fixed" / "kd_weight.json").read_text()) == {"lam": 0.3, "rule": "fixed",
+                                                                               "scheme": "response"}
+
+
+# -- on-the-fly mixing -------------------------------------------------------------------------------
+
+def test_on_the_fly_mixing_is_deterministic_and_new_each_epoch(tiny_corpus):
+    from hwkd.data.mixing import OnTheFlyMix
+    a = OnTheFlyMix(tiny_corpus, segment_s=0.5, seed=3)
+    b = OnTheFlyMix(tiny_corpus, segment_s=0.5, seed=3)
+    assert len(a) == 40 * 2
+    for k in (0, 7, 79):
+        a.set_epoch(2)
+        b.set_epoch(2)
+        x, y = a[k], b[k]
+        assert torch.equal(x["noisy"], y["noisy"]) and torch.equal(x["clean"], y["clean"])
+        assert x["noisy"].shape == (1, 8000) and x["clean"].shape == (8000,)
+        b.set_epoch(3)
+        assert not torch.equal(x["noisy"], b[k]["noisy"])            # another epoch, another mixture
+    c = OnTheFlyMix(tiny_corpus, segment_s=0.5, seed=4)
+    c.set_epoch(2)
+    assert not torch.equal(a[0]["noisy"], c[0]["noisy"])
+    # the SNR is the one drawn: noisy - clean is the noise
+    noisy, clean, meta = a.mix(0, 5)
+    snr = 10 * np.log10(np.mean(clean ** 2) / np.mean((noisy[0] - clean) ** 2))
+    assert -6 < meta["snr_db"] < 21 and np.isfinite(snr) and np.abs(noisy).max() <= 0.99 + 1e-6
+
+
+def test_on_the_fly_mixing_keeps_the_splits(tiny_corpus):
+    from hwkd.data.mixing import OnTheFlyMix
+    speakers = {}
+    for split in ("train", "val"):
+        lines = (tiny_corpus / split / "manifest.jsonl").read_text().splitlines()
+        speakers[split] = {json.loads(x)["speaker"] for x in lines}
+    mix = OnTheFlyMix(tiny_corpus, segment_s=0.5, seed=0)
+    assert set(mix.speakers) <= speakers["train"] and not set(mix.speakers) & speakers["val"]
+    for k in range(20):
+        spk = mix.mix(1, k)[2]["speaker"]
+        assert spk in speakers["train"]
+    from hwkd.data.noise import ambient_split
+    assert not set(ambient_split("train")) & set(ambient_split("val"))   # ambient noise files split as well
+
+
+def test_on_the_fly_mixing_ambisonics(tiny_foa):
+    from hwkd.data.mixing import OnTheFlyMix
+    mix = OnTheFlyMix(tiny_foa, segment_s=0.5, seed=0)
+    it = mix[3]
+    assert it["noisy"].shape == (4, 8000) and torch.isfinite(it["noisy"]).all()
+    assert torch.equal(mix[3]["noisy"], it["noisy"])
+
+
+def test_real_datasets_keep_their_pairs(paired):
+    from hwkd.data.datasets import SpeechPairs
+    from hwkd.train.recipe import training_set
+    assert isinstance(training_set(paired, None, 0.5, 1, 0), SpeechPairs)
+    with pytest.raises(HwkdError, match="not a set of an hwkd corpus"):
+        training_set(paired, None, 0.5, 1, 0, mixing="on")
