@@ -130,3 +130,31 @@ def test_baseline_schemes_train_the_student_only():
         if name in ("response", "at", "pkt-frame"):
             same, _ = kd(st, {k: [x.detach() for x in v] for k, v in st.items()})
             assert float(same.detach()) == pytest.approx(0.0, abs=1e-6), name
+
+
+def test_shared_gram_distributions_equal_the_direct_cosine_ones():
+    """One Gram matrix per tap serves similarity and calibration: the distributions built from it are the spec's."""
+    import torch.nn.functional as F
+    torch.manual_seed(0)
+    m = torch.randn(B, T, 40)
+    m[0, 2] = 0.0                                     # a silent frame: the eps guard of F.normalize
+    n = F.normalize(m, dim=-1, eps=1e-8)
+
+    def rows(s):
+        s = (s + 1) / 2
+        return s / s.sum(-1, keepdim=True)
+    ref_time = rows(n @ n.transpose(1, 2))
+    nt = n.transpose(0, 1)
+    ref_freq = rows((nt @ nt.transpose(1, 2)).transpose(0, 1))
+    assert torch.allclose(time_distribution(m), ref_time, atol=1e-6)
+    assert torch.allclose(freq_distribution(m), ref_freq, atol=1e-6)
+
+
+def test_fusion_chains_end_at_each_sides_own_width():
+    s, t, st, tt = _pair()
+    d = create_distiller("i2srf-tfckd", st, tt)
+    assert d.s_fuse["enc"].units[-1].out[0].out_channels == STUDENT["channels"]
+    assert d.t_fuse["dec"].units[-1].out[0].out_channels == TEACHER["channels"]
+    assert d.s_fuse["mid"].units[0].inp[0].out_channels == 32            # the default mid width
+    d = create_distiller("i2srf-tfckd", st, tt, fusion_mid=128, fusion_out=64)   # the spec's widths
+    assert d.s_fuse["enc"].units[-1].out[0].out_channels == 64

@@ -27,10 +27,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from scipy.signal import fftconvolve
 from torch.utils.data import Dataset
 
-from hwkd.data.synth import SETS, SR, active_rms, level_and_peak, scale_noise_to_snr
+from hwkd.data.synth import SETS, SR, active_rms, level_and_peak, scale_noise_to_snr, spatialise
 from hwkd.errors import HwkdError
 
 log = logging.getLogger("hwkd")
@@ -143,12 +142,7 @@ class OnTheFlyMix(Dataset):
             room = self._room(int(rng.integers(ROOM_POOL)))
             rir_len = max(len(r) for r in room.rirs[1])
             noise, kind = self._noise(rng, n + rir_len, spk)
-            rev = np.stack([fftconvolve(speech, h)[:n] for h in room.rirs[0]])
-            nse = np.stack([fftconvolve(noise, h)[rir_len: rir_len + n] for h in room.rirs[1]])
-            noisy = rev + scale_noise_to_snr(nse, rev[0], snr, ref=nse[0])
-            d = int(round(room.direct_delay))
-            clean = np.zeros(n, np.float64)
-            clean[d:] = speech[: n - d] * room.direct_gain
+            noisy, clean, _ = spatialise(room, speech, noise, snr, n)
         noisy, clean = level_and_peak(noisy, clean, level)
         return noisy.astype(np.float32), clean.astype(np.float32), {"speaker": spk, "noise_kind": kind,
                                                                    "snr_db": snr}

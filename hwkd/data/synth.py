@@ -91,6 +91,21 @@ def level_and_peak(noisy: np.ndarray, clean: np.ndarray, level_dbfs: float) -> t
     return noisy, clean
 
 
+def spatialise(room, speech: np.ndarray, noise: np.ndarray, snr_db: float, n: int) -> tuple:
+    """Speech and a noise point source in a simulated room -> (noisy [4, n], clean [n], target delay).
+
+    `noise` has n + the noise RIRs' length samples (the head is dropped so the noise is stationary). The
+    target is the dry speech as it arrives by the direct path (delay and 1/d gain), as in L3DAS23."""
+    rir_len = max(len(r) for r in room.rirs[1])
+    rev = np.stack([fftconvolve(speech, h)[:n] for h in room.rirs[0]])
+    nse = np.stack([fftconvolve(noise, h)[rir_len: rir_len + n] for h in room.rirs[1]])
+    noisy = rev + scale_noise_to_snr(nse, rev[0], snr_db, ref=nse[0])
+    d = int(round(room.direct_delay))
+    clean = np.zeros(n, np.float64)
+    clean[d:] = speech[: n - d] * room.direct_gain
+    return noisy, clean, d
+
+
 def make_clip(spec: CorpusSpec, set_name: str, split: str, index: int) -> tuple[np.ndarray, np.ndarray, dict]:
     """Build one clip. Returns noisy [C, N], clean [N] and its manifest record."""
     from hwkd.data.noise import NOISE_KINDS, NOISE_WEIGHTS, make_noise
@@ -116,13 +131,7 @@ def make_clip(spec: CorpusSpec, set_name: str, split: str, index: int) -> tuple[
         room = simulate_room(rng)
         rir_len = max(len(r) for r in room.rirs[1])
         noise_dry, detail = make_noise(kind, rng, n + rir_len, split, spk.id)
-        rev = np.stack([fftconvolve(speech, h)[:n] for h in room.rirs[0]])
-        nse = np.stack([fftconvolve(noise_dry, h)[rir_len: rir_len + n] for h in room.rirs[1]])
-        noisy = rev + scale_noise_to_snr(nse, rev[0], snr, ref=nse[0])
-        # target: the dry speech as it arrives by the direct path (delay and 1/d gain), as in L3DAS23
-        d = int(round(room.direct_delay))
-        clean = np.zeros(n, np.float64)
-        clean[d:] = speech[: n - d] * room.direct_gain
+        noisy, clean, d = spatialise(room, speech, noise_dry, snr, n)
         meta["room"] = room.meta
         meta["target_delay_samples"] = d
 

@@ -304,7 +304,8 @@ def report(results: list[dict], report_dir: Path, cc: CompareConfig) -> dict:
     total = len(cc.schemes) * len(cc.students) * cc.seeds
     part = f" ({len(results)} of the {total} cells finished)" if len(results) < total else ""
     lines = [f"# KD comparison{part}: {len(df)} scheme x student rows, {cc.seeds} seed(s), {cc.epochs} epoch(s) of "
-             f"{cc.segment_s:g}-s segments, batch {cc.batch_size}, lr {cc.lr:g}, λ {cc.lam:g}"
+             f"{cc.segment_s:g}-s segments, batch {cc.batch_size}, lr {cc.lr:g}, "
+             + (f"λ {cc.lam:g}" if cc.lam is not None else "λ balanced per cell (see the λ table)")
              + (f", at most {cc.max_steps_per_epoch} steps per epoch" if cc.max_steps_per_epoch else ""),
              "", f"Evaluation split `{cc.eval_split}`; mean ± 95 % CI over seeds; (gain over no-KD, paired by seed, "
              "± its 95 % CI: a seed fixes the initial weights and the data order in every scheme).", "",
@@ -314,6 +315,17 @@ def report(results: list[dict], report_dir: Path, cc: CompareConfig) -> dict:
                      f"{fmt(r, 'stoi', 3)} | {fmt(r, 'estoi', 3)} | {fmt(r, 'si_sdr_db', 2)} |")
     for student in dict.fromkeys(r["student"] for r in results):
         lines += _mixed_note(student, [r for r in results if r["student"] == student])
+    lams = {}
+    for r in results:
+        lam = (r.get("kd_weight") or {}).get("lam")
+        if lam is not None:
+            lams.setdefault((r["student"], r["scheme"]), []).append(lam)
+    if lams:
+        lines += ["", "KD weight λ per cell (mean over seeds; rule: "
+                  + ", ".join(sorted({(r.get("kd_weight") or {}).get("rule", "?") for r in results
+                                      if r.get("kd_weight")})) + "):", "",
+                  "| student | scheme | λ |", "|---|---|---|"]
+        lines += [f"| {st} | {sc} | {sum(v) / len(v):.4g} |" for (st, sc), v in lams.items()]
     if duels:
         lines += ["", f"## {FOCUS} against every other scheme", "",
                   f"{FOCUS} minus the other scheme at the same seed, mean ± 95 % CI over the seeds both have; "

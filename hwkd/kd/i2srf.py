@@ -15,10 +15,11 @@ Implemented from ../shared/spec/dpdcrn-and-i2srf-tfckd.md §2 (not from the auth
   f = 2), L2-normalised; queries for student taps, keys for teacher taps; the softmax of ⟨q_i, k_j⟩ over
   teacher taps j gives α_time[b,t,i,j] and α_freq[b,t,i,j].
 - Set loss = (1/N_s) Σ_i Σ_j [mean_(b,t') Σ_t α_time J_time + mean_(b,b') Σ_t α_freq J_freq].
-- Recursive fusion (ReviewKD ABF units): one chain per set for the student and one for the teacher; encoder enc-1 → enc-3, middle O_1 → O_L, decoder mask → dec-1, so every representative has
-  64 bins. The three representatives of each side form the fused set, distilled with the same calibrated
-  loss (L_inter). The teacher chains see detached teacher taps and, as in the public code, receive
-  gradient only through the calibration keys of L_inter (their similarity distributions are detached).
+- Recursive fusion (ReviewKD ABF units): one chain per set for the student and one for the teacher;
+  encoder enc-1 → enc-3, middle O_1 → O_L, decoder mask → dec-1, so every representative has 64 bins.
+  The three representatives of each side form the fused set, distilled with the same calibrated loss
+  (L_inter). The teacher chains see detached teacher taps and, as in the public code, receive gradient only
+  through the calibration keys of L_inter (their similarity distributions are detached).
 - L_KD = L_enc + L_mid + L_dec + L_inter.
 
 Cost (benchmarks/kd_cost.py; a step at kd-medium, batch 8 x 2 s, was x15.9 the MACs of a no-KD step):
