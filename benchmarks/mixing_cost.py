@@ -58,9 +58,10 @@ def main():
         obj = SEObjective()
         mix.set_epoch(0)
         items = [mix[i] for i in range(a.batch)]
-        batch = {"noisy": torch.stack([it["noisy"] for it in items]), "clean": torch.stack([it["clean"] for it in items])}
+        batch = {"noisy": torch.stack([it["noisy"] for it in items]),
+                 "clean": torch.stack([it["clean"] for it in items])}
         steps = []
-        for k in range(4):
+        for _ in range(4):
             t0 = time.perf_counter()
             loss, _ = obj(enh, batch)
             opt.zero_grad()

@@ -69,7 +69,8 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--budgets", default="5,15,60", help="minutes of training wall clock, comma-separated")
     ap.add_argument("--schemes", default="none,i2srf-tfckd",
-                    help="comma-separated; a scheme option as NAME:OPTION=INT, e.g. i2srf-tfckd:fusion_mid=128")
+                    help="comma-separated; scheme options as NAME:OPTION=VALUE[+...], e.g. "
+                         "i2srf-tfckd:fusion_mid=128; ratio=R sets the λ balancing target")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--batch", type=int, default=8)
@@ -98,8 +99,9 @@ def main():
     for scheme in a.schemes.split(","):
         # "name" or "name:option=int" (e.g. i2srf-tfckd:fusion_mid=128) for a scheme option
         name, _, opt = scheme.partition(":")
-        options = {k: int(v) for k, v in (o.split("=") for o in opt.split("+") if o)}
-        kd = KDSpec(name, teacher if name != "none" else None, options=options)
+        options = {k: float(v) if "." in v else int(v) for k, v in (o.split("=") for o in opt.split("+") if o)}
+        ratio = options.pop("ratio", None)                  # the λ balancing target, not a scheme option
+        kd = KDSpec(name, teacher if name != "none" else None, options=options, ratio=ratio)
         for minutes in map(float, a.budgets.split(",")):
             key = f"{scheme}@{minutes:g}min"
             run = a.out / f"{scheme.replace(':', '-').replace('=', '')}-{minutes:g}min"

@@ -415,6 +415,19 @@ def _duration(text: str) -> float:
         raise argparse.ArgumentTypeError(f"{text!r} is not a duration; write e.g. 900, 15m or 1h") from None
 
 
+def _check_search_budget(sc) -> None:
+    """A search whose trials cannot train is refused before it starts (one line naming the flag)."""
+    from hwkd.train.trainer import TrainConfig, check_budget
+    for ok, flag in ((sc.steps >= 1, f"--steps {sc.steps}"),
+                     (sc.promote_steps >= 0, f"--promote-steps {sc.promote_steps}"),
+                     (sc.promote_after >= 0, f"--promote-after {sc.promote_after}"),
+                     (sc.lam is None or sc.lam >= 0, f"--lam {sc.lam}")):
+        if not ok:
+            raise HwkdError(f"{flag}: impossible training budget", "give a positive value (see hwkd search --help)")
+    check_budget(TrainConfig(batch_size=sc.batch_size, lr=sc.lr, segment_s=sc.segment_s,
+                             val_pesq_clips=sc.val_pesq_clips, max_steps_per_epoch=sc.steps))
+
+
 def cmd_search(args) -> int:
     from datetime import datetime
 
@@ -452,6 +465,7 @@ def cmd_search(args) -> int:
                              for k in ("trials", "steps", "promote_steps", "promote_after", "batch_size", "segment_s",
                                        "val_pesq_clips")},
                           time_budget_s=args.time_budget if args.time_budget is not None else defaults.time_budget_s)
+        _check_search_budget(sc)
         if (run / "run.json").is_file() and not storage:
             raise HwkdError(f"a search named {name} exists ({run})", f"continue it with --resume {name}, "
                                                                      "or choose another --name")

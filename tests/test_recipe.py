@@ -79,6 +79,16 @@ def test_cli_refuses_zero_steps(tmp_path, tiny_corpus):
     assert not (tmp_path / "r" / "last.pt").exists()
 
 
+@pytest.mark.parametrize("flag", [["--steps", "0"], ["--batch-size", "0"], ["--promote-steps", "-1"], ["--lam", "-1"]])
+def test_search_refuses_budgets_that_cannot_train(tmp_path, flag):
+    import os
+
+    from conftest import run_cli
+    r = run_cli("search", "--target", "rpi4", *flag, env={**os.environ, "HWKD_HOME": str(tmp_path)})
+    assert r.returncode == 2 and "impossible training budget" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "runs").exists()          # nothing started, no run name taken
+
+
 # -- balanced KD weights -----------------------------------------------------------------------------
 
 def _batches(n=2, b=2, seg=8000):

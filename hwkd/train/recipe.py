@@ -35,6 +35,7 @@ class KDSpec:
     teacher: DPDCRN | None = None
     lam: float | None = None             # None: balanced on the first batches (KD_GRAD_RATIO)
     options: dict | None = None          # scheme options (e.g. fusion_mid for I²SRF-TFCKD)
+    ratio: float | None = None           # target λ·‖∇L_KD‖ / ‖∇L_SE‖ of the balancing (default KD_GRAD_RATIO)
 
 
 def training_set(data: str | Path, split: str, segment_s: float, channels: int, seed: int, mixing: str = "auto"):
@@ -88,7 +89,9 @@ def make_objective(model: DPDCRN, kd: KDSpec, cfg: TrainConfig, train_set, run: 
             enh = Enhancer(model).to(cfg.device)
             obj.teacher.to(cfg.device)
             obj.distiller.to(cfg.device)
-            obj.balance(enh, first_batches(train_set, cfg, BALANCE_BATCHES, cfg.device))
+            from hwkd.kd.objective import KD_GRAD_RATIO
+            obj.balance(enh, first_batches(train_set, cfg, BALANCE_BATCHES, cfg.device),
+                        ratio=kd.ratio if kd.ratio is not None else KD_GRAD_RATIO)
     if saved is not None:
         saved.parent.mkdir(parents=True, exist_ok=True)
         write_text_atomic(saved, json.dumps({**obj.lam_record, "scheme": kd.scheme}, indent=1))
