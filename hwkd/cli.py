@@ -53,10 +53,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--max-latency-ms", type=float, default=None, help="constraint: per-hop latency on the target")
     s.add_argument("--no-realtime", action="store_true",
                    help="drop the default constraint that a hop is processed within the hop duration")
-    s.add_argument("--steps", type=int, default=None, help="rung-0 distillation steps per candidate (default 24)")
+    s.add_argument("--steps", type=int, default=None, help="rung-0 distillation steps per candidate (default 40)")
     s.add_argument("--promote-steps", type=int, default=None,
-                   help="further steps for candidates on the rung-0 front (multi-fidelity; 0 = off; default 48)")
-    s.add_argument("--promote-after", type=int, default=None, help="finished trials before any promotion (default 4)")
+                   help="further steps for candidates on the rung-0 front (multi-fidelity; 0 = off; default 60)")
+    s.add_argument("--promote-after", type=int, default=None, help="finished trials before any promotion (default 3)")
     s.add_argument("--batch-size", type=int, default=None, help="default 4")
     s.add_argument("--val-pesq-clips", type=int, default=None, help="val clips scored with PESQ per trial (default 5)")
     s.add_argument("--segment-s", type=float, default=None, help="training segment length (default 1 s)")

@@ -85,9 +85,9 @@ class SearchConfig:
     seed: int = 0
     max_latency_ms: float | None = None
     realtime: bool = True                 # constraint: latency per hop below the hop duration
-    steps: int = 24                       # rung 0: training steps of the short distillation
-    promote_steps: int = 48               # rung 1: further steps for promising candidates (0 = one fidelity)
-    promote_after: int = 4                # finished trials before any promotion
+    steps: int = 40                       # rung 0: training steps of the short distillation
+    promote_steps: int = 60               # rung 1: further steps for promising candidates (0 = one fidelity)
+    promote_after: int = 3                # finished trials before any promotion
     batch_size: int = 4
     segment_s: float = 1.0
     lr: float = 3e-3
