@@ -90,8 +90,11 @@ def make_objective(model: DPDCRN, kd: KDSpec, cfg: TrainConfig, train_set, run: 
             obj.teacher.to(cfg.device)
             obj.distiller.to(cfg.device)
             from hwkd.kd.objective import KD_GRAD_RATIO
-            obj.balance(enh, first_batches(train_set, cfg, BALANCE_BATCHES, cfg.device),
-                        ratio=kd.ratio if kd.ratio is not None else KD_GRAD_RATIO)
+            batches = first_batches(train_set, cfg, BALANCE_BATCHES, cfg.device)
+            if not batches:
+                raise HwkdError(f"the training set has {len(train_set)} segments, fewer than one batch of "
+                                f"{cfg.batch_size}", "use a smaller --batch-size or more data")
+            obj.balance(enh, batches, ratio=kd.ratio if kd.ratio is not None else KD_GRAD_RATIO)
     if saved is not None:
         saved.parent.mkdir(parents=True, exist_ok=True)
         write_text_atomic(saved, json.dumps({**obj.lam_record, "scheme": kd.scheme}, indent=1))
