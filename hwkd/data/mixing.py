@@ -78,7 +78,7 @@ class OnTheFlyMix(Dataset):
             x = static._read(p.clean, None, None)[0]
             if active_rms(x) > 0:
                 self.speech.append(x.astype(np.float32))
-                self.speakers.append(meta.get(p.id, p.id))
+                self.speakers.append(meta.get(Path(p.clean).stem, p.id))   # manifest ids are file stems
         if not self.speech:
             raise HwkdError(f"{set_dir}/{split} has no clean speech to mix", "rebuild the corpus: hwkd data synth")
         self.by_speaker: dict[str, list[int]] = {}
