@@ -38,7 +38,7 @@ STUDENT = dict(channels=20, layers=1, depth=3, heads=1, gru_hidden=32, causal=Tr
 METRICS = ("pesq_wb", "stoi", "estoi", "si_sdr_db")
 
 
-def step_time(cfg, tcfg, data, kd: KDSpec) -> float:
+def step_time(cfg, tcfg, data, kd: KDSpec, mixing: str = "auto") -> float:
     """Median seconds per training step of this recipe (3 steps after 1 warm-up), on real batches."""
     import statistics
 
@@ -48,7 +48,7 @@ def step_time(cfg, tcfg, data, kd: KDSpec) -> float:
     from hwkd.train.trainer import SEObjective
     torch.manual_seed(0)
     model = DPDCRN(cfg)
-    ts = training_set(data, "train", tcfg.segment_s, cfg.in_channels, 0)
+    ts = training_set(data, "train", tcfg.segment_s, cfg.in_channels, 0, mixing)
     obj = make_objective(model, kd, tcfg, ts, None) or SEObjective()
     enh = Enhancer(model)
     params = list(enh.parameters()) + [p for m in obj.modules() for p in m.parameters()]
@@ -77,9 +77,12 @@ def main():
     ap.add_argument("--segment-s", type=float, default=2.0)
     ap.add_argument("--out", type=Path, default=hwkd_home() / "runs" / "time_to_quality")
     ap.add_argument("--name", default="time_to_quality")
+    ap.add_argument("--student", default=None, help="JSON of DPDCRN config overrides (diagnostics)")
+    ap.add_argument("--mixing", default="auto", choices=("auto", "off"), help="off: the static training clips")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
-    cfg = DPDCRNConfig(**STUDENT)
+    student = {**STUDENT, **(json.loads(a.student) if a.student else {})}
+    cfg = DPDCRNConfig(**student)
     data = default_dataset(1)
     sc = scan(data, channels=1)
     test = sc.good_pairs(select_pairs(sc, "test"))
@@ -87,7 +90,7 @@ def main():
     teacher, _ = load_model(teacher_path)
     res_path = RESULTS / f"{a.name}.json"
     res = json.loads(res_path.read_text()) if res_path.is_file() else {"runs": {}}
-    res.update({"student": STUDENT, "batch": a.batch, "segment_s": a.segment_s, "lr": a.lr,
+    res.update({"student": student, "mixing": a.mixing, "batch": a.batch, "segment_s": a.segment_s, "lr": a.lr,
                 "threads": a.threads, "teacher_sha256": __import__("hashlib").sha256(teacher_path.read_bytes())
                 .hexdigest(), "eval": f"test split, {len(test)} utterances"})
     if "val_noisy_si_sdr_db" not in res:
@@ -114,7 +117,7 @@ def main():
             if plan.is_file():
                 p = json.loads(plan.read_text())
             else:
-                st = step_time(cfg, tcfg, data, kd)
+                st = step_time(cfg, tcfg, data, kd, a.mixing)
                 steps = max(10, int(minutes * 60 / st))
                 # validate about every 2.5 minutes of training (at least 4 points on the curve)
                 per_epoch = max(5, min(steps // 4, int(150 / st)))
@@ -125,7 +128,7 @@ def main():
             print(f"{key}: {p['epochs'] * p['steps_per_epoch']} steps planned ({p['step_s']:.2f} s/step)")
             t0 = time.perf_counter()
             with LoadMeter() as load:
-                out = train_model(cfg, run, tcfg, data=data, kd=kd, progress=False,
+                out = train_model(cfg, run, tcfg, data=data, kd=kd, progress=False, mixing=a.mixing,
                                   meta={"command": f"benchmarks/time_to_quality.py {key}"})
             best, _ = load_model(run / "best.pt")
             ev = evaluate_pairs(best, test, progress=False)

@@ -62,7 +62,8 @@ def pick(run: Path, settings: dict, max_latency_ms: float | None, target: str | 
             "params": int(row["params"]), "gmacs_per_s": float(row["gmacs_per_s"]),
             "quality": {"val_si_sdr_db": float(row["val_si_sdr_db"]),
                         "val_pesq_wb": _num(row["val_pesq_wb"]),
-                        "noisy_val_si_sdr_db": attrs["quality_ref"], "split": "val",
+                        "noisy_val_si_sdr_db": attrs["quality_ref"],
+                        "noisy_val_pesq_wb": attrs.get("quality_ref_pesq_wb"), "split": "val",
                         "data": settings["data"]},
             "latency": {"per_hop_ms": float(row["latency_ms"]),
                         "p90_per_hop_ms": _num(row["latency_p90_ms"]),
@@ -91,7 +92,9 @@ def pick(run: Path, settings: dict, max_latency_ms: float | None, target: str | 
           f"- size: {card['params']:,} parameters, {card['gmacs_per_s']:.3f} GMAC per second of audio",
           f"- quality (validation split): SI-SDR {card['quality']['val_si_sdr_db']:.2f} dB "
           f"(noisy input {attrs['quality_ref']:.2f} dB)"
-          + (f", PESQ-WB {card['quality']['val_pesq_wb']:.3f} (subset)" if card["quality"]["val_pesq_wb"] else ""),
+          + (f", PESQ-WB {card['quality']['val_pesq_wb']:.3f} on the first {settings['val_pesq_clips']} val clips"
+             + (f" (noisy input {attrs['quality_ref_pesq_wb']:.3f})" if attrs.get("quality_ref_pesq_wb") else "")
+             if card["quality"]["val_pesq_wb"] else ""),
           f"- latency per hop on {settings['target']}: {card['latency']['per_hop_ms']:.3f} ms "
           f"(hop {card['latency']['hop_ms']:g} ms) — {card['latency']['how']}"
           + (f"; {card['latency']['provenance']}" if card["latency"]["provenance"] else ""),
