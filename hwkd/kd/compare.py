@@ -305,7 +305,7 @@ def report(results: list[dict], report_dir: Path, cc: CompareConfig) -> dict:
     part = f" ({len(results)} of the {total} cells finished)" if len(results) < total else ""
     lines = [f"# KD comparison{part}: {len(df)} scheme x student rows, {cc.seeds} seed(s), {cc.epochs} epoch(s) of "
              f"{cc.segment_s:g}-s segments, batch {cc.batch_size}, lr {cc.lr:g}, "
-             + (f"λ {cc.lam:g}" if cc.lam is not None else "λ balanced per cell (see the λ table)")
+             + (f"λ {cc.lam:g}" if cc.lam is not None else "λ balanced on each run's first batches (table below)")
              + (f", at most {cc.max_steps_per_epoch} steps per epoch" if cc.max_steps_per_epoch else ""),
              "", f"Evaluation split `{cc.eval_split}`; mean ± 95 % CI over seeds; (gain over no-KD, paired by seed, "
              "± its 95 % CI: a seed fixes the initial weights and the data order in every scheme).", "",
@@ -321,7 +321,7 @@ def report(results: list[dict], report_dir: Path, cc: CompareConfig) -> dict:
         if lam is not None:
             lams.setdefault((r["student"], r["scheme"]), []).append(lam)
     if lams:
-        lines += ["", "KD weight λ per cell (mean over seeds; rule: "
+        lines += ["", "KD weight λ (mean over seeds; rule: "
                   + ", ".join(sorted({(r.get("kd_weight") or {}).get("rule", "?") for r in results
                                       if r.get("kd_weight")})) + "):", "",
                   "| student | scheme | λ |", "|---|---|---|"]
