@@ -24,7 +24,7 @@ import torch
 from hwkd.audio.io import write_text_atomic
 from hwkd.errors import HwkdError
 from hwkd.models.dpdcrn import DPDCRN, DPDCRNConfig
-from hwkd.train.trainer import TrainConfig, check_budget, epoch_order, train
+from hwkd.train.trainer import TrainConfig, check_budget, epoch_order, stack_batch, train
 
 BALANCE_BATCHES = 2       # batches of the run's first epoch on which λ is balanced
 
@@ -62,9 +62,7 @@ def first_batches(train_set, cfg: TrainConfig, n: int, device: str) -> list[dict
     train_set.set_epoch(0)
     out = []
     for k in range(min(n, len(train_set) // cfg.batch_size)):
-        items = [train_set[i] for i in order[k * cfg.batch_size:(k + 1) * cfg.batch_size]]
-        out.append({"noisy": torch.stack([it["noisy"] for it in items]).to(device),
-                    "clean": torch.stack([it["clean"] for it in items]).to(device)})
+        out.append(stack_batch([train_set[i] for i in order[k * cfg.batch_size:(k + 1) * cfg.batch_size]], device))
     return out
 
 

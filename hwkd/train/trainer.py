@@ -98,6 +98,12 @@ def check_budget(cfg: TrainConfig) -> None:
             raise HwkdError(f"{what}: impossible training budget", fix)
 
 
+def stack_batch(items: list[dict], device) -> dict:
+    """Equal-length training items -> {"noisy": [B, C, N], "clean": [B, N]} on the device."""
+    return {"noisy": torch.stack([it["noisy"] for it in items]).to(device),
+            "clean": torch.stack([it["clean"] for it in items]).to(device)}
+
+
 def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
     g = torch.Generator().manual_seed(seed * 100003 + epoch)
     return torch.randperm(n, generator=g).tolist()
@@ -189,8 +195,7 @@ def train(model: DPDCRN, train_set: SpeechPairs, val_set: SpeechPairs, run_dir: 
         while pos < steps_per_epoch:
             idx = order[pos * cfg.batch_size:(pos + 1) * cfg.batch_size]
             items = [train_set[i] for i in idx]
-            batch = {"noisy": torch.stack([it["noisy"] for it in items]).to(device),
-                     "clean": torch.stack([it["clean"] for it in items]).to(device)}
+            batch = stack_batch(items, device)
             loss, parts = objective(enhancer, batch)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"loss is {float(loss)} at epoch {epoch + 1} step {pos}")
