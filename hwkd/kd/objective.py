@@ -5,9 +5,10 @@ teacher can teach an Ambisonics student: it is given the W channel (channel 0).
 
 λ, the spec's open weight, is balanced per run by default (`balance`): on the first batches of the run, at
 the student's initial weights, λ is set so that λ·‖∇θ L_KD‖ = KD_GRAD_RATIO · ‖∇θ L_SE‖, θ being the
-student's parameters (not the scheme's own modules). Why: the schemes' losses differ in scale by six orders
-of magnitude (at a fixed λ = 0.1 the KD gradient was 1.3 % of the SE gradient for response KD and 3·10⁻⁷ for
-AT: most schemes did nothing), and the scale also moves with the segment length, the student's width and the
+student's parameters (not the scheme's own modules). Why: the schemes' losses differ in scale by five orders
+of magnitude (at the old fixed λ = 0.1 the KD gradient was 0.42 % of the SE gradient for response KD and
+5·10⁻⁸ for AT on a kd-medium student, benchmarks/results/kd_grad_ratio_before.json: most schemes did
+nothing), and the scale also moves with the segment length, the student's width and the
 teacher. A gradient-ratio rule gives every scheme the same say in the first updates, whatever its units, so a
 comparison compares what the schemes ask for, not how their losses happen to be scaled. The ratio is
 KD_GRAD_RATIO (0.5: the KD term pulls half as hard as the task — see README "KD weights" for the
