@@ -70,6 +70,7 @@ def small_grid(monkeypatch, tmp_path):
     monkeypatch.setattr(pr, "GRID_HEADS", (0, 2))
     monkeypatch.setattr(pr, "GRID_M", (1,))
     monkeypatch.setattr(pr, "ANCHORS", ((8, 1, 1, 0, 8, True, 1), (16, 2, 2, 2, 16, False, 1),
-                                        (16, 1, 1, 2, 8, True, 1), (8, 2, 2, 0, 16, False, 1)))
+                                        (16, 1, 1, 2, 8, True, 1), (8, 2, 2, 0, 16, False, 1),
+                                        (16, 2, 1, 0, 16, True, 1), (8, 1, 2, 2, 8, False, 1)))
     monkeypatch.setenv("HWKD_HOME", str(tmp_path / "home"))
     return pr

@@ -165,7 +165,7 @@ def test_predictor_calibrates_and_predicts(small_grid, tmp_path):
     from hwkd.models.dpdcrn import DPDCRNConfig
     proto = Protocol(warmup=10, runs=80, min_s=0.1)
     calib = calibrate("onnxruntime", 1, progress=None, protocol=proto)
-    assert len(calib["table_ms"]) == len(small_grid.block_specs()) and len(calib["anchors"]) == 4
+    assert len(calib["table_ms"]) == len(small_grid.block_specs()) and len(calib["anchors"]) == 6
     save_calibration(calib, "cpu")
     pred = load_predictor("cpu", "onnxruntime", 1)
     assert pred.provenance().startswith("predicted from")
@@ -173,8 +173,10 @@ def test_predictor_calibrates_and_predicts(small_grid, tmp_path):
     cfg = DPDCRNConfig(channels=12, layers=2, depth=2, heads=2, gru_hidden=12, causal=True, time_attention="none")
     torch.manual_seed(0)
     onnx = export_step_onnx(create_model(cfg), tmp_path / "c.onnx")
-    wall, _, _ = _timed(_Runner("onnxruntime", "hop", 1, onnx=onnx), proto)
-    measured = float(np.median(wall))
+    # measured as the calibration measures (the smaller median of two passes: a load spike in one pass on a
+    # shared machine does not decide the test)
+    runner = _Runner("onnxruntime", "hop", 1, onnx=onnx)
+    measured = min(float(np.median(_timed(runner, proto)[0])) for _ in range(2))
     assert abs(pred.predict_hop_ms(cfg) / measured - 1) < 0.35, (pred.predict_hop_ms(cfg), measured)
     with pytest.raises(HwkdError, match="grows with the attention cache"):
         pred.predict_hop_ms(DPDCRNConfig(channels=12, causal=True, time_attention="causal", heads=2))
