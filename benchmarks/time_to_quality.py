@@ -79,6 +79,8 @@ def main():
     ap.add_argument("--name", default="time_to_quality")
     ap.add_argument("--student", default=None, help="JSON of DPDCRN config overrides (diagnostics)")
     ap.add_argument("--mixing", default="auto", choices=("auto", "off"), help="off: the static training clips")
+    ap.add_argument("--start", default="identity", choices=("identity", "default"),
+                    help="default: PyTorch's init of the mask layer instead of the identity start (diagnostics)")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     student = {**STUDENT, **(json.loads(a.student) if a.student else {})}
@@ -90,7 +92,7 @@ def main():
     teacher, _ = load_model(teacher_path)
     res_path = RESULTS / f"{a.name}.json"
     res = json.loads(res_path.read_text()) if res_path.is_file() else {"runs": {}}
-    res.update({"student": student, "mixing": a.mixing, "batch": a.batch, "segment_s": a.segment_s, "lr": a.lr,
+    res.update({"student": student, "mixing": a.mixing, "start": a.start, "batch": a.batch, "segment_s": a.segment_s, "lr": a.lr,
                 "threads": a.threads, "teacher_sha256": __import__("hashlib").sha256(teacher_path.read_bytes())
                 .hexdigest(), "eval": f"test split, {len(test)} utterances"})
     if "val_noisy_si_sdr_db" not in res:
@@ -121,14 +123,23 @@ def main():
                 steps = max(10, int(minutes * 60 / st))
                 # validate about every 2.5 minutes of training (at least 4 points on the curve)
                 per_epoch = max(5, min(steps // 4, int(150 / st)))
-                p = {"step_s": st, "steps": steps, "steps_per_epoch": per_epoch, "epochs": -(-steps // per_epoch)}
+                epochs = -(-steps // per_epoch)
+                per_epoch = steps // epochs                   # epochs x per_epoch within the budget's steps
+                p = {"step_s": st, "steps": epochs * per_epoch, "steps_per_epoch": per_epoch, "epochs": epochs}
                 run.mkdir(parents=True, exist_ok=True)
                 plan.write_text(json.dumps(p))
             tcfg.epochs, tcfg.max_steps_per_epoch = p["epochs"], p["steps_per_epoch"]
             print(f"{key}: {p['epochs'] * p['steps_per_epoch']} steps planned ({p['step_s']:.2f} s/step)")
             t0 = time.perf_counter()
+            init = None
+            if a.start == "default":                      # the same seeded network, mask layer as PyTorch inits it
+                from hwkd.models import DPDCRN
+                torch.manual_seed(tcfg.seed)
+                net = DPDCRN(cfg)
+                net.dec2.reset_parameters()
+                init = net.state_dict()
             with LoadMeter() as load:
-                out = train_model(cfg, run, tcfg, data=data, kd=kd, progress=False, mixing=a.mixing,
+                out = train_model(cfg, run, tcfg, data=data, kd=kd, progress=False, mixing=a.mixing, init=init,
                                   meta={"command": f"benchmarks/time_to_quality.py {key}"})
             best, _ = load_model(run / "best.pt")
             ev = evaluate_pairs(best, test, progress=False)

@@ -257,8 +257,9 @@ def _add_training_args(t) -> None:
     t.add_argument("--warmup-frac", type=float, default=0.1,
                    help="linear warm-up over this fraction of the planned steps, then cosine decay")
     t.add_argument("--mixing", choices=("auto", "on", "off"), default="auto",
-                   help="training items mixed on the fly from the embedded corpus's sources (auto: when the "
-                        "data is an hwkd corpus set; real datasets use their pairs) or its static clips (off)")
+                   help="training items mixed on the fly (auto: for an hwkd corpus set from its own sources, for "
+                        "a real dataset whose train split has a noise/ folder beside clean/ from that split's clean "
+                        "and noise files, DNS style; other datasets use their pairs) or the static pairs (off)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--device", default="cpu", help="cpu or cuda")
     t.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")

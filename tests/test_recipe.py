@@ -194,3 +194,67 @@ def test_real_datasets_keep_their_pairs(paired):
     assert isinstance(training_set(paired, None, 0.5, 1, 0), SpeechPairs)
     with pytest.raises(HwkdError, match="not a set of an hwkd corpus"):
         training_set(paired, None, 0.5, 1, 0, mixing="on")
+
+
+@pytest.fixture
+def dns_style(tmp_path):
+    """A real dataset whose splits ship clean speech and noise separately: DATA/{train,val}/{noisy,clean,noise}."""
+    from conftest import tone, write
+    root = tmp_path / "dns-style"
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 4), ("val", 2)):
+        for i in range(n):
+            write(root / split / "clean" / f"{split}{i}.wav", tone(16000 + 4000 * i, f=200 + 50 * i, seed=i))
+            write(root / split / "noisy" / f"{split}{i}.wav", tone(16000 + 4000 * i, f=200 + 50 * i, seed=9 + i))
+        for j in range(3):
+            write(root / split / "noise" / f"{split}-n{j}.wav", 0.05 * rng.standard_normal(6000 + 9000 * j))
+    return root
+
+
+def test_dns_style_dataset_mixes_its_split_on_the_fly(dns_style):
+    from hwkd.data.mixing import FolderMix
+    from hwkd.train.recipe import training_set
+    ds = training_set(dns_style, "train", 0.5, 1, 3)
+    assert isinstance(ds, FolderMix) and len(ds) == (16000 + 20000 + 24000 + 28000) // 8000
+    ds.set_epoch(1)
+    again = FolderMix(dns_style, "train", segment_s=0.5, seed=3)
+    again.set_epoch(1)
+    for k in range(len(ds)):
+        a, b = ds[k], again[k]
+        assert torch.equal(a["noisy"], b["noisy"]) and torch.equal(a["clean"], b["clean"])
+        assert a["noisy"].shape == (1, 8000) and a["clean"].shape == (8000,)
+    again.set_epoch(2)
+    assert not torch.equal(ds[0]["noisy"], again[0]["noisy"])
+    # only the train split's files, and the drawn SNR: noisy - clean is the scaled noise
+    for k in range(12):
+        noisy, clean, meta = ds.mix(0, k)
+        assert all(s.startswith("train") for s in meta["speech"]) and meta["noise"].startswith("train-n")
+        snr = 10 * np.log10(np.mean(clean ** 2) / np.mean((noisy[0] - clean) ** 2))
+        assert np.isfinite(snr) and -6 < meta["snr_db"] < 21 and np.abs(noisy).max() <= 0.99 + 1e-6
+    # --mixing off keeps the pairs; a split without noise/ keeps its pairs
+    from hwkd.data.datasets import SpeechPairs
+    assert isinstance(training_set(dns_style, "train", 0.5, 1, 0, mixing="off"), SpeechPairs)
+    import shutil
+    shutil.rmtree(dns_style / "train" / "noise")
+    assert isinstance(training_set(dns_style, "train", 0.5, 1, 0), SpeechPairs)
+    with pytest.raises(HwkdError, match="ships no train/noise/ folder"):
+        training_set(dns_style, "train", 0.5, 1, 0, mixing="on")
+
+
+def test_dns_style_noise_at_the_wrong_rate_is_named(dns_style):
+    from conftest import write
+    from hwkd.train.recipe import training_set
+    bad = write(dns_style / "train" / "noise" / "bad.wav", np.zeros(8000) + 0.01, sr=8000)
+    with pytest.raises(HwkdError, match=f"{bad.name} is 8000 Hz.*resample it to 16000 Hz"):
+        training_set(dns_style, "train", 0.5, 1, 0)
+
+
+def test_cli_train_mixes_a_dns_style_dataset(dns_style, tmp_path):
+    from conftest import run_cli
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text("".join(f"{k}: {v}\n" for k, v in TINY.items()))
+    r = run_cli("-q", "train", "--data", dns_style, "--model", cfg, "--out", tmp_path / "run", "--epochs", "1",
+                "--batch-size", "2", "--segment-s", "0.5", "--max-steps-per-epoch", "2", "--val-pesq-clips", "0",
+                "--threads", "1")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "on-the-fly mixing" in r.stdout and (tmp_path / "run" / "best.pt").is_file()

@@ -151,3 +151,106 @@ class OnTheFlyMix(Dataset):
         noisy, clean, _ = self.mix(self.epoch, k)
         return {"noisy": torch.from_numpy(noisy), "clean": torch.from_numpy(clean),
                 "id": f"mix-{self.seed}-{self.epoch}-{k}"}
+
+
+# -- real datasets that ship their noise separately (DNS Challenge style) --------------------------------
+NOISE_DIR = "noise"
+
+
+def noise_folder(data: str | Path, split: str | None) -> Path | None:
+    """DATA/SPLIT/noise/ when a split of a real dataset ships its noise beside noisy/ and clean/, else None."""
+    if split is None or corpus_of(data) is not None or not Path(data).is_dir():
+        return None
+    d = Path(data) / split / NOISE_DIR
+    return d if d.is_dir() and (d.parent / "clean").is_dir() else None
+
+
+class FolderMix(Dataset):
+    """On-the-fly mixtures for a real dataset whose split ships clean speech and noise separately.
+
+    The DNS Challenge ships its training material as clean speech and noise clips, and its synthesiser mixes
+    them; a split laid out as DATA/SPLIT/{noisy,clean,noise}/ trains the same way here: every item is a crop of
+    the split's clean/ files (continued with other clips of the split when a clip is shorter than the
+    segment) plus a crop of one of the split's noise/ files (looped when shorter), at an SNR and a level drawn
+    from the ranges of the embedded corpus (SNR -5..20 dB, -35..-15 dBFS; the DNS synthesiser's defaults are
+    wider), peak-limited like the corpus. Files are read in crops (soundfile seeks), so the split can be
+    large. Only that split's files are used, so speech and noise files stay in their split; val and test keep
+    their static pairs. Deterministic per (seed, epoch, index). Mono: the noisy item is [1, N].
+    An epoch has as many items as the split's clean speech has segments.
+    """
+
+    def __init__(self, data: str | Path, split: str, segment_s: float = 4.0, seed: int = 0,
+                 snr_db: tuple = (-5.0, 20.0), level_dbfs: tuple = (-35.0, -15.0)):
+        from hwkd.audio.io import audio_info
+        from hwkd.data.layouts import _audio_files
+        d = Path(data) / split
+        self.split, self.seed, self.epoch = split, seed, 0
+        self.snr_db, self.level_dbfs = tuple(snr_db), tuple(level_dbfs)
+        self.segment = int(round(segment_s * SR))
+        self.channels = 1
+
+        def files(sub: str) -> list[tuple[Path, int]]:
+            out = []
+            for p in _audio_files(d / sub):
+                info = audio_info(p)
+                if info.sample_rate != SR or info.channels != 1:
+                    raise HwkdError(f"{p} is {info.sample_rate} Hz, {info.channels} channel(s); on-the-fly mixing "
+                                    f"reads {SR} Hz mono {sub} files",
+                                    f"resample it to {SR} Hz mono, remove it, or train on the pairs (--mixing off)")
+                out.append((p, info.frames))
+            if not out:
+                raise HwkdError(f"{d / sub} holds no audio files to mix", "add files or train with --mixing off")
+            return out
+        self.speech, self.noise = files("clean"), files(NOISE_DIR)
+        self.length = max(1, sum(n for _, n in self.speech) // self.segment)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.length
+
+    @staticmethod
+    def _crop(path: Path, frames: int, start: int, n: int) -> np.ndarray:
+        import soundfile as sf
+        x, _ = sf.read(str(path), start=start, frames=min(n, frames - start), dtype="float32", always_2d=True)
+        return x[:, 0]
+
+    def _speech(self, rng: np.random.Generator, n: int) -> tuple[np.ndarray, list[str]]:
+        parts, got, names = [], 0, []
+        while got < n:                      # a crop, continued with other clips of the split
+            path, frames = self.speech[int(rng.integers(len(self.speech)))]
+            start = int(rng.integers(0, max(1, frames - (n - got) + 1))) if not parts else 0
+            parts.append(self._crop(path, frames, start, n - got))
+            got += len(parts[-1])
+            names.append(path.name)
+        return np.concatenate(parts)[:n], names
+
+    def _noise(self, rng: np.random.Generator, n: int) -> tuple[np.ndarray, str]:
+        path, frames = self.noise[int(rng.integers(len(self.noise)))]
+        if frames < n:                      # a short noise clip loops
+            return np.tile(self._crop(path, frames, 0, frames), -(-n // frames))[:n], path.name
+        return self._crop(path, frames, int(rng.integers(0, frames - n + 1)), n), path.name
+
+    def mix(self, epoch: int, index: int) -> tuple[np.ndarray, np.ndarray, dict]:
+        rng = np.random.default_rng([MIX_TAG, 2, self.seed, epoch, index])
+        n = self.segment
+        for _ in range(20):                 # a silent crop (leading silence, a digital-zero file) is drawn again
+            speech, names = self._speech(rng, n)
+            noise, noise_name = self._noise(rng, n)
+            if active_rms(speech) > 0 and np.any(noise):
+                break
+        else:
+            raise HwkdError(f"20 silent crops in a row while mixing {self.split} (last: {names[0]} with {noise_name})",
+                            "remove silent files from the split's clean/ and noise/ folders")
+        snr = float(rng.uniform(*self.snr_db))
+        level = float(rng.uniform(*self.level_dbfs))
+        noisy = (speech + scale_noise_to_snr(noise, speech, snr))[None, :]
+        noisy, clean = level_and_peak(noisy, speech, level)
+        return noisy.astype(np.float32), clean.astype(np.float32), {"speech": names, "noise": noise_name,
+                                                                   "snr_db": snr}
+
+    def __getitem__(self, k: int) -> dict:
+        noisy, clean, _ = self.mix(self.epoch, k)
+        return {"noisy": torch.from_numpy(noisy), "clean": torch.from_numpy(clean),
+                "id": f"foldermix-{self.seed}-{self.epoch}-{k}"}

@@ -39,21 +39,27 @@ class KDSpec:
 
 
 def training_set(data: str | Path, split: str, segment_s: float, channels: int, seed: int, mixing: str = "auto"):
-    """On-the-fly mixtures for a set of an hwkd corpus (mixing "auto" or "on"), else the static pairs."""
+    """On-the-fly mixtures (mixing "auto" or "on") for a set of an hwkd corpus, or for a real dataset whose split
+    ships its noise separately (DATA/SPLIT/noise/ beside noisy/ and clean/, DNS style); else the static pairs."""
     from hwkd.data.datasets import SpeechPairs
-    from hwkd.data.mixing import OnTheFlyMix, corpus_of
+    from hwkd.data.mixing import FolderMix, OnTheFlyMix, corpus_of, noise_folder
     if mixing not in ("auto", "on", "off"):
         raise HwkdError(f"--mixing {mixing!r}", "use auto, on or off")
-    if mixing == "on" and corpus_of(data) is None:
-        raise HwkdError(f"--mixing on: {data} is not a set of an hwkd corpus",
-                        "use --mixing auto (static pairs for real datasets) or the embedded corpus")
+    noise = noise_folder(data, split) if mixing != "off" else None
+    if mixing == "on" and corpus_of(data) is None and noise is None:
+        raise HwkdError(f"--mixing on: {data} is not a set of an hwkd corpus and its {split} split ships no "
+                        f"{split}/noise/ folder", "use --mixing auto (static pairs for real datasets), the embedded "
+                        "corpus, or put the split's noise files in a noise/ folder beside clean/")
     if mixing != "off" and corpus_of(data) is not None:
         ds = OnTheFlyMix(data, split=split, segment_s=segment_s, seed=seed)
-        if ds.channels != channels:
-            raise HwkdError(f"{data} holds {ds.channels}-channel input, expected {channels}",
-                            "choose the matching dataset or model input channels")
-        return ds
-    return SpeechPairs(data, split=split, mode="segment", segment_s=segment_s, channels=channels, seed=seed)
+    elif noise is not None:
+        ds = FolderMix(data, split, segment_s=segment_s, seed=seed)
+    else:
+        return SpeechPairs(data, split=split, mode="segment", segment_s=segment_s, channels=channels, seed=seed)
+    if ds.channels != channels:
+        raise HwkdError(f"{data} holds {ds.channels}-channel input for on-the-fly mixing, expected {channels}",
+                        "choose the matching dataset or model input channels (or --mixing off)")
+    return ds
 
 
 def first_batches(train_set, cfg: TrainConfig, n: int, device: str) -> list[dict]:
@@ -118,7 +124,7 @@ def train_model(cfg: DPDCRNConfig, out: str | os.PathLike, tcfg: TrainConfig, da
         _load_init(model, init)
     run = Path(out)
     objective = make_objective(model, kd, tcfg, train_set, run)
-    on_the_fly = type(train_set).__name__ == "OnTheFlyMix"
+    on_the_fly = type(train_set).__name__ in ("OnTheFlyMix", "FolderMix")
     info = {"data": str(data), "train_split": train_split, "val_split": val_split,
             "train_data": "on-the-fly mixing" if on_the_fly else "static pairs", "kd": kd.scheme,
             **({"kd_weight": objective.lam_record} if objective is not None else {}), **(meta or {})}
