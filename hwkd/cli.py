@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import json
 import logging
 import sys
@@ -21,6 +22,23 @@ def _sizes(text: str) -> tuple[int, int, int]:
     if len(parts) != 3 or min(parts) < 0:
         raise argparse.ArgumentTypeError(f"expected TRAIN,VAL,TEST clip counts such as 600,100,100, got {text!r}")
     return parts  # type: ignore[return-value]
+
+
+def _positive(kind=int, what: str = "a positive number"):
+    """argparse type: a finite number > 0 (a 0 or negative count, size or limit is refused at parse time)."""
+    def parse(text: str):
+        try:
+            v = kind(text)
+        except ValueError:
+            v = None
+        if v is None or not math.isfinite(v) or v <= 0:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+        return v
+    return parse
+
+
+_POS_INT = _positive(int, "a whole number of 1 or more")
+_POS_FLOAT = _positive(float, "a number above 0")
 
 
 def _formatter(prog):
@@ -47,10 +65,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="KD weight λ (default: balanced per candidate on its first batches)")
     s.add_argument("--controller", default="optuna",
                    help="optuna (TPE, multi-objective), random, nsga2, nni-random, nni-tpe, nni-evolution")
-    s.add_argument("--trials", type=int, default=None, help="stop after N trials in the whole search (default 40)")
+    s.add_argument("--trials", type=_POS_INT, default=None, help="stop after N trials in the whole search (default 40)")
     s.add_argument("--time-budget", type=_duration, default=None,
                    help="stop starting trials after this long on this machine, e.g. 900, 15m, 1h (default 15m)")
-    s.add_argument("--max-latency-ms", type=float, default=None, help="constraint: per-hop latency on the target")
+    s.add_argument("--max-latency-ms", type=_POS_FLOAT, default=None, help="constraint: per-hop latency on the target")
     s.add_argument("--no-realtime", action="store_true",
                    help="drop the default constraint that a hop is processed within the hop duration")
     s.add_argument("--steps", type=int, default=None, help="rung-0 distillation steps per candidate (default 40)")
@@ -62,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--segment-s", type=float, default=None, help="training segment length (default 1 s)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--runtime", default=None, help="runtime the latency is taken on (default: the target's first)")
-    s.add_argument("--threads", type=int, default=None, help="threads on the target (default: the target's first)")
+    s.add_argument("--threads", type=_POS_INT, default=None, help="threads on the target (default: the target's first)")
     s.add_argument("--teacher", type=Path, default=None, help="teacher checkpoint (default: the embedded teacher)")
     s.add_argument("--data", "--corpus", dest="data", type=Path, default=None,
                    help="dataset with train/val splits (default: the embedded corpus, built if needed)")
@@ -73,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "in the run folder)")
     s.add_argument("--no-report", action="store_true", help="do not write reports/NAME at the end")
     s.add_argument("--reports", type=Path, default=Path("reports"), help="where reports go (default: ./reports)")
-    s.add_argument("--jobs", type=int, default=None, help="corpus-building processes (default: all cores)")
+    s.add_argument("--jobs", type=_POS_INT, default=None, help="corpus-building processes (default: all cores)")
 
     r = sub.add_parser("report", formatter_class=_formatter,
                        help="HTML page, PNGs and CSV of a search's fronts under reports/RUN")
@@ -84,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     pk = sub.add_parser("pick", formatter_class=_formatter,
                         help="export the best student within a latency limit, ready to deploy")
     pk.add_argument("run", help="run name or folder")
-    pk.add_argument("--max-latency-ms", type=float, default=None, help="per-hop latency limit on the target")
+    pk.add_argument("--max-latency-ms", type=_POS_FLOAT, default=None, help="per-hop latency limit on the target")
     pk.add_argument("--target", default=None, help="the run's target (checked)")
     pk.add_argument("--out", type=Path, default=None, help="folder (default: picks/RUN-trialN)")
     pk.add_argument("--storage", default=None, help="the database URL, when the run folder is not on this machine")
@@ -102,8 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
         default = CorpusSpec().sizes[set_name]
         ds.add_argument(f"--{set_name}", type=_sizes, default=default, metavar="TRAIN,VAL,TEST",
                         help=f"{label} clip counts (default {','.join(map(str, default))})")
-    ds.add_argument("--clip-s", type=float, default=4.0, help="clip length in seconds (default 4)")
-    ds.add_argument("--jobs", type=int, default=None, help="worker processes (default: all cores)")
+    ds.add_argument("--clip-s", type=_POS_FLOAT, default=4.0, help="clip length in seconds (default 4)")
+    ds.add_argument("--jobs", type=_POS_INT, default=None, help="worker processes (default: all cores)")
     dc = dsub.add_parser(
         "check", formatter_class=_formatter,
         help="recognise a dataset layout; report counts, hours, rates, problems")
@@ -136,7 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="comma-separated schemes ('none' = no KD; default: all baselines and i2srf-tfckd)")
     cp.add_argument("--students", default="cpu-student-causal,cpu-student,paper-student",
                     help="comma-separated presets or config files (Ambisonics students use the foa set)")
-    cp.add_argument("--seeds", type=int, default=3)
+    cp.add_argument("--seeds", type=_POS_INT, default=3)
     cp.add_argument("--out", type=Path, required=True, help="run folder (cells, checkpoints); rerun to resume")
     cp.add_argument("--report-dir", type=Path, default=None, help="default: reports/<name of --out>")
     cp.add_argument("--teacher", type=Path, default=None, help="teacher checkpoint (default: the embedded one)")
@@ -151,8 +169,8 @@ def build_parser() -> argparse.ArgumentParser:
     cp.add_argument("--max-steps-per-epoch", type=int, default=None)
     cp.add_argument("--val-pesq-clips", type=int, default=5)
     cp.add_argument("--eval-split", default="test")
-    cp.add_argument("--eval-limit", type=int, default=None, help="only the first N evaluation utterances")
-    cp.add_argument("--threads", type=int, default=None, help="intra-op threads per cell (default: cores / workers)")
+    cp.add_argument("--eval-limit", type=_POS_INT, default=None, help="only the first N evaluation utterances")
+    cp.add_argument("--threads", type=_POS_INT, default=None, help="intra-op threads per cell (default: cores / workers)")
     cp.add_argument("--workers", type=int, default=1,
                     help="cells trained side by side, in as many processes (default 1); the same command "
                          "started again elsewhere on the run folder shares the cells out too")
@@ -167,10 +185,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="dataset (default: the embedded corpus, mono or foa by the model)")
     e.add_argument("--split", default="test")
     e.add_argument("--dnsmos", action="store_true", help="also DNSMOS (about 3 s per clip and core)")
-    e.add_argument("--limit", type=int, default=None, help="only the first N utterances")
+    e.add_argument("--limit", type=_POS_INT, default=None, help="only the first N utterances")
     e.add_argument("--save", type=Path, default=None, help="keep the enhanced WAVs in this folder")
     e.add_argument("--out", type=Path, default=None, help="write the table as JSON here")
-    e.add_argument("--jobs", type=int, default=None, help="metric worker processes (default: all cores)")
+    e.add_argument("--jobs", type=_POS_INT, default=None, help="metric worker processes (default: all cores)")
 
     n = sub.add_parser("enhance", formatter_class=_formatter, help="enhance one file with a checkpoint")
     n.add_argument("ckpt", type=Path, help="checkpoint (.pt) written by hwkd")
@@ -189,8 +207,8 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--channel", type=int, default=0, help="input channel scored for multi-channel input "
                                                           "(default 0: W for Ambisonics)")
     m.add_argument("--dnsmos", action="store_true", help="also DNSMOS (about 0.75 s per clip and core)")
-    m.add_argument("--limit", type=int, default=None, help="score only the first N pairs")
-    m.add_argument("--jobs", type=int, default=None, help="worker processes (default: all cores)")
+    m.add_argument("--limit", type=_POS_INT, default=None, help="score only the first N pairs")
+    m.add_argument("--jobs", type=_POS_INT, default=None, help="worker processes (default: all cores)")
     m.add_argument("--out", type=Path, default=None, help="write per-clip CSV here and a .json summary beside it")
 
     pr = sub.add_parser(
@@ -262,7 +280,7 @@ def _add_training_args(t) -> None:
                         "and noise files, DNS style; other datasets use their pairs) or the static pairs (off)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--device", default="cpu", help="cpu or cuda")
-    t.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    t.add_argument("--threads", type=_POS_INT, default=None, help="torch threads (default: torch's choice)")
     t.add_argument("--ckpt-every", type=int, default=50, help="steps between mid-epoch checkpoints")
     t.add_argument("--max-steps-per-epoch", type=int, default=None)
     t.add_argument("--val-pesq-clips", type=int, default=20, help="val clips scored with PESQ each epoch")
@@ -410,10 +428,15 @@ def _duration(text: str) -> float:
     try:
         for suffix, mult in (("h", 3600), ("min", 60), ("m", 60), ("s", 1)):
             if t.endswith(suffix):
-                return float(t[: -len(suffix)]) * mult
-        return float(t)
+                v = float(t[: -len(suffix)]) * mult
+                break
+        else:
+            v = float(t)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a duration; write e.g. 900, 15m or 1h") from None
+    if not math.isfinite(v) or v <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: a time budget must be above 0; write e.g. 900, 15m or 1h")
+    return v
 
 
 def _check_search_budget(sc) -> None:
@@ -629,9 +652,12 @@ def _csv_list(text: str | None, kind=str) -> list | None:
     if not text:
         return None
     try:
-        return [kind(x.strip()) for x in text.split(",") if x.strip()]
+        out = [kind(x.strip()) for x in text.split(",") if x.strip()]
     except ValueError:
         raise HwkdError(f"cannot read {text!r} as a comma-separated list", "e.g. --threads 1,2") from None
+    if kind is int and any(v < 1 for v in out):
+        raise HwkdError(f"--threads {text}: thread counts start at 1", "e.g. --threads 1,2")
+    return out
 
 
 def cmd_profile(args) -> int:

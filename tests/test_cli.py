@@ -48,3 +48,36 @@ def test_metrics_command_on_a_folder(paired, tmp_path):
     assert out.is_file() and out.with_suffix(".json").is_file()
     r = run_cli("metrics", paired, "--enhanced", tmp_path / "none")
     assert r.returncode == 2 and "enhanced folder not found" in r.stderr
+
+
+import pytest  # noqa: E402
+
+
+@pytest.mark.parametrize("argv, flag", [
+    (["search", "--target", "rpi4", "--trials", "0"], "--trials"),
+    (["search", "--target", "rpi4", "--time-budget", "-5"], "--time-budget"),
+    (["search", "--target", "rpi4", "--time-budget", "0m"], "--time-budget"),
+    (["search", "--target", "rpi4", "--max-latency-ms", "0"], "--max-latency-ms"),
+    (["search", "--target", "rpi4", "--max-latency-ms", "-1"], "--max-latency-ms"),
+    (["search", "--target", "rpi4", "--max-latency-ms", "nan"], "--max-latency-ms"),
+    (["search", "--target", "rpi4", "--threads", "0"], "--threads"),
+    (["pick", "run", "--max-latency-ms", "-2"], "--max-latency-ms"),
+    (["data", "synth", "--jobs", "-1"], "--jobs"),
+    (["data", "synth", "--clip-s", "0"], "--clip-s"),
+    (["compare", "--seeds", "0"], "--seeds"),
+    (["metrics", "x", "--limit", "0"], "--limit"),
+    (["train", "--model", "cpu-student", "--out", "r", "--threads", "0"], "--threads"),
+])
+def test_impossible_flag_values_are_refused_at_parse_time(argv, flag, capsys):
+    """A count, size, limit or budget of 0 or below is one error line naming the flag, exit 2 (was: a traceback
+    after work started, or an exit 0 having done nothing)."""
+    from hwkd.cli import build_parser
+    with pytest.raises(SystemExit) as e:
+        build_parser().parse_args(argv)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert e.value.code == 2 and f"argument {flag}" in err[-1] and "Traceback" not in "\n".join(err)
+
+
+def test_profile_zero_threads_is_one_line(tmp_path):
+    r = run_cli("profile", "cpu-student-causal", "--target", "cpu", "--threads", "0", "--out", tmp_path / "p")
+    assert r.returncode == 2 and "thread counts start at 1" in r.stderr and "Traceback" not in r.stderr
