@@ -183,7 +183,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("ckpt", type=Path, help="checkpoint (.pt) written by hwkd")
     e.add_argument("--data", type=Path, default=None,
                    help="dataset (default: the embedded corpus, mono or foa by the model)")
-    e.add_argument("--split", default="test")
+    e.add_argument("--split", default=None,
+                   help="split to evaluate (default: test when the dataset has splits, else every pair; "
+                        "'all' for every pair)")
     e.add_argument("--dnsmos", action="store_true", help="also DNSMOS (about 3 s per clip and core)")
     e.add_argument("--limit", type=_POS_INT, default=None, help="only the first N utterances")
     e.add_argument("--save", type=Path, default=None, help="keep the enhanced WAVs in this folder")
@@ -622,10 +624,14 @@ def cmd_evaluate(args) -> int:
     model, ck = load_model(args.ckpt)
     data = args.data or default_dataset(model.cfg.in_channels, progress=not args.quiet)
     s = scan(data, channels=model.cfg.in_channels)
-    pairs = s.good_pairs(select_pairs(s, args.split))
+    split = args.split
+    if split is None:                      # a plain paired folder has no splits: evaluate all of it
+        split = "test" if any(x is not None for x in s.splits()) else "all"
+    pairs = s.good_pairs(select_pairs(s, None if split == "all" else split))
     pairs = pairs[: args.limit] if args.limit else pairs
+    args.split = split
     if not pairs:
-        raise HwkdError(f"nothing to evaluate in {data} split {args.split}", "check the split and the files")
+        raise HwkdError(f"nothing to evaluate in {data} split {split}", "check the split and the files")
     res = evaluate_pairs(model, pairs, jobs=args.jobs, dnsmos=args.dnsmos, save_dir=args.save,
                          progress=not args.quiet)
     sn, se = res["noisy"], res["enhanced"]

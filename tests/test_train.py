@@ -106,3 +106,15 @@ def test_streaming_enhance_of_a_causal_checkpoint(tmp_path):
     x, _ = sf.read(tmp_path / "off.wav")
     y, _ = sf.read(tmp_path / "str.wav")
     assert np.abs(x - y).max() <= 2 / 32768   # identical up to PCM16 rounding
+
+
+def test_evaluate_a_plain_paired_folder(tmp_path, paired):
+    """A folder without splits (noisy/ + clean/) is evaluated whole by default (was: "split 'test' not found")."""
+    from hwkd.models import create_model
+    from hwkd.models.checkpoint import save_checkpoint
+    save_checkpoint(tmp_path / "m.pt", create_model(dict(channels=8, layers=1, depth=1, heads=2)))
+    r = run_cli("-q", "evaluate", tmp_path / "m.pt", "--data", paired, "--jobs", "1", "--out", tmp_path / "e.json")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "[all], 3 utterances" in r.stdout and json.loads((tmp_path / "e.json").read_text())["utterances"] == 3
+    r = run_cli("-q", "evaluate", tmp_path / "m.pt", "--data", paired, "--split", "test")
+    assert r.returncode == 2 and "split 'test' not found" in r.stderr
