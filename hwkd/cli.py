@@ -129,6 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
     dc.add_argument("--channels", type=int, default=None, help="expected input channel count")
     dc.add_argument("--mic", choices=("A", "B"), default="A", help="L3DAS23 microphone (default A)")
     dc.add_argument("--json", action="store_true", help="print the report as JSON")
+    dc.add_argument("--headers-only", action="store_true",
+                    help="read file headers only (fast; skips the NaN / truncated-file scan of every sample)")
 
     t = sub.add_parser(
         "train", formatter_class=_formatter,
@@ -347,8 +349,12 @@ def cmd_data_synth(args) -> int:
 
 
 def cmd_data_check(args) -> int:
-    from hwkd.data.layouts import scan
+    from hwkd.data.layouts import check_samples, scan
     s = scan(args.path, channels=args.channels, mic=args.mic)
+    if not args.headers_only:
+        n = check_samples(s, progress=None if args.quiet or args.json else
+                          lambda k, total: print(f"  read {k}/{total} files", file=sys.stderr))
+        s.notes.append(f"every sample of {n} files read (NaN, infinite, truncated); --headers-only skips this")
     rows = s.summary()
     if args.json:
         print(json.dumps({"layout": s.layout, "root": str(s.root), "splits": rows, "notes": s.notes,
@@ -592,7 +598,7 @@ def cmd_distill(args) -> int:
 
 
 def cmd_enhance(args) -> int:
-    from hwkd.audio.io import audio_info, read_audio, write_wav_atomic
+    from hwkd.audio.io import audio_info, read_audio, wav_truncation, write_wav_atomic
     from hwkd.models.checkpoint import load_model
     from hwkd.models.enhancer import Enhancer
     model, _ = load_model(args.ckpt)
@@ -600,6 +606,10 @@ def cmd_enhance(args) -> int:
         raise HwkdError(f"{args.ckpt} holds a non-causal model, which cannot run hop by hop",
                         "drop --streaming, or use a causal model (e.g. preset cpu-student-causal)")
     info = audio_info(args.input)
+    cut = wav_truncation(args.input)
+    if cut is not None:
+        log.warning("%s is truncated: its header declares %d samples, the file holds %d; enhancing what is there",
+                    args.input, *cut)
     if info.channels != model.cfg.in_channels:
         kind = "mono" if model.cfg.in_channels == 1 else f"{model.cfg.in_channels}-channel Ambisonics"
         raise HwkdError(f"{args.input} has {info.channels} channel(s) but the model expects {kind} input",

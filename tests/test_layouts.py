@@ -132,3 +132,18 @@ def test_nan_samples_named(paired):
     from hwkd.audio.io import read_audio
     with pytest.raises(HwkdError, match="u1.wav contains NaN"):
         read_audio(paired / "noisy" / "u1.wav")
+
+
+def test_data_check_reads_samples_nan_and_truncated(paired):
+    """`hwkd data check` finds NaN samples and truncated files (it said "no problems found" on a NaN file)."""
+    import soundfile as sf
+    x = tone(16000).astype(np.float32)
+    x[100] = np.nan
+    sf.write(str(paired / "noisy" / "u1.wav"), x, 16000, subtype="FLOAT")
+    cut = paired / "clean" / "u2.wav"
+    cut.write_bytes(cut.read_bytes()[:-8000])               # the header still says 16000 samples
+    r = run_cli("data", "check", paired)
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert "u1.wav: NaN or infinite samples" in r.stdout and "u2.wav: truncated" in r.stdout
+    r = run_cli("data", "check", paired, "--headers-only")
+    assert "NaN" not in r.stdout and "truncated" not in r.stdout

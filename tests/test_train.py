@@ -118,3 +118,8 @@ def test_evaluate_a_plain_paired_folder(tmp_path, paired):
     assert "[all], 3 utterances" in r.stdout and json.loads((tmp_path / "e.json").read_text())["utterances"] == 3
     r = run_cli("-q", "evaluate", tmp_path / "m.pt", "--data", paired, "--split", "test")
     assert r.returncode == 2 and "split 'test' not found" in r.stderr
+    # a truncated WAV is enhanced with a warning that names it (it was enhanced silently)
+    cut = tmp_path / "cut.wav"
+    cut.write_bytes((paired / "noisy" / "u0.wav").read_bytes()[:-10000])
+    r = run_cli("enhance", tmp_path / "m.pt", cut, tmp_path / "o.wav")
+    assert r.returncode == 0 and "cut.wav is truncated: its header declares 16000 samples" in r.stderr

@@ -117,3 +117,36 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
 def _short(exc: Exception) -> str:
     msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     return msg[:160]
+
+
+def wav_truncation(path: str | os.PathLike) -> tuple[int, int] | None:
+    """(samples the WAV header declares, samples the file holds) when a RIFF/WAVE file is cut short, else None.
+
+    libsndfile quietly reads what is there, so a truncated download or copy looks like a shorter file; the
+    data chunk's declared size against the bytes present tells them apart. Not a WAV, or a streaming header
+    (size 0 or 0xFFFFFFFF): None.
+    """
+    import struct
+    p = Path(path)
+    size = p.stat().st_size
+    with open(p, "rb") as f:
+        head = f.read(12)
+        if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+            return None
+        align = None
+        while True:
+            ch = f.read(8)
+            if len(ch) < 8:
+                return None
+            cid, n = ch[:4], struct.unpack("<I", ch[4:])[0]
+            if cid == b"fmt ":
+                fmt = f.read(n + (n & 1))
+                align = struct.unpack("<H", fmt[12:14])[0] if len(fmt) >= 14 else None
+            elif cid == b"data":
+                if not align or n in (0, 0xFFFFFFFF):
+                    return None
+                have = (size - f.tell()) // align
+                return (n // align, have) if have < n // align else None
+            else:
+                f.seek(n + (n & 1), 1)
+

@@ -13,7 +13,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hwkd.audio.io import AUDIO_EXTENSIONS, AudioInfo, audio_info
+import numpy as np
+
+from hwkd.audio.io import AUDIO_EXTENSIONS, AudioInfo, audio_info, wav_truncation
 from hwkd.errors import HwkdError
 
 LAYOUTS = ("hwkd-corpus", "dns", "voicebank-demand", "l3das23", "paired-folder", "split-folders", "csv")
@@ -290,3 +292,32 @@ def _validate(s: Scan, channels: int | None) -> None:
     if any(r != 16000 for r in rates):
         s.notes.append("sample rates " + ", ".join(f"{r} Hz" for r in sorted(rates))
                        + ": hwkd resamples to 16 kHz when reading")
+
+
+def check_samples(s: Scan, progress=None) -> int:
+    """Read every sample of every file of the scan (in blocks): NaN or infinite samples and files that hold
+    fewer samples than their header says (truncated) become problems. Returns the number of files read."""
+    import soundfile as sf
+    files = [f for f in s.info if not any(p.path == str(f) for p in s.problems)]
+    for k, f in enumerate(files):
+        got, finite = 0, True
+        try:
+            for block in sf.blocks(str(f), blocksize=1 << 16, dtype="float32", always_2d=True):
+                got += len(block)
+                finite = finite and bool(np.isfinite(block).all())
+        except Exception as exc:  # noqa: BLE001 -- libsndfile's messages vary by format
+            s.problems.append(Problem(str(f), f"unreadable after {got} samples ({str(exc).splitlines()[0][:120]})"))
+            continue
+        if not finite:
+            s.problems.append(Problem(str(f), "NaN or infinite samples"))
+        cut = wav_truncation(f)
+        if cut is not None:
+            s.problems.append(Problem(str(f), f"truncated: the header declares {cut[0]} samples, the file holds "
+                                              f"{cut[1]}"))
+        elif got < s.info[f].frames:
+            s.problems.append(Problem(str(f), f"truncated: the header says {s.info[f].frames} samples, the file "
+                                              f"holds {got}"))
+        if progress and (k + 1) % 500 == 0:
+            progress(k + 1, len(files))
+    return len(files)
+
