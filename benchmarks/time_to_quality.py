@@ -92,7 +92,8 @@ def main():
     teacher, _ = load_model(teacher_path)
     res_path = RESULTS / f"{a.name}.json"
     res = json.loads(res_path.read_text()) if res_path.is_file() else {"runs": {}}
-    res.update({"student": student, "mixing": a.mixing, "start": a.start, "batch": a.batch, "segment_s": a.segment_s, "lr": a.lr,
+    res.update({"student": student, "mixing": a.mixing, "start": a.start, "batch": a.batch,
+                "segment_s": a.segment_s, "lr": a.lr,
                 "threads": a.threads, "teacher_sha256": __import__("hashlib").sha256(teacher_path.read_bytes())
                 .hexdigest(), "eval": f"test split, {len(test)} utterances"})
     if "val_noisy_si_sdr_db" not in res:

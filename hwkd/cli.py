@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import math
 import json
 import logging
+import math
 import sys
 from pathlib import Path
 
@@ -172,7 +172,8 @@ def build_parser() -> argparse.ArgumentParser:
     cp.add_argument("--val-pesq-clips", type=int, default=5)
     cp.add_argument("--eval-split", default="test")
     cp.add_argument("--eval-limit", type=_POS_INT, default=None, help="only the first N evaluation utterances")
-    cp.add_argument("--threads", type=_POS_INT, default=None, help="intra-op threads per cell (default: cores / workers)")
+    cp.add_argument("--threads", type=_POS_INT, default=None,
+                    help="intra-op threads per cell (default: cores / workers)")
     cp.add_argument("--workers", type=int, default=1,
                     help="cells trained side by side, in as many processes (default 1); the same command "
                          "started again elsewhere on the run folder shares the cells out too")

@@ -242,8 +242,9 @@ def test_dns_style_dataset_mixes_its_split_on_the_fly(dns_style):
 
 
 def test_dns_style_noise_at_the_wrong_rate_is_named(dns_style):
-    from conftest import write
     from hwkd.train.recipe import training_set
+
+    from conftest import write
     bad = write(dns_style / "train" / "noise" / "bad.wav", np.zeros(8000) + 0.01, sr=8000)
     with pytest.raises(HwkdError, match=f"{bad.name} is 8000 Hz.*resample it to 16000 Hz"):
         training_set(dns_style, "train", 0.5, 1, 0)

@@ -123,3 +123,12 @@ def test_evaluate_a_plain_paired_folder(tmp_path, paired):
     cut.write_bytes((paired / "noisy" / "u0.wav").read_bytes()[:-10000])
     r = run_cli("enhance", tmp_path / "m.pt", cut, tmp_path / "o.wav")
     assert r.returncode == 0 and "cut.wav is truncated: its header declares 16000 samples" in r.stderr
+    # outputs get the mode a plain open() gives (they were 0600); a folder or an unwritable path is one line
+    import os
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "o.wav").stat().st_mode & 0o777 == 0o666 & ~umask
+    r = run_cli("enhance", tmp_path / "m.pt", cut, tmp_path)
+    assert r.returncode == 2 and "is a folder, not a file name" in r.stderr and "Traceback" not in r.stderr
+    r = run_cli("enhance", tmp_path / "m.pt", cut, cut / "o.wav")
+    assert r.returncode == 2 and "cannot write" in r.stderr and "Traceback" not in r.stderr

@@ -81,19 +81,41 @@ def resample(x: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
     return y.astype(np.float32, copy=False)
 
 
+def atomic_target(path: str | os.PathLike, suffix: str = "") -> tuple[Path, str]:
+    """(path, a temporary file beside it) for an atomic write; a path that is a folder or cannot be written
+    is one HwkdError naming it (was a traceback)."""
+    p = Path(path)
+    if p.is_dir():
+        raise HwkdError(f"{p} is a folder, not a file name", f"give a file path to write, e.g. {p / ('out' + suffix)}")
+    try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=suffix, dir=p.parent)
+    except OSError as exc:
+        raise HwkdError(f"cannot write {p} ({exc.strerror or type(exc).__name__})",
+                        "choose a folder you can write to") from None
+    os.close(fd)
+    return p, tmp
+
+
+def publish(tmp: str, p: Path) -> None:
+    """Rename the finished temporary file over p, with the mode a plain open() would give (mkstemp's 0600 made
+    every output private)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
+    os.replace(tmp, p)
+
+
 def write_wav_atomic(path: str | os.PathLike, x: np.ndarray, sample_rate: int) -> None:
     """Write PCM16 WAV via a temporary file and rename, so a killed writer never leaves a partial file.
 
     x: [samples] or [channels, samples], float in [-1, 1].
     """
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
+    p, tmp = atomic_target(path, ".wav")
     data = x.T if x.ndim == 2 else x
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".wav", dir=p.parent)
-    os.close(fd)
     try:
         sf.write(tmp, np.clip(data, -1.0, 1.0), sample_rate, subtype="PCM_16", format="WAV")
-        os.replace(tmp, p)
+        publish(tmp, p)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
@@ -101,13 +123,11 @@ def write_wav_atomic(path: str | os.PathLike, x: np.ndarray, sample_rate: int) -
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=p.parent)
+    p, tmp = atomic_target(path)
     try:
-        with os.fdopen(fd, "w") as f:
+        with open(tmp, "w") as f:
             f.write(text)
-        os.replace(tmp, p)
+        publish(tmp, p)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)

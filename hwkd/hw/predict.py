@@ -20,9 +20,10 @@ A block measured alone runs with its weights hot in cache; in the whole step the
 are fetched again every hop, a cost that grows with the parameter count, and the step reads and writes all
 its states (dense-block caches, GRU states) every hop. a, b, s and c are fitted by least squares on 16
 "anchor" models built only from grid values (whole step models, also micro-benchmarks of the calibration);
-the candidates a search predicts are in general off the grid. With fewer than 8 anchors (a reduced grid)
-only a and c are fitted: four coefficients from four anchors would interpolate the anchors' timing noise. (Without the state term OpenVINO's deep
+the candidates a search predicts are in general off the grid. (Without the state term OpenVINO's deep
 dense blocks were under-predicted by up to 22 %: the residual correlated 0.6-0.7 with the state size.)
+With fewer than 8 anchors (a reduced grid) only a and c are fitted: four coefficients from four anchors
+would interpolate the anchors' timing noise.
 
 The grid steps C and H by 4 from 8 to 64. Runtimes vectorise over 8 fp32 lanes (AVX2, and NEON pairs),
 so a width that is not a multiple of 8 can cost more than the next multiple: OpenVINO's GRU at H = 12

@@ -6,7 +6,6 @@ Only tensors and plain Python values are stored, so loading uses `torch.load(wei
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import torch
@@ -20,16 +19,14 @@ VERSION = 1
 
 def save_checkpoint(path: str | os.PathLike, model: DPDCRN, **extra) -> None:
     """Atomic write: {format, version, model: {family, config}, state_dict, **extra}."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
+    from hwkd.audio.io import atomic_target, publish
     payload = {"format": FORMAT, "version": VERSION,
                "model": {"family": "dpdcrn", "config": model.cfg.to_dict()},
                "state_dict": model.state_dict(), **extra}
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".pt", dir=p.parent)
-    os.close(fd)
+    p, tmp = atomic_target(path, ".pt")
     try:
         torch.save(payload, tmp)
-        os.replace(tmp, p)
+        publish(tmp, p)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
