@@ -101,3 +101,45 @@ def test_bad_checkpoint_and_config_messages(tmp_path):
         resolve_config(str(cfg))
     cfg.write_text("model:\n  channels: 16\n  layers: 1\n")
     assert isinstance(DPDCRN(resolve_config(str(cfg))), DPDCRN)
+
+
+def test_cumulative_norm_keeps_the_frame_level_and_streams():
+    """Causal models normalise each frame by the statistics of all frames so far: a frame's level relative
+    to the past survives (a frame-wise norm maps a frame and the same frame x10 to the same output)."""
+    from hwkd.models.dpdcrn import FrameNorm
+    torch.manual_seed(0)
+    x = torch.randn(2, 6, 9, 64)
+    louder = x.clone()
+    louder[:, :, 5] *= 10
+    frame, cum = FrameNorm(6, over_channels=False), FrameNorm(6, over_channels=False, cumulative=True)
+    assert torch.allclose(frame(x)[:, :, 5], frame(louder)[:, :, 5], atol=1e-4)
+    assert not torch.allclose(cum(x)[:, :, 5], cum(louder)[:, :, 5], atol=1e-2)
+    assert torch.allclose(cum(x)[:, :, :5], cum(louder)[:, :, :5])            # the past does not see it
+    assert torch.allclose(cum(x)[:, :, :1], frame(x)[:, :, :1], atol=1e-5)    # frame 0: its own statistics
+    # hop by hop with the running sums as state == offline
+    for over in (False, True):
+        n = FrameNorm(6, over_channels=over, cumulative=True)
+        st, outs = n.init_state(2), []
+        for t in range(9):
+            n.stream = st
+            outs.append(n(x[:, :, t:t + 1]))
+            st, n.stream = n.stream_out, None
+        assert torch.allclose(torch.cat(outs, 2), n(x), atol=1e-5)
+    # the model: cumulative by default for causal models, and the sums are named step states
+    from hwkd.hw.export import StepModel, state_names
+    net = DPDCRN(DPDCRNConfig(**TINY, causal=True, time_attention="none"))
+    assert net.cfg.causal_norm == "cumulative" and len(net.cumulative_norms()) == 3 + 2 * 2 + 2 * 2
+    names = state_names(net)
+    assert len(names) == len(StepModel(net).initial_states()) and names[-1] == "norm_sums10"
+
+
+def test_checkpoints_from_before_the_cumulative_norm_load_frame_wise(tmp_path):
+    m = DPDCRN(DPDCRNConfig(**TINY, causal=True, time_attention="none", causal_norm="frame"))
+    save_checkpoint(tmp_path / "old.pt", m)
+    ck = torch.load(tmp_path / "old.pt", weights_only=True)
+    del ck["model"]["config"]["causal_norm"]                   # as written before the field existed
+    torch.save(ck, tmp_path / "old.pt")
+    m2, _ = load_model(tmp_path / "old.pt")
+    assert m2.cfg.causal_norm == "frame" and not m2.cumulative_norms()
+    x = torch.randn(1, 2, 7, 257)
+    assert torch.equal(m.eval()(x), m2(x))

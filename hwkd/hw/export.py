@@ -39,7 +39,7 @@ def _flatten_state(state: dict) -> list[Tensor]:
         flat.append(st["h"])
         if "kv" in st:
             flat.append(st["kv"])
-    return flat
+    return flat + list(state.get("norm", []))
 
 
 def state_names(net: DPDCRN) -> list[str]:
@@ -49,7 +49,7 @@ def state_names(net: DPDCRN) -> list[str]:
         names.append(f"gru_h{i}")
         if layer.inter.attention:
             names.append(f"attn_kv{i}")
-    return names
+    return names + [f"norm_sums{i}" for i in range(len(net.cumulative_norms()))]
 
 
 class StepModel(nn.Module):
@@ -72,7 +72,7 @@ class StepModel(nn.Module):
             if layer.inter.attention:
                 st["kv"] = rest.pop(0)
             dp.append(st)
-        return {"enc": enc, "dec": dec, "dp": dp}
+        return {"enc": enc, "dec": dec, "dp": dp, "norm": rest}
 
     def forward(self, frame: Tensor, *states: Tensor):
         mask, new = self.net.step(frame, self._unflatten(states))

@@ -68,7 +68,7 @@ GRID_H = tuple(range(8, 65, 4))
 GRID_D = (1, 2, 3, 4)
 GRID_HEADS = (0, 1, 2, 4)
 GRID_M = (1, 4)
-CALIB_VERSION = 4
+CALIB_VERSION = 5
 # anchors: (channels, layers, depth, heads, gru_hidden, intra_bidirectional, in_channels), all on the grid
 ANCHORS = ((8, 1, 1, 0, 8, True, 1), (16, 2, 2, 1, 32, False, 1), (32, 1, 4, 2, 20, True, 4),
            (64, 1, 2, 4, 64, True, 1), (60, 3, 3, 2, 36, False, 1), (32, 3, 1, 0, 64, True, 1),

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from hwkd.errors import HwkdError
-from hwkd.models.dpdcrn import DPDCRN, DPDCRNConfig
+from hwkd.models.dpdcrn import DPDCRN, LEGACY_FIELDS, DPDCRNConfig
 
 FORMAT = "hwkd-checkpoint"
 VERSION = 1
@@ -45,6 +45,8 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
         raise HwkdError(f"{p} is not an hwkd checkpoint", "give a checkpoint written by hwkd train")
     if ck.get("version", 0) > VERSION:
         raise HwkdError(f"{p} was written by a newer hwkd (format {ck['version']})", "upgrade hwkd")
+    # a config written before a field existed was trained with that field's old behaviour
+    ck["model"]["config"] = {**LEGACY_FIELDS, **ck["model"]["config"]}
     return ck
 
 

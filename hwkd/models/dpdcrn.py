@@ -8,10 +8,15 @@ Encoder: conv (1,3)/2 -> conv (1,3)/2 -> dilated dense block; dual-path block wi
 intra-frame (along frequency) and inter-frame (along time) "attention + GRU" paths; decoder: dilated
 dense block -> transposed conv -> transposed conv (mask). No skip connections.
 
-Causal variant (`causal=True`): the conv norms normalise each frame over frequency (per channel), the
-dual-path GroupNorm normalises each frame over (channels, frequency), and the time path uses a causal
-attention mask or no attention. Such a model runs hop by hop with `init_state` / `step`, carrying the
-dense-block caches, the time-GRU states and the time-attention key/value inputs.
+Causal variant (`causal=True`): the conv norms normalise over frequency (per channel) and the dual-path
+GroupNorm over (channels, frequency), with statistics over all frames so far (`causal_norm: cumulative`,
+the default, the spec's "cumulative normalisation") or over each frame alone (`frame`, what hwkd used
+until 2026-11-30 and what older checkpoints load as); the time path uses a causal attention mask or no
+attention. Such a model runs hop by hop with `init_state` / `step`, carrying the dense-block caches, the
+time-GRU states, the time-attention key/value inputs and the cumulative norms' running sums.
+Why cumulative: a frame-wise norm hides each frame's level, so a quiet noise-only frame and a loud speech
+frame look alike to the network; at equal steps (200, a 47k-parameter student) the cumulative norm
+reached a higher val SI-SDR (benchmarks/results/tq_diag_*.json, README "Time to quality").
 
 Identity start: the mask layer is initialised so that an untrained network outputs its reference-channel
 input up to a gain tanh(1) (`DPDCRN.identity_start`); with PyTorch's default init an untrained DPDCRN outputs
@@ -35,6 +40,10 @@ IDENTITY_BIAS = 1.0       # mask real part at initialisation: gain tanh(1) = 0.7
 IDENTITY_SCALE = 1e-2     # the mask layer's default-init weights times this
 
 
+# config fields added after checkpoints were shipped, with the value those checkpoints were trained with
+LEGACY_FIELDS = {"causal_norm": "frame"}
+
+
 @dataclass(frozen=True)
 class DPDCRNConfig:
     channels: int = 64                 # C: encoder/decoder width; the dual path works at C/2
@@ -43,11 +52,12 @@ class DPDCRNConfig:
     heads: int = 4                     # attention heads on both paths; 0 = no attention at all
     gru_hidden: int | None = None      # GRU hidden size (default C)
     intra_bidirectional: bool = True   # GRU along frequency bi- or unidirectional
-    causal: bool = False               # streaming-causal variant (frame-wise norms)
+    causal: bool = False               # streaming-causal variant (causal norms, see causal_norm)
     time_attention: str = "full"       # "full" | "causal" | "none" on the inter-frame path
     in_channels: int = 1               # M: 1 = mono, 4 = first-order Ambisonics (W, Y, Z, X)
     n_fft: int = 512
     hop: int = 256
+    causal_norm: str = "cumulative"    # causal models: "cumulative" (stats of all frames so far) or "frame"
 
     def __post_init__(self):
         if self.channels % 2 or self.channels < 4:
@@ -62,6 +72,8 @@ class DPDCRNConfig:
             raise ValueError("n_fft is fixed at 512 (257 bins) in this family")
         if self.layers < 1 or self.depth < 1:
             raise ValueError("layers and depth must be >= 1")
+        if self.causal_norm not in ("cumulative", "frame"):
+            raise ValueError("causal_norm must be 'cumulative' or 'frame'")
 
     @property
     def hidden(self) -> int:
@@ -80,34 +92,66 @@ class DPDCRNConfig:
 
 
 class FrameNorm(nn.Module):
-    """Causal norm: normalise each frame over `dims` (frequency, or channels+frequency); per-channel affine."""
+    """Causal norm over `dims` (frequency, or channels+frequency) with a per-channel affine.
 
-    def __init__(self, channels: int, over_channels: bool, eps: float = 1e-5):
+    frame-wise (cumulative=False): each frame normalised by its own statistics. That hides the frame's level
+    from the network: a quiet noise-only frame and a loud speech frame look alike after it.
+    cumulative (cumulative=True, the default of causal models): each frame normalised by the statistics of
+    every frame so far (t' <= t), the cumulative norm of streaming separation networks (Conv-TasNet's cLN);
+    the frame's level relative to the past survives. Offline it is a cumulative sum along time; hop by hop the
+    running sums are state, carried in `DPDCRN.step` (set on the module as `stream` for the step's duration,
+    so the exported step graph takes and returns them like every other state).
+    """
+
+    def __init__(self, channels: int, over_channels: bool, eps: float = 1e-5, cumulative: bool = False):
         super().__init__()
         self.weight = nn.Parameter(torch.ones(channels))
         self.bias = nn.Parameter(torch.zeros(channels))
         self.dims = (1, 3) if over_channels else (3,)
+        self.channels = 1 if over_channels else channels
         self.eps = eps
+        self.cumulative = cumulative
+        self.stream: Tensor | None = None          # [B, C', 1, 3]: (sum, sum of squares, count) while stepping
+        self.stream_out: Tensor | None = None
+
+    def init_state(self, batch: int) -> Tensor:
+        return torch.zeros(batch, self.channels, 1, 3)
 
     def forward(self, x: Tensor) -> Tensor:  # [B, C, T, F]
-        mean = x.mean(self.dims, keepdim=True)
-        var = x.var(self.dims, keepdim=True, unbiased=False)
+        if not self.cumulative:
+            mean = x.mean(self.dims, keepdim=True)
+            var = x.var(self.dims, keepdim=True, unbiased=False)
+        else:
+            s1 = x.sum(self.dims, keepdim=True)                    # [B, C', T, 1]
+            s2 = (x * x).sum(self.dims, keepdim=True)
+            per_frame = x.numel() // (x.shape[0] * x.shape[2] * s1.shape[1])
+            if self.stream is not None:                            # one frame, with the running sums
+                st = self.stream + torch.cat([s1, s2, torch.full_like(s1, per_frame)], dim=3)
+                self.stream_out = st
+                n = st[..., 2:3]
+                mean = st[..., 0:1] / n
+                var = st[..., 1:2] / n - mean * mean
+            else:
+                n = torch.arange(1, x.shape[2] + 1, device=x.device, dtype=x.dtype).view(1, 1, -1, 1) * per_frame
+                mean = s1.cumsum(2) / n
+                var = s2.cumsum(2) / n - mean * mean
+            var = var.clamp_min(0.0)
         x = (x - mean) / torch.sqrt(var + self.eps)
         return x * self.weight.view(1, -1, 1, 1) + self.bias.view(1, -1, 1, 1)
 
 
-def conv_norm(c: int, causal: bool) -> nn.Module:
-    return FrameNorm(c, over_channels=False) if causal else nn.InstanceNorm2d(c, affine=True)
+def conv_norm(c: int, causal: bool, cumulative: bool = False) -> nn.Module:
+    return FrameNorm(c, over_channels=False, cumulative=cumulative) if causal else nn.InstanceNorm2d(c, affine=True)
 
 
 class DenseBlock(nn.Module):
     """Dilated dense block: layer i sees [input, out_0..out_{i-1}], kernel (2,3), time dilation 2^i (causal)."""
 
-    def __init__(self, c: int, depth: int, causal: bool):
+    def __init__(self, c: int, depth: int, causal: bool, cumulative: bool = False):
         super().__init__()
         self.depth = depth
         self.convs = nn.ModuleList(nn.Conv2d(c * (i + 1), c, (2, 3), dilation=(2 ** i, 1)) for i in range(depth))
-        self.norms = nn.ModuleList(conv_norm(c, causal) for _ in range(depth))
+        self.norms = nn.ModuleList(conv_norm(c, causal, cumulative) for _ in range(depth))
         self.acts = nn.ModuleList(nn.PReLU(c) for _ in range(depth))
 
     def forward(self, x: Tensor) -> Tensor:
@@ -189,8 +233,9 @@ class DualPathLayer(nn.Module):
         d = cfg.channels // 2
         self.intra = AttnGRU(d, cfg.hidden, cfg.heads, cfg.intra_bidirectional, attention=True)
         self.inter = AttnGRU(d, cfg.hidden, cfg.heads, False, attention=cfg.time_attention != "none")
-        self.intra_norm = FrameNorm(d, over_channels=True) if cfg.causal else nn.GroupNorm(1, d)
-        self.inter_norm = FrameNorm(d, over_channels=True) if cfg.causal else nn.GroupNorm(1, d)
+        cum = cfg.causal_norm == "cumulative"
+        self.intra_norm = FrameNorm(d, over_channels=True, cumulative=cum) if cfg.causal else nn.GroupNorm(1, d)
+        self.inter_norm = FrameNorm(d, over_channels=True, cumulative=cum) if cfg.causal else nn.GroupNorm(1, d)
         self.causal_attention = cfg.time_attention == "causal"
 
     def _intra(self, u: Tensor) -> Tensor:
@@ -220,17 +265,18 @@ class DPDCRN(nn.Module):
         cfg = cfg or DPDCRNConfig(**kw)
         self.cfg = cfg
         c, causal = cfg.channels, cfg.causal
-        self.enc1 = nn.Sequential(nn.Conv2d(2 * cfg.in_channels, c, (1, 3), (1, 2), (0, 1)), conv_norm(c, causal),
-                                  nn.PReLU(c))
-        self.enc2 = nn.Sequential(nn.Conv2d(c, c, (1, 3), (1, 2)), conv_norm(c, causal), nn.PReLU(c))
-        self.enc_dense = DenseBlock(c, cfg.depth, causal)
+        cum = cfg.causal_norm == "cumulative"
+        self.enc1 = nn.Sequential(nn.Conv2d(2 * cfg.in_channels, c, (1, 3), (1, 2), (0, 1)),
+                                  conv_norm(c, causal, cum), nn.PReLU(c))
+        self.enc2 = nn.Sequential(nn.Conv2d(c, c, (1, 3), (1, 2)), conv_norm(c, causal, cum), nn.PReLU(c))
+        self.enc_dense = DenseBlock(c, cfg.depth, causal, cum)
         self.dp_in = nn.Sequential(nn.Conv2d(c, c // 2, 1), nn.PReLU())
         self.dp_layers = nn.ModuleList(DualPathLayer(cfg) for _ in range(cfg.layers))
         self.k1 = nn.Parameter(torch.ones(1))
         self.k2 = nn.Parameter(torch.ones(1))
         self.dp_out = nn.Sequential(nn.PReLU(), nn.Conv2d(c // 2, c, 1))   # shared by all layers
-        self.dec_dense = DenseBlock(c, cfg.depth, causal)
-        self.dec1 = nn.Sequential(nn.ConvTranspose2d(c, c, (1, 3), (1, 2)), conv_norm(c, causal), nn.PReLU(c))
+        self.dec_dense = DenseBlock(c, cfg.depth, causal, cum)
+        self.dec1 = nn.Sequential(nn.ConvTranspose2d(c, c, (1, 3), (1, 2)), conv_norm(c, causal, cum), nn.PReLU(c))
         self.dec2 = nn.ConvTranspose2d(c, 2, (1, 3), (1, 2))
         self.identity_start()
 
@@ -281,10 +327,27 @@ class DPDCRN(nn.Module):
             if layer.inter.attention:
                 st["kv"] = torch.zeros(batch * 64, 0, d)
             layers.append(st)
-        return {"enc": self.enc_dense.init_state(shape), "dec": self.dec_dense.init_state(shape), "dp": layers}
+        return {"enc": self.enc_dense.init_state(shape), "dec": self.dec_dense.init_state(shape), "dp": layers,
+                "norm": [n.init_state(batch) for n in self.cumulative_norms()]}
+
+    def cumulative_norms(self) -> list[FrameNorm]:
+        """The cumulative norms, in a fixed order (their running sums are part of the streaming state)."""
+        return [m for m in self.modules() if isinstance(m, FrameNorm) and m.cumulative]
 
     def step(self, x: Tensor, state: dict) -> tuple[Tensor, dict]:
         """One STFT frame x [B, 2M, 1, 257] -> mask frame [B, 2, 1, 257] and the new state."""
+        norms = self.cumulative_norms()
+        for n, st in zip(norms, state.get("norm", []), strict=True):
+            n.stream = st
+        try:
+            mask, new = self._step(x, state)
+            new["norm"] = [n.stream_out for n in norms]
+        finally:
+            for n in norms:
+                n.stream = n.stream_out = None
+        return mask, new
+
+    def _step(self, x: Tensor, state: dict) -> tuple[Tensor, dict]:
         e3, enc_state = self.enc_dense.step(self.enc2(self.enc1(x)), state["enc"])
         u = self.dp_in(e3)
         dp_state = []
