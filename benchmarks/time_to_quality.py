@@ -79,6 +79,8 @@ def main():
     ap.add_argument("--name", default="time_to_quality")
     ap.add_argument("--student", default=None, help="JSON of DPDCRN config overrides (diagnostics)")
     ap.add_argument("--mixing", default="auto", choices=("auto", "off"), help="off: the static training clips")
+    ap.add_argument("--steps", type=int, default=None,
+                    help="train this many steps instead of filling the budget (diagnostics at equal steps)")
     ap.add_argument("--start", default="identity", choices=("identity", "default"),
                     help="default: PyTorch's init of the mask layer instead of the identity start (diagnostics)")
     a = ap.parse_args()
@@ -119,6 +121,12 @@ def main():
             plan = run / "plan.json"
             if plan.is_file():
                 p = json.loads(plan.read_text())
+            elif a.steps:                                     # diagnostics: equal steps, no step timing
+                per_epoch = max(5, a.steps // 5)
+                p = {"step_s": None, "steps": a.steps // per_epoch * per_epoch, "steps_per_epoch": per_epoch,
+                     "epochs": a.steps // per_epoch}
+                run.mkdir(parents=True, exist_ok=True)
+                plan.write_text(json.dumps(p))
             else:
                 st = step_time(cfg, tcfg, data, kd, a.mixing)
                 steps = max(10, int(minutes * 60 / st))
@@ -130,7 +138,8 @@ def main():
                 run.mkdir(parents=True, exist_ok=True)
                 plan.write_text(json.dumps(p))
             tcfg.epochs, tcfg.max_steps_per_epoch = p["epochs"], p["steps_per_epoch"]
-            print(f"{key}: {p['epochs'] * p['steps_per_epoch']} steps planned ({p['step_s']:.2f} s/step)")
+            print(f"{key}: {p['epochs'] * p['steps_per_epoch']} steps planned"
+                  + (f" ({p['step_s']:.2f} s/step)" if p["step_s"] else " (fixed)"))
             t0 = time.perf_counter()
             init = None
             if a.start == "default":                      # the same seeded network, mask layer as PyTorch inits it
