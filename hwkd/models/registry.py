@@ -16,7 +16,7 @@ PRESETS: dict[str, dict] = {
     # (one or two attention heads: CPU attention with 3-6 dimensions per head costs more than the GRUs)
     "cpu-teacher": dict(channels=48, layers=2, heads=1),
     "cpu-student": dict(channels=24, layers=1, heads=2),
-    # streaming-causal student: frame-wise norms, no time attention, runs hop by hop
+    # streaming-causal student: cumulative causal norms, no time attention, runs hop by hop
     "cpu-student-causal": dict(channels=24, layers=1, heads=2, causal=True, time_attention="none"),
     # the three student sizes of the KD comparison (hwkd compare, benchmarks/kd_compare.py)
     "kd-small": dict(channels=12, layers=1, depth=2, heads=1, gru_hidden=12),
