@@ -45,8 +45,12 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
         raise HwkdError(f"{p} is not an hwkd checkpoint", "give a checkpoint written by hwkd train")
     if ck.get("version", 0) > VERSION:
         raise HwkdError(f"{p} was written by a newer hwkd (format {ck['version']})", "upgrade hwkd")
-    # a config written before a field existed was trained with that field's old behaviour
-    ck["model"]["config"] = {**LEGACY_FIELDS, **ck["model"]["config"]}
+    # a config written before a field existed was trained with that field's old behaviour (causal_norm only
+    # matters for causal models: a non-causal one gets the default, so it still equals its preset)
+    cfg = ck["model"]["config"]
+    legacy = LEGACY_FIELDS if cfg.get("causal") else {k: DPDCRNConfig.__dataclass_fields__[k].default
+                                                      for k in LEGACY_FIELDS}
+    ck["model"]["config"] = {**legacy, **cfg}
     return ck
 
 
