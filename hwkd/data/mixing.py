@@ -45,7 +45,30 @@ def corpus_of(set_dir: str | Path) -> Path | None:
     return None
 
 
-class OnTheFlyMix(Dataset):
+class Mixtures(Dataset):
+    """Items {"noisy": float32 [C, N], "clean": float32 [N], "id": str}, mixed anew by `mix(epoch, index)`."""
+
+    ID_PREFIX = "mix"
+    seed: int
+    epoch: int
+    length: int
+
+    def mix(self, epoch: int, index: int) -> tuple[np.ndarray, np.ndarray, dict]:
+        raise NotImplementedError
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, k: int) -> dict:
+        noisy, clean, _ = self.mix(self.epoch, k)
+        return {"noisy": torch.from_numpy(noisy), "clean": torch.from_numpy(clean),
+                "id": f"{self.ID_PREFIX}-{self.seed}-{self.epoch}-{k}"}
+
+
+class OnTheFlyMix(Mixtures):
     """Items {"noisy": float32 [C, N], "clean": float32 [N], "id": str}, mixed anew per (seed, epoch, index)."""
 
     def __init__(self, set_dir: str | Path, split: str = "train", segment_s: float = 4.0, seed: int = 0,
@@ -85,12 +108,6 @@ class OnTheFlyMix(Dataset):
         for i, s in enumerate(self.speakers):
             self.by_speaker.setdefault(s, []).append(i)
         self._rooms: dict[int, object] = {}
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return self.length
 
     # -- sources ------------------------------------------------------------------------------------
     def _speech(self, rng: np.random.Generator, n: int, clip: int | None = None) -> tuple[np.ndarray, str]:
@@ -147,11 +164,6 @@ class OnTheFlyMix(Dataset):
         return noisy.astype(np.float32), clean.astype(np.float32), {"speaker": spk, "noise_kind": kind,
                                                                    "snr_db": snr}
 
-    def __getitem__(self, k: int) -> dict:
-        noisy, clean, _ = self.mix(self.epoch, k)
-        return {"noisy": torch.from_numpy(noisy), "clean": torch.from_numpy(clean),
-                "id": f"mix-{self.seed}-{self.epoch}-{k}"}
-
 
 # -- real datasets that ship their noise separately (DNS Challenge style) --------------------------------
 NOISE_DIR = "noise"
@@ -165,7 +177,7 @@ def noise_folder(data: str | Path, split: str | None) -> Path | None:
     return d if d.is_dir() and (d.parent / "clean").is_dir() else None
 
 
-class FolderMix(Dataset):
+class FolderMix(Mixtures):
     """On-the-fly mixtures for a real dataset whose split ships clean speech and noise separately.
 
     The DNS Challenge ships its training material as clean speech and noise clips, and its synthesiser mixes
@@ -178,6 +190,8 @@ class FolderMix(Dataset):
     their static pairs. Deterministic per (seed, epoch, index). Mono: the noisy item is [1, N].
     An epoch has as many items as the split's clean speech has segments.
     """
+
+    ID_PREFIX = "foldermix"
 
     def __init__(self, data: str | Path, split: str, segment_s: float = 4.0, seed: int = 0,
                  snr_db: tuple = (-5.0, 20.0), level_dbfs: tuple = (-35.0, -15.0)):
@@ -203,12 +217,6 @@ class FolderMix(Dataset):
             return out
         self.speech, self.noise = files("clean"), files(NOISE_DIR)
         self.length = max(1, sum(n for _, n in self.speech) // self.segment)
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return self.length
 
     @staticmethod
     def _crop(path: Path, frames: int, start: int, n: int) -> np.ndarray:
@@ -249,8 +257,3 @@ class FolderMix(Dataset):
         noisy, clean = level_and_peak(noisy, speech, level)
         return noisy.astype(np.float32), clean.astype(np.float32), {"speech": names, "noise": noise_name,
                                                                    "snr_db": snr}
-
-    def __getitem__(self, k: int) -> dict:
-        noisy, clean, _ = self.mix(self.epoch, k)
-        return {"noisy": torch.from_numpy(noisy), "clean": torch.from_numpy(clean),
-                "id": f"foldermix-{self.seed}-{self.epoch}-{k}"}

@@ -124,7 +124,8 @@ def train_model(cfg: DPDCRNConfig, out: str | os.PathLike, tcfg: TrainConfig, da
         _load_init(model, init)
     run = Path(out)
     objective = make_objective(model, kd, tcfg, train_set, run)
-    on_the_fly = type(train_set).__name__ in ("OnTheFlyMix", "FolderMix")
+    from hwkd.data.mixing import Mixtures
+    on_the_fly = isinstance(train_set, Mixtures)
     info = {"data": str(data), "train_split": train_split, "val_split": val_split,
             "train_data": "on-the-fly mixing" if on_the_fly else "static pairs", "kd": kd.scheme,
             **({"kd_weight": objective.lam_record} if objective is not None else {}), **(meta or {})}
