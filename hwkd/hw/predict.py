@@ -61,14 +61,14 @@ import torch
 from torch import nn
 
 from hwkd.errors import HwkdError
-from hwkd.models.dpdcrn import DPDCRN, N_BINS, DPDCRNConfig
+from hwkd.models.dpdcrn import DPDCRN, N_BINS, DPDCRNConfig, FrameNorm
 
 GRID_C = tuple(range(8, 65, 4))
 GRID_H = tuple(range(8, 65, 4))
 GRID_D = (1, 2, 3, 4)
 GRID_HEADS = (0, 1, 2, 4)
 GRID_M = (1, 4)
-CALIB_VERSION = 5
+CALIB_VERSION = 6
 # anchors: (channels, layers, depth, heads, gru_hidden, intra_bidirectional, in_channels), all on the grid
 ANCHORS = ((8, 1, 1, 0, 8, True, 1), (16, 2, 2, 1, 32, False, 1), (32, 1, 4, 2, 20, True, 4),
            (64, 1, 2, 4, 64, True, 1), (60, 3, 3, 2, 36, False, 1), (32, 3, 1, 0, 64, True, 1),
@@ -84,50 +84,75 @@ def anchor_configs() -> list[DPDCRNConfig]:
 
 
 # -- blocks as exportable modules -------------------------------------------------------------------
-class _Enc(nn.Module):
+class _Streaming(nn.Module):
+    """A block that streams as it does inside `DPDCRN.step`: its cumulative norms take their running sums as
+    inputs and return the new ones (the state reads and writes are part of a block's cost per hop)."""
+
+    n_in = 1                                          # tensor inputs before the norm states
+
+    def norms(self) -> list[FrameNorm]:
+        return [m for m in self.modules() if isinstance(m, FrameNorm) and m.cumulative]
+
+    def forward(self, *args):
+        norms = self.norms()
+        for n, st in zip(norms, args[self.n_in:], strict=True):
+            n.stream = st
+        try:
+            out = self.run(*args[:self.n_in])
+            out = out if isinstance(out, tuple) else (out,)
+            return (*out, *[n.stream_out for n in norms])
+        finally:
+            for n in norms:
+                n.stream = n.stream_out = None
+
+
+class _Enc(_Streaming):
     def __init__(self, net: DPDCRN):
         super().__init__()
         self.enc1, self.enc2 = net.enc1, net.enc2
 
-    def forward(self, x):
+    def run(self, x):
         return self.enc2(self.enc1(x))
 
 
-class _Dense(nn.Module):
+class _Dense(_Streaming):
     def __init__(self, net: DPDCRN):
         super().__init__()
         self.block = net.enc_dense
+        self.n_in = 1 + net.cfg.depth
 
-    def forward(self, x, *caches):
+    def run(self, x, *caches):
         out, new = self.block.step(x, list(caches))
         return (out, *new)
 
 
-class _Mid(nn.Module):
+class _Mid(_Streaming):
     def __init__(self, net: DPDCRN):
         super().__init__()
         self.dp_in, self.dp_out = net.dp_in, net.dp_out
 
-    def forward(self, x):
+    def run(self, x):
         return self.dp_out(self.dp_in(x))
 
 
-class _DP(nn.Module):
+class _DP(_Streaming):
+    n_in = 2
+
     def __init__(self, net: DPDCRN):
         super().__init__()
         self.layer, self.k1, self.k2 = net.dp_layers[0], net.k1, net.k2
 
-    def forward(self, u, h):
+    def run(self, u, h):
         intra, inter, new = self.layer.step(u, {"h": h})
         return u + self.k1 * intra + self.k2 * inter, new["h"]
 
 
-class _Dec(nn.Module):
+class _Dec(_Streaming):
     def __init__(self, net: DPDCRN):
         super().__init__()
         self.dec1, self.dec2 = net.dec1, net.dec2
 
-    def forward(self, x):
+    def run(self, x):
         return self.dec2(self.dec1(x))[..., :N_BINS]
 
 
@@ -167,6 +192,15 @@ def block_specs() -> list[dict]:
 
 
 def _block_module(spec: dict) -> tuple[nn.Module, tuple, list[str]]:
+    module, args, names = _block_core(spec)
+    if isinstance(module, _Streaming):
+        norms = module.norms()
+        args = (*args, *[n.init_state(1) for n in norms])
+        names = names + [f"norm{i}" for i in range(len(norms))]
+    return module, args, names
+
+
+def _block_core(spec: dict) -> tuple[nn.Module, tuple, list[str]]:
     torch.manual_seed(0)
     b = spec["block"]
     if b == "call":
