@@ -352,7 +352,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"hwkd: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
-        print("hwkd: interrupted; finished work is kept — rerun the same command to resume", file=sys.stderr)
+        if args.command in ("enhance", "metrics"):                 # one-shot, written at the end: nothing to resume
+            print("hwkd: interrupted; no partial output was written (an existing one is unchanged) — rerun the "
+                  "same command", file=sys.stderr)
+        elif args.command == "evaluate":
+            print("hwkd: interrupted; no table was written (files already saved with --save are complete) — rerun "
+                  "the same command", file=sys.stderr)
+        else:
+            print("hwkd: interrupted; finished work is kept — rerun the same command to resume", file=sys.stderr)
         return 130
     return 0
 
