@@ -80,7 +80,10 @@ def run_child(argv: list[str], out: Path, limit_s: float) -> dict:
     30 s later), reported partial with the audio its temporary output holds by then."""
     t0 = time.perf_counter()
     with tempfile.TemporaryFile() as err:
-        p = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=err)
+        # SIGINT back to its default in the child: a benchmark started in the background (`&`, nohup) ignores it,
+        # children inherit that, and the stop below would then always end in SIGKILL
+        p = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=err,
+                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         stopped, done = None, None
         while True:
             pid, status, ru = os.wait4(p.pid, os.WNOHANG)

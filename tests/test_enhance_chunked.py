@@ -154,7 +154,9 @@ def test_ctrl_c_midway_leaves_no_partial_file_and_keeps_the_old_output(tmp_path)
     old = write(tmp_path / "out" / "out.wav", np.zeros(1600))
     before = old.read_bytes()
     p = subprocess.Popen([sys.executable, "-m", "hwkd", "enhance", str(tmp_path / "c.pt"), str(tmp_path / "long.wav"),
-                          str(old)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                          str(old)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         # a suite started in the background (`&`, nohup) ignores SIGINT, and children inherit that
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 120
     while time.time() < deadline and p.poll() is None:
         if any(q.stat().st_size > 16000 for q in old.parent.glob(".tmp-*.wav")):    # a few blocks written
