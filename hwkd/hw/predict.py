@@ -43,8 +43,12 @@ prediction carries that provenance and the label "predicted". Models with a grow
 (time_attention: causal) or non-causal models are not predicted (their per-hop cost is not constant).
 
 A target without a calibration may ship a default (`default_prediction`): MACs per hop divided by a
-throughput derived from the chip's published figures (cores, clock, SIMD width) and an assumed efficiency,
-labelled "uncalibrated default" until `hwkd calibrate --target T` replaces it.
+throughput derived from the chip's published figures (one core's clock and SIMD width) and an assumed
+efficiency, labelled "uncalibrated default" until `hwkd calibrate --target T` replaces it. More threads are
+not assumed faster (measured here, a small streaming step is slower at 2 threads than at 1 on both runtimes).
+
+Every calibrated prediction carries an uncertainty band (`Predictor.predict_band`, from leave-one-out
+residuals over the anchors); benchmarks/predictor_accuracy.py measures how often it covers the measured value.
 """
 
 from __future__ import annotations
@@ -313,20 +317,40 @@ def _interp1(xs, ys, x) -> float:
     return float(math.exp(ly[i] + w * (ly[i + 1] - ly[i])))
 
 
+def _fit(a: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Least-squares coefficients (blocks, params, states, constant) from anchor features `a` and latencies `y`."""
+    if len(y) >= 2 * a.shape[1]:
+        return np.linalg.lstsq(a, y, rcond=None)[0]
+    # too few anchors for four coefficients (a reduced grid): with as many anchors as unknowns the fit
+    # interpolates the anchors' timing noise exactly and extrapolates it (a CI run predicted 1.9 ms for
+    # a 1.1 ms candidate from 4 anchors); fit the block sum's scale and the constant only
+    sub = np.linalg.lstsq(a[:, [0, 3]], y, rcond=None)[0]
+    return np.array([sub[0], 0.0, 0.0, sub[1]])
+
+
 class Predictor:
+    """Predicted per-hop latency with an uncertainty band.
+
+    The band comes from leave-one-out over the anchors: each anchor is predicted by a fit on the others (an
+    anchor is then a candidate the fit never saw), and the band is the 90th percentile of those relative
+    errors (the largest one with fewer than 10 anchors). A prediction p with band b says the measured value
+    lies in [p / (1 + b), p / (1 - b)] (relative error p / measured - 1 within ±b);
+    benchmarks/predictor_accuracy.py checks how often that holds on held-out candidates.
+    """
+
     def __init__(self, calib: dict):
         self.calib = calib
         self.t = calib["table_ms"]
         a = np.array([self._features(DPDCRNConfig.from_dict(r["config"])) for r in calib["anchors"]])
         y = np.array([r["measured_ms"] for r in calib["anchors"]])
-        if len(y) >= 2 * a.shape[1]:
-            self.coef = np.linalg.lstsq(a, y, rcond=None)[0]
-        else:
-            # too few anchors for four coefficients (a reduced grid): with as many anchors as unknowns the fit
-            # interpolates the anchors' timing noise exactly and extrapolates it (a CI run predicted 1.9 ms for
-            # a 1.1 ms candidate from 4 anchors); fit the block sum's scale and the constant only
-            sub = np.linalg.lstsq(a[:, [0, 3]], y, rcond=None)[0]
-            self.coef = np.array([sub[0], 0.0, 0.0, sub[1]])
+        self.coef = _fit(a, y)
+        floor = self._get(block="call")
+        loo = []
+        for i in range(len(y)):
+            keep = np.arange(len(y)) != i
+            loo.append(max(float(_fit(a[keep], y[keep]) @ a[i]), floor) / y[i] - 1)
+        self.loo_rel_err = loo
+        self.band = float(np.quantile(np.abs(loo), 0.9) if len(loo) >= 10 else np.max(np.abs(loo)))
 
     def _features(self, cfg: DPDCRNConfig) -> np.ndarray:
         params, states = model_sizes(cfg)
@@ -365,12 +389,19 @@ class Predictor:
         # a step costs at least one call of the runtime (a fit on noisy anchors can extrapolate below it)
         return max(float(self.coef @ self._features(cfg)), self._get(block="call"))
 
+    def predict_band(self, cfg: DPDCRNConfig) -> dict:
+        """{"p50_ms", "lo_ms", "hi_ms", "band"}: the prediction and the interval the measured value should lie in."""
+        p = self.predict_hop_ms(cfg)
+        b = min(self.band, 0.95)
+        return {"p50_ms": p, "lo_ms": p / (1 + b), "hi_ms": p / (1 - b), "band": self.band}
+
     def provenance(self) -> str:
         c = self.calib
         fp = c.get("fingerprint", {})
         return (f"predicted from {len(self.t)} block micro-benchmarks and {len(c['anchors'])} anchors "
                 f"({c['runtime']} {c['version_runtime']}, "
-                f"{c['threads']} threads) on {fp.get('cpu', '?')} ({c.get('where', 'local')}) on {fp.get('date', '?')}")
+                f"{c['threads']} threads) on {fp.get('cpu', '?')} ({c.get('where', 'local')}) on "
+                f"{fp.get('date', '?')}; band ±{self.band:.0%} (leave-one-out over the anchors)")
 
 
 def model_sizes(cfg: DPDCRNConfig) -> tuple[int, int]:
@@ -418,16 +449,24 @@ def load_predictor(target: str, runtime: str, threads: int) -> Predictor | None:
 
 def default_prediction(target: dict, cfg: DPDCRNConfig, threads: int, macs_per_hop: float,
                        efficiency: float = 0.15) -> dict:
-    """Uncalibrated default: MACs per hop / (threads x clock x SIMD fp32 lanes x 2 FMA pipes x efficiency)."""
+    """Uncalibrated default: MACs per hop / (one core x clock x SIMD fp32 lanes x 2 FMA pipes x efficiency).
+
+    One core whatever `threads` says: a small streaming step does not get faster with more threads on any
+    runtime measured here (cpu-student-causal per hop, 1 -> 2 threads: OpenVINO 0.44 -> 1.50 ms, ONNX Runtime
+    0.56 -> 0.73 ms; the synchronisation costs more than the work shared), so the default no longer divides
+    by the core count (it predicted the rpi4 at 4 threads 4x faster than at 1). A calibration measures it.
+    """
     dev = target["device"]
     if not all(k in dev for k in ("freq_ghz", "simd_bits")):
         raise HwkdError(f"target {target['name']} has no published chip figures (device.freq_ghz, simd_bits)",
                         f"calibrate it: hwkd calibrate --target {target['name']}")
     lanes = dev["simd_bits"] // 32
-    peak = min(threads, dev.get("cores", threads)) * dev["freq_ghz"] * 1e9 * lanes * 2
+    peak = dev["freq_ghz"] * 1e9 * lanes * 2
     ms = macs_per_hop / (peak * efficiency) * 1e3
+    more = (f"; the 1-thread figure for {threads} threads (more threads are not assumed faster for a streaming "
+            f"step)") if threads > 1 else ""
     return {"p50_ms": ms, "how": "predicted (uncalibrated default)",
-            "provenance": f"MACs per hop / ({min(threads, dev.get('cores', threads))} cores x {dev['freq_ghz']} GHz "
-                          f"x {lanes} fp32 lanes x 2 FMA pipes x {efficiency:.0%} assumed efficiency), from the "
-                          f"chip's published figures ({dev.get('cpu', '?')}); not calibrated — run "
+            "provenance": f"MACs per hop / (1 core x {dev['freq_ghz']} GHz x {lanes} fp32 lanes x 2 FMA pipes x "
+                          f"{efficiency:.0%} assumed efficiency), from the chip's published figures "
+                          f"({dev.get('cpu', '?')}){more}; not calibrated, no uncertainty band — run "
                           f"hwkd calibrate --target {target['name']}"}
