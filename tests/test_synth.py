@@ -12,7 +12,7 @@ import pytest
 import soundfile as sf
 
 from hwkd.data import speech
-from hwkd.data.layouts import scan
+from hwkd.data.layouts import check_samples, scan
 from hwkd.data.synth import CorpusSpec, build_corpus, make_clip
 from hwkd.errors import HwkdError
 
@@ -118,3 +118,26 @@ def test_killed_build_resumes(tmp_path):
 def test_bad_sizes_message():
     r = run_cli("data", "synth", "--mono", "10,10")
     assert r.returncode == 2 and "TRAIN,VAL,TEST" in r.stderr
+
+
+def test_two_builders_at_once_wait_for_each_other(tmp_path):
+    """Two workers building one corpus on one host: one builds, the other waits for it, then finds every
+    clip built. (Without the lock the second deleted the first's partial writes, and both built clips.)"""
+    out = tmp_path / "c"
+    cmd = [sys.executable, "-m", "hwkd", "data", "synth", "--out", str(out), "--mono", "120,2,2", "--foa", "0,0,0",
+           "--clip-s", "1", "--jobs", "1"]
+    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=170) for p in procs]
+    for p, (_, e) in zip(procs, outs):
+        assert p.returncode == 0, e[-2000:]
+    built = sorted(outs, key=lambda oe: "built 124" in oe[0])
+    (waited_out, waited_err), (builder_out, _) = built
+    assert "built 124, kept 0" in builder_out and "built 0, kept 124" in waited_out, outs
+    assert "is being built by another process" in waited_err and "waiting for it" in waited_err
+    assert not list(out.rglob(".tmp-*"))
+    s = scan(out)
+    assert len(s.pairs) == 124 and not s.problems
+    assert check_samples(s) == 248 and not s.problems   # every sample of every file reads
+    lines = (out / "mono" / "train" / "manifest.jsonl").read_text().splitlines()
+    assert [json.loads(line)["id"] for line in lines] == [f"clip_{i:06d}" for i in range(120)]
+
