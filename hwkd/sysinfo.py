@@ -10,6 +10,7 @@ import ctypes
 import os
 import platform
 import signal
+import threading
 import time
 from importlib import metadata
 
@@ -54,6 +55,21 @@ def as_user(name: str, then=None):
         if then is not None:
             then()
     return setup
+
+
+def exit_with_parent(parent: int, poll_s: float = 0.25) -> None:
+    """In a pool worker (its initializer): exit when `parent`, the process that runs the pool, is gone. A
+    watchdog thread compares getppid() with it; PR_SET_PDEATHSIG would be tied to the thread that happened
+    to fork the worker, and pools may fork from short-lived threads."""
+    if os.getppid() != parent:
+        os._exit(1)
+
+    def watch() -> None:
+        while True:
+            time.sleep(poll_s)
+            if os.getppid() != parent:
+                os._exit(1)                 # finished clips and scores are already on disk / sent back
+    threading.Thread(target=watch, name="hwkd-exit-with-parent", daemon=True).start()
 
 
 def _cpuinfo() -> dict:

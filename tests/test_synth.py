@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -17,6 +18,7 @@ from hwkd.data.synth import CorpusSpec, build_corpus, make_clip
 from hwkd.errors import HwkdError
 
 from conftest import run_cli
+from servers import alive, children
 
 TINY = CorpusSpec(sizes={"mono": (3, 2, 2), "foa": (2, 1, 1)})
 
@@ -141,3 +143,27 @@ def test_two_builders_at_once_wait_for_each_other(tmp_path):
     lines = (out / "mono" / "train" / "manifest.jsonl").read_text().splitlines()
     assert [json.loads(line)["id"] for line in lines] == [f"clip_{i:06d}" for i in range(120)]
 
+
+def test_pool_workers_exit_when_the_builder_is_killed(tmp_path):
+    out = tmp_path / "c"
+    p = subprocess.Popen([sys.executable, "-m", "hwkd", "-q", "data", "synth", "--out", str(out), "--mono", "400,0,0",
+                          "--foa", "0,0,0", "--clip-s", "1", "--jobs", "2"], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE)
+    meta = out / "mono" / "train" / ".meta"
+    t0 = time.time()
+    while time.time() - t0 < 60 and (not meta.is_dir() or len(list(meta.glob("*.json"))) < 5):
+        time.sleep(0.05)
+    workers = children(p.pid)
+    assert len(workers) == 2 and p.poll() is None
+    p.kill()                                            # the builder only (SIGKILL), not its process group
+    p.wait()
+    t0 = time.time()
+    while time.time() - t0 < 5 and any(alive(w) for w in workers):
+        time.sleep(0.05)
+    assert not [w for w in workers if alive(w)], "pool workers outlived their killed parent"
+    # and the corpus lock went with them: a build resumes (a held lock would hang it); clips finish out of
+    # order in a pool, so of the first 5 some may be built again
+    r = run_cli("-q", "data", "synth", "--out", out, "--mono", "5,0,0", "--foa", "0,0,0", "--clip-s", "1",
+                timeout=120)
+    m = re.search(r"built (\d+), kept (\d+)", r.stdout)
+    assert r.returncode == 0 and m and int(m[1]) + int(m[2]) == 5 and int(m[2]) >= 1, r.stdout + r.stderr

@@ -292,8 +292,11 @@ def build_corpus(root: str | os.PathLike, spec: CorpusSpec = CorpusSpec(), jobs:
                     if bar:
                         bar.update()
             elif todo:
-                # fork: workers inherit the loaded modules; each clip is seeded by its own tuple anyway
-                with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("fork")) as pool:
+                # fork: workers inherit the loaded modules; each clip is seeded by its own tuple anyway. A worker
+                # exits when this process dies (kill -9 included): its clips resume on the next build
+                from hwkd.sysinfo import exit_with_parent
+                with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("fork"), initializer=exit_with_parent,
+                                         initargs=(os.getpid(),)) as pool:
                     pending = set()
                     it = iter(todo)
                     for job in it:
