@@ -3,6 +3,7 @@
 import getpass
 import json
 import os
+import re
 import shutil
 import sys
 import time
@@ -150,9 +151,11 @@ def test_a_device_shell_that_prints_is_refused_clearly(tmp_path):
         dev = Device(target, retries=0)
         assert dev.check_runtime("onnxruntime")                 # the version is the last line
         with pytest.raises(HwkdError, match=r"printed 'Welcome to the device\\n/tmp/hwkd-\w{6}', not one folder "
-                                            r"path.*print nothing"):
+                                            r"path.*print nothing") as e:
             dev.measure("onnxruntime", "hop", 1, [tmp_path / "never-copied.onnx"], hop=256, in_channels=1,
                         protocol=Protocol(warmup=1, runs=1, min_s=0.0))
+        made = Path(re.search(r"device\\n(/tmp/hwkd-\w{6})'", str(e.value))[1])
+        assert not made.exists()                                # the folder mktemp made is not left behind
     finally:
         stop(srv["proc"])
 

@@ -139,7 +139,15 @@ class Device:
                             "check the device's /tmp")
         out = r.stdout.strip()
         if not WORKDIR.fullmatch(out):
-            # e.g. a shell startup file that prints: that text would end up in paths and remote commands
+            # e.g. a shell startup file that prints: that text would end up in paths and remote commands. The
+            # folder mktemp made (when one line is its path) is removed if still empty
+            made = [line for line in out.splitlines() if WORKDIR.fullmatch(line.strip())]
+            if len(made) == 1:
+                try:
+                    self.ssh(f"rmdir -- {shlex.quote(made[0].strip())}", "cleaning up",
+                             timeout=self.connect_timeout + 30)
+                except HwkdError:
+                    pass
             raise HwkdError(f"device {self.name} ({self.where}): `mktemp -d /tmp/hwkd-XXXXXX` printed {out[:200]!r}, "
                             "not one folder path",
                             "make the device's shell print nothing for non-interactive logins (check ~/.bashrc)")
