@@ -757,7 +757,7 @@ def cmd_bench(args) -> int:
 
 
 def cmd_calibrate(args) -> int:
-    from hwkd.hw.predict import calibrate, save_calibration
+    from hwkd.hw.predict import calibrate, partial_path, save_calibration
     from hwkd.targets import is_local, load_target
     target = load_target(args.target)
     device = None
@@ -771,7 +771,7 @@ def cmd_calibrate(args) -> int:
     for rt in runtimes:
         for th in _csv_list(args.threads, int) or target["threads"]:
             print(f"hwkd calibrate: {target['name']} {rt} {th} thread(s)")
-            calib = calibrate(rt, th, device=device, progress=print)
+            calib = calibrate(rt, th, device=device, progress=print, partial=partial_path(target["name"], rt, th))
             path = save_calibration(calib, target["name"])
             print(f"  {len(calib['table_ms'])} blocks + {len(calib['anchors'])} anchors in {calib['seconds']} s "
                   f"-> {path}")

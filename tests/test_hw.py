@@ -100,6 +100,10 @@ def test_shipped_targets_load():
     ("name: x\ndevice: {}\nruntimes: [tensorrt]\n", "runtimes"),
     ("name: x\ndevice: {}\nthreads: [0]\n", "threads"),
     ("name: x\nkind: remote\ndevice: {}\nssh: {port: 99999}\n", "ssh.port"),
+    ("name: x\nkind: remote\ndevice: {}\nssh: {port: true}\n", "ssh.port"),
+    ("name: x\nkind: remote\ndevice: {}\nssh: {host: '-oProxyCommand=sh'}\n", "ssh.host"),
+    ("name: x\nkind: remote\ndevice: {}\nssh: {host: pi, user: '-lroot'}\n", "ssh.user"),
+    ("name: x\nkind: remote\ndevice: {}\nssh: {host: pi, proxy: x}\n", "ssh.proxy"),
     ("device: {}\n", "'name'"),
 ])
 def test_bad_target_files(tmp_path, body, field):

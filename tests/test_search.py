@@ -3,13 +3,10 @@
 import glob
 import json
 import os
-import shutil
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -21,6 +18,7 @@ from hwkd.search.pareto import front_mask, hypervolume
 from hwkd.search.space import load_space
 
 from conftest import run_cli
+from servers import start_postgres, stop_postgres
 
 TINY_SPACE = """name: tiny
 params:
@@ -183,33 +181,13 @@ def test_search_resumes_after_kill_9_without_losing_a_finished_trial(tmp_path, t
 
 # -- many workers, one study on a real database server ---------------------------------------------------
 
-def _pg_bin() -> Path:
-    hits = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
-    assert hits, "PostgreSQL is missing: ./install.sh installs it for this test"
-    return Path(hits[-1]).parent
-
-
 @pytest.fixture
 def postgres():
-    pg = _pg_bin()
-    d = Path(tempfile.mkdtemp(prefix="hwkd-pg-"))
-    as_user = []
-    if os.geteuid() == 0:                                   # the server refuses to run as root
-        shutil.chown(d, "postgres")
-        as_user = ["runuser", "-u", "postgres", "--"]
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    data = d / "data"
-    subprocess.run([*as_user, pg / "initdb", "-D", data, "-A", "trust", "-U", "hwkd"], check=True,
-                   capture_output=True)
-    subprocess.run([*as_user, pg / "pg_ctl", "-D", data, "-w", "-l", d / "log", "-o",
-                    f"-p {port} -k {d} -c listen_addresses=127.0.0.1", "start"], check=True, capture_output=True)
+    pg = start_postgres()
     try:
-        yield f"postgresql+psycopg://hwkd@127.0.0.1:{port}/postgres"
+        yield pg["url"]
     finally:
-        subprocess.run([*as_user, pg / "pg_ctl", "-D", data, "-m", "immediate", "stop"], capture_output=True)
-        shutil.rmtree(d, ignore_errors=True)
+        stop_postgres(pg)
 
 
 def test_two_workers_share_one_study_on_a_database_server(tmp_path, tiny_corpus, postgres):

@@ -241,70 +241,131 @@ def export_block(spec: dict, path: Path) -> Path:
 
 
 # -- calibration ------------------------------------------------------------------------------------
-def calibrate(runtime: str, threads: int, device=None, progress=print, protocol=None) -> dict:
+CHUNK = 32                                           # micro-benchmarks per chunk of a calibration pass
+CHUNK_TIMEOUT_S = 600                                # a device's deadline per chunk
+
+
+def calibrate(runtime: str, threads: int, device=None, progress=print, protocol=None, partial: Path | None = None,
+              chunk: int = CHUNK, chunk_timeout: float = CHUNK_TIMEOUT_S) -> dict:
     """Run every micro-benchmark (the block grid and the anchors) with `runtime` and `threads`, here or on
-    `device` (a `hwkd.hw.remote.Device`) in one SSH session; returns the calibration table."""
+    `device` (a `hwkd.hw.remote.Device`); returns the calibration table.
+
+    The work goes in chunks of `chunk` micro-benchmarks (on a device: one SSH session each, with a deadline of
+    `chunk_timeout` s). After each chunk the figures so far are written to `partial` (when given); a rerun with
+    the same settings resumes from it, so a chunk that fails or runs out of time loses only itself.
+    `save_calibration` removes the partial file of a finished calibration."""
+    from hwkd.audio.io import write_text_atomic
     from hwkd.hw.export import export_step_onnx, to_openvino
     from hwkd.hw.measure import Protocol, runtime_version
+    from hwkd.hw.remote import DeviceTimeout
     from hwkd.sysinfo import LoadMeter, fingerprint
     if runtime not in ("onnxruntime", "openvino"):
         raise HwkdError(f"calibration runs onnxruntime or openvino, not {runtime!r}", "pick one of those")
+    if chunk < 1:
+        raise ValueError(f"chunk {chunk}")
     proto = protocol or Protocol(warmup=20, runs=100, min_s=0.2)
-    specs = block_specs()
+    specs, cfgs = block_specs(), anchor_configs()
+    n = len(specs) + len(cfgs)
+    where = "local" if device is None else f"{device.name} over SSH ({device.where})"
+    identity = {"version": CALIB_VERSION, "runtime": runtime, "threads": threads, "protocol": proto.__dict__,
+                "where": where, "items": [spec_key(sp) for sp in specs] + [c.to_dict() for c in cfgs]}
+    identity = json.loads(json.dumps(identity))      # as read back from the file (tuples become lists)
+    partial = None if partial is None else Path(partial)
+    state = _load_partial(partial, identity, progress)
+    # two passes over the whole list, each block's figure the smaller of its two medians: a transient spike in
+    # one pass (another process, a page fault storm) does not end up in the table
+    chunks = [(rep, lo, min(lo + chunk, n)) for rep in range(2) for lo in range(0, n, chunk)]
+    done = [all(v is not None for v in state["passes"][rep][lo:hi]) for rep, lo, hi in chunks]
+    if progress and any(done):
+        progress(f"  calibrate {runtime} {threads} thr: resuming, {sum(done)} of {len(chunks)} chunks kept "
+                 f"from {partial}")
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
-        items = []                                   # (mode, [files]) for specs, then anchors
+        exported: dict[int, list[Path]] = {}
 
-        def files_of(onnx: Path) -> list[Path]:
-            if runtime != "openvino":
-                return [onnx]
-            xml = to_openvino(onnx, onnx.with_suffix(".xml"))
-            return [xml, xml.with_suffix(".bin")]
-        for i, spec in enumerate(specs):
-            items.append(("block", files_of(export_block(spec, Path(tmp) / f"b{i}.onnx"))))
-        anchor_params = []
-        for j, cfg in enumerate(anchor_configs()):
-            torch.manual_seed(j)
-            net = DPDCRN(cfg).eval()
-            anchor_params.append(sum(p.numel() for p in net.parameters()))
-            items.append(("hop", files_of(export_step_onnx(net, Path(tmp) / f"a{j}.onnx"))))
+        def files_of(i: int) -> list[Path]:
+            """Item i exported (once; both passes use it): a block of the grid, then the anchors."""
+            if i not in exported:
+                if i < len(specs):
+                    onnx = export_block(specs[i], Path(tmp) / f"b{i}.onnx")
+                else:
+                    torch.manual_seed(i - len(specs))
+                    onnx = export_step_onnx(DPDCRN(cfgs[i - len(specs)]).eval(), Path(tmp) / f"a{i}.onnx")
+                if runtime == "openvino":
+                    xml = to_openvino(onnx, onnx.with_suffix(".xml"))
+                    exported[i] = [xml, xml.with_suffix(".bin")]
+                else:
+                    exported[i] = [onnx]
+            return exported[i]
+
         if progress:
-            progress(f"  calibrate {runtime} {threads} thr: {len(items)} micro-benchmarks exported, measuring "
-                     + ("here" if device is None else f"on {device.name}"))
+            progress(f"  calibrate {runtime} {threads} thr: {n} micro-benchmarks x 2 passes in {len(chunks)} chunks, "
+                     "measuring " + ("here" if device is None else f"on {device.name}"))
         with LoadMeter() as load:
-            # two passes over the whole list, each block's figure the smaller of its two medians: a transient
-            # spike in one pass (another process, a page fault storm) does not end up in the table
-            if device is None:
-                from hwkd.hw.measure import _Runner, _timed
-                passes, fp = [], fingerprint()
-                for rep in range(2):
+            for k, ((rep, lo, hi), finished) in enumerate(zip(chunks, done)):
+                if finished:
+                    continue
+                modes = ["block" if i < len(specs) else "hop" for i in range(lo, hi)]
+                if device is None:
+                    from hwkd.hw.measure import _Runner, _timed
                     lat = []
-                    for k, (mode, files) in enumerate(items):
-                        onnx = files[0] if runtime != "openvino" else None
-                        ir = files[0] if runtime == "openvino" else None
-                        wall, own, _ = _timed(_Runner(runtime, mode, threads, onnx=onnx, ir=ir), proto)
+                    for i, mode in zip(range(lo, hi), modes):
+                        f = files_of(i)[0]
+                        wall, own, _ = _timed(_Runner(runtime, mode, threads, onnx=None if runtime == "openvino"
+                                                      else f, ir=f if runtime == "openvino" else None), proto)
                         lat.append(float(np.median(own if own is not None else wall)))
-                        if progress and (k + 1) % 100 == 0:
-                            progress(f"  calibrate {runtime} {threads} thr: pass {rep + 1}/2, {k + 1}/{len(items)}")
-                    passes.append(lat)
-                other = load
-            else:
-                passes = []
-                for _ in range(2):
-                    ms = device.measure_batch(runtime, threads, items, hop=256, in_channels=1, protocol=proto)
-                    passes.append([m.p50_ms for m in ms])
-                fp = ms[0].fingerprint
-                other = None
-            lat = [min(a, b) for a, b in zip(*passes)]
+                    state["fingerprint"] = state["fingerprint"] or fingerprint()
+                else:
+                    items = [(mode, files_of(i)) for i, mode in zip(range(lo, hi), modes)]
+                    try:
+                        ms = device.measure_batch(runtime, threads, items, hop=256, in_channels=1, protocol=proto,
+                                                  timeout=chunk_timeout)
+                    except DeviceTimeout as e:
+                        kept = (f"{sum(done)} of {len(chunks)} chunks are done and kept in {partial}"
+                                if partial is not None else "nothing is kept (no partial file given)")
+                        raise HwkdError(f"device {device.name} ({device.where}): calibration chunk {k + 1}/"
+                                        f"{len(chunks)} (pass {rep + 1}/2, micro-benchmarks {lo + 1}-{hi}) took over "
+                                        f"{chunk_timeout:.0f} s; its worker was stopped and {kept}",
+                                        "check the device's load, then rerun the same command: it resumes from "
+                                        "the kept chunks") from e
+                    lat = [m.p50_ms for m in ms]
+                    state["fingerprint"] = ms[0].fingerprint
+                state["passes"][rep][lo:hi] = lat
+                done[k] = True
+                if partial is not None:
+                    partial.parent.mkdir(parents=True, exist_ok=True)
+                    write_text_atomic(partial, json.dumps(state))
+                if progress:
+                    progress(f"  calibrate {runtime} {threads} thr: chunk {k + 1}/{len(chunks)} done "
+                             f"(pass {rep + 1}/2, {hi}/{n})")
+    lat = [min(a, b) for a, b in zip(*state["passes"])]
+    anchor_params = [sum(p.numel() for p in DPDCRN(cfg).parameters()) for cfg in cfgs]
     table = {spec_key(spec): v for spec, v in zip(specs, lat)}
-    anchors = [{"config": cfg.to_dict(), "params": n, "measured_ms": v}
-               for cfg, n, v in zip(anchor_configs(), anchor_params, lat[len(specs):])]
+    anchors = [{"config": cfg.to_dict(), "params": n_p, "measured_ms": v}
+               for cfg, n_p, v in zip(cfgs, anchor_params, lat[len(specs):])]
     return {"version": CALIB_VERSION, "runtime": runtime, "version_runtime": runtime_version(runtime)
             if device is None else device.check_runtime(runtime), "threads": threads, "table_ms": table,
-            "anchors": anchors, "protocol": proto.__dict__, "fingerprint": fp,
-            "where": "local" if device is None else f"{device.name} over SSH ({device.where})",
+            "anchors": anchors, "protocol": proto.__dict__, "fingerprint": state["fingerprint"], "where": where,
             "seconds": round(time.perf_counter() - t0, 1),
-            "other_load": other.other_load if other is not None else None, "how": "micro-benchmarks"}
+            "other_load": load.other_load if device is None else None, "how": "micro-benchmarks"}
+
+
+def _load_partial(partial: Path | None, identity: dict, progress) -> dict:
+    """The figures a killed or timed-out calibration with the same settings kept, else an empty state."""
+    fresh = {"identity": identity, "passes": [[None] * len(identity["items"]) for _ in range(2)],
+             "fingerprint": None}
+    if partial is None or not partial.is_file():
+        return fresh
+    try:
+        state = json.loads(partial.read_text())
+        ok = state["identity"] == identity and all(len(p) == len(identity["items"]) for p in state["passes"])
+    except (ValueError, KeyError, TypeError):
+        ok = False
+    if not ok:
+        if progress:
+            progress(f"  {partial}: figures of other settings (or unreadable), starting over")
+        return fresh
+    return state
 
 
 # -- prediction -------------------------------------------------------------------------------------
@@ -424,11 +485,19 @@ def calibration_path(target: str, runtime: str, threads: int) -> Path:
     return hwkd_home() / "calibration" / f"{target}-{runtime}-{threads}t.json"
 
 
+def partial_path(target: str, runtime: str, threads: int) -> Path:
+    """Where `hwkd calibrate` keeps the chunks of an unfinished calibration."""
+    p = calibration_path(target, runtime, threads)
+    return p.with_name(p.stem + ".partial.json")
+
+
 def save_calibration(calib: dict, target: str) -> Path:
+    """Write the calibration (atomically), then drop the partial file it may have been resumed from."""
     from hwkd.audio.io import write_text_atomic
     p = calibration_path(target, calib["runtime"], calib["threads"])
     p.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(p, json.dumps(calib, indent=1))
+    partial_path(target, calib["runtime"], calib["threads"]).unlink(missing_ok=True)
     return p
 
 
