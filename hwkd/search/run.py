@@ -1,8 +1,9 @@
 """`hwkd search`: the search loop over an Optuna study (the store), resumable and shareable by workers.
 
-A run is a folder RUN (default $HWKD_HOME/runs/NAME) holding run.json (the settings), the study
-(sqlite:///RUN/study.db unless --storage names a database server), trials/KEY/ (one folder per candidate:
-its spec, log, checkpoints per rung, exports, results) and worker clocks. The settings also live in the
+A run is a folder RUN (default $HWKD_HOME/runs/NAME) holding run.json (the settings), the study (RUN/study.db,
+named in run.json relative to RUN so the folder can be moved or copied, unless --storage or $HWKD_STORAGE names a
+database server; no password is ever written or shown: hwkd.search.store), trials/KEY/ (one folder per
+candidate: its spec, log, checkpoints per rung, exports, results) and worker clocks. The settings also live in the
 study's user attributes, so a worker on another machine joins with `--storage URL --name NAME` alone.
 
 The loop (per worker): ask the controller for a candidate; skip it if another trial already has or is running
@@ -34,6 +35,7 @@ from pathlib import Path
 from hwkd.audio.io import write_text_atomic
 from hwkd.errors import HwkdError
 from hwkd.paths import claim_folder, hwkd_home
+from hwkd.search import store
 from hwkd.sysinfo import die_with_parent
 
 DIRECTIONS = ("maximize", "minimize", "minimize")        # quality (val SI-SDR dB), latency ms per hop, GMAC/s
@@ -41,6 +43,7 @@ MAX_DUPLICATES_IN_A_ROW = 40
 KEY_WAIT_S = 10.0     # how long a trial waits for earlier trials, asked a moment before, to write their key
 HEARTBEAT_S = 30      # a running trial's worker stamps the store this often (the database server's clock) ...
 STALE_AFTER_S = 300   # ... and a running trial without a stamp for this long is a dead worker's: failed, retried
+CHILD_ENV_DROP = (store.STORAGE_ENV, "PGPASSWORD")   # a trial process never needs the store or its password
 
 
 class _Heartbeat:
@@ -170,7 +173,7 @@ class Search:
         self.sc = sc
         self.run.mkdir(parents=True, exist_ok=True)
         (self.run / "trials").mkdir(exist_ok=True)
-        self.storage_url = storage or f"sqlite:///{(self.run / 'study.db').resolve()}"
+        self.storage_url = storage or store.sqlite_url(self.run / store.RUN_DB)
         settings = {**asdict(sc), "space_def": self.space.as_dict()}
         manifest = self.run / "run.json"
         optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -180,16 +183,32 @@ class Search:
         warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
         try:
             self.storage = self._open_storage()
+        except HwkdError:
+            raise
         except Exception as e:  # noqa: BLE001  (SQLAlchemy raises many kinds for a bad URL / down server)
-            raise HwkdError(f"cannot open the search store {self.storage_url} ({type(e).__name__}: "
-                            f"{str(e).splitlines()[0][:200]})",
+            raise HwkdError(f"cannot open the search store {store.redact(self.storage_url)} "
+                            f"({store.describe(e, self.storage_url)})",
                             "check the URL, that the database server is running and reachable, and the "
-                            "credentials") from None
+                            "credentials (a URL without a password takes it from PGPASSWORD or ~/.pgpass)") from None
         self.name = self.run.name
         from hwkd.search.controllers import make_sampler
         self.cost_ref = self._cost_ref()
         sampler = make_sampler(sc.controller, sc.seed + os.getpid() % 1000 if storage else sc.seed,
                                n_startup=4)
+        with store.failures(self.storage_url, "check that the database server is running and reachable"):
+            self._create_study(sampler, settings)
+        write_text_atomic(manifest, json.dumps({**settings, "storage": store.manifest_url(self.storage_url, self.run),
+                                                "name": self.name}, indent=1))
+        self.quality_ref = self.study.user_attrs["quality_ref"]
+        self.worker = f"{socket.gethostname()}:{os.getpid()}"
+        self.nni = None
+        if sc.controller.startswith("nni-"):
+            from hwkd.search.controllers import NNIProposer
+            self.nni = NNIProposer(sc.controller, self.space, sc.seed, self.worker)
+
+    def _create_study(self, sampler, settings: dict) -> None:
+        """Creates the study or joins it (the settings stored in it must equal this worker's)."""
+        import optuna
         self.study = optuna.create_study(study_name=self.name, storage=self.storage, sampler=sampler,
                                          directions=list(DIRECTIONS), load_if_exists=True)
         old = self.study.user_attrs.get("hwkd_settings")
@@ -203,34 +222,20 @@ class Search:
             local = ("trials", "time_budget_s", "data", "teacher")    # a budget, and paths of this machine
             diff = sorted(k for k in settings if k not in local and old.get(k) != settings[k])
             if diff:
-                raise HwkdError(f"search {self.name} in {self.storage_url} has other settings ({', '.join(diff)})",
+                raise HwkdError(f"search {self.name} in {store.redact(self.storage_url)} has other settings "
+                                f"({', '.join(diff)})",
                                 "rejoin with --resume NAME (its own settings), or start a new --name")
-        write_text_atomic(manifest, json.dumps({**settings, "storage": self.storage_url, "name": self.name},
-                                               indent=1))
-        self.quality_ref = self.study.user_attrs["quality_ref"]
-        self.worker = f"{socket.gethostname()}:{os.getpid()}"
-        self.nni = None
-        if sc.controller.startswith("nni-"):
-            from hwkd.search.controllers import NNIProposer
-            self.nni = NNIProposer(sc.controller, self.space, sc.seed, self.worker)
 
     def _open_storage(self):
         """Workers started together race to create the schema; the loser retries (the server is up then)."""
-        import optuna
         from sqlalchemy.exc import IntegrityError, ProgrammingError
         for attempt in range(5):
             try:
-                return optuna.storages.RDBStorage(self.storage_url, engine_kwargs=self._engine_kwargs(),
-                                                  heartbeat_interval=HEARTBEAT_S, grace_period=STALE_AFTER_S)
+                return store.open_rdb(self.storage_url, heartbeat_interval=HEARTBEAT_S, grace_period=STALE_AFTER_S)
             except (IntegrityError, ProgrammingError):
                 if attempt == 4:
                     raise
                 time.sleep(0.5 + attempt)
-
-    def _engine_kwargs(self) -> dict:
-        if self.storage_url.startswith("sqlite"):
-            return {"connect_args": {"timeout": 60}}
-        return {"pool_pre_ping": True}
 
     def _cost_ref(self) -> float:
         """The latency no useful student exceeds: the user's limit, else the hop duration (real time)."""
@@ -319,10 +324,11 @@ class Search:
         (tdir / "error.json").unlink(missing_ok=True)
         spec_path = tdir / f"spec-rung{rung}.json"
         write_text_atomic(spec_path, json.dumps(spec, indent=1))
+        env = {k: v for k, v in os.environ.items() if k not in CHILD_ENV_DROP}
         with open(tdir / "trial.log", "a") as logf:
             proc = subprocess.Popen([sys.executable, "-m", "hwkd.search.trial", str(spec_path)], stdout=logf,
                                     stderr=subprocess.STDOUT, preexec_fn=die_with_parent,
-                                    env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                                    env={**env, "PYTHONUNBUFFERED": "1"})
             try:
                 rc = proc.wait()
             except KeyboardInterrupt:
@@ -567,18 +573,31 @@ class Search:
                 "elapsed_s": round(spent + time.perf_counter() - t_start, 1)}
 
 
-def open_run(name: str, storage: str | None = None) -> tuple[Path, dict]:
-    """A finished or running search's folder and settings (from run.json, or from the store)."""
+def open_run(name: str, storage: str | None = None, storage_from: str = "--storage") -> tuple[Path, dict]:
+    """A finished or running search's folder and settings (from run.json, or from the store).
+
+    settings["storage"] is the URL to connect with: run.json's, its SQLite file resolved against the folder that
+    holds run.json (store.resolve_manifest), or `storage` (from --storage or $HWKD_STORAGE, `storage_from`) where
+    it names the run's database server and so may carry its password. A SQLite store that is not there is an
+    error, never created empty."""
     run = resolve_run(name)
     manifest = run / "run.json"
     if manifest.is_file():
-        return run, json.loads(manifest.read_text())
+        settings = json.loads(manifest.read_text())
+        settings["storage"] = store.resolve_manifest(settings["storage"], run, storage, storage_from)
+        store.require_sqlite_file(settings["storage"], f"search {run.name}")
+        return run, settings
     if storage:
         import optuna
+        store.require_sqlite_file(storage, f"search {Path(name).name}")
         try:
-            study = optuna.load_study(study_name=Path(name).name, storage=storage)
+            study = optuna.load_study(study_name=Path(name).name, storage=store.open_rdb(storage))
         except Exception as e:  # noqa: BLE001
-            raise HwkdError(f"no search {name!r} in {storage} ({type(e).__name__})",
-                            "check --name and --storage") from None
-        return run, {**study.user_attrs["hwkd_settings"], "storage": storage, "name": Path(name).name}
+            raise HwkdError(f"no search {Path(name).name!r} in {store.redact(storage)} "
+                            f"({store.describe(e, storage)})", f"check --name and {storage_from}") from None
+        settings = study.user_attrs.get("hwkd_settings")
+        if settings is None:
+            raise HwkdError(f"study {Path(name).name!r} in {store.redact(storage)} was not made by hwkd search",
+                            "give the name of an hwkd search run")
+        return run, {**settings, "storage": storage, "name": Path(name).name}
     raise HwkdError(f"no search run at {run}", f"give a run name from {runs_dir()} or a path to a run folder")
