@@ -101,6 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--name", default=None, help="run name (default: TARGET-DATE-TIME); folder $HWKD_HOME/runs/NAME")
     s.add_argument("--resume", default=None, metavar="RUN", help="continue a search (name or folder) with its settings")
     s.add_argument("--storage", type=_storage, default=None, help=_STORAGE_HELP + "; else SQLite in the run folder")
+    s.add_argument("--trial-timeout", type=_duration, default=None, metavar="DURATION",
+                   help="a trial process with no result after this long is hung: killed, failed and retried once, "
+                        "e.g. 900, 30m (default: 10 min + 5 s per second of audio trained per rung)")
     s.add_argument("--no-report", action="store_true", help="do not write reports/NAME at the end")
     s.add_argument("--reports", type=Path, default=Path("reports"), help="where reports go (default: ./reports)")
     s.add_argument("--jobs", type=_POS_INT, default=None, help="corpus-building processes (default: all cores)")
@@ -460,7 +463,7 @@ def _duration(text: str) -> float:
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a duration; write e.g. 900, 15m or 1h") from None
     if not math.isfinite(v) or v <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r}: a time budget must be above 0; write e.g. 900, 15m or 1h")
+        raise argparse.ArgumentTypeError(f"{text!r}: a duration must be above 0; write e.g. 900, 15m or 1h")
     return v
 
 
@@ -497,6 +500,8 @@ def cmd_search(args) -> int:
     if args.resume:
         run, settings = open_run(args.resume, given, given_from)
         sc = SearchConfig.from_dict(settings)
+        if args.trial_timeout is not None:
+            sc.trial_timeout_s = args.trial_timeout
         # the run's own SQLite file: None, as for a new run (one worker, a reproducible sampler seed)
         storage = None if settings["storage"] == store.sqlite_url(run / store.RUN_DB) else settings["storage"]
         from hwkd.teacher import embedded_teacher_path
@@ -522,7 +527,7 @@ def cmd_search(args) -> int:
                           controller=args.controller, seed=args.seed, max_latency_ms=args.max_latency_ms,
                           realtime=not args.no_realtime, runtime=args.runtime, threads=args.threads,
                           teacher=str(args.teacher) if args.teacher else None,
-                          data=str(args.data) if args.data else None,
+                          data=str(args.data) if args.data else None, trial_timeout_s=args.trial_timeout,
                           **{k: getattr(args, k) if getattr(args, k) is not None else getattr(defaults, k)
                              for k in ("trials", "steps", "promote_steps", "promote_after", "batch_size", "segment_s",
                                        "val_pesq_clips")},
@@ -554,7 +559,8 @@ def cmd_search(args) -> int:
         print(f"hwkd search: interrupted; finished trials are kept — continue with: hwkd search --resume {run}",
               file=sys.stderr)
         return 130
-    print(f"hwkd search: stopped ({res['stop']}): {res['complete']} complete, {res['failed']} failed, "
+    retried = (f", {res['retried_after_timeout']} timed out and retried" if res["retried_after_timeout"] else "")
+    print(f"hwkd search: stopped ({res['stop']}): {res['complete']} complete, {res['failed']} failed{retried}, "
           f"{res['duplicates']} duplicate proposals skipped, {res['elapsed_s']:.0f} s on this machine")
     if not args.no_report and res["complete"]:
         from hwkd.report.search import write_report

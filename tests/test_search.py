@@ -316,6 +316,91 @@ def test_a_worker_failed_as_stale_while_it_ran_keeps_its_finished_result(tmp_pat
     assert s.recover() == 0         # the candidate has a finished trial: the failed one is not retried
 
 
+def _gone(pid: int) -> bool:
+    """The process has ended (a zombie nobody reaped counts as ended: it runs nothing)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+def test_a_hung_trial_is_killed_failed_and_retried_once_keeping_finished_work(tmp_path):
+    """A trial process that never ends (HWKD_FAULT_TRIALS n:hang, in a real child process that starts a process of
+    its own) is killed with its process group at --trial-timeout, failed with the reason, and retried once; the
+    retry, if it hangs too, is failed for good; a finished trial of the search stays as it was."""
+    import optuna
+
+    from hwkd.search.controllers import suggest
+    from hwkd.search.run import Search, SearchConfig, candidate_key
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 's.db'}")
+    study = optuna.create_study(storage=storage, study_name="s", directions=["maximize", "minimize", "minimize"])
+    space = load_space(_space(tmp_path), teacher_hop=256)
+    logs = []
+    s = Search.__new__(Search)
+    s.study, s.storage, s.nni, s.run, s.cost_ref, s.space = study, storage, None, tmp_path, 16.0, space
+    s.sc, s.target, s.log, s.worker = SearchConfig(promote_steps=0, trial_timeout_s=4), {"name": "rpi4"}, \
+        logs.append, "here:1"
+    free = {d.name: d.choices for d in space.free}
+    study.enqueue_trial({k: c[0] for k, c in free.items()})         # a candidate that finishes
+    study.enqueue_trial({k: c[-1] for k, c in free.items()})        # one that hangs
+    # trial 0 finished earlier: its result file is there (the child is not run again)
+    t0 = study.ask()
+    cand0 = suggest(t0, space)
+    key0 = candidate_key(space.to_config(cand0))
+    t0.set_user_attr("key", key0)
+    (tmp_path / "trials" / key0).mkdir(parents=True)
+    done0 = tmp_path / "trials" / key0 / "rung0.json"
+    done0.write_text(json.dumps({"val_si_sdr_db": 9.0, "val_pesq_wb": 1.5, "latency_ms": 2.0, "hop_ms": 16.0,
+                                 "macs_per_s": 3e8, "train_s": 1.0}))
+    mtime0 = done0.stat().st_mtime_ns
+    assert s._train_candidate(t0, tmp_path / "trials" / key0, cand0, space.to_config(cand0), {}) == "done"
+
+    t_start = time.monotonic()
+    assert s.run_one({1: "hang"}) == "failed"
+    waited = time.monotonic() - t_start
+    hung = study.get_trials()[1]
+    key1 = hung.user_attrs["key"]
+    pids = json.loads((tmp_path / "trials" / key1 / "hang.pids").read_text())
+    alive = [p for p in pids if not _gone(p)]
+    for p in alive:                                           # (no process left behind by a failing test)
+        os.kill(p, signal.SIGKILL)
+    assert not alive, pids                                    # the trial process and the one it started
+    assert 4 <= waited < 60, waited
+    assert hung.state.name == "FAIL" and hung.user_attrs["error"].startswith("timeout: rung 0 gave no result "
+                                                                             "within 4 s")
+    assert hung.user_attrs["timed_out"] and hung.user_attrs["will_retry"]
+    assert "retried once" in logs[-1], logs
+    assert "no result after 4 s" in (tmp_path / "trials" / key1 / "trial.log").read_text()
+    assert s.counted() == 1                                   # counted through its retry, not twice
+    assert s.recover() == 1 and s.recover() == 0              # one retry, of the same candidate
+    retry = study.get_trials()[-1]
+    assert retry.state.name == "WAITING" and retry.user_attrs["retry_of"] == 1
+    assert retry.system_attrs["fixed_params"] == hung.params
+
+    (tmp_path / "trials" / key1 / "hang.pids").unlink()
+    assert s.run_one({2: "hang"}) == "failed"                # the retry runs (and hangs as well)
+    again = study.get_trials()[2]
+    assert again.user_attrs["key"] == key1 and again.user_attrs["timed_out"]
+    assert again.user_attrs["will_retry"] is False and "not retried" in logs[-1], logs
+    assert all(_gone(p) for p in json.loads((tmp_path / "trials" / key1 / "hang.pids").read_text()))
+    assert s.recover() == 0 and s.counted() == 2              # no third try; the search goes on
+    first = study.get_trials()[0]
+    assert first.state.name == "COMPLETE" and first.values == [9.0, 2.0, 0.3]    # finished work kept
+    assert done0.stat().st_mtime_ns == mtime0
+
+
+def test_the_default_trial_timeout_follows_the_training_budget():
+    from hwkd.search.run import TRIAL_TIMEOUT_BASE_S, TRIAL_TIMEOUT_PER_AUDIO_S, Search, SearchConfig
+    s = Search.__new__(Search)
+    s.sc = SearchConfig(batch_size=4, segment_s=1.0)
+    assert s.trial_timeout_s(40) == TRIAL_TIMEOUT_BASE_S + TRIAL_TIMEOUT_PER_AUDIO_S * 160     # 40 steps x 4 x 1 s
+    s.sc = SearchConfig(batch_size=8, segment_s=2.0)
+    assert s.trial_timeout_s(40) == TRIAL_TIMEOUT_BASE_S + TRIAL_TIMEOUT_PER_AUDIO_S * 640
+    s.sc = SearchConfig(batch_size=4, segment_s=1.0, trial_timeout_s=90.0)
+    assert s.trial_timeout_s(400) == 90.0                     # --trial-timeout wins
+
+
 def test_nni_tuners_propose_into_the_optuna_study(tmp_path):
     import optuna
 

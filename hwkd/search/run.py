@@ -12,10 +12,12 @@ candidate; and a candidate folder is held by a file lock while it trains), so tw
 candidate twice; run rung 0 in a child process (short distillation, validation, profiling on the target);
 promote it to rung 1 (more distillation) when its rung-0 result is on the current rung-0 front and enough
 trials have finished (multi-fidelity); tell the study (quality, latency, GMAC/s) and the constraint. A child
-that raises, gives NaN or is killed marks only that trial failed. Ctrl-C or kill -9 loses no finished trial:
-on --resume, and by the other workers after each trial, trials of dead workers (this host: the process is
-gone; any host: no heartbeat in the store for STALE_AFTER_S) and interrupted ones are retried (their candidate
-folder resumes training from its last checkpoint, and a rung whose result exists is not recomputed).
+that raises, gives NaN or is killed marks only that trial failed; one with no result after its timeout
+(--trial-timeout; by default derived from the training budget) is hung: its process group is killed, the trial
+failed with the reason and retried once. Ctrl-C or kill -9 loses no finished trial: on --resume, and by the
+other workers after each trial, trials of dead workers (this host: the process is gone; any host: no heartbeat
+in the store for STALE_AFTER_S) and interrupted ones are retried (their candidate folder resumes training from
+its last checkpoint, and a rung whose result exists is not recomputed).
 """
 
 from __future__ import annotations
@@ -43,6 +45,11 @@ MAX_DUPLICATES_IN_A_ROW = 40
 KEY_WAIT_S = 10.0     # how long a trial waits for earlier trials, asked a moment before, to write their key
 HEARTBEAT_S = 30      # a running trial's worker stamps the store this often (the database server's clock) ...
 STALE_AFTER_S = 300   # ... and a running trial without a stamp for this long is a dead worker's: failed, retried
+# A trial process (one rung) with no result after its timeout is hung: its process group is killed, the trial
+# failed with the reason and retried once. Default: a fixed allowance (start-up, teacher, validation, profiling)
+# plus one per second of audio trained (steps x batch size x segment), some ten times what a CPU step takes.
+TRIAL_TIMEOUT_BASE_S = 600.0
+TRIAL_TIMEOUT_PER_AUDIO_S = 5.0
 CHILD_ENV_DROP = (store.STORAGE_ENV, "PGPASSWORD")   # a trial process never needs the store or its password
 
 
@@ -98,6 +105,7 @@ class SearchConfig:
     runtime: str | None = None            # default: the target's first runtime
     threads: int | None = None            # default: the target's first thread count
     protocol: str = "quick"
+    trial_timeout_s: float | None = None  # one trial process (rung); None: derived from the training budget
     teacher: str | None = None            # default: the embedded teacher
     data: str | None = None               # default: the embedded corpus (mono or Ambisonics by the space)
 
@@ -219,7 +227,8 @@ class Search:
             self.study.set_user_attr("cost_ref", self.cost_ref)
             self.study.set_user_attr("hwkd_settings", settings)
         else:
-            local = ("trials", "time_budget_s", "data", "teacher")    # a budget, and paths of this machine
+            local = ("trials", "time_budget_s", "data", "teacher",    # a budget, and paths of this machine
+                     "trial_timeout_s")
             diff = sorted(k for k in settings if k not in local and old.get(k) != settings[k])
             if diff:
                 raise HwkdError(f"search {self.name} in {store.redact(self.storage_url)} has other settings "
@@ -274,7 +283,8 @@ class Search:
     def recover(self) -> int:
         """Trials left RUNNING by dead workers -> failed with no reason (so: retried): on this host, a worker
         whose process is gone; on any host, a trial without a heartbeat for STALE_AFTER_S. Then enqueue one
-        retry of every failed-without-reason trial whose candidate has no live or finished trial."""
+        retry of every failed-without-reason trial, and of every trial that timed out for the first time
+        (`will_retry`), whose candidate has no live or finished trial."""
         import optuna
         from optuna.trial import TrialState
         optuna.storages.fail_stale_trials(self.study)      # any host: no heartbeat for STALE_AFTER_S
@@ -289,7 +299,8 @@ class Search:
         retried = 0
         ts = self.trials()
         for t in ts:
-            if t.state != TrialState.FAIL or "error" in t.user_attrs or "key" not in t.user_attrs:
+            if t.state != TrialState.FAIL or "key" not in t.user_attrs or (
+                    "error" in t.user_attrs and not t.user_attrs.get("will_retry")):
                 continue
             later = [u for u in ts if u.number > t.number and (u.user_attrs.get("key") == t.user_attrs["key"]
                                                                 or u.user_attrs.get("retry_of") == t.number)]
@@ -301,11 +312,13 @@ class Search:
         return retried
 
     def counted(self, trials=None) -> int:
-        """Trials that count against --trials: finished (complete, or failed with a reason) and running."""
+        """Trials that count against --trials: finished (complete, or failed with a reason) and running; a trial
+        that timed out and is retried counts through its retry."""
         from optuna.trial import TrialState
         n = 0
         for t in self.trials() if trials is None else trials:
-            if t.user_attrs.get("duplicate_of") is not None or t.user_attrs.get("over_limit"):
+            if t.user_attrs.get("duplicate_of") is not None or t.user_attrs.get("over_limit") \
+                    or t.user_attrs.get("will_retry"):
                 continue
             if t.state in (TrialState.COMPLETE, TrialState.RUNNING) or (t.state == TrialState.FAIL
                                                                         and "error" in t.user_attrs):
@@ -316,7 +329,15 @@ class Search:
         return self.run / f"clock-{socket.gethostname()}.json"
 
     # -- one trial ---------------------------------------------------------------------------------------
+    def trial_timeout_s(self, steps: int) -> float:
+        """How long one trial process (a rung of `steps` training steps) may run before it counts as hung."""
+        if self.sc.trial_timeout_s:
+            return float(self.sc.trial_timeout_s)
+        return TRIAL_TIMEOUT_BASE_S + TRIAL_TIMEOUT_PER_AUDIO_S * steps * self.sc.batch_size * self.sc.segment_s
+
     def _child(self, tdir: Path, spec: dict) -> tuple[dict | None, str | None]:
+        """Runs one rung in a child process (its own process group, so that a hung one is killed with all it
+        started); returns (result, None) or (None, reason). A reason starting 'timeout:' means it hung."""
         rung = spec["rung"]
         result = tdir / f"rung{rung}.json"
         if result.is_file():
@@ -324,16 +345,24 @@ class Search:
         (tdir / "error.json").unlink(missing_ok=True)
         spec_path = tdir / f"spec-rung{rung}.json"
         write_text_atomic(spec_path, json.dumps(spec, indent=1))
+        timeout = self.trial_timeout_s(spec["steps"])
         env = {k: v for k, v in os.environ.items() if k not in CHILD_ENV_DROP}
         with open(tdir / "trial.log", "a") as logf:
             proc = subprocess.Popen([sys.executable, "-m", "hwkd.search.trial", str(spec_path)], stdout=logf,
-                                    stderr=subprocess.STDOUT, preexec_fn=die_with_parent,
+                                    stderr=subprocess.STDOUT, preexec_fn=die_with_parent, process_group=0,
                                     env={**env, "PYTHONUNBUFFERED": "1"})
             try:
-                rc = proc.wait()
-            except KeyboardInterrupt:
-                proc.kill()
-                proc.wait()
+                rc = proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                _kill_group(proc)
+                if result.is_file():         # it wrote its result in the last instant: the work stands
+                    return json.loads(result.read_text()), None
+                logf.write(f"\nhwkd search: no result after {timeout:g} s (--trial-timeout): process group "
+                           f"{proc.pid} killed\n")
+                return None, (f"timeout: rung {rung} gave no result within {timeout:g} s and was killed "
+                              f"(hung? raise --trial-timeout if trials this size need longer)")
+            except BaseException:        # Ctrl-C (the child, in its own group, does not get the terminal's SIGINT)
+                _kill_group(proc)
                 raise
         if rc == 0 and result.is_file():
             return json.loads(result.read_text()), None
@@ -457,8 +486,16 @@ class Search:
                 if not self._still_running(trial):
                     return "stale"
                 trial.set_user_attr("error", err)
+                again = ""
+                if err.startswith("timeout:"):
+                    # retried once: unless an earlier trial of this candidate timed out already
+                    first = not any(t.user_attrs.get("timed_out") and t.user_attrs.get("key") == tdir.name
+                                    and t.number != trial.number for t in self.trials())
+                    trial.set_user_attr("timed_out", True)
+                    trial.set_user_attr("will_retry", first)
+                    again = "; retried once" if first else "; timed out before too, not retried"
                 self.study.tell(trial, state=TrialState.FAIL)
-                self.log(f"  trial {trial.number} FAILED: {err}")
+                self.log(f"  trial {trial.number} FAILED: {err}{again}")
                 return "failed"
             r0["constraint"] = self.constraint(r0["latency_ms"], r0["hop_ms"])
             final = {**r0, "rung0_si_sdr_db": r0["val_si_sdr_db"]}
@@ -568,9 +605,20 @@ class Search:
             write_text_atomic(clock, json.dumps({"elapsed_s": spent + time.perf_counter() - t_start}))
         ts = self.trials()
         return {"stop": stop, "complete": sum(t.state == TrialState.COMPLETE for t in ts),
-                "failed": sum(t.state == TrialState.FAIL and "error" in t.user_attrs for t in ts),
+                "failed": sum(t.state == TrialState.FAIL and "error" in t.user_attrs
+                              and not t.user_attrs.get("will_retry") for t in ts),
+                "retried_after_timeout": sum(bool(t.user_attrs.get("will_retry")) for t in ts),
                 "duplicates": sum(t.user_attrs.get("duplicate_of") is not None for t in ts),
                 "elapsed_s": round(spent + time.perf_counter() - t_start, 1)}
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    """SIGKILL to the child's process group (it and whatever it started), then reap the child."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait()
 
 
 def open_run(name: str, storage: str | None = None, storage_from: str = "--storage") -> tuple[Path, dict]:
