@@ -103,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--storage", type=_storage, default=None, help=_STORAGE_HELP + "; else SQLite in the run folder")
     s.add_argument("--trial-timeout", type=_duration, default=None, metavar="DURATION",
                    help="a trial process with no result after this long is hung: killed, failed and retried once, "
-                        "e.g. 900, 30m (default: 10 min + 5 s per second of audio trained per rung)")
+                        "e.g. 900, 30m (default: 10 min + 10 s per second of audio trained per rung)")
     s.add_argument("--no-report", action="store_true", help="do not write reports/NAME at the end")
     s.add_argument("--reports", type=Path, default=Path("reports"), help="where reports go (default: ./reports)")
     s.add_argument("--jobs", type=_POS_INT, default=None, help="corpus-building processes (default: all cores)")
