@@ -1,5 +1,6 @@
 """hwkd search / report / pick on tiny data: real distillation, real profiling, a real database server."""
 
+import contextlib
 import glob
 import json
 import os
@@ -189,20 +190,31 @@ def _pg_bin() -> Path:
     return Path(hits[-1]).parent
 
 
-@pytest.fixture
-def postgres():
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def _postgres_server(password: str | None = None):
+    """A PostgreSQL server on 127.0.0.1 with superuser hwkd: trusting every connection, or (password) asking
+    for that password (SCRAM). Yields the URL of its database `postgres`, with no password in it."""
     pg = _pg_bin()
     d = Path(tempfile.mkdtemp(prefix="hwkd-pg-"))
     as_user = []
     if os.geteuid() == 0:                                   # the server refuses to run as root
         shutil.chown(d, "postgres")
         as_user = ["runuser", "-u", "postgres", "--"]
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = _free_port()
     data = d / "data"
-    subprocess.run([*as_user, pg / "initdb", "-D", data, "-A", "trust", "-U", "hwkd"], check=True,
-                   capture_output=True)
+    auth = ["-A", "trust"]
+    if password:
+        (d / "pw").write_text(password + "\n")
+        if as_user:
+            shutil.chown(d / "pw", "postgres")
+        auth = ["-A", "scram-sha-256", f"--pwfile={d / 'pw'}"]
+    subprocess.run([*as_user, pg / "initdb", "-D", data, *auth, "-U", "hwkd"], check=True, capture_output=True)
     subprocess.run([*as_user, pg / "pg_ctl", "-D", data, "-w", "-l", d / "log", "-o",
                     f"-p {port} -k {d} -c listen_addresses=127.0.0.1", "start"], check=True, capture_output=True)
     try:
@@ -210,6 +222,23 @@ def postgres():
     finally:
         subprocess.run([*as_user, pg / "pg_ctl", "-D", data, "-m", "immediate", "stop"], capture_output=True)
         shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture
+def postgres():
+    with _postgres_server() as url:
+        yield url
+
+
+PG_PASSWORD = "hw%k-s3cret"            # '%' is written %25 in a URL: neither form may show anywhere
+SECRET = "s3cret"
+
+
+@pytest.fixture
+def postgres_with_password():
+    """(URL without the password, URL with it) of a server that asks for PG_PASSWORD."""
+    with _postgres_server(PG_PASSWORD) as url:
+        yield url, url.replace("hwkd@", "hwkd:" + PG_PASSWORD.replace("%", "%25") + "@")
 
 
 def test_two_workers_share_one_study_on_a_database_server(tmp_path, tiny_corpus, postgres):
@@ -231,6 +260,111 @@ def test_two_workers_share_one_study_on_a_database_server(tmp_path, tiny_corpus,
     assert r.returncode == 0, r.stderr[-2000:]
     summ = json.loads((tmp_path / "reports" / "shared" / "summary.json").read_text())
     assert summ["trials_complete"] == 4 and summ["front"]
+
+
+def _files_holding(root: Path, secret: str) -> list[Path]:
+    return [p for p in Path(root).rglob("*") if p.is_file() and secret.encode() in p.read_bytes()]
+
+
+def test_a_store_password_is_never_shown_even_when_the_server_is_unreachable(tmp_path, paired):
+    env = _env(tmp_path, PGPASSFILE=str(tmp_path / "no-pgpass"))
+    url = f"postgresql+psycopg://hwkd:{PG_PASSWORD.replace('%', '%25')}@127.0.0.1:{_free_port()}/postgres"
+    shown = "cannot open the search store postgresql+psycopg://hwkd:***@127.0.0.1:"
+    base = ("search", "--target", "rpi4", "--data", paired, "--name", "x")
+    r = run_cli(*base, "--storage", url, env=env)
+    assert r.returncode == 2 and shown in r.stderr, r.stderr[-2000:]
+    assert SECRET not in r.stdout + r.stderr and "Traceback" not in r.stderr
+    assert "visible to every user of this machine (ps)" in r.stderr          # a password on the command line
+    r = run_cli(*base, env={**env, "HWKD_STORAGE": url})                     # the same URL from the environment
+    assert r.returncode == 2 and shown in r.stderr and SECRET not in r.stdout + r.stderr, r.stderr[-2000:]
+    assert "visible to every user" not in r.stderr
+    r = run_cli("report", "nowhere", env={**env, "HWKD_STORAGE": url})
+    assert r.returncode == 2 and "no search 'nowhere' in postgresql+psycopg://hwkd:***@" in r.stderr, r.stderr
+    assert SECRET not in r.stderr
+    r = run_cli(*base, "--storage", f"not a URL {SECRET}", env=env)          # refused at parse time, not repeated
+    assert r.returncode == 2 and "argument --storage: not a database URL" in r.stderr and SECRET not in r.stderr
+    r = run_cli("pick", "nowhere", env={**env, "HWKD_STORAGE": f"not a URL {SECRET}"})
+    assert r.returncode == 2 and "$HWKD_STORAGE is not a database URL" in r.stderr and SECRET not in r.stderr
+
+
+def test_a_server_password_is_never_printed_stored_or_in_ps(tmp_path, tiny_corpus, postgres_with_password):
+    """The password comes from $HWKD_STORAGE (or PGPASSWORD): it is in no command line while the search runs, in
+    no trial process's environment, in no output, run.json, trial file or report; run.json's URL without it
+    works with PGPASSWORD; the server connection has hwkd's connect and statement timeouts."""
+    bare, with_pw = postgres_with_password
+    env = _env(tmp_path, PGPASSFILE=str(tmp_path / "no-pgpass"), HWKD_STORAGE=with_pw)
+    env.pop("PGPASSWORD", None)
+    args = _search_args(tmp_path, tiny_corpus, "pw", 1, extra=("--trial-timeout", "20m"))
+    out, err = tmp_path / "out.txt", tmp_path / "err.txt"
+    with open(out, "w") as fo, open(err, "w") as fe:
+        proc = subprocess.Popen([sys.executable, "-m", "hwkd", *map(str, args)], env=env, stdout=fo, stderr=fe)
+        in_cmdline, trial_envs = [], []
+        while proc.poll() is None:                 # what `ps` (and a root `ps e`) would show, all along
+            for d in Path("/proc").glob("[0-9]*"):
+                try:
+                    cmd = (d / "cmdline").read_bytes()
+                    if SECRET.encode() in cmd:
+                        in_cmdline.append(cmd)
+                    if b"hwkd.search.trial" in cmd:
+                        trial_envs.append((d / "environ").read_bytes())
+                except OSError:
+                    pass
+            time.sleep(0.2)
+    out, err = out.read_text(), err.read_text()
+    assert proc.returncode == 0, err[-3000:]
+    assert not in_cmdline
+    assert trial_envs and not any(SECRET.encode() in e or b"HWKD_STORAGE=" in e for e in trial_envs)
+    assert SECRET not in out + err and "store postgresql+psycopg://hwkd:***@127.0.0.1:" in out, out
+    run, rep = tmp_path / "runs" / "pw", tmp_path / "reports" / "pw"
+    manifest = json.loads((run / "run.json").read_text())
+    assert manifest["storage"] == bare and manifest["trial_timeout_s"] == 1200       # no password; --trial-timeout
+    assert (rep / "index.html").is_file() and (run / "trials").is_dir()
+    assert _files_holding(run, SECRET) == [] and _files_holding(rep, SECRET) == []
+    no_store = {k: v for k, v in env.items() if k != "HWKD_STORAGE"}
+    r = run_cli("report", run, "--reports", tmp_path / "r2", env={**no_store, "PGPASSWORD": PG_PASSWORD})
+    assert r.returncode == 0, r.stderr[-2000:]                 # run.json's URL + libpq's PGPASSWORD
+    r = run_cli("report", run, "--reports", tmp_path / "r3", env=no_store)
+    assert r.returncode == 2 and "cannot read the store of" in r.stderr and "PGPASSWORD" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr
+    wrong = with_pw.replace(PG_PASSWORD.replace("%", "%25"), "Wr0ngPw")
+    r = run_cli("report", run, "--reports", tmp_path / "r3", env={**no_store, "HWKD_STORAGE": wrong})
+    assert r.returncode == 2 and "password authentication failed" in r.stderr and "Wr0ngPw" not in r.stderr
+    from hwkd.search import store
+    with store.open_rdb(with_pw).engine.connect() as con:
+        assert con.exec_driver_sql("SHOW statement_timeout").scalar() == "2min"
+        assert con.connection.dbapi_connection.info.get_parameters()["connect_timeout"] == "10"
+
+
+def test_a_run_folder_copied_elsewhere_is_picked_from(tmp_path, tiny_corpus):
+    """run.json names its SQLite store relative to the run folder: a finished run copied elsewhere (the original
+    deleted) is picked from and reported on, and nothing is created where it was; an older run.json's absolute
+    path falls back to RUN/study.db; a run folder without its study.db is one error line, never an empty store."""
+    env = _env(tmp_path)
+    r = run_cli(*_search_args(tmp_path, tiny_corpus, "orig", 1, extra=("--no-report",)), env=env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    orig = tmp_path / "runs" / "orig"
+    assert json.loads((orig / "run.json").read_text())["storage"] == "sqlite:///study.db"
+    moved = tmp_path / "elsewhere" / "moved"
+    shutil.copytree(orig, moved)
+    shutil.rmtree(orig)
+    r = run_cli("pick", moved, "--out", tmp_path / "pick", env=env)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert not orig.exists()                                  # no empty study.db at the old place
+    card = json.loads((tmp_path / "pick" / "card.json").read_text())
+    assert card["trial"] == 0 and (tmp_path / "pick" / "model.pt").is_file()
+    manifest = json.loads((moved / "run.json").read_text())
+    manifest["storage"] = f"sqlite:///{orig / 'study.db'}"     # as hwkd wrote run.json before
+    (moved / "run.json").write_text(json.dumps(manifest))
+    r = run_cli("report", moved, "--reports", tmp_path / "reports", env=env)
+    assert r.returncode == 0 and "1 complete trials" in r.stdout, r.stderr[-2000:]
+    assert not orig.exists()
+    (moved / "study.db").unlink()
+    for cmd in (("pick", moved), ("-q", "search", "--resume", moved)):
+        r = run_cli(*cmd, env=env)
+        assert r.returncode == 2 and f"the store of search moved ({moved / 'study.db'}) is missing" in r.stderr, \
+            (cmd, r.stderr[-2000:])
+        assert "Traceback" not in r.stderr
+    assert not (moved / "study.db").exists() and not orig.exists()
 
 
 def test_workers_asking_at_once_neither_train_a_candidate_twice_nor_overrun_trials(tmp_path):

@@ -160,7 +160,7 @@ def resolve_manifest(stored: str, run: Path, given: str | None = None, given_fro
             return stored
         if not path.is_absolute():
             return sqlite_url(run / path)
-        if not path.is_file() and (run / RUN_DB).is_file():     # an older run.json of a folder moved since
+        if not path.is_file() and (path.name == RUN_DB or (run / RUN_DB).is_file()):   # older run.json, folder moved
             return sqlite_url(run / RUN_DB)
         return sqlite_url(path)
     if given and not is_sqlite(given):
