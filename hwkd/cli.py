@@ -533,9 +533,13 @@ def cmd_search(args) -> int:
                                        "val_pesq_clips")},
                           time_budget_s=args.time_budget if args.time_budget is not None else defaults.time_budget_s)
         _check_search_budget(sc)
-        if (run / "run.json").is_file() and not storage:
-            raise HwkdError(f"a search named {name} exists ({run})", f"continue it with --resume {name}, "
-                                                                     "or choose another --name")
+        if (run / "run.json").is_file():
+            # a worker may rejoin its run's database server; any other store (a $HWKD_STORAGE set for other
+            # runs included) would take the name over and rewrite the run's run.json
+            old = json.loads((run / "run.json").read_text()).get("storage", "")
+            if not storage or store.is_sqlite(old) or store.is_sqlite(storage) or not store.same_database(old, storage):
+                raise HwkdError(f"a search named {name} exists ({run}, store {store.redact(old)})",
+                                f"continue it with --resume {name}, or choose another --name")
         print(f"hwkd search --target {target['name']}: run {name} ({run})")
     if sc.data is None:
         print("hwkd search: embedded corpus (built on first use)")

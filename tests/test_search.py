@@ -278,6 +278,12 @@ def test_a_store_password_is_never_shown_even_when_the_server_is_unreachable(tmp
     r = run_cli(*base, env={**env, "HWKD_STORAGE": url})                     # the same URL from the environment
     assert r.returncode == 2 and shown in r.stderr and SECRET not in r.stdout + r.stderr, r.stderr[-2000:]
     assert "visible to every user" not in r.stderr
+    taken = tmp_path / "runs" / "taken"                       # a local run of that name: never taken over
+    taken.mkdir(parents=True)
+    (taken / "run.json").write_text(json.dumps({"storage": "sqlite:///study.db", "name": "taken"}))
+    r = run_cli("search", "--target", "rpi4", "--data", paired, "--name", taken, env={**env, "HWKD_STORAGE": url})
+    assert r.returncode == 2 and "a search named" in r.stderr and "--resume" in r.stderr, r.stderr[-2000:]
+    assert (taken / "run.json").read_text().startswith('{"storage": "sqlite:///study.db"')
     r = run_cli("report", "nowhere", env={**env, "HWKD_STORAGE": url})
     assert r.returncode == 2 and "no search 'nowhere' in postgresql+psycopg://hwkd:***@" in r.stderr, r.stderr
     assert SECRET not in r.stderr
