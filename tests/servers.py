@@ -22,6 +22,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 
@@ -117,12 +118,12 @@ def pg_bin() -> Path:
     return Path(hits[-1]).parent
 
 
-def start_postgres() -> dict:
-    """A PostgreSQL server on 127.0.0.1:<free port> (its socket in a private folder), superuser hwkd with a
-    generated password. Returns {proc, port, url, password, dir}; `stop_postgres` ends it."""
+def start_postgres(password: str | None = None) -> dict:
+    """A PostgreSQL server on 127.0.0.1:<free port> (its socket in a private folder), superuser hwkd with
+    `password` (generated when None). Returns {proc, port, url, password, dir}; `stop_postgres` ends it."""
     pg = pg_bin()
     d = Path(tempfile.mkdtemp(prefix="hwkd-pg-"))
-    password = secrets.token_hex(16)
+    password = password or secrets.token_hex(16)
     (d / "pw").write_text(password + "\n")
     os.chmod(d / "pw", 0o600)
     drop = None
@@ -146,7 +147,7 @@ def start_postgres() -> dict:
     _wait(lambda: subprocess.run([pg / "pg_isready", "-q", "-h", "127.0.0.1", "-p", str(port)]).returncode == 0,
           proc, "PostgreSQL", lambda: (d / "log").read_text())
     return {"proc": proc, "port": port, "password": password, "dir": d,
-            "url": f"postgresql+psycopg://hwkd:{password}@127.0.0.1:{port}/postgres"}
+            "url": f"postgresql+psycopg://hwkd:{quote(password, safe='')}@127.0.0.1:{port}/postgres"}
 
 
 def stop_postgres(pg: dict) -> None:
