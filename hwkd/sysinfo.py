@@ -17,12 +17,17 @@ from importlib import metadata
 CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
-def die_with_parent() -> None:
-    """In a child process: be killed when the parent dies (kill -9 of a worker leaves no orphan trainer)."""
+def die_with_parent(parent: int | None = None) -> None:
+    """In a child process: be killed when the parent dies (kill -9 of a worker leaves no orphan trainer), and
+    exit at once if `parent` (the starter's pid, when given) is already gone — it may die between the fork and
+    the prctl, and then no signal would ever come. The signal follows the thread that forked this process:
+    start such children from a thread that lives as long as they should (the main thread here)."""
     try:
         ctypes.CDLL("libc.so.6").prctl(1, signal.SIGKILL)       # PR_SET_PDEATHSIG
     except OSError:
-        pass
+        return
+    if parent is not None and os.getppid() != parent:
+        os._exit(127)
 
 
 def parent_death_signal(sig: int, parent: int):

@@ -32,6 +32,7 @@ import sys
 import threading
 import time
 from dataclasses import asdict, dataclass, fields
+from functools import partial
 from pathlib import Path
 
 from hwkd.audio.io import write_text_atomic
@@ -351,7 +352,8 @@ class Search:
         env = {k: v for k, v in os.environ.items() if k not in CHILD_ENV_DROP}
         with open(tdir / "trial.log", "a") as logf:
             proc = subprocess.Popen([sys.executable, "-m", "hwkd.search.trial", str(spec_path)], stdout=logf,
-                                    stderr=subprocess.STDOUT, preexec_fn=die_with_parent, process_group=0,
+                                    stderr=subprocess.STDOUT, preexec_fn=partial(die_with_parent, os.getpid()),
+                                    process_group=0,
                                     env={**env, "PYTHONUNBUFFERED": "1"})
             try:
                 rc = proc.wait(timeout=timeout)
