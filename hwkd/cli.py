@@ -642,9 +642,9 @@ def cmd_distill(args) -> int:
 
 
 def cmd_enhance(args) -> int:
-    from hwkd.audio.io import audio_info, read_audio, wav_truncation, write_wav_atomic
+    from hwkd.audio.io import audio_info, wav_truncation
     from hwkd.models.checkpoint import load_model
-    from hwkd.models.enhancer import Enhancer
+    from hwkd.models.enhancer import NONCAUSAL_CHUNK_S, Enhancer, enhance_file
     model, _ = load_model(args.ckpt)
     if args.streaming and not model.cfg.causal:
         raise HwkdError(f"{args.ckpt} holds a non-causal model, which cannot run hop by hop",
@@ -660,11 +660,15 @@ def cmd_enhance(args) -> int:
                         "give a matching file or a checkpoint trained for this input")
     if info.sample_rate != 16000:
         log.warning("%s: resampling %d Hz to 16000 Hz", args.input, info.sample_rate)
-    x, _ = read_audio(args.input, sample_rate=16000)
-    y = Enhancer(model).eval().enhance_array(x, args.streaming)
-    write_wav_atomic(args.output, y, 16000)
-    how = "hop by hop" if args.streaming else "offline"
-    print(f"wrote {args.output} ({len(y) / 16000:.2f} s, {how})")
+    from tqdm import tqdm
+    with tqdm(total=round(info.duration_s * 16000), unit="sample", unit_scale=True, desc="enhance",
+              disable=True if args.quiet else None, dynamic_ncols=True) as bar:    # None: only on a terminal
+        n = enhance_file(Enhancer(model).eval(), args.input, args.output, args.streaming, progress=bar.update)
+    how = ("hop by hop" if args.streaming else "offline, in chunks with the streaming state carried"
+           if model.cfg.causal else "offline" if n <= NONCAUSAL_CHUNK_S * 16000 else
+           f"offline in overlapping {NONCAUSAL_CHUNK_S:g}-s windows, cross-faded: a non-causal model's "
+           "approximation of whole-file processing")
+    print(f"wrote {args.output} ({n / 16000:.2f} s, {how})")
     return 0
 
 

@@ -125,9 +125,14 @@ class FrameNorm(nn.Module):
             s1 = x.sum(self.dims, keepdim=True)                    # [B, C', T, 1]
             s2 = (x * x).sum(self.dims, keepdim=True)
             per_frame = x.numel() // (x.shape[0] * x.shape[2] * s1.shape[1])
-            if self.stream is not None:                            # one frame, with the running sums
-                st = self.stream + torch.cat([s1, s2, torch.full_like(s1, per_frame)], dim=3)
-                self.stream_out = st
+            if self.stream is not None:                            # stepping: the running sums carried in
+                inc = torch.cat([s1, s2, torch.full_like(s1, per_frame)], dim=3)
+                if x.shape[2] == 1:                                # one hop (the exported step graph)
+                    st = self.stream + inc
+                    self.stream_out = st
+                else:                                              # a chunk of frames: sums up to each frame
+                    st = self.stream + inc.cumsum(2)
+                    self.stream_out = st[:, :, -1:]
                 n = st[..., 2:3]
                 mean = st[..., 0:1] / n
                 var = st[..., 1:2] / n - mean * mean
@@ -168,13 +173,14 @@ class DenseBlock(nn.Module):
         return [torch.zeros(b, c * (i + 1), 2 ** i, f) for i in range(self.depth)]
 
     def step(self, x: Tensor, state: list[Tensor]) -> tuple[Tensor, list[Tensor]]:
-        """One frame x [B, C, 1, F]; state[i]: the last 2^i frames of layer i's input."""
+        """x [B, C, T, F]: one frame (T = 1) or a chunk of frames; state[i]: the last 2^i frames of layer i's input."""
         skip = x
         out = x
         new = []
+        t = x.shape[2]
         for i in range(self.depth):
-            seq = torch.cat([state[i], skip], dim=2)            # [B, Ci, d+1, F]
-            new.append(seq[:, :, 1:])
+            seq = torch.cat([state[i], skip], dim=2)            # [B, Ci, d+T, F]
+            new.append(seq[:, :, t:])
             out = self.acts[i](self.norms[i](self.convs[i](F.pad(seq, (1, 1, 0, 0)))))
             skip = torch.cat([out, skip], dim=1)
         return out, new
@@ -194,7 +200,7 @@ class AttnGRU(nn.Module):
         self.fc = nn.Linear(hidden * (2 if bidirectional else 1), d)
         self.ln_out = nn.LayerNorm(d)
 
-    def _attend(self, q_in: Tensor, kv_in: Tensor, causal: bool) -> Tensor:
+    def _attend(self, q_in: Tensor, kv_in: Tensor, causal: bool, mask: Tensor | None = None) -> Tensor:
         """nn.MultiheadAttention's math on its own parameters, written with shapes taken from the input so
         that the exported graph keeps a dynamic sequence axis (the module's own forward bakes it in)."""
         mha = self.mha
@@ -204,7 +210,7 @@ class AttnGRU(nn.Module):
         q = F.linear(q_in, w[:d], b[:d]).reshape(n, -1, h, d // h).transpose(1, 2)
         k = F.linear(kv_in, w[d:2 * d], b[d:2 * d]).reshape(n, -1, h, d // h).transpose(1, 2)
         v = F.linear(kv_in, w[2 * d:], b[2 * d:]).reshape(n, -1, h, d // h).transpose(1, 2)
-        a = F.scaled_dot_product_attention(q, k, v, is_causal=causal)
+        a = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal)
         return mha.out_proj(a.transpose(1, 2).reshape(n, -1, d))
 
     def forward(self, x: Tensor, causal_mask: bool = False) -> Tensor:
@@ -215,13 +221,19 @@ class AttnGRU(nn.Module):
         return self.ln_out(x + self.fc(F.relu(h)))
 
     def step(self, x: Tensor, state: dict) -> tuple[Tensor, dict]:
-        """Time path, one step: x [N, 1, d]; state {"h": GRU state, "kv": past LN(x) [N, t, d]}."""
+        """Time path, one step (x [N, 1, d]) or a chunk of T steps (x [N, T, d]); state {"h": GRU state,
+        "kv": past LN(x) [N, t, d]}. In a chunk, step i attends to the past and to steps 0..i of the chunk."""
         new = {}
         if self.attention:
             q = self.ln_in(x)
             kv = torch.cat([state["kv"], q], dim=1)
             new["kv"] = kv
-            x = self.ln_attn(x + self._attend(q, kv, False))
+            t = x.shape[1]
+            mask = None
+            if t > 1:
+                past = kv.shape[1] - t
+                mask = torch.ones(t, past + t, dtype=torch.bool, device=x.device).tril(past)
+            x = self.ln_attn(x + self._attend(q, kv, False, mask))
         h, hn = self.gru(x, state["h"])
         new["h"] = hn
         return self.ln_out(x + self.fc(F.relu(h))), new
@@ -252,11 +264,11 @@ class DualPathLayer(nn.Module):
         return intra, self.inter_norm(y)
 
     def step(self, u: Tensor, state: dict) -> tuple[Tensor, Tensor, dict]:
-        b, d, _, f = u.shape
+        b, d, t, f = u.shape
         intra = self._intra(u)
-        x = u.permute(0, 3, 2, 1).reshape(b * f, 1, d)
+        x = u.permute(0, 3, 2, 1).reshape(b * f, t, d)
         y, new = self.inter.step(x, state)
-        return intra, self.inter_norm(y.reshape(b, f, 1, d).permute(0, 3, 2, 1)), new
+        return intra, self.inter_norm(y.reshape(b, f, t, d).permute(0, 3, 2, 1)), new
 
 
 class DPDCRN(nn.Module):
@@ -335,7 +347,12 @@ class DPDCRN(nn.Module):
         return [m for m in self.modules() if isinstance(m, FrameNorm) and m.cumulative]
 
     def step(self, x: Tensor, state: dict) -> tuple[Tensor, dict]:
-        """One STFT frame x [B, 2M, 1, 257] -> mask frame [B, 2, 1, 257] and the new state."""
+        """STFT frames x [B, 2M, T, 257] -> mask frames [B, 2, T, 257] and the new state.
+
+        T = 1 is one hop (the exported step model); a chunk of T > 1 frames continues the stream exactly as T
+        single steps would (up to float rounding), in one call: the chunked offline enhancement of long files
+        (`Enhancer.enhance_blocks`) carries the state from chunk to chunk this way.
+        """
         norms = self.cumulative_norms()
         for n, st in zip(norms, state.get("norm", []), strict=True):
             n.stream = st

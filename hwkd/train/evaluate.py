@@ -5,14 +5,11 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-import soundfile as sf
-
-from hwkd.audio.io import read_audio
 from hwkd.data.layouts import Pair
 from hwkd.metrics import BASE_METRICS, DNSMOS_METRICS, score_pairs, summarize
 from hwkd.metrics.quality import load_channel_and_reference
 from hwkd.models.dpdcrn import DPDCRN
-from hwkd.models.enhancer import Enhancer
+from hwkd.models.enhancer import Enhancer, enhance_file
 
 
 def evaluate_pairs(model: DPDCRN, pairs: list[Pair], jobs: int | None = None, dnsmos: bool = False,
@@ -27,9 +24,8 @@ def evaluate_pairs(model: DPDCRN, pairs: list[Pair], jobs: int | None = None, dn
             from tqdm import tqdm
             bar = tqdm(total=len(pairs), unit="utt", desc="enhance", dynamic_ncols=True)
         for p in pairs:
-            x, _ = read_audio(p.noisy, sample_rate=16000)
-            y = enhancer.enhance_array(x)
-            sf.write(str(out_dir / p.noisy.name), y, 16000, subtype="FLOAT")  # float: no requantisation
+            # chunk by chunk (bounded memory for any length); float: no requantisation
+            enhance_file(enhancer, p.noisy, out_dir / p.noisy.name, subtype="FLOAT")
             if bar:
                 bar.update()
         if bar:
