@@ -230,7 +230,9 @@ def test_two_workers_share_one_study_on_a_database_server(tmp_path, tiny_corpus,
     keys = [t.user_attrs["key"] for t in done]
     assert len(set(keys)) == 4                                # no candidate trained twice
     assert len({t.user_attrs["worker"] for t in done}) == 2   # both workers did trials
-    r = run_cli("report", tmp_path / "runs" / "shared", "--reports", tmp_path / "reports", env=env)
+    # run.json keeps the URL without its password: the report takes it from $HWKD_STORAGE (or PGPASSWORD)
+    r = run_cli("report", tmp_path / "runs" / "shared", "--reports", tmp_path / "reports",
+                env={**env, "HWKD_STORAGE": postgres})
     assert r.returncode == 0, r.stderr[-2000:]
     summ = json.loads((tmp_path / "reports" / "shared" / "summary.json").read_text())
     assert summ["trials_complete"] == 4 and summ["front"]
