@@ -1,13 +1,16 @@
 """Latency-predictor accuracy on local targets: calibrate from micro-benchmarks only, then predict and measure
-the per-hop latency of N held-out random streaming DPDCRN candidates (none of them is a calibration model).
-Goal: >= 95 % of candidates within +-10 % of measured, for each of cpu 1 thread, cpu 2 threads (ONNX Runtime)
-and openvino-cpu (1 thread).
+the per-hop latency of held-out random streaming DPDCRN candidates (none of them is a calibration model),
+over several fresh seeds. Goal: >= 95 % of candidates within +-10 % of measured, pooled over the seeds, and
+no seed below 90 %, for ONNX Runtime 1 and 2 threads and OpenVINO 1 thread; and the prediction's
+uncertainty band covering the measured value for >= 90 % of candidates.
 
-    python benchmarks/predictor_accuracy.py [--n 50] [--seed 0] [--combos onnxruntime:1,onnxruntime:2,openvino:1]
+    python benchmarks/predictor_accuracy.py [--n 50] [--seeds 101,102,103] [--combos onnxruntime:1,...]
 
-Each seed draws other candidates. A seed whose rows informed a change of the predictor is no longer
-held out for it: results/predictor_accuracy_v2_seed0.json and _v3_seed1.json are such development runs
-(README, "Hardware figures"), results/predictor_accuracy.json the run on a seed the predictor never saw.
+Seeds whose candidates informed a change of the predictor are development seeds (0, 1, 2 and 13: README's
+v2 -> v4 history and the re-run that found the misses); they are refused, so the figure is always on
+candidates the predictor was never tuned on. Each candidate is measured as the calibration measures (two
+passes over all candidates, the smaller of the two medians). Results per seed and pooled, the worst
+runtime first, with each candidate's features so that misses can be explained (results/predictor_accuracy.json).
 """
 
 import argparse
@@ -19,7 +22,7 @@ import torch
 
 from hwkd.hw.export import export_step_onnx, to_openvino
 from hwkd.hw.measure import Protocol, _Runner, _timed
-from hwkd.hw.predict import CALIB_VERSION, Predictor, anchor_configs, calibrate
+from hwkd.hw.predict import CALIB_VERSION, Predictor, anchor_configs, calibrate, model_sizes
 from hwkd.models.dpdcrn import DPDCRN, DPDCRNConfig
 from hwkd.sysinfo import LoadMeter, fingerprint
 
@@ -41,47 +44,82 @@ def random_candidates(n: int, seed: int) -> list[DPDCRNConfig]:
     return out
 
 
+DEV_SEEDS = frozenset({0, 1, 2, 13})
+
+
+def parse_seeds(text: str) -> list[int]:
+    seeds = [int(x) for x in text.split(",") if x.strip()]
+    used = sorted(set(seeds) & DEV_SEEDS)
+    if used:
+        raise SystemExit(f"seed(s) {used} are development seeds (their candidates shaped the predictor): "
+                         f"choose others, e.g. --seeds 101,102,103")
+    if len(set(seeds)) != len(seeds) or not seeds:
+        raise SystemExit("--seeds: give distinct seeds, e.g. 101,102,103")
+    return seeds
+
+
+def summarise(rows: list[dict]) -> dict:
+    err = np.array([r["rel_err"] for r in rows])
+    return {"n": len(rows), "within_10pct": float(np.mean(np.abs(err) <= 0.10)),
+            "median_abs_err": float(np.median(np.abs(err))), "max_abs_err": float(np.abs(err).max()),
+            "mean_err": float(err.mean()), "band_coverage": float(np.mean([r["in_band"] for r in rows]))}
+
+
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--n", type=int, default=50)
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--n", type=int, default=50, help="candidates per seed")
+    ap.add_argument("--seeds", default="101,102,103", help="comma-separated fresh seeds (never 0, 1, 2, 13)")
     ap.add_argument("--combos", default="onnxruntime:1,onnxruntime:2,openvino:1")
+    ap.add_argument("--name", default="predictor_accuracy")
     args = ap.parse_args()
+    seeds = parse_seeds(args.seeds)
     combos = [(c.split(":")[0], int(c.split(":")[1])) for c in args.combos.split(",")]
     proto = Protocol(warmup=20, runs=100, min_s=0.2)
-    cands = random_candidates(args.n, args.seed)
+    cands = [(seed, cfg) for seed in seeds for cfg in random_candidates(args.n, seed)]
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         files = []
-        for i, cfg in enumerate(cands):
+        for i, (_, cfg) in enumerate(cands):
             torch.manual_seed(i)
             onnx = export_step_onnx(DPDCRN(cfg).eval(), Path(tmp) / f"c{i}.onnx")
             files.append((onnx, to_openvino(onnx, Path(tmp) / f"c{i}.xml")))
         for rt, th in combos:
             calib = calibrate(rt, th, progress=None)
             pred = Predictor(calib)
-            rows = []
             with LoadMeter() as load:
-                for cfg, (onnx, xml) in zip(cands, files):
-                    runner = _Runner(rt, "hop", th, onnx=onnx, ir=xml)
-                    wall, own, _ = _timed(runner, proto)
-                    meas = float(np.median(own if own is not None else wall))
-                    p = pred.predict_hop_ms(cfg)
-                    rows.append({"config": cfg.to_dict(), "measured_ms": meas, "predicted_ms": p,
-                                 "rel_err": p / meas - 1})
-            err = np.array([r["rel_err"] for r in rows])
-            within = float(np.mean(np.abs(err) <= 0.10))
-            results[f"{rt}:{th}"] = {"within_10pct": within, "meets_goal": within >= 0.95,
-                                     "median_abs_err": float(np.median(np.abs(err))),
-                                     "max_abs_err": float(np.abs(err).max()), "calibration_s": calib["seconds"],
-                                     "calibration_other_load": calib["other_load"],
-                                     "measure_other_load": load.other_load, "rows": rows,
-                                     "calibration": calib}
-            print(f"{rt} {th} thr: {within:.0%} within +-10 % (median |err| {np.median(np.abs(err)):.1%}, "
-                  f"max {np.abs(err).max():.1%}); calibration {calib['seconds']} s")
-    save("predictor_accuracy", {"n": args.n, "seed": args.seed, "calibration_version": CALIB_VERSION,
-                                "protocol": proto.__dict__, "results": results,
-                                "fingerprint": fingerprint()})
+                passes = []
+                for _ in range(2):                  # as calibrate() measures: the smaller median of two passes
+                    lat = []
+                    for onnx, xml in files:
+                        wall, own, _ = _timed(_Runner(rt, "hop", th, onnx=onnx, ir=xml), proto)
+                        lat.append(float(np.median(own if own is not None else wall)))
+                    passes.append(lat)
+            rows = []
+            for (seed, cfg), a, b in zip(cands, *passes):
+                meas = min(a, b)
+                band = pred.predict_band(cfg)
+                params, states = model_sizes(cfg)
+                rows.append({"seed": seed, "config": cfg.to_dict(), "measured_ms": meas,
+                             "predicted_ms": band["p50_ms"], "rel_err": band["p50_ms"] / meas - 1,
+                             "band_lo_ms": band["lo_ms"], "band_hi_ms": band["hi_ms"],
+                             "in_band": bool(band["lo_ms"] <= meas <= band["hi_ms"]),
+                             "blocks_ms": pred.blocks_ms(cfg), "params": params, "state_elements": states,
+                             "pass_spread": abs(a - b) / meas})
+            per_seed = {str(s): summarise([r for r in rows if r["seed"] == s]) for s in seeds}
+            pooled = summarise(rows)
+            results[f"{rt}:{th}"] = {"pooled": pooled, "per_seed": per_seed, "band": pred.band,
+                                     "meets_goal": pooled["within_10pct"] >= 0.95
+                                     and min(v["within_10pct"] for v in per_seed.values()) >= 0.90,
+                                     "calibration_s": calib["seconds"], "calibration_other_load": calib["other_load"],
+                                     "measure_other_load": load.other_load, "rows": rows, "calibration": calib}
+            print(f"{rt} {th} thr: pooled {pooled['within_10pct']:.0%} within +-10 % (median |err| "
+                  f"{pooled['median_abs_err']:.1%}, max {pooled['max_abs_err']:.1%}), band ±{pred.band:.0%} covers "
+                  f"{pooled['band_coverage']:.0%}; per seed "
+                  + ", ".join(f"{k}: {v['within_10pct']:.0%}" for k, v in per_seed.items()))
+    order = sorted(results, key=lambda k: results[k]["pooled"]["within_10pct"])       # the worst runtime first
+    save(args.name, {"n_per_seed": args.n, "seeds": seeds, "development_seeds": sorted(DEV_SEEDS),
+                     "calibration_version": CALIB_VERSION, "protocol": proto.__dict__,
+                     "results": {k: results[k] for k in order}, "fingerprint": fingerprint()})
 
 
 if __name__ == "__main__":

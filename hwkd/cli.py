@@ -52,6 +52,20 @@ def _nonneg_int(text: str) -> int:
     return v
 
 
+def _storage(text: str) -> str:
+    """argparse type: a database URL SQLAlchemy can read (the error does not repeat it: it may hold a password)."""
+    from hwkd.search.store import parse
+    try:
+        parse(text)
+    except HwkdError as e:
+        raise argparse.ArgumentTypeError(f"not a database URL; {e.fix}") from None
+    return text
+
+
+_STORAGE_HELP = ("database URL shared by workers, e.g. postgresql+psycopg://user@host/db (default: $HWKD_STORAGE; "
+                 "the password from PGPASSWORD or ~/.pgpass: a password in this flag is visible in ps)")
+
+
 def _formatter(prog):
     return argparse.RawDescriptionHelpFormatter(prog, width=120, max_help_position=24)
 
@@ -105,9 +119,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="dataset with train/val splits (default: the embedded corpus, built if needed)")
     s.add_argument("--name", default=None, help="run name (default: TARGET-DATE-TIME); folder $HWKD_HOME/runs/NAME")
     s.add_argument("--resume", default=None, metavar="RUN", help="continue a search (name or folder) with its settings")
-    s.add_argument("--storage", default=None,
-                   help="database URL shared by workers, e.g. postgresql+psycopg://user:pw@host/db (default: SQLite "
-                        "in the run folder)")
+    s.add_argument("--storage", type=_storage, default=None, help=_STORAGE_HELP + "; else SQLite in the run folder")
+    s.add_argument("--trial-timeout", type=_duration, default=None, metavar="DURATION",
+                   help="a trial process with no result after this long is hung: killed, failed and retried once, "
+                        "e.g. 900, 30m (default: 10 min + 10 s per second of audio trained per rung)")
     s.add_argument("--no-report", action="store_true", help="do not write reports/NAME at the end")
     s.add_argument("--reports", type=Path, default=Path("reports"), help="where reports go (default: ./reports)")
     s.add_argument("--jobs", type=_POS_INT, default=None, help="corpus-building processes (default: all cores)")
@@ -115,7 +130,9 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("report", formatter_class=_formatter,
                        help="HTML page, PNGs and CSV of a search's fronts under reports/RUN")
     r.add_argument("run", help="run name or folder")
-    r.add_argument("--storage", default=None, help="the database URL, when the run folder is not on this machine")
+    r.add_argument("--storage", type=_storage, default=None,
+                   help="the database URL (default: $HWKD_STORAGE, else the run's own; a server's password from "
+                        "PGPASSWORD or ~/.pgpass)")
     r.add_argument("--reports", type=Path, default=Path("reports"), help="where reports go (default: ./reports)")
 
     pk = sub.add_parser("pick", formatter_class=_formatter,
@@ -124,7 +141,9 @@ def build_parser() -> argparse.ArgumentParser:
     pk.add_argument("--max-latency-ms", type=_POS_FLOAT, default=None, help="per-hop latency limit on the target")
     pk.add_argument("--target", default=None, help="the run's target (checked)")
     pk.add_argument("--out", type=Path, default=None, help="folder (default: picks/RUN-trialN)")
-    pk.add_argument("--storage", default=None, help="the database URL, when the run folder is not on this machine")
+    pk.add_argument("--storage", type=_storage, default=None,
+                    help="the database URL (default: $HWKD_STORAGE, else the run's own; a server's password from "
+                         "PGPASSWORD or ~/.pgpass)")
 
     d = sub.add_parser(
         "data", formatter_class=_formatter,
@@ -479,7 +498,7 @@ def _duration(text: str) -> float:
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a duration; write e.g. 900, 15m or 1h") from None
     if not math.isfinite(v) or v <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r}: a time budget must be above 0; write e.g. 900, 15m or 1h")
+        raise argparse.ArgumentTypeError(f"{text!r}: a duration must be above 0; write e.g. 900, 15m or 1h")
     return v
 
 
@@ -496,15 +515,30 @@ def _check_search_budget(sc) -> None:
                              val_pesq_clips=sc.val_pesq_clips, max_steps_per_epoch=sc.steps))
 
 
+def _given_storage(args) -> tuple[str | None, str]:
+    """The store URL from --storage or $HWKD_STORAGE, and which; a password on the command line is warned about."""
+    from hwkd.search import store
+    if args.storage and store.has_password(args.storage):
+        print(f"hwkd: warning: the password in --storage is visible to every user of this machine (ps) while hwkd "
+              f"runs; pass the URL in ${store.STORAGE_ENV}, or the password by PGPASSWORD or ~/.pgpass",
+              file=sys.stderr)
+    return store.given_storage(args.storage)
+
+
 def cmd_search(args) -> int:
     from datetime import datetime
 
+    from hwkd.search import store
     from hwkd.search.run import Search, SearchConfig, open_run, resolve_run
     from hwkd.targets import load_target
+    given, given_from = _given_storage(args)
     if args.resume:
-        run, settings = open_run(args.resume, args.storage)
+        run, settings = open_run(args.resume, given, given_from)
         sc = SearchConfig.from_dict(settings)
-        storage = settings["storage"] if not settings["storage"].startswith("sqlite") else None
+        if args.trial_timeout is not None:
+            sc.trial_timeout_s = args.trial_timeout
+        # the run's own SQLite file: None, as for a new run (one worker, a reproducible sampler seed)
+        storage = None if settings["storage"] == store.sqlite_url(run / store.RUN_DB) else settings["storage"]
         from hwkd.teacher import embedded_teacher_path
         if args.data:
             sc.data = str(args.data)
@@ -522,25 +556,31 @@ def cmd_search(args) -> int:
         target = load_target(args.target)
         name = args.name or f"{target['name']}-{datetime.now():%Y%m%d-%H%M%S}"
         run = resolve_run(name)
-        storage = args.storage
+        storage = given
         defaults = SearchConfig()
         sc = SearchConfig(target=str(args.target), space=args.space, kd=args.kd, lam=args.lam,
                           controller=args.controller, seed=args.seed, max_latency_ms=args.max_latency_ms,
                           realtime=not args.no_realtime, runtime=args.runtime, threads=args.threads,
                           teacher=str(args.teacher) if args.teacher else None,
-                          data=str(args.data) if args.data else None,
+                          data=str(args.data) if args.data else None, trial_timeout_s=args.trial_timeout,
                           **{k: getattr(args, k) if getattr(args, k) is not None else getattr(defaults, k)
                              for k in ("trials", "steps", "promote_steps", "promote_after", "batch_size", "segment_s",
                                        "val_pesq_clips")},
                           time_budget_s=args.time_budget if args.time_budget is not None else defaults.time_budget_s)
         _check_search_budget(sc)
-        if (run / "run.json").is_file() and not storage:
-            raise HwkdError(f"a search named {name} exists ({run})", f"continue it with --resume {name}, "
-                                                                     "or choose another --name")
+        if (run / "run.json").is_file():
+            # a worker may rejoin its run's database server; any other store (a $HWKD_STORAGE set for other
+            # runs included) would take the name over and rewrite the run's run.json
+            old = json.loads((run / "run.json").read_text()).get("storage", "")
+            if not storage or store.is_sqlite(old) or store.is_sqlite(storage) or not store.same_database(old, storage):
+                raise HwkdError(f"a search named {name} exists ({run}, store {store.redact(old)})",
+                                f"continue it with --resume {name}, or choose another --name")
         print(f"hwkd search --target {target['name']}: run {name} ({run})")
     if sc.data is None:
         print("hwkd search: embedded corpus (built on first use)")
     srch = Search(run, sc, storage=storage, progress=not args.quiet)
+    if storage:
+        print(f"hwkd search: store {store.redact(srch.storage_url)}")
     t = srch.target
     lat = (f"measured with {sc.runtime} ({sc.threads} thread(s))" if t["kind"] == "local"
            else f"{sc.runtime}, {sc.threads} thread(s); measured over SSH" if (t.get("ssh") or {}).get("host")
@@ -551,16 +591,19 @@ def cmd_search(args) -> int:
     trials = args.trials if args.resume and args.trials is not None else None
     budget = args.time_budget if args.resume and args.time_budget is not None else None
     try:
-        res = srch.loop(trials, budget)
+        with store.failures(srch.storage_url, f"finished trials are kept; when the database answers again, continue "
+                                              f"with: hwkd search --resume {run}"):
+            res = srch.loop(trials, budget)
     except KeyboardInterrupt:
         print(f"hwkd search: interrupted; finished trials are kept — continue with: hwkd search --resume {run}",
               file=sys.stderr)
         return 130
-    print(f"hwkd search: stopped ({res['stop']}): {res['complete']} complete, {res['failed']} failed, "
+    retried = (f", {res['retried_after_timeout']} timed out and retried" if res["retried_after_timeout"] else "")
+    print(f"hwkd search: stopped ({res['stop']}): {res['complete']} complete, {res['failed']} failed{retried}, "
           f"{res['duplicates']} duplicate proposals skipped, {res['elapsed_s']:.0f} s on this machine")
     if not args.no_report and res["complete"]:
         from hwkd.report.search import write_report
-        _, settings = open_run(str(run), storage)
+        _, settings = open_run(str(run), storage, given_from)
         out = args.reports / run.name
         summ = write_report(run, settings, out)
         print(f"report: {out / 'index.html'} (front: {len(summ['front'])} students, hypervolume "
@@ -572,7 +615,7 @@ def cmd_search(args) -> int:
 def cmd_report(args) -> int:
     from hwkd.report.search import write_report
     from hwkd.search.run import open_run
-    run, settings = open_run(args.run, args.storage)
+    run, settings = open_run(args.run, *_given_storage(args))
     out = args.reports / settings["name"]
     s = write_report(run, settings, out)
     print(f"report: {out / 'index.html'} ({s['trials_complete']} complete trials, front of {len(s['front'])}, "
@@ -583,7 +626,7 @@ def cmd_report(args) -> int:
 def cmd_pick(args) -> int:
     from hwkd.search.pick import pick
     from hwkd.search.run import open_run
-    run, settings = open_run(args.run, args.storage)
+    run, settings = open_run(args.run, *_given_storage(args))
     card = pick(run, settings, args.max_latency_ms, args.target, args.out)
     out = card["folder"]
     lat = card["latency"]
@@ -812,7 +855,7 @@ def cmd_bench(args) -> int:
 
 
 def cmd_calibrate(args) -> int:
-    from hwkd.hw.predict import calibrate, save_calibration
+    from hwkd.hw.predict import calibrate, partial_path, save_calibration
     from hwkd.targets import is_local, load_target
     target = load_target(args.target)
     device = None
@@ -826,7 +869,7 @@ def cmd_calibrate(args) -> int:
     for rt in runtimes:
         for th in _csv_list(args.threads, int) or target["threads"]:
             print(f"hwkd calibrate: {target['name']} {rt} {th} thread(s)")
-            calib = calibrate(rt, th, device=device, progress=print)
+            calib = calibrate(rt, th, device=device, progress=print, partial=partial_path(target["name"], rt, th))
             path = save_calibration(calib, target["name"])
             print(f"  {len(calib['table_ms'])} blocks + {len(calib['anchors'])} anchors in {calib['seconds']} s "
                   f"-> {path}")

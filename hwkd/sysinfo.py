@@ -10,18 +10,71 @@ import ctypes
 import os
 import platform
 import signal
+import threading
 import time
 from importlib import metadata
 
 CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
-def die_with_parent() -> None:
-    """In a child process: be killed when the parent dies (kill -9 of a worker leaves no orphan trainer)."""
+def die_with_parent(parent: int | None = None) -> None:
+    """In a child process: be killed when the parent dies (kill -9 of a worker leaves no orphan trainer), and
+    exit at once if `parent` (the starter's pid, when given) is already gone — it may die between the fork and
+    the prctl, and then no signal would ever come. The signal follows the thread that forked this process:
+    start such children from a thread that lives as long as they should (the main thread here)."""
     try:
         ctypes.CDLL("libc.so.6").prctl(1, signal.SIGKILL)       # PR_SET_PDEATHSIG
     except OSError:
-        pass
+        return
+    if parent is not None and os.getppid() != parent:
+        os._exit(127)
+
+
+def parent_death_signal(sig: int, parent: int):
+    """A `preexec_fn` for subprocess.Popen: the child gets `sig` when the thread that started it ends (so when
+    its process dies, even by kill -9), and exits at once if `parent` (the starter's pid) is already gone.
+    Linux's PR_SET_PDEATHSIG; it is cleared by a change of user, so a child that must run as another user
+    should switch before (see `as_user`). Start such children from a thread that lives as long as they should."""
+    prctl = ctypes.CDLL(None, use_errno=True).prctl            # looked up here, not after the fork
+
+    def setup() -> None:
+        if prctl(1, int(sig), 0, 0, 0) != 0:                   # PR_SET_PDEATHSIG
+            os._exit(127)
+        if os.getppid() != parent:                             # the parent died before the prctl
+            os._exit(127)
+    return setup
+
+
+def as_user(name: str, then=None):
+    """A `preexec_fn` that drops root to user `name` (its groups only), then runs `then` (e.g. the
+    parent-death setup, which must follow the change of user)."""
+    import grp
+    import pwd
+    pw = pwd.getpwnam(name)
+    groups = [g.gr_gid for g in grp.getgrall() if name in g.gr_mem] + [pw.pw_gid]
+
+    def setup() -> None:
+        os.setgroups(groups)
+        os.setgid(pw.pw_gid)
+        os.setuid(pw.pw_uid)
+        if then is not None:
+            then()
+    return setup
+
+
+def exit_with_parent(parent: int, poll_s: float = 0.25) -> None:
+    """In a pool worker (its initializer): exit when `parent`, the process that runs the pool, is gone. A
+    watchdog thread compares getppid() with it; PR_SET_PDEATHSIG would be tied to the thread that happened
+    to fork the worker, and pools may fork from short-lived threads."""
+    if os.getppid() != parent:
+        os._exit(1)
+
+    def watch() -> None:
+        while True:
+            time.sleep(poll_s)
+            if os.getppid() != parent:
+                os._exit(1)                 # finished clips and scores are already on disk / sent back
+    threading.Thread(target=watch, name="hwkd-exit-with-parent", daemon=True).start()
 
 
 def _cpuinfo() -> dict:

@@ -26,7 +26,9 @@ Schema (every field is checked; an error names the file, the field and the fix):
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import re
 from pathlib import Path
 
 from hwkd.config import is_int, is_number, load_yaml_mapping
@@ -43,7 +45,12 @@ DEVICE_NUMBERS = {
                   "a vector width in bits, a multiple of 32 from 32 to 2048 (NEON 128, AVX2 256, AVX-512 512)"),
     "memory_gb": (lambda v: is_number(v) and v > 0, "a positive number of GB"),
 }
-SSH_STRINGS = ("user", "key", "known_hosts", "python")
+SSH_FIELDS = ("host", "user", "port", "key", "known_hosts", "python")
+# a DNS name or an ~/.ssh/config alias (labels of letters, digits, '-', '_'; no label starts or ends with '-'),
+# or an IP address; never anything ssh could read as an option
+_HOST_LABEL = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?")
+# a user name: POSIX's portable characters, not starting with '-' (and the trailing '$' of machine accounts)
+_USER = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,31}\$?")
 
 
 def targets_dir() -> Path:
@@ -111,15 +118,43 @@ def validate_target(data: dict, path: Path) -> None:
         ssh = data.setdefault("ssh", {})
         if not isinstance(ssh, dict):
             bad("'ssh'", "must be a mapping (host, user, port, key, known_hosts, python)")
-        if ssh.get("host") is not None and not (isinstance(ssh["host"], str) and ssh["host"]):
-            bad("'ssh.host'", f"must be a host name or address, or null (no device), not {ssh['host']!r}")
-        for key in SSH_STRINGS:
-            if key in ssh and not isinstance(ssh[key], str):
-                bad(f"'ssh.{key}'", f"must be a string, not {ssh[key]!r}")
-        if "port" in ssh and not (is_int(ssh["port"]) and 0 < ssh["port"] < 65536):
-            bad("'ssh.port'", f"must be a port number from 1 to 65535, not {ssh['port']!r}")
+        try:
+            check_ssh(ssh)
+        except ValueError as e:
+            bad(*e.args)
     elif "ssh" in data:
         bad("'ssh'", "is only for kind: remote")
+
+
+def valid_host(host: str) -> bool:
+    """A host name, an ~/.ssh/config alias or an IP address (IPv6 without brackets)."""
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        pass
+    return len(host) <= 253 and all(_HOST_LABEL.fullmatch(label) for label in host.removesuffix(".").split("."))
+
+
+def check_ssh(ssh: dict) -> None:
+    """The ssh mapping of a remote target; raises ValueError(field, why) for the first bad field. Checked when a
+    target is loaded and again by `hwkd.hw.remote.Device`: host and user end up on ssh's command line."""
+    unknown = sorted(set(ssh) - set(SSH_FIELDS))
+    if unknown:
+        raise ValueError(f"'ssh.{unknown[0]}'", f"is not a field (known: {', '.join(SSH_FIELDS)})")
+    host = ssh.get("host")
+    if host is not None and not (isinstance(host, str) and valid_host(host)):
+        raise ValueError("'ssh.host'", f"must be a host name or an IP address, not {host!r}")
+    user = ssh.get("user")
+    if user is not None and not (isinstance(user, str) and _USER.fullmatch(user)):
+        raise ValueError("'ssh.user'", f"must be a user name (letters, digits, '_', '.', '-'; not starting with "
+                                       f"'-'), not {user!r}")
+    port = ssh.get("port", 22)
+    if type(port) is not int or not 0 < port < 65536:                  # type(): `port: true` is a bool
+        raise ValueError("'ssh.port'", f"must be a port number (an integer 1-65535), not {port!r}")
+    for f in ("key", "known_hosts", "python"):
+        if f in ssh and ssh[f] is not None and not (isinstance(ssh[f], str) and ssh[f]):
+            raise ValueError(f"'ssh.{f}'", f"must be a non-empty string, not {ssh[f]!r}")
 
 
 def is_local(target: dict) -> bool:

@@ -1,9 +1,15 @@
+import subprocess
+import sys
+import time
+
 import numpy as np
 import pytest
 from pesq import pesq
 from pystoi import stoi
 
 from hwkd.metrics import score_clip, score_pairs, si_sdr, summarize
+
+from servers import alive, children
 
 
 def _speechlike(seed, n=64000):
@@ -86,3 +92,35 @@ def test_dnsmos_offline():
     for k in ("dnsmos_sig", "dnsmos_bak", "dnsmos_ovrl", "dnsmos_p808"):
         assert 1.0 <= r[k] <= 5.0
     assert rn["dnsmos_bak"] < r["dnsmos_bak"]   # white noise at 0 dB must lower background quality
+
+
+SCORER = """
+import sys, time
+import numpy as np
+from hwkd.metrics import score_pairs
+
+def slow_load(est, ref):
+    time.sleep(0.5)
+    x = np.random.default_rng(0).standard_normal(16000) * 0.1
+    return x, x, 16000
+
+print("scoring", flush=True)
+score_pairs([(i, i, f"c{i}") for i in range(400)], slow_load, jobs=2)
+"""
+
+
+def test_pool_workers_exit_when_the_scorer_is_killed():
+    p = subprocess.Popen([sys.executable, "-c", SCORER], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert p.stdout.readline() == b"scoring\n", p.stderr.read()[-2000:]
+    t0 = time.time()
+    while time.time() - t0 < 60 and len(children(p.pid)) < 2:
+        time.sleep(0.05)
+    workers = children(p.pid)
+    assert len(workers) == 2 and p.poll() is None
+    time.sleep(1)                                       # busy scoring
+    p.kill()                                            # the scorer only (SIGKILL), not its process group
+    p.wait()
+    t0 = time.time()
+    while time.time() - t0 < 5 and any(alive(w) for w in workers):
+        time.sleep(0.05)
+    assert not [w for w in workers if alive(w)], "pool workers outlived their killed parent"

@@ -1,10 +1,10 @@
 """The SSH runner against a real OpenSSH server that this test starts on loopback (no mock)."""
 
 import getpass
+import json
 import os
+import re
 import shutil
-import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -20,46 +20,15 @@ from hwkd.hw.remote import Device
 from hwkd.models.registry import create_model
 from hwkd.targets import load_target
 
-SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from conftest import run_cli
+from servers import free_port, start_sshd, stop, with_env
 
 
 @pytest.fixture(scope="module")
 def sshd(tmp_path_factory):
-    assert Path(SSHD).exists(), "sshd is missing: ./install.sh installs openssh-server for these tests"
-    d = tmp_path_factory.mktemp("sshd")
-    for name in ("host_key", "client_key"):
-        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(d / name)], check=True)
-    (d / "authorized_keys").write_text((d / "client_key.pub").read_text())
-    os.chmod(d / "authorized_keys", 0o600)
-    if os.geteuid() == 0:
-        os.makedirs("/run/sshd", exist_ok=True)         # sshd's privilege-separation directory
-    port = _free_port()
-    cfg = d / "sshd_config"
-    cfg.write_text(f"Port {port}\nListenAddress 127.0.0.1\nHostKey {d / 'host_key'}\n"
-                   f"AuthorizedKeysFile {d / 'authorized_keys'}\nPasswordAuthentication no\n"
-                   "KbdInteractiveAuthentication no\nPubkeyAuthentication yes\nPermitRootLogin prohibit-password\n"
-                   f"StrictModes no\nUsePAM no\nPidFile {d / 'sshd.pid'}\nSubsystem sftp internal-sftp\n")
-    proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(cfg)], stderr=subprocess.PIPE)
-    for _ in range(100):
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
-        except OSError:
-            time.sleep(0.05)
-    else:
-        proc.kill()
-        pytest.fail(f"sshd did not start: {proc.stderr.read().decode()[-500:]}")
-    host_pub = (d / "host_key.pub").read_text().split()
-    (d / "known_hosts").write_text(f"[127.0.0.1]:{port} {host_pub[0]} {host_pub[1]}\n")
-    yield {"port": port, "key": str(d / "client_key"), "known_hosts": str(d / "known_hosts"), "dir": d}
-    proc.terminate()
-    proc.wait(timeout=10)
+    srv = start_sshd(tmp_path_factory.mktemp("sshd"))
+    yield srv
+    stop(srv["proc"])
 
 
 def _target(tmp_path, sshd, **ssh_over) -> dict:
@@ -96,7 +65,7 @@ def test_unknown_host_key_is_refused(tmp_path, sshd):
 
 
 def test_unreachable_device(tmp_path, sshd):
-    dev = Device(_target(tmp_path, sshd, port=_free_port()), connect_timeout=2, retries=1)
+    dev = Device(_target(tmp_path, sshd, port=free_port()), connect_timeout=2, retries=1)
     with pytest.raises(HwkdError, match="unreachable.*check that the device is on"):
         dev.check_runtime("onnxruntime")
 
@@ -131,3 +100,105 @@ def test_calibrate_over_ssh_then_predict(tmp_path, sshd, small_grid):
     res = profile(net, target, tmp_path / "p", runtimes=["onnxruntime"], threads=[1], progress=lambda *a: None)
     row = res["latency"][0]
     assert row["how"] == "predicted (calibrated)" and "over SSH" in row["provenance"] and row["p50_ms"] > 0
+
+
+# -- what a target file may put on ssh's command line ------------------------------------------------------------
+@pytest.mark.parametrize("field,value", [
+    ("host", "-oProxyCommand=touch {pwned}"),
+    ("host", "127.0.0.1 -oProxyCommand=touch {pwned}"),
+    ("user", "-oProxyCommand=touch {pwned}"),
+    ("user", "me@127.0.0.1"),
+    ("port", True),
+    ("port", "22"),
+    ("port", 0),
+])
+def test_bad_ssh_fields_are_refused_in_one_line_before_any_ssh_runs(tmp_path, sshd, field, value):
+    pwned = tmp_path / "pwned"
+    if isinstance(value, str):
+        value = value.format(pwned=pwned)
+    # ssh and scp first on PATH: they record any call, then run the real ones
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool in ("ssh", "scp"):
+        (bin_dir / tool).write_text(f"#!/bin/sh\ntouch {tmp_path / 'ssh-ran'}\nexec {shutil.which(tool)} \"$@\"\n")
+        (bin_dir / tool).chmod(0o755)
+    ssh = {"host": "127.0.0.1", "user": getpass.getuser(), "port": sshd["port"], "key": sshd["key"],
+           "known_hosts": sshd["known_hosts"], "python": sys.executable, field: value}
+    p = tmp_path / "dev.yaml"
+    p.write_text(yaml.safe_dump({"name": "loopback-dev", "kind": "remote", "device": {"type": "cpu"},
+                                 "runtimes": ["onnxruntime"], "threads": [1], "ssh": ssh}))
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "HWKD_HOME": str(tmp_path / "home")}
+    r = run_cli("calibrate", "--target", p, env=env, timeout=120)
+    assert r.returncode != 0
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in r.stderr, r.stderr
+    assert f"ssh.{field}" in lines[0] and "targets/README.md" in lines[0] and str(p) in lines[0]
+    # a target mapping handed to the runner directly (not read from a file) is checked too
+    with pytest.raises(HwkdError, match=rf"ssh\.{field}"):
+        Device({"name": "loopback-dev", "kind": "remote", "ssh": ssh})
+    assert not (tmp_path / "ssh-ran").exists() and not pwned.exists()
+
+
+def test_a_device_shell_that_prints_is_refused_clearly(tmp_path):
+    """mktemp's output becomes a path in remote commands: anything but one folder path is refused."""
+    # a device whose every session greets first (as a chatty ~/.bashrc does), then runs the command
+    greet = tmp_path / "greet.sh"
+    greet.write_text("#!/bin/sh\necho 'Welcome to the device'\nexec /bin/sh -c \"$SSH_ORIGINAL_COMMAND\"\n")
+    greet.chmod(0o755)
+    srv = start_sshd(tmp_path / "sshd", extra_config=f"ForceCommand {greet}\n")
+    try:
+        target = _target(tmp_path, srv)
+        dev = Device(target, retries=0)
+        assert dev.check_runtime("onnxruntime")                 # the version is the last line
+        with pytest.raises(HwkdError, match=r"printed 'Welcome to the device\\n/tmp/hwkd-\w{6}', not one folder "
+                                            r"path.*print nothing") as e:
+            dev.measure("onnxruntime", "hop", 1, [tmp_path / "never-copied.onnx"], hop=256, in_channels=1,
+                        protocol=Protocol(warmup=1, runs=1, min_s=0.0))
+        made = Path(re.search(r"device\\n(/tmp/hwkd-\w{6})'", str(e.value))[1])
+        assert not made.exists()                                # the folder mktemp made is not left behind
+    finally:
+        stop(srv["proc"])
+
+
+# -- calibration over SSH in chunks ---------------------------------------------------------------------------------
+def test_a_chunk_past_its_deadline_keeps_the_finished_chunks_and_stops_its_worker(tmp_path, sshd, small_grid):
+    from hwkd.hw.predict import anchor_configs, block_specs, calibrate, load_predictor, partial_path, save_calibration
+    n = len(block_specs()) + len(anchor_configs())
+    chunk = n // 2 + 1                              # two chunks a pass, four in all
+    calls = tmp_path / "calls"
+    # the device's python: the first measuring worker runs, the next one hangs (in a child, as a worker's
+    # helper would), so its chunk cannot finish in time
+    hang = tmp_path / "python-hangs-second"
+    hang.write_text(f"#!/bin/sh\nif [ \"$1\" = -m ]; then\n  echo run >> {calls}\n"
+                    f"  [ \"$(wc -l < {calls})\" -ge 2 ] && sleep 600\nfi\nexec {sys.executable} \"$@\"\n")
+    hang.chmod(0o755)
+    partial = partial_path("loopback-dev", "onnxruntime", 1)
+    proto = Protocol(warmup=3, runs=20, min_s=0.02)
+    dev = Device(_target(tmp_path, sshd, python=str(hang)))
+    with pytest.raises(HwkdError) as e:
+        calibrate("onnxruntime", 1, device=dev, progress=None, protocol=proto, partial=partial, chunk=chunk,
+                  chunk_timeout=30)
+    # the chunk and what was kept are named; its worker is gone now, before the device's own deadline
+    # (REMOTE_GRACE_S after the local one) could have stopped it
+    assert "calibration chunk 2/4 (pass 1/2" in str(e.value) and f"1 of 4 chunks are done and kept in {partial}" \
+        in str(e.value) and "rerun" in str(e.value)
+    assert calls.read_text().count("run") == 2
+    deadline = time.monotonic() + 3
+    while with_env(sshd["marker"]) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert with_env(sshd["marker"]) == [], "the worker kept running on the device"
+    state = json.loads(partial.read_text())
+    first = state["passes"][0]
+    assert all(v > 0 for v in first[:chunk]) and all(v is None for v in first[chunk:])
+    assert all(v is None for v in state["passes"][1])
+    # a rerun resumes: only the three chunks left are measured, and the table is complete
+    dev = Device(_target(tmp_path, sshd, python=sys.executable))
+    notes = []
+    calib = calibrate("onnxruntime", 1, device=dev, progress=notes.append, protocol=proto, partial=partial,
+                      chunk=chunk, chunk_timeout=120)
+    assert any("resuming, 1 of 4 chunks kept" in m for m in notes), notes
+    assert sum("done" in m for m in notes) == 3
+    assert calib["table_ms"][next(iter(calib["table_ms"]))] <= first[0]      # the smaller of the two passes
+    assert len(calib["table_ms"]) == len(block_specs()) and all(v > 0 for v in calib["table_ms"].values())
+    save_calibration(calib, "loopback-dev")
+    assert not partial.exists() and load_predictor("loopback-dev", "onnxruntime", 1) is not None

@@ -1,17 +1,17 @@
 """hwkd search / report / pick on tiny data: real distillation, real profiling, a real database server."""
 
+import contextlib
 import glob
 import json
 import os
 import shutil
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
+from urllib.parse import quote
 
 import numpy as np
 import pytest
@@ -21,6 +21,7 @@ from hwkd.search.pareto import front_mask, hypervolume
 from hwkd.search.space import load_space
 
 from conftest import run_cli
+from servers import free_port, start_postgres, stop_postgres
 
 TINY_SPACE = """name: tiny
 params:
@@ -183,33 +184,35 @@ def test_search_resumes_after_kill_9_without_losing_a_finished_trial(tmp_path, t
 
 # -- many workers, one study on a real database server ---------------------------------------------------
 
-def _pg_bin() -> Path:
-    hits = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
-    assert hits, "PostgreSQL is missing: ./install.sh installs it for this test"
-    return Path(hits[-1]).parent
+@contextlib.contextmanager
+def _postgres_server(password: str | None = None):
+    """A PostgreSQL server on 127.0.0.1 (tests/servers.py: loopback only, SCRAM password, dies with the test run)
+    with superuser hwkd and `password` (generated when None). Yields (URL without the password, URL with it)."""
+    pg = start_postgres(password)
+    bare = f"postgresql+psycopg://hwkd@127.0.0.1:{pg['port']}/postgres"
+    with_pw = bare.replace("hwkd@", "hwkd:" + quote(pg["password"], safe="") + "@")
+    try:
+        yield bare, with_pw
+    finally:
+        stop_postgres(pg)
 
 
 @pytest.fixture
 def postgres():
-    pg = _pg_bin()
-    d = Path(tempfile.mkdtemp(prefix="hwkd-pg-"))
-    as_user = []
-    if os.geteuid() == 0:                                   # the server refuses to run as root
-        shutil.chown(d, "postgres")
-        as_user = ["runuser", "-u", "postgres", "--"]
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    data = d / "data"
-    subprocess.run([*as_user, pg / "initdb", "-D", data, "-A", "trust", "-U", "hwkd"], check=True,
-                   capture_output=True)
-    subprocess.run([*as_user, pg / "pg_ctl", "-D", data, "-w", "-l", d / "log", "-o",
-                    f"-p {port} -k {d} -c listen_addresses=127.0.0.1", "start"], check=True, capture_output=True)
-    try:
-        yield f"postgresql+psycopg://hwkd@127.0.0.1:{port}/postgres"
-    finally:
-        subprocess.run([*as_user, pg / "pg_ctl", "-D", data, "-m", "immediate", "stop"], capture_output=True)
-        shutil.rmtree(d, ignore_errors=True)
+    """The URL (with its password) of a fresh test server."""
+    with _postgres_server() as (_, url):
+        yield url
+
+
+PG_PASSWORD = "hw%k-s3cret"            # '%' is written %25 in a URL: neither form may show anywhere
+SECRET = "s3cret"
+
+
+@pytest.fixture
+def postgres_with_password():
+    """(URL without the password, URL with it) of a server that asks for PG_PASSWORD."""
+    with _postgres_server(PG_PASSWORD) as urls:
+        yield urls
 
 
 def test_two_workers_share_one_study_on_a_database_server(tmp_path, tiny_corpus, postgres):
@@ -227,10 +230,123 @@ def test_two_workers_share_one_study_on_a_database_server(tmp_path, tiny_corpus,
     keys = [t.user_attrs["key"] for t in done]
     assert len(set(keys)) == 4                                # no candidate trained twice
     assert len({t.user_attrs["worker"] for t in done}) == 2   # both workers did trials
-    r = run_cli("report", tmp_path / "runs" / "shared", "--reports", tmp_path / "reports", env=env)
+    # run.json keeps the URL without its password: the report takes it from $HWKD_STORAGE (or PGPASSWORD)
+    r = run_cli("report", tmp_path / "runs" / "shared", "--reports", tmp_path / "reports",
+                env={**env, "HWKD_STORAGE": postgres})
     assert r.returncode == 0, r.stderr[-2000:]
     summ = json.loads((tmp_path / "reports" / "shared" / "summary.json").read_text())
     assert summ["trials_complete"] == 4 and summ["front"]
+
+
+def _files_holding(root: Path, secret: str) -> list[Path]:
+    return [p for p in Path(root).rglob("*") if p.is_file() and secret.encode() in p.read_bytes()]
+
+
+def test_a_store_password_is_never_shown_even_when_the_server_is_unreachable(tmp_path, paired):
+    env = _env(tmp_path, PGPASSFILE=str(tmp_path / "no-pgpass"))
+    url = f"postgresql+psycopg://hwkd:{PG_PASSWORD.replace('%', '%25')}@127.0.0.1:{free_port()}/postgres"
+    shown = "cannot open the search store postgresql+psycopg://hwkd:***@127.0.0.1:"
+    base = ("search", "--target", "rpi4", "--data", paired, "--name", "x")
+    r = run_cli(*base, "--storage", url, env=env)
+    assert r.returncode == 2 and shown in r.stderr, r.stderr[-2000:]
+    assert SECRET not in r.stdout + r.stderr and "Traceback" not in r.stderr
+    assert "visible to every user of this machine (ps)" in r.stderr          # a password on the command line
+    r = run_cli(*base, env={**env, "HWKD_STORAGE": url})                     # the same URL from the environment
+    assert r.returncode == 2 and shown in r.stderr and SECRET not in r.stdout + r.stderr, r.stderr[-2000:]
+    assert "visible to every user" not in r.stderr
+    taken = tmp_path / "runs" / "taken"                       # a local run of that name: never taken over
+    taken.mkdir(parents=True)
+    (taken / "run.json").write_text(json.dumps({"storage": "sqlite:///study.db", "name": "taken"}))
+    r = run_cli("search", "--target", "rpi4", "--data", paired, "--name", taken, env={**env, "HWKD_STORAGE": url})
+    assert r.returncode == 2 and "a search named" in r.stderr and "--resume" in r.stderr, r.stderr[-2000:]
+    assert (taken / "run.json").read_text().startswith('{"storage": "sqlite:///study.db"')
+    r = run_cli("report", "nowhere", env={**env, "HWKD_STORAGE": url})
+    assert r.returncode == 2 and "no search 'nowhere' in postgresql+psycopg://hwkd:***@" in r.stderr, r.stderr
+    assert SECRET not in r.stderr
+    r = run_cli(*base, "--storage", f"not a URL {SECRET}", env=env)          # refused at parse time, not repeated
+    assert r.returncode == 2 and "argument --storage: not a database URL" in r.stderr and SECRET not in r.stderr
+    r = run_cli("pick", "nowhere", env={**env, "HWKD_STORAGE": f"not a URL {SECRET}"})
+    assert r.returncode == 2 and "$HWKD_STORAGE is not a database URL" in r.stderr and SECRET not in r.stderr
+
+
+def test_a_server_password_is_never_printed_stored_or_in_ps(tmp_path, tiny_corpus, postgres_with_password):
+    """The password comes from $HWKD_STORAGE (or PGPASSWORD): it is in no command line while the search runs, in
+    no trial process's environment, in no output, run.json, trial file or report; run.json's URL without it
+    works with PGPASSWORD; the server connection has hwkd's connect and statement timeouts."""
+    bare, with_pw = postgres_with_password
+    env = _env(tmp_path, PGPASSFILE=str(tmp_path / "no-pgpass"), HWKD_STORAGE=with_pw)
+    env.pop("PGPASSWORD", None)
+    args = _search_args(tmp_path, tiny_corpus, "pw", 1, extra=("--trial-timeout", "20m"))
+    out, err = tmp_path / "out.txt", tmp_path / "err.txt"
+    with open(out, "w") as fo, open(err, "w") as fe:
+        proc = subprocess.Popen([sys.executable, "-m", "hwkd", *map(str, args)], env=env, stdout=fo, stderr=fe)
+        in_cmdline, trial_envs = [], []
+        while proc.poll() is None:                 # what `ps` (and a root `ps e`) would show, all along
+            for d in Path("/proc").glob("[0-9]*"):
+                try:
+                    cmd = (d / "cmdline").read_bytes()
+                    if SECRET.encode() in cmd:
+                        in_cmdline.append(cmd)
+                    if b"hwkd.search.trial" in cmd:
+                        trial_envs.append((d / "environ").read_bytes())
+                except OSError:
+                    pass
+            time.sleep(0.2)
+    out, err = out.read_text(), err.read_text()
+    assert proc.returncode == 0, err[-3000:]
+    assert not in_cmdline
+    assert trial_envs and not any(SECRET.encode() in e or b"HWKD_STORAGE=" in e for e in trial_envs)
+    assert SECRET not in out + err and "store postgresql+psycopg://hwkd:***@127.0.0.1:" in out, out
+    run, rep = tmp_path / "runs" / "pw", tmp_path / "reports" / "pw"
+    manifest = json.loads((run / "run.json").read_text())
+    assert manifest["storage"] == bare and manifest["trial_timeout_s"] == 1200       # no password; --trial-timeout
+    assert (rep / "index.html").is_file() and (run / "trials").is_dir()
+    assert _files_holding(run, SECRET) == [] and _files_holding(rep, SECRET) == []
+    no_store = {k: v for k, v in env.items() if k != "HWKD_STORAGE"}
+    r = run_cli("report", run, "--reports", tmp_path / "r2", env={**no_store, "PGPASSWORD": PG_PASSWORD})
+    assert r.returncode == 0, r.stderr[-2000:]                 # run.json's URL + libpq's PGPASSWORD
+    r = run_cli("report", run, "--reports", tmp_path / "r3", env=no_store)
+    assert r.returncode == 2 and "cannot read the store of" in r.stderr and "PGPASSWORD" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr
+    wrong = with_pw.replace(PG_PASSWORD.replace("%", "%25"), "Wr0ngPw")
+    r = run_cli("report", run, "--reports", tmp_path / "r3", env={**no_store, "HWKD_STORAGE": wrong})
+    assert r.returncode == 2 and "password authentication failed" in r.stderr and "Wr0ngPw" not in r.stderr
+    from hwkd.search import store
+    with store.open_rdb(with_pw).engine.connect() as con:
+        assert con.exec_driver_sql("SHOW statement_timeout").scalar() == "2min"
+        assert con.connection.dbapi_connection.info.get_parameters()["connect_timeout"] == "10"
+
+
+def test_a_run_folder_copied_elsewhere_is_picked_from(tmp_path, tiny_corpus):
+    """run.json names its SQLite store relative to the run folder: a finished run copied elsewhere (the original
+    deleted) is picked from and reported on, and nothing is created where it was; an older run.json's absolute
+    path falls back to RUN/study.db; a run folder without its study.db is one error line, never an empty store."""
+    env = _env(tmp_path)
+    r = run_cli(*_search_args(tmp_path, tiny_corpus, "orig", 1, extra=("--no-report",)), env=env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    orig = tmp_path / "runs" / "orig"
+    assert json.loads((orig / "run.json").read_text())["storage"] == "sqlite:///study.db"
+    moved = tmp_path / "elsewhere" / "moved"
+    shutil.copytree(orig, moved)
+    shutil.rmtree(orig)
+    r = run_cli("pick", moved, "--out", tmp_path / "pick", env=env)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert not orig.exists()                                  # no empty study.db at the old place
+    card = json.loads((tmp_path / "pick" / "card.json").read_text())
+    assert card["trial"] == 0 and (tmp_path / "pick" / "model.pt").is_file()
+    manifest = json.loads((moved / "run.json").read_text())
+    manifest["storage"] = f"sqlite:///{orig / 'study.db'}"     # as hwkd wrote run.json before
+    (moved / "run.json").write_text(json.dumps(manifest))
+    r = run_cli("report", moved, "--reports", tmp_path / "reports", env=env)
+    assert r.returncode == 0 and "1 complete trials" in r.stdout, r.stderr[-2000:]
+    assert not orig.exists()
+    (moved / "study.db").unlink()
+    for cmd in (("pick", moved), ("-q", "search", "--resume", moved)):
+        r = run_cli(*cmd, env=env)
+        assert r.returncode == 2 and f"the store of search moved ({moved / 'study.db'}) is missing" in r.stderr, \
+            (cmd, r.stderr[-2000:])
+        assert "Traceback" not in r.stderr
+    assert not (moved / "study.db").exists() and not orig.exists()
 
 
 def test_workers_asking_at_once_neither_train_a_candidate_twice_nor_overrun_trials(tmp_path):
@@ -314,6 +430,91 @@ def test_a_worker_failed_as_stale_while_it_ran_keeps_its_finished_result(tmp_pat
     assert done[0].values == [9.0, 2.0, 0.3] and done[0].params == trial.params
     assert done[0].user_attrs["key"] == "k1" and done[0].user_attrs["feasible"] is True
     assert s.recover() == 0         # the candidate has a finished trial: the failed one is not retried
+
+
+def _gone(pid: int) -> bool:
+    """The process has ended (a zombie nobody reaped counts as ended: it runs nothing)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+def test_a_hung_trial_is_killed_failed_and_retried_once_keeping_finished_work(tmp_path):
+    """A trial process that never ends (HWKD_FAULT_TRIALS n:hang, in a real child process that starts a process of
+    its own) is killed with its process group at --trial-timeout, failed with the reason, and retried once; the
+    retry, if it hangs too, is failed for good; a finished trial of the search stays as it was."""
+    import optuna
+
+    from hwkd.search.controllers import suggest
+    from hwkd.search.run import Search, SearchConfig, candidate_key
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 's.db'}")
+    study = optuna.create_study(storage=storage, study_name="s", directions=["maximize", "minimize", "minimize"])
+    space = load_space(_space(tmp_path), teacher_hop=256)
+    logs = []
+    s = Search.__new__(Search)
+    s.study, s.storage, s.nni, s.run, s.cost_ref, s.space = study, storage, None, tmp_path, 16.0, space
+    s.sc, s.target, s.log, s.worker = SearchConfig(promote_steps=0, trial_timeout_s=4), {"name": "rpi4"}, \
+        logs.append, "here:1"
+    free = {d.name: d.choices for d in space.free}
+    study.enqueue_trial({k: c[0] for k, c in free.items()})         # a candidate that finishes
+    study.enqueue_trial({k: c[-1] for k, c in free.items()})        # one that hangs
+    # trial 0 finished earlier: its result file is there (the child is not run again)
+    t0 = study.ask()
+    cand0 = suggest(t0, space)
+    key0 = candidate_key(space.to_config(cand0))
+    t0.set_user_attr("key", key0)
+    (tmp_path / "trials" / key0).mkdir(parents=True)
+    done0 = tmp_path / "trials" / key0 / "rung0.json"
+    done0.write_text(json.dumps({"val_si_sdr_db": 9.0, "val_pesq_wb": 1.5, "latency_ms": 2.0, "hop_ms": 16.0,
+                                 "macs_per_s": 3e8, "train_s": 1.0}))
+    mtime0 = done0.stat().st_mtime_ns
+    assert s._train_candidate(t0, tmp_path / "trials" / key0, cand0, space.to_config(cand0), {}) == "done"
+
+    t_start = time.monotonic()
+    assert s.run_one({1: "hang"}) == "failed"
+    waited = time.monotonic() - t_start
+    hung = study.get_trials()[1]
+    key1 = hung.user_attrs["key"]
+    pids = json.loads((tmp_path / "trials" / key1 / "hang.pids").read_text())
+    alive = [p for p in pids if not _gone(p)]
+    for p in alive:                                           # (no process left behind by a failing test)
+        os.kill(p, signal.SIGKILL)
+    assert not alive, pids                                    # the trial process and the one it started
+    assert 4 <= waited < 60, waited
+    assert hung.state.name == "FAIL" and hung.user_attrs["error"].startswith("timeout: rung 0 gave no result "
+                                                                             "within 4 s")
+    assert hung.user_attrs["timed_out"] and hung.user_attrs["will_retry"]
+    assert "retried once" in logs[-1], logs
+    assert "no result after 4 s" in (tmp_path / "trials" / key1 / "trial.log").read_text()
+    assert s.counted() == 1                                   # counted through its retry, not twice
+    assert s.recover() == 1 and s.recover() == 0              # one retry, of the same candidate
+    retry = study.get_trials()[-1]
+    assert retry.state.name == "WAITING" and retry.user_attrs["retry_of"] == 1
+    assert retry.system_attrs["fixed_params"] == hung.params
+
+    (tmp_path / "trials" / key1 / "hang.pids").unlink()
+    assert s.run_one({2: "hang"}) == "failed"                # the retry runs (and hangs as well)
+    again = study.get_trials()[2]
+    assert again.user_attrs["key"] == key1 and again.user_attrs["timed_out"]
+    assert again.user_attrs["will_retry"] is False and "not retried" in logs[-1], logs
+    assert all(_gone(p) for p in json.loads((tmp_path / "trials" / key1 / "hang.pids").read_text()))
+    assert s.recover() == 0 and s.counted() == 2              # no third try; the search goes on
+    first = study.get_trials()[0]
+    assert first.state.name == "COMPLETE" and first.values == [9.0, 2.0, 0.3]    # finished work kept
+    assert done0.stat().st_mtime_ns == mtime0
+
+
+def test_the_default_trial_timeout_follows_the_training_budget():
+    from hwkd.search.run import TRIAL_TIMEOUT_BASE_S, TRIAL_TIMEOUT_PER_AUDIO_S, Search, SearchConfig
+    s = Search.__new__(Search)
+    s.sc = SearchConfig(batch_size=4, segment_s=1.0)
+    assert s.trial_timeout_s(40) == TRIAL_TIMEOUT_BASE_S + TRIAL_TIMEOUT_PER_AUDIO_S * 160     # 40 steps x 4 x 1 s
+    s.sc = SearchConfig(batch_size=8, segment_s=2.0)
+    assert s.trial_timeout_s(40) == TRIAL_TIMEOUT_BASE_S + TRIAL_TIMEOUT_PER_AUDIO_S * 640
+    s.sc = SearchConfig(batch_size=4, segment_s=1.0, trial_timeout_s=90.0)
+    assert s.trial_timeout_s(400) == 90.0                     # --trial-timeout wins
 
 
 def test_nni_tuners_propose_into_the_optuna_study(tmp_path):

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -12,11 +13,12 @@ import pytest
 import soundfile as sf
 
 from hwkd.data import speech
-from hwkd.data.layouts import scan
+from hwkd.data.layouts import check_samples, scan
 from hwkd.data.synth import CorpusSpec, build_corpus, make_clip
 from hwkd.errors import HwkdError
 
 from conftest import run_cli
+from servers import alive, children
 
 TINY = CorpusSpec(sizes={"mono": (3, 2, 2), "foa": (2, 1, 1)})
 
@@ -118,3 +120,50 @@ def test_killed_build_resumes(tmp_path):
 def test_bad_sizes_message():
     r = run_cli("data", "synth", "--mono", "10,10")
     assert r.returncode == 2 and "TRAIN,VAL,TEST" in r.stderr
+
+
+def test_two_builders_at_once_wait_for_each_other(tmp_path):
+    """Two workers building one corpus on one host: one builds, the other waits for it, then finds every
+    clip built. (Without the lock the second deleted the first's partial writes, and both built clips.)"""
+    out = tmp_path / "c"
+    cmd = [sys.executable, "-m", "hwkd", "data", "synth", "--out", str(out), "--mono", "120,2,2", "--foa", "0,0,0",
+           "--clip-s", "1", "--jobs", "1"]
+    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=170) for p in procs]
+    for p, (_, e) in zip(procs, outs):
+        assert p.returncode == 0, e[-2000:]
+    built = sorted(outs, key=lambda oe: "built 124" in oe[0])
+    (waited_out, waited_err), (builder_out, _) = built
+    assert "built 124, kept 0" in builder_out and "built 0, kept 124" in waited_out, outs
+    assert "is being built by another process" in waited_err and "waiting for it" in waited_err
+    assert not list(out.rglob(".tmp-*"))
+    s = scan(out)
+    assert len(s.pairs) == 124 and not s.problems
+    assert check_samples(s) == 248 and not s.problems   # every sample of every file reads
+    lines = (out / "mono" / "train" / "manifest.jsonl").read_text().splitlines()
+    assert [json.loads(line)["id"] for line in lines] == [f"clip_{i:06d}" for i in range(120)]
+
+
+def test_pool_workers_exit_when_the_builder_is_killed(tmp_path):
+    out = tmp_path / "c"
+    p = subprocess.Popen([sys.executable, "-m", "hwkd", "-q", "data", "synth", "--out", str(out), "--mono", "400,0,0",
+                          "--foa", "0,0,0", "--clip-s", "1", "--jobs", "2"], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE)
+    meta = out / "mono" / "train" / ".meta"
+    t0 = time.time()
+    while time.time() - t0 < 60 and (not meta.is_dir() or len(list(meta.glob("*.json"))) < 5):
+        time.sleep(0.05)
+    workers = children(p.pid)
+    assert len(workers) == 2 and p.poll() is None
+    p.kill()                                            # the builder only (SIGKILL), not its process group
+    p.wait()
+    t0 = time.time()
+    while time.time() - t0 < 5 and any(alive(w) for w in workers):
+        time.sleep(0.05)
+    assert not [w for w in workers if alive(w)], "pool workers outlived their killed parent"
+    # and the corpus lock went with them: a build resumes (a held lock would hang it); clips finish out of
+    # order in a pool, so of the first 5 some may be built again
+    r = run_cli("-q", "data", "synth", "--out", out, "--mono", "5,0,0", "--foa", "0,0,0", "--clip-s", "1",
+                timeout=120)
+    m = re.search(r"built (\d+), kept (\d+)", r.stdout)
+    assert r.returncode == 0 and m and int(m[1]) + int(m[2]) == 5 and int(m[2]) >= 1, r.stdout + r.stderr

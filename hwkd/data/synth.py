@@ -15,12 +15,15 @@ Layout (each split is a generic paired folder, readable by `hwkd data check`):
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import platform
 import subprocess
+import sys
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from importlib import metadata
 from multiprocessing import get_context
@@ -214,6 +217,33 @@ def write_manifests(root: Path, spec: CorpusSpec) -> dict:
     return counts
 
 
+@contextmanager
+def _build_lock(root: Path, progress: bool):
+    """An exclusive lock on ROOT/.build.lock (flock: released by the kernel when its holder exits, kill -9
+    included), held for a whole build."""
+    path = root / ".build.lock"
+    try:
+        f = open(path, "a+")
+    except OSError as e:
+        raise HwkdError(f"cannot create the corpus lock {path}: {e.strerror}",
+                        "build the corpus in a folder you can write (--out, or HWKD_HOME)") from None
+    with f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "?"
+            if progress:
+                print(f"hwkd data synth: {root} is being built by another process (pid {holder}); waiting for it",
+                      file=sys.stderr, flush=True)
+            fcntl.flock(f, fcntl.LOCK_EX)
+        f.seek(0)
+        f.truncate()
+        f.write(f"{os.getpid()}\n")
+        f.flush()
+        yield                                  # closing the file releases the lock
+
+
 def build_corpus(root: str | os.PathLike, spec: CorpusSpec = CorpusSpec(), jobs: int | None = None,
                  progress: bool = True) -> dict:
     """Build (or resume, or extend) a corpus. Returns a summary dict."""
@@ -221,69 +251,75 @@ def build_corpus(root: str | os.PathLike, spec: CorpusSpec = CorpusSpec(), jobs:
     check_sources()
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
-    _check_identity(root, spec)
-    for stale in root.glob("*/*/*/.tmp-*"):  # partial writes of a killed build
-        stale.unlink(missing_ok=True)
-    todo, skipped = [], 0
-    for set_name, sizes in spec.sizes.items():
-        if set_name not in SETS:
-            raise HwkdError(f"unknown corpus set {set_name!r}", f"use one of {', '.join(SETS)}")
-        for split, n in zip(SPLITS, sizes):
-            split_dir = root / set_name / split
-            for i in range(n):
-                if _is_done(split_dir, i):
-                    skipped += 1
-                else:
-                    todo.append((spec, str(root), set_name, split, i))
-    write_text_atomic(root / "corpus.json", json.dumps({
-        "format": "hwkd-corpus", "identity": spec.identity(),
-        "sizes": {k: dict(zip(SPLITS, v)) for k, v in spec.sizes.items()},
-        "channels": {k: SETS[k] for k in spec.sizes}, "sample_rate": SR,
-        "versions": package_versions(),
-        "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z")}, indent=2))
+    # one builder at a time per corpus: another waits here, then finds the clips built (and skips them);
+    # without it, its clean-up below deletes the partial writes of a build in progress
+    with _build_lock(root, progress):
+        _check_identity(root, spec)
+        for stale in root.glob("*/*/*/.tmp-*"):  # partial writes of a killed build
+            stale.unlink(missing_ok=True)
+        todo, skipped = [], 0
+        for set_name, sizes in spec.sizes.items():
+            if set_name not in SETS:
+                raise HwkdError(f"unknown corpus set {set_name!r}", f"use one of {', '.join(SETS)}")
+            for split, n in zip(SPLITS, sizes):
+                split_dir = root / set_name / split
+                for i in range(n):
+                    if _is_done(split_dir, i):
+                        skipped += 1
+                    else:
+                        todo.append((spec, str(root), set_name, split, i))
+        write_text_atomic(root / "corpus.json", json.dumps({
+            "format": "hwkd-corpus", "identity": spec.identity(),
+            "sizes": {k: dict(zip(SPLITS, v)) for k, v in spec.sizes.items()},
+            "channels": {k: SETS[k] for k in spec.sizes}, "sample_rate": SR,
+            "versions": package_versions(),
+            "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z")}, indent=2))
 
-    jobs = jobs or os.cpu_count() or 1
-    t0 = time.perf_counter()
-    done = 0
-    bar = None
-    if progress and todo:
-        from tqdm import tqdm
-        bar = tqdm(total=len(todo), unit="clip", desc="hwkd data synth", dynamic_ncols=True)
-        if skipped:
-            bar.write(f"resuming: {skipped} finished clips kept, {len(todo)} to build")
-    try:
-        if jobs == 1:
-            for job in todo:
-                _build_one(job)
-                done += 1
-                if bar:
-                    bar.update()
-        elif todo:
-            # fork: workers inherit the loaded modules; each clip is seeded by its own tuple anyway
-            with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("fork")) as pool:
-                pending = set()
-                it = iter(todo)
-                for job in it:
-                    pending.add(pool.submit(_build_one, job))
-                    if len(pending) >= 4 * jobs:
-                        break
-                while pending:
-                    finished, pending = wait(pending, return_when=FIRST_COMPLETED)
-                    for f in finished:
-                        f.result()
-                        done += 1
-                        if bar:
-                            bar.update()
-                        nxt = next(it, None)
-                        if nxt is not None:
-                            pending.add(pool.submit(_build_one, nxt))
-    finally:
-        if bar:
-            bar.close()
-        counts = write_manifests(root, spec)
-    elapsed = time.perf_counter() - t0
-    return {"root": str(root), "built": done, "skipped": skipped, "seconds": round(elapsed, 2),
-            "counts": counts, "spec": asdict(spec)}
+        jobs = jobs or os.cpu_count() or 1
+        t0 = time.perf_counter()
+        done = 0
+        bar = None
+        if progress and todo:
+            from tqdm import tqdm
+            bar = tqdm(total=len(todo), unit="clip", desc="hwkd data synth", dynamic_ncols=True)
+            if skipped:
+                bar.write(f"resuming: {skipped} finished clips kept, {len(todo)} to build")
+        try:
+            if jobs == 1:
+                for job in todo:
+                    _build_one(job)
+                    done += 1
+                    if bar:
+                        bar.update()
+            elif todo:
+                # fork: workers inherit the loaded modules; each clip is seeded by its own tuple anyway. A worker
+                # exits when this process dies (kill -9 included): its clips resume on the next build
+                from hwkd.sysinfo import exit_with_parent
+                with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("fork"), initializer=exit_with_parent,
+                                         initargs=(os.getpid(),)) as pool:
+                    pending = set()
+                    it = iter(todo)
+                    for job in it:
+                        pending.add(pool.submit(_build_one, job))
+                        if len(pending) >= 4 * jobs:
+                            break
+                    while pending:
+                        finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+                        for f in finished:
+                            f.result()
+                            done += 1
+                            if bar:
+                                bar.update()
+                            nxt = next(it, None)
+                            if nxt is not None:
+                                pending.add(pool.submit(_build_one, nxt))
+        finally:
+            if bar:
+                bar.close()
+            counts = write_manifests(root, spec)
+        elapsed = time.perf_counter() - t0
+        return {"root": str(root), "built": done, "skipped": skipped, "seconds": round(elapsed, 2),
+                "counts": counts, "spec": asdict(spec)}
 
 
 def build_default_corpus(jobs: int | None = None, progress: bool = True) -> dict:

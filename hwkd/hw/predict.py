@@ -43,8 +43,12 @@ prediction carries that provenance and the label "predicted". Models with a grow
 (time_attention: causal) or non-causal models are not predicted (their per-hop cost is not constant).
 
 A target without a calibration may ship a default (`default_prediction`): MACs per hop divided by a
-throughput derived from the chip's published figures (cores, clock, SIMD width) and an assumed efficiency,
-labelled "uncalibrated default" until `hwkd calibrate --target T` replaces it.
+throughput derived from the chip's published figures (one core's clock and SIMD width) and an assumed
+efficiency, labelled "uncalibrated default" until `hwkd calibrate --target T` replaces it. More threads are
+not assumed faster (measured here, a small streaming step is slower at 2 threads than at 1 on both runtimes).
+
+Every calibrated prediction carries an uncertainty band (`Predictor.predict_band`, from leave-one-out
+residuals over the anchors); benchmarks/predictor_accuracy.py measures how often it covers the measured value.
 """
 
 from __future__ import annotations
@@ -237,70 +241,131 @@ def export_block(spec: dict, path: Path) -> Path:
 
 
 # -- calibration ------------------------------------------------------------------------------------
-def calibrate(runtime: str, threads: int, device=None, progress=print, protocol=None) -> dict:
+CHUNK = 32                                           # micro-benchmarks per chunk of a calibration pass
+CHUNK_TIMEOUT_S = 600                                # a device's deadline per chunk
+
+
+def calibrate(runtime: str, threads: int, device=None, progress=print, protocol=None, partial: Path | None = None,
+              chunk: int = CHUNK, chunk_timeout: float = CHUNK_TIMEOUT_S) -> dict:
     """Run every micro-benchmark (the block grid and the anchors) with `runtime` and `threads`, here or on
-    `device` (a `hwkd.hw.remote.Device`) in one SSH session; returns the calibration table."""
+    `device` (a `hwkd.hw.remote.Device`); returns the calibration table.
+
+    The work goes in chunks of `chunk` micro-benchmarks (on a device: one SSH session each, with a deadline of
+    `chunk_timeout` s). After each chunk the figures so far are written to `partial` (when given); a rerun with
+    the same settings resumes from it, so a chunk that fails or runs out of time loses only itself.
+    `save_calibration` removes the partial file of a finished calibration."""
+    from hwkd.audio.io import write_text_atomic
     from hwkd.hw.export import export_step_onnx, to_openvino
     from hwkd.hw.measure import Protocol, runtime_version
+    from hwkd.hw.remote import DeviceTimeout
     from hwkd.sysinfo import LoadMeter, fingerprint
     if runtime not in ("onnxruntime", "openvino"):
         raise HwkdError(f"calibration runs onnxruntime or openvino, not {runtime!r}", "pick one of those")
+    if chunk < 1:
+        raise ValueError(f"chunk {chunk}")
     proto = protocol or Protocol(warmup=20, runs=100, min_s=0.2)
-    specs = block_specs()
+    specs, cfgs = block_specs(), anchor_configs()
+    n = len(specs) + len(cfgs)
+    where = "local" if device is None else f"{device.name} over SSH ({device.where})"
+    identity = {"version": CALIB_VERSION, "runtime": runtime, "threads": threads, "protocol": proto.__dict__,
+                "where": where, "items": [spec_key(sp) for sp in specs] + [c.to_dict() for c in cfgs]}
+    identity = json.loads(json.dumps(identity))      # as read back from the file (tuples become lists)
+    partial = None if partial is None else Path(partial)
+    state = _load_partial(partial, identity, progress)
+    # two passes over the whole list, each block's figure the smaller of its two medians: a transient spike in
+    # one pass (another process, a page fault storm) does not end up in the table
+    chunks = [(rep, lo, min(lo + chunk, n)) for rep in range(2) for lo in range(0, n, chunk)]
+    done = [all(v is not None for v in state["passes"][rep][lo:hi]) for rep, lo, hi in chunks]
+    if progress and any(done):
+        progress(f"  calibrate {runtime} {threads} thr: resuming, {sum(done)} of {len(chunks)} chunks kept "
+                 f"from {partial}")
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
-        items = []                                   # (mode, [files]) for specs, then anchors
+        exported: dict[int, list[Path]] = {}
 
-        def files_of(onnx: Path) -> list[Path]:
-            if runtime != "openvino":
-                return [onnx]
-            xml = to_openvino(onnx, onnx.with_suffix(".xml"))
-            return [xml, xml.with_suffix(".bin")]
-        for i, spec in enumerate(specs):
-            items.append(("block", files_of(export_block(spec, Path(tmp) / f"b{i}.onnx"))))
-        anchor_params = []
-        for j, cfg in enumerate(anchor_configs()):
-            torch.manual_seed(j)
-            net = DPDCRN(cfg).eval()
-            anchor_params.append(sum(p.numel() for p in net.parameters()))
-            items.append(("hop", files_of(export_step_onnx(net, Path(tmp) / f"a{j}.onnx"))))
+        def files_of(i: int) -> list[Path]:
+            """Item i exported (once; both passes use it): a block of the grid, then the anchors."""
+            if i not in exported:
+                if i < len(specs):
+                    onnx = export_block(specs[i], Path(tmp) / f"b{i}.onnx")
+                else:
+                    torch.manual_seed(i - len(specs))
+                    onnx = export_step_onnx(DPDCRN(cfgs[i - len(specs)]).eval(), Path(tmp) / f"a{i}.onnx")
+                if runtime == "openvino":
+                    xml = to_openvino(onnx, onnx.with_suffix(".xml"))
+                    exported[i] = [xml, xml.with_suffix(".bin")]
+                else:
+                    exported[i] = [onnx]
+            return exported[i]
+
         if progress:
-            progress(f"  calibrate {runtime} {threads} thr: {len(items)} micro-benchmarks exported, measuring "
-                     + ("here" if device is None else f"on {device.name}"))
+            progress(f"  calibrate {runtime} {threads} thr: {n} micro-benchmarks x 2 passes in {len(chunks)} chunks, "
+                     "measuring " + ("here" if device is None else f"on {device.name}"))
         with LoadMeter() as load:
-            # two passes over the whole list, each block's figure the smaller of its two medians: a transient
-            # spike in one pass (another process, a page fault storm) does not end up in the table
-            if device is None:
-                from hwkd.hw.measure import _Runner, _timed
-                passes, fp = [], fingerprint()
-                for rep in range(2):
+            for k, ((rep, lo, hi), finished) in enumerate(zip(chunks, done)):
+                if finished:
+                    continue
+                modes = ["block" if i < len(specs) else "hop" for i in range(lo, hi)]
+                if device is None:
+                    from hwkd.hw.measure import _Runner, _timed
                     lat = []
-                    for k, (mode, files) in enumerate(items):
-                        onnx = files[0] if runtime != "openvino" else None
-                        ir = files[0] if runtime == "openvino" else None
-                        wall, own, _ = _timed(_Runner(runtime, mode, threads, onnx=onnx, ir=ir), proto)
+                    for i, mode in zip(range(lo, hi), modes):
+                        f = files_of(i)[0]
+                        wall, own, _ = _timed(_Runner(runtime, mode, threads, onnx=None if runtime == "openvino"
+                                                      else f, ir=f if runtime == "openvino" else None), proto)
                         lat.append(float(np.median(own if own is not None else wall)))
-                        if progress and (k + 1) % 100 == 0:
-                            progress(f"  calibrate {runtime} {threads} thr: pass {rep + 1}/2, {k + 1}/{len(items)}")
-                    passes.append(lat)
-                other = load
-            else:
-                passes = []
-                for _ in range(2):
-                    ms = device.measure_batch(runtime, threads, items, hop=256, in_channels=1, protocol=proto)
-                    passes.append([m.p50_ms for m in ms])
-                fp = ms[0].fingerprint
-                other = None
-            lat = [min(a, b) for a, b in zip(*passes)]
+                    state["fingerprint"] = state["fingerprint"] or fingerprint()
+                else:
+                    items = [(mode, files_of(i)) for i, mode in zip(range(lo, hi), modes)]
+                    try:
+                        ms = device.measure_batch(runtime, threads, items, hop=256, in_channels=1, protocol=proto,
+                                                  timeout=chunk_timeout)
+                    except DeviceTimeout as e:
+                        kept = (f"{sum(done)} of {len(chunks)} chunks are done and kept in {partial}"
+                                if partial is not None else "nothing is kept (no partial file given)")
+                        raise HwkdError(f"device {device.name} ({device.where}): calibration chunk {k + 1}/"
+                                        f"{len(chunks)} (pass {rep + 1}/2, micro-benchmarks {lo + 1}-{hi}) took over "
+                                        f"{chunk_timeout:.0f} s; its worker was stopped and {kept}",
+                                        "check the device's load, then rerun the same command: it resumes from "
+                                        "the kept chunks") from e
+                    lat = [m.p50_ms for m in ms]
+                    state["fingerprint"] = ms[0].fingerprint
+                state["passes"][rep][lo:hi] = lat
+                done[k] = True
+                if partial is not None:
+                    partial.parent.mkdir(parents=True, exist_ok=True)
+                    write_text_atomic(partial, json.dumps(state))
+                if progress:
+                    progress(f"  calibrate {runtime} {threads} thr: chunk {k + 1}/{len(chunks)} done "
+                             f"(pass {rep + 1}/2, {hi}/{n})")
+    lat = [min(a, b) for a, b in zip(*state["passes"])]
+    anchor_params = [sum(p.numel() for p in DPDCRN(cfg).parameters()) for cfg in cfgs]
     table = {spec_key(spec): v for spec, v in zip(specs, lat)}
-    anchors = [{"config": cfg.to_dict(), "params": n, "measured_ms": v}
-               for cfg, n, v in zip(anchor_configs(), anchor_params, lat[len(specs):])]
+    anchors = [{"config": cfg.to_dict(), "params": n_p, "measured_ms": v}
+               for cfg, n_p, v in zip(cfgs, anchor_params, lat[len(specs):])]
     return {"version": CALIB_VERSION, "runtime": runtime, "version_runtime": runtime_version(runtime)
             if device is None else device.check_runtime(runtime), "threads": threads, "table_ms": table,
-            "anchors": anchors, "protocol": proto.__dict__, "fingerprint": fp,
-            "where": "local" if device is None else f"{device.name} over SSH ({device.where})",
+            "anchors": anchors, "protocol": proto.__dict__, "fingerprint": state["fingerprint"], "where": where,
             "seconds": round(time.perf_counter() - t0, 1),
-            "other_load": other.other_load if other is not None else None, "how": "micro-benchmarks"}
+            "other_load": load.other_load if device is None else None, "how": "micro-benchmarks"}
+
+
+def _load_partial(partial: Path | None, identity: dict, progress) -> dict:
+    """The figures a killed or timed-out calibration with the same settings kept, else an empty state."""
+    fresh = {"identity": identity, "passes": [[None] * len(identity["items"]) for _ in range(2)],
+             "fingerprint": None}
+    if partial is None or not partial.is_file():
+        return fresh
+    try:
+        state = json.loads(partial.read_text())
+        ok = state["identity"] == identity and all(len(p) == len(identity["items"]) for p in state["passes"])
+    except (ValueError, KeyError, TypeError):
+        ok = False
+    if not ok:
+        if progress:
+            progress(f"  {partial}: figures of other settings (or unreadable), starting over")
+        return fresh
+    return state
 
 
 # -- prediction -------------------------------------------------------------------------------------
@@ -313,20 +378,40 @@ def _interp1(xs, ys, x) -> float:
     return float(math.exp(ly[i] + w * (ly[i + 1] - ly[i])))
 
 
+def _fit(a: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Least-squares coefficients (blocks, params, states, constant) from anchor features `a` and latencies `y`."""
+    if len(y) >= 2 * a.shape[1]:
+        return np.linalg.lstsq(a, y, rcond=None)[0]
+    # too few anchors for four coefficients (a reduced grid): with as many anchors as unknowns the fit
+    # interpolates the anchors' timing noise exactly and extrapolates it (a CI run predicted 1.9 ms for
+    # a 1.1 ms candidate from 4 anchors); fit the block sum's scale and the constant only
+    sub = np.linalg.lstsq(a[:, [0, 3]], y, rcond=None)[0]
+    return np.array([sub[0], 0.0, 0.0, sub[1]])
+
+
 class Predictor:
+    """Predicted per-hop latency with an uncertainty band.
+
+    The band comes from leave-one-out over the anchors: each anchor is predicted by a fit on the others (an
+    anchor is then a candidate the fit never saw), and the band is the 90th percentile of those relative
+    errors (the largest one with fewer than 10 anchors). A prediction p with band b says the measured value
+    lies in [p / (1 + b), p / (1 - b)] (relative error p / measured - 1 within ±b);
+    benchmarks/predictor_accuracy.py checks how often that holds on held-out candidates.
+    """
+
     def __init__(self, calib: dict):
         self.calib = calib
         self.t = calib["table_ms"]
         a = np.array([self._features(DPDCRNConfig.from_dict(r["config"])) for r in calib["anchors"]])
         y = np.array([r["measured_ms"] for r in calib["anchors"]])
-        if len(y) >= 2 * a.shape[1]:
-            self.coef = np.linalg.lstsq(a, y, rcond=None)[0]
-        else:
-            # too few anchors for four coefficients (a reduced grid): with as many anchors as unknowns the fit
-            # interpolates the anchors' timing noise exactly and extrapolates it (a CI run predicted 1.9 ms for
-            # a 1.1 ms candidate from 4 anchors); fit the block sum's scale and the constant only
-            sub = np.linalg.lstsq(a[:, [0, 3]], y, rcond=None)[0]
-            self.coef = np.array([sub[0], 0.0, 0.0, sub[1]])
+        self.coef = _fit(a, y)
+        floor = self._get(block="call")
+        loo = []
+        for i in range(len(y)):
+            keep = np.arange(len(y)) != i
+            loo.append(max(float(_fit(a[keep], y[keep]) @ a[i]), floor) / y[i] - 1)
+        self.loo_rel_err = loo
+        self.band = float(np.quantile(np.abs(loo), 0.9) if len(loo) >= 10 else np.max(np.abs(loo)))
 
     def _features(self, cfg: DPDCRNConfig) -> np.ndarray:
         params, states = model_sizes(cfg)
@@ -365,12 +450,19 @@ class Predictor:
         # a step costs at least one call of the runtime (a fit on noisy anchors can extrapolate below it)
         return max(float(self.coef @ self._features(cfg)), self._get(block="call"))
 
+    def predict_band(self, cfg: DPDCRNConfig) -> dict:
+        """{"p50_ms", "lo_ms", "hi_ms", "band"}: the prediction and the interval the measured value should lie in."""
+        p = self.predict_hop_ms(cfg)
+        b = min(self.band, 0.95)
+        return {"p50_ms": p, "lo_ms": p / (1 + b), "hi_ms": p / (1 - b), "band": self.band}
+
     def provenance(self) -> str:
         c = self.calib
         fp = c.get("fingerprint", {})
         return (f"predicted from {len(self.t)} block micro-benchmarks and {len(c['anchors'])} anchors "
                 f"({c['runtime']} {c['version_runtime']}, "
-                f"{c['threads']} threads) on {fp.get('cpu', '?')} ({c.get('where', 'local')}) on {fp.get('date', '?')}")
+                f"{c['threads']} threads) on {fp.get('cpu', '?')} ({c.get('where', 'local')}) on "
+                f"{fp.get('date', '?')}; band ±{self.band:.0%} (leave-one-out over the anchors)")
 
 
 def model_sizes(cfg: DPDCRNConfig) -> tuple[int, int]:
@@ -393,11 +485,19 @@ def calibration_path(target: str, runtime: str, threads: int) -> Path:
     return hwkd_home() / "calibration" / f"{target}-{runtime}-{threads}t.json"
 
 
+def partial_path(target: str, runtime: str, threads: int) -> Path:
+    """Where `hwkd calibrate` keeps the chunks of an unfinished calibration."""
+    p = calibration_path(target, runtime, threads)
+    return p.with_name(p.stem + ".partial.json")
+
+
 def save_calibration(calib: dict, target: str) -> Path:
+    """Write the calibration (atomically), then drop the partial file it may have been resumed from."""
     from hwkd.audio.io import write_text_atomic
     p = calibration_path(target, calib["runtime"], calib["threads"])
     p.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(p, json.dumps(calib, indent=1))
+    partial_path(target, calib["runtime"], calib["threads"]).unlink(missing_ok=True)
     return p
 
 
@@ -418,16 +518,24 @@ def load_predictor(target: str, runtime: str, threads: int) -> Predictor | None:
 
 def default_prediction(target: dict, cfg: DPDCRNConfig, threads: int, macs_per_hop: float,
                        efficiency: float = 0.15) -> dict:
-    """Uncalibrated default: MACs per hop / (threads x clock x SIMD fp32 lanes x 2 FMA pipes x efficiency)."""
+    """Uncalibrated default: MACs per hop / (one core x clock x SIMD fp32 lanes x 2 FMA pipes x efficiency).
+
+    One core whatever `threads` says: a small streaming step does not get faster with more threads on any
+    runtime measured here (cpu-student-causal per hop, 1 -> 2 threads: OpenVINO 0.44 -> 1.50 ms, ONNX Runtime
+    0.56 -> 0.73 ms; the synchronisation costs more than the work shared), so the default no longer divides
+    by the core count (it predicted the rpi4 at 4 threads 4x faster than at 1). A calibration measures it.
+    """
     dev = target["device"]
     if not all(k in dev for k in ("freq_ghz", "simd_bits")):
         raise HwkdError(f"target {target['name']} has no published chip figures (device.freq_ghz, simd_bits)",
                         f"calibrate it: hwkd calibrate --target {target['name']}")
     lanes = dev["simd_bits"] // 32
-    peak = min(threads, dev.get("cores", threads)) * dev["freq_ghz"] * 1e9 * lanes * 2
+    peak = dev["freq_ghz"] * 1e9 * lanes * 2
     ms = macs_per_hop / (peak * efficiency) * 1e3
+    more = (f"; the 1-thread figure for {threads} threads (more threads are not assumed faster for a streaming "
+            f"step)") if threads > 1 else ""
     return {"p50_ms": ms, "how": "predicted (uncalibrated default)",
-            "provenance": f"MACs per hop / ({min(threads, dev.get('cores', threads))} cores x {dev['freq_ghz']} GHz "
-                          f"x {lanes} fp32 lanes x 2 FMA pipes x {efficiency:.0%} assumed efficiency), from the "
-                          f"chip's published figures ({dev.get('cpu', '?')}); not calibrated — run "
+            "provenance": f"MACs per hop / (1 core x {dev['freq_ghz']} GHz x {lanes} fp32 lanes x 2 FMA pipes x "
+                          f"{efficiency:.0%} assumed efficiency), from the chip's published figures "
+                          f"({dev.get('cpu', '?')}){more}; not calibrated, no uncertainty band — run "
                           f"hwkd calibrate --target {target['name']}"}

@@ -49,7 +49,9 @@ def predicted_latency(net: DPDCRN, target: dict, runtimes, threads, macs_per_hop
                 continue
             pred = load_predictor(target["name"], rt, th)
             if pred is not None:
-                row.update(p50_ms=pred.predict_hop_ms(cfg), how="predicted (calibrated)", provenance=pred.provenance())
+                band = pred.predict_band(cfg)
+                row.update(p50_ms=band["p50_ms"], band_lo_ms=band["lo_ms"], band_hi_ms=band["hi_ms"],
+                           how="predicted (calibrated)", provenance=pred.provenance())
             else:
                 row.update(default_prediction(target, cfg, th, macs_per_hop))
             row["rtf"] = row["p50_ms"] / hop_ms

@@ -192,9 +192,10 @@ def _run_cell(cdir: Path, which: str, student: str, scheme: str, seed: int, cc: 
     return res
 
 
-def _worker(k: int, out: Path, cc: CompareConfig, teacher_path: Path, data: dict, threads: int) -> None:
+def _worker(k: int, out: Path, cc: CompareConfig, teacher_path: Path, data: dict, threads: int,
+            parent: int | None = None) -> None:
     import sys
-    die_with_parent()
+    die_with_parent(parent)
 
     def log(msg):       # one write per line: lines of side-by-side workers must not interleave
         sys.stdout.write(f"[worker {k}] {msg}\n")
@@ -231,7 +232,8 @@ def run_compare_parallel(out: Path, cc: CompareConfig, teacher_path: Path, worke
     threads = cc.threads or max(1, (os.cpu_count() or 1) // workers)
     log(f"hwkd compare: {workers} workers, {threads} thread(s) each; progress per cell")
     ctx = mp.get_context("spawn")
-    procs = [ctx.Process(target=_worker, args=(k, out, cc, Path(teacher_path), data, threads), name=f"compare-{k}")
+    procs = [ctx.Process(target=_worker, args=(k, out, cc, Path(teacher_path), data, threads, os.getpid()),
+                         name=f"compare-{k}")
              for k in range(workers)]
     for p in procs:
         p.start()

@@ -147,10 +147,13 @@ def _score_job(job):
     return {"id": clip_id, **score_clip(est, ref, sr, dnsmos)}
 
 
-def _init_worker():
+def _init_worker(parent: int):
     # one BLAS thread per process: the pool is the parallelism (oversubscribing 2 cores costs ~30 %)
     from threadpoolctl import threadpool_limits
+
+    from hwkd.sysinfo import exit_with_parent
     threadpool_limits(1)
+    exit_with_parent(parent)                   # a kill -9 of the scoring process leaves no worker behind
 
 
 def score_pairs(jobs_list: list[tuple], load, jobs: int | None = None, dnsmos: bool = False,
@@ -176,7 +179,7 @@ def score_pairs(jobs_list: list[tuple], load, jobs: int | None = None, dnsmos: b
     else:
         chunk = max(1, min(8, len(work) // (jobs * 4)))
         with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("fork"),
-                                 initializer=_init_worker) as pool:
+                                 initializer=_init_worker, initargs=(os.getpid(),)) as pool:
             for row in pool.map(_score_job, work, chunksize=chunk):
                 rows.append(row)
                 if bar:

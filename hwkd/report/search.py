@@ -20,14 +20,20 @@ def collect(run: Path, settings: dict) -> tuple:
     """(trials DataFrame, study user attrs)."""
     import optuna
     import pandas as pd
+
+    from hwkd.search import store
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    url = settings["storage"]
+    store.require_sqlite_file(url, f"search {settings['name']}")      # reading never creates an empty store
     try:
-        study = optuna.load_study(study_name=settings["name"], storage=settings["storage"])
+        study = optuna.load_study(study_name=settings["name"], storage=store.open_rdb(url))
+        trials, attrs = study.get_trials(deepcopy=False), study.user_attrs
     except Exception as e:  # noqa: BLE001
-        raise HwkdError(f"cannot read the store of {run} ({type(e).__name__}: {str(e).splitlines()[0][:200]})",
-                        "check that the run finished its first trial and its database is reachable") from None
+        raise HwkdError(f"cannot read the store of {run} ({store.redact(url)}: {store.describe(e, url)})",
+                        "check that the run finished its first trial and its database is reachable (a URL "
+                        "without a password takes it from PGPASSWORD or ~/.pgpass)") from None
     rows = []
-    for t in study.get_trials(deepcopy=False):
+    for t in trials:
         a = t.user_attrs
         if a.get("duplicate_of") is not None or a.get("over_limit") or t.state.name == "WAITING":
             continue
@@ -45,7 +51,7 @@ def collect(run: Path, settings: dict) -> tuple:
                      "started": t.datetime_start.isoformat() if t.datetime_start else None,
                      "completed": t.datetime_complete.isoformat() if t.datetime_complete else None,
                      "checkpoint": a.get("checkpoint"), "kd_lambda": a.get("kd_lambda")})
-    return pd.DataFrame(rows), study.user_attrs
+    return pd.DataFrame(rows), attrs
 
 
 def fronts(df):

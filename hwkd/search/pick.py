@@ -43,7 +43,7 @@ def pick(run: Path, settings: dict, max_latency_ms: float | None, target: str | 
                         f"{settings['target']} (fastest: {fastest:.3f} ms)",
                         "raise --max-latency-ms, or search a space with smaller students")
     row = ok.sort_values(["val_si_sdr_db", "latency_ms"], ascending=[False, True]).iloc[0]
-    ckpt = Path(row["checkpoint"])
+    ckpt = _checkpoint(run, row)
     if not ckpt.is_file():
         raise HwkdError(f"trial {row['trial']}'s checkpoint {ckpt} is not on this machine (worker {row['worker']})",
                         "run hwkd pick on the machine whose worker trained it, or copy its run folder here")
@@ -103,6 +103,14 @@ def pick(run: Path, settings: dict, max_latency_ms: float | None, target: str | 
           f"Run it: `hwkd enhance {out / 'model.pt'} in.wav out.wav" + (" --streaming`" if cfg.causal else "`")]
     (out / "model_card.md").write_text("\n".join(md) + "\n")
     return card
+
+
+def _checkpoint(run: Path, row) -> Path:
+    """The trial's checkpoint in this run folder (trials/KEY/rungN/best.pt, where a copied or moved run folder has
+    it), else where its worker wrote it (the path recorded in the store)."""
+    recorded = Path(row["checkpoint"])
+    here = Path(run) / "trials" / str(row["key"]) / recorded.parent.name / recorded.name
+    return here if here.is_file() else recorded
 
 
 def _lam(training: dict) -> str:

@@ -1,8 +1,9 @@
 """`hwkd search`: the search loop over an Optuna study (the store), resumable and shareable by workers.
 
-A run is a folder RUN (default $HWKD_HOME/runs/NAME) holding run.json (the settings), the study
-(sqlite:///RUN/study.db unless --storage names a database server), trials/KEY/ (one folder per candidate:
-its spec, log, checkpoints per rung, exports, results) and worker clocks. The settings also live in the
+A run is a folder RUN (default $HWKD_HOME/runs/NAME) holding run.json (the settings), the study (RUN/study.db,
+named in run.json relative to RUN so the folder can be moved or copied, unless --storage or $HWKD_STORAGE names a
+database server; no password is ever written or shown: hwkd.search.store), trials/KEY/ (one folder per
+candidate: its spec, log, checkpoints per rung, exports, results) and worker clocks. The settings also live in the
 study's user attributes, so a worker on another machine joins with `--storage URL --name NAME` alone.
 
 The loop (per worker): ask the controller for a candidate; skip it if another trial already has or is running
@@ -11,10 +12,12 @@ candidate; and a candidate folder is held by a file lock while it trains), so tw
 candidate twice; run rung 0 in a child process (short distillation, validation, profiling on the target);
 promote it to rung 1 (more distillation) when its rung-0 result is on the current rung-0 front and enough
 trials have finished (multi-fidelity); tell the study (quality, latency, GMAC/s) and the constraint. A child
-that raises, gives NaN or is killed marks only that trial failed. Ctrl-C or kill -9 loses no finished trial:
-on --resume, and by the other workers after each trial, trials of dead workers (this host: the process is
-gone; any host: no heartbeat in the store for STALE_AFTER_S) and interrupted ones are retried (their candidate
-folder resumes training from its last checkpoint, and a rung whose result exists is not recomputed).
+that raises, gives NaN or is killed marks only that trial failed; one with no result after its timeout
+(--trial-timeout; by default derived from the training budget) is hung: its process group is killed, the trial
+failed with the reason and retried once. Ctrl-C or kill -9 loses no finished trial: on --resume, and by the
+other workers after each trial, trials of dead workers (this host: the process is gone; any host: no heartbeat
+in the store for STALE_AFTER_S) and interrupted ones are retried (their candidate folder resumes training from
+its last checkpoint, and a rung whose result exists is not recomputed).
 """
 
 from __future__ import annotations
@@ -29,11 +32,13 @@ import sys
 import threading
 import time
 from dataclasses import asdict, dataclass, fields
+from functools import partial
 from pathlib import Path
 
 from hwkd.audio.io import write_text_atomic
 from hwkd.errors import HwkdError
 from hwkd.paths import claim_folder, hwkd_home
+from hwkd.search import store
 from hwkd.sysinfo import die_with_parent
 
 DIRECTIONS = ("maximize", "minimize", "minimize")        # quality (val SI-SDR dB), latency ms per hop, GMAC/s
@@ -41,6 +46,14 @@ MAX_DUPLICATES_IN_A_ROW = 40
 KEY_WAIT_S = 10.0     # how long a trial waits for earlier trials, asked a moment before, to write their key
 HEARTBEAT_S = 30      # a running trial's worker stamps the store this often (the database server's clock) ...
 STALE_AFTER_S = 300   # ... and a running trial without a stamp for this long is a dead worker's: failed, retried
+# A trial process (one rung) with no result after its timeout is hung: its process group is killed, the trial
+# failed with the reason and retried once. Default: a fixed allowance (start-up, teacher, validation, profiling)
+# plus one per second of audio trained (steps x batch size x segment): 10 s, some twenty times what a CPU
+# step of the default students takes (a step of batch 2 was seen at 37 s on two cores shared by five jobs).
+# A timeout that strikes a slow but live trial costs little: the retry resumes from its last checkpoint.
+TRIAL_TIMEOUT_BASE_S = 600.0
+TRIAL_TIMEOUT_PER_AUDIO_S = 10.0
+CHILD_ENV_DROP = (store.STORAGE_ENV, "PGPASSWORD")   # a trial process never needs the store or its password
 
 
 class _Heartbeat:
@@ -95,6 +108,7 @@ class SearchConfig:
     runtime: str | None = None            # default: the target's first runtime
     threads: int | None = None            # default: the target's first thread count
     protocol: str = "quick"
+    trial_timeout_s: float | None = None  # one trial process (rung); None: derived from the training budget
     teacher: str | None = None            # default: the embedded teacher
     data: str | None = None               # default: the embedded corpus (mono or Ambisonics by the space)
 
@@ -170,7 +184,7 @@ class Search:
         self.sc = sc
         self.run.mkdir(parents=True, exist_ok=True)
         (self.run / "trials").mkdir(exist_ok=True)
-        self.storage_url = storage or f"sqlite:///{(self.run / 'study.db').resolve()}"
+        self.storage_url = storage or store.sqlite_url(self.run / store.RUN_DB)
         settings = {**asdict(sc), "space_def": self.space.as_dict()}
         manifest = self.run / "run.json"
         optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -180,16 +194,32 @@ class Search:
         warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
         try:
             self.storage = self._open_storage()
+        except HwkdError:
+            raise
         except Exception as e:  # noqa: BLE001  (SQLAlchemy raises many kinds for a bad URL / down server)
-            raise HwkdError(f"cannot open the search store {self.storage_url} ({type(e).__name__}: "
-                            f"{str(e).splitlines()[0][:200]})",
+            raise HwkdError(f"cannot open the search store {store.redact(self.storage_url)} "
+                            f"({store.describe(e, self.storage_url)})",
                             "check the URL, that the database server is running and reachable, and the "
-                            "credentials") from None
+                            "credentials (a URL without a password takes it from PGPASSWORD or ~/.pgpass)") from None
         self.name = self.run.name
         from hwkd.search.controllers import make_sampler
         self.cost_ref = self._cost_ref()
         sampler = make_sampler(sc.controller, sc.seed + os.getpid() % 1000 if storage else sc.seed,
                                n_startup=4)
+        with store.failures(self.storage_url, "check that the database server is running and reachable"):
+            self._create_study(sampler, settings)
+        write_text_atomic(manifest, json.dumps({**settings, "storage": store.manifest_url(self.storage_url, self.run),
+                                                "name": self.name}, indent=1))
+        self.quality_ref = self.study.user_attrs["quality_ref"]
+        self.worker = f"{socket.gethostname()}:{os.getpid()}"
+        self.nni = None
+        if sc.controller.startswith("nni-"):
+            from hwkd.search.controllers import NNIProposer
+            self.nni = NNIProposer(sc.controller, self.space, sc.seed, self.worker)
+
+    def _create_study(self, sampler, settings: dict) -> None:
+        """Creates the study or joins it (the settings stored in it must equal this worker's)."""
+        import optuna
         self.study = optuna.create_study(study_name=self.name, storage=self.storage, sampler=sampler,
                                          directions=list(DIRECTIONS), load_if_exists=True)
         old = self.study.user_attrs.get("hwkd_settings")
@@ -200,37 +230,24 @@ class Search:
             self.study.set_user_attr("cost_ref", self.cost_ref)
             self.study.set_user_attr("hwkd_settings", settings)
         else:
-            local = ("trials", "time_budget_s", "data", "teacher")    # a budget, and paths of this machine
+            local = ("trials", "time_budget_s", "data", "teacher",    # a budget, and paths of this machine
+                     "trial_timeout_s")
             diff = sorted(k for k in settings if k not in local and old.get(k) != settings[k])
             if diff:
-                raise HwkdError(f"search {self.name} in {self.storage_url} has other settings ({', '.join(diff)})",
+                raise HwkdError(f"search {self.name} in {store.redact(self.storage_url)} has other settings "
+                                f"({', '.join(diff)})",
                                 "rejoin with --resume NAME (its own settings), or start a new --name")
-        write_text_atomic(manifest, json.dumps({**settings, "storage": self.storage_url, "name": self.name},
-                                               indent=1))
-        self.quality_ref = self.study.user_attrs["quality_ref"]
-        self.worker = f"{socket.gethostname()}:{os.getpid()}"
-        self.nni = None
-        if sc.controller.startswith("nni-"):
-            from hwkd.search.controllers import NNIProposer
-            self.nni = NNIProposer(sc.controller, self.space, sc.seed, self.worker)
 
     def _open_storage(self):
         """Workers started together race to create the schema; the loser retries (the server is up then)."""
-        import optuna
         from sqlalchemy.exc import IntegrityError, ProgrammingError
         for attempt in range(5):
             try:
-                return optuna.storages.RDBStorage(self.storage_url, engine_kwargs=self._engine_kwargs(),
-                                                  heartbeat_interval=HEARTBEAT_S, grace_period=STALE_AFTER_S)
+                return store.open_rdb(self.storage_url, heartbeat_interval=HEARTBEAT_S, grace_period=STALE_AFTER_S)
             except (IntegrityError, ProgrammingError):
                 if attempt == 4:
                     raise
                 time.sleep(0.5 + attempt)
-
-    def _engine_kwargs(self) -> dict:
-        if self.storage_url.startswith("sqlite"):
-            return {"connect_args": {"timeout": 60}}
-        return {"pool_pre_ping": True}
 
     def _cost_ref(self) -> float:
         """The latency no useful student exceeds: the user's limit, else the hop duration (real time)."""
@@ -269,7 +286,8 @@ class Search:
     def recover(self) -> int:
         """Trials left RUNNING by dead workers -> failed with no reason (so: retried): on this host, a worker
         whose process is gone; on any host, a trial without a heartbeat for STALE_AFTER_S. Then enqueue one
-        retry of every failed-without-reason trial whose candidate has no live or finished trial."""
+        retry of every failed-without-reason trial, and of every trial that timed out for the first time
+        (`will_retry`), whose candidate has no live or finished trial."""
         import optuna
         from optuna.trial import TrialState
         optuna.storages.fail_stale_trials(self.study)      # any host: no heartbeat for STALE_AFTER_S
@@ -284,7 +302,8 @@ class Search:
         retried = 0
         ts = self.trials()
         for t in ts:
-            if t.state != TrialState.FAIL or "error" in t.user_attrs or "key" not in t.user_attrs:
+            if t.state != TrialState.FAIL or "key" not in t.user_attrs or (
+                    "error" in t.user_attrs and not t.user_attrs.get("will_retry")):
                 continue
             later = [u for u in ts if u.number > t.number and (u.user_attrs.get("key") == t.user_attrs["key"]
                                                                 or u.user_attrs.get("retry_of") == t.number)]
@@ -296,11 +315,13 @@ class Search:
         return retried
 
     def counted(self, trials=None) -> int:
-        """Trials that count against --trials: finished (complete, or failed with a reason) and running."""
+        """Trials that count against --trials: finished (complete, or failed with a reason) and running; a trial
+        that timed out and is retried counts through its retry."""
         from optuna.trial import TrialState
         n = 0
         for t in self.trials() if trials is None else trials:
-            if t.user_attrs.get("duplicate_of") is not None or t.user_attrs.get("over_limit"):
+            if t.user_attrs.get("duplicate_of") is not None or t.user_attrs.get("over_limit") \
+                    or t.user_attrs.get("will_retry"):
                 continue
             if t.state in (TrialState.COMPLETE, TrialState.RUNNING) or (t.state == TrialState.FAIL
                                                                         and "error" in t.user_attrs):
@@ -311,7 +332,15 @@ class Search:
         return self.run / f"clock-{socket.gethostname()}.json"
 
     # -- one trial ---------------------------------------------------------------------------------------
+    def trial_timeout_s(self, steps: int) -> float:
+        """How long one trial process (a rung of `steps` training steps) may run before it counts as hung."""
+        if self.sc.trial_timeout_s:
+            return float(self.sc.trial_timeout_s)
+        return TRIAL_TIMEOUT_BASE_S + TRIAL_TIMEOUT_PER_AUDIO_S * steps * self.sc.batch_size * self.sc.segment_s
+
     def _child(self, tdir: Path, spec: dict) -> tuple[dict | None, str | None]:
+        """Runs one rung in a child process (its own process group, so that a hung one is killed with all it
+        started); returns (result, None) or (None, reason). A reason starting 'timeout:' means it hung."""
         rung = spec["rung"]
         result = tdir / f"rung{rung}.json"
         if result.is_file():
@@ -319,15 +348,25 @@ class Search:
         (tdir / "error.json").unlink(missing_ok=True)
         spec_path = tdir / f"spec-rung{rung}.json"
         write_text_atomic(spec_path, json.dumps(spec, indent=1))
+        timeout = self.trial_timeout_s(spec["steps"])
+        env = {k: v for k, v in os.environ.items() if k not in CHILD_ENV_DROP}
         with open(tdir / "trial.log", "a") as logf:
             proc = subprocess.Popen([sys.executable, "-m", "hwkd.search.trial", str(spec_path)], stdout=logf,
-                                    stderr=subprocess.STDOUT, preexec_fn=die_with_parent,
-                                    env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                                    stderr=subprocess.STDOUT, preexec_fn=partial(die_with_parent, os.getpid()),
+                                    process_group=0,
+                                    env={**env, "PYTHONUNBUFFERED": "1"})
             try:
-                rc = proc.wait()
-            except KeyboardInterrupt:
-                proc.kill()
-                proc.wait()
+                rc = proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                _kill_group(proc)
+                if result.is_file():         # it wrote its result in the last instant: the work stands
+                    return json.loads(result.read_text()), None
+                logf.write(f"\nhwkd search: no result after {timeout:g} s (--trial-timeout): process group "
+                           f"{proc.pid} killed\n")
+                return None, (f"timeout: rung {rung} gave no result within {timeout:g} s and was killed "
+                              f"(hung? raise --trial-timeout if trials this size need longer)")
+            except BaseException:        # Ctrl-C (the child, in its own group, does not get the terminal's SIGINT)
+                _kill_group(proc)
                 raise
         if rc == 0 and result.is_file():
             return json.loads(result.read_text()), None
@@ -451,8 +490,16 @@ class Search:
                 if not self._still_running(trial):
                     return "stale"
                 trial.set_user_attr("error", err)
+                again = ""
+                if err.startswith("timeout:"):
+                    # retried once: unless an earlier trial of this candidate timed out already
+                    first = not any(t.user_attrs.get("timed_out") and t.user_attrs.get("key") == tdir.name
+                                    and t.number != trial.number for t in self.trials())
+                    trial.set_user_attr("timed_out", True)
+                    trial.set_user_attr("will_retry", first)
+                    again = "; retried once" if first else "; timed out before too, not retried"
                 self.study.tell(trial, state=TrialState.FAIL)
-                self.log(f"  trial {trial.number} FAILED: {err}")
+                self.log(f"  trial {trial.number} FAILED: {err}{again}")
                 return "failed"
             r0["constraint"] = self.constraint(r0["latency_ms"], r0["hop_ms"])
             final = {**r0, "rung0_si_sdr_db": r0["val_si_sdr_db"]}
@@ -562,23 +609,47 @@ class Search:
             write_text_atomic(clock, json.dumps({"elapsed_s": spent + time.perf_counter() - t_start}))
         ts = self.trials()
         return {"stop": stop, "complete": sum(t.state == TrialState.COMPLETE for t in ts),
-                "failed": sum(t.state == TrialState.FAIL and "error" in t.user_attrs for t in ts),
+                "failed": sum(t.state == TrialState.FAIL and "error" in t.user_attrs
+                              and not t.user_attrs.get("will_retry") for t in ts),
+                "retried_after_timeout": sum(bool(t.user_attrs.get("will_retry")) for t in ts),
                 "duplicates": sum(t.user_attrs.get("duplicate_of") is not None for t in ts),
                 "elapsed_s": round(spent + time.perf_counter() - t_start, 1)}
 
 
-def open_run(name: str, storage: str | None = None) -> tuple[Path, dict]:
-    """A finished or running search's folder and settings (from run.json, or from the store)."""
+def _kill_group(proc: subprocess.Popen) -> None:
+    """SIGKILL to the child's process group (it and whatever it started), then reap the child."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait()
+
+
+def open_run(name: str, storage: str | None = None, storage_from: str = "--storage") -> tuple[Path, dict]:
+    """A finished or running search's folder and settings (from run.json, or from the store).
+
+    settings["storage"] is the URL to connect with: run.json's, its SQLite file resolved against the folder that
+    holds run.json (store.resolve_manifest), or `storage` (from --storage or $HWKD_STORAGE, `storage_from`) where
+    it names the run's database server and so may carry its password. A SQLite store that is not there is an
+    error, never created empty."""
     run = resolve_run(name)
     manifest = run / "run.json"
     if manifest.is_file():
-        return run, json.loads(manifest.read_text())
+        settings = json.loads(manifest.read_text())
+        settings["storage"] = store.resolve_manifest(settings["storage"], run, storage, storage_from)
+        store.require_sqlite_file(settings["storage"], f"search {run.name}")
+        return run, settings
     if storage:
         import optuna
+        store.require_sqlite_file(storage, f"search {Path(name).name}")
         try:
-            study = optuna.load_study(study_name=Path(name).name, storage=storage)
+            study = optuna.load_study(study_name=Path(name).name, storage=store.open_rdb(storage))
         except Exception as e:  # noqa: BLE001
-            raise HwkdError(f"no search {name!r} in {storage} ({type(e).__name__})",
-                            "check --name and --storage") from None
-        return run, {**study.user_attrs["hwkd_settings"], "storage": storage, "name": Path(name).name}
+            raise HwkdError(f"no search {Path(name).name!r} in {store.redact(storage)} "
+                            f"({store.describe(e, storage)})", f"check --name and {storage_from}") from None
+        settings = study.user_attrs.get("hwkd_settings")
+        if settings is None:
+            raise HwkdError(f"study {Path(name).name!r} in {store.redact(storage)} was not made by hwkd search",
+                            "give the name of an hwkd search run")
+        return run, {**settings, "storage": storage, "name": Path(name).name}
     raise HwkdError(f"no search run at {run}", f"give a run name from {runs_dir()} or a path to a run folder")

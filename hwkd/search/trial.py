@@ -8,7 +8,9 @@ file exists is never recomputed. Rung 0 is the short distillation plus profiling
 promotion) continues training from rung 0's best weights for more steps and validates again.
 
 Any exception, a NaN loss or a kill (out of memory) ends this process without a result file; the search
-records the trial as failed with the reason from error.json / the exit status and goes on.
+records the trial as failed with the reason from error.json / the exit status and goes on. The search runs
+this process in a process group of its own and kills the group when it gives no result within the trial
+timeout (a hung trial: failed and retried once).
 """
 
 from __future__ import annotations
@@ -18,8 +20,6 @@ import sys
 import time
 import traceback
 from pathlib import Path
-
-from hwkd.audio.io import write_text_atomic
 
 HOP_RATE = 16000
 
@@ -78,6 +78,18 @@ def run_rung(spec: dict) -> dict:
     return out
 
 
+def _hang(tdir: Path) -> None:
+    """Tests only (HWKD_FAULT_TRIALS n:hang): a trial that never ends, with a process of its own (as a profiling
+    subprocess would be), both named in hang.pids; the search's --trial-timeout must kill them both."""
+    import os
+    import subprocess
+    sub = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(3600)"])
+    (tdir / "hang.pids.tmp").write_text(json.dumps([os.getpid(), sub.pid]))
+    os.replace(tdir / "hang.pids.tmp", tdir / "hang.pids")
+    while True:
+        time.sleep(60)
+
+
 def _fresh(cfg, seed: int) -> dict:
     import torch
 
@@ -118,6 +130,9 @@ def main(argv=None) -> int:
     spec_path = Path((argv or sys.argv[1:])[0])
     spec = json.loads(spec_path.read_text())
     tdir = Path(spec["dir"])
+    if spec.get("fault") == "hang":
+        _hang(tdir)
+    from hwkd.audio.io import write_text_atomic  # here: the fault above comes before numpy and scipy load
     result = tdir / f"rung{spec['rung']}.json"
     try:
         out = run_rung(spec)
