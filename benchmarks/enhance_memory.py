@@ -22,6 +22,7 @@
 """
 
 import argparse
+import json
 import os
 import signal
 import subprocess
@@ -35,7 +36,7 @@ import soundfile as sf
 
 from hwkd.sysinfo import fingerprint
 
-from _common import save
+from _common import RESULTS, save
 
 ROOT = Path(__file__).resolve().parents[1]
 SR = 16000
@@ -79,7 +80,10 @@ def run_child(argv: list[str], out: Path, limit_s: float) -> dict:
     30 s later), reported partial with the audio its temporary output holds by then."""
     t0 = time.perf_counter()
     with tempfile.TemporaryFile() as err:
-        p = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=err)
+        # SIGINT back to its default in the child: a benchmark started in the background (`&`, nohup) ignores it,
+        # children inherit that, and the stop below would then always end in SIGKILL
+        p = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=err,
+                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         stopped, done = None, None
         while True:
             pid, status, ru = os.wait4(p.pid, os.WNOHANG)
@@ -98,7 +102,7 @@ def run_child(argv: list[str], out: Path, limit_s: float) -> dict:
         lines = err.read().decode(errors="replace").strip().splitlines()
     row = {"peak_rss_mib": round(ru.ru_maxrss / 1024, 1), "wall_s": round(time.perf_counter() - t0, 1),
            "cpu_s": round(ru.ru_utime + ru.ru_stime, 1), "exit": p.returncode}
-    if stopped is not None:
+    if stopped is not None and not (p.returncode == 0 and out.is_file()):    # (finished as it was stopped: whole)
         row.update(partial=True, enhanced_s=round(done, 1))
     elif p.returncode != 0:
         row["error"] = lines[-1] if lines else "?"
@@ -211,6 +215,9 @@ def main():
     ap.add_argument("--windows", default="10,20,30", help="non-causal window lengths compared (s)")
     ap.add_argument("--skip-quality", action="store_true")
     ap.add_argument("--name", default="enhance_memory")
+    ap.add_argument("--merge", action="store_true",
+                    help="replace the same points (model, length, path) in results/NAME.json and keep the rest, e.g. "
+                         "to rerun one point with a longer --max-run-s")
     a = ap.parse_args()
     teacher = ROOT / "hwkd" / "assets" / "teacher-cpu-mono.pt"          # hwkd.teacher.embedded_teacher_path()
     load0 = os.getloadavg()
@@ -227,13 +234,26 @@ def main():
         # memory first: this process must stay small while it spawns the measured children (see the doc)
         result["memory"] = memory_rows(models, [float(x) for x in a.lengths.split(",")], a.whole_max_s,
                                        limits, tmp)
-        save(a.name, result)
+        if not a.merge:
+            save(a.name, result)
         if not a.skip_quality:
             from hwkd.models.enhancer import NONCAUSAL_OVERLAP_S
             result["noncausal_chunking"] = quality(teacher, causal, a.quality_s,
                                                    [float(w) for w in a.windows.split(",")], NONCAUSAL_OVERLAP_S)
     result["load_avg_at_end"] = os.getloadavg()
     result["benchmark_s"] = round(time.time() - t0)
+    old = RESULTS / f"{a.name}.json"
+    if a.merge and old.is_file():
+        base = json.loads(old.read_text())
+        key = ("model", "input_s", "path")
+        new = {tuple(r[k] for k in key): r for r in result["memory"]}
+        base["memory"] = [new.pop(tuple(r[k] for k in key), r) for r in base["memory"]] + list(new.values())
+        if "noncausal_chunking" in result:
+            base["noncausal_chunking"] = result["noncausal_chunking"]
+        meta = {k: v for k, v in result.items() if k not in ("memory", "noncausal_chunking")}
+        points = [[r[k] for k in key] for r in result["memory"]]
+        base.setdefault("merged_runs", []).append({**meta, "points": points})
+        result = base
     save(a.name, result)
 
 

@@ -41,6 +41,17 @@ _POS_INT = _positive(int, "a whole number of 1 or more")
 _POS_FLOAT = _positive(float, "a number above 0")
 
 
+def _nonneg_int(text: str) -> int:
+    """argparse type: a whole number >= 0 (a channel index)."""
+    try:
+        v = int(text)
+    except ValueError:
+        v = -1
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number of 0 or more, got {text!r}")
+    return v
+
+
 def _storage(text: str) -> str:
     """argparse type: a database URL SQLAlchemy can read (the error does not repeat it: it may hold a password)."""
     from hwkd.search.store import parse
@@ -59,9 +70,17 @@ def _formatter(prog):
     return argparse.RawDescriptionHelpFormatter(prog, width=120, max_help_position=24)
 
 
+class _Parser(argparse.ArgumentParser):
+    """An argument error is one line, like every other bad input: the error and where the options are (argparse
+    printed the whole usage block above it)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} — see {self.prog} --help\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from hwkd.data.synth import CorpusSpec
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="hwkd",
         description="Hardware-aware knowledge distillation and NAS benchmarking for speech enhancement.",
         formatter_class=_formatter,
@@ -145,7 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
         "check", formatter_class=_formatter,
         help="recognise a dataset layout; report counts, hours, rates, problems")
     dc.add_argument("path", type=Path, help="dataset folder or CSV manifest")
-    dc.add_argument("--channels", type=int, default=None, help="expected input channel count")
+    dc.add_argument("--channels", type=_POS_INT, default=None, help="expected input channel count")
     dc.add_argument("--mic", choices=("A", "B"), default="A", help="L3DAS23 microphone (default A)")
     dc.add_argument("--json", action="store_true", help="print the report as JSON")
     dc.add_argument("--headers-only", action="store_true",
@@ -228,7 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--split", default=None, help="split to score (e.g. test, mono/test)")
     m.add_argument("--enhanced", type=Path, default=None,
                    help="folder of enhanced files named like the noisy ones (default: score the noisy input)")
-    m.add_argument("--channel", type=int, default=0, help="input channel scored for multi-channel input "
+    m.add_argument("--channel", type=_nonneg_int, default=0, help="input channel scored for multi-channel input "
                                                           "(default 0: W for Ambisonics)")
     m.add_argument("--dnsmos", action="store_true", help="also DNSMOS (about 0.75 s per clip and core)")
     m.add_argument("--limit", type=_POS_INT, default=None, help="score only the first N pairs")
@@ -290,8 +309,8 @@ def _add_training_args(t) -> None:
                    help="start from this checkpoint's weights (same architecture; fresh optimizer and schedule)")
     t.add_argument("--train-split", default="train")
     t.add_argument("--val-split", default="val")
-    t.add_argument("--in-channels", type=int, default=None, help="override the model's input channels (1 or 4)")
-    t.add_argument("--hop", type=int, default=None, help="override the model's STFT hop")
+    t.add_argument("--in-channels", type=_POS_INT, default=None, help="override the model's input channels (1 or 4)")
+    t.add_argument("--hop", type=_POS_INT, default=None, help="override the model's STFT hop")
     t.add_argument("--epochs", type=int, default=10)
     t.add_argument("--batch-size", type=int, default=8)
     t.add_argument("--segment-s", type=float, default=4.0, help="training segment length in seconds (default 4)")
@@ -352,15 +371,23 @@ def main(argv: list[str] | None = None) -> int:
         print(f"hwkd: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
-        print("hwkd: interrupted; finished work is kept — rerun the same command to resume", file=sys.stderr)
+        if args.command in ("enhance", "metrics"):                 # one-shot, written at the end: nothing to resume
+            print("hwkd: interrupted; no partial output was written (an existing one is unchanged) — rerun the "
+                  "same command", file=sys.stderr)
+        elif args.command == "evaluate":
+            print("hwkd: interrupted; no table was written (files already saved with --save are complete) — rerun "
+                  "the same command", file=sys.stderr)
+        else:
+            print("hwkd: interrupted; finished work is kept — rerun the same command to resume", file=sys.stderr)
         return 130
     return 0
 
 
 def cmd_data_synth(args) -> int:
+    from hwkd.audio.io import check_output
     from hwkd.data.synth import CorpusSpec, build_corpus
     from hwkd.paths import default_corpus_dir
-    out = args.out or default_corpus_dir()
+    out = check_output(args.out or default_corpus_dir(), folder=True, what="--out")
     spec = CorpusSpec(seed=args.seed, clip_s=args.clip_s, sizes={"mono": args.mono, "foa": args.foa})
     res = build_corpus(out, spec, jobs=args.jobs, progress=not args.quiet)
     counts = ", ".join(f"{k} {v}" for k, v in res["counts"].items())
@@ -405,10 +432,14 @@ def cmd_data_check(args) -> int:
 def cmd_metrics(args) -> int:
     import csv
 
+    from hwkd.audio.io import check_output, write_text_atomic
     from hwkd.data.datasets import select_pairs
     from hwkd.data.layouts import scan
     from hwkd.metrics import BASE_METRICS, DNSMOS_METRICS, score_pairs, summarize
     from hwkd.metrics.quality import load_channel_and_reference
+    if args.out:                                   # before scoring: a bad path would lose the scores
+        check_output(args.out, what="--out")
+        check_output(args.out.with_suffix(".json"), what="--out's summary")
     s = scan(args.path)
     chosen = select_pairs(s, args.split)
     pairs = s.good_pairs(chosen)
@@ -417,6 +448,10 @@ def cmd_metrics(args) -> int:
                     len(chosen) - len(pairs), args.path)
     if args.limit:
         pairs = pairs[: args.limit]
+    narrow = [p for p in pairs if s.info[p.noisy].channels <= args.channel]
+    if narrow and not args.enhanced:
+        raise HwkdError(f"--channel {args.channel}: {narrow[0].noisy} has {s.info[narrow[0].noisy].channels} "
+                        f"channel(s) (channels count from 0)", "give a channel the noisy files have, e.g. --channel 0")
     if args.enhanced:
         if not args.enhanced.is_dir():
             raise HwkdError(f"enhanced folder not found: {args.enhanced}", "give the folder `hwkd enhance` wrote")
@@ -439,12 +474,12 @@ def cmd_metrics(args) -> int:
             print(f"  {k:<12} {v['mean']:8.3f}{ci}  (n={v['n']})")
     print("  status: " + ", ".join(f"{k} {v}" for k, v in summ["status_counts"].items()))
     if args.out:
-        from hwkd.audio.io import write_text_atomic
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        with open(args.out, "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=["id", *metrics, "status"])
-            w.writeheader()
-            w.writerows(rows)
+        import io
+        buf = io.StringIO(newline="")
+        w = csv.DictWriter(buf, fieldnames=["id", *metrics, "status"])
+        w.writeheader()
+        w.writerows(rows)
+        write_text_atomic(args.out, buf.getvalue())
         write_text_atomic(args.out.with_suffix(".json"), json.dumps(
             {"path": str(args.path), "split": args.split, "scored": what, "summary": summ}, indent=2))
         print(f"wrote {args.out} and {args.out.with_suffix('.json')}")
@@ -608,12 +643,15 @@ def default_dataset(in_channels: int, jobs: int | None = None, progress: bool = 
 
 
 def _run_training(args, cfg, kd=None) -> int:
+    from hwkd.audio.io import check_output
     from hwkd.train.recipe import train_model
-    from hwkd.train.trainer import TrainConfig
+    from hwkd.train.trainer import TrainConfig, check_budget
     tcfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                        segment_s=args.segment_s, warmup_frac=args.warmup_frac,
                        device=args.device, threads=args.threads, ckpt_every=args.ckpt_every,
                        max_steps_per_epoch=args.max_steps_per_epoch, val_pesq_clips=args.val_pesq_clips)
+    check_budget(tcfg)                  # before the embedded corpus is built (minutes) for a run that cannot start
+    check_output(args.out, folder=True, what="--out")
     data = args.data or default_dataset(cfg.in_channels, progress=not args.quiet)
     res = train_model(cfg, args.out, tcfg, data=data, kd=kd, init=args.init, train_split=args.train_split,
                       val_split=args.val_split, mixing=args.mixing, progress=not args.quiet,
@@ -642,9 +680,15 @@ def cmd_distill(args) -> int:
 
 
 def cmd_enhance(args) -> int:
-    from hwkd.audio.io import audio_info, wav_truncation
+    import os
+
+    from hwkd.audio.io import audio_info, check_output, wav_truncation
     from hwkd.models.checkpoint import load_model
     from hwkd.models.enhancer import NONCAUSAL_CHUNK_S, Enhancer, enhance_file
+    check_output(args.output)
+    if args.output.is_file() and args.input.is_file() and os.path.samefile(args.output, args.input):
+        raise HwkdError(f"the output {args.output} is the input file (the noisy audio would be replaced)",
+                        "give another output path")
     model, _ = load_model(args.ckpt)
     if args.streaming and not model.cfg.causal:
         raise HwkdError(f"{args.ckpt} holds a non-causal model, which cannot run hop by hop",
@@ -673,12 +717,16 @@ def cmd_enhance(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from hwkd.audio.io import write_text_atomic
+    from hwkd.audio.io import check_output, write_text_atomic
     from hwkd.data.datasets import select_pairs
     from hwkd.data.layouts import scan
     from hwkd.metrics import BASE_METRICS, DNSMOS_METRICS
     from hwkd.models.checkpoint import load_model
     from hwkd.train.evaluate import evaluate_pairs
+    if args.save:                                  # before any work: a bad path would lose the evaluation
+        check_output(args.save, folder=True, what="--save")
+    if args.out:
+        check_output(args.out, what="--out")
     model, ck = load_model(args.ckpt)
     data = args.data or default_dataset(model.cfg.in_channels, progress=not args.quiet)
     s = scan(data, channels=model.cfg.in_channels)
@@ -690,6 +738,9 @@ def cmd_evaluate(args) -> int:
     args.split = split
     if not pairs:
         raise HwkdError(f"nothing to evaluate in {data} split {split}", "check the split and the files")
+    if args.save and any(q.parent.resolve() == args.save.resolve() for p in pairs for q in (p.noisy, p.clean)):
+        raise HwkdError(f"--save {args.save} holds the dataset's own files (they would be replaced)",
+                        "give another folder for the enhanced files")
     res = evaluate_pairs(model, pairs, jobs=args.jobs, dnsmos=args.dnsmos, save_dir=args.save,
                          progress=not args.quiet)
     sn, se = res["noisy"], res["enhanced"]

@@ -25,3 +25,14 @@ def load_yaml_mapping(path: str | Path, example: str) -> dict:
     if not isinstance(data, dict):
         raise HwkdError(f"{p} must hold a YAML mapping", example)
     return data
+
+
+def is_int(v) -> bool:
+    """An integer in a YAML file: `true` is not one (YAML booleans are Python ints)."""
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def is_number(v) -> bool:
+    """An int or a float in a YAML file, not a boolean, finite."""
+    import math
+    return (is_int(v) or isinstance(v, float)) and math.isfinite(v)

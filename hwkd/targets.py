@@ -10,8 +10,8 @@ Schema (every field is checked; an error names the file, the field and the fix):
       arch: host | x86_64 | aarch64 | armv7l
       cpu: host | <model name>      # e.g. Cortex-A72
       cores: 4                      # remote targets: the chip's figures (used by the default predictor)
-      freq_ghz: 1.5
-      simd_bits: 128                # vector width (NEON 128, AVX2 256)
+      freq_ghz: 1.5                 # 0 < GHz <= 10
+      simd_bits: 128                # vector width, a multiple of 32 from 32 to 2048 (NEON 128, AVX2 256)
       memory_gb: 4
     runtimes: [onnxruntime, openvino]   # from hwkd.hw.measure.RUNTIMES
     threads: [1, 4]                 # thread counts to measure
@@ -31,12 +31,20 @@ import os
 import re
 from pathlib import Path
 
-from hwkd.config import load_yaml_mapping
+from hwkd.config import is_int, is_number, load_yaml_mapping
 from hwkd.errors import HwkdError
 
 KINDS = ("local", "remote")
 DEVICE_TYPES = ("cpu", "cuda")
 ARCHES = ("host", "x86_64", "aarch64", "armv7l")
+# device figures: (check, what it must be); integers exclude YAML booleans (`cores: true` is not 1 core)
+DEVICE_NUMBERS = {
+    "cores": (lambda v: is_int(v) and 1 <= v <= 1024, "a whole number of cores from 1 to 1024"),
+    "freq_ghz": (lambda v: is_number(v) and 0 < v <= 10, "a clock in GHz above 0 and at most 10"),
+    "simd_bits": (lambda v: is_int(v) and 32 <= v <= 2048 and v % 32 == 0,
+                  "a vector width in bits, a multiple of 32 from 32 to 2048 (NEON 128, AVX2 256, AVX-512 512)"),
+    "memory_gb": (lambda v: is_number(v) and v > 0, "a positive number of GB"),
+}
 SSH_FIELDS = ("host", "user", "port", "key", "known_hosts", "python")
 # a DNS name or an ~/.ssh/config alias (labels of letters, digits, '-', '_'; no label starts or ends with '-'),
 # or an IP address; never anything ssh could read as an option
@@ -78,6 +86,8 @@ def validate_target(data: dict, path: Path) -> None:
             bad(f"'{req}'", "is missing")
     if not isinstance(data["name"], str) or not data["name"]:
         bad("'name'", "must be a non-empty string")
+    if not isinstance(data.get("description", ""), str):
+        bad("'description'", "must be a string")
     data.setdefault("kind", "local")
     if data["kind"] not in KINDS:
         bad("'kind'", f"must be one of {', '.join(KINDS)}, not {data['kind']!r}")
@@ -90,18 +100,20 @@ def validate_target(data: dict, path: Path) -> None:
         bad("'device.type'", f"must be one of {', '.join(DEVICE_TYPES)}, not {dev['type']!r}")
     if dev["arch"] not in ARCHES:
         bad("'device.arch'", f"must be one of {', '.join(ARCHES)}, not {dev['arch']!r}")
-    for num in ("cores", "freq_ghz", "simd_bits", "memory_gb"):
-        if num in dev and not (isinstance(dev[num], (int, float)) and dev[num] > 0):
-            bad(f"'device.{num}'", "must be a positive number")
+    if not isinstance(dev.get("cpu", ""), str):
+        bad("'device.cpu'", f"must be a CPU name or host, not {dev['cpu']!r}")
+    for num, (ok, what) in DEVICE_NUMBERS.items():
+        if num in dev and not ok(dev[num]):
+            bad(f"'device.{num}'", f"must be {what}, not {dev[num]!r}")
     runtimes = data.setdefault("runtimes", ["onnxruntime"])
     if not isinstance(runtimes, list) or not runtimes:
         bad("'runtimes'", "must be a non-empty list")
     for rt in runtimes:
-        if rt not in RUNTIMES:
+        if not isinstance(rt, str) or rt not in RUNTIMES:
             bad("'runtimes'", f"has unknown runtime {rt!r} (known: {', '.join(RUNTIMES)})")
     threads = data.setdefault("threads", [1])
-    if not isinstance(threads, list) or not threads or not all(isinstance(t, int) and t > 0 for t in threads):
-        bad("'threads'", "must be a non-empty list of positive integers")
+    if not isinstance(threads, list) or not threads or not all(is_int(t) and 1 <= t <= 1024 for t in threads):
+        bad("'threads'", f"must be a non-empty list of whole thread counts from 1 to 1024, not {threads!r}")
     if data["kind"] == "remote":
         ssh = data.setdefault("ssh", {})
         if not isinstance(ssh, dict):

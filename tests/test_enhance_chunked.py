@@ -140,3 +140,30 @@ def test_enhance_keeps_an_old_output_when_the_input_fails_midway(tmp_path):
     assert r.returncode == 2 and r.stderr.strip().count("\n") == 0 and "NaN" in r.stderr
     assert old.read_bytes() == before
     assert not [p for p in Path(tmp_path).iterdir() if p.name.startswith(".tmp-")]
+
+
+def test_ctrl_c_midway_leaves_no_partial_file_and_keeps_the_old_output(tmp_path):
+    """SIGINT while the output is half written: exit 130, one line, the temporary file removed, the old output
+    untouched."""
+    import signal
+    import time
+
+    from hwkd.models.checkpoint import save_checkpoint
+    save_checkpoint(tmp_path / "c.pt", create_model(dict(TINY, causal=True, time_attention="none")))
+    write(tmp_path / "long.wav", 0.05 * np.random.default_rng(5).standard_normal(600 * 16000))
+    old = write(tmp_path / "out" / "out.wav", np.zeros(1600))
+    before = old.read_bytes()
+    p = subprocess.Popen([sys.executable, "-m", "hwkd", "enhance", str(tmp_path / "c.pt"), str(tmp_path / "long.wav"),
+                          str(old)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         # a suite started in the background (`&`, nohup) ignores SIGINT, and children inherit that
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    deadline = time.time() + 120
+    while time.time() < deadline and p.poll() is None:
+        if any(q.stat().st_size > 16000 for q in old.parent.glob(".tmp-*.wav")):    # a few blocks written
+            break
+        time.sleep(0.1)
+    assert p.poll() is None, "finished before it could be interrupted"
+    p.send_signal(signal.SIGINT)
+    _, err = p.communicate(timeout=120)
+    assert p.returncode == 130 and len(err.strip().splitlines()) == 1 and "no partial output" in err, err
+    assert old.read_bytes() == before and [q.name for q in old.parent.iterdir()] == ["out.wav"]

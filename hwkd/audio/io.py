@@ -159,6 +159,25 @@ def resample(x: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
     return y.astype(np.float32, copy=False)
 
 
+def check_output(path: str | os.PathLike, folder: bool = False, what: str = "output") -> Path:
+    """Refuse, before any work, an output that cannot be written: a file path that is a folder, a folder path
+    that is a file, or a path under a file or an unwritable folder (one HwkdError naming it). Creates nothing."""
+    p = Path(path)
+    if not folder and p.is_dir():
+        raise HwkdError(f"{what} {p} is a folder, not a file name",
+                        f"give a file path to write, e.g. {p / 'out'}")
+    if folder and p.exists() and not p.is_dir():
+        raise HwkdError(f"{what} {p} is a file, not a folder", "give a folder (it is created if missing)")
+    q = p if folder and p.is_dir() else p.parent
+    while not q.exists():
+        q = q.parent
+    if not q.is_dir():
+        raise HwkdError(f"cannot write {p} ({q} is a file)", "choose a folder you can write to")
+    if not os.access(q, os.W_OK | os.X_OK):
+        raise HwkdError(f"cannot write {p} (permission denied in {q})", "choose a folder you can write to")
+    return p
+
+
 def atomic_target(path: str | os.PathLike, suffix: str = "") -> tuple[Path, str]:
     """(path, a temporary file beside it) for an atomic write; a path that is a folder or cannot be written
     is one HwkdError naming it (was a traceback)."""

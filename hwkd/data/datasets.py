@@ -36,9 +36,13 @@ def select_pairs(s: Scan, split: str | None) -> list[Pair]:
         if len({p.split for p in chosen}) > 1:
             raise HwkdError(f"split {split!r} is ambiguous in {s.root}",
                             f"choose one of: {', '.join(sorted({str(p.split) for p in chosen}))}")
+    if not chosen and not any(x is not None for x in splits):
+        raise HwkdError(f"split {split!r} not found in {s.root}: it has no splits (a plain paired folder)",
+                        "use a dataset with split folders (e.g. train/, val/, test/), or one whose command "
+                        "takes the whole folder (evaluate, metrics without --split)")
     if not chosen:
         raise HwkdError(f"split {split!r} not found in {s.root}",
-                        f"choose one of: {', '.join(str(x) for x in splits)}")
+                        f"choose one of: {', '.join(str(x) for x in splits if x is not None)}")
     return chosen
 
 

@@ -45,9 +45,12 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
         raise HwkdError(f"{p} is not an hwkd checkpoint", "give a checkpoint written by hwkd train")
     if ck.get("version", 0) > VERSION:
         raise HwkdError(f"{p} was written by a newer hwkd (format {ck['version']})", "upgrade hwkd")
+    cfg = (ck.get("model") or {}).get("config") if isinstance(ck.get("model"), dict) else None
+    if not isinstance(cfg, dict) or not isinstance(ck.get("state_dict"), dict):
+        raise HwkdError(f"{p} is an hwkd checkpoint without a model config or weights (damaged)",
+                        "use another checkpoint, e.g. the run's last.pt or best.pt")
     # a config written before a field existed was trained with that field's old behaviour (causal_norm only
     # matters for causal models: a non-causal one gets the default, so it still equals its preset)
-    cfg = ck["model"]["config"]
     legacy = LEGACY_FIELDS if cfg.get("causal") else {k: DPDCRNConfig.__dataclass_fields__[k].default
                                                       for k in LEGACY_FIELDS}
     ck["model"]["config"] = {**legacy, **cfg}
@@ -57,15 +60,29 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
 def load_model(path: str | os.PathLike) -> tuple[DPDCRN, dict]:
     """Rebuild the model from the checkpoint alone; returns (model in eval mode, checkpoint dict)."""
     ck = read_checkpoint(path)
-    model = DPDCRN(DPDCRNConfig.from_dict(ck["model"]["config"]))
-    model.load_state_dict(ck["state_dict"])
-    return model.eval(), ck
+    return _build(path, ck).eval(), ck
+
+
+def _build(path, ck: dict) -> DPDCRN:
+    """The checkpoint's model with its weights; a config or weights that do not make one are one HwkdError."""
+    try:
+        model = DPDCRN(DPDCRNConfig.from_dict(ck["model"]["config"]))
+    except (ValueError, TypeError) as exc:
+        raise HwkdError(f"{path} holds an invalid model config ({exc})",
+                        "use a checkpoint written by this hwkd version, or retrain") from None
+    try:
+        model.load_state_dict(ck["state_dict"])
+    except (RuntimeError, TypeError) as exc:
+        lines = str(exc).strip().splitlines()
+        why = (lines[1] if len(lines) > 1 else lines[0]).strip()[:200]
+        raise HwkdError(f"{path}: its weights do not fit its model config ({why})",
+                        "use an undamaged checkpoint (the run's last.pt or best.pt)") from None
+    return model
 
 
 def slim_checkpoint(src: str | os.PathLike, dst: str | os.PathLike) -> None:
     """Copy a training checkpoint without optimizer and scheduler state (for shipping a model)."""
     ck = read_checkpoint(src)
     train = {k: v for k, v in ck.get("train", {}).items() if k not in ("optimizer", "scheduler")}
-    model = DPDCRN(DPDCRNConfig.from_dict(ck["model"]["config"]))
-    model.load_state_dict(ck["state_dict"])
+    model = _build(src, ck)
     save_checkpoint(dst, model, train=train, meta=ck.get("meta", {}))

@@ -29,6 +29,7 @@ Feature taps (for distillation, returned by `forward(x, return_taps=True)`):
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import asdict, dataclass, fields
 
 import torch
@@ -42,6 +43,12 @@ IDENTITY_SCALE = 1e-2     # the mask layer's default-init weights times this
 
 # config fields added after checkpoints were shipped, with the value those checkpoints were trained with
 LEGACY_FIELDS = {"causal_norm": "frame"}
+# integer fields: (lowest, highest). The upper bounds are far above any model of this family (the paper's
+# teacher: channels 128, layers 4, depth 4) and stop a typo from allocating tens of GB: channels 6400 builds
+# ~10^10 weights, depth 40 a dilation cache of 2^39 frames.
+INT_RANGES = {"channels": (4, 1024), "layers": (1, 32), "depth": (1, 12), "heads": (0, 512),
+              "gru_hidden": (1, 4096), "in_channels": (1, 64), "n_fft": (512, 512), "hop": (1, 511)}
+BOOL_FIELDS = ("intra_bidirectional", "causal")
 
 
 @dataclass(frozen=True)
@@ -60,6 +67,22 @@ class DPDCRNConfig:
     causal_norm: str = "cumulative"    # causal models: "cumulative" (stats of all frames so far) or "frame"
 
     def __post_init__(self):
+        for name, (lo, hi) in INT_RANGES.items():
+            v = getattr(self, name)
+            if name == "gru_hidden" and v is None:
+                continue
+            if not isinstance(v, numbers.Integral) or isinstance(v, bool):   # YAML `true` is an int: refused
+                raise ValueError(f"{name} must be a whole number, got {v!r}")
+            object.__setattr__(self, name, int(v))                  # numpy integers from a sampler: plain int
+            if not lo <= v <= hi:
+                raise ValueError(f"{name} must be from {lo} to {hi}, got {v}" if lo != hi else
+                                 f"{name} is fixed at {lo} in this family, got {v}")
+        for name in BOOL_FIELDS:
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
+        for name in ("time_attention", "causal_norm"):
+            if not isinstance(getattr(self, name), str):
+                raise ValueError(f"{name} must be a string, got {getattr(self, name)!r}")
         if self.channels % 2 or self.channels < 4:
             raise ValueError(f"channels must be even and >= 4, got {self.channels}")
         if self.heads and (self.channels // 2) % self.heads:
@@ -68,10 +91,6 @@ class DPDCRNConfig:
             raise ValueError("time_attention must be 'full', 'causal' or 'none'")
         if self.causal and self.time_attention == "full":
             raise ValueError("a causal model needs time_attention 'causal' or 'none'")
-        if self.n_fft != 512:
-            raise ValueError("n_fft is fixed at 512 (257 bins) in this family")
-        if self.layers < 1 or self.depth < 1:
-            raise ValueError("layers and depth must be >= 1")
         if self.causal_norm not in ("cumulative", "frame"):
             raise ValueError("causal_norm must be 'cumulative' or 'frame'")
 

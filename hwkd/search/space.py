@@ -10,10 +10,11 @@ A space names its dimensions, each a DPDCRNConfig field, as a list of choices or
       heads: [0, 1, 2]                      # 0 = attention off
       causal: true                          # a scalar is a fixed value
 
-Fields not named keep the DPDCRNConfig default. Every combination of the choices that interact (channels
-with heads, causal with time_attention) must make a valid model; a space where one does not is refused at
-load time, naming the combination, so no trial is wasted on it. A candidate is the dict of sampled values;
-`to_config` turns it into the model config.
+Fields not named keep the DPDCRNConfig default. Every value must make a valid model, and every combination of
+the choices that interact (channels with heads, causal with time_attention) too; a space where one does not
+is refused at load time, naming the value or the combination, so no trial is wasted on it. A dimension holds
+at most MAX_CHOICES values (a range is sized before it is listed: {low: 1, high: 10^12} hung the loader).
+A candidate is the dict of sampled values; `to_config` turns it into the model config.
 """
 
 from __future__ import annotations
@@ -24,13 +25,16 @@ from pathlib import Path
 
 import yaml
 
+from hwkd.config import is_int
 from hwkd.errors import HwkdError
 from hwkd.models.dpdcrn import DPDCRNConfig
 
 SPACES_DIR = Path(__file__).resolve().parents[2] / "search_spaces"
 DIMENSIONS = tuple(f.name for f in fields(DPDCRNConfig) if f.name != "n_fft")
 _BOOL = ("intra_bidirectional", "causal")
-_STR = ("time_attention",)
+_STR = ("time_attention", "causal_norm")
+MAX_CHOICES = 10_000
+INTERACTING = (("channels", "heads"), ("causal", "time_attention"))   # validity depends on both values
 
 
 @dataclass
@@ -87,31 +91,35 @@ def _dimension(path: str, name: str, spec) -> Dimension:
                          "write a list of choices, {low: A, high: B[, step: S]} for integers, or one fixed value")
     if isinstance(spec, dict):
         if set(spec) - {"low", "high", "step"} or not {"low", "high"} <= set(spec):
-            raise bad(f"a range needs low and high (and optionally step), got keys {sorted(spec)}")
+            raise bad(f"a range needs low and high (and optionally step), got keys {sorted(map(str, spec))}")
         lo, hi, step = spec["low"], spec["high"], spec.get("step", 1)
-        if not all(isinstance(v, int) and not isinstance(v, bool) for v in (lo, hi, step)) or step < 1 or lo > hi:
+        if not all(is_int(v) for v in (lo, hi, step)) or step < 1 or lo > hi:
             raise bad(f"range must be integers with low <= high and step >= 1, got {spec}")
+        if (hi - lo) // step + 1 > MAX_CHOICES:
+            raise bad(f"the range {lo}..{hi} holds {(hi - lo) // step + 1:,} values, more than {MAX_CHOICES:,}")
         choices = tuple(range(lo, hi + 1, step))
         rng = (lo, hi, step)
     elif isinstance(spec, list):
         if not spec:
             raise bad("an empty list of choices")
+        if len(spec) > MAX_CHOICES:
+            raise bad(f"{len(spec):,} choices, more than {MAX_CHOICES:,}")
         choices = tuple(spec)
     else:
         choices = (spec,)
-    if len(set(choices)) != len(choices):
-        raise bad(f"repeated choices in {list(choices)}")
     for v in choices:
         if name in _BOOL:
             ok = isinstance(v, bool)
         elif name in _STR:
             ok = isinstance(v, str)
         elif name == "gru_hidden":
-            ok = v is None or (isinstance(v, int) and not isinstance(v, bool) and v > 0)
+            ok = v is None or is_int(v)
         else:
-            ok = isinstance(v, int) and not isinstance(v, bool) and (v > 0 or (name == "heads" and v == 0))
+            ok = is_int(v)
         if not ok:
             raise bad(f"value {v!r} has the wrong type")
+    if len(set(choices)) != len(choices):
+        raise bad(f"repeated choices in {list(choices)}")
     return Dimension(name, choices, rng if len(choices) > 1 else None)
 
 
@@ -140,17 +148,28 @@ def load_space(spec: str | Path, teacher_hop: int | None = None) -> SearchSpace:
                         f"use DPDCRN fields: {', '.join(DIMENSIONS)}")
     dims = {k: _dimension(str(p), k, v) for k, v in doc["params"].items()}
     space = SearchSpace(str(doc.get("name") or p.stem), str(doc.get("description") or ""), dims, str(p))
-    # every combination of the interacting dimensions must make a valid model
-    inter = ("channels", "heads", "causal", "time_attention", "layers", "depth")
-    for combo in itertools.product(*(space.values(n) for n in inter)):
-        values = dict(zip(inter, combo))
-        try:
-            DPDCRNConfig(**values)
-        except ValueError as e:
-            raise HwkdError(f"{p}: the combination {values} is not a valid DPDCRN ({e})",
-                            "narrow the choices so that every combination is valid "
-                            "(channels/2 divisible by every heads choice; causal needs time_attention none or "
-                            "causal)") from None
+    # every value must make a valid model (ranges: DPDCRNConfig), and so must every combination of the dimensions
+    # that interact; the others are independent, so checking them one at a time covers every combination
+    paired = {n for pair in INTERACTING for n in pair}
+    for name in dims:
+        if name in paired:
+            continue
+        for v in dims[name].choices:
+            try:
+                DPDCRNConfig(**{name: v})
+            except ValueError as e:
+                raise HwkdError(f"{p}: params.{name}: value {v!r} is not valid ({e})",
+                                "see hwkd/models/dpdcrn.py DPDCRNConfig for each field's range") from None
+    for a, b in INTERACTING:
+        for combo in itertools.product(space.values(a), space.values(b)):
+            values = dict(zip((a, b), combo))
+            try:
+                DPDCRNConfig(**values)
+            except ValueError as e:
+                raise HwkdError(f"{p}: the combination {values} is not a valid DPDCRN ({e})",
+                                "narrow the choices so that every combination is valid "
+                                "(channels/2 divisible by every heads choice; causal needs time_attention none or "
+                                "causal)") from None
     if teacher_hop is not None and any(h != teacher_hop for h in space.values("hop")):
         raise HwkdError(f"{p}: hop choices {list(space.values('hop'))} differ from the teacher's hop {teacher_hop}",
                         "distillation needs the teacher's STFT: fix hop to the teacher's, or use a teacher with "
