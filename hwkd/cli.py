@@ -324,6 +324,9 @@ def _add_training_args(t) -> None:
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--device", default="cpu", help="cpu or cuda")
     t.add_argument("--threads", type=_POS_INT, default=None, help="torch threads (default: torch's choice)")
+    t.add_argument("--workers", type=_POS_INT, default=1,
+                   help="data-parallel training processes on CPU; each takes batch/workers items of every batch "
+                        "and --threads/workers threads (2 workers on 2 cores: ~1.4x the speed of 1)")
     t.add_argument("--ckpt-every", type=int, default=50, help="steps between mid-epoch checkpoints")
     t.add_argument("--max-steps-per-epoch", type=int, default=None)
     t.add_argument("--val-pesq-clips", type=int, default=20, help="val clips scored with PESQ each epoch")
@@ -649,7 +652,8 @@ def _run_training(args, cfg, kd=None) -> int:
     tcfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                        segment_s=args.segment_s, warmup_frac=args.warmup_frac,
                        device=args.device, threads=args.threads, ckpt_every=args.ckpt_every,
-                       max_steps_per_epoch=args.max_steps_per_epoch, val_pesq_clips=args.val_pesq_clips)
+                       max_steps_per_epoch=args.max_steps_per_epoch, val_pesq_clips=args.val_pesq_clips,
+                       workers=args.workers)
     check_budget(tcfg)                  # before the embedded corpus is built (minutes) for a run that cannot start
     check_output(args.out, folder=True, what="--out")
     data = args.data or default_dataset(cfg.in_channels, progress=not args.quiet)

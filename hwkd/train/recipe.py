@@ -9,7 +9,8 @@ What it does, in order (every fix to how hwkd trains a network lands here once):
 4. the objective: plain SE training, or KD from the teacher with λ balanced on the run's first batches
    (hwkd.kd.objective) unless λ is given; the λ record is kept in RUN/kd_weight.json (a resumed run reads it
    back) and in the checkpoints' meta;
-5. the trainer (warm-up over a fraction of the planned steps, then cosine; exact resume).
+5. the trainer (warm-up over a fraction of the planned steps, then cosine; exact resume), in one process or,
+   with `workers` > 1, in that many data-parallel processes (this one is worker 0; see hwkd.train.trainer).
 """
 
 from __future__ import annotations
@@ -73,9 +74,14 @@ def first_batches(train_set, cfg: TrainConfig, n: int, device: str) -> list[dict
 
 
 def make_objective(model: DPDCRN, kd: KDSpec, cfg: TrainConfig, train_set, run: Path | None):
-    """None for plain SE training, else a KDObjective with its λ fixed, read back from the run, or balanced."""
+    """None for plain SE training, else a KDObjective with its λ fixed, read back from the run, or balanced.
+    With data-parallel workers the objective sees each worker's share of the batch (batch / workers), so a
+    scheme that relates the items of a batch (I²SRF-TFCKD's batch stream) relates those of the share."""
     if kd.scheme == "none":
         return None
+    if cfg.workers > 1:
+        from dataclasses import replace
+        cfg = replace(cfg, batch_size=cfg.batch_size // cfg.workers, workers=1)
     from hwkd.kd.objective import KDObjective
     from hwkd.models.enhancer import Enhancer
     if kd.teacher is None:
@@ -129,8 +135,106 @@ def train_model(cfg: DPDCRNConfig, out: str | os.PathLike, tcfg: TrainConfig, da
     info = {"data": str(data), "train_split": train_split, "val_split": val_split,
             "train_data": "on-the-fly mixing" if on_the_fly else "static pairs", "kd": kd.scheme,
             **({"kd_weight": objective.lam_record} if objective is not None else {}), **(meta or {})}
-    res = train(model, train_set, val_set, run, tcfg, objective=objective, progress=progress, meta=info)
+    if tcfg.workers == 1:
+        res = train(model, train_set, val_set, run, tcfg, objective=objective, progress=progress, meta=info)
+    else:
+        res = _train_parallel(model, train_set, val_set, run, tcfg, objective, progress, info,
+                              dict(cfg=cfg, out=str(out), tcfg=tcfg, data=str(data), kd=kd, init=init,
+                                   train_split=train_split, val_split=val_split, mixing=mixing, meta=meta))
     return {**res, **info}
+
+
+def _threads_per_worker(tcfg: TrainConfig) -> int:
+    return max(1, (tcfg.threads or os.cpu_count() or 1) // tcfg.workers)
+
+
+def _train_parallel(model, train_set, val_set, run: Path, tcfg: TrainConfig, objective, progress: bool, info: dict,
+                    args: dict) -> dict:
+    """This process is worker 0; workers 1.. are spawned processes that rebuild the same run from `args` (the
+    λ record is already in RUN/kd_weight.json, so they read it back instead of balancing again)."""
+    import multiprocessing as mp
+    import socket
+    from dataclasses import replace
+    from datetime import timedelta
+
+    import torch.distributed as dist
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    tcfg_w = replace(tcfg, threads=_threads_per_worker(tcfg))
+    args = {**args, "tcfg": tcfg_w}
+    threads_before = torch.get_num_threads()
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=_worker, args=(rank, tcfg.workers, port, os.getpid(), args), daemon=True)
+             for rank in range(1, tcfg.workers)]
+    for p in procs:
+        p.start()
+    try:
+        dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=0, world_size=tcfg.workers,
+                                timeout=timedelta(minutes=30))
+        try:
+            res = train(model, train_set, val_set, run, tcfg_w, objective=objective, progress=progress, meta=info)
+        except RuntimeError as e:          # a worker that died breaks the all-reduce: name it, not gloo's socket
+            dead = [f"worker {k + 1} (exit {p.exitcode})" for k, p in enumerate(procs) if p.exitcode not in (None, 0)]
+            if dead:
+                raise HwkdError(f"data-parallel training in {run}: {', '.join(dead)} failed ({e})",
+                                "see the worker's error above; rerun the same command to resume from the last "
+                                "checkpoint, or use --workers 1") from None
+            raise
+        finally:
+            dist.destroy_process_group()
+        for p in procs:
+            p.join(timeout=120)
+        return res
+    finally:
+        torch.set_num_threads(threads_before)
+        for p in procs:
+            if p.is_alive():
+                p.kill()
+                p.join()
+
+
+def _worker(rank: int, world: int, port: int, parent: int, args: dict) -> None:
+    """A spawned data-parallel worker: the same run, built the same way, stepping its share of each batch."""
+    import signal
+    from datetime import timedelta
+
+    import torch.distributed as dist
+
+    from hwkd.sysinfo import die_with_parent
+    die_with_parent(parent)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)      # Ctrl-C is worker 0's to handle; this one dies with it
+    tcfg = args["tcfg"]
+    data, kd = args["data"], args["kd"]
+    train_set = training_set(data, args["train_split"], tcfg.segment_s, args["cfg"].in_channels, tcfg.seed,
+                             args["mixing"])
+    from hwkd.data.datasets import SpeechPairs
+    val_set = SpeechPairs(data, split=args["val_split"], mode="utterance", channels=args["cfg"].in_channels)
+    torch.manual_seed(tcfg.seed)
+    model = DPDCRN(args["cfg"])
+    if args["init"] is not None:
+        _load_init(model, args["init"])
+    run = Path(args["out"])
+    objective = make_objective(model, kd, tcfg, train_set, None) if kd.scheme == "none" or kd.lam is not None \
+        else _read_objective(model, kd, tcfg, train_set, run)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world,
+                            timeout=timedelta(minutes=30))
+    try:
+        train(model, train_set, val_set, run, tcfg, objective=objective, progress=False, rank=rank)
+    finally:
+        dist.destroy_process_group()
+
+
+def _read_objective(model, kd: KDSpec, tcfg: TrainConfig, train_set, run: Path):
+    """Worker 1..: the objective with the λ worker 0 balanced (RUN/kd_weight.json), never balanced again."""
+    saved = run / "kd_weight.json"
+    if not saved.is_file():
+        raise HwkdError(f"{saved} is missing in a data-parallel worker", "rerun; worker 0 writes it first")
+    lam = float(json.loads(saved.read_text())["lam"])
+    from dataclasses import replace
+    obj = make_objective(model, replace(kd, lam=lam), tcfg, train_set, None)
+    obj.lam_record = json.loads(saved.read_text())
+    return obj
 
 
 def _load_init(model: DPDCRN, init) -> None:
