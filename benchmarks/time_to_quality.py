@@ -117,7 +117,8 @@ def main():
     res.update({"student": student, "mixing": a.mixing, "start": a.start, "batch": a.batch,
                 "segment_s": a.segment_s, "lr": a.lr,
                 "threads": a.threads, "workers": a.workers,
-                "teacher_sha256": __import__("hashlib").sha256(teacher_path.read_bytes()).hexdigest(), "eval": f"test split, {len(test)} utterances"})
+                "teacher_sha256": __import__("hashlib").sha256(teacher_path.read_bytes()).hexdigest(),
+                "eval": f"test split, {len(test)} utterances"})
     if "val_noisy_si_sdr_db" not in res:
         from hwkd.data.datasets import SpeechPairs
         from hwkd.metrics.quality import si_sdr
