@@ -635,6 +635,11 @@ def cmd_pick(args) -> int:
     lat = card["latency"]
     print(f"picked trial {card['trial']}: SI-SDR {card['quality']['val_si_sdr_db']:.2f} dB, "
           f"{lat['per_hop_ms']:.3f} ms per hop on {card['target']} ({lat['how']}), {card['params']:,} parameters")
+    if lat.get("may_exceed_limit"):
+        lo, hi = lat["band_per_hop_ms"]
+        print(f"note: its predicted latency's band ({lo:.3f}-{hi:.3f} ms) reaches past --max-latency-ms "
+              f"{lat['limit_ms']:g}; measure it on the device (hwkd profile --target {card['target']}) before "
+              "relying on it")
     print(f"exported to {out}: " + ", ".join(v for v in card["files"].values() if v) + ", model_card.md")
     return 0
 

@@ -74,3 +74,31 @@ def small_grid(monkeypatch, tmp_path):
                                         (16, 2, 1, 0, 16, True, 1), (8, 1, 2, 2, 8, False, 1)))
     monkeypatch.setenv("HWKD_HOME", str(tmp_path / "home"))
     return pr
+
+
+# markers by the servers a test needs (a test using these fixtures, or a whole module of server tests); `slow` is
+# set on the test itself. The fast selection for development: python -m pytest -q -m "not slow"
+_NEEDS = {"sshd": "needs_sshd", "postgres": "needs_postgres", "postgres_with_password": "needs_postgres"}
+_MODULE_NEEDS = {"test_servers.py": ("needs_sshd", "needs_postgres")}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        for fixture, mark in _NEEDS.items():
+            if fixture in getattr(item, "fixturenames", ()):
+                item.add_marker(mark)
+        for mark in _MODULE_NEEDS.get(item.path.name, ()):
+            item.add_marker(mark)
+        src = _source(item)                 # a test that starts a server itself
+        if "start_sshd(" in src:
+            item.add_marker("needs_sshd")
+        if "start_postgres(" in src:
+            item.add_marker("needs_postgres")
+
+
+def _source(item) -> str:
+    import inspect
+    try:
+        return inspect.getsource(item.function)
+    except (OSError, TypeError, AttributeError):
+        return ""

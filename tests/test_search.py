@@ -549,3 +549,12 @@ def test_nni_tuners_propose_into_the_optuna_study(tmp_path):
     tpe = NNIProposer("nni-tpe", space, seed=1, worker="w2")
     tpe.observe([t for t in study.trials])
     assert len(tpe.seen) == 12
+
+
+def test_a_predicted_band_across_a_limit_is_flagged_near_it():
+    from hwkd.search.run import near_limit
+    assert near_limit(0.9, 1.2, [1.0])             # the band straddles the user's limit
+    assert not near_limit(0.5, 0.8, [1.0, 16.0])   # wholly inside
+    assert not near_limit(1.1, 1.3, [1.0])         # wholly outside: infeasible, not "near"
+    assert near_limit(14.0, 17.0, [4.0, 16.0])     # the real-time limit (the hop)
+    assert not near_limit(None, None, [1.0])       # measured: no band

@@ -45,6 +45,8 @@ def collect(run: Path, settings: dict) -> tuple:
                      "rung0_si_sdr_db": a.get("rung0_si_sdr_db"), "params": a.get("params"),
                      "gmacs_per_s": a["macs_per_s"] / 1e9 if a.get("macs_per_s") else None,
                      "latency_ms": a.get("latency_ms"), "latency_p90_ms": a.get("latency_p90_ms"),
+                     "latency_lo_ms": a.get("latency_lo_ms"), "latency_hi_ms": a.get("latency_hi_ms"),
+                     "near_limit": a.get("near_limit"),
                      "rtf": a.get("rtf"), "latency_how": a.get("latency_how"),
                      "latency_provenance": a.get("latency_provenance"), "feasible": a.get("feasible"),
                      "error": a.get("error"), "worker": a.get("worker"), "trial_s": a.get("trial_s"),

@@ -67,6 +67,10 @@ def pick(run: Path, settings: dict, max_latency_ms: float | None, target: str | 
                         "data": settings["data"]},
             "latency": {"per_hop_ms": float(row["latency_ms"]),
                         "p90_per_hop_ms": _num(row["latency_p90_ms"]),
+                        "band_per_hop_ms": [_num(row.get("latency_lo_ms")), _num(row.get("latency_hi_ms"))],
+                        "limit_ms": max_latency_ms,
+                        "may_exceed_limit": bool(max_latency_ms is not None and _num(row.get("latency_hi_ms"))
+                                                 and _num(row.get("latency_hi_ms")) > max_latency_ms),
                         "hop_ms": net.cfg.hop / 16.0, "how": row["latency_how"],
                         "provenance": row["latency_provenance"] if isinstance(row["latency_provenance"], str)
                         else None},
@@ -98,6 +102,10 @@ def pick(run: Path, settings: dict, max_latency_ms: float | None, target: str | 
           f"- latency per hop on {settings['target']}: {card['latency']['per_hop_ms']:.3f} ms "
           f"(hop {card['latency']['hop_ms']:g} ms) — {card['latency']['how']}"
           + (f"; {card['latency']['provenance']}" if card["latency"]["provenance"] else ""),
+          *([f"- **the predicted band ({card['latency']['band_per_hop_ms'][0]:.3f}–"
+             f"{card['latency']['band_per_hop_ms'][1]:.3f} ms) reaches past the limit of {max_latency_ms:g} ms**: "
+             f"measure it on the device (`hwkd profile --target {settings['target']}`) before relying on it"]
+            if card["latency"]["may_exceed_limit"] else []),
           "", "Files: " + ", ".join(f"`{v}`" for v in files.values() if v) + " (OpenVINO IR: each .xml with its .bin)"
           + (f" (refused by the parity check: {', '.join(ex.refused)})" if ex.refused else ""), "",
           f"Run it: `hwkd enhance {out / 'model.pt'} in.wav out.wav" + (" --streaming`" if cfg.causal else "`")]

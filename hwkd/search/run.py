@@ -56,6 +56,13 @@ TRIAL_TIMEOUT_PER_AUDIO_S = 10.0
 CHILD_ENV_DROP = (store.STORAGE_ENV, "PGPASSWORD")   # a trial process never needs the store or its password
 
 
+def near_limit(lo_ms: float | None, hi_ms: float | None, limits: list[float]) -> bool:
+    """A predicted latency whose band straddles a limit: feasibility is decided on the prediction itself (p50),
+    but the measured value may fall on the other side of the limit — the report and `hwkd pick` say so, and a
+    measurement on the device settles it. Measured latencies carry no band (False)."""
+    return lo_ms is not None and hi_ms is not None and any(lo_ms <= x < hi_ms for x in limits)
+
+
 class _Heartbeat:
     """Stamps the trial in the store every `interval` seconds while it runs (Optuna's RDB heartbeat, timed by
     the database server's clock), so a worker on any machine can tell a dead worker's trial from a long one."""
@@ -270,14 +277,14 @@ class Search:
                     pass
         return float(sum(sdrs) / len(sdrs)), (float(sum(pesqs) / len(pesqs)) if pesqs else None)
 
+    def limits(self, hop_ms: float) -> list[float]:
+        """The per-hop latencies a student must stay within: the user's limit, real time (the hop)."""
+        return ([self.sc.max_latency_ms] if self.sc.max_latency_ms else []) + ([hop_ms] if self.sc.realtime else [])
+
     def constraint(self, latency_ms: float, hop_ms: float) -> float:
         """<= 0 when feasible (Optuna's convention)."""
-        limits = []
-        if self.sc.max_latency_ms:
-            limits.append(latency_ms - self.sc.max_latency_ms)
-        if self.sc.realtime:
-            limits.append(latency_ms - hop_ms)
-        return max(limits) if limits else 0.0
+        lim = self.limits(hop_ms)
+        return max(latency_ms - x for x in lim) if lim else 0.0
 
     # -- bookkeeping over the shared store ---------------------------------------------------------
     def trials(self):
@@ -502,6 +509,7 @@ class Search:
                 self.log(f"  trial {trial.number} FAILED: {err}{again}")
                 return "failed"
             r0["constraint"] = self.constraint(r0["latency_ms"], r0["hop_ms"])
+            r0["near_limit"] = near_limit(r0.get("latency_lo_ms"), r0.get("latency_hi_ms"), self.limits(r0["hop_ms"]))
             final = {**r0, "rung0_si_sdr_db": r0["val_si_sdr_db"]}
             if self._promote(trial.number, r0):
                 r1, err = self._child(tdir, {**spec, "rung": 1, "steps": self.sc.promote_steps,

@@ -122,6 +122,9 @@ def _profile(spec: dict, tdir: Path) -> dict:
     return {"params": prof["params"], "macs_per_s": prof["macs_per_s"], "latency_ms": per_hop,
             "latency_mode": prof["mode"], "latency_how": how, "latency_provenance": lat.get("provenance"),
             "latency_p90_ms": lat.get("p90_ms") and lat["p90_ms"] * hop_ms / lat["audio_ms_per_call"],
+            # a calibrated prediction's band (the interval the measured value should lie in), per hop
+            "latency_lo_ms": lat.get("band_lo_ms") and lat["band_lo_ms"] * hop_ms / lat["audio_ms_per_call"],
+            "latency_hi_ms": lat.get("band_hi_ms") and lat["band_hi_ms"] * hop_ms / lat["audio_ms_per_call"],
             "rtf": lat.get("rtf"), "latency_busy": lat.get("busy"), "runtime": lat["runtime"],
             "threads": lat["threads"], "hop_ms": hop_ms, "profile_s": round(time.perf_counter() - t0, 2)}
 
