@@ -15,7 +15,8 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 DEB_PACKAGES="asterisk-core-sounds-en-g722 asterisk-core-sounds-fr-g722 asterisk-core-sounds-it-g722
-asterisk-core-sounds-ru-g722 espeak-ng espeak-ng-data flite sonic-pi-samples openssh-client"
+asterisk-core-sounds-ru-g722 espeak-ng espeak-ng-data flite sonic-pi-samples openssh-client
+festival festvox-kdlpc16k festvox-italp16k festvox-czech-dita"
 TEST_SERVERS=""
 if [ "${HWKD_TEST_SERVERS:-1}" != 0 ]; then
   [ "${HWKD_NO_SSHD:-0}" = 1 ] || TEST_SERVERS="$TEST_SERVERS openssh-server"

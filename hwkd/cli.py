@@ -14,14 +14,15 @@ from hwkd.errors import HwkdError
 log = logging.getLogger("hwkd")
 
 
-def _sizes(text: str) -> tuple[int, int, int]:
+def _sizes(text: str) -> tuple[int, ...]:
     try:
         parts = tuple(int(x) for x in text.split(","))
     except ValueError:
         parts = ()
-    if len(parts) != 3 or min(parts) < 0:
-        raise argparse.ArgumentTypeError(f"expected TRAIN,VAL,TEST clip counts such as 600,100,100, got {text!r}")
-    return parts  # type: ignore[return-value]
+    if len(parts) not in (3, 4) or min(parts) < 0:
+        raise argparse.ArgumentTypeError(f"expected TRAIN,VAL,TEST[,OOD] clip counts such as 600,100,100,100, "
+                                         f"got {text!r}")
+    return parts
 
 
 def _positive(kind=int, what: str = "a positive number"):
@@ -156,8 +157,9 @@ def build_parser() -> argparse.ArgumentParser:
     ds.add_argument("--seed", type=int, default=0)
     for set_name, label in (("mono", "mono"), ("foa", "4-channel Ambisonics")):
         default = CorpusSpec().sizes[set_name]
-        ds.add_argument(f"--{set_name}", type=_sizes, default=default, metavar="TRAIN,VAL,TEST",
-                        help=f"{label} clip counts (default {','.join(map(str, default))})")
+        ds.add_argument(f"--{set_name}", type=_sizes, default=default, metavar="TRAIN,VAL,TEST[,OOD]",
+                        help=f"{label} clip counts (default {','.join(map(str, default))}; OOD: the "
+                             "out-of-domain split, voices, noises and SNRs no other split has)")
     ds.add_argument("--clip-s", type=_POS_FLOAT, default=4.0, help="clip length in seconds (default 4)")
     ds.add_argument("--jobs", type=_POS_INT, default=None, help="worker processes (default: all cores)")
     dc = dsub.add_parser(

@@ -31,6 +31,21 @@ def test_speakers_are_disjoint_across_splits():
         assert speech.speakers(split)["asterisk-g722"] and speech.speakers(split)["espeak-ng"]
 
 
+def test_the_out_of_domain_split_shares_no_voice_noise_family_or_snr_range_with_the_others():
+    from hwkd.data.noise import NOISE_KINDS, OOD_NOISE_KINDS
+    from hwkd.data.synth import OOD_SNR_DB
+    ood = {sp.id for group in speech.speakers("ood").values() for sp in group}
+    others = {sp.id for s in speech.SPLITS for group in speech.speakers(s).values() for sp in group}
+    assert ood and not ood & others
+    assert set(OOD_NOISE_KINDS) - {"babble"} and not (set(OOD_NOISE_KINDS) - {"babble"}) & set(NOISE_KINDS)
+    assert OOD_SNR_DB[0] < CorpusSpec().snr_db[0] and OOD_SNR_DB[1] > CorpusSpec().snr_db[1]
+    metas = [make_clip(CorpusSpec(clip_s=1.0), "mono", "ood", i)[2] for i in range(6)]
+    assert {m["speaker"] for m in metas} <= ood and {m["noise_kind"] for m in metas} <= set(OOD_NOISE_KINDS)
+    assert all(OOD_SNR_DB[0] <= m["snr_db"] <= OOD_SNR_DB[1] for m in metas)
+    noisy, clean, meta = make_clip(CorpusSpec(clip_s=1.0), "foa", "ood", 0)
+    assert noisy.shape == (4, 16000) and meta["speaker"] in ood and np.isfinite(noisy).all()
+
+
 def test_clip_is_a_pure_function_of_seed_split_index():
     a = make_clip(TINY, "mono", "val", 5)
     b = make_clip(TINY, "mono", "val", 5)

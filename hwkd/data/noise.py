@@ -21,6 +21,16 @@ AMBIENT_NAMES = ("ambi_choir", "ambi_dark_woosh", "ambi_drone", "ambi_glass_hum"
 NOISE_KINDS = ("white", "pink", "brown", "blue", "hum", "fan", "clicks", "babble", "ambient")
 NOISE_WEIGHTS = (0.08, 0.12, 0.08, 0.05, 0.1, 0.12, 0.1, 0.15, 0.2)
 
+# The out-of-domain split's noises: families no other split has. Music (sonic-pi loops left out of AMBIENT_NAMES),
+# impulsive one-shots (doors, impacts, snaps, a till, a crow) over a quiet floor, pink noise whose level swings
+# at 0.5-4 Hz (non-stationary), and babble of the split's own (out-of-domain) voices.
+OOD_NOISE_KINDS = ("music", "impulsive", "modulated", "babble")
+OOD_NOISE_WEIGHTS = (0.3, 0.25, 0.2, 0.25)
+MUSIC_NAMES = ("loop_amen", "loop_breakbeat", "loop_compus", "loop_garzul", "loop_mika", "loop_safari",
+               "loop_tabla", "loop_weirdo", "loop_mehackit1", "loop_mehackit2", "guit_em9", "guit_e_fifths")
+IMPULSE_NAMES = ("perc_door", "perc_impact1", "perc_impact2", "perc_snap", "perc_snap2", "perc_till", "perc_bell",
+                 "misc_crow", "misc_cineboom", "drum_heavy_kick", "drum_snare_hard", "drum_cymbal_hard")
+
 
 def ambient_files() -> list[Path]:
     return [p for n in AMBIENT_NAMES if (p := SONIC_PI_DIR / f"{n}.flac").is_file()]
@@ -103,9 +113,46 @@ def babble(rng: np.random.Generator, n: int, split: str, exclude: str) -> tuple[
     for _ in range(k):
         # mostly recorded voices: cheaper than TTS and more realistic babble
         spk = pick_speaker(split, rng, weights=(("asterisk-g722", 0.8), ("espeak-ng", 0.15), ("flite", 0.05)),
-                           exclude=(exclude,))
+                           exclude=(exclude,))          # (the out-of-domain split: its own voices)
         x += speech_segment(spk, rng, n) * rng.uniform(0.5, 1.0)
     return x / (x.std() + 1e-9), f"{k} talkers"
+
+
+def _sample_files(names: tuple[str, ...]) -> list[Path]:
+    return [p for n in names if (p := SONIC_PI_DIR / f"{n}.flac").is_file()]
+
+
+def music(rng: np.random.Generator, n: int) -> tuple[np.ndarray, str]:
+    files = _sample_files(MUSIC_NAMES)
+    path = files[int(rng.integers(len(files)))]
+    src = _load_ambient(path)
+    loop = np.tile(src, int(np.ceil((n + len(src)) / len(src))))
+    start = int(rng.integers(len(src)))
+    x = loop[start:start + n]
+    return (x / (x.std() + 1e-9)).astype(np.float32), path.stem
+
+
+def impulsive(rng: np.random.Generator, n: int) -> tuple[np.ndarray, str]:
+    """One-shots at Poisson times (0.5-3 per second) over pink noise 30 dB below them."""
+    files = _sample_files(IMPULSE_NAMES)
+    x = colored(rng, n, 1.0) * 0.03
+    rate = rng.uniform(0.5, 3.0)
+    for start in rng.integers(0, n, size=max(1, rng.poisson(rate * n / SR))):
+        ev = _load_ambient(files[int(rng.integers(len(files)))])
+        ev = ev / (np.abs(ev).max() + 1e-9) * rng.uniform(0.3, 1.0)
+        end = min(n, start + len(ev))
+        x[start:end] += ev[: end - start]
+    return (x / (x.std() + 1e-9)).astype(np.float32), f"{rate:.1f}/s"
+
+
+def modulated(rng: np.random.Generator, n: int) -> tuple[np.ndarray, str]:
+    """Pink noise whose level swings at 0.5-4 Hz by 10-30 dB."""
+    f = rng.uniform(0.5, 4.0)
+    depth_db = rng.uniform(10, 30)
+    t = np.arange(n) / SR
+    env = 10 ** (depth_db / 20 * 0.5 * (np.sin(2 * np.pi * f * t + rng.uniform(0, 6.3)) - 1))
+    x = colored(rng, n, 1.0) * env
+    return (x / (x.std() + 1e-9)).astype(np.float32), f"{f:.1f} Hz, {depth_db:.0f} dB"
 
 
 def make_noise(kind: str, rng: np.random.Generator, n: int, split: str, talker: str) -> tuple[np.ndarray, str]:
@@ -123,4 +170,10 @@ def make_noise(kind: str, rng: np.random.Generator, n: int, split: str, talker: 
         return babble(rng, n, split, talker)
     if kind == "ambient":
         return ambient(rng, n, split)
+    if kind == "music":
+        return music(rng, n)
+    if kind == "impulsive":
+        return impulsive(rng, n)
+    if kind == "modulated":
+        return modulated(rng, n)
     raise ValueError(f"unknown noise kind {kind!r}")

@@ -4,6 +4,10 @@
 - TTS: espeak-ng (voice variants x English accents) and flite (4 voices).
 
 Speaker-disjoint splits: real actors are split by actor, espeak-ng by voice variant, flite by voice.
+
+The out-of-domain split ("ood") uses voices no other split has, from a synthesiser the corpus never uses
+otherwise: Festival's diphone voices (an American English man; an Italian and a Czech woman reading the English
+sentences with their own phonetics), so a model is scored on voices, engine and accents it never trained on.
 """
 
 from __future__ import annotations
@@ -25,6 +29,11 @@ from hwkd.errors import HwkdError
 SR = 16000
 ASTERISK_DIR = Path("/usr/share/asterisk/sounds")
 SPLITS = ("train", "val", "test")
+OOD_SPLIT = "ood"
+# Festival voices of the out-of-domain split: voice name -> its Debian package (never used by other splits)
+FESTIVAL_OOD = {"ked_diphone": "festvox-kdlpc16k", "lp_diphone": "festvox-italp16k",
+                "czech_dita": "festvox-czech-dita"}
+FESTIVAL_PACKAGES = ["festival", *FESTIVAL_OOD.values()]
 
 # One voice actor per asterisk pack (the folder name carries language, sex and name).
 ASTERISK_SPLIT = {
@@ -42,13 +51,13 @@ ESPEAK_ACCENTS = ("en-us", "en-gb", "en-gb-scotland", "en-gb-x-gbclan", "en-gb-x
 # Variants that are not plausible speech (robots, whisper, effects) are left out.
 _ESPEAK_EXCLUDE = ("whisper", "robo", "robot", "demonic", "tweaky", "unirobot", "croak")
 
-DEBIAN_PACKAGES = ASTERISK_PACKAGES + ["espeak-ng", "espeak-ng-data", "flite", "sonic-pi-samples"]
+DEBIAN_PACKAGES = ASTERISK_PACKAGES + ["espeak-ng", "espeak-ng-data", "flite", "sonic-pi-samples"] + FESTIVAL_PACKAGES
 
 
 @dataclass(frozen=True)
 class Speaker:
     id: str        # e.g. "asterisk:en_US_f_Allison", "espeak-ng:f3", "flite:awb"
-    source: str    # "asterisk-g722" | "espeak-ng" | "flite"
+    source: str    # "asterisk-g722" | "espeak-ng" | "flite" | "festival"
     name: str
 
     @property
@@ -61,9 +70,18 @@ def _hash_split(name: str) -> str:
     return "train" if h < 70 else ("val" if h < 85 else "test")
 
 
-def check_sources() -> None:
-    """Fail with one clear message when the Debian packages the corpus uses are missing."""
+def festival_voices() -> list[str]:
+    """The out-of-domain Festival voices installed (their folders under /usr/share/festival/voices)."""
+    root = Path("/usr/share/festival/voices")
+    return [v for v in FESTIVAL_OOD if any((d / v).is_dir() for d in root.glob("*"))] if root.is_dir() else []
+
+
+def check_sources(ood: bool = False) -> None:
+    """Fail with one clear message when the Debian packages the corpus uses are missing (`ood`: also those of
+    the out-of-domain split)."""
     missing = []
+    if ood and (shutil.which("text2wave") is None or len(festival_voices()) < len(FESTIVAL_OOD)):
+        missing += FESTIVAL_PACKAGES
     if not all((ASTERISK_DIR / name).is_dir() for name in ASTERISK_SPLIT):
         missing += ASTERISK_PACKAGES
     for tool, pkg in (("espeak-ng", "espeak-ng"), ("flite", "flite")):
@@ -94,6 +112,8 @@ def espeak_variants() -> tuple[str, ...]:
 @functools.cache
 def speakers(split: str) -> dict[str, tuple[Speaker, ...]]:
     """Speakers of one split, grouped by source."""
+    if split == OOD_SPLIT:
+        return {"festival": tuple(Speaker(f"festival:{v}", "festival", v) for v in FESTIVAL_OOD)}
     real = tuple(Speaker(f"asterisk:{n}", "asterisk-g722", n)
                  for n, s in sorted(ASTERISK_SPLIT.items()) if s == split)
     esp = tuple(Speaker(f"espeak-ng:{v}", "espeak-ng", v) for v in espeak_variants()
@@ -175,7 +195,16 @@ def _wav_bytes_to_float(raw: bytes) -> tuple[np.ndarray, int]:
 
 
 def _tts(spk: Speaker, text: str, rng: np.random.Generator) -> np.ndarray:
-    if spk.source == "espeak-ng":
+    if spk.source == "festival":
+        import tempfile
+        with tempfile.TemporaryDirectory() as d:
+            out = Path(d) / "u.wav"
+            subprocess.run(["text2wave", "-eval", f"(voice_{spk.name})", "-o", str(out)], input=text.encode(),
+                           capture_output=True, check=True, timeout=60)
+            x, sr = sf.read(str(out), dtype="float32")
+        if x.ndim > 1:
+            x = x.mean(1)
+    elif spk.source == "espeak-ng":
         accent = ESPEAK_ACCENTS[int(rng.integers(len(ESPEAK_ACCENTS)))]
         speed = int(rng.integers(135, 186))
         pitch = int(rng.integers(25, 76))
@@ -220,6 +249,8 @@ def pick_speaker(split: str, rng: np.random.Generator,
                  weights=(("asterisk-g722", 0.5), ("espeak-ng", 0.35), ("flite", 0.15)),
                  exclude: tuple[str, ...] = ()) -> Speaker:
     groups = speakers(split)
+    if split == OOD_SPLIT:                      # one source: its voices, evenly
+        weights = (("festival", 1.0),)
     names = [k for k, _ in weights]
     w = np.array([p if groups[k] else 0.0 for k, p in weights])
     src = names[int(rng.choice(len(names), p=w / w.sum()))]

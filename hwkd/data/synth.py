@@ -11,6 +11,14 @@ Layout (each split is a generic paired folder, readable by `hwkd data check`):
     ROOT/{mono,foa}/{train,val,test}/noisy/clip_000000.wav   (1 or 4 channels: W,Y,Z,X)
     ROOT/{mono,foa}/{train,val,test}/clean/clip_000000.wav   (mono target)
     ROOT/{mono,foa}/{train,val,test}/manifest.jsonl
+    ROOT/{mono,foa}/ood/...                  the out-of-domain split (below)
+
+The out-of-domain split ("ood") is built from material no other split has, so a model can be judged on
+what it never trained on, beside the in-domain test split: voices of a synthesiser the corpus does not use
+otherwise (Festival: an American man, an Italian and a Czech woman reading English; hwkd.data.speech), noise
+families no split has (music loops, impulsive one-shots, level-modulated pink noise, babble of those voices;
+hwkd.data.noise), SNRs over OOD_SNR_DB (5 dB past the training range on each side) and levels over
+OOD_LEVEL_DBFS. Ambisonics clips use rooms drawn as for the other splits.
 """
 
 from __future__ import annotations
@@ -39,15 +47,18 @@ SR = 16000
 GENERATOR_VERSION = 1
 SETS = {"mono": 1, "foa": 4}           # set name -> input channels
 SET_IDS = {"mono": 1, "foa": 2}
-SPLIT_IDS = {"train": 1, "val": 2, "test": 3}
+SPLIT_IDS = {"train": 1, "val": 2, "test": 3, "ood": 4}
 SPLITS = ("train", "val", "test")
+ALL_SPLITS = SPLITS + ("ood",)           # sizes are (train, val, test) or (train, val, test, ood)
+OOD_SNR_DB = (-10.0, 25.0)
+OOD_LEVEL_DBFS = (-45.0, -10.0)
 
 
 @dataclass(frozen=True)
 class CorpusSpec:
     seed: int = 0
     clip_s: float = 4.0
-    sizes: dict = field(default_factory=lambda: {"mono": (600, 100, 100), "foa": (240, 40, 40)})
+    sizes: dict = field(default_factory=lambda: {"mono": (600, 100, 100, 100), "foa": (240, 40, 40, 40)})
     snr_db: tuple = (-5.0, 20.0)
     level_dbfs: tuple = (-35.0, -15.0)
 
@@ -111,15 +122,16 @@ def spatialise(room, speech: np.ndarray, noise: np.ndarray, snr_db: float, n: in
 
 def make_clip(spec: CorpusSpec, set_name: str, split: str, index: int) -> tuple[np.ndarray, np.ndarray, dict]:
     """Build one clip. Returns noisy [C, N], clean [N] and its manifest record."""
-    from hwkd.data.noise import NOISE_KINDS, NOISE_WEIGHTS, make_noise
+    from hwkd.data.noise import NOISE_KINDS, NOISE_WEIGHTS, OOD_NOISE_KINDS, OOD_NOISE_WEIGHTS, make_noise
     from hwkd.data.speech import pick_speaker, speech_segment
 
     rng = clip_rng(spec.seed, set_name, split, index)
     n = int(round(spec.clip_s * SR))
     spk = pick_speaker(split, rng)
-    kind = NOISE_KINDS[int(rng.choice(len(NOISE_KINDS), p=np.array(NOISE_WEIGHTS) / sum(NOISE_WEIGHTS)))]
-    snr = float(rng.uniform(*spec.snr_db))
-    level = float(rng.uniform(*spec.level_dbfs))
+    kinds, weights = (OOD_NOISE_KINDS, OOD_NOISE_WEIGHTS) if split == "ood" else (NOISE_KINDS, NOISE_WEIGHTS)
+    kind = kinds[int(rng.choice(len(kinds), p=np.array(weights) / sum(weights)))]
+    snr = float(rng.uniform(*(OOD_SNR_DB if split == "ood" else spec.snr_db)))
+    level = float(rng.uniform(*(OOD_LEVEL_DBFS if split == "ood" else spec.level_dbfs)))
     speech = speech_segment(spk, rng, n)
     meta = {"id": clip_name(index), "index": index, "set": set_name, "split": split,
             "seed": [spec.seed, SET_IDS[set_name], SPLIT_IDS[split], index],
@@ -209,7 +221,7 @@ def _check_identity(root: Path, spec: CorpusSpec) -> None:
 def write_manifests(root: Path, spec: CorpusSpec) -> dict:
     counts = {}
     for set_name, sizes in spec.sizes.items():
-        for split, n in zip(SPLITS, sizes):
+        for split, n in zip(ALL_SPLITS, sizes):
             split_dir = root / set_name / split
             lines = [_meta_path(split_dir, i).read_text() for i in range(n) if _is_done(split_dir, i)]
             write_text_atomic(split_dir / "manifest.jsonl", "".join(line + "\n" for line in lines))
@@ -248,7 +260,10 @@ def build_corpus(root: str | os.PathLike, spec: CorpusSpec = CorpusSpec(), jobs:
                  progress: bool = True) -> dict:
     """Build (or resume, or extend) a corpus. Returns a summary dict."""
     from hwkd.data.speech import check_sources
-    check_sources()
+    for set_name, sizes in spec.sizes.items():
+        if len(sizes) not in (3, 4) or min(sizes) < 0:
+            raise HwkdError(f"corpus sizes for {set_name}: {sizes}", "give TRAIN,VAL,TEST[,OOD] clip counts >= 0")
+    check_sources(ood=any(len(v) > 3 and v[3] > 0 for v in spec.sizes.values()))
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     # one builder at a time per corpus: another waits here, then finds the clips built (and skips them);
@@ -261,7 +276,7 @@ def build_corpus(root: str | os.PathLike, spec: CorpusSpec = CorpusSpec(), jobs:
         for set_name, sizes in spec.sizes.items():
             if set_name not in SETS:
                 raise HwkdError(f"unknown corpus set {set_name!r}", f"use one of {', '.join(SETS)}")
-            for split, n in zip(SPLITS, sizes):
+            for split, n in zip(ALL_SPLITS, sizes):
                 split_dir = root / set_name / split
                 for i in range(n):
                     if _is_done(split_dir, i):
@@ -270,7 +285,7 @@ def build_corpus(root: str | os.PathLike, spec: CorpusSpec = CorpusSpec(), jobs:
                         todo.append((spec, str(root), set_name, split, i))
         write_text_atomic(root / "corpus.json", json.dumps({
             "format": "hwkd-corpus", "identity": spec.identity(),
-            "sizes": {k: dict(zip(SPLITS, v)) for k, v in spec.sizes.items()},
+            "sizes": {k: dict(zip(ALL_SPLITS, v)) for k, v in spec.sizes.items()},
             "channels": {k: SETS[k] for k in spec.sizes}, "sample_rate": SR,
             "versions": package_versions(),
             "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z")}, indent=2))
