@@ -259,3 +259,21 @@ def test_cli_train_mixes_a_dns_style_dataset(dns_style, tmp_path):
                 "--threads", "1")
     assert r.returncode == 0, r.stderr[-2000:]
     assert "on-the-fly mixing" in r.stdout and (tmp_path / "run" / "best.pt").is_file()
+
+
+def test_distill_with_two_data_parallel_workers(tmp_path, tiny_corpus):
+    """I²SRF-TFCKD (a scheme that relates the items of a batch) with --workers 2: worker 0 balances λ, the
+    spawned worker reads it back, each distils its share (the batch stream built for batch / workers)."""
+    from hwkd.models.checkpoint import read_checkpoint, save_checkpoint
+
+    from conftest import run_cli
+    save_checkpoint(tmp_path / "teacher.pt", create_model(dict(channels=12, layers=2, depth=2, heads=2)))
+    r = run_cli("-q", "distill", "--teacher", tmp_path / "teacher.pt", "--student", "kd-small", "--kd",
+                "i2srf-tfckd", "--data", tiny_corpus, "--out", tmp_path / "run", "--epochs", "1", "--batch-size", "4",
+                "--segment-s", "1", "--max-steps-per-epoch", "2", "--val-pesq-clips", "0", "--threads", "2",
+                "--workers", "2")
+    assert r.returncode == 0, r.stderr[-2000:]
+    rec = json.loads((tmp_path / "run" / "kd_weight.json").read_text())
+    ck = read_checkpoint(tmp_path / "run" / "last.pt")
+    assert rec["lam"] > 0 and ck["meta"]["kd_weight"]["lam"] == rec["lam"]
+    assert ck["train"]["history"][-1]["workers"] == 2 and ck["train"]["pos"] == 0 and ck["train"]["epoch"] == 1
