@@ -155,6 +155,12 @@ def test_two_data_parallel_workers_train_like_one_process(tmp_path, corpus, mode
     hb = [json.loads(line) for line in (tmp_path / "two" / "history.jsonl").read_text().splitlines()]
     assert [h["workers"] for h in hb] == [2, 2] and [h["epoch"] for h in hb] == [1, 2]
     assert abs(ha[-1]["val_si_sdr_db"] - hb[-1]["val_si_sdr_db"]) < 0.01
+    # a worker that fails: one line naming it, the finished checkpoints kept
+    env = {**os.environ, "HWKD_FAULT_WORKER": "1"}
+    r = subprocess.run(cmd(tmp_path / "two", 2)[:-4] + ["--epochs", "3", "--workers", "2"], capture_output=True,
+                       text=True, env=env, timeout=300)
+    assert r.returncode == 2 and "hwkd: error: data-parallel training" in r.stderr and "worker 1 (exit 1)" in r.stderr
+    assert read_checkpoint(tmp_path / "two" / "last.pt")["train"]["epoch"] == 2      # nothing lost
     # an odd batch cannot be split evenly: refused before any work
     bad = run_cli("train", "--model", model_yaml, "--data", corpus, "--out", tmp_path / "bad", "--batch-size", "3",
                   "--workers", "2")

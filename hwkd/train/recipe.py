@@ -174,10 +174,10 @@ def _train_parallel(model, train_set, val_set, run: Path, tcfg: TrainConfig, obj
                                 timeout=timedelta(minutes=30))
         try:
             res = train(model, train_set, val_set, run, tcfg_w, objective=objective, progress=progress, meta=info)
-        except RuntimeError as e:          # a worker that died breaks the all-reduce: name it, not gloo's socket
+        except RuntimeError:               # a worker that died breaks the collective: name it, not gloo's socket
             dead = [f"worker {k + 1} (exit {p.exitcode})" for k, p in enumerate(procs) if p.exitcode not in (None, 0)]
             if dead:
-                raise HwkdError(f"data-parallel training in {run}: {', '.join(dead)} failed ({e})",
+                raise HwkdError(f"data-parallel training in {run}: {', '.join(dead)} failed",
                                 "see the worker's error above; rerun the same command to resume from the last "
                                 "checkpoint, or use --workers 1") from None
             raise
@@ -204,6 +204,12 @@ def _worker(rank: int, world: int, port: int, parent: int, args: dict) -> None:
     from hwkd.sysinfo import die_with_parent
     die_with_parent(parent)
     signal.signal(signal.SIGINT, signal.SIG_IGN)      # Ctrl-C is worker 0's to handle; this one dies with it
+    # the group first: a failure below then breaks worker 0's first collective at once (the socket closes),
+    # where a worker that died before joining would leave worker 0 waiting for it until the timeout
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world,
+                            timeout=timedelta(minutes=30))
+    if os.environ.get("HWKD_FAULT_WORKER") == str(rank):   # tests: a worker that fails while building its run
+        raise RuntimeError("HWKD_FAULT_WORKER: this worker fails on purpose")
     tcfg = args["tcfg"]
     data, kd = args["data"], args["kd"]
     train_set = training_set(data, args["train_split"], tcfg.segment_s, args["cfg"].in_channels, tcfg.seed,
@@ -217,8 +223,6 @@ def _worker(rank: int, world: int, port: int, parent: int, args: dict) -> None:
     run = Path(args["out"])
     objective = make_objective(model, kd, tcfg, train_set, None) if kd.scheme == "none" or kd.lam is not None \
         else _read_objective(model, kd, tcfg, train_set, run)
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world,
-                            timeout=timedelta(minutes=30))
     try:
         train(model, train_set, val_set, run, tcfg, objective=objective, progress=False, rank=rank)
     finally:
