@@ -42,6 +42,11 @@ def test_the_out_of_domain_split_shares_no_voice_noise_family_or_snr_range_with_
     metas = [make_clip(CorpusSpec(clip_s=1.0), "mono", "ood", i)[2] for i in range(6)]
     assert {m["speaker"] for m in metas} <= ood and {m["noise_kind"] for m in metas} <= set(OOD_NOISE_KINDS)
     assert all(OOD_SNR_DB[0] <= m["snr_db"] <= OOD_SNR_DB[1] for m in metas)
+    for v in speech.FESTIVAL_OOD:          # every voice speaks, questions included (the Italian one failed on "?")
+        u = speech.utterance(speech.Speaker(f"festival:{v}", "festival", v), np.random.default_rng(3))
+        q = speech._tts(speech.Speaker(f"festival:{v}", "festival", v), "Did you see the green coat?",
+                        np.random.default_rng(0))
+        assert len(u) > 8000 and len(q) > 8000 and np.abs(q).max() > 0.01
     noisy, clean, meta = make_clip(CorpusSpec(clip_s=1.0), "foa", "ood", 0)
     assert noisy.shape == (4, 16000) and meta["speaker"] in ood and np.isfinite(noisy).all()
 

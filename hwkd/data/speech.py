@@ -199,8 +199,12 @@ def _tts(spk: Speaker, text: str, rng: np.random.Generator) -> np.ndarray:
         import tempfile
         with tempfile.TemporaryDirectory() as d:
             out = Path(d) / "u.wav"
-            subprocess.run(["text2wave", "-eval", f"(voice_{spk.name})", "-o", str(out)], input=text.encode(),
-                           capture_output=True, check=True, timeout=60)
+            # Festival's Italian voice fails on "?" (SIOD error, exit 0, empty file): questions end with "."
+            r = subprocess.run(["text2wave", "-eval", f"(voice_{spk.name})", "-o", str(out)],
+                               input=text.replace("?", ".").encode(), capture_output=True, check=True, timeout=60)
+            if not out.is_file() or out.stat().st_size < 100:
+                raise RuntimeError(f"Festival voice {spk.name} produced no audio for {text!r}: "
+                                   f"{r.stderr.decode(errors='replace').strip()[-200:]}")
             x, sr = sf.read(str(out), dtype="float32")
         if x.ndim > 1:
             x = x.mean(1)
