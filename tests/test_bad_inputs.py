@@ -255,6 +255,7 @@ def test_bad_input_is_one_line(table, case):
     assert row["changed"] == [], f"files created, changed or removed: {row['changed']}"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", ["WAV whose header says 1 Hz", "search --trials 0", "target simd16"])
 def test_the_same_in_a_real_process(table, case):
     """`python -m hwkd` as a user runs it: the exit code, the one line and the files match the in-process run."""

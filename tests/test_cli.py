@@ -1,5 +1,7 @@
 import os
 
+import pytest
+
 from conftest import run_cli
 
 
@@ -26,6 +28,7 @@ def test_search_unknown_target_and_bad_yaml(tmp_path):
     assert "Traceback" not in r.stderr
 
 
+@pytest.mark.slow
 def test_search_bad_space_and_unreachable_store(paired, tmp_path):
     env = {**os.environ, "HWKD_HOME": str(tmp_path / "home")}
     r = run_cli("search", "--target", "rpi4", "--data", paired, "--space", "nope", env=env)
@@ -40,6 +43,7 @@ def test_search_bad_space_and_unreachable_store(paired, tmp_path):
     assert r.returncode == 2 and "no search run at" in r.stderr
 
 
+@pytest.mark.slow
 def test_metrics_command_on_a_folder(paired, tmp_path):
     out = tmp_path / "m" / "noisy.csv"
     r = run_cli("-q", "metrics", paired, "--out", out, "--jobs", "1")
@@ -50,7 +54,6 @@ def test_metrics_command_on_a_folder(paired, tmp_path):
     assert r.returncode == 2 and "enhanced folder not found" in r.stderr
 
 
-import pytest  # noqa: E402
 
 
 @pytest.mark.parametrize("argv, flag", [
@@ -81,6 +84,7 @@ def test_impossible_flag_values_are_refused_at_parse_time(argv, flag, capsys):
     assert e.value.code == 2 and f"argument {flag}" in err[-1] and "Traceback" not in "\n".join(err)
 
 
+@pytest.mark.slow
 def test_profile_zero_threads_is_one_line(tmp_path):
     r = run_cli("profile", "cpu-student-causal", "--target", "cpu", "--threads", "0", "--out", tmp_path / "p")
     assert r.returncode == 2 and "thread counts start at 1" in r.stderr and "Traceback" not in r.stderr

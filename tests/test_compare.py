@@ -3,6 +3,7 @@
 import json
 
 import pandas as pd
+import pytest
 
 from conftest import run_cli
 
@@ -18,6 +19,7 @@ def _args(tmp_path, tiny_corpus, tiny_foa, out="run"):
             "--out", tmp_path / out, "--report-dir", tmp_path / "report"]
 
 
+@pytest.mark.slow
 def test_compare_matrix_report_and_resume(tmp_path, tiny_corpus, tiny_foa):
     args = _args(tmp_path, tiny_corpus, tiny_foa)
     r = run_cli(*args)
@@ -115,6 +117,7 @@ def test_report_pairs_gains_by_seed_and_sets_i2srf_against_every_scheme(tmp_path
     assert "- s: i2srf-tfckd PESQ-WB ahead of 2 of 3 by mean" in md
 
 
+@pytest.mark.slow
 def test_compare_workers_share_the_cells_out(tmp_path, tiny_corpus):
     """--workers 2: two processes, every cell trained exactly once, both workers busy, one report."""
     s1 = tmp_path / "s8.yaml"

@@ -2,12 +2,15 @@
 
 import json
 
+import pytest
+
 from hwkd.models import create_model
 from hwkd.models.checkpoint import read_checkpoint, save_checkpoint
 
 from conftest import run_cli
 
 
+@pytest.mark.slow
 def test_distill_runs_logs_kd_parts_and_checkpoints_the_distiller(tmp_path, tiny_corpus):
     teacher = create_model(dict(channels=12, layers=2, depth=2, heads=2))
     save_checkpoint(tmp_path / "teacher.pt", teacher)

@@ -27,6 +27,7 @@ def _blocks(x, size):
 
 @pytest.mark.parametrize("extra", [dict(time_attention="none"), dict(time_attention="causal", hop=160),
                                    dict(time_attention="none", causal_norm="frame", in_channels=4, hop=128)])
+@pytest.mark.slow
 def test_causal_chunks_carry_the_state_exactly(extra, monkeypatch):
     """DPDCRN.step on chunks of frames, and the chunked file path, equal the whole-file forward (the cumulative
     norms' running sums, the dense caches, the GRU states and the attention inputs cross each chunk boundary)."""
@@ -54,6 +55,7 @@ def test_causal_chunks_carry_the_state_exactly(extra, monkeypatch):
     assert np.abs(hop_by_hop - enh.enhance_array(w[:, :5000])).max() <= 1e-5
 
 
+@pytest.mark.slow
 def test_noncausal_windows_are_cross_faded_in_place(monkeypatch):
     """Non-causal: a file up to one window is enhanced whole (identical); longer ones in overlapping windows whose
     cross-fade keeps every sample in place: with the identity start (the output hardly depends on context) the
@@ -106,6 +108,7 @@ def _peak_rss_mib(argv) -> float:
     return ru.ru_maxrss / 1024
 
 
+@pytest.mark.slow
 def test_enhance_memory_does_not_grow_with_the_file(tmp_path):
     """`hwkd enhance` of 60 s against 5 s with the causal student preset: the peak RSS hardly moves (the
     whole-file path grew ~10-16 MB per second of audio: +550 MB or more here). Performance figures live in
@@ -125,6 +128,7 @@ def test_enhance_memory_does_not_grow_with_the_file(tmp_path):
     assert growth < 55 * 16 / 10, f"peak RSS grew {growth:.0f} MiB from 5 s to 60 s of audio ({peaks})"
 
 
+@pytest.mark.slow
 def test_enhance_keeps_an_old_output_when_the_input_fails_midway(tmp_path):
     """A NaN found in a later block ends the run with one line; the file being written is removed and an
     existing output is left as it was."""

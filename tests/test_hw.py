@@ -37,12 +37,14 @@ def test_macs_at_hop_160_and_attention_term():
     assert r["by_operator"]["attention"] == layers * (2 * t * t * d * 64 + 2 * 64 * 64 * d * t)
 
 
+@pytest.mark.slow
 def test_macs_cross_check_with_flopcountermode():
     for spec in ("cpu-student", dict(TINY, causal=True, time_attention="causal", in_channels=4)):
         c = cross_check(create_model(spec))
         assert c["rel_diff"] < 1e-9, c
 
 
+@pytest.mark.slow
 def test_export_parity_offline_and_streaming(tmp_path):
     torch.manual_seed(0)
     net = full_mask(create_model(dict(TINY, causal=True, time_attention="none")))
@@ -55,6 +57,7 @@ def test_export_parity_offline_and_streaming(tmp_path):
     assert ex.refused == {}
 
 
+@pytest.mark.slow
 def test_export_refuses_a_mismatch(tmp_path):
     net = create_model(TINY)
     with pytest.raises(ExportMismatch):
@@ -68,6 +71,7 @@ def test_ambisonics_export(tmp_path):
     assert ex.step_onnx is None and max(ex.parity["offline"]["onnxruntime"].values()) < 1e-4
 
 
+@pytest.mark.slow
 def test_measure_protocol_isolated(tmp_path):
     net = create_model(dict(TINY, causal=True, time_attention="none"))
     ex = export_all(net, tmp_path, openvino=False)
@@ -113,6 +117,7 @@ def test_bad_target_files(tmp_path, body, field):
         load_target(str(p))
 
 
+@pytest.mark.slow
 def test_cli_profile_and_bench(tmp_path):
     cfg = tmp_path / "tiny.yaml"
     cfg.write_text("channels: 8\nlayers: 1\ndepth: 2\nheads: 2\ncausal: true\ntime_attention: none\n")
@@ -137,6 +142,7 @@ def test_cli_profile_and_bench(tmp_path):
     assert not rpi["how"].str.startswith("measured").any()
 
 
+@pytest.mark.slow
 def test_cli_profile_bad_input(tmp_path):
     r = run_cli("profile", "cpu-student", "--target", "rpi9")
     assert r.returncode == 2 and "unknown target 'rpi9'" in r.stderr
@@ -144,6 +150,7 @@ def test_cli_profile_bad_input(tmp_path):
     assert r.returncode == 2 and "checkpoint not found" in r.stderr
 
 
+@pytest.mark.slow
 def test_openvino_hop_runner_carries_state(tmp_path):
     """The zero-copy streaming loop used for OpenVINO latency computes what torch computes hop by hop."""
     from hwkd.hw.export import StepModel
@@ -162,6 +169,7 @@ def test_openvino_hop_runner_carries_state(tmp_path):
     assert np.abs(run.last_mask() - mask.numpy()).max() < 1e-4
 
 
+@pytest.mark.slow
 def test_predictor_calibrates_and_predicts(small_grid, tmp_path):
     from hwkd.hw.export import export_step_onnx
     from hwkd.hw.measure import _Runner, _timed
@@ -196,6 +204,7 @@ def test_predictor_calibrates_and_predicts(small_grid, tmp_path):
         pred.predict_hop_ms(DPDCRNConfig(channels=12, causal=True, time_attention="causal", heads=2))
 
 
+@pytest.mark.slow
 def test_remote_target_without_device_is_predicted_and_labelled(tmp_path, monkeypatch):
     from hwkd.hw.profile import profile
     monkeypatch.setenv("HWKD_HOME", str(tmp_path / "home"))
@@ -210,6 +219,7 @@ def test_remote_target_without_device_is_predicted_and_labelled(tmp_path, monkey
     assert not any(r["how"].startswith("measured") for r in res["latency"])
 
 
+@pytest.mark.slow
 def test_int8_variants_report_their_deltas(tmp_path, tiny_corpus):
     from hwkd.data.datasets import select_pairs
     from hwkd.data.layouts import scan

@@ -91,6 +91,7 @@ def test_teacher_fusion_gets_no_gradient_without_calibration_keys():
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in kd.s_fuse.parameters())
 
 
+@pytest.mark.slow
 def test_ablations_are_registered_and_run():
     s, t, st, tt = _pair()
     for name in ("i2srf-intra-only", "i2srf-inter-only", "i2srf-no-fusion", "i2srf-time-only",
@@ -117,6 +118,7 @@ def test_frame_matrix_layout():
     assert m.shape == (2, 4, 15) and torch.equal(m[1, 2], f[1, :, 2, :].reshape(-1))
 
 
+@pytest.mark.slow
 def test_baseline_schemes_train_the_student_only():
     for name in ("response", "fitnet", "at", "pkt-frame", "semckd", "reviewkd"):
         s, t, st, tt = _pair()

@@ -78,6 +78,7 @@ def test_csv_without_header_is_clear(tmp_path):
         scan(csv)
 
 
+@pytest.mark.slow
 def test_every_bad_input_is_named(paired):
     # corrupt wav, wrong-rate file, 4-channel file in a mono set, missing partner
     (paired / "noisy" / "corrupt.wav").write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunkjunk")

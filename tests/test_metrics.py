@@ -85,6 +85,7 @@ def test_parallel_matches_serial_and_isolates_failures():
     assert s["pesq_wb"]["ci95"] > 0
 
 
+@pytest.mark.slow
 def test_dnsmos_offline():
     noisy, clean = _pair(4, snr=0)
     r = score_clip(clean, clean, dnsmos=True)

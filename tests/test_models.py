@@ -37,6 +37,7 @@ def test_shapes_and_taps_mono_and_ambisonics(mics):
     assert y.shape == (2, 5000)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("time_attention", ["none", "causal"])
 def test_streaming_parity(time_attention):
     torch.manual_seed(0)

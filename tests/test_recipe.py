@@ -71,6 +71,7 @@ def test_impossible_budgets_are_refused(field, value):
         check_budget(TrainConfig(**{field: value}))
 
 
+@pytest.mark.slow
 def test_cli_refuses_zero_steps(tmp_path, tiny_corpus):
     from conftest import run_cli
     r = run_cli("train", "--model", "cpu-student", "--data", tiny_corpus, "--out", tmp_path / "r",
@@ -79,6 +80,7 @@ def test_cli_refuses_zero_steps(tmp_path, tiny_corpus):
     assert not (tmp_path / "r" / "last.pt").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("flag", [["--steps", "0"], ["--batch-size", "0"], ["--promote-steps", "-1"], ["--lam", "-1"]])
 def test_search_refuses_budgets_that_cannot_train(tmp_path, flag):
     import os
@@ -100,6 +102,7 @@ def _batches(n=2, b=2, seg=8000):
     return out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("scheme", ["response", "at", "pkt-frame", "i2srf-tfckd"])
 def test_balanced_lambda_records_and_meets_its_measured_ratio(scheme):
     from hwkd.kd.objective import KDObjective
@@ -114,6 +117,7 @@ def test_balanced_lambda_records_and_meets_its_measured_ratio(scheme):
     assert obj.lam * g_kd / g_se == pytest.approx(0.5, rel=1e-4)   # the same batches: exactly the target
 
 
+@pytest.mark.slow
 def test_distill_records_lambda_and_a_resumed_run_reads_it_back(tmp_path, tiny_corpus):
     from hwkd.models.checkpoint import read_checkpoint, save_checkpoint
 
@@ -250,6 +254,7 @@ def test_dns_style_noise_at_the_wrong_rate_is_named(dns_style):
         training_set(dns_style, "train", 0.5, 1, 0)
 
 
+@pytest.mark.slow
 def test_cli_train_mixes_a_dns_style_dataset(dns_style, tmp_path):
     from conftest import run_cli
     cfg = tmp_path / "tiny.yaml"
@@ -261,6 +266,7 @@ def test_cli_train_mixes_a_dns_style_dataset(dns_style, tmp_path):
     assert "on-the-fly mixing" in r.stdout and (tmp_path / "run" / "best.pt").is_file()
 
 
+@pytest.mark.slow
 def test_distill_with_two_data_parallel_workers(tmp_path, tiny_corpus):
     """I²SRF-TFCKD (a scheme that relates the items of a batch) with --workers 2: worker 0 balances λ, the
     spawned worker reads it back, each distils its share (the batch stream built for batch / workers)."""

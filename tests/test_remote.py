@@ -41,6 +41,7 @@ def _target(tmp_path, sshd, **ssh_over) -> dict:
     return load_target(str(p))
 
 
+@pytest.mark.slow
 def test_profile_over_ssh(tmp_path, sshd):
     torch.manual_seed(0)
     net = create_model(dict(channels=8, layers=1, depth=2, heads=2, causal=True, time_attention="none"))
@@ -84,6 +85,7 @@ def test_target_without_a_device(tmp_path):
         Device(load_target("rpi4"))
 
 
+@pytest.mark.slow
 def test_calibrate_over_ssh_then_predict(tmp_path, sshd, small_grid):
     from hwkd.hw.predict import calibrate, load_predictor, save_calibration
     from hwkd.hw.profile import profile
@@ -112,6 +114,7 @@ def test_calibrate_over_ssh_then_predict(tmp_path, sshd, small_grid):
     ("port", "22"),
     ("port", 0),
 ])
+@pytest.mark.slow
 def test_bad_ssh_fields_are_refused_in_one_line_before_any_ssh_runs(tmp_path, sshd, field, value):
     pwned = tmp_path / "pwned"
     if isinstance(value, str):
@@ -161,6 +164,7 @@ def test_a_device_shell_that_prints_is_refused_clearly(tmp_path):
 
 
 # -- calibration over SSH in chunks ---------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_a_chunk_past_its_deadline_keeps_the_finished_chunks_and_stops_its_worker(tmp_path, sshd, small_grid):
     from hwkd.hw.predict import anchor_configs, block_specs, calibrate, load_predictor, partial_path, save_calibration
     n = len(block_specs()) + len(anchor_configs())

@@ -107,6 +107,7 @@ def test_front_and_hypervolume_against_brute_force():
 
 # -- the whole loop ---------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_search_isolates_failures_reports_and_picks(tmp_path, tiny_corpus):
     env = _env(tmp_path, HWKD_FAULT_TRIALS="1:raise,2:nan")
     r = run_cli(*_search_args(tmp_path, tiny_corpus, "s1", 5), env=env)
@@ -155,6 +156,7 @@ def test_search_isolates_failures_reports_and_picks(tmp_path, tiny_corpus):
     assert r.returncode == 2 and "--resume" in r.stderr                    # never overwrites a run
 
 
+@pytest.mark.slow
 def test_search_resumes_after_kill_9_without_losing_a_finished_trial(tmp_path, tiny_corpus):
     env = _env(tmp_path)
     run = tmp_path / "runs" / "k"
@@ -215,6 +217,7 @@ def postgres_with_password():
         yield urls
 
 
+@pytest.mark.slow
 def test_two_workers_share_one_study_on_a_database_server(tmp_path, tiny_corpus, postgres):
     env = _env(tmp_path)
     args = [*_search_args(tmp_path, tiny_corpus, "shared", 4, extra=("--no-report",)), "--storage", postgres]
@@ -242,6 +245,7 @@ def _files_holding(root: Path, secret: str) -> list[Path]:
     return [p for p in Path(root).rglob("*") if p.is_file() and secret.encode() in p.read_bytes()]
 
 
+@pytest.mark.slow
 def test_a_store_password_is_never_shown_even_when_the_server_is_unreachable(tmp_path, paired):
     env = _env(tmp_path, PGPASSFILE=str(tmp_path / "no-pgpass"))
     url = f"postgresql+psycopg://hwkd:{PG_PASSWORD.replace('%', '%25')}@127.0.0.1:{free_port()}/postgres"
@@ -269,6 +273,7 @@ def test_a_store_password_is_never_shown_even_when_the_server_is_unreachable(tmp
     assert r.returncode == 2 and "$HWKD_STORAGE is not a database URL" in r.stderr and SECRET not in r.stderr
 
 
+@pytest.mark.slow
 def test_a_server_password_is_never_printed_stored_or_in_ps(tmp_path, tiny_corpus, postgres_with_password):
     """The password comes from $HWKD_STORAGE (or PGPASSWORD): it is in no command line while the search runs, in
     no trial process's environment, in no output, run.json, trial file or report; run.json's URL without it
@@ -317,6 +322,7 @@ def test_a_server_password_is_never_printed_stored_or_in_ps(tmp_path, tiny_corpu
         assert con.connection.dbapi_connection.info.get_parameters()["connect_timeout"] == "10"
 
 
+@pytest.mark.slow
 def test_a_run_folder_copied_elsewhere_is_picked_from(tmp_path, tiny_corpus):
     """run.json names its SQLite store relative to the run folder: a finished run copied elsewhere (the original
     deleted) is picked from and reported on, and nothing is created where it was; an older run.json's absolute
@@ -440,6 +446,7 @@ def _gone(pid: int) -> bool:
         return True
 
 
+@pytest.mark.slow
 def test_a_hung_trial_is_killed_failed_and_retried_once_keeping_finished_work(tmp_path):
     """A trial process that never ends (HWKD_FAULT_TRIALS n:hang, in a real child process that starts a process of
     its own) is killed with its process group at --trial-timeout, failed with the reason, and retried once; the

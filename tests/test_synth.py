@@ -114,6 +114,7 @@ def test_build_resume_and_determinism(tmp_path):
         build_corpus(tmp_path / "a", CorpusSpec(seed=7, sizes=TINY.sizes), progress=False)
 
 
+@pytest.mark.slow
 def test_killed_build_resumes(tmp_path):
     out = tmp_path / "c"
     cmd = [sys.executable, "-m", "hwkd", "-q", "data", "synth", "--out", str(out), "--mono", "150,0,0",
@@ -142,6 +143,7 @@ def test_bad_sizes_message():
     assert r.returncode == 2 and "TRAIN,VAL,TEST" in r.stderr
 
 
+@pytest.mark.slow
 def test_two_builders_at_once_wait_for_each_other(tmp_path):
     """Two workers building one corpus on one host: one builds, the other waits for it, then finds every
     clip built. (Without the lock the second deleted the first's partial writes, and both built clips.)"""

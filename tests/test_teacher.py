@@ -2,6 +2,8 @@
 
 import shlex
 
+import pytest
+
 from hwkd.cli import build_parser
 from hwkd.models.checkpoint import load_model
 from hwkd.models.registry import resolve_config
@@ -10,6 +12,7 @@ from hwkd.teacher import ASSET, TEACHER_ARGS, TEACHER_PRESET
 from conftest import run_cli
 
 
+@pytest.mark.slow
 def test_teacher_recipe_runs_at_tiny_scale(tmp_path, tiny_corpus):
     args = TEACHER_ARGS.split()
     args[args.index("--epochs") + 1] = "1"   # tiny scale: one epoch of one step

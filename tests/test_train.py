@@ -37,6 +37,7 @@ def _train_cmd(corpus, model_yaml, out, epochs=2):
             "--threads", "1", "--val-pesq-clips", "2"]
 
 
+@pytest.mark.slow
 def test_killed_training_resumes_exactly(tmp_path, corpus, model_yaml):
     ref = subprocess.run(_train_cmd(corpus, model_yaml, tmp_path / "ref"), capture_output=True, text=True)
     assert ref.returncode == 0, ref.stderr[-2000:]
@@ -64,6 +65,7 @@ def test_killed_training_resumes_exactly(tmp_path, corpus, model_yaml):
     assert (out / "best.pt").is_file()
 
 
+@pytest.mark.slow
 def test_training_improves_and_commands_run(tmp_path, corpus, model_yaml):
     out = tmp_path / "run"
     r = subprocess.run(_train_cmd(corpus, model_yaml, out, epochs=3), capture_output=True, text=True)
@@ -94,6 +96,7 @@ def test_training_improves_and_commands_run(tmp_path, corpus, model_yaml):
     assert not (tmp_path / "x.wav").exists()
 
 
+@pytest.mark.slow
 def test_streaming_enhance_of_a_causal_checkpoint(tmp_path):
     from hwkd.models import create_model
     from hwkd.models.checkpoint import save_checkpoint
@@ -108,6 +111,7 @@ def test_streaming_enhance_of_a_causal_checkpoint(tmp_path):
     assert np.abs(x - y).max() <= 2 / 32768   # identical up to PCM16 rounding
 
 
+@pytest.mark.slow
 def test_evaluate_a_plain_paired_folder(tmp_path, paired):
     """A folder without splits (noisy/ + clean/) is evaluated whole by default (was: "split 'test' not found")."""
     from hwkd.models import create_model
@@ -134,6 +138,7 @@ def test_evaluate_a_plain_paired_folder(tmp_path, paired):
     assert r.returncode == 2 and "cannot write" in r.stderr and "Traceback" not in r.stderr
 
 
+@pytest.mark.slow
 def test_two_data_parallel_workers_train_like_one_process(tmp_path, corpus, model_yaml):
     """--workers 2 splits every batch between two processes and averages their gradients: the same updates as one
     process on the whole batch (up to float summation order), and the same checkpoints and history."""
