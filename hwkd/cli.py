@@ -328,7 +328,7 @@ def _add_training_args(t) -> None:
     t.add_argument("--threads", type=_POS_INT, default=None, help="torch threads (default: torch's choice)")
     t.add_argument("--workers", type=_POS_INT, default=1,
                    help="data-parallel training processes on CPU; each takes batch/workers items of every batch "
-                        "and --threads/workers threads (2 workers on 2 cores: ~1.4x the speed of 1)")
+                        "and --threads/workers threads (2 workers on 2 cores: ~1.2-1.3x the steps per second of 1)")
     t.add_argument("--ckpt-every", type=int, default=50, help="steps between mid-epoch checkpoints")
     t.add_argument("--max-steps-per-epoch", type=int, default=None)
     t.add_argument("--val-pesq-clips", type=int, default=20, help="val clips scored with PESQ each epoch")
