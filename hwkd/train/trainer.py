@@ -146,16 +146,19 @@ def validate(enhancer: Enhancer, val: SpeechPairs, pesq_clips: int, device: str,
 
 
 def _average_grads(params: list, world: int) -> None:
-    """All-reduce the gradients (one flat buffer) and divide by the number of workers."""
+    """All-reduce the gradients (one flat buffer) and divide by the number of workers. Parameters without a
+    gradient (not used by this step's graph, the same on every worker) stay without one, as in one process."""
     import torch.distributed as dist
-    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
-    flat = torch.cat([g.reshape(-1) for g in grads])
+    used = [p for p in params if p.grad is not None]
+    if not used:
+        return
+    flat = torch.cat([p.grad.reshape(-1) for p in used])
     dist.all_reduce(flat)
     flat /= world
     k = 0
-    for p, g in zip(params, grads):
-        n = g.numel()
-        p.grad = flat[k:k + n].view_as(p).clone() if p.grad is None else p.grad.copy_(flat[k:k + n].view_as(p))
+    for p in used:
+        n = p.grad.numel()
+        p.grad.copy_(flat[k:k + n].view_as(p.grad))
         k += n
 
 
