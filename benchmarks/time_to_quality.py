@@ -139,7 +139,7 @@ def main():
             run = a.out / f"{scheme.replace(':', '-').replace('=', '')}-{minutes:g}min"
             if key in res["runs"] and (run / "done").is_file():
                 print(f"{key}: done before")
-                if score_more(res["runs"][key], run, ood, a.dnsmos):   # splits or metrics added since
+                if score_more(res["runs"][key], run, test, ood, a.dnsmos):   # splits or metrics added since
                     res["machine"] = fingerprint()
                     save(a.name, res)
                 continue
@@ -193,7 +193,7 @@ def main():
                 "enhanced": {m: ev["enhanced"][m] for m in METRICS},
                 "gain": {m: ev["enhanced"][m]["mean"] - ev["noisy"][m]["mean"] for m in METRICS},
                 "load": load.as_dict()}
-            score_more(res["runs"][key], run, ood, a.dnsmos)
+            score_more(res["runs"][key], run, test, ood, a.dnsmos)
             (run / "done").write_text("1")
             g = res["runs"][key]["gain"]
             print(f"{key}: test gain SI-SDR {g['si_sdr_db']:+.2f} dB, PESQ-WB {g['pesq_wb']:+.3f}, "
@@ -203,20 +203,15 @@ def main():
     plot(res, RESULTS / f"{a.name}.png")
 
 
-def score_more(rec: dict, run: Path, ood: list, dnsmos: bool) -> bool:
+def score_more(rec: dict, run: Path, test: list, ood: list, dnsmos: bool) -> bool:
     """Adds to a run's record what it lacks: the out-of-domain split's scores ("ood": noisy, enhanced, gain) and,
     with dnsmos, DNSMOS on both splits. Returns whether anything was added."""
     added = False
     want = METRICS + (("dnsmos_ovrl", "dnsmos_sig", "dnsmos_bak") if dnsmos else ())
     best = None
-    for split, pairs, where in (("test", None, rec), ("ood", ood, rec.setdefault("ood", {}))):
-        if all(m in where.get("gain", {}) for m in want):
+    for split, pairs, where in (("test", test, rec), ("ood", ood, rec.setdefault("ood", {}))):
+        if all(m in where.get("gain", {}) for m in want):   # test: its SI-SDR etc. are there; DNSMOS may not be
             continue
-        if pairs is None:                 # the test split: its SI-SDR etc. are there; only DNSMOS is missing
-            from hwkd.data.datasets import select_pairs
-            from hwkd.data.layouts import scan
-            sc = scan(Path(rec.get("data") or default_dataset(1)), channels=1)
-            pairs = sc.good_pairs(select_pairs(sc, split))
         if best is None:
             best, _ = load_model(run / "best.pt")
         ev = evaluate_pairs(best, pairs, progress=False, dnsmos=dnsmos)

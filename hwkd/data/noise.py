@@ -97,6 +97,11 @@ def clicks(rng: np.random.Generator, n: int) -> np.ndarray:
 
 def ambient(rng: np.random.Generator, n: int, split: str) -> tuple[np.ndarray, str]:
     files = ambient_split(split)
+    return _looped(files, rng, n)
+
+
+def _looped(files: list[Path], rng: np.random.Generator, n: int) -> tuple[np.ndarray, str]:
+    """One of the files, looped from a random phase to n samples, unit RMS; (audio, the file's stem)."""
     path = files[int(rng.integers(len(files)))]
     src = _load_ambient(path)
     reps = int(np.ceil((n + len(src)) / len(src)))
@@ -123,13 +128,7 @@ def _sample_files(names: tuple[str, ...]) -> list[Path]:
 
 
 def music(rng: np.random.Generator, n: int) -> tuple[np.ndarray, str]:
-    files = _sample_files(MUSIC_NAMES)
-    path = files[int(rng.integers(len(files)))]
-    src = _load_ambient(path)
-    loop = np.tile(src, int(np.ceil((n + len(src)) / len(src))))
-    start = int(rng.integers(len(src)))
-    x = loop[start:start + n]
-    return (x / (x.std() + 1e-9)).astype(np.float32), path.stem
+    return _looped(_sample_files(MUSIC_NAMES), rng, n)
 
 
 def impulsive(rng: np.random.Generator, n: int) -> tuple[np.ndarray, str]:

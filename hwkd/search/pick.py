@@ -57,6 +57,7 @@ def pick(run: Path, settings: dict, max_latency_ms: float | None, target: str | 
              "offline_ir": ex.offline_ir.name if ex.offline_ir else None,
              "step_onnx": ex.step_onnx.name if ex.step_onnx else None,
              "step_ir": ex.step_ir.name if ex.step_ir else None}
+    hi_ms = _num(row.get("latency_hi_ms"))          # the top of a calibrated prediction's band (None: no band)
     card = {"name": f"{settings['name']}-trial{int(row['trial'])}", "run": settings["name"],
             "trial": int(row["trial"]), "target": settings["target"], "config": net.cfg.to_dict(),
             "params": int(row["params"]), "gmacs_per_s": float(row["gmacs_per_s"]),
@@ -67,10 +68,9 @@ def pick(run: Path, settings: dict, max_latency_ms: float | None, target: str | 
                         "data": settings["data"]},
             "latency": {"per_hop_ms": float(row["latency_ms"]),
                         "p90_per_hop_ms": _num(row["latency_p90_ms"]),
-                        "band_per_hop_ms": [_num(row.get("latency_lo_ms")), _num(row.get("latency_hi_ms"))],
+                        "band_per_hop_ms": [_num(row.get("latency_lo_ms")), hi_ms],
                         "limit_ms": max_latency_ms,
-                        "may_exceed_limit": bool(max_latency_ms is not None and _num(row.get("latency_hi_ms"))
-                                                 and _num(row.get("latency_hi_ms")) > max_latency_ms),
+                        "may_exceed_limit": bool(max_latency_ms is not None and hi_ms and hi_ms > max_latency_ms),
                         "hop_ms": net.cfg.hop / 16.0, "how": row["latency_how"],
                         "provenance": row["latency_provenance"] if isinstance(row["latency_provenance"], str)
                         else None},

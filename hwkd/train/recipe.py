@@ -234,10 +234,10 @@ def _read_objective(model, kd: KDSpec, tcfg: TrainConfig, train_set, run: Path):
     saved = run / "kd_weight.json"
     if not saved.is_file():
         raise HwkdError(f"{saved} is missing in a data-parallel worker", "rerun; worker 0 writes it first")
-    lam = float(json.loads(saved.read_text())["lam"])
+    record = json.loads(saved.read_text())
     from dataclasses import replace
-    obj = make_objective(model, replace(kd, lam=lam), tcfg, train_set, None)
-    obj.lam_record = json.loads(saved.read_text())
+    obj = make_objective(model, replace(kd, lam=float(record["lam"])), tcfg, train_set, None)
+    obj.lam_record = record
     return obj
 
 
