@@ -30,11 +30,11 @@ def steps(student: str, scheme: str, threads: int, n: int) -> list[float]:
 
     import torch
 
-    from hwkd.kd.objective import KDObjective
     from hwkd.models import create_model
     from hwkd.models.checkpoint import load_model
     from hwkd.models.enhancer import Enhancer
-    from hwkd.teacher import embedded_teacher_path
+    from hwkd.models.teacher import embedded_teacher_path
+    from hwkd.train.objective import KDObjective
     from hwkd.train.trainer import SEObjective
     torch.set_num_threads(threads)
     torch.manual_seed(0)

@@ -18,7 +18,7 @@ import argparse
 import statistics
 from pathlib import Path
 
-from hwkd.kd.compare import METRICS, _load_cell
+from hwkd.experiments.compare import METRICS, load_cell
 
 from _common import save
 
@@ -34,7 +34,7 @@ def main():
         rel = ra.parent.relative_to(a.a)
         if not (a.b / rel / "result.json").is_file():
             continue
-        ca, cb = _load_cell(ra.parent), _load_cell(a.b / rel)
+        ca, cb = load_cell(ra.parent), load_cell(a.b / rel)
         pairs.append({"cell": str(rel), "threads_a": ca.get("threads"), "threads_b": cb.get("threads"),
                       "cpu_a": ca.get("cpu", "not recorded"), "cpu_b": cb.get("cpu", "not recorded"),
                       **{f"{m}_a": ca["enhanced"][m] for m in METRICS},

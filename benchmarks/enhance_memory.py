@@ -219,7 +219,7 @@ def main():
                     help="replace the same points (model, length, path) in results/NAME.json and keep the rest, e.g. "
                          "to rerun one point with a longer --max-run-s")
     a = ap.parse_args()
-    teacher = ROOT / "hwkd" / "assets" / "teacher-cpu-mono.pt"          # hwkd.teacher.embedded_teacher_path()
+    teacher = ROOT / "hwkd" / "assets" / "teacher-cpu-mono.pt"          # hwkd.models.teacher.embedded_teacher_path()
     load0 = os.getloadavg()
     t0 = time.time()
     with tempfile.TemporaryDirectory(prefix="hwkd-enhance-memory-") as tmp:

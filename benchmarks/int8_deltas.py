@@ -15,8 +15,8 @@ from hwkd.data.synth import default_dataset
 from hwkd.hw.measure import Protocol
 from hwkd.hw.profile import profile
 from hwkd.models.checkpoint import load_model
+from hwkd.models.teacher import embedded_teacher_path
 from hwkd.sysinfo import LoadMeter, fingerprint
-from hwkd.teacher import embedded_teacher_path
 
 from _common import save
 

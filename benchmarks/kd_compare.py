@@ -23,11 +23,12 @@ import argparse
 import json
 from pathlib import Path
 
+from hwkd.experiments.compare import CompareConfig, run_compare, run_compare_parallel
 from hwkd.kd.base import schemes
-from hwkd.kd.compare import CompareConfig, report, run_compare, run_compare_parallel
+from hwkd.models.teacher import embedded_teacher_path
 from hwkd.paths import hwkd_home
+from hwkd.report.compare import report
 from hwkd.sysinfo import LoadMeter, fingerprint
-from hwkd.teacher import embedded_teacher_path
 
 from _common import save
 
@@ -43,7 +44,7 @@ def restore(recorded: Path, out: Path, cc: CompareConfig) -> None:
     from dataclasses import asdict
 
     from hwkd.audio.io import write_text_atomic
-    from hwkd.kd.compare import _label
+    from hwkd.experiments.compare import student_label
 
     if not recorded.is_file():
         raise SystemExit(f"kd_compare: {recorded} does not exist; give the benchmarks/results/kd_compare.json "
@@ -62,7 +63,7 @@ def restore(recorded: Path, out: Path, cc: CompareConfig) -> None:
                          "restore with the options it was run with")
     n = 0
     for cell in rec["cells"]:
-        cdir = out / "cells" / _label(cell["student_spec"]) / cell["scheme"] / f"seed{cell['seed']}"
+        cdir = out / "cells" / student_label(cell["student_spec"]) / cell["scheme"] / f"seed{cell['seed']}"
         if (cdir / "result.json").is_file():
             continue
         cdir.mkdir(parents=True, exist_ok=True)

@@ -25,12 +25,12 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from hwkd.kd.base import schemes
-from hwkd.kd.objective import KDObjective
 from hwkd.models import create_model
 from hwkd.models.checkpoint import load_model
 from hwkd.models.enhancer import Enhancer
+from hwkd.models.teacher import embedded_teacher_path
 from hwkd.sysinfo import LoadMeter, fingerprint
-from hwkd.teacher import embedded_teacher_path
+from hwkd.train.objective import KDObjective
 from hwkd.train.trainer import SEObjective
 
 from _common import save

@@ -3,7 +3,7 @@
 kd-medium student (seeded, as a run starts), the embedded teacher, real training batches (batch 8 of 2-s
 segments of the embedded corpus). For every scheme:
 - `fixed_0.1`: the ratio at λ = 0.1 (hwkd's old fixed default);
-- `balanced`: λ from the balancing rule (hwkd.kd.objective, KD_GRAD_RATIO) measured on the run's first
+- `balanced`: λ from the balancing rule (hwkd.train.objective, KD_GRAD_RATIO) measured on the run's first
   --balance batches, and the ratio it gives on the *next* --held-out batches (so the figure is not the
   rule's own target restated).
 
@@ -25,8 +25,8 @@ from hwkd.kd.base import create_distiller, schemes
 from hwkd.models import create_model
 from hwkd.models.checkpoint import load_model
 from hwkd.models.enhancer import Enhancer
+from hwkd.models.teacher import embedded_teacher_path
 from hwkd.sysinfo import fingerprint
-from hwkd.teacher import embedded_teacher_path
 from hwkd.train.losses import se_loss
 
 from _common import save
@@ -78,7 +78,7 @@ def main():
     ap.add_argument("--name", default="kd_grad_ratio")
     a = ap.parse_args()
     try:
-        from hwkd.kd.objective import KD_GRAD_RATIO
+        from hwkd.train.objective import KD_GRAD_RATIO
     except ImportError:
         KD_GRAD_RATIO = None
     teacher_net, _ = load_model(embedded_teacher_path())

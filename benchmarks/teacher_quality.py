@@ -12,8 +12,8 @@ from hwkd.cli import default_dataset
 from hwkd.data.datasets import select_pairs
 from hwkd.data.layouts import scan
 from hwkd.models.checkpoint import load_model
+from hwkd.models.teacher import embedded_teacher_path
 from hwkd.sysinfo import LoadMeter, fingerprint
-from hwkd.teacher import embedded_teacher_path
 from hwkd.train.evaluate import evaluate_pairs
 
 from _common import save

@@ -31,9 +31,9 @@ from hwkd.data.layouts import scan
 from hwkd.data.synth import default_dataset
 from hwkd.models.checkpoint import load_model
 from hwkd.models.dpdcrn import DPDCRNConfig
+from hwkd.models.teacher import embedded_teacher_path
 from hwkd.paths import hwkd_home
 from hwkd.sysinfo import LoadMeter, fingerprint
-from hwkd.teacher import embedded_teacher_path
 from hwkd.train.evaluate import evaluate_pairs
 from hwkd.train.recipe import KDSpec, make_objective, train_model, training_set
 from hwkd.train.trainer import TrainConfig

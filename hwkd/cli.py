@@ -533,9 +533,9 @@ def _given_storage(args) -> tuple[str | None, str]:
 def cmd_search(args) -> int:
     from datetime import datetime
 
+    from hwkd.hw.targets import load_target
     from hwkd.search import store
     from hwkd.search.run import Search, SearchConfig, open_run, resolve_run
-    from hwkd.targets import load_target
     given, given_from = _given_storage(args)
     if args.resume:
         run, settings = open_run(args.resume, given, given_from)
@@ -544,7 +544,7 @@ def cmd_search(args) -> int:
             sc.trial_timeout_s = args.trial_timeout
         # the run's own SQLite file: None, as for a new run (one worker, a reproducible sampler seed)
         storage = None if settings["storage"] == store.sqlite_url(run / store.RUN_DB) else settings["storage"]
-        from hwkd.teacher import embedded_teacher_path
+        from hwkd.models.teacher import embedded_teacher_path
         if args.data:
             sc.data = str(args.data)
         elif sc.data and not Path(sc.data).exists():      # a worker joining from another machine
@@ -629,10 +629,12 @@ def cmd_report(args) -> int:
 
 
 def cmd_pick(args) -> int:
+    from hwkd.report.card import write_model_card
     from hwkd.search.pick import pick
     from hwkd.search.run import open_run
     run, settings = open_run(args.run, *_given_storage(args))
     card = pick(run, settings, args.max_latency_ms, args.target, args.out)
+    write_model_card(card, settings)
     out = card["folder"]
     lat = card["latency"]
     print(f"picked trial {card['trial']}: SI-SDR {card['quality']['val_si_sdr_db']:.2f} dB, "
@@ -682,7 +684,7 @@ def cmd_train(args) -> int:
 def cmd_distill(args) -> int:
     from hwkd.models.checkpoint import load_model
     from hwkd.models.registry import resolve_config
-    from hwkd.teacher import embedded_teacher_path
+    from hwkd.models.teacher import embedded_teacher_path
     from hwkd.train.recipe import KDSpec
     teacher, _ = load_model(args.teacher or embedded_teacher_path())
     cfg = resolve_config(args.student, in_channels=args.in_channels or teacher.cfg.in_channels,
@@ -789,8 +791,8 @@ def _csv_list(text: str | None, kind=str) -> list | None:
 def cmd_profile(args) -> int:
     from hwkd.hw.measure import Protocol
     from hwkd.hw.profile import load_any, profile
+    from hwkd.hw.targets import load_target
     from hwkd.paths import hwkd_home
-    from hwkd.targets import load_target
     target = load_target(args.target)
     net, label = load_any(args.model)
     out = args.out or hwkd_home() / "profiles" / f"{label}-{target['name']}"
@@ -824,7 +826,7 @@ def cmd_bench(args) -> int:
 
     from hwkd.hw.measure import Protocol
     from hwkd.hw.profile import load_any, profile
-    from hwkd.targets import load_target
+    from hwkd.hw.targets import load_target
     targets = [load_target(t) for t in _csv_list(args.targets)]
     models = [load_any(m) for m in _csv_list(args.models)]
     rows = []
@@ -867,7 +869,7 @@ def cmd_bench(args) -> int:
 
 def cmd_calibrate(args) -> int:
     from hwkd.hw.predict import calibrate, partial_path, save_calibration
-    from hwkd.targets import is_local, load_target
+    from hwkd.hw.targets import is_local, load_target
     target = load_target(args.target)
     device = None
     if not is_local(target):
@@ -888,8 +890,9 @@ def cmd_calibrate(args) -> int:
 
 
 def cmd_compare(args) -> int:
-    from hwkd.kd.compare import CompareConfig, report, run_compare, run_compare_parallel
-    from hwkd.teacher import embedded_teacher_path
+    from hwkd.experiments.compare import CompareConfig, run_compare, run_compare_parallel
+    from hwkd.models.teacher import embedded_teacher_path
+    from hwkd.report.compare import report
     cc = CompareConfig(schemes=_csv_list(args.kd), students=_csv_list(args.students), seeds=args.seeds,
                        epochs=args.epochs, batch_size=args.batch_size, segment_s=args.segment_s, lr=args.lr,
                        lam=args.lam, max_steps_per_epoch=args.max_steps_per_epoch, val_pesq_clips=args.val_pesq_clips,

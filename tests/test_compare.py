@@ -74,10 +74,10 @@ def test_compare_refuses_a_retrained_teacher_at_the_same_path(tmp_path):
     import pytest
 
     from hwkd.errors import HwkdError
-    from hwkd.kd.compare import CompareConfig, run_compare
+    from hwkd.experiments.compare import CompareConfig, run_compare
     from hwkd.models import create_model
     from hwkd.models.checkpoint import save_checkpoint
-    from hwkd.teacher import ASSET
+    from hwkd.models.teacher import ASSET
     teacher = tmp_path / "teacher.pt"
     teacher.write_bytes(ASSET.read_bytes())
     cc = CompareConfig(schemes=["none"], students=["cpu-student"], seeds=0)   # no cells: settings only
@@ -90,7 +90,8 @@ def test_compare_refuses_a_retrained_teacher_at_the_same_path(tmp_path):
 def test_report_pairs_gains_by_seed_and_sets_i2srf_against_every_scheme(tmp_path):
     """A seed fixes init and data order in every scheme, so gains are differences at the same seed: a scheme
     that is 0.1 dB better at every seed gets +0.10 ± 0.00 although the seeds spread by 4 dB."""
-    from hwkd.kd.compare import CompareConfig, report
+    from hwkd.experiments.compare import CompareConfig
+    from hwkd.report.compare import report
 
     def cell(scheme, seed, sdr, pesq):
         m = {"pesq_wb": pesq, "stoi": 0.8, "estoi": 0.7, "si_sdr_db": sdr}
@@ -159,9 +160,9 @@ def test_a_claimed_cell_is_skipped_and_freed_when_its_holder_dies(tmp_path):
 
 def test_the_cells_said_left_to_other_processes_are_those_still_running(tmp_path, monkeypatch):
     """A cell another process held when this one passed it, but finished since, is not said to be running."""
-    from hwkd.kd import compare
+    from hwkd.experiments import compare
+    from hwkd.models.teacher import embedded_teacher_path
     from hwkd.paths import claim_folder
-    from hwkd.teacher import embedded_teacher_path
     out = tmp_path / "run"
     cell = out / "cells" / "cpu-student" / "none"
     claims = [claim_folder(cell / f"seed{k}") for k in (0, 1)]             # two cells held "elsewhere"

@@ -11,9 +11,9 @@ from hwkd.errors import HwkdError
 from hwkd.hw.cost import cross_check, macs
 from hwkd.hw.export import ExportMismatch, export_all
 from hwkd.hw.measure import Protocol, measure_isolated
+from hwkd.hw.targets import load_target
 from hwkd.models.checkpoint import save_checkpoint
 from hwkd.models.registry import create_model
-from hwkd.targets import load_target
 
 from conftest import full_mask, run_cli
 
@@ -153,8 +153,8 @@ def test_cli_profile_bad_input(tmp_path):
 @pytest.mark.slow
 def test_openvino_hop_runner_carries_state(tmp_path):
     """The zero-copy streaming loop used for OpenVINO latency computes what torch computes hop by hop."""
-    from hwkd.hw.export import StepModel
     from hwkd.hw.measure import _Runner
+    from hwkd.models.streaming import StepModel
     torch.manual_seed(0)
     net = full_mask(create_model(dict(TINY, causal=True, time_attention="none")))
     ex = export_all(net, tmp_path)

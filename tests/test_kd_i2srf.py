@@ -4,15 +4,8 @@ import pytest
 import torch
 
 from hwkd.kd import KD_SCHEMES, create_distiller
-from hwkd.kd.i2srf import (
-    Calibration,
-    frame_matrix,
-    freq_distribution,
-    gram_freq,
-    gram_time,
-    jeffreys,
-    time_distribution,
-)
+from hwkd.kd.i2srf import Calibration
+from hwkd.kd.maths import frame_matrix, freq_distribution, gram_freq, gram_time, jeffreys, time_distribution
 from hwkd.models import create_model
 
 T, B = 6, 3

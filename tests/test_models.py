@@ -127,7 +127,7 @@ def test_cumulative_norm_keeps_the_frame_level_and_streams():
             st, n.stream = n.stream_out, None
         assert torch.allclose(torch.cat(outs, 2), n(x), atol=1e-5)
     # the model: cumulative by default for causal models, and the sums are named step states
-    from hwkd.hw.export import StepModel, state_names
+    from hwkd.models.streaming import StepModel, state_names
     net = DPDCRN(DPDCRNConfig(**TINY, causal=True, time_attention="none"))
     assert net.cfg.causal_norm == "cumulative" and len(net.cumulative_norms()) == 3 + 2 * 2 + 2 * 2
     names = state_names(net)

@@ -105,7 +105,7 @@ def _batches(n=2, b=2, seg=8000):
 @pytest.mark.slow
 @pytest.mark.parametrize("scheme", ["response", "at", "pkt-frame", "i2srf-tfckd"])
 def test_balanced_lambda_records_and_meets_its_measured_ratio(scheme):
-    from hwkd.kd.objective import KDObjective
+    from hwkd.train.objective import KDObjective
     torch.manual_seed(0)
     teacher = create_model(dict(channels=12, layers=2, depth=2, heads=2))
     student = create_model(TINY)

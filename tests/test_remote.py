@@ -17,8 +17,8 @@ from hwkd.errors import HwkdError
 from hwkd.hw.measure import Protocol
 from hwkd.hw.profile import profile
 from hwkd.hw.remote import Device
+from hwkd.hw.targets import load_target
 from hwkd.models.registry import create_model
-from hwkd.targets import load_target
 
 from conftest import run_cli
 from servers import free_port, start_sshd, stop, with_env

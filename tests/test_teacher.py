@@ -7,7 +7,7 @@ import pytest
 from hwkd.cli import build_parser
 from hwkd.models.checkpoint import load_model
 from hwkd.models.registry import resolve_config
-from hwkd.teacher import ASSET, TEACHER_ARGS, TEACHER_PRESET
+from hwkd.models.teacher import ASSET, TEACHER_ARGS, TEACHER_PRESET
 
 from conftest import run_cli
 

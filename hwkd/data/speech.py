@@ -15,7 +15,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import io
-import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,25 +73,6 @@ def festival_voices() -> list[str]:
     """The out-of-domain Festival voices installed (their folders under /usr/share/festival/voices)."""
     root = Path("/usr/share/festival/voices")
     return [v for v in FESTIVAL_OOD if any((d / v).is_dir() for d in root.glob("*"))] if root.is_dir() else []
-
-
-def check_sources(ood: bool = False) -> None:
-    """Fail with one clear message when the Debian packages the corpus uses are missing (`ood`: also those of
-    the out-of-domain split)."""
-    missing = []
-    if ood and (shutil.which("text2wave") is None or len(festival_voices()) < len(FESTIVAL_OOD)):
-        missing += FESTIVAL_PACKAGES
-    if not all((ASTERISK_DIR / name).is_dir() for name in ASTERISK_SPLIT):
-        missing += ASTERISK_PACKAGES
-    for tool, pkg in (("espeak-ng", "espeak-ng"), ("flite", "flite")):
-        if shutil.which(tool) is None:
-            missing.append(pkg)
-    from hwkd.data.noise import ambient_files
-    if not ambient_files():
-        missing.append("sonic-pi-samples")
-    if missing:
-        raise HwkdError("the corpus needs Debian packages that are not installed: " + " ".join(missing),
-                        "run ./install.sh (or: apt-get install " + " ".join(missing) + ")")
 
 
 @functools.lru_cache(maxsize=1)

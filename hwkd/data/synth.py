@@ -256,10 +256,38 @@ def _build_lock(root: Path, progress: bool):
         yield                                  # closing the file releases the lock
 
 
+def check_sources(ood: bool = False) -> None:
+    """Fail with one clear message when the Debian packages the corpus uses are missing (`ood`: also those of
+    the out-of-domain split)."""
+    import shutil
+
+    from hwkd.data.noise import ambient_files
+    from hwkd.data.speech import (
+        ASTERISK_DIR,
+        ASTERISK_PACKAGES,
+        ASTERISK_SPLIT,
+        FESTIVAL_OOD,
+        FESTIVAL_PACKAGES,
+        festival_voices,
+    )
+    missing = []
+    if ood and (shutil.which("text2wave") is None or len(festival_voices()) < len(FESTIVAL_OOD)):
+        missing += FESTIVAL_PACKAGES
+    if not all((ASTERISK_DIR / name).is_dir() for name in ASTERISK_SPLIT):
+        missing += ASTERISK_PACKAGES
+    for tool, pkg in (("espeak-ng", "espeak-ng"), ("flite", "flite")):
+        if shutil.which(tool) is None:
+            missing.append(pkg)
+    if not ambient_files():
+        missing.append("sonic-pi-samples")
+    if missing:
+        raise HwkdError("the corpus needs Debian packages that are not installed: " + " ".join(missing),
+                        "run ./install.sh (or: apt-get install " + " ".join(missing) + ")")
+
+
 def build_corpus(root: str | os.PathLike, spec: CorpusSpec = CorpusSpec(), jobs: int | None = None,
                  progress: bool = True) -> dict:
     """Build (or resume, or extend) a corpus. Returns a summary dict."""
-    from hwkd.data.speech import check_sources
     for set_name, sizes in spec.sizes.items():
         if len(sizes) not in (3, 4) or min(sizes) < 0:
             raise HwkdError(f"corpus sizes for {set_name}: {sizes}", "give TRAIN,VAL,TEST[,OOD] clip counts >= 0")

@@ -19,10 +19,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import nn
 
 from hwkd.errors import HwkdError
+from hwkd.hw.runtimes import ort_session, ov_compiled
 from hwkd.models.dpdcrn import DPDCRN, N_BINS
+from hwkd.models.streaming import StepModel, state_names
 
 OPSET = 17
 TOL = 1e-3            # max abs difference of mask values (fp32 runtimes reorder sums; seen ~1e-5)
@@ -30,56 +32,6 @@ TOL = 1e-3            # max abs difference of mask values (fp32 runtimes reorder
 
 class ExportMismatch(HwkdError):
     pass
-
-
-# -- streaming wrapper ------------------------------------------------------------------------------
-def _flatten_state(state: dict) -> list[Tensor]:
-    flat = list(state["enc"]) + list(state["dec"])
-    for st in state["dp"]:
-        flat.append(st["h"])
-        if "kv" in st:
-            flat.append(st["kv"])
-    return flat + list(state.get("norm", []))
-
-
-def state_names(net: DPDCRN) -> list[str]:
-    d = net.cfg.depth
-    names = [f"enc_cache{i}" for i in range(d)] + [f"dec_cache{i}" for i in range(d)]
-    for i, layer in enumerate(net.dp_layers):
-        names.append(f"gru_h{i}")
-        if layer.inter.attention:
-            names.append(f"attn_kv{i}")
-    return names + [f"norm_sums{i}" for i in range(len(net.cumulative_norms()))]
-
-
-class StepModel(nn.Module):
-    """forward(frame, *states) -> (mask, *new_states): the hop-by-hop model with explicit state."""
-
-    def __init__(self, net: DPDCRN):
-        super().__init__()
-        if not net.cfg.causal:
-            raise HwkdError("a streaming step model needs a causal model",
-                            "export the offline model, or pick a causal preset (e.g. cpu-student-causal)")
-        self.net = net
-        self.template = net.init_state(1)
-
-    def _unflatten(self, flat) -> dict:
-        d = self.net.cfg.depth
-        enc, dec, rest = list(flat[:d]), list(flat[d:2 * d]), list(flat[2 * d:])
-        dp = []
-        for layer in self.net.dp_layers:
-            st = {"h": rest.pop(0)}
-            if layer.inter.attention:
-                st["kv"] = rest.pop(0)
-            dp.append(st)
-        return {"enc": enc, "dec": dec, "dp": dp, "norm": rest}
-
-    def forward(self, frame: Tensor, *states: Tensor):
-        mask, new = self.net.step(frame, self._unflatten(states))
-        return (mask, *_flatten_state(new))
-
-    def initial_states(self) -> list[Tensor]:
-        return _flatten_state(self.net.init_state(1))
 
 
 # -- export -----------------------------------------------------------------------------------------
@@ -128,20 +80,6 @@ def to_openvino(onnx_path: Path, xml_path: Path) -> Path:
 
 
 # -- parity -----------------------------------------------------------------------------------------
-def ort_session(path: Path, threads: int = 1):
-    import onnxruntime as ort
-
-    from hwkd.hw.measure import ort_options
-    return ort.InferenceSession(str(path), ort_options(threads), providers=["CPUExecutionProvider"])
-
-
-def ov_compiled(path: Path, threads: int = 1):
-    import openvino as ov
-    core = ov.Core()
-    return core.compile_model(str(path), "CPU", {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY",
-                                                 "INFERENCE_PRECISION_HINT": "f32"})
-
-
 def check_offline(net: DPDCRN, onnx_path: Path, ir_path: Path | None, lengths=(37, 101)) -> dict:
     """Max abs difference of the mask vs torch, per runtime and length: {"onnxruntime": {37: .., 101: ..}, ..}."""
     sess = ort_session(onnx_path)

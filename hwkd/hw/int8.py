@@ -73,13 +73,13 @@ def quantize_openvino(ir_path: Path, out_xml: Path, calibration: list[np.ndarray
 
 
 def ort_net(path: Path, threads: int = 2) -> Net:
-    from hwkd.hw.export import ort_session
+    from hwkd.hw.runtimes import ort_session
     sess = ort_session(path, threads=threads)
     return lambda x: sess.run(None, {"features": x})[0]
 
 
 def ov_net(xml: Path, threads: int = 2) -> Net:
-    from hwkd.hw.export import ov_compiled
+    from hwkd.hw.runtimes import ov_compiled
     comp = ov_compiled(xml, threads=threads)
     return lambda x: comp(x)[comp.outputs[0]]
 

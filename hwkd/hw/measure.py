@@ -21,37 +21,15 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import asdict, dataclass, field
-from importlib import metadata
 from pathlib import Path
 
 import numpy as np
 
 from hwkd.errors import HwkdError
+from hwkd.hw.runtimes import OV_CONFIG, RUNTIMES, ort_options, runtime_config, runtime_version
 from hwkd.sysinfo import LoadMeter, fingerprint
 
 N_BINS = 257               # this module imports no torch unless the torch runtime is measured
-def OV_CONFIG(threads: int) -> dict:  # noqa: N802
-    return {"NUM_STREAMS": 1, "INFERENCE_NUM_THREADS": threads, "INFERENCE_PRECISION_HINT": "f32"}
-
-
-def ORT_CONFIG(threads: int) -> dict:  # noqa: N802
-    """ONNX Runtime CPU settings of every hwkd measurement. Spin-waiting of the intra-op pool is off: on a
-    shared host a spinning second thread made the per-hop latency of one model multi-modal (1.76, 2.00
-    or 2.45 ms at 2 threads, from session to session and within one), without spinning it held 2.00 ms."""
-    return {"intra_op_num_threads": threads, "inter_op_num_threads": 1, "session.intra_op.allow_spinning": "0"}
-
-
-def ort_options(threads: int):
-    import onnxruntime as ort
-    so = ort.SessionOptions()
-    cfg = ORT_CONFIG(threads)
-    so.intra_op_num_threads, so.inter_op_num_threads = cfg["intra_op_num_threads"], cfg["inter_op_num_threads"]
-    so.log_severity_level = 3
-    so.add_session_config_entry("session.intra_op.allow_spinning", cfg["session.intra_op.allow_spinning"])
-    return so
-
-
-RUNTIMES = ("torch", "onnxruntime", "openvino", "torch-cuda", "onnxruntime-cuda")
 SR = 16000
 
 
@@ -128,15 +106,6 @@ def _reset_peak_rss() -> bool:
 
 
 # -- runners --------------------------------------------------------------------------------------
-def runtime_version(runtime: str) -> str:
-    pkg = {"torch": "torch", "torch-cuda": "torch", "onnxruntime": "onnxruntime", "onnxruntime-cuda": "onnxruntime",
-           "openvino": "openvino"}[runtime]
-    try:
-        return metadata.version(pkg)
-    except metadata.PackageNotFoundError:
-        return "not installed"
-
-
 class _Runner:
     """call() runs the model once on its prepared input; hop mode carries the states."""
 
@@ -196,7 +165,7 @@ class _Runner:
             x = torch.from_numpy(self.x).to(dev)
             self._call = lambda: net(x)
         else:
-            from hwkd.hw.export import StepModel
+            from hwkd.models.streaming import StepModel
             step = StepModel(net).eval()
             frame = torch.randn(1, 2 * net.cfg.in_channels, 1, N_BINS, device=dev)
             init = [s.to(dev) for s in step.initial_states()]
@@ -380,14 +349,6 @@ def measure(runtime: str, mode: str, threads: int, *, net=None, onnx: Path | Non
         timer="runtime (InferRequest.latency)" if own_ms is not None else "wall (perf_counter around the call)",
         wall_p50_ms=float(np.percentile(wall_ms, 50)), fingerprint=fingerprint(),
         runtime_config=runtime_config(runtime, threads))
-
-
-def runtime_config(runtime: str, threads: int) -> dict:
-    if runtime == "openvino":
-        return OV_CONFIG(threads)
-    if runtime == "onnxruntime":
-        return ORT_CONFIG(threads)
-    return {"threads": threads}
 
 
 def threads_available() -> int:

@@ -256,8 +256,9 @@ def calibrate(runtime: str, threads: int, device=None, progress=print, protocol=
     `save_calibration` removes the partial file of a finished calibration."""
     from hwkd.audio.io import write_text_atomic
     from hwkd.hw.export import export_step_onnx, to_openvino
-    from hwkd.hw.measure import Protocol, runtime_version
+    from hwkd.hw.measure import Protocol
     from hwkd.hw.remote import DeviceTimeout
+    from hwkd.hw.runtimes import runtime_version
     from hwkd.sysinfo import LoadMeter, fingerprint
     if runtime not in ("onnxruntime", "openvino"):
         raise HwkdError(f"calibration runs onnxruntime or openvino, not {runtime!r}", "pick one of those")
@@ -467,7 +468,7 @@ class Predictor:
 
 def model_sizes(cfg: DPDCRNConfig) -> tuple[int, int]:
     """(parameters, state elements of the streaming step) of a configuration."""
-    from hwkd.hw.export import StepModel
+    from hwkd.models.streaming import StepModel
     net = DPDCRN(cfg)
     return (sum(p.numel() for p in net.parameters()),
             sum(s.numel() for s in StepModel(net).initial_states()))

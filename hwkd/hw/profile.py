@@ -16,10 +16,10 @@ from hwkd.errors import HwkdError
 from hwkd.hw.cost import count_params, cross_check, macs
 from hwkd.hw.export import export_all
 from hwkd.hw.measure import Protocol, measure_isolated
+from hwkd.hw.targets import is_local, load_target
 from hwkd.models.checkpoint import load_model, save_checkpoint
 from hwkd.models.dpdcrn import DPDCRN
 from hwkd.models.registry import create_model
-from hwkd.targets import is_local, load_target
 
 
 def load_any(model: str) -> tuple[DPDCRN, str]:

@@ -7,7 +7,7 @@ folder on the device. OpenSSH's `ssh`/`scp` do the transport with BatchMode (key
 strict host-key checking against the target's known_hosts file, a connect timeout, and retries on
 connection failures (exit 255). Every failure ends in one HwkdError naming the device and the fix.
 
-Host and user are checked (`hwkd.targets.check_ssh`) and follow `--` on ssh's and scp's command lines, so a
+Host and user are checked (`hwkd.hw.targets.check_ssh`) and follow `--` on ssh's and scp's command lines, so a
 target file cannot smuggle an ssh option in. The worker runs on the device under GNU `timeout` (its own
 process group, a deadline a little past the local one, in case the connection is lost); when the local
 deadline passes first, the worker's process group is killed over a new connection before the work folder is
@@ -45,7 +45,7 @@ class DeviceTimeout(HwkdError):
 
 class Device:
     def __init__(self, target: dict, connect_timeout: float = 10, retries: int = 2, command_timeout: float = 900):
-        from hwkd.targets import check_ssh
+        from hwkd.hw.targets import check_ssh
         ssh = target.get("ssh") or {}
         where = target.get("_path", f"target {target['name']}")
         try:

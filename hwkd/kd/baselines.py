@@ -21,7 +21,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from hwkd.kd.base import Distiller, register
-from hwkd.kd.i2srf import EPS, frame_matrix, time_distribution
+from hwkd.kd.layers import ABFUnit
+from hwkd.kd.maths import EPS, frame_matrix, time_distribution
 
 
 def _same_position(student: dict, teacher: dict) -> list[tuple[Tensor, Tensor]]:
@@ -182,7 +183,6 @@ class ReviewKD(Distiller):
 
     def __init__(self, student_taps, teacher_taps, mid: int = 64):
         super().__init__()
-        from hwkd.kd.i2srf import ABFUnit
         self.chains = nn.ModuleDict()
         for s in ("enc", "mid", "dec"):
             st, tt = self._deep_first(student_taps, s), self._deep_first(teacher_taps, s)

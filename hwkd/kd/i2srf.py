@@ -47,64 +47,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from hwkd.kd.base import Distiller, register
+from hwkd.kd.layers import ABFUnit
+from hwkd.kd.maths import EPS, frame_matrix, freq_from_gram, gram_freq, gram_time, jeffreys, time_from_gram
 
-EPS = 1e-8
 FUSION_MID = 32     # fusion chains' mid width (spec and public code: 128); chosen by measurement, see README
-
-
-# -- similarity streams ---------------------------------------------------------------------------
-
-def frame_matrix(f: Tensor) -> Tensor:
-    """[B, C, T, W] -> [B, T, C·W]."""
-    b, c, t, w = f.shape
-    return f.permute(0, 2, 1, 3).reshape(b, t, c * w)
-
-
-def gram_time(m: Tensor) -> Tensor:
-    return m @ m.transpose(1, 2)                                   # [B, T, T]
-
-
-def gram_freq(m: Tensor) -> Tensor:
-    mt = m.transpose(0, 1)                                         # [T, B, D]
-    return (mt @ mt.transpose(1, 2)).transpose(0, 1)               # [B, T, B]
-
-
-def _cos_from_gram(g: Tensor, n_row: Tensor, n_col: Tensor) -> Tensor:
-    """Cosine similarity from a Gram matrix and the row / column vectors' norms (F.normalize's eps)."""
-    return g / (n_row.clamp_min(EPS)[..., :, None] * n_col.clamp_min(EPS)[..., None, :])
-
-
-def _rows(s: Tensor) -> Tensor:
-    s = (s + 1) / 2
-    return s / s.sum(-1, keepdim=True).clamp_min(EPS)
-
-
-def time_from_gram(g: Tensor) -> Tensor:
-    """P_time [B, T, T] from the time Gram matrix M·Mᵀ (its diagonal holds the frames' squared norms)."""
-    n = torch.diagonal(g, dim1=1, dim2=2).clamp_min(0).sqrt()      # [B, T]
-    return _rows(_cos_from_gram(g, n, n))
-
-
-def freq_from_gram(g: Tensor) -> Tensor:
-    """P_freq [B, T, B] from the per-frame batch Gram matrix (g[b, t, b] is frame t of utterance b's squared norm)."""
-    b = g.shape[0]
-    n = g[torch.arange(b), :, torch.arange(b)].clamp_min(0).sqrt()   # [B, T]: ‖M[b, t]‖
-    return _rows(g / (n.clamp_min(EPS)[:, :, None] * n.t().clamp_min(EPS)[None, :, :]))
-
-
-def time_distribution(m: Tensor) -> Tensor:
-    """[B, T, D] -> P_time [B, T, T], rows sum to 1."""
-    return time_from_gram(gram_time(m))
-
-
-def freq_distribution(m: Tensor) -> Tensor:
-    """[B, T, D] -> P_freq [B, T, B]: per frame, similarity to the same frame of every utterance."""
-    return freq_from_gram(gram_freq(m))
-
-
-def jeffreys(p_t: Tensor, p_s: Tensor) -> Tensor:
-    """Element-wise symmetric KL: zero where the distributions agree."""
-    return (p_t - p_s) * (torch.log(p_t + EPS) - torch.log(p_s + EPS))
 
 
 # -- calibration ----------------------------------------------------------------------------------
@@ -142,32 +88,6 @@ class Calibration(nn.Module):
 
 
 # -- recursive fusion -----------------------------------------------------------------------------
-
-class ABFUnit(nn.Module):
-    """Attention-based fusion: R_k = a⊙X_k + b⊙resize(R_{k-1}); output O_k = PReLU(IN(conv3x3(R_k))).
-
-    Only the chain's last unit has the output conv: the set's representative is the last O_k, and the
-    intermediate O_k feed nothing (R_k is what passes on), so computing them would only cost time (the
-    3x3 convs at 257 bins were most of a training step)."""
-
-    def __init__(self, c_in: int, mid: int, c_out: int, first: bool, last: bool = True):
-        super().__init__()
-        self.inp = nn.Sequential(nn.Conv2d(c_in, mid, 1, bias=False), nn.InstanceNorm2d(mid, affine=True),
-                                 nn.PReLU(mid))
-        self.att = None if first else nn.Sequential(nn.Conv2d(2 * mid, 2, 1), nn.Sigmoid())
-        self.out = nn.Sequential(nn.Conv2d(mid, c_out, 3, padding=1, bias=False),
-                                 nn.InstanceNorm2d(c_out, affine=True), nn.PReLU(c_out)) if last else None
-
-    def forward(self, f: Tensor, prev: Tensor | None) -> tuple[Tensor, Tensor | None]:
-        x = self.inp(f)
-        if self.att is None or prev is None:
-            r = x
-        else:
-            p = F.interpolate(prev, size=x.shape[-2:], mode="nearest")
-            ab = self.att(torch.cat([x, p], dim=1))
-            r = ab[:, :1] * x + ab[:, 1:] * p
-        return r, (self.out(r) if self.out is not None else None)
-
 
 class FusionChain(nn.Module):
     def __init__(self, channels: list[int], mid: int, c_out: int):

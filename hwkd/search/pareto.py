@@ -44,3 +44,17 @@ def hypervolume(quality, cost, quality_ref: float, cost_ref: float) -> float:
 def hypervolume_history(quality, cost, quality_ref: float, cost_ref: float) -> list[float]:
     """Hypervolume after each point, in the order given (e.g. trial completion order)."""
     return [hypervolume(quality[: k + 1], cost[: k + 1], quality_ref, cost_ref) for k in range(len(quality))]
+
+
+def fronts(df):
+    """Adds on_front (SI-SDR vs latency) and on_front_macs (SI-SDR vs MACs) over complete feasible trials."""
+    df = df.copy()
+    df["on_front"] = False
+    df["on_front_macs"] = False
+    ok = (df["state"] == "COMPLETE") & (df["feasible"] == True)  # noqa: E712  (pandas mask)
+    if ok.any():
+        sub = df[ok]
+        df.loc[ok, "on_front"] = front_mask(sub["val_si_sdr_db"].to_numpy(float), sub["latency_ms"].to_numpy(float))
+        df.loc[ok, "on_front_macs"] = front_mask(sub["val_si_sdr_db"].to_numpy(float),
+                                                 sub["gmacs_per_s"].to_numpy(float))
+    return df

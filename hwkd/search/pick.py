@@ -4,7 +4,7 @@ The pick is the complete trial with the highest val SI-SDR whose per-hop latency
 most X (and within the run's own constraint); it is always a member of the front. The folder holds
 model.pt (the checkpoint: `hwkd enhance DIR/model.pt in.wav out.wav`), offline.onnx (dynamic time axis),
 step.onnx (streaming, states in and out; causal models), OpenVINO IR of both where they pass the parity
-check, model_card.md and card.json with the figures and how each was obtained.
+check, and card.json with the figures and how each was obtained (hwkd.report.card writes model_card.md from it).
 """
 
 from __future__ import annotations
@@ -26,7 +26,8 @@ def pick(run: Path, settings: dict, max_latency_ms: float | None, target: str | 
     """out: default picks/NAME-trialN in the current directory."""
     from hwkd.hw.export import export_all
     from hwkd.models.checkpoint import load_model, save_checkpoint
-    from hwkd.report.search import collect, fronts
+    from hwkd.search.pareto import fronts
+    from hwkd.search.store import collect
     if target and target != settings["target"]:
         raise HwkdError(f"search {settings['name']} ran on target {settings['target']}, not {target}",
                         f"use --target {settings['target']}, or pick from a search on {target}")
@@ -83,33 +84,6 @@ def pick(run: Path, settings: dict, max_latency_ms: float | None, target: str | 
             "export_refused": ex.refused, "folder": str(out)}
     write_text_atomic(out / "card.json", json.dumps(card, indent=1, default=str))
     os.chmod(out / "card.json", 0o644)
-    cfg = net.cfg
-    md = [f"# {card['name']}", "",
-          f"DPDCRN student from `hwkd search` run `{settings['name']}` (trial {card['trial']}) for target "
-          f"`{settings['target']}`, distilled from `{Path(settings['teacher']).name}` with {settings['kd']} "
-          f"(λ {_lam(card['training'])}, {card['training']['steps']} steps of batch {settings['batch_size']} x "
-          f"{settings['segment_s']:g} s).", "",
-          f"- architecture: C={cfg.channels}, L={cfg.layers}, D={cfg.depth}, heads={cfg.heads}, "
-          f"GRU hidden={cfg.hidden}, intra GRU {'bi' if cfg.intra_bidirectional else 'uni'}directional, "
-          f"{'causal (streaming)' if cfg.causal else 'non-causal'}, time attention {cfg.time_attention}, "
-          f"{cfg.in_channels} input channel(s), hop {cfg.hop}",
-          f"- size: {card['params']:,} parameters, {card['gmacs_per_s']:.3f} GMAC per second of audio",
-          f"- quality (validation split): SI-SDR {card['quality']['val_si_sdr_db']:.2f} dB "
-          f"(noisy input {attrs['quality_ref']:.2f} dB)"
-          + (f", PESQ-WB {card['quality']['val_pesq_wb']:.3f} on the first {settings['val_pesq_clips']} val clips"
-             + (f" (noisy input {attrs['quality_ref_pesq_wb']:.3f})" if attrs.get("quality_ref_pesq_wb") else "")
-             if card["quality"]["val_pesq_wb"] else ""),
-          f"- latency per hop on {settings['target']}: {card['latency']['per_hop_ms']:.3f} ms "
-          f"(hop {card['latency']['hop_ms']:g} ms) — {card['latency']['how']}"
-          + (f"; {card['latency']['provenance']}" if card["latency"]["provenance"] else ""),
-          *([f"- **the predicted band ({card['latency']['band_per_hop_ms'][0]:.3f}–"
-             f"{card['latency']['band_per_hop_ms'][1]:.3f} ms) reaches past the limit of {max_latency_ms:g} ms**: "
-             f"measure it on the device (`hwkd profile --target {settings['target']}`) before relying on it"]
-            if card["latency"]["may_exceed_limit"] else []),
-          "", "Files: " + ", ".join(f"`{v}`" for v in files.values() if v) + " (OpenVINO IR: each .xml with its .bin)"
-          + (f" (refused by the parity check: {', '.join(ex.refused)})" if ex.refused else ""), "",
-          f"Run it: `hwkd enhance {out / 'model.pt'} in.wav out.wav" + (" --streaming`" if cfg.causal else "`")]
-    (out / "model_card.md").write_text("\n".join(md) + "\n")
     return card
 
 
@@ -119,8 +93,3 @@ def _checkpoint(run: Path, row) -> Path:
     recorded = Path(row["checkpoint"])
     here = Path(run) / "trials" / str(row["key"]) / recorded.parent.name / recorded.name
     return here if here.is_file() else recorded
-
-
-def _lam(training: dict) -> str:
-    lam = training["lambda"]
-    return ("not recorded" if lam is None else f"{lam:.4g}") + f", {training['lambda_rule']}"

@@ -98,7 +98,7 @@ class SearchConfig:
     target: str = "rpi4"
     space: str = "default"
     kd: str = "i2srf-tfckd"
-    lam: float | None = None              # None: balanced per candidate (hwkd.kd.objective)
+    lam: float | None = None              # None: balanced per candidate (hwkd.train.objective)
     controller: str = "optuna"
     trials: int | None = 40
     time_budget_s: float | None = 900.0
@@ -154,10 +154,10 @@ class Search:
     def __init__(self, run: Path, sc: SearchConfig, storage: str | None = None, progress: bool = True, log=print):
         import optuna
 
+        from hwkd.hw.targets import load_target
         from hwkd.models.checkpoint import load_model
+        from hwkd.models.teacher import embedded_teacher_path
         from hwkd.search.space import load_space
-        from hwkd.targets import load_target
-        from hwkd.teacher import embedded_teacher_path
 
         self.run = Path(run).resolve()
         self.log = log

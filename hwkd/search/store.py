@@ -199,3 +199,43 @@ def given_storage(flag: str | None) -> tuple[str | None, str]:
         parse(env, f"${STORAGE_ENV}")
         return env, f"${STORAGE_ENV}"
     return None, ""
+
+
+def collect(run: Path, settings: dict) -> tuple:
+    """A search run's trials as a DataFrame (one row per trial of every worker: config, quality, cost and how each
+    latency was obtained; duplicates, over-limit and waiting trials left out) and the study's user attrs."""
+    import optuna
+    import pandas as pd
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    url = settings["storage"]
+    require_sqlite_file(url, f"search {settings['name']}")      # reading never creates an empty store
+    try:
+        study = optuna.load_study(study_name=settings["name"], storage=open_rdb(url))
+        trials, attrs = study.get_trials(deepcopy=False), study.user_attrs
+    except Exception as e:  # noqa: BLE001
+        raise HwkdError(f"cannot read the store of {run} ({redact(url)}: {describe(e, url)})",
+                        "check that the run finished its first trial and its database is reachable (a URL "
+                        "without a password takes it from PGPASSWORD or ~/.pgpass)") from None
+    rows = []
+    for t in trials:
+        a = t.user_attrs
+        if a.get("duplicate_of") is not None or a.get("over_limit") or t.state.name == "WAITING":
+            continue
+        cfg = a.get("config", {})
+        rows.append({"trial": t.number, "state": t.state.name, "key": a.get("key"),
+                     **{f"cfg_{k}": v for k, v in cfg.items() if k != "n_fft"},
+                     "val_si_sdr_db": a.get("val_si_sdr_db"), "val_pesq_wb": a.get("val_pesq_wb"),
+                     "rung": a.get("rung"), "total_steps": a.get("total_steps"),
+                     "rung0_si_sdr_db": a.get("rung0_si_sdr_db"), "params": a.get("params"),
+                     "gmacs_per_s": a["macs_per_s"] / 1e9 if a.get("macs_per_s") else None,
+                     "latency_ms": a.get("latency_ms"), "latency_p90_ms": a.get("latency_p90_ms"),
+                     "latency_lo_ms": a.get("latency_lo_ms"), "latency_hi_ms": a.get("latency_hi_ms"),
+                     "near_limit": a.get("near_limit"),
+                     "rtf": a.get("rtf"), "latency_how": a.get("latency_how"),
+                     "latency_provenance": a.get("latency_provenance"), "feasible": a.get("feasible"),
+                     "error": a.get("error"), "worker": a.get("worker"), "trial_s": a.get("trial_s"),
+                     "started": t.datetime_start.isoformat() if t.datetime_start else None,
+                     "completed": t.datetime_complete.isoformat() if t.datetime_complete else None,
+                     "checkpoint": a.get("checkpoint"), "kd_lambda": a.get("kd_lambda")})
+    return pd.DataFrame(rows), attrs

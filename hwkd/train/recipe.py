@@ -7,7 +7,7 @@ What it does, in order (every fix to how hwkd trains a network lands here once):
    hwkd.data.mixing), else the dataset's static pairs; val is always the fixed clips;
 3. the model: seeded, identity-started (hwkd.models.dpdcrn.DPDCRN.identity_start), or the weights of `init`;
 4. the objective: plain SE training, or KD from the teacher with λ balanced on the run's first batches
-   (hwkd.kd.objective) unless λ is given; the λ record is kept in RUN/kd_weight.json (a resumed run reads it
+   (hwkd.train.objective) unless λ is given; the λ record is kept in RUN/kd_weight.json (a resumed run reads it
    back) and in the checkpoints' meta;
 5. the trainer (warm-up over a fraction of the planned steps, then cosine; exact resume), in one process or,
    with `workers` > 1, in that many data-parallel processes (this one is worker 0; see hwkd.train.trainer).
@@ -82,8 +82,8 @@ def make_objective(model: DPDCRN, kd: KDSpec, cfg: TrainConfig, train_set, run: 
     if cfg.workers > 1:
         from dataclasses import replace
         cfg = replace(cfg, batch_size=cfg.batch_size // cfg.workers, workers=1)
-    from hwkd.kd.objective import KDObjective
     from hwkd.models.enhancer import Enhancer
+    from hwkd.train.objective import KDObjective
     if kd.teacher is None:
         raise HwkdError(f"KD scheme {kd.scheme} needs a teacher", "pass --teacher or use the embedded teacher")
     obj = KDObjective(kd.teacher, model, kd.scheme, cfg.batch_size, int(round(cfg.segment_s * 16000)),
@@ -99,7 +99,7 @@ def make_objective(model: DPDCRN, kd: KDSpec, cfg: TrainConfig, train_set, run: 
             enh = Enhancer(model).to(cfg.device)
             obj.teacher.to(cfg.device)
             obj.distiller.to(cfg.device)
-            from hwkd.kd.objective import KD_GRAD_RATIO
+            from hwkd.train.objective import KD_GRAD_RATIO
             batches = first_batches(train_set, cfg, BALANCE_BATCHES, cfg.device)
             if not batches:
                 raise HwkdError(f"the training set has {len(train_set)} segments, fewer than one batch of "

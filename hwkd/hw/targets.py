@@ -13,7 +13,7 @@ Schema (every field is checked; an error names the file, the field and the fix):
       freq_ghz: 1.5                 # 0 < GHz <= 10
       simd_bits: 128                # vector width, a multiple of 32 from 32 to 2048 (NEON 128, AVX2 256)
       memory_gb: 4
-    runtimes: [onnxruntime, openvino]   # from hwkd.hw.measure.RUNTIMES
+    runtimes: [onnxruntime, openvino]   # from hwkd.hw.runtimes.RUNTIMES
     threads: [1, 4]                 # thread counts to measure
     ssh:                            # remote targets only; host null = no device configured
       host: null
@@ -54,7 +54,7 @@ _USER = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,31}\$?")
 
 
 def targets_dir() -> Path:
-    return Path(os.environ.get("HWKD_TARGETS", Path(__file__).resolve().parents[1] / "targets"))
+    return Path(os.environ.get("HWKD_TARGETS", Path(__file__).resolve().parents[2] / "targets"))
 
 
 def available_targets() -> list[str]:
@@ -76,7 +76,7 @@ def load_target(name_or_path: str) -> dict:
 
 
 def validate_target(data: dict, path: Path) -> None:
-    from hwkd.hw.measure import RUNTIMES
+    from hwkd.hw.runtimes import RUNTIMES
 
     def bad(field: str, why: str):
         raise HwkdError(f"target file {path}: {field} {why}", "see targets/README.md for the schema")

@@ -11,10 +11,10 @@ from pathlib import Path
 
 from hwkd.errors import HwkdError
 
-ASSET = Path(__file__).resolve().parent / "assets" / "teacher-cpu-mono.pt"
+ASSET = Path(__file__).resolve().parents[1] / "assets" / "teacher-cpu-mono.pt"
 TEACHER_PRESET = "cpu-teacher"
 TEACHER_ARGS = f"--model {TEACHER_PRESET} --epochs 80 --batch-size 16 --segment-s 2 --lr 2e-3 --val-pesq-clips 0"
-TEACHER_RECIPE = f"hwkd train {TEACHER_ARGS} --device cuda --out RUN && python -m hwkd.teacher RUN/best.pt"
+TEACHER_RECIPE = f"hwkd train {TEACHER_ARGS} --device cuda --out RUN && python -m hwkd.models.teacher RUN/best.pt"
 
 
 def embedded_teacher_path() -> Path:
@@ -29,6 +29,6 @@ if __name__ == "__main__":
 
     from hwkd.models.checkpoint import slim_checkpoint
     if len(sys.argv) != 2:
-        raise SystemExit("usage: python -m hwkd.teacher RUN/best.pt   (installs it as the embedded teacher)")
+        raise SystemExit("usage: python -m hwkd.models.teacher RUN/best.pt   (installs it as the embedded teacher)")
     slim_checkpoint(sys.argv[1], ASSET)
     print(f"wrote {ASSET} ({ASSET.stat().st_size / 2 ** 20:.2f} MiB)")

@@ -1,0 +1,1 @@
+"""Experiments built of training runs: the KD comparison matrix (`hwkd compare`)."""

@@ -1,0 +1,61 @@
+"""ONNX Runtime and OpenVINO settings and sessions: one configuration for every hwkd session, parity checks
+(hwkd.hw.export, hwkd.hw.int8) and timing (hwkd.hw.measure) alike, so a checked export is the graph the timing
+runs under the same settings. (Parity used OpenVINO's LATENCY performance hint before; with NUM_STREAMS 1 and
+f32 precision set explicitly it is the same single-stream, full-precision execution.)"""
+
+from __future__ import annotations
+
+from importlib import metadata
+from pathlib import Path
+
+RUNTIMES = ("torch", "onnxruntime", "openvino", "torch-cuda", "onnxruntime-cuda")
+
+
+def OV_CONFIG(threads: int) -> dict:  # noqa: N802
+    return {"NUM_STREAMS": 1, "INFERENCE_NUM_THREADS": threads, "INFERENCE_PRECISION_HINT": "f32"}
+
+
+def ORT_CONFIG(threads: int) -> dict:  # noqa: N802
+    """ONNX Runtime CPU settings of every hwkd measurement. Spin-waiting of the intra-op pool is off: on a
+    shared host a spinning second thread made the per-hop latency of one model multi-modal (1.76, 2.00
+    or 2.45 ms at 2 threads, from session to session and within one), without spinning it held 2.00 ms."""
+    return {"intra_op_num_threads": threads, "inter_op_num_threads": 1, "session.intra_op.allow_spinning": "0"}
+
+
+def ort_options(threads: int):
+    import onnxruntime as ort
+    so = ort.SessionOptions()
+    cfg = ORT_CONFIG(threads)
+    so.intra_op_num_threads, so.inter_op_num_threads = cfg["intra_op_num_threads"], cfg["inter_op_num_threads"]
+    so.log_severity_level = 3
+    so.add_session_config_entry("session.intra_op.allow_spinning", cfg["session.intra_op.allow_spinning"])
+    return so
+
+
+def runtime_config(runtime: str, threads: int) -> dict:
+    if runtime == "openvino":
+        return OV_CONFIG(threads)
+    if runtime == "onnxruntime":
+        return ORT_CONFIG(threads)
+    return {"threads": threads}
+
+
+def runtime_version(runtime: str) -> str:
+    pkg = {"torch": "torch", "torch-cuda": "torch", "onnxruntime": "onnxruntime", "onnxruntime-cuda": "onnxruntime",
+           "openvino": "openvino"}[runtime]
+    try:
+        return metadata.version(pkg)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def ort_session(path: Path, threads: int = 1):
+    """An ONNX Runtime CPU session of a model file with hwkd's settings."""
+    import onnxruntime as ort
+    return ort.InferenceSession(str(path), ort_options(threads), providers=["CPUExecutionProvider"])
+
+
+def ov_compiled(path: Path, threads: int = 1):
+    """An OpenVINO CPU compiled model of an IR (or ONNX) file with hwkd's settings."""
+    import openvino as ov
+    return ov.Core().compile_model(str(path), "CPU", OV_CONFIG(threads))

@@ -1,0 +1,60 @@
+"""The hop-by-hop model with explicit state: what streaming inference, export, profiling and the latency
+predictor run. `StepModel(net)(frame, *states) -> (mask, *new_states)`; the states are the dilated-dense caches,
+the time-GRU states, the causal attention's past inputs and the cumulative norms' running sums, flattened in
+the order `state_names` gives them."""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from hwkd.errors import HwkdError
+from hwkd.models.dpdcrn import DPDCRN
+
+
+def flatten_state(state: dict) -> list[Tensor]:
+    flat = list(state["enc"]) + list(state["dec"])
+    for st in state["dp"]:
+        flat.append(st["h"])
+        if "kv" in st:
+            flat.append(st["kv"])
+    return flat + list(state.get("norm", []))
+
+
+def state_names(net: DPDCRN) -> list[str]:
+    d = net.cfg.depth
+    names = [f"enc_cache{i}" for i in range(d)] + [f"dec_cache{i}" for i in range(d)]
+    for i, layer in enumerate(net.dp_layers):
+        names.append(f"gru_h{i}")
+        if layer.inter.attention:
+            names.append(f"attn_kv{i}")
+    return names + [f"norm_sums{i}" for i in range(len(net.cumulative_norms()))]
+
+
+class StepModel(nn.Module):
+    """forward(frame, *states) -> (mask, *new_states): the hop-by-hop model with explicit state."""
+
+    def __init__(self, net: DPDCRN):
+        super().__init__()
+        if not net.cfg.causal:
+            raise HwkdError("a streaming step model needs a causal model",
+                            "export the offline model, or pick a causal preset (e.g. cpu-student-causal)")
+        self.net = net
+        self.template = net.init_state(1)
+
+    def _unflatten(self, flat) -> dict:
+        d = self.net.cfg.depth
+        enc, dec, rest = list(flat[:d]), list(flat[d:2 * d]), list(flat[2 * d:])
+        dp = []
+        for layer in self.net.dp_layers:
+            st = {"h": rest.pop(0)}
+            if layer.inter.attention:
+                st["kv"] = rest.pop(0)
+            dp.append(st)
+        return {"enc": enc, "dec": dec, "dp": dp, "norm": rest}
+
+    def forward(self, frame: Tensor, *states: Tensor):
+        mask, new = self.net.step(frame, self._unflatten(states))
+        return (mask, *flatten_state(new))
+
+    def initial_states(self) -> list[Tensor]:
+        return flatten_state(self.net.init_state(1))

@@ -1,0 +1,185 @@
+"""The `hwkd compare` report (REPORT_DIR: table.csv, table.md, summary.json, quality_vs_size.png,
+gain_vs_size.png): per student and scheme, every metric as mean ± 95 % CI over seeds (Student t; each seed's
+figure is that run's mean over the evaluation utterances), the gain over no-KD, and plots of quality and of the
+gain against student size per scheme.
+
+Gains are paired by seed: a seed fixes the student's initial weights and the order of the training data in
+every scheme (only the loss differs), so the gain is the mean over seeds of (scheme − none) at the same
+seed, with a Student-t 95 % CI of those differences. That removes the seed-to-seed spread every scheme
+shares, which at a short budget is far larger than the differences between schemes. The same paired
+differences set I²SRF-TFCKD against each other scheme, per student (the issue's question: does it beat
+no-KD and every baseline on PESQ-WB and SI-SDR at every size?).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+from hwkd.experiments.compare import CONDITIONS, METRICS, CompareConfig
+
+FOCUS = "i2srf-tfckd"          # the scheme the head-to-head section sets against every other
+HEAD_TO_HEAD = (("pesq_wb", "PESQ-WB", 3), ("si_sdr_db", "SI-SDR (dB)", 2))
+
+
+def report(results: list[dict], report_dir: Path, cc: CompareConfig) -> dict:
+    """Aggregate the cells into the table (CSV, Markdown), summary.json and the quality-vs-size plot.
+    Works on a part of the matrix too: the header says how many cells of it are in."""
+    import pandas as pd
+
+    from hwkd.metrics.quality import mean_ci
+    report_dir = Path(report_dir)
+    report_dir.mkdir(parents=True, exist_ok=True)
+    rows, duels = [], []
+    for student in dict.fromkeys(r["student"] for r in results):
+        cells = [r for r in results if r["student"] == student]
+        by_scheme = {sc: [r for r in cells if r["scheme"] == sc] for sc in dict.fromkeys(r["scheme"] for r in cells)}
+        for scheme, rs in by_scheme.items():
+            row = {"student": student, "in_channels": rs[0]["in_channels"], "params": rs[0]["params"],
+                   "gmacs_per_s": round(rs[0]["macs_per_s"] / 1e9, 3), "scheme": scheme, "seeds": len(rs)}
+            for m in METRICS:
+                s = mean_ci([r["enhanced"][m] for r in rs])
+                row[m] = s["mean"]
+                row[f"{m}_ci95"] = s["ci95"]
+                g = paired_gain(rs, by_scheme.get("none", []), m) if scheme != "none" else {"mean": 0.0, "ci95": None}
+                row[f"{m}_gain_vs_none"] = g["mean"]
+                row[f"{m}_gain_ci95"] = g["ci95"]
+            row["threads"] = ",".join(sorted({str(r.get("threads", "?")) for r in rs}))
+            row["noisy_si_sdr"] = rs[0]["noisy"]["si_sdr_db"]
+            row["noisy_pesq_wb"] = rs[0]["noisy"]["pesq_wb"]
+            rows.append(row)
+        if FOCUS in by_scheme:
+            for other, rs in by_scheme.items():
+                if other == FOCUS:
+                    continue
+                duel = {"student": student, "versus": other}
+                for m, _, _ in HEAD_TO_HEAD:
+                    d = paired_gain(by_scheme[FOCUS], rs, m)
+                    duel[m] = d["mean"]
+                    duel[f"{m}_ci95"] = d["ci95"]
+                    duel["seeds"] = d["n"]
+                duels.append(duel)
+    df = pd.DataFrame(rows)
+    df.to_csv(report_dir / "table.csv", index=False)
+
+    def pm(v, ci, nd, sign=""):
+        return f"{v:{sign}.{nd}f}" + (f" ± {ci:.{nd}f}" if ci is not None and ci == ci else "")
+
+    def fmt(r, m, nd):
+        g = r[f"{m}_gain_vs_none"]
+        return pm(r[m], r[f"{m}_ci95"], nd) + (f" ({pm(g, r[f'{m}_gain_ci95'], nd, '+')})"
+                                                if r["scheme"] != "none" and g is not None and g == g else "")
+    total = len(cc.schemes) * len(cc.students) * cc.seeds
+    part = f" ({len(results)} of the {total} cells finished)" if len(results) < total else ""
+    lines = [f"# KD comparison{part}: {len(df)} scheme x student rows, {cc.seeds} seed(s), {cc.epochs} epoch(s) of "
+             f"{cc.segment_s:g}-s segments, batch {cc.batch_size}, lr {cc.lr:g}, "
+             + (f"λ {cc.lam:g}" if cc.lam is not None else "λ balanced on each run's first batches (table below)")
+             + (f", at most {cc.max_steps_per_epoch} steps per epoch" if cc.max_steps_per_epoch else ""),
+             "", f"Evaluation split `{cc.eval_split}`; mean ± 95 % CI over seeds; (gain over no-KD, paired by seed, "
+             "± its 95 % CI: a seed fixes the initial weights and the data order in every scheme).", "",
+             "| student | params | scheme | PESQ-WB | STOI | eSTOI | SI-SDR (dB) |", "|---|---|---|---|---|---|---|"]
+    for _, r in df.iterrows():
+        lines.append(f"| {r['student']} | {r['params']:,} | {r['scheme']} | {fmt(r, 'pesq_wb', 3)} | "
+                     f"{fmt(r, 'stoi', 3)} | {fmt(r, 'estoi', 3)} | {fmt(r, 'si_sdr_db', 2)} |")
+    for student in dict.fromkeys(r["student"] for r in results):
+        lines += _mixed_note(student, [r for r in results if r["student"] == student])
+    lams = {}
+    for r in results:
+        lam = (r.get("kd_weight") or {}).get("lam")
+        if lam is not None:
+            lams.setdefault((r["student"], r["scheme"]), []).append(lam)
+    if lams:
+        lines += ["", "KD weight λ (mean over seeds; rule: "
+                  + ", ".join(sorted({(r.get("kd_weight") or {}).get("rule", "?") for r in results
+                                      if r.get("kd_weight")})) + "):", "",
+                  "| student | scheme | λ |", "|---|---|---|"]
+        lines += [f"| {st} | {sc} | {sum(v) / len(v):.4g} |" for (st, sc), v in lams.items()]
+    if duels:
+        lines += ["", f"## {FOCUS} against every other scheme", "",
+                  f"{FOCUS} minus the other scheme at the same seed, mean ± 95 % CI over the seeds both have; "
+                  "**bold** where the interval lies wholly on one side of zero.", "",
+                  "| student | versus | seeds | " + " | ".join(f"Δ {name}" for _, name, _ in HEAD_TO_HEAD) + " |",
+                  "|---|---|---|" + "---|" * len(HEAD_TO_HEAD)]
+        for d in duels:
+            cols = []
+            for m, _, nd in HEAD_TO_HEAD:
+                if d[m] is None:
+                    cols.append("–")
+                    continue
+                txt, ci = pm(d[m], d[f"{m}_ci95"], nd, "+"), d[f"{m}_ci95"]
+                cols.append(f"**{txt}**" if ci is not None and abs(d[m]) > ci else txt)
+            lines.append(f"| {d['student']} | {d['versus']} | {d['seeds']} | " + " | ".join(cols) + " |")
+        lines += [""] + [verdict(student, [d for d in duels if d["student"] == student])
+                         for student in dict.fromkeys(d["student"] for d in duels)]
+    (report_dir / "table.md").write_text("\n".join(lines) + "\n")
+    _plot(df, report_dir / "quality_vs_size.png")
+    _plot(df, report_dir / "gain_vs_size.png", gain=True)
+    summary = {"settings": asdict(cc), "cells_finished": len(results), "cells_total": total, "rows": rows,
+               "head_to_head": {"scheme": FOCUS, "pairs": duels}}
+    (report_dir / "summary.json").write_text(json.dumps(summary, indent=1))
+    return summary
+
+
+def _mixed_note(student: str, cells: list[dict]) -> list[str]:
+    """Report lines for a student whose cells were trained under different CPU conditions (thread count, CPU):
+    either changes float sums, training amplifies that, and paired differences then carry it too."""
+    lines = []
+    for key, what in CONDITIONS:
+        groups = {}
+        for r in cells:
+            groups.setdefault(str(r.get(key, "not recorded")), []).append(f"{r['scheme']} s{r['seed']}")
+        if len(groups) > 1:
+            lines += ["", f"Note: {student}'s cells were trained {what} ("
+                      + "; ".join(f"{k}: {', '.join(v)}" for k, v in groups.items()) + "). CPU float sums change "
+                      "with it, so its paired differences carry that change too; retrain those cells under one "
+                      "condition (move their folders aside and resume) for a clean comparison."]
+    return lines
+
+
+def paired_gain(cells: list[dict], base: list[dict], metric: str) -> dict:
+    """mean_ci of (cell − base) over the seeds both lists have: {"mean", "ci95", "n"}."""
+    from hwkd.metrics.quality import mean_ci
+    ref = {r["seed"]: r["enhanced"][metric] for r in base}
+    return mean_ci([r["enhanced"][metric] - ref[r["seed"]] for r in cells if r["seed"] in ref])
+
+
+def verdict(student: str, duels: list[dict]) -> str:
+    """One sentence per student: against how many of the other schemes the focus scheme is ahead, by mean and
+    by a paired CI that excludes zero, on each head-to-head metric."""
+    parts = []
+    for m, name, _ in HEAD_TO_HEAD:
+        ds = [d for d in duels if d[m] is not None]
+        ahead = sum(d[m] > 0 for d in ds)
+        sure = sum(d[m] > 0 and d[f"{m}_ci95"] is not None and d[m] > d[f"{m}_ci95"] for d in ds)
+        behind = sum(d[m] < 0 and d[f"{m}_ci95"] is not None and -d[m] > d[f"{m}_ci95"] for d in ds)
+        parts.append(f"{name} ahead of {ahead} of {len(ds)} by mean ({sure} with the CI above zero, "
+                     f"{behind} with it below)")
+    return f"- {student}: {FOCUS} " + "; ".join(parts) + "."
+
+
+def _plot(df, path: Path, gain: bool = False) -> None:
+    """Quality (mean ± CI over seeds) or, with gain=True, the paired gain over no-KD (± its CI) against
+    student parameters, one line per scheme; SI-SDR and PESQ-WB side by side."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, (m, name) in zip(axes, (("si_sdr_db", "SI-SDR (dB)"), ("pesq_wb", "PESQ-WB"))):
+        groups = [(sc, g) for sc, g in df.groupby("scheme", sort=False) if not (gain and sc == "none")]
+        for k, (scheme, g) in enumerate(groups):
+            g = g.sort_values("params")
+            y, err = (f"{m}_gain_vs_none", f"{m}_gain_ci95") if gain else (m, f"{m}_ci95")
+            dodge = 1.04 ** (k - (len(groups) - 1) / 2)         # schemes side by side at each size (log x)
+            ax.errorbar(g["params"] * dodge, g[y], yerr=g[err].astype(float).fillna(0), marker="o", capsize=3,
+                        label=scheme)
+        if gain:
+            ax.axhline(0, color="k", lw=0.8)
+        ax.set_xscale("log")
+        ax.set_xlabel("student parameters")
+        ax.set_ylabel(f"{name} gain over no-KD (paired by seed)" if gain else name)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
