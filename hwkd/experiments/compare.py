@@ -22,11 +22,12 @@ import hashlib
 import json
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 from hwkd.audio.io import write_text_atomic
 from hwkd.errors import HwkdError
+from hwkd.experiments.config import CompareConfig  # noqa: F401  (the settings; imported from here too)
 from hwkd.metrics.quality import BASE_METRICS
 from hwkd.paths import claim_folder
 from hwkd.sysinfo import cpu_tag, die_with_parent
@@ -34,23 +35,6 @@ from hwkd.sysinfo import cpu_tag, die_with_parent
 METRICS = BASE_METRICS          # what a cell records (mean over the evaluation utterances)
 # what a cell records of how it trained on the CPU; either changes float sums (report notes, log)
 CONDITIONS = (("threads", "with different intra-op thread counts"), ("cpu", "on different CPUs"))
-
-
-@dataclass
-class CompareConfig:
-    schemes: list
-    students: list
-    seeds: int = 3
-    epochs: int = 1
-    batch_size: int = 8
-    segment_s: float = 2.0
-    lr: float = 2e-3
-    lam: float | None = None        # None: balanced per cell (hwkd.train.objective)
-    max_steps_per_epoch: int | None = None
-    val_pesq_clips: int = 5
-    eval_split: str = "test"
-    eval_limit: int | None = None
-    threads: int | None = None
 
 
 def student_label(student: str) -> str:

@@ -16,7 +16,7 @@ from hwkd.errors import HwkdError
 from hwkd.hw.cost import count_params, cross_check, macs
 from hwkd.hw.export import export_all
 from hwkd.hw.measure import Protocol, measure_isolated
-from hwkd.hw.targets import is_local, load_target
+from hwkd.hw.targets import latency_source, load_target
 from hwkd.models.checkpoint import load_model, save_checkpoint
 from hwkd.models.dpdcrn import DPDCRN
 from hwkd.models.registry import create_model
@@ -93,8 +93,9 @@ def profile(net: DPDCRN, target: dict | str, out_dir: Path, *, runtimes=None, th
     res["latency"] = []
     art = {"hop": (ex.step_onnx, ex.step_ir), "offline": (ex.offline_onnx, ex.offline_ir)}[mode]
     remote = None
-    if not is_local(target):
-        if not (target.get("ssh") or {}).get("host"):
+    source = latency_source(target)
+    if source != "measured":
+        if source == "predicted":
             res["latency_note"] = (f"target {target['name']} is remote and names no device (ssh.host); "
                                    "latency is predicted, not measured")
             progress("  " + res["latency_note"])
@@ -134,3 +135,32 @@ def profile(net: DPDCRN, target: dict | str, out_dir: Path, *, runtimes=None, th
     res["wall_s"] = round(time.perf_counter() - t0, 2)
     (out_dir / "profile.json").write_text(json.dumps(res, indent=1, default=str))
     return res
+
+
+def bench_rows(res: dict, label: str, target: str) -> list[dict]:
+    """The rows of a `hwkd bench` table for one profile (one per runtime x threads): one column set for measured,
+    predicted and skipped latencies alike, each row saying how its figure was obtained ("how") and, where
+    predicted or not measured, why ("note")."""
+    rows = []
+    base = {"model": label, "target": target, "params": res["params"],
+            "gmacs_per_s": round(res["macs_per_s"] / 1e9, 4), "mode": res["mode"]}
+    if not res["latency"]:
+        rows.append({**base, "how": "not measured", "note": res.get("latency_note", "")})
+    for m in res["latency"]:
+        if "skipped" in m:
+            rows.append({**base, "runtime": m["runtime"], "threads": m.get("threads"), "how": "not measured",
+                         "note": m["skipped"]})
+            continue
+        if m["how"].startswith("predicted"):
+            rows.append({**base, "runtime": m["runtime"], "threads": m["threads"],
+                         "p50_ms": round(m["p50_ms"], 4), "audio_ms_per_call": m["audio_ms_per_call"],
+                         "rtf": round(m["rtf"], 4), "realtime": m["realtime"], "how": m["how"],
+                         "note": m["provenance"]})
+            continue
+        rows.append({**base, "runtime": m["runtime"], "version": m["version"], "threads": m["threads"],
+                     "p50_ms": round(m["p50_ms"], 4), "p90_ms": round(m["p90_ms"], 4),
+                     "p99_ms": round(m["p99_ms"], 4), "audio_ms_per_call": m["audio_ms_per_call"],
+                     "rtf": round(m["rtf"], 4), "realtime": m["realtime"], "peak_rss_mib": m["peak_rss_mib"],
+                     "runs": m["runs"], "other_load": round(m["other_load"] or 0, 3), "busy": m["busy"],
+                     "how": m["how"], "cpu": m["fingerprint"]["cpu"]})
+    return rows

@@ -159,3 +159,11 @@ def check_ssh(ssh: dict) -> None:
 
 def is_local(target: dict) -> bool:
     return target.get("kind", "local") == "local"
+
+
+def latency_source(target: dict) -> str:
+    """How a latency on this target is obtained: "measured" (here), "ssh" (measured on the target's device over
+    SSH) or "predicted" (a remote target that names no device: the calibrated predictor, hwkd.hw.predict)."""
+    if is_local(target):
+        return "measured"
+    return "ssh" if (target.get("ssh") or {}).get("host") else "predicted"

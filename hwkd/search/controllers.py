@@ -24,9 +24,12 @@ reports serve all of them:
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 from hwkd.errors import HwkdError
-from hwkd.search.space import SearchSpace
+
+if TYPE_CHECKING:                                   # (light to import: the CLI lists the controllers)
+    from hwkd.search.space import SearchSpace
 
 CONTROLLERS = ("optuna", "random", "nsga2", "nni-random", "nni-tpe", "nni-evolution")
 

@@ -31,7 +31,7 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict
 from functools import partial
 from pathlib import Path
 
@@ -39,6 +39,7 @@ from hwkd.audio.io import write_text_atomic
 from hwkd.errors import HwkdError
 from hwkd.paths import claim_folder, hwkd_home
 from hwkd.search import store
+from hwkd.search.config import SearchConfig  # noqa: F401  (the settings; imported from here too)
 from hwkd.sysinfo import die_with_parent
 
 DIRECTIONS = ("maximize", "minimize", "minimize")        # quality (val SI-SDR dB), latency ms per hop, GMAC/s
@@ -93,36 +94,51 @@ class _Heartbeat:
             self.thread.join(timeout=10)
 
 
-@dataclass
-class SearchConfig:
-    target: str = "rpi4"
-    space: str = "default"
-    kd: str = "i2srf-tfckd"
-    lam: float | None = None              # None: balanced per candidate (hwkd.train.objective)
-    controller: str = "optuna"
-    trials: int | None = 40
-    time_budget_s: float | None = 900.0
-    seed: int = 0
-    max_latency_ms: float | None = None
-    realtime: bool = True                 # constraint: latency per hop below the hop duration
-    steps: int = 40                       # rung 0: training steps of the short distillation
-    promote_steps: int = 60               # rung 1: further steps for promising candidates (0 = one fidelity)
-    promote_after: int = 3                # finished trials before any promotion
-    batch_size: int = 4
-    segment_s: float = 1.0
-    lr: float = 3e-3
-    val_pesq_clips: int = 5
-    runtime: str | None = None            # default: the target's first runtime
-    threads: int | None = None            # default: the target's first thread count
-    protocol: str = "quick"
-    trial_timeout_s: float | None = None  # one trial process (rung); None: derived from the training budget
-    teacher: str | None = None            # default: the embedded teacher
-    data: str | None = None               # default: the embedded corpus (mono or Ambisonics by the space)
+def check_search_budget(sc: SearchConfig) -> None:
+    """A search whose trials cannot train is refused before it starts (one line naming the flag)."""
+    from hwkd.train.trainer import TrainConfig, check_budget
+    for ok, flag in ((sc.steps >= 1, f"--steps {sc.steps}"),
+                     (sc.promote_steps >= 0, f"--promote-steps {sc.promote_steps}"),
+                     (sc.promote_after >= 0, f"--promote-after {sc.promote_after}"),
+                     (sc.lam is None or sc.lam >= 0, f"--lam {sc.lam}")):
+        if not ok:
+            raise HwkdError(f"{flag}: impossible training budget", "give a positive value (see hwkd search --help)")
+    check_budget(TrainConfig(batch_size=sc.batch_size, lr=sc.lr, segment_s=sc.segment_s,
+                             val_pesq_clips=sc.val_pesq_clips, max_steps_per_epoch=sc.steps))
 
-    @classmethod
-    def from_dict(cls, d: dict) -> SearchConfig:
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
+
+def resume_config(run: Path, settings: dict, data: Path | None = None,
+                  trial_timeout: float | None = None) -> tuple[SearchConfig, str | None]:
+    """A resumed run's settings on this machine, and the store to give Search (None: the run's own SQLite file, as
+    for a new run). A worker joining from another machine gets the embedded corpus and teacher rebuilt or found
+    here; another dataset must be given (`data`)."""
+    sc = SearchConfig.from_dict(settings)
+    if trial_timeout is not None:
+        sc.trial_timeout_s = trial_timeout
+    # the run's own SQLite file: None, as for a new run (one worker, a reproducible sampler seed)
+    storage = None if settings["storage"] == store.sqlite_url(run / store.RUN_DB) else settings["storage"]
+    from hwkd.models.teacher import embedded_teacher_path
+    if data:
+        sc.data = str(data)
+    elif sc.data and not Path(sc.data).exists():      # a worker joining from another machine
+        if Path(sc.data).parent.parts[-2:] != ("corpus", "default"):
+            raise HwkdError(f"the dataset of search {run.name} ({sc.data}) is not on this machine",
+                            "pass its local copy with --data PATH")
+        sc.data = None                                # the embedded corpus is rebuilt identically here
+    if sc.teacher and not Path(sc.teacher).is_file() and Path(sc.teacher).name == embedded_teacher_path().name:
+        sc.teacher = None
+    return sc, storage
+
+
+def check_name_free(run: Path, name: str, storage: str | None) -> None:
+    """A new search may not take an existing run's name, except a worker rejoining its run's database server."""
+    if (run / "run.json").is_file():
+        # a worker may rejoin its run's database server; any other store (a $HWKD_STORAGE set for other
+        # runs included) would take the name over and rewrite the run's run.json
+        old = json.loads((run / "run.json").read_text()).get("storage", "")
+        if not storage or store.is_sqlite(old) or store.is_sqlite(storage) or not store.same_database(old, storage):
+            raise HwkdError(f"a search named {name} exists ({run}, store {store.redact(old)})",
+                            f"continue it with --resume {name}, or choose another --name")
 
 
 def runs_dir() -> Path:

@@ -24,7 +24,7 @@ import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -37,25 +37,8 @@ from hwkd.errors import HwkdError
 from hwkd.models.checkpoint import read_checkpoint, save_checkpoint
 from hwkd.models.dpdcrn import DPDCRN
 from hwkd.models.enhancer import Enhancer
+from hwkd.train.config import TrainConfig  # noqa: F401  (the settings; imported from here too)
 from hwkd.train.losses import neg_si_sdr, se_loss
-
-
-@dataclass
-class TrainConfig:
-    epochs: int = 10
-    batch_size: int = 8
-    lr: float = 1e-3
-    warmup_frac: float = 0.1      # linear warm-up over this fraction of the planned steps, then cosine
-    min_lr_ratio: float = 0.05
-    grad_clip: float = 5.0
-    seed: int = 0
-    segment_s: float = 4.0
-    val_pesq_clips: int = 20
-    ckpt_every: int = 50          # steps between mid-epoch checkpoints
-    device: str = "cpu"
-    threads: int | None = None    # torch intra-op threads (default: torch's choice)
-    max_steps_per_epoch: int | None = None
-    workers: int = 1              # data-parallel processes (CPU); the batch is split among them
 
 
 class SEObjective:

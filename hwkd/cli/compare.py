@@ -1,0 +1,72 @@
+"""`hwkd compare`: KD schemes x student sizes x seeds at one training budget (hwkd.experiments.compare), then
+its report (hwkd.report.compare)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from hwkd.cli.common import POS_INT, csv_list, formatter
+from hwkd.errors import HwkdError
+from hwkd.experiments.config import CompareConfig
+
+CC = CompareConfig(schemes=[], students=[])      # the defaults --help shows
+
+
+def register(sub) -> None:
+    cp = sub.add_parser(
+        "compare", formatter_class=formatter,
+        help="KD schemes x student sizes x seeds at one training budget; report under reports/")
+    cp.add_argument("--kd", default="none,response,fitnet,at,pkt-frame,semckd,reviewkd,i2srf-tfckd",
+                    help="comma-separated schemes ('none' = no KD; default: all baselines and i2srf-tfckd)")
+    cp.add_argument("--students", default="cpu-student-causal,cpu-student,paper-student",
+                    help="comma-separated presets or config files (Ambisonics students use the foa set)")
+    cp.add_argument("--seeds", type=POS_INT, default=CC.seeds, help="default %(default)s")
+    cp.add_argument("--out", type=Path, required=True, help="run folder (cells, checkpoints); rerun to resume")
+    cp.add_argument("--report-dir", type=Path, default=None, help="default: reports/<name of --out>")
+    cp.add_argument("--teacher", type=Path, default=None, help="teacher checkpoint (default: the embedded one)")
+    cp.add_argument("--data", type=Path, default=None, help="mono dataset (default: the embedded corpus)")
+    cp.add_argument("--data-foa", type=Path, default=None, help="Ambisonics dataset (default: the embedded corpus)")
+    cp.add_argument("--epochs", type=int, default=CC.epochs, help="default %(default)s")
+    cp.add_argument("--batch-size", type=int, default=CC.batch_size, help="default %(default)s")
+    cp.add_argument("--segment-s", type=float, default=CC.segment_s, help="default %(default)s")
+    cp.add_argument("--lr", type=float, default=CC.lr, help="default %(default)s")
+    cp.add_argument("--lam", type=float, default=None,
+                    help="KD weight λ for every scheme (default: balanced per cell on its first batches)")
+    cp.add_argument("--max-steps-per-epoch", type=int, default=None)
+    cp.add_argument("--val-pesq-clips", type=int, default=CC.val_pesq_clips, help="default %(default)s")
+    cp.add_argument("--eval-split", default=CC.eval_split, help="default %(default)s")
+    cp.add_argument("--eval-limit", type=POS_INT, default=None, help="only the first N evaluation utterances")
+    cp.add_argument("--threads", type=POS_INT, default=None,
+                    help="intra-op threads per cell (default: cores / workers)")
+    cp.add_argument("--workers", type=int, default=1,
+                    help="cells trained side by side, in as many processes (default 1); the same command "
+                         "started again elsewhere on the run folder shares the cells out too")
+    cp.add_argument("--report-only", action="store_true",
+                    help="train nothing: report the finished cells (e.g. of a comparison still running)")
+    cp.set_defaults(func=cmd_compare)
+
+
+def cmd_compare(args) -> int:
+    from hwkd.experiments.compare import run_compare, run_compare_parallel
+    from hwkd.models.teacher import embedded_teacher_path
+    from hwkd.report.compare import report
+    cc = CompareConfig(schemes=csv_list(args.kd), students=csv_list(args.students), seeds=args.seeds,
+                       epochs=args.epochs, batch_size=args.batch_size, segment_s=args.segment_s, lr=args.lr,
+                       lam=args.lam, max_steps_per_epoch=args.max_steps_per_epoch, val_pesq_clips=args.val_pesq_clips,
+                       eval_split=args.eval_split, eval_limit=args.eval_limit, threads=args.threads)
+    if cc.seeds < 1 or not cc.schemes or not cc.students:
+        raise HwkdError("hwkd compare needs at least one scheme, one student and one seed", "see --help")
+    data = {k: v for k, v in ((1, args.data), (4, args.data_foa)) if v is not None}
+    teacher = args.teacher or embedded_teacher_path()
+    if args.workers < 1:
+        raise HwkdError(f"--workers {args.workers}: needs at least 1", "give --workers 1 or more")
+    if args.workers > 1 and not args.report_only:
+        results = run_compare_parallel(args.out, cc, teacher, args.workers, data=data, progress=not args.quiet)
+    else:
+        results = run_compare(args.out, cc, teacher, data=data, progress=not args.quiet,
+                              train_missing=not args.report_only)
+    rdir = args.report_dir or Path("reports") / args.out.resolve().name
+    report(results, rdir, cc)
+    print((rdir / "table.md").read_text())
+    print(f"report in {rdir} (table.md, table.csv, summary.json, quality_vs_size.png, gain_vs_size.png)")
+    return 0

@@ -1,0 +1,180 @@
+"""`hwkd search`, `hwkd report RUN` and `hwkd pick RUN`: the main job, its Pareto report and a deployable pick."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from hwkd.cli.common import POS_FLOAT, POS_INT, STORAGE_HELP, duration, formatter, given_storage, storage_url
+from hwkd.errors import HwkdError
+from hwkd.search.config import SearchConfig
+from hwkd.search.controllers import CONTROLLERS
+
+SC = SearchConfig()          # the defaults --help shows (a flag left out keeps a resumed run's own setting)
+
+
+def register(sub) -> None:
+    s = sub.add_parser(
+        "search", formatter_class=formatter,
+        help="the main job: search students for a target; Pareto report, picks")
+    s.add_argument("--target", default=None, help="a target name from targets/ (e.g. rpi4, cpu) or a YAML file")
+    s.add_argument("--space", default=SC.space,
+                   help="search space: a name in search_spaces/ or a YAML file (default %(default)s)")
+    s.add_argument("--kd", default=SC.kd,
+                   help="KD scheme each candidate is distilled with ('none': no KD; default %(default)s)")
+    s.add_argument("--lam", type=float, default=None,
+                   help="KD weight λ (default: balanced per candidate on its first batches)")
+    s.add_argument("--controller", default=SC.controller,
+                   help=f"one of {', '.join(CONTROLLERS)} (default %(default)s)")
+    s.add_argument("--trials", type=POS_INT, default=None,
+                   help=f"stop after N trials in the whole search (default {SC.trials})")
+    s.add_argument("--time-budget", type=duration, default=None,
+                   help="stop starting trials after this long on this machine, e.g. 900, 15m, 1h "
+                        f"(default {SC.time_budget_s / 60:g}m)")
+    s.add_argument("--max-latency-ms", type=POS_FLOAT, default=None, help="constraint: per-hop latency on the target")
+    s.add_argument("--no-realtime", action="store_true",
+                   help="drop the default constraint that a hop is processed within the hop duration")
+    s.add_argument("--steps", type=int, default=None,
+                   help=f"rung-0 distillation steps per candidate (default {SC.steps})")
+    s.add_argument("--promote-steps", type=int, default=None,
+                   help="further steps for candidates on the rung-0 front (multi-fidelity; 0 = off; "
+                        f"default {SC.promote_steps})")
+    s.add_argument("--promote-after", type=int, default=None,
+                   help=f"finished trials before any promotion (default {SC.promote_after})")
+    s.add_argument("--batch-size", type=int, default=None, help=f"default {SC.batch_size}")
+    s.add_argument("--val-pesq-clips", type=int, default=None,
+                   help=f"val clips scored with PESQ per trial (default {SC.val_pesq_clips})")
+    s.add_argument("--segment-s", type=float, default=None,
+                   help=f"training segment length (default {SC.segment_s:g} s)")
+    s.add_argument("--seed", type=int, default=SC.seed)
+    s.add_argument("--runtime", default=None, help="runtime the latency is taken on (default: the target's first)")
+    s.add_argument("--threads", type=POS_INT, default=None, help="threads on the target (default: the target's first)")
+    s.add_argument("--teacher", type=Path, default=None, help="teacher checkpoint (default: the embedded teacher)")
+    s.add_argument("--data", "--corpus", dest="data", type=Path, default=None,
+                   help="dataset with train/val splits (default: the embedded corpus, built if needed)")
+    s.add_argument("--name", default=None, help="run name (default: TARGET-DATE-TIME); folder $HWKD_HOME/runs/NAME")
+    s.add_argument("--resume", default=None, metavar="RUN", help="continue a search (name or folder) with its settings")
+    s.add_argument("--storage", type=storage_url, default=None, help=STORAGE_HELP + "; else SQLite in the run folder")
+    s.add_argument("--trial-timeout", type=duration, default=None, metavar="DURATION",
+                   help="a trial process with no result after this long is hung: killed, failed and retried once, "
+                        "e.g. 900, 30m (default: 10 min + 10 s per second of audio trained per rung)")
+    s.add_argument("--no-report", action="store_true", help="do not write reports/NAME at the end")
+    s.add_argument("--reports", type=Path, default=Path("reports"), help="where reports go (default: ./reports)")
+    s.add_argument("--jobs", type=POS_INT, default=None, help="corpus-building processes (default: all cores)")
+
+    r = sub.add_parser("report", formatter_class=formatter,
+                       help="HTML page, PNGs and CSV of a search's fronts under reports/RUN")
+    r.add_argument("run", help="run name or folder")
+    r.add_argument("--storage", type=storage_url, default=None,
+                   help="the database URL (default: $HWKD_STORAGE, else the run's own; a server's password from "
+                        "PGPASSWORD or ~/.pgpass)")
+    r.add_argument("--reports", type=Path, default=Path("reports"), help="where reports go (default: ./reports)")
+
+    pk = sub.add_parser("pick", formatter_class=formatter,
+                        help="export the best student within a latency limit, ready to deploy")
+    pk.add_argument("run", help="run name or folder")
+    pk.add_argument("--max-latency-ms", type=POS_FLOAT, default=None, help="per-hop latency limit on the target")
+    pk.add_argument("--target", default=None, help="the run's target (checked)")
+    pk.add_argument("--out", type=Path, default=None, help="folder (default: picks/RUN-trialN)")
+    pk.add_argument("--storage", type=storage_url, default=None,
+                    help="the database URL (default: $HWKD_STORAGE, else the run's own; a server's password from "
+                         "PGPASSWORD or ~/.pgpass)")
+    s.set_defaults(func=cmd_search)
+    r.set_defaults(func=cmd_report)
+    pk.set_defaults(func=cmd_pick)
+
+
+def cmd_search(args) -> int:
+    from datetime import datetime
+
+    from hwkd.hw.targets import latency_source, load_target
+    from hwkd.search import store
+    from hwkd.search.run import Search, check_name_free, check_search_budget, open_run, resolve_run, resume_config
+    given, given_from = given_storage(args)
+    if args.resume:
+        run, settings = open_run(args.resume, given, given_from)
+        sc, storage = resume_config(run, settings, args.data, args.trial_timeout)
+        print(f"hwkd search: resuming {run.name} (target {sc.target}, {sc.controller}, {sc.kd})")
+    else:
+        if not args.target:
+            raise HwkdError("hwkd search needs --target (or --resume RUN)", "e.g. hwkd search --target rpi4")
+        target = load_target(args.target)
+        name = args.name or f"{target['name']}-{datetime.now():%Y%m%d-%H%M%S}"
+        run = resolve_run(name)
+        storage = given
+        defaults = SearchConfig()
+        sc = SearchConfig(target=str(args.target), space=args.space, kd=args.kd, lam=args.lam,
+                          controller=args.controller, seed=args.seed, max_latency_ms=args.max_latency_ms,
+                          realtime=not args.no_realtime, runtime=args.runtime, threads=args.threads,
+                          teacher=str(args.teacher) if args.teacher else None,
+                          data=str(args.data) if args.data else None, trial_timeout_s=args.trial_timeout,
+                          **{k: getattr(args, k) if getattr(args, k) is not None else getattr(defaults, k)
+                             for k in ("trials", "steps", "promote_steps", "promote_after", "batch_size", "segment_s",
+                                       "val_pesq_clips")},
+                          time_budget_s=args.time_budget if args.time_budget is not None else defaults.time_budget_s)
+        check_search_budget(sc)
+        check_name_free(run, name, storage)
+        print(f"hwkd search --target {target['name']}: run {name} ({run})")
+    if sc.data is None:
+        print("hwkd search: embedded corpus (built on first use)")
+    srch = Search(run, sc, storage=storage, progress=not args.quiet)
+    if storage:
+        print(f"hwkd search: store {store.redact(srch.storage_url)}")
+    t = srch.target
+    lat = {"measured": f"measured with {sc.runtime} ({sc.threads} thread(s))",
+           "ssh": f"{sc.runtime}, {sc.threads} thread(s); measured over SSH",
+           "predicted": f"{sc.runtime}, {sc.threads} thread(s); predicted (no device named)"}[latency_source(t)]
+    print(f"  space {srch.space.name} ({srch.space.size()} candidates), controller {sc.controller}, KD {sc.kd}, "
+          f"teacher {Path(sc.teacher).name}; latency on {t['name']}: {lat}; limit {srch.cost_ref:g} ms per hop; "
+          f"noisy val SI-SDR {srch.quality_ref:.2f} dB")
+    trials = args.trials if args.resume and args.trials is not None else None
+    budget = args.time_budget if args.resume and args.time_budget is not None else None
+    try:
+        with store.failures(srch.storage_url, f"finished trials are kept; when the database answers again, continue "
+                                              f"with: hwkd search --resume {run}"):
+            res = srch.loop(trials, budget)
+    except KeyboardInterrupt:
+        print(f"hwkd search: interrupted; finished trials are kept — continue with: hwkd search --resume {run}",
+              file=sys.stderr)
+        return 130
+    retried = (f", {res['retried_after_timeout']} timed out and retried" if res["retried_after_timeout"] else "")
+    print(f"hwkd search: stopped ({res['stop']}): {res['complete']} complete, {res['failed']} failed{retried}, "
+          f"{res['duplicates']} duplicate proposals skipped, {res['elapsed_s']:.0f} s on this machine")
+    if not args.no_report and res["complete"]:
+        from hwkd.report.search import write_report
+        _, settings = open_run(str(run), storage, given_from)
+        out = args.reports / run.name
+        summ = write_report(run, settings, out)
+        print(f"report: {out / 'index.html'} (front: {len(summ['front'])} students, hypervolume "
+              f"{summ['hypervolume']:.3f} dB·ms)")
+        print(f"pick one: hwkd pick {run.name} --max-latency-ms X --target {t['name']}")
+    return 0
+
+def cmd_report(args) -> int:
+    from hwkd.report.search import write_report
+    from hwkd.search.run import open_run
+    run, settings = open_run(args.run, *given_storage(args))
+    out = args.reports / settings["name"]
+    s = write_report(run, settings, out)
+    print(f"report: {out / 'index.html'} ({s['trials_complete']} complete trials, front of {len(s['front'])}, "
+          f"hypervolume {s['hypervolume']:.3f} dB·ms)")
+    return 0
+
+def cmd_pick(args) -> int:
+    from hwkd.report.card import write_model_card
+    from hwkd.search.pick import pick
+    from hwkd.search.run import open_run
+    run, settings = open_run(args.run, *given_storage(args))
+    card = pick(run, settings, args.max_latency_ms, args.target, args.out)
+    write_model_card(card, settings)
+    out = card["folder"]
+    lat = card["latency"]
+    print(f"picked trial {card['trial']}: SI-SDR {card['quality']['val_si_sdr_db']:.2f} dB, "
+          f"{lat['per_hop_ms']:.3f} ms per hop on {card['target']} ({lat['how']}), {card['params']:,} parameters")
+    if lat.get("may_exceed_limit"):
+        lo, hi = lat["band_per_hop_ms"]
+        print(f"note: its predicted latency's band ({lo:.3f}-{hi:.3f} ms) reaches past --max-latency-ms "
+              f"{lat['limit_ms']:g}; measure it on the device (hwkd profile --target {card['target']}) before "
+              "relying on it")
+    print(f"exported to {out}: " + ", ".join(v for v in card["files"].values() if v) + ", model_card.md")
+    return 0

@@ -1,0 +1,22 @@
+"""The settings of a KD comparison (a light module: the CLI shows its defaults)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class CompareConfig:
+    schemes: list
+    students: list
+    seeds: int = 3
+    epochs: int = 1
+    batch_size: int = 8
+    segment_s: float = 2.0
+    lr: float = 2e-3
+    lam: float | None = None        # None: balanced per cell (hwkd.train.objective)
+    max_steps_per_epoch: int | None = None
+    val_pesq_clips: int = 5
+    eval_split: str = "test"
+    eval_limit: int | None = None
+    threads: int | None = None

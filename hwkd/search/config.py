@@ -1,0 +1,37 @@
+"""A search's settings (a light module: the CLI shows its defaults)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+
+@dataclass
+class SearchConfig:
+    target: str = "rpi4"
+    space: str = "default"
+    kd: str = "i2srf-tfckd"
+    lam: float | None = None              # None: balanced per candidate (hwkd.train.objective)
+    controller: str = "optuna"
+    trials: int | None = 40
+    time_budget_s: float | None = 900.0
+    seed: int = 0
+    max_latency_ms: float | None = None
+    realtime: bool = True                 # constraint: latency per hop below the hop duration
+    steps: int = 40                       # rung 0: training steps of the short distillation
+    promote_steps: int = 60               # rung 1: further steps for promising candidates (0 = one fidelity)
+    promote_after: int = 3                # finished trials before any promotion
+    batch_size: int = 4
+    segment_s: float = 1.0
+    lr: float = 3e-3
+    val_pesq_clips: int = 5
+    runtime: str | None = None            # default: the target's first runtime
+    threads: int | None = None            # default: the target's first thread count
+    protocol: str = "quick"
+    trial_timeout_s: float | None = None  # one trial process (rung); None: derived from the training budget
+    teacher: str | None = None            # default: the embedded teacher
+    data: str | None = None               # default: the embedded corpus (mono or Ambisonics by the space)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> SearchConfig:
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
