@@ -159,14 +159,14 @@ def quality(teacher_ck: Path, causal_ck: Path, seconds: float, windows: list[flo
 
     import hwkd.models.enhancer as E
     from hwkd.audio.io import read_audio
-    from hwkd.data.datasets import select_pairs
+    from hwkd.data.datasets import split_pairs
     from hwkd.data.layouts import scan
     from hwkd.data.synth import default_dataset
     from hwkd.models.checkpoint import load_model
     data = default_dataset(1, progress=False)
     s = scan(data, channels=1)
     noisy, clean, used = [], [], 0
-    for p in s.good_pairs(select_pairs(s, "test")):
+    for p in split_pairs(s, "test"):
         x, _ = read_audio(p.noisy, 16000)
         c, _ = read_audio(p.clean, 16000)
         k = min(x.shape[1], c.shape[1])

@@ -9,7 +9,7 @@ import argparse
 import tempfile
 from pathlib import Path
 
-from hwkd.data.datasets import select_pairs
+from hwkd.data.datasets import split_pairs
 from hwkd.data.layouts import scan
 from hwkd.data.synth import default_dataset
 from hwkd.hw.measure import Protocol
@@ -29,8 +29,8 @@ def main():
     a = ap.parse_args()
     net, _ = load_model(embedded_teacher_path())
     sc = scan(default_dataset(1, progress=True), channels=1)
-    pairs = sc.good_pairs(select_pairs(sc, "val"))[: a.clips]
-    calib = sc.good_pairs(select_pairs(sc, "train"))[: a.calib_clips]
+    pairs = split_pairs(sc, "val", limit=a.clips)
+    calib = split_pairs(sc, "train", limit=a.calib_clips)
     with tempfile.TemporaryDirectory() as tmp, LoadMeter() as load:
         res = profile(net, "cpu", Path(tmp), runtimes=["onnxruntime"], threads=[a.threads],
                       protocol=Protocol.named("default"), int8_pairs=pairs, int8_calib=calib)

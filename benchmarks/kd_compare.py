@@ -23,6 +23,7 @@ import argparse
 import json
 from pathlib import Path
 
+from hwkd.config import changed_settings
 from hwkd.experiments.compare import CompareConfig, run_compare, run_compare_parallel
 from hwkd.kd.base import schemes
 from hwkd.models.teacher import embedded_teacher_path
@@ -57,9 +58,9 @@ def restore(recorded: Path, out: Path, cc: CompareConfig) -> None:
         raise SystemExit(f"kd_compare: {recorded} is not a kd_compare.json (no settings, cells and machine); give "
                          "the benchmarks/results/kd_compare.json that recorded this matrix")
     settings = asdict(cc)
-    if rec["settings"] != settings:
-        diff = sorted(k for k in settings if rec["settings"].get(k) != settings[k])
-        raise SystemExit(f"kd_compare: {recorded} recorded a matrix with other settings ({', '.join(diff)}); "
+    diff = changed_settings(rec["settings"], settings)
+    if diff:
+        raise SystemExit(f"kd_compare: {recorded} recorded a matrix with other settings ({'; '.join(diff)}); "
                          "restore with the options it was run with")
     n = 0
     for cell in rec["cells"]:

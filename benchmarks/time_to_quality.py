@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from hwkd.data.datasets import select_pairs
+from hwkd.data.datasets import split_pairs
 from hwkd.data.layouts import scan
 from hwkd.data.synth import default_dataset
 from hwkd.models.checkpoint import load_model
@@ -111,8 +111,8 @@ def main():
     cfg = DPDCRNConfig(**student)
     data = default_dataset(1)
     sc = scan(data, channels=1)
-    test = sc.good_pairs(select_pairs(sc, "test"))
-    ood = sc.good_pairs(select_pairs(sc, "ood"))          # the out-of-domain split (hwkd.data.synth)
+    test = split_pairs(sc, "test")
+    ood = split_pairs(sc, "ood")          # the out-of-domain split (hwkd.data.synth)
     teacher_path = embedded_teacher_path()
     teacher, _ = load_model(teacher_path)
     res_path = RESULTS / f"{a.name}.json"

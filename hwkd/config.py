@@ -36,3 +36,9 @@ def is_number(v) -> bool:
     """An int or a float in a YAML file, not a boolean, finite."""
     import math
     return (is_int(v) or isinstance(v, float)) and math.isfinite(v)
+
+
+def changed_settings(old: dict, new: dict, ignore: tuple = ()) -> list[str]:
+    """The settings (keys of `new`, except `ignore`) whose value in `old` differs, each as "key: old -> new",
+    sorted: what a resumed run, corpus or comparison refuses to continue with."""
+    return [f"{k}: {old.get(k)!r} -> {new[k]!r}" for k in sorted(new) if k not in ignore and old.get(k) != new[k]]

@@ -221,12 +221,10 @@ def test_remote_target_without_device_is_predicted_and_labelled(tmp_path, monkey
 
 @pytest.mark.slow
 def test_int8_variants_report_their_deltas(tmp_path, tiny_corpus):
-    from hwkd.data.datasets import select_pairs
-    from hwkd.data.layouts import scan
+    from hwkd.data.datasets import split_pairs
     from hwkd.hw.profile import profile
-    sc = scan(tiny_corpus, channels=1)
-    pairs = sc.good_pairs(select_pairs(sc, "val"))[:2]
-    calib = sc.good_pairs(select_pairs(sc, "train"))[:3]
+    pairs = split_pairs(tiny_corpus, "val", channels=1, limit=2)
+    calib = split_pairs(tiny_corpus, "train", channels=1, limit=3)
     torch.manual_seed(0)
     res = profile(create_model(dict(TINY)), "cpu", tmp_path, runtimes=["onnxruntime"], threads=[1],
                   protocol=Protocol(warmup=2, runs=10, min_s=0.01), int8_pairs=pairs, int8_calib=calib,

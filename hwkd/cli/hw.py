@@ -71,15 +71,15 @@ def cmd_profile(args) -> int:
     print(f"hwkd profile: {label} on {target['name']}")
     pairs = calib = None
     if args.int8:
-        from hwkd.data.datasets import select_pairs
+        from hwkd.data.datasets import split_pairs
         from hwkd.data.layouts import scan
         data = args.int8_data or default_dataset(net.cfg.in_channels, progress=not args.quiet)
         sc = scan(data, channels=net.cfg.in_channels)
-        pairs = sc.good_pairs(select_pairs(sc, args.int8_split))[: args.int8_clips]
+        pairs = split_pairs(sc, args.int8_split, limit=args.int8_clips)
         if not pairs:
             raise HwkdError(f"no utterances for the INT8 quality delta in {data} [{args.int8_split}]",
                             "give --int8-data with a val split")
-        calib = sc.good_pairs(select_pairs(sc, args.int8_calib_split))[: args.int8_calib_clips]
+        calib = split_pairs(sc, args.int8_calib_split, limit=args.int8_calib_clips)
         if not calib:
             raise HwkdError(f"no utterances to calibrate NNCF in {data} [{args.int8_calib_split}]",
                             "give --int8-calib-split naming a split of --int8-data")

@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+from hwkd import SAMPLE_RATE
 from hwkd.cli.common import POS_INT, default_dataset, formatter, log
 from hwkd.errors import HwkdError
 from hwkd.train.config import TrainConfig
@@ -128,7 +129,7 @@ def cmd_distill(args) -> int:
 
 def cmd_evaluate(args) -> int:
     from hwkd.audio.io import check_output, write_text_atomic
-    from hwkd.data.datasets import select_pairs
+    from hwkd.data.datasets import split_pairs
     from hwkd.data.layouts import scan
     from hwkd.metrics import BASE_METRICS, DNSMOS_METRICS
     from hwkd.models.checkpoint import load_model
@@ -143,8 +144,7 @@ def cmd_evaluate(args) -> int:
     split = args.split
     if split is None:                      # a plain paired folder has no splits: evaluate all of it
         split = "test" if any(x is not None for x in s.splits()) else "all"
-    pairs = s.good_pairs(select_pairs(s, None if split == "all" else split))
-    pairs = pairs[: args.limit] if args.limit else pairs
+    pairs = split_pairs(s, None if split == "all" else split, limit=args.limit)
     args.split = split
     if not pairs:
         raise HwkdError(f"nothing to evaluate in {data} split {split}", "check the split and the files")
@@ -195,15 +195,15 @@ def cmd_enhance(args) -> int:
         kind = "mono" if model.cfg.in_channels == 1 else f"{model.cfg.in_channels}-channel Ambisonics"
         raise HwkdError(f"{args.input} has {info.channels} channel(s) but the model expects {kind} input",
                         "give a matching file or a checkpoint trained for this input")
-    if info.sample_rate != 16000:
-        log.warning("%s: resampling %d Hz to 16000 Hz", args.input, info.sample_rate)
+    if info.sample_rate != SAMPLE_RATE:
+        log.warning("%s: resampling %d Hz to %d Hz", args.input, info.sample_rate, SAMPLE_RATE)
     from tqdm import tqdm
-    with tqdm(total=round(info.duration_s * 16000), unit="sample", unit_scale=True, desc="enhance",
+    with tqdm(total=round(info.duration_s * SAMPLE_RATE), unit="sample", unit_scale=True, desc="enhance",
               disable=True if args.quiet else None, dynamic_ncols=True) as bar:    # None: only on a terminal
         n = enhance_file(Enhancer(model).eval(), args.input, args.output, args.streaming, progress=bar.update)
     how = ("hop by hop" if args.streaming else "offline, in chunks with the streaming state carried"
-           if model.cfg.causal else "offline" if n <= NONCAUSAL_CHUNK_S * 16000 else
+           if model.cfg.causal else "offline" if n <= NONCAUSAL_CHUNK_S * SAMPLE_RATE else
            f"offline in overlapping {NONCAUSAL_CHUNK_S:g}-s windows, cross-faded: a non-causal model's "
            "approximation of whole-file processing")
-    print(f"wrote {args.output} ({n / 16000:.2f} s, {how})")
+    print(f"wrote {args.output} ({n / SAMPLE_RATE:.2f} s, {how})")
     return 0

@@ -18,12 +18,12 @@ import soundfile as sf
 import torch
 from torch.utils.data import Dataset
 
+from hwkd import SAMPLE_RATE as SR
 from hwkd.audio.io import read_audio, resample
 from hwkd.data.layouts import Pair, Scan, scan
 from hwkd.errors import HwkdError
 
 log = logging.getLogger("hwkd")
-SR = 16000
 
 
 def select_pairs(s: Scan, split: str | None) -> list[Pair]:
@@ -44,6 +44,15 @@ def select_pairs(s: Scan, split: str | None) -> list[Pair]:
         raise HwkdError(f"split {split!r} not found in {s.root}",
                         f"choose one of: {', '.join(str(x) for x in splits if x is not None)}")
     return chosen
+
+
+def split_pairs(source: str | Path | Scan, split: str | None, channels: int | None = None,
+                limit: int | None = None) -> list[Pair]:
+    """The usable pairs of one split of a dataset folder, manifest or Scan (split None: every pair): those no file
+    problem touches (`hwkd data check` lists the others), the first `limit` of them when given."""
+    s = source if isinstance(source, Scan) else scan(source, channels=channels)
+    pairs = s.good_pairs(select_pairs(s, split))
+    return pairs[:limit] if limit else pairs
 
 
 class SpeechPairs(Dataset):

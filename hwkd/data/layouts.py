@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from hwkd import SAMPLE_RATE
 from hwkd.audio.io import AUDIO_EXTENSIONS, AudioInfo, audio_info, wav_truncation
 from hwkd.errors import HwkdError
 
@@ -289,7 +290,7 @@ def _validate(s: Scan, channels: int | None) -> None:
             s.problems.append(Problem(str(p.noisy), f"{n.frames} samples but its clean partner {p.clean.name} "
                                       f"has {c.frames} (length mismatch)"))
     rates = Counter(i.sample_rate for i in s.info.values())
-    if any(r != 16000 for r in rates):
+    if any(r != SAMPLE_RATE for r in rates):
         s.notes.append("sample rates " + ", ".join(f"{r} Hz" for r in sorted(rates))
                        + ": hwkd resamples to 16 kHz when reading")
 

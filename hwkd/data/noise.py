@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from hwkd import SAMPLE_RATE as SR
 from hwkd.audio.io import resample
 
-SR = 16000
 SONIC_PI_DIR = Path("/usr/share/sonic-pi/samples")
 # Ambient-like CC0 loops; percussive one-shots and musical riffs are left out.
 AMBIENT_NAMES = ("ambi_choir", "ambi_dark_woosh", "ambi_drone", "ambi_glass_hum", "ambi_glass_rub",

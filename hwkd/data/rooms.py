@@ -15,7 +15,8 @@ import numpy as np
 import pyroomacoustics as pra
 from pyroomacoustics.directivities import CardioidFamily, DirectionVector
 
-SR = 16000
+from hwkd import SAMPLE_RATE as SR
+
 C_SOUND = 343.0
 FRAC_DELAY_OFFSET = pra.constants.get("frac_delay_length") // 2  # 40 samples in pyroomacoustics 0.10
 

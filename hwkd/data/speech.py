@@ -22,10 +22,10 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from hwkd import SAMPLE_RATE as SR
 from hwkd.audio.io import resample
 from hwkd.errors import HwkdError
 
-SR = 16000
 ASTERISK_DIR = Path("/usr/share/asterisk/sounds")
 SPLITS = ("train", "val", "test")
 OOD_SPLIT = "ood"

@@ -40,10 +40,11 @@ from pathlib import Path
 import numpy as np
 from scipy.signal import fftconvolve
 
+from hwkd import SAMPLE_RATE as SR
 from hwkd.audio.io import write_text_atomic, write_wav_atomic
+from hwkd.config import changed_settings
 from hwkd.errors import HwkdError
 
-SR = 16000
 GENERATOR_VERSION = 1
 SETS = {"mono": 1, "foa": 4}           # set name -> input channels
 SET_IDS = {"mono": 1, "foa": 2}
@@ -212,9 +213,9 @@ def _check_identity(root: Path, spec: CorpusSpec) -> None:
         raise HwkdError(f"{cfg} is not a valid hwkd corpus file",
                         "delete it (finished clips are kept and re-checked) or choose another --out") from None
     new = spec.identity()
-    if old != new:
-        diff = ", ".join(f"{k}: {old.get(k)} -> {v}" for k, v in new.items() if old.get(k) != v)
-        raise HwkdError(f"the corpus at {root} was built with other settings ({diff})",
+    diff = changed_settings(old, new)
+    if diff:
+        raise HwkdError(f"the corpus at {root} was built with other settings ({'; '.join(diff)})",
                         "use the same settings to resume or extend it, or choose another --out")
 
 

@@ -26,6 +26,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from hwkd.audio.io import write_text_atomic
+from hwkd.config import changed_settings
 from hwkd.errors import HwkdError
 from hwkd.experiments.config import CompareConfig  # noqa: F401  (the settings; imported from here too)
 from hwkd.metrics.quality import BASE_METRICS
@@ -51,9 +52,9 @@ def _check_settings(out: Path, cc: CompareConfig, teacher_path: Path, train_miss
     saved = out / "compare.json"
     if saved.is_file():
         old = json.loads(saved.read_text())
-        if old != settings:
-            diff = sorted(k for k in settings if old.get(k) != settings[k])
-            raise HwkdError(f"{out} holds a comparison with other settings ({', '.join(diff)})",
+        diff = changed_settings(old, settings)
+        if diff:
+            raise HwkdError(f"{out} holds a comparison with other settings ({'; '.join(diff)})",
                             "rerun with the same options to resume, or give a new --out")
     elif not train_missing:
         raise HwkdError(f"{out} holds no comparison yet (no compare.json)",
@@ -127,8 +128,7 @@ def _run_cell(cdir: Path, which: str, student: str, scheme: str, seed: int, cc: 
     """Train (or resume) one cell, evaluate its best checkpoint, write and return result.json."""
     import torch
 
-    from hwkd.data.datasets import select_pairs
-    from hwkd.data.layouts import scan
+    from hwkd.data.datasets import split_pairs
     from hwkd.hw.cost import count_params, macs
     from hwkd.models.checkpoint import load_model
     from hwkd.models.registry import resolve_config
@@ -149,9 +149,7 @@ def _run_cell(cdir: Path, which: str, student: str, scheme: str, seed: int, cc: 
     trained = train_model(cfg, cdir, tcfg, data=dset, kd=KDSpec(scheme, teacher, cc.lam), progress=progress,
                           meta={"command": f"hwkd compare cell {student} {scheme} seed {seed}"})
     best, _ = load_model(cdir / "best.pt")
-    sc_ = scan(dset, channels=cfg.in_channels)
-    pairs = sc_.good_pairs(select_pairs(sc_, cc.eval_split))
-    pairs = pairs[: cc.eval_limit] if cc.eval_limit else pairs
+    pairs = split_pairs(dset, cc.eval_split, channels=cfg.in_channels, limit=cc.eval_limit)
     ev = evaluate_pairs(best, pairs, progress=False)
     res = {"student": student_label(student), "student_spec": student, "scheme": scheme, "seed": seed,
            "in_channels": cfg.in_channels, "params": count_params(best), "macs_per_s": macs(best)["macs_per_s"],

@@ -25,9 +25,8 @@ from collections import Counter
 import torch
 from torch import nn
 
+from hwkd import SAMPLE_RATE as SR
 from hwkd.models.dpdcrn import DPDCRN, N_BINS
-
-SR = 16000
 
 
 def frames_per_second(hop: int) -> int:

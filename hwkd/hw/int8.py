@@ -22,8 +22,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hwkd.audio.stft import features, istft, stft
-from hwkd.models.dpdcrn import apply_mask
+from hwkd import SAMPLE_RATE
+from hwkd.audio.stft import features, stft
+from hwkd.models.enhancer import masked_istft
 
 Net = Callable[[np.ndarray], np.ndarray]       # features [1, 2M, T, 257] -> mask [1, 2, T, 257]
 
@@ -47,7 +48,7 @@ def clip_features(pairs, in_channels: int, n_fft: int = 512, hop: int = 256) -> 
     from hwkd.audio.io import read_audio
     out = []
     for p in pairs:
-        x, _ = read_audio(p.noisy, sample_rate=16000, channels=in_channels)
+        x, _ = read_audio(p.noisy, sample_rate=SAMPLE_RATE, channels=in_channels)
         out.append(features(stft(torch.from_numpy(x)[None], n_fft, hop)).numpy())
     return out
 
@@ -86,10 +87,9 @@ def ov_net(xml: Path, threads: int = 2) -> Net:
 
 def enhance_with(net: Net, noisy: np.ndarray, n_fft: int = 512, hop: int = 256) -> np.ndarray:
     """noisy [M, N] -> enhanced [N] with the network in a runtime."""
-    x = torch.from_numpy(noisy)[None]
-    spec = stft(x, n_fft, hop)
-    mask = torch.from_numpy(np.ascontiguousarray(net(features(spec).numpy())))
-    return istft(apply_mask(mask, spec[:, 0]), x.shape[-1], n_fft, hop)[0].numpy()
+    est, _ = masked_istft(torch.from_numpy(noisy)[None],
+                          lambda feats: torch.from_numpy(np.ascontiguousarray(net(feats.numpy()))), n_fft, hop)
+    return est[0].numpy()
 
 
 def quality_delta(fp32: Net, int8: Net, pairs, in_channels: int, hop: int) -> dict:
@@ -99,8 +99,8 @@ def quality_delta(fp32: Net, int8: Net, pairs, in_channels: int, hop: int) -> di
     nets = {"fp32": fp32, "int8": int8}
     scores = {k: {"si_sdr_db": [], "pesq_wb": []} for k in nets}
     for p in pairs:
-        x, _ = read_audio(p.noisy, sample_rate=16000, channels=in_channels)
-        ref, _ = read_audio(p.clean, sample_rate=16000, channels=1)
+        x, _ = read_audio(p.noisy, sample_rate=SAMPLE_RATE, channels=in_channels)
+        ref, _ = read_audio(p.clean, sample_rate=SAMPLE_RATE, channels=1)
         for k, net in nets.items():
             y = enhance_with(net, x, hop=hop)
             scores[k]["si_sdr_db"].append(si_sdr(y, ref[0]))

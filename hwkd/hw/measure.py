@@ -25,12 +25,12 @@ from pathlib import Path
 
 import numpy as np
 
+from hwkd import SAMPLE_RATE as SR
 from hwkd.errors import HwkdError
 from hwkd.hw.runtimes import OV_CONFIG, RUNTIMES, ort_options, runtime_config, runtime_version
 from hwkd.sysinfo import LoadMeter, fingerprint
 
 N_BINS = 257               # this module imports no torch unless the torch runtime is measured
-SR = 16000
 
 
 @dataclass
@@ -169,13 +169,7 @@ class _Runner:
             step = StepModel(net).eval()
             frame = torch.randn(1, 2 * net.cfg.in_channels, 1, N_BINS, device=dev)
             init = [s.to(dev) for s in step.initial_states()]
-            self._states = list(init)
-
-            def call():
-                if self.calls % self.reset_hops == 0:
-                    self._states = list(init)
-                _, *self._states = step(frame, *self._states)
-            self._call = call
+            self._hop_loop(init, lambda states: step(frame, *states)[1:])
 
     # onnxruntime -------------------------------------------------------------------------------
     def _init_ort(self, onnx: Path, cuda: bool):
@@ -192,16 +186,9 @@ class _Runner:
             self._call = lambda: sess.run(None, feeds)
         else:
             names, init = _step_inputs(sess.get_inputs())
-            self._states = list(init)
             frame = np.random.default_rng(1).standard_normal((1, names[0][1], 1, N_BINS)).astype(np.float32)
             state_names = [n for n, _ in names[1:]]
-
-            def call():
-                if self.calls % self.reset_hops == 0:
-                    self._states = list(init)
-                out = sess.run(None, {"frame": frame, **dict(zip(state_names, self._states))})
-                self._states = out[1:]
-            self._call = call
+            self._hop_loop(init, lambda states: sess.run(None, {"frame": frame, **dict(zip(state_names, states))})[1:])
 
     # openvino ----------------------------------------------------------------------------------
     def _init_ov(self, ir: Path):
@@ -226,17 +213,22 @@ class _Runner:
             names, init = _step_inputs_ov(ins)
             frame = np.random.default_rng(1).standard_normal((1, names[0][1], 1, N_BINS)).astype(np.float32)
             state_names = [n for n, _ in names[1:]]
-            self._states = list(init)
             if all(shape.is_static for _, shape in ins):
                 self._call = self._ov_pingpong(comp, req, frame, state_names, init)
                 return
+            self._hop_loop(init, lambda states: [np.array(v, copy=True) for v in list(
+                req.infer({"frame": frame, **dict(zip(state_names, states))}).values())[1:]])
 
-            def call():
-                if self.calls % self.reset_hops == 0:
-                    self._states = list(init)
-                res = req.infer({"frame": frame, **dict(zip(state_names, self._states))})
-                self._states = [np.array(v, copy=True) for v in list(res.values())[1:]]
-            self._call = call
+    def _hop_loop(self, init: list, advance) -> None:
+        """Hop mode: each call runs one hop, `advance(states) -> new states`, the states carried from call to call
+        and reset to `init` every `reset_hops` calls (a growing attention cache stays bounded)."""
+        self._states = list(init)
+
+        def call():
+            if self.calls % self.reset_hops == 0:
+                self._states = list(init)
+            self._states = advance(self._states)
+        self._call = call
 
     def _ov_pingpong(self, comp, req_a, frame, state_names, init):
         """Static-shape states carried without copies: each state has two buffers; request A reads buffer 0

@@ -12,6 +12,7 @@ import json
 import time
 from pathlib import Path
 
+from hwkd import SAMPLE_RATE
 from hwkd.errors import HwkdError
 from hwkd.hw.cost import count_params, cross_check, macs
 from hwkd.hw.export import export_all
@@ -38,7 +39,7 @@ def predicted_latency(net: DPDCRN, target: dict, runtimes, threads, macs_per_hop
     `hwkd calibrate` made one, else the uncalibrated default from the chip's figures. Labelled as such."""
     from hwkd.hw.predict import default_prediction, load_predictor
     cfg = net.cfg
-    hop_ms = cfg.hop / 16000 * 1e3
+    hop_ms = cfg.hop / SAMPLE_RATE * 1e3
     out = []
     for rt in runtimes:
         for th in threads:

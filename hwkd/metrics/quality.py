@@ -21,7 +21,8 @@ from multiprocessing import get_context
 
 import numpy as np
 
-SR = 16000
+from hwkd import SAMPLE_RATE as SR
+
 MIN_SECONDS = 0.5
 BASE_METRICS = ("pesq_wb", "stoi", "estoi", "si_sdr_db")
 DNSMOS_METRICS = ("dnsmos_sig", "dnsmos_bak", "dnsmos_ovrl", "dnsmos_p808")

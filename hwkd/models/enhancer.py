@@ -27,13 +27,23 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from hwkd import SAMPLE_RATE as SR
 from hwkd.audio.stft import features, istft, stft, window
 from hwkd.models.dpdcrn import DPDCRN, apply_mask
 
 CAUSAL_CHUNK_S = 2.0           # causal models: audio per network call in chunked offline enhancement (exact)
 NONCAUSAL_CHUNK_S = 10.0       # non-causal models: window enhanced at once (files up to this long: whole-file)
 NONCAUSAL_OVERLAP_S = 2.0      # non-causal models: overlap of consecutive windows, cross-faded
-SR = 16000
+
+
+def masked_istft(noisy: Tensor, network, n_fft: int, hop: int) -> tuple[Tensor, object]:
+    """noisy [B, M, N] -> (enhanced [B, N], extra): STFT, `network(features)` -> mask [B, 2, T, F] (or (mask,
+    extra), e.g. the taps), the polar mask on the reference channel's spectrum, iSTFT to N samples. `network` is
+    the torch model or any runtime's session wrapped as a function: every whole-utterance path runs this."""
+    spec = stft(noisy, n_fft, hop)
+    out = network(features(spec))
+    mask, extra = out if isinstance(out, tuple) else (out, None)
+    return istft(apply_mask(mask, spec[:, 0]), noisy.shape[-1], n_fft, hop), extra
 
 
 class Enhancer(nn.Module):
@@ -45,11 +55,7 @@ class Enhancer(nn.Module):
 
     def forward(self, noisy: Tensor, return_taps: bool = False):
         """noisy [B, M, N] -> enhanced [B, N] (reference channel 0), and the taps when asked."""
-        n = noisy.shape[-1]
-        spec = stft(noisy, self.n_fft, self.hop)
-        out = self.net(features(spec), return_taps=return_taps)
-        mask, taps = out if return_taps else (out, None)
-        est = istft(apply_mask(mask, spec[:, 0]), n, self.n_fft, self.hop)
+        est, taps = masked_istft(noisy, lambda feats: self.net(feats, return_taps=return_taps), self.n_fft, self.hop)
         return (est, taps) if return_taps else est
 
     @torch.no_grad()

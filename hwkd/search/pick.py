@@ -13,6 +13,7 @@ import json
 import os
 from pathlib import Path
 
+from hwkd import SAMPLE_RATE
 from hwkd.audio.io import write_text_atomic
 from hwkd.errors import HwkdError
 
@@ -72,7 +73,7 @@ def pick(run: Path, settings: dict, max_latency_ms: float | None, target: str | 
                         "band_per_hop_ms": [_num(row.get("latency_lo_ms")), hi_ms],
                         "limit_ms": max_latency_ms,
                         "may_exceed_limit": bool(max_latency_ms is not None and hi_ms and hi_ms > max_latency_ms),
-                        "hop_ms": net.cfg.hop / 16.0, "how": row["latency_how"],
+                        "hop_ms": net.cfg.hop / SAMPLE_RATE * 1e3, "how": row["latency_how"],
                         "provenance": row["latency_provenance"] if isinstance(row["latency_provenance"], str)
                         else None},
             "training": {"kd": settings["kd"], "lambda": _num(row.get("kd_lambda")) or settings["lam"],

@@ -35,7 +35,9 @@ from dataclasses import asdict
 from functools import partial
 from pathlib import Path
 
+from hwkd import SAMPLE_RATE
 from hwkd.audio.io import write_text_atomic
+from hwkd.config import changed_settings
 from hwkd.errors import HwkdError
 from hwkd.paths import claim_folder, hwkd_home
 from hwkd.search import store
@@ -255,10 +257,10 @@ class Search:
         else:
             local = ("trials", "time_budget_s", "data", "teacher",    # a budget, and paths of this machine
                      "trial_timeout_s")
-            diff = sorted(k for k in settings if k not in local and old.get(k) != settings[k])
+            diff = changed_settings(old, settings, ignore=local)
             if diff:
                 raise HwkdError(f"search {self.name} in {store.redact(self.storage_url)} has other settings "
-                                f"({', '.join(diff)})",
+                                f"({'; '.join(diff)})",
                                 "rejoin with --resume NAME (its own settings), or start a new --name")
 
     def _open_storage(self):
@@ -274,7 +276,7 @@ class Search:
 
     def _cost_ref(self) -> float:
         """The latency no useful student exceeds: the user's limit, else the hop duration (real time)."""
-        hop_ms = self.space.values("hop")[0] / 16000 * 1e3
+        hop_ms = self.space.values("hop")[0] / SAMPLE_RATE * 1e3
         return float(self.sc.max_latency_ms or hop_ms)
 
     def _noisy_quality(self) -> tuple[float, float | None]:

@@ -21,7 +21,7 @@ import time
 import traceback
 from pathlib import Path
 
-HOP_RATE = 16000
+from hwkd import SAMPLE_RATE
 
 
 def run_rung(spec: dict) -> dict:
@@ -113,7 +113,7 @@ def _profile(spec: dict, tdir: Path) -> dict:
     lat = prof["latency"][0]
     if "p50_ms" not in lat:
         raise RuntimeError(f"no latency for this candidate on {prof['target']}: {lat.get('skipped')}")
-    hop_ms = net.cfg.hop / HOP_RATE * 1e3
+    hop_ms = net.cfg.hop / SAMPLE_RATE * 1e3
     per_hop = lat["p50_ms"] * hop_ms / lat["audio_ms_per_call"]
     how = lat.get("how") or "measured"
     if how == "measured":

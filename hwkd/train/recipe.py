@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from hwkd import SAMPLE_RATE
 from hwkd.audio.io import write_text_atomic
 from hwkd.errors import HwkdError
 from hwkd.models.dpdcrn import DPDCRN, DPDCRNConfig
@@ -86,7 +87,7 @@ def make_objective(model: DPDCRN, kd: KDSpec, cfg: TrainConfig, train_set, run: 
     from hwkd.train.objective import KDObjective
     if kd.teacher is None:
         raise HwkdError(f"KD scheme {kd.scheme} needs a teacher", "pass --teacher or use the embedded teacher")
-    obj = KDObjective(kd.teacher, model, kd.scheme, cfg.batch_size, int(round(cfg.segment_s * 16000)),
+    obj = KDObjective(kd.teacher, model, kd.scheme, cfg.batch_size, int(round(cfg.segment_s * SAMPLE_RATE)),
                       lam=kd.lam, **(kd.options or {}))
     saved = run / "kd_weight.json" if run is not None else None
     if kd.lam is None:
