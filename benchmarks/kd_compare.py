@@ -89,7 +89,7 @@ def main():
     ap.add_argument("--report-only", action="store_true",
                     help="train nothing: report the cells finished so far (the run may go on in another process)")
     a = ap.parse_args()
-    unknown = [s for s in a.schemes.split(",") if s != "none" and s not in schemes()]
+    unknown = [s for s in a.schemes.split(",") if s not in schemes()]
     assert not unknown, f"unknown schemes {unknown}"
     cfg_dir = hwkd_home() / "kd-compare-students"
     cfg_dir.mkdir(parents=True, exist_ok=True)

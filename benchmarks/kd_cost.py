@@ -37,10 +37,9 @@ from _common import save
 
 
 def setups(a) -> dict:
-    out = {"none": ("none", {})}
+    out = {"none": ("none", {})}                  # the reference every ratio is taken against
     for s in a.schemes.split(","):
-        if s != "none":
-            out[s] = (s, {})
+        out.setdefault(s, (s, {}))
     if "i2srf-tfckd" in out:
         out["i2srf-tfckd (spec widths: mid 128, out 64)"] = ("i2srf-tfckd", {"fusion_mid": 128, "fusion_out": 64})
         for m in a.mids.split(","):
@@ -91,7 +90,7 @@ def main():
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--segment-s", type=float, default=2.0)
-    ap.add_argument("--schemes", default="none," + ",".join(sorted(schemes())))
+    ap.add_argument("--schemes", default=",".join(sorted(schemes())))
     ap.add_argument("--mids", default="128,64")
     ap.add_argument("--memory", action="store_true", help="also the peak memory of one step per setup")
     ap.add_argument("--name", default="kd_cost")

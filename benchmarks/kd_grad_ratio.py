@@ -74,7 +74,7 @@ def main():
     ap.add_argument("--segment-s", type=float, default=2.0)
     ap.add_argument("--balance", type=int, default=2)
     ap.add_argument("--held-out", type=int, default=2)
-    ap.add_argument("--schemes", default=",".join(sorted(schemes())))
+    ap.add_argument("--schemes", default=",".join(sorted(s for s, c in schemes().items() if c.uses_teacher)))
     ap.add_argument("--name", default="kd_grad_ratio")
     a = ap.parse_args()
     try:

@@ -29,6 +29,7 @@ import torch
 from hwkd.data.datasets import split_pairs
 from hwkd.data.layouts import scan
 from hwkd.data.synth import default_dataset
+from hwkd.kd import uses_teacher
 from hwkd.models.checkpoint import load_model
 from hwkd.models.dpdcrn import DPDCRNConfig
 from hwkd.models.teacher import embedded_teacher_path
@@ -133,7 +134,7 @@ def main():
         name, _, opt = scheme.partition(":")
         options = {k: float(v) if "." in v else int(v) for k, v in (o.split("=") for o in opt.split("+") if o)}
         ratio = options.pop("ratio", None)                  # the λ balancing target, not a scheme option
-        kd = KDSpec(name, teacher if name != "none" else None, options=options, ratio=ratio)
+        kd = KDSpec(name, teacher if uses_teacher(name) else None, options=options, ratio=ratio)
         for minutes in map(float, a.budgets.split(",")):
             key = f"{scheme}@{minutes:g}min"
             run = a.out / f"{scheme.replace(':', '-').replace('=', '')}-{minutes:g}min"

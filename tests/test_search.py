@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from hwkd.errors import HwkdError
+from hwkd.search.controllers import Controller
 from hwkd.search.pareto import front_mask, hypervolume
 from hwkd.search.space import load_space
 
@@ -366,7 +367,7 @@ def test_workers_asking_at_once_neither_train_a_candidate_twice_nor_overrun_tria
     study = optuna.create_study(storage=f"sqlite:///{tmp_path / 's.db'}", study_name="s",
                                 directions=["maximize", "minimize", "minimize"])
     s = Search.__new__(Search)        # only the study-facing parts: no teacher, no data
-    s.study, s.nni = study, None
+    s.study, s.controller, s.worker = study, Controller(None, 0), "w"
     a, b = study.ask(), study.ask()   # two workers asked at once; b writes its key first
     b.set_user_attr("key", "k1")
     threading.Timer(0.5, lambda: a.set_user_attr("key", "k1")).start()
@@ -391,7 +392,7 @@ def test_a_trial_without_heartbeat_is_failed_and_retried_by_any_worker(tmp_path)
     storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 's.db'}", heartbeat_interval=1, grace_period=3)
     study = optuna.create_study(storage=storage, study_name="s", directions=["maximize", "minimize", "minimize"])
     s = Search.__new__(Search)
-    s.study, s.storage, s.nni = study, storage, None
+    s.study, s.storage, s.controller, s.worker = study, storage, Controller(None, 0), "w"
     dist = {"channels": CategoricalDistribution([8, 12])}
     dead, live = study.ask(dist), study.ask(dist)
     for t, key in ((dead, "k1"), (live, "k2")):       # workers on other hosts: no process this host can check
@@ -421,7 +422,7 @@ def test_a_worker_failed_as_stale_while_it_ran_keeps_its_finished_result(tmp_pat
     storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 's.db'}")
     study = optuna.create_study(storage=storage, study_name="s", directions=["maximize", "minimize", "minimize"])
     s = Search.__new__(Search)
-    s.study, s.storage, s.nni, s.run, s.cost_ref = study, storage, None, tmp_path, 16.0
+    s.study, s.storage, s.controller, s.run, s.cost_ref = study, storage, Controller(None, 0), tmp_path, 16.0
     s.sc, s.target, s.log = SearchConfig(promote_steps=0), {"name": "rpi4"}, lambda m: None
     trial = study.ask({"channels": CategoricalDistribution([8, 12])})
     trial.set_user_attr("key", "k1")
@@ -461,7 +462,8 @@ def test_a_hung_trial_is_killed_failed_and_retried_once_keeping_finished_work(tm
     space = load_space(_space(tmp_path), teacher_hop=256)
     logs = []
     s = Search.__new__(Search)
-    s.study, s.storage, s.nni, s.run, s.cost_ref, s.space = study, storage, None, tmp_path, 16.0, space
+    s.study, s.storage, s.controller, s.run, s.cost_ref, s.space = (study, storage, Controller(None, 0), tmp_path,
+                                                                        16.0, space)
     s.sc, s.target, s.log, s.worker = SearchConfig(promote_steps=0, trial_timeout_s=4), {"name": "rpi4"}, \
         logs.append, "here:1"
     free = {d.name: d.choices for d in space.free}
@@ -565,3 +567,42 @@ def test_a_predicted_band_across_a_limit_is_flagged_near_it():
     assert not near_limit(1.1, 1.3, [1.0])         # wholly outside: infeasible, not "near"
     assert near_limit(14.0, 17.0, [4.0, 16.0])     # the real-time limit (the hop)
     assert not near_limit(None, None, [1.0])       # measured: no band
+
+
+def test_controllers_are_plug_ins_behind_one_ask_tell_interface(tmp_path):
+    """Every registered controller gives the study a sampler; one registered from outside (a plug-in) is found
+    by name and proposes through before_ask, NNI tuners included; an unknown name is one clear error."""
+    import optuna
+
+    from hwkd.search.controllers import CONTROLLERS, Controller, make_controller, register, suggest
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    space = load_space(_space(tmp_path), teacher_hop=256)
+    assert {"optuna", "nsga2", "random", "nni-random", "nni-tpe", "nni-evolution"} <= set(CONTROLLERS)
+    for name in CONTROLLERS:
+        c = make_controller(name, space, 0)
+        assert c.name == name and isinstance(c.sampler(0, 4), optuna.samplers.BaseSampler)
+    fixed = {d.name: d.choices[-1] if d.rng is None else d.rng[1] for d in space.free}
+
+    @register("test-fixed")
+    class Fixed(Controller):                      # a plug-in: always proposes the same candidate
+        def sampler(self, seed, n_startup):
+            return optuna.samplers.RandomSampler(seed=seed)
+
+        def before_ask(self, study, trials, worker):
+            study.enqueue_trial(fixed)
+    try:
+        for name in ("test-fixed", "nni-random"):
+            c = make_controller(name, space, 0)
+            study = optuna.create_study(sampler=c.sampler(0, 4), directions=["maximize", "minimize"])
+            for _ in range(3):
+                c.before_ask(study, study.get_trials(deepcopy=False), "w1")
+                trial = study.ask()
+                cand = suggest(trial, space)
+                if name == "test-fixed":
+                    assert cand == fixed
+                assert trial.user_attrs.get("nni_worker") == ("w1" if name == "nni-random" else None)
+                study.tell(trial, [1.0, 1.0])
+    finally:
+        CONTROLLERS.pop("test-fixed")
+    with pytest.raises(HwkdError, match="unknown controller 'nope'"):
+        make_controller("nope", space, 0)

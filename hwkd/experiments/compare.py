@@ -72,7 +72,7 @@ def run_compare(out: Path, cc: CompareConfig, teacher_path: Path, data: dict | N
     from hwkd.models.checkpoint import load_model
 
     known = schemes()
-    unknown = [s for s in cc.schemes if s != "none" and s not in known]
+    unknown = [s for s in cc.schemes if s not in known]
     if unknown:
         raise HwkdError(f"unknown KD scheme(s): {', '.join(unknown)}", f"use none or {', '.join(sorted(known))}")
     out = Path(out)

@@ -4,6 +4,6 @@ Importing hwkd.kd registers every built-in scheme (KD_SCHEMES is complete once t
 hwkd.kd.maths and hwkd.kd.layers hold what the schemes share."""
 
 from hwkd.kd import baselines, i2srf  # noqa: F401  (importing them registers their schemes)
-from hwkd.kd.base import KD_SCHEMES, Distiller, create_distiller, register, schemes
+from hwkd.kd.base import KD_SCHEMES, Distiller, create_distiller, register, schemes, uses_teacher
 
-__all__ = ["KD_SCHEMES", "Distiller", "create_distiller", "register", "schemes"]
+__all__ = ["KD_SCHEMES", "Distiller", "create_distiller", "register", "schemes", "uses_teacher"]

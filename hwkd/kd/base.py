@@ -23,6 +23,7 @@ def register(name: str):
 
 class Distiller(nn.Module):
     scheme = "base"
+    uses_teacher = True          # False: no teacher runs and no KD term is added (the "none" scheme)
 
     def forward(self, student: dict[str, list[Tensor]], teacher: dict[str, list[Tensor]]) -> tuple[Tensor, dict]:
         raise NotImplementedError
@@ -31,6 +32,14 @@ class Distiller(nn.Module):
 def schemes() -> dict[str, type]:
     """The registry (complete: the package hwkd.kd, imported before this module, registers the built-in schemes)."""
     return KD_SCHEMES
+
+
+def uses_teacher(name: str) -> bool:
+    """Whether scheme `name` distils from a teacher (every scheme but "none", the plain SE baseline)."""
+    from hwkd.errors import HwkdError
+    if name not in KD_SCHEMES:
+        raise HwkdError(f"unknown KD scheme {name!r}", f"use one of: {', '.join(sorted(KD_SCHEMES))}")
+    return KD_SCHEMES[name].uses_teacher
 
 
 def create_distiller(name: str, student_taps: dict, teacher_taps: dict, **options) -> Distiller:

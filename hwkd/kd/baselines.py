@@ -38,6 +38,20 @@ def bounded_mask(mask: Tensor, eps: float = 1e-8) -> Tensor:
     return mask * (torch.tanh(mag) / mag)
 
 
+@register("none")
+class NoKD(Distiller):
+    """No distillation: the student trains on the speech-enhancement loss alone, the baseline every scheme is
+    compared with. A scheme like the others by name; the trainer runs no teacher and adds no KD term for it."""
+
+    uses_teacher = False
+
+    def __init__(self, student_taps: dict | None = None, teacher_taps: dict | None = None, **options):
+        super().__init__()
+
+    def forward(self, student: dict, teacher: dict) -> tuple[Tensor, dict]:
+        return torch.zeros(()), {}
+
+
 @register("response")
 class ResponseKD(Distiller):
     """Output KD on what the mask does: MSE between the student's and the teacher's bounded complex gains."""

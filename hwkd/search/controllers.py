@@ -31,20 +31,87 @@ from hwkd.errors import HwkdError
 if TYPE_CHECKING:                                   # (light to import: the CLI lists the controllers)
     from hwkd.search.space import SearchSpace
 
-CONTROLLERS = ("optuna", "random", "nsga2", "nni-random", "nni-tpe", "nni-evolution")
+CONTROLLERS: dict[str, type] = {}          # name -> Controller class (registered below; plug-ins register theirs)
 
 
-def make_sampler(name: str, seed: int, n_startup: int):
-    """Constraints reach the samplers through Trial.set_constraint (Optuna >= 5)."""
-    import optuna
-    if name == "optuna":
+def register(name: str):
+    """Class decorator: a controller under `name` (`hwkd search --controller NAME`)."""
+    def deco(cls):
+        cls.name = name
+        CONTROLLERS[name] = cls
+        return cls
+    return deco
+
+
+class Controller:
+    """One ask/tell interface for every controller. The search asks the Optuna study it created with `sampler()`
+    for each candidate and tells it every result; a controller that proposes by itself (an NNI tuner) does so
+    in `before_ask`, enqueueing its proposal so that the study's next ask returns it. Constraints reach the
+    samplers through Trial.set_constraint (Optuna >= 5)."""
+
+    name = "base"
+
+    def __init__(self, space: SearchSpace, seed: int):
+        self.space, self.seed = space, seed
+
+    def sampler(self, seed: int, n_startup: int):
+        """The Optuna sampler of the study (`seed`: this worker's; workers of one database share no generator)."""
+        raise NotImplementedError
+
+    def before_ask(self, study, trials: list, worker: str) -> None:
+        """Called before each study.ask() with the study's trials (FrozenTrials) and this worker's name."""
+
+
+@register("optuna")
+class TPE(Controller):
+    """Optuna's multivariate TPE, multi-objective (quality, latency)."""
+
+    def sampler(self, seed: int, n_startup: int):
+        import optuna
         return optuna.samplers.TPESampler(seed=seed, n_startup_trials=n_startup, multivariate=True)
-    if name == "nsga2":
+
+
+@register("nsga2")
+class NSGA2(Controller):
+    def sampler(self, seed: int, n_startup: int):
+        import optuna
         return optuna.samplers.NSGAIISampler(seed=seed, population_size=max(4, n_startup))
-    if name == "random" or name.startswith("nni-"):
-        # NNI controllers enqueue their proposals; the sampler only fills what they do not fix
+
+
+@register("random")
+class Random(Controller):
+    def sampler(self, seed: int, n_startup: int):
+        import optuna
         return optuna.samplers.RandomSampler(seed=seed)
-    raise HwkdError(f"unknown controller {name!r}", f"use one of: {', '.join(CONTROLLERS)}")
+
+
+class NNITuner(Random):
+    """One of NNI's HPO tuners (NNIProposer) proposing; the random sampler fills what a proposal does not fix, and
+    draws when the tuner has nothing to propose."""
+
+    def __init__(self, space: SearchSpace, seed: int):
+        super().__init__(space, seed)
+        self.proposer = None
+
+    def before_ask(self, study, trials: list, worker: str) -> None:
+        from optuna.trial import TrialState
+        if self.proposer is None:
+            self.proposer = NNIProposer(self.name, self.space, self.seed, worker)
+        self.proposer.observe([t for t in trials if t.state in (TrialState.COMPLETE, TrialState.FAIL)])
+        if not any(t.state == TrialState.WAITING for t in trials):
+            prop = self.proposer.propose()
+            if prop is not None:        # None: the tuner has nothing to propose now; the sampler draws
+                study.enqueue_trial(prop[1], user_attrs={"nni_id": prop[0], "nni_worker": worker})
+
+
+for _name in ("nni-random", "nni-tpe", "nni-evolution"):
+    register(_name)(type(f"NNI_{_name[4:].upper()}", (NNITuner,), {}))
+
+
+def make_controller(name: str, space: SearchSpace, seed: int) -> Controller:
+    if name not in CONTROLLERS:
+        raise HwkdError(f"unknown controller {name!r}", f"use one of: {', '.join(CONTROLLERS)}")
+    return CONTROLLERS[name](space, seed)
 
 
 def suggest(trial, space: SearchSpace) -> dict:

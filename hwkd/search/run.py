@@ -173,6 +173,7 @@ class Search:
         import optuna
 
         from hwkd.hw.targets import load_target
+        from hwkd.kd import uses_teacher
         from hwkd.models.checkpoint import load_model
         from hwkd.models.teacher import embedded_teacher_path
         from hwkd.search.space import load_space
@@ -190,11 +191,11 @@ class Search:
         if not Path(sc.teacher).is_file():
             raise HwkdError(f"teacher checkpoint {sc.teacher} not found", "give a .pt written by hwkd train")
         self.teacher_cfg = load_model(sc.teacher)[0].cfg
-        if sc.kd != "none":
+        if uses_teacher(sc.kd):
             from hwkd.kd.base import schemes
             if sc.kd not in schemes():
-                raise HwkdError(f"unknown KD scheme {sc.kd!r}", f"use none or one of: {', '.join(sorted(schemes()))}")
-        self.space = load_space(sc.space, teacher_hop=None if sc.kd == "none" else self.teacher_cfg.hop)
+                raise HwkdError(f"unknown KD scheme {sc.kd!r}", f"use one of: {', '.join(sorted(schemes()))}")
+        self.space = load_space(sc.space, teacher_hop=self.teacher_cfg.hop if uses_teacher(sc.kd) else None)
         in_ch = self.space.values("in_channels")
         if len(in_ch) != 1:
             raise HwkdError(f"search space {self.space.name} mixes input channels {list(in_ch)}",
@@ -203,9 +204,8 @@ class Search:
         if sc.data is None:
             from hwkd.data.synth import default_dataset
             sc.data = str(default_dataset(self.in_channels, progress=progress))
-        from hwkd.search.controllers import CONTROLLERS
-        if sc.controller not in CONTROLLERS:
-            raise HwkdError(f"unknown controller {sc.controller!r}", f"use one of: {', '.join(CONTROLLERS)}")
+        from hwkd.search.controllers import make_controller
+        self.controller = make_controller(sc.controller, self.space, sc.seed)
         self.sc = sc
         self.run.mkdir(parents=True, exist_ok=True)
         (self.run / "trials").mkdir(exist_ok=True)
@@ -227,20 +227,14 @@ class Search:
                             "check the URL, that the database server is running and reachable, and the "
                             "credentials (a URL without a password takes it from PGPASSWORD or ~/.pgpass)") from None
         self.name = self.run.name
-        from hwkd.search.controllers import make_sampler
         self.cost_ref = self._cost_ref()
-        sampler = make_sampler(sc.controller, sc.seed + os.getpid() % 1000 if storage else sc.seed,
-                               n_startup=4)
+        sampler = self.controller.sampler(sc.seed + os.getpid() % 1000 if storage else sc.seed, n_startup=4)
         with store.failures(self.storage_url, "check that the database server is running and reachable"):
             self._create_study(sampler, settings)
         write_text_atomic(manifest, json.dumps({**settings, "storage": store.manifest_url(self.storage_url, self.run),
                                                 "name": self.name}, indent=1))
         self.quality_ref = self.study.user_attrs["quality_ref"]
         self.worker = f"{socket.gethostname()}:{os.getpid()}"
-        self.nni = None
-        if sc.controller.startswith("nni-"):
-            from hwkd.search.controllers import NNIProposer
-            self.nni = NNIProposer(sc.controller, self.space, sc.seed, self.worker)
 
     def _create_study(self, sampler, settings: dict) -> None:
         """Creates the study or joins it (the settings stored in it must equal this worker's)."""
@@ -453,13 +447,7 @@ class Search:
         """
         from optuna.trial import TrialState
 
-        if self.nni is not None:
-            self.nni.observe([t for t in self.trials() if t.state in (TrialState.COMPLETE, TrialState.FAIL)])
-            waiting = [t for t in self.trials() if t.state == TrialState.WAITING]
-            if not waiting:
-                prop = self.nni.propose()
-                if prop is not None:        # None: the tuner has nothing to propose now; the sampler draws
-                    self.study.enqueue_trial(prop[1], user_attrs={"nni_id": prop[0], "nni_worker": self.worker})
+        self.controller.before_ask(self.study, self.trials(), self.worker)
         trial = self.study.ask()
         if limit is not None and self.counted([t for t in self.trials() if t.number < trial.number]) >= limit:
             trial.set_user_attr("over_limit", True)

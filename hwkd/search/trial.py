@@ -59,8 +59,9 @@ def run_rung(spec: dict) -> dict:
     tcfg = TrainConfig(epochs=1, batch_size=spec["batch_size"], lr=lr, seed=spec["seed"],
                        segment_s=spec["segment_s"], max_steps_per_epoch=spec["steps"],
                        val_pesq_clips=spec["val_pesq_clips"], ckpt_every=25)
+    from hwkd.kd import uses_teacher
     teacher = None
-    if spec["kd"] != "none":
+    if uses_teacher(spec["kd"]):
         teacher, _ = load_model(spec["teacher"])
     res = train_model(cfg, tdir / f"rung{rung}", tcfg, data=spec["data"], kd=KDSpec(spec["kd"], teacher, lam),
                       init=init, progress=True,

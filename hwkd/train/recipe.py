@@ -25,6 +25,7 @@ import torch
 from hwkd import SAMPLE_RATE
 from hwkd.audio.io import write_text_atomic
 from hwkd.errors import HwkdError
+from hwkd.kd import uses_teacher
 from hwkd.models.dpdcrn import DPDCRN, DPDCRNConfig
 from hwkd.train.trainer import TrainConfig, check_budget, epoch_order, stack_batch, train
 
@@ -33,7 +34,7 @@ BALANCE_BATCHES = 2       # batches of the run's first epoch on which λ is bala
 
 @dataclass
 class KDSpec:
-    scheme: str = "none"                 # "none" = plain SE training
+    scheme: str = "none"                 # "none" = plain SE training (hwkd.kd.baselines.NoKD)
     teacher: DPDCRN | None = None
     lam: float | None = None             # None: balanced on the first batches (KD_GRAD_RATIO)
     options: dict | None = None          # scheme options (e.g. fusion_mid for I²SRF-TFCKD)
@@ -78,7 +79,7 @@ def make_objective(model: DPDCRN, kd: KDSpec, cfg: TrainConfig, train_set, run: 
     """None for plain SE training, else a KDObjective with its λ fixed, read back from the run, or balanced.
     With data-parallel workers the objective sees each worker's share of the batch (batch / workers), so a
     scheme that relates the items of a batch (I²SRF-TFCKD's batch stream) relates those of the share."""
-    if kd.scheme == "none":
+    if not uses_teacher(kd.scheme):
         return None
     if cfg.workers > 1:
         from dataclasses import replace
@@ -222,7 +223,7 @@ def _worker(rank: int, world: int, port: int, parent: int, args: dict) -> None:
     if args["init"] is not None:
         _load_init(model, args["init"])
     run = Path(args["out"])
-    objective = make_objective(model, kd, tcfg, train_set, None) if kd.scheme == "none" or kd.lam is not None \
+    objective = make_objective(model, kd, tcfg, train_set, None) if not uses_teacher(kd.scheme) or kd.lam is not None \
         else _read_objective(model, kd, tcfg, train_set, run)
     try:
         train(model, train_set, val_set, run, tcfg, objective=objective, progress=False, rank=rank)
