@@ -26,7 +26,6 @@ from _common import save
 
 def steps(student: str, scheme: str, threads: int, n: int) -> list[float]:
     """In this process: n timed steps after one warm-up, seconds each."""
-    import tempfile
 
     import torch
 
@@ -38,10 +37,7 @@ def steps(student: str, scheme: str, threads: int, n: int) -> list[float]:
     from hwkd.train.trainer import SEObjective
     torch.set_num_threads(threads)
     torch.manual_seed(0)
-    with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
-        f.write("".join(f"{k}: {v}\n" for k, v in SIZES[student].items()))
-    net = create_model(f.name)
-    os.unlink(f.name)
+    net = create_model(student)
     teacher, _ = load_model(embedded_teacher_path())
     length = 32000
     batch = {"noisy": 0.05 * torch.randn(8, 1, length), "clean": 0.05 * torch.randn(8, length)}

@@ -188,7 +188,7 @@ def quality(teacher_ck: Path, causal_ck: Path, seconds: float, windows: list[flo
         out["teacher_windows"] = []
         for w in windows:
             t0 = time.perf_counter()
-            y = np.concatenate(list(E._overlap_blocks(enh, [noisy], round(w * SR), round(overlap_s * SR))))
+            y = np.concatenate(list(E.overlap_blocks(enh, [noisy], round(w * SR), round(overlap_s * SR))))
             out["teacher_windows"].append({"window_s": w, "overlap_s": overlap_s, **_scores(y, clean, bounds, ref),
                                            "si_sdr_vs_whole_file_db": _si_sdr(y, whole),
                                            "s": round(time.perf_counter() - t0, 1)})

@@ -34,10 +34,8 @@ from hwkd.sysinfo import LoadMeter, fingerprint
 from _common import save
 
 BASELINES = ("none", "response", "fitnet", "at", "pkt-frame", "semckd", "reviewkd")
-# three sizes below the embedded teacher (376,686 parameters), as config files of the DPDCRN family
-SIZES = {"kd-small": dict(channels=12, layers=1, depth=2, heads=1, gru_hidden=12),
-         "kd-medium": dict(channels=24, layers=1, depth=3, heads=2, gru_hidden=24),
-         "kd-large": dict(channels=32, layers=2, depth=4, heads=2, gru_hidden=32)}
+# three sizes below the embedded teacher (376,686 parameters): presets of hwkd.models.registry
+SIZES = ("kd-small", "kd-medium", "kd-large")
 
 
 def restore(recorded: Path, out: Path, cc: CompareConfig) -> None:
@@ -58,7 +56,10 @@ def restore(recorded: Path, out: Path, cc: CompareConfig) -> None:
         raise SystemExit(f"kd_compare: {recorded} is not a kd_compare.json (no settings, cells and machine); give "
                          "the benchmarks/results/kd_compare.json that recorded this matrix")
     settings = asdict(cc)
-    diff = changed_settings(rec["settings"], settings)
+    # students by label: matrices recorded before the sizes were presets named them by config files of that name
+    diff = changed_settings(rec["settings"], settings, ignore=("students",))
+    if [student_label(s) for s in rec["settings"].get("students", [])] != [student_label(s) for s in cc.students]:
+        diff.append(f"students: {rec['settings'].get('students')} -> {cc.students}")
     if diff:
         raise SystemExit(f"kd_compare: {recorded} recorded a matrix with other settings ({'; '.join(diff)}); "
                          "restore with the options it was run with")
@@ -91,13 +92,7 @@ def main():
     a = ap.parse_args()
     unknown = [s for s in a.schemes.split(",") if s not in schemes()]
     assert not unknown, f"unknown schemes {unknown}"
-    cfg_dir = hwkd_home() / "kd-compare-students"
-    cfg_dir.mkdir(parents=True, exist_ok=True)
-    students = []
-    for name in a.students.split(","):
-        p = cfg_dir / f"{name}.yaml"
-        p.write_text("".join(f"{k}: {v}\n" for k, v in SIZES[name].items()))
-        students.append(str(p))
+    students = a.students.split(",")
     cc = CompareConfig(schemes=a.schemes.split(","), students=students, seeds=a.seeds, epochs=1, batch_size=8,
                        segment_s=2.0, lr=2e-3, lam=0.1, max_steps_per_epoch=a.steps, val_pesq_clips=5,
                        eval_split="test", eval_limit=a.eval_limit, threads=None)

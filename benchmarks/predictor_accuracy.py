@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from hwkd.hw.export import export_step_onnx, to_openvino
-from hwkd.hw.measure import Protocol, _Runner, _timed
+from hwkd.hw.measure import Protocol, Runner, timed
 from hwkd.hw.predict import CALIB_VERSION, Predictor, anchor_configs, calibrate, model_sizes
 from hwkd.models.dpdcrn import DPDCRN, DPDCRNConfig
 from hwkd.sysinfo import LoadMeter, fingerprint
@@ -91,7 +91,7 @@ def main():
                 for _ in range(2):                  # as calibrate() measures: the smaller median of two passes
                     lat = []
                     for onnx, xml in files:
-                        wall, own, _ = _timed(_Runner(rt, "hop", th, onnx=onnx, ir=xml), proto)
+                        wall, own, _ = timed(Runner(rt, "hop", th, onnx=onnx, ir=xml), proto)
                         lat.append(float(np.median(own if own is not None else wall)))
                     passes.append(lat)
             rows = []

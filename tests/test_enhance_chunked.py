@@ -66,10 +66,10 @@ def test_noncausal_windows_are_cross_faded_in_place(monkeypatch):
     x = (0.1 * rng.standard_normal((1, 5 * 16000 + 3))).astype(np.float32)
     ref = enh.enhance_array(x)
     with torch.no_grad():
-        same = np.concatenate(list(E._overlap_blocks(enh, _blocks(x, 4000), x.shape[1], 1600)))
+        same = np.concatenate(list(E.overlap_blocks(enh, _blocks(x, 4000), x.shape[1], 1600)))
         assert np.array_equal(same, ref)
         for chunk, overlap, size in ((16000, 1600, 4000), (20000, 3200, 999), (9000, 2000, 10 ** 6)):
-            got = np.concatenate(list(E._overlap_blocks(enh, _blocks(x, size), chunk, overlap)))
+            got = np.concatenate(list(E.overlap_blocks(enh, _blocks(x, size), chunk, overlap)))
             assert got.shape == ref.shape
             assert np.abs(got - ref).max() <= 0.02 * np.abs(ref).max(), (chunk, overlap)
     # (a sample shifted or dropped at a window edge, or weights that do not sum to 1, would be a ~0.5 error)

@@ -153,12 +153,12 @@ def test_cli_profile_bad_input(tmp_path):
 @pytest.mark.slow
 def test_openvino_hop_runner_carries_state(tmp_path):
     """The zero-copy streaming loop used for OpenVINO latency computes what torch computes hop by hop."""
-    from hwkd.hw.measure import _Runner
+    from hwkd.hw.measure import Runner
     from hwkd.models.streaming import StepModel
     torch.manual_seed(0)
     net = full_mask(create_model(dict(TINY, causal=True, time_attention="none")))
     ex = export_all(net, tmp_path)
-    run = _Runner("openvino", "hop", 1, ir=ex.step_ir)
+    run = Runner("openvino", "hop", 1, ir=ex.step_ir)
     step = StepModel(net).eval()
     states = step.initial_states()
     frame = torch.from_numpy(run.frame)
@@ -172,7 +172,7 @@ def test_openvino_hop_runner_carries_state(tmp_path):
 @pytest.mark.slow
 def test_predictor_calibrates_and_predicts(small_grid, tmp_path):
     from hwkd.hw.export import export_step_onnx
-    from hwkd.hw.measure import _Runner, _timed
+    from hwkd.hw.measure import Runner, timed
     from hwkd.hw.predict import calibrate, load_predictor, save_calibration
     from hwkd.models.dpdcrn import DPDCRNConfig
     proto = Protocol(warmup=10, runs=80, min_s=0.1)
@@ -193,8 +193,8 @@ def test_predictor_calibrates_and_predicts(small_grid, tmp_path):
     onnx = export_step_onnx(create_model(cfg), tmp_path / "c.onnx")
     # measured as the calibration measures (the smaller median of two passes: a load spike in one pass on a
     # shared machine does not decide the test)
-    runner = _Runner("onnxruntime", "hop", 1, onnx=onnx)
-    measured = min(float(np.median(_timed(runner, proto)[0])) for _ in range(2))
+    runner = Runner("onnxruntime", "hop", 1, onnx=onnx)
+    measured = min(float(np.median(timed(runner, proto)[0])) for _ in range(2))
     assert 0.5 < pred.predict_hop_ms(cfg) / measured < 2.0, (pred.predict_hop_ms(cfg), measured)
     # the uncertainty band: leave-one-out over the 6 anchors, so 6 relative errors, the band their largest
     assert len(pred.loo_rel_err) == 6 and pred.band == pytest.approx(max(abs(e) for e in pred.loo_rel_err))

@@ -22,7 +22,7 @@ import hashlib
 import json
 import os
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from hwkd.audio.io import write_text_atomic
@@ -36,6 +36,32 @@ from hwkd.sysinfo import cpu_tag, die_with_parent
 METRICS = BASE_METRICS          # what a cell records (mean over the evaluation utterances)
 # what a cell records of how it trained on the CPU; either changes float sums (report notes, log)
 CONDITIONS = (("threads", "with different intra-op thread counts"), ("cpu", "on different CPUs"))
+
+
+@dataclass
+class CellResult:
+    """One finished cell (student x scheme x seed) as RUN/cells/STUDENT/SCHEME/seedN/result.json holds it and the
+    report reads it: the means over the evaluation utterances, the student's size, and how it was trained
+    (threads and CPU: either changes float sums, hwkd.report.compare flags a student whose cells mix them)."""
+    student: str                      # its label (student_label)
+    student_spec: str                 # as given: a preset or a config file
+    scheme: str
+    seed: int
+    in_channels: int
+    params: int
+    macs_per_s: float
+    eval_split: str
+    eval_clips: int
+    enhanced: dict                    # metric -> mean over the evaluation utterances
+    noisy: dict
+    train_s: float
+    threads: int | str
+    cpu: str
+    train_data: str | None = None
+    kd_weight: dict | None = None     # λ and how it was chosen (hwkd.train.objective)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
 
 
 def student_label(student: str) -> str:
@@ -151,13 +177,13 @@ def _run_cell(cdir: Path, which: str, student: str, scheme: str, seed: int, cc: 
     best, _ = load_model(cdir / "best.pt")
     pairs = split_pairs(dset, cc.eval_split, channels=cfg.in_channels, limit=cc.eval_limit)
     ev = evaluate_pairs(best, pairs, progress=False)
-    res = {"student": student_label(student), "student_spec": student, "scheme": scheme, "seed": seed,
-           "in_channels": cfg.in_channels, "params": count_params(best), "macs_per_s": macs(best)["macs_per_s"],
-           "eval_split": cc.eval_split, "eval_clips": len(pairs),
-           "enhanced": {m: ev["enhanced"][m]["mean"] for m in METRICS},
-           "noisy": {m: ev["noisy"][m]["mean"] for m in METRICS},
-           "train_s": round(time.perf_counter() - t0, 1), "threads": torch.get_num_threads(), "cpu": cpu_tag(),
-           "train_data": trained["train_data"], "kd_weight": trained.get("kd_weight")}
+    res = CellResult(student=student_label(student), student_spec=student, scheme=scheme, seed=seed,
+                     in_channels=cfg.in_channels, params=count_params(best), macs_per_s=macs(best)["macs_per_s"],
+                     eval_split=cc.eval_split, eval_clips=len(pairs),
+                     enhanced={m: ev["enhanced"][m]["mean"] for m in METRICS},
+                     noisy={m: ev["noisy"][m]["mean"] for m in METRICS},
+                     train_s=round(time.perf_counter() - t0, 1), threads=torch.get_num_threads(), cpu=cpu_tag(),
+                     train_data=trained["train_data"], kd_weight=trained.get("kd_weight")).to_dict()
     write_text_atomic(cdir / "result.json", json.dumps(res, indent=1))
     log(f"  {student_label(student)} x {scheme} x seed {seed}: SI-SDR {res['enhanced']['si_sdr_db']:.2f} dB, "
         f"PESQ {res['enhanced']['pesq_wb']:.3f} ({res['train_s']} s)")

@@ -106,7 +106,7 @@ def _reset_peak_rss() -> bool:
 
 
 # -- runners --------------------------------------------------------------------------------------
-class _Runner:
+class Runner:
     """call() runs the model once on its prepared input; hop mode carries the states."""
 
     def __init__(self, runtime: str, mode: str, threads: int, net=None, onnx: Path | None = None,
@@ -294,7 +294,7 @@ def _step_inputs_ov(ins) -> tuple[list, list]:
 
 
 # -- protocol -------------------------------------------------------------------------------------
-def _timed(runner: _Runner, proto: Protocol) -> tuple[np.ndarray, np.ndarray | None, LoadMeter]:
+def timed(runner: Runner, proto: Protocol) -> tuple[np.ndarray, np.ndarray | None, LoadMeter]:
     """-> (wall ms per call, the runtime's own ms per call or None, load)."""
     for _ in range(proto.warmup):
         runner()
@@ -318,13 +318,13 @@ def measure(runtime: str, mode: str, threads: int, *, net=None, onnx: Path | Non
         raise ValueError("mode is 'hop', 'offline' or 'block'")
     rss0 = _status_kib("VmRSS")
     peak_ok = _reset_peak_rss()
-    runner = _Runner(runtime, mode, threads, net=net, onnx=onnx, ir=ir, audio_s=proto.audio_s,
+    runner = Runner(runtime, mode, threads, net=net, onnx=onnx, ir=ir, audio_s=proto.audio_s,
                      reset_hops=proto.reset_hops, in_channels=in_channels, hop=hop)
     audio_ms = runner.frames * hop / SR * 1e3 if mode == "offline" else hop / SR * 1e3
     attempts = 0
     while True:
         attempts += 1
-        wall_ms, own_ms, load = _timed(runner, proto)
+        wall_ms, own_ms, load = timed(runner, proto)
         t_ms = own_ms if own_ms is not None else wall_ms
         busy = load.other_load is not None and load.other_load > proto.busy_load
         if not busy or attempts >= 2:

@@ -308,11 +308,11 @@ def calibrate(runtime: str, threads: int, device=None, progress=print, protocol=
                     continue
                 modes = ["block" if i < len(specs) else "hop" for i in range(lo, hi)]
                 if device is None:
-                    from hwkd.hw.measure import _Runner, _timed
+                    from hwkd.hw.measure import Runner, timed
                     lat = []
                     for i, mode in zip(range(lo, hi), modes):
                         f = files_of(i)[0]
-                        wall, own, _ = _timed(_Runner(runtime, mode, threads, onnx=None if runtime == "openvino"
+                        wall, own, _ = timed(Runner(runtime, mode, threads, onnx=None if runtime == "openvino"
                                                       else f, ir=f if runtime == "openvino" else None), proto)
                         lat.append(float(np.median(own if own is not None else wall)))
                     state["fingerprint"] = state["fingerprint"] or fingerprint()

@@ -87,7 +87,7 @@ class Enhancer(nn.Module):
         elif streaming:
             raise ValueError("hop-by-hop streaming needs a causal model (causal=True)")
         else:
-            yield from _overlap_blocks(self, blocks, round(NONCAUSAL_CHUNK_S * SR), round(NONCAUSAL_OVERLAP_S * SR))
+            yield from overlap_blocks(self, blocks, round(NONCAUSAL_CHUNK_S * SR), round(NONCAUSAL_OVERLAP_S * SR))
 
 
 def enhance_file(enhancer: Enhancer, src, dst, streaming: bool = False, subtype: str = "PCM_16",
@@ -200,7 +200,7 @@ def _causal_blocks(net: DPDCRN, blocks: Iterable[np.ndarray], per_hop: bool) -> 
     yield s.finish()[0].numpy()
 
 
-def _overlap_blocks(enh: Enhancer, blocks: Iterable[np.ndarray], chunk: int, overlap: int) -> Iterator[np.ndarray]:
+def overlap_blocks(enh: Enhancer, blocks: Iterable[np.ndarray], chunk: int, overlap: int) -> Iterator[np.ndarray]:
     """Non-causal models: windows of `chunk` samples starting every chunk - overlap samples, each enhanced whole,
     consecutive windows cross-faded over their overlap. The input left after the last full window (between one
     and two windows' worth) is split into two equal windows, so that no window is short. Input is buffered up to

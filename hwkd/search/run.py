@@ -42,6 +42,7 @@ from hwkd.errors import HwkdError
 from hwkd.paths import claim_folder, hwkd_home
 from hwkd.search import store
 from hwkd.search.config import SearchConfig  # noqa: F401  (the settings; imported from here too)
+from hwkd.search.trial import RungResult, TrialRecord
 from hwkd.sysinfo import die_with_parent
 
 DIRECTIONS = ("maximize", "minimize", "minimize")        # quality (val SI-SDR dB), latency ms per hop, GMAC/s
@@ -357,13 +358,13 @@ class Search:
             return float(self.sc.trial_timeout_s)
         return TRIAL_TIMEOUT_BASE_S + TRIAL_TIMEOUT_PER_AUDIO_S * steps * self.sc.batch_size * self.sc.segment_s
 
-    def _child(self, tdir: Path, spec: dict) -> tuple[dict | None, str | None]:
+    def _child(self, tdir: Path, spec: dict) -> tuple[RungResult | None, str | None]:
         """Runs one rung in a child process (its own process group, so that a hung one is killed with all it
         started); returns (result, None) or (None, reason). A reason starting 'timeout:' means it hung."""
         rung = spec["rung"]
         result = tdir / f"rung{rung}.json"
         if result.is_file():
-            return json.loads(result.read_text()), None
+            return RungResult.read(result), None
         (tdir / "error.json").unlink(missing_ok=True)
         spec_path = tdir / f"spec-rung{rung}.json"
         write_text_atomic(spec_path, json.dumps(spec, indent=1))
@@ -379,7 +380,7 @@ class Search:
             except subprocess.TimeoutExpired:
                 _kill_group(proc)
                 if result.is_file():         # it wrote its result in the last instant: the work stands
-                    return json.loads(result.read_text()), None
+                    return RungResult.read(result), None
                 logf.write(f"\nhwkd search: no result after {timeout:g} s (--trial-timeout): process group "
                            f"{proc.pid} killed\n")
                 return None, (f"timeout: rung {rung} gave no result within {timeout:g} s and was killed "
@@ -388,7 +389,7 @@ class Search:
                 _kill_group(proc)
                 raise
         if rc == 0 and result.is_file():
-            return json.loads(result.read_text()), None
+            return RungResult.read(result), None
         err = tdir / "error.json"
         if err.is_file():
             e = json.loads(err.read_text())
@@ -398,7 +399,7 @@ class Search:
             return None, f"killed by {sig}" + (" (out of memory?)" if sig == "SIGKILL" else "")
         return None, f"trial process exited with status {rc} (see {tdir / 'trial.log'})"
 
-    def _promote(self, number: int, r0: dict) -> bool:
+    def _promote(self, number: int, r0: TrialRecord) -> bool:
         from optuna.trial import TrialState
 
         from hwkd.search.pareto import front_mask
@@ -406,10 +407,10 @@ class Search:
             return False
         done = [t for t in self.trials() if t.state == TrialState.COMPLETE and t.number != number
                 and t.user_attrs.get("feasible", True)]
-        if len(done) + 1 < self.sc.promote_after or r0.get("constraint", 0) > 0:
+        if len(done) + 1 < self.sc.promote_after or r0.constraint > 0:
             return False
-        q = [t.user_attrs["rung0_si_sdr_db"] for t in done] + [r0["val_si_sdr_db"]]
-        c = [t.user_attrs["latency_ms"] for t in done] + [r0["latency_ms"]]
+        q = [t.user_attrs["rung0_si_sdr_db"] for t in done] + [r0.val_si_sdr_db]
+        c = [t.user_attrs["latency_ms"] for t in done] + [r0.latency_ms]
         return bool(front_mask(q, c)[-1])
 
     def _earlier_same_key(self, number: int, key: str) -> list:
@@ -514,41 +515,42 @@ class Search:
                 self.study.tell(trial, state=TrialState.FAIL)
                 self.log(f"  trial {trial.number} FAILED: {err}{again}")
                 return "failed"
-            r0["constraint"] = self.constraint(r0["latency_ms"], r0["hop_ms"])
-            r0["near_limit"] = near_limit(r0.get("latency_lo_ms"), r0.get("latency_hi_ms"), self.limits(r0["hop_ms"]))
-            final = {**r0, "rung0_si_sdr_db": r0["val_si_sdr_db"]}
-            if self._promote(trial.number, r0):
+            final = TrialRecord(**r0.to_dict(), rung0_si_sdr_db=r0.val_si_sdr_db,
+                                constraint=self.constraint(r0.latency_ms, r0.hop_ms),
+                                near_limit=near_limit(r0.latency_lo_ms, r0.latency_hi_ms, self.limits(r0.hop_ms)))
+            if self._promote(trial.number, final):
                 r1, err = self._child(tdir, {**spec, "rung": 1, "steps": self.sc.promote_steps,
                                              "steps_before": self.sc.steps})
                 if err:       # the rung-0 result stands; the failure is recorded
-                    final["rung1_error"] = err
-                else:
-                    final.update({k: r1[k] for k in ("rung", "val_si_sdr_db", "val_pesq_wb", "total_steps")})
-                    final["train_s"] = r0["train_s"] + r1["train_s"]
+                    final.rung1_error = err
+                else:         # the quality of the last rung trained
+                    final.rung, final.val_si_sdr_db, final.val_pesq_wb, final.total_steps = (
+                        r1.rung, r1.val_si_sdr_db, r1.val_pesq_wb, r1.total_steps)
+                    final.train_s = r0.train_s + r1.train_s
         except KeyboardInterrupt:
             if self._still_running(trial):
                 self.study.tell(trial, state=TrialState.FAIL)      # no reason recorded: retried on --resume
             raise
-        final["rung"] = final.get("rung", 0)
-        final["total_steps"] = final.get("total_steps", self.sc.steps)
-        final["trial_s"] = round(time.perf_counter() - t0, 2)
-        final["feasible"] = final["constraint"] <= 0
-        final["score"] = scalar_score(final["val_si_sdr_db"], final["latency_ms"], self.cost_ref,
-                                      not final["feasible"])
-        final["checkpoint"] = str(tdir / f"rung{final['rung']}" / "best.pt")
-        values = [final["val_si_sdr_db"], final["latency_ms"], final["macs_per_s"] / 1e9]
+        if final.total_steps is None:
+            final.total_steps = self.sc.steps
+        final.trial_s = round(time.perf_counter() - t0, 2)
+        final.feasible = final.constraint <= 0
+        final.score = scalar_score(final.val_si_sdr_db, final.latency_ms, self.cost_ref, not final.feasible)
+        final.checkpoint = str(tdir / f"rung{final.rung}" / "best.pt")
+        values = [final.val_si_sdr_db, final.latency_ms, final.macs_per_s / 1e9]
+        attrs = final.to_dict()
         if self._still_running(trial):
-            for k, v in final.items():
+            for k, v in attrs.items():
                 trial.set_user_attr(k, v)
-            trial.set_constraint("latency", final["constraint"])
+            trial.set_constraint("latency", final.constraint)
             self.study.tell(trial, values)
         else:   # failed as stale while this worker was cut off, and perhaps retried: the finished work is kept
             import optuna
             frozen = self.storage.get_trial(trial._trial_id)
             self.study.add_trial(optuna.trial.create_trial(
                 params=frozen.params, distributions=frozen.distributions, values=values,
-                user_attrs={**frozen.user_attrs, **final, "recorded_for": trial.number},
-                constraints={"latency": final["constraint"]}))
+                user_attrs={**frozen.user_attrs, **attrs, "recorded_for": trial.number},
+                constraints={"latency": final.constraint}))
             self.log(f"  trial {trial.number}: its finished result is added to the study as a new trial")
         return "done"
 

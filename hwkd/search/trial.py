@@ -19,9 +19,64 @@ import json
 import sys
 import time
 import traceback
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from hwkd import SAMPLE_RATE
+
+
+@dataclass
+class RungResult:
+    """What one rung of a trial hands the search (TRIAL/rungN.json): the quality after its training and, on rung 0,
+    the candidate's size and its latency per hop on the target with how that latency was obtained."""
+    val_si_sdr_db: float
+    val_pesq_wb: float | None = None
+    rung: int = 0
+    steps: int | None = None
+    total_steps: int | None = None
+    val_clips: int | None = None
+    val_pesq_clips: int | None = None
+    train_s: float = 0.0
+    kd_lambda: float | None = None
+    train_data: str | None = None
+    # rung 0: size and latency (per hop; "how" says measured on what or predicted by what)
+    params: int | None = None
+    macs_per_s: float | None = None
+    latency_ms: float | None = None
+    latency_mode: str | None = None
+    latency_how: str | None = None
+    latency_provenance: str | None = None
+    latency_p90_ms: float | None = None
+    latency_lo_ms: float | None = None      # a calibrated prediction's band, per hop
+    latency_hi_ms: float | None = None
+    rtf: float | None = None
+    latency_busy: bool | None = None
+    runtime: str | None = None
+    threads: int | None = None
+    hop_ms: float | None = None
+    profile_s: float | None = None
+
+    @classmethod
+    def read(cls, path: Path) -> RungResult:
+        d = json.loads(Path(path).read_text())
+        return cls(**{f.name: d[f.name] for f in fields(cls) if f.name in d})
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class TrialRecord(RungResult):
+    """A finished trial as the study records it (its user attrs; hwkd.search.store.collect reads them back): the
+    rung-0 result, the quality of the last rung trained, and what the search decided about it."""
+    rung0_si_sdr_db: float | None = None
+    constraint: float = 0.0                   # > 0: over the latency limit by that much (ms per hop)
+    near_limit: bool | None = None            # the prediction's band straddles a limit
+    feasible: bool = True
+    score: float | None = None                # the scalar score single-objective controllers are told
+    trial_s: float | None = None
+    checkpoint: str | None = None
+    rung1_error: str | None = None
 
 
 def run_rung(spec: dict) -> dict:
@@ -67,15 +122,15 @@ def run_rung(spec: dict) -> dict:
                       init=init, progress=True,
                       meta={"command": f"hwkd search trial {tdir.name} rung {rung}"})
     last = res["history"][-1]
-    out = {"rung": rung, "steps": spec["steps"], "total_steps": spec["steps"] + spec.get("steps_before", 0),
-           "val_si_sdr_db": float(last["val_si_sdr_db"]), "val_pesq_wb": last.get("val_pesq_wb"),
-           "val_clips": last.get("val_clips"), "val_pesq_clips": last.get("val_pesq_clips"),
-           "train_s": round(time.perf_counter() - t0, 2), "kd_lambda": res.get("kd_weight", {}).get("lam"),
-           "train_data": res["train_data"]}
-    if not all(map(_finite, (out["val_si_sdr_db"], out["val_pesq_wb"] or 0.0))):
+    out = RungResult(rung=rung, steps=spec["steps"], total_steps=spec["steps"] + spec.get("steps_before", 0),
+                     val_si_sdr_db=float(last["val_si_sdr_db"]), val_pesq_wb=last.get("val_pesq_wb"),
+                     val_clips=last.get("val_clips"), val_pesq_clips=last.get("val_pesq_clips"),
+                     train_s=round(time.perf_counter() - t0, 2), kd_lambda=res.get("kd_weight", {}).get("lam"),
+                     train_data=res["train_data"])
+    if not all(map(_finite, (out.val_si_sdr_db, out.val_pesq_wb or 0.0))):
         raise FloatingPointError(f"validation gave a non-finite figure: {out}")
     if rung == 0:
-        out.update(_profile(spec, tdir))
+        out = RungResult(**{**out.to_dict(), **_profile(spec, tdir)})
     return out
 
 
@@ -146,7 +201,7 @@ def main(argv=None) -> int:
                                                            "traceback": traceback.format_exc()}, indent=1))
         print(f"trial failed: {kind}: {e}", file=sys.stderr)
         return 1
-    write_text_atomic(result, json.dumps(out, indent=1))
+    write_text_atomic(result, json.dumps(out.to_dict(), indent=1))
     return 0
 
 
