@@ -171,17 +171,37 @@ def _pid_alive(pid: int) -> bool:
 
 class Search:
     def __init__(self, run: Path, sc: SearchConfig, storage: str | None = None, progress: bool = True, log=print):
-        import optuna
+        self.run = Path(run).resolve()
+        self.log = log
+        self.progress = progress
+        self._settle(sc)
+        self.run.mkdir(parents=True, exist_ok=True)
+        (self.run / "trials").mkdir(exist_ok=True)
+        self.storage_url = storage or store.sqlite_url(self.run / store.RUN_DB)
+        self.storage = store.open_study_storage(self.storage_url, heartbeat_interval=HEARTBEAT_S,
+                                                grace_period=STALE_AFTER_S)
+        self.name = self.run.name
+        self.cost_ref = self._cost_ref()
+        sampler = self.controller.sampler(sc.seed + os.getpid() % 1000 if storage else sc.seed, n_startup=4)
+        settings = {**asdict(sc), "space_def": self.space.as_dict()}
+        with store.failures(self.storage_url, "check that the database server is running and reachable"):
+            self._create_study(sampler, settings)
+        write_text_atomic(self.run / "run.json", json.dumps(
+            {**settings, "storage": store.manifest_url(self.storage_url, self.run), "name": self.name}, indent=1))
+        self.quality_ref = self.study.user_attrs["quality_ref"]
+        self.worker = f"{socket.gethostname()}:{os.getpid()}"
 
+    def _settle(self, sc: SearchConfig) -> None:
+        """Everything decided before a store is opened: the target and its runtime and threads, the teacher, the
+        space (its hop the teacher's), the dataset (the embedded corpus built on first use) and the controller.
+        Bad settings fail here, before anything is written."""
         from hwkd.hw.targets import load_target
         from hwkd.kd import uses_teacher
         from hwkd.models.checkpoint import load_model
         from hwkd.models.teacher import embedded_teacher_path
+        from hwkd.search.controllers import make_controller
         from hwkd.search.space import load_space
 
-        self.run = Path(run).resolve()
-        self.log = log
-        self.progress = progress
         self.target = load_target(sc.target)
         sc.runtime = sc.runtime or self.target["runtimes"][0]
         sc.threads = sc.threads or self.target["threads"][0]
@@ -192,10 +212,6 @@ class Search:
         if not Path(sc.teacher).is_file():
             raise HwkdError(f"teacher checkpoint {sc.teacher} not found", "give a .pt written by hwkd train")
         self.teacher_cfg = load_model(sc.teacher)[0].cfg
-        if uses_teacher(sc.kd):
-            from hwkd.kd.base import schemes
-            if sc.kd not in schemes():
-                raise HwkdError(f"unknown KD scheme {sc.kd!r}", f"use one of: {', '.join(sorted(schemes()))}")
         self.space = load_space(sc.space, teacher_hop=self.teacher_cfg.hop if uses_teacher(sc.kd) else None)
         in_ch = self.space.values("in_channels")
         if len(in_ch) != 1:
@@ -204,38 +220,9 @@ class Search:
         self.in_channels = in_ch[0]
         if sc.data is None:
             from hwkd.data.synth import default_dataset
-            sc.data = str(default_dataset(self.in_channels, progress=progress))
-        from hwkd.search.controllers import make_controller
+            sc.data = str(default_dataset(self.in_channels, progress=self.progress))
         self.controller = make_controller(sc.controller, self.space, sc.seed)
         self.sc = sc
-        self.run.mkdir(parents=True, exist_ok=True)
-        (self.run / "trials").mkdir(exist_ok=True)
-        self.storage_url = storage or store.sqlite_url(self.run / store.RUN_DB)
-        settings = {**asdict(sc), "space_def": self.space.as_dict()}
-        manifest = self.run / "run.json"
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
-        import warnings
-        warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)   # TPE, heartbeat
-        # the heartbeat is stamped by hwkd's own thread around ask/tell, which Optuna's warning does not foresee
-        warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
-        try:
-            self.storage = self._open_storage()
-        except HwkdError:
-            raise
-        except Exception as e:  # noqa: BLE001  (SQLAlchemy raises many kinds for a bad URL / down server)
-            raise HwkdError(f"cannot open the search store {store.redact(self.storage_url)} "
-                            f"({store.describe(e, self.storage_url)})",
-                            "check the URL, that the database server is running and reachable, and the "
-                            "credentials (a URL without a password takes it from PGPASSWORD or ~/.pgpass)") from None
-        self.name = self.run.name
-        self.cost_ref = self._cost_ref()
-        sampler = self.controller.sampler(sc.seed + os.getpid() % 1000 if storage else sc.seed, n_startup=4)
-        with store.failures(self.storage_url, "check that the database server is running and reachable"):
-            self._create_study(sampler, settings)
-        write_text_atomic(manifest, json.dumps({**settings, "storage": store.manifest_url(self.storage_url, self.run),
-                                                "name": self.name}, indent=1))
-        self.quality_ref = self.study.user_attrs["quality_ref"]
-        self.worker = f"{socket.gethostname()}:{os.getpid()}"
 
     def _create_study(self, sampler, settings: dict) -> None:
         """Creates the study or joins it (the settings stored in it must equal this worker's)."""
@@ -257,17 +244,6 @@ class Search:
                 raise HwkdError(f"search {self.name} in {store.redact(self.storage_url)} has other settings "
                                 f"({'; '.join(diff)})",
                                 "rejoin with --resume NAME (its own settings), or start a new --name")
-
-    def _open_storage(self):
-        """Workers started together race to create the schema; the loser retries (the server is up then)."""
-        from sqlalchemy.exc import IntegrityError, ProgrammingError
-        for attempt in range(5):
-            try:
-                return store.open_rdb(self.storage_url, heartbeat_interval=HEARTBEAT_S, grace_period=STALE_AFTER_S)
-            except (IntegrityError, ProgrammingError):
-                if attempt == 4:
-                    raise
-                time.sleep(0.5 + attempt)
 
     def _cost_ref(self) -> float:
         """The latency no useful student exceeds: the user's limit, else the hop duration (real time)."""

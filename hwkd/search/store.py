@@ -239,3 +239,32 @@ def collect(run: Path, settings: dict) -> tuple:
                      "completed": t.datetime_complete.isoformat() if t.datetime_complete else None,
                      "checkpoint": a.get("checkpoint"), "kd_lambda": a.get("kd_lambda")})
     return pd.DataFrame(rows), attrs
+
+
+def open_study_storage(url: str, heartbeat_interval: int, grace_period: int):
+    """Optuna's RDB storage of a search, heartbeats on (a running trial's worker stamps it; a trial without a stamp
+    for `grace_period` s is a dead worker's). Workers started together race to create the schema: the loser
+    retries (the server is up then). An unreachable or refused store is one HwkdError naming it (redacted)."""
+    import time
+    import warnings
+
+    import optuna
+    from sqlalchemy.exc import IntegrityError, ProgrammingError
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)   # TPE, heartbeat
+    # the heartbeat is stamped by hwkd's own thread around ask/tell, which Optuna's warning does not foresee
+    warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
+    try:
+        for attempt in range(5):
+            try:
+                return open_rdb(url, heartbeat_interval=heartbeat_interval, grace_period=grace_period)
+            except (IntegrityError, ProgrammingError):
+                if attempt == 4:
+                    raise
+                time.sleep(0.5 + attempt)
+    except HwkdError:
+        raise
+    except Exception as e:  # noqa: BLE001  (SQLAlchemy raises many kinds for a bad URL / down server)
+        raise HwkdError(f"cannot open the search store {redact(url)} ({describe(e, url)})",
+                        "check the URL, that the database server is running and reachable, and the "
+                        "credentials (a URL without a password takes it from PGPASSWORD or ~/.pgpass)") from None
