@@ -9,6 +9,8 @@
 #     creates no default cluster (create_main_cluster = off), and the units are disabled. This applies to
 #     packages this script installs; a server that was already installed is left as it is.
 #     HWKD_TEST_SERVERS=0 skips both (their tests then skip), HWKD_NO_SSHD=1 / HWKD_NO_POSTGRES=1 one.
+#   - Chromium and its WebDriver (chromium-driver), with which a test opens the HTML reports headless and offline;
+#     HWKD_NO_BROWSER=1 skips them (that test then skips).
 #   - a Python 3.11 virtual environment in .venv with hwkd and its test tools.
 # Safe to rerun: it installs only what is missing.
 set -euo pipefail
@@ -22,6 +24,7 @@ if [ "${HWKD_TEST_SERVERS:-1}" != 0 ]; then
   [ "${HWKD_NO_SSHD:-0}" = 1 ] || TEST_SERVERS="$TEST_SERVERS openssh-server"
   [ "${HWKD_NO_POSTGRES:-0}" = 1 ] || TEST_SERVERS="$TEST_SERVERS postgresql"
 fi
+[ "${HWKD_NO_BROWSER:-0}" = 1 ] || DEB_PACKAGES="$DEB_PACKAGES chromium chromium-driver"
 PYTHON="${PYTHON:-python3}"
 
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }

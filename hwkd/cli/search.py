@@ -5,7 +5,16 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from hwkd.cli.common import POS_FLOAT, POS_INT, STORAGE_HELP, duration, formatter, given_storage, storage_url
+from hwkd.cli.common import (
+    POS_FLOAT,
+    POS_INT,
+    STORAGE_HELP,
+    duration,
+    formatter,
+    given_storage,
+    nonneg_int,
+    storage_url,
+)
 from hwkd.errors import HwkdError
 from hwkd.search.config import SearchConfig
 from hwkd.search.controllers import CONTROLLERS
@@ -69,6 +78,8 @@ def register(sub) -> None:
                    help="the database URL (default: $HWKD_STORAGE, else the run's own; a server's password from "
                         "PGPASSWORD or ~/.pgpass)")
     r.add_argument("--reports", type=Path, default=Path("reports"), help="where reports go (default: ./reports)")
+    r.add_argument("--clips", type=nonneg_int, default=2,
+                   help="val clips each front member enhances to listen to in the report (0: none; default 2)")
 
     pk = sub.add_parser("pick", formatter_class=formatter,
                         help="export the best student within a latency limit, ready to deploy")
@@ -155,7 +166,7 @@ def cmd_report(args) -> int:
     from hwkd.search.run import open_run
     run, settings = open_run(args.run, *given_storage(args))
     out = args.reports / settings["name"]
-    s = write_report(run, settings, out)
+    s = write_report(run, settings, out, clips=args.clips)
     print(f"report: {out / 'index.html'} ({s['trials_complete']} complete trials, front of {len(s['front'])}, "
           f"hypervolume {s['hypervolume']:.3f} dB·ms)")
     return 0

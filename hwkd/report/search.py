@@ -18,7 +18,9 @@ from hwkd.search.pareto import fronts
 from hwkd.search.store import collect
 
 
-def write_report(run: Path, settings: dict, out_dir: Path) -> dict:
+def write_report(run: Path, settings: dict, out_dir: Path, clips: int = 2) -> dict:
+    """Writes the report folder; `clips` val utterances (0: none) are enhanced by each front member whose checkpoint
+    is on this machine, to listen to beside the noisy input and the clean reference."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -87,9 +89,33 @@ def write_report(run: Path, settings: dict, out_dir: Path) -> dict:
                "quality_ref_db": q_ref, "quality_ref_pesq_wb": attrs.get("quality_ref_pesq_wb"),
                "latency_ref_ms": c_ref,
                "latency_how": how, "latency_provenance": prov}
+    listen = _listen(run, settings, front, out_dir, clips)
+    summary["listening"] = [{"id": c["id"], **{r["label"]: {"si_sdr_db": r["si_sdr_db"], "pesq_wb": r["pesq_wb"]}
+                                              for r in c["rows"]}} for c in listen["clips"]]
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
-    _html(out_dir, settings, summary, df, front)
+    _html(out_dir, settings, summary, df, front, listen)
     return summary
+
+
+def _listen(run: Path, settings: dict, front, out_dir: Path, clips: int) -> dict:
+    """The listening set of the front: each member whose checkpoint is here, on the first `clips` val clips."""
+    from hwkd.report.listen import listening_set
+    if clips <= 0 or not settings.get("data"):
+        return {"clips": [], "missing": []}
+    from hwkd.data.datasets import split_pairs
+    from hwkd.models.checkpoint import load_model
+    from hwkd.search.pick import trial_checkpoint
+    models, in_ch = {}, 1
+    for _, row in front.iterrows():
+        ck = trial_checkpoint(run, row)
+        net = load_model(ck)[0] if ck.is_file() else None
+        in_ch = net.cfg.in_channels if net is not None else in_ch
+        models[f"trial {int(row['trial'])}"] = net
+    try:
+        pairs = split_pairs(settings["data"], "val", channels=in_ch, limit=clips)
+    except HwkdError:            # the run's dataset is not on this machine: the report goes without clips
+        return {"clips": [], "missing": list(models)}
+    return listening_set(models, pairs, out_dir, in_channels=in_ch)
 
 
 def _table(df, cols: list[str]) -> str:
@@ -106,32 +132,68 @@ def _table(df, cols: list[str]) -> str:
     return f"<table><tr>{head}</tr>{''.join(body)}</table>"
 
 
-def _html(out_dir: Path, settings: dict, s: dict, df, front) -> None:
+def _html(out_dir: Path, settings: dict, s: dict, df, front, listen: dict) -> None:
+    from hwkd.report.interactive import bokeh_head, ceil3, front_figures, hypervolume_figure
+    from hwkd.report.listen import listening_html
     cfg_cols = [c for c in df.columns if c.startswith("cfg_") and df[c].nunique(dropna=False) > 1]
     cols = ["trial", *cfg_cols, "val_si_sdr_db", "val_pesq_wb", "rung", "latency_ms", "gmacs_per_s", "params"]
     failed = df[df["state"] == "FAIL"]
+    done = df[df["state"] == "COMPLETE"]
     space = json.dumps(settings["space_def"]["params"])
+    fscript, fdivs = front_figures(done, s["quality_ref_db"], s["quality_ref_pesq_wb"], s["latency_ref_ms"],
+                                   s["target"], s["name"])
+    hscript, hdiv = hypervolume_figure(s["hypervolume_minutes"], s["hypervolume_history"])
+    picks = "".join(
+        f"<tr><td>{int(r['trial'])}</td><td>{r['val_si_sdr_db']:.2f}</td><td>{_fmt(_num(r['val_pesq_wb']))}</td>"
+        f"<td>{r['latency_ms']:.3f}</td><td><code>hwkd pick {html.escape(s['name'])} --max-latency-ms "
+        f"{ceil3(r['latency_ms'])} --target {html.escape(s['target'])}</code></td></tr>"
+        for _, r in front.iterrows())
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>hwkd search {html.escape(s['name'])}</title>
-<style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto}} table{{border-collapse:collapse;font-size:12px}}
-td,th{{border:1px solid #ccc;padding:2px 6px;text-align:right}} img{{max-width:49%}}</style></head><body>
+{bokeh_head()}
+<style>body{{font-family:sans-serif;max-width:1150px;margin:2em auto}} table{{border-collapse:collapse;font-size:12px}}
+td,th{{border:1px solid #ccc;padding:2px 6px;text-align:right}} img.static{{max-width:49%}}
+.plots{{display:flex;flex-wrap:wrap;gap:8px}}
+#selected{{background:#f4f4f4;padding:6px;min-height:2.6em;font-size:13px}}
+table.listen td{{text-align:left;vertical-align:middle}} td.l{{font-weight:bold}} img.spec{{height:150px}}
+audio{{width:230px}}</style>
+{fscript}{hscript}</head><body>
 <h1>hwkd search <code>{html.escape(s['name'])}</code></h1>
 <p>Target <b>{html.escape(s['target'])}</b>; controller {html.escape(s['controller'])}; KD {html.escape(s['kd'])};
 {s['trials_complete']} complete, {s['trials_failed']} failed, {s['feasible']} within the latency limit.
-Quality: SI-SDR on the validation split (noisy input: {s['quality_ref_db']:.2f} dB); PESQ-WB on the first
-{settings.get('val_pesq_clips', '?')} val clips (noisy input: {_fmt(s['quality_ref_pesq_wb'])}).
+Quality: SI-SDR on the validation split (noisy input: <b>{s['quality_ref_db']:.2f} dB</b>); PESQ-WB on the first
+{settings.get('val_pesq_clips', '?')} val clips (noisy input: <b>{_fmt(s['quality_ref_pesq_wb'])}</b>).
 Hypervolume (SI-SDR x latency, reference: noisy input, {s['latency_ref_ms']:g} ms):
 <b>{s['hypervolume']:.3f}</b> dB·ms.</p>
 <p>Latency: {html.escape('; '.join(s['latency_how']))}{'<br>' if s['latency_provenance'] else ''}
 {html.escape('; '.join(s['latency_provenance']))}</p>
-<p>Space: <code>{html.escape(space)}</code></p>
-<img src="quality_vs_latency.png"> <img src="quality_vs_macs.png"><br><img src="hypervolume.png">
-<h2>Front (SI-SDR vs latency)</h2>{_table(front, cols)}
+<h2>Quality against cost</h2>
+<p>Red: the front; blue: other trials within the limit; grey: over it. Dotted: the noisy input; dashed: the
+latency limit ({s['latency_ref_ms']:g} ms per hop; drawn where it is within 1.5x of the slowest trial). Hover a
+point for its figures and how its latency was obtained; click it to select it.</p>
+<div class=plots>{''.join(fdivs)}</div>
+<div id="selected">Click a point to select a trial.</div>
+<h2>Front (SI-SDR vs latency) and how to pick each member</h2>
+<table><tr><th>trial</th><th>val SI-SDR (dB)</th><th>val PESQ-WB</th><th>latency (ms per hop)</th><th>pick it</th></tr>
+{picks}</table>
+<h2>Listen</h2>
+<p>The first validation clips: the noisy input, each front member's output (enhanced offline here) and the clean
+reference, with spectrograms on one colour scale and per-clip figures.</p>
+{listening_html(listen)}
+<h2>Hypervolume over time</h2>{hdiv}
 <h2>All trials</h2>{_table(df.sort_values('trial'), cols + ['state', 'feasible'])}
 <h2>Failed trials</h2>{_table(failed, ['trial', 'error']) if len(failed) else '<p>none</p>'}
+<h2>Static figures</h2>
+<img class=static src="quality_vs_latency.png"> <img class=static src="quality_vs_macs.png"><br>
+<img class=static src="hypervolume.png">
+<p>Space: <code>{html.escape(space)}</code></p>
 <p>Files: <a href="trials.csv">trials.csv</a>, <a href="front.csv">front.csv</a>,
-<a href="summary.json">summary.json</a>. Pick one with <code>hwkd pick {html.escape(s['name'])} --max-latency-ms X
---target {html.escape(s['target'])}</code>.</p></body></html>"""
+<a href="summary.json">summary.json</a>. The run's study store opens in optuna-dashboard too (see README).</p>
+</body></html>"""
     (out_dir / "index.html").write_text(page)
+
+
+def _num(v):
+    return None if v is None or v != v else float(v)
 
 
 def _fmt(x) -> str:

@@ -45,7 +45,7 @@ def pick(run: Path, settings: dict, max_latency_ms: float | None, target: str | 
                         f"{settings['target']} (fastest: {fastest:.3f} ms)",
                         "raise --max-latency-ms, or search a space with smaller students")
     row = ok.sort_values(["val_si_sdr_db", "latency_ms"], ascending=[False, True]).iloc[0]
-    ckpt = _checkpoint(run, row)
+    ckpt = trial_checkpoint(run, row)
     if not ckpt.is_file():
         raise HwkdError(f"trial {row['trial']}'s checkpoint {ckpt} is not on this machine (worker {row['worker']})",
                         "run hwkd pick on the machine whose worker trained it, or copy its run folder here")
@@ -88,7 +88,7 @@ def pick(run: Path, settings: dict, max_latency_ms: float | None, target: str | 
     return card
 
 
-def _checkpoint(run: Path, row) -> Path:
+def trial_checkpoint(run: Path, row) -> Path:
     """The trial's checkpoint in this run folder (trials/KEY/rungN/best.pt, where a copied or moved run folder has
     it), else where its worker wrote it (the path recorded in the store)."""
     recorded = Path(row["checkpoint"])

@@ -46,6 +46,7 @@ from hwkd.search.trial import RungResult, TrialRecord
 from hwkd.sysinfo import die_with_parent
 
 DIRECTIONS = ("maximize", "minimize", "minimize")        # quality (val SI-SDR dB), latency ms per hop, GMAC/s
+METRICS = ("val_si_sdr_db", "latency_ms", "gmacs_per_s")   # their names in the study (optuna-dashboard shows them)
 MAX_DUPLICATES_IN_A_ROW = 40
 KEY_WAIT_S = 10.0     # how long a trial waits for earlier trials, asked a moment before, to write their key
 HEARTBEAT_S = 30      # a running trial's worker stamps the store this often (the database server's clock) ...
@@ -231,6 +232,7 @@ class Search:
                                          directions=list(DIRECTIONS), load_if_exists=True)
         old = self.study.user_attrs.get("hwkd_settings")
         if old is None:     # settings last: a worker that sees them finds the references already stored
+            self.study.set_metric_names(list(METRICS))     # named in optuna-dashboard too
             q_sdr, q_pesq = self._noisy_quality()
             self.study.set_user_attr("quality_ref", q_sdr)
             self.study.set_user_attr("quality_ref_pesq_wb", q_pesq)
