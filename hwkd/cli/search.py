@@ -87,6 +87,9 @@ def register(sub) -> None:
     pk.add_argument("--max-latency-ms", type=POS_FLOAT, default=None, help="per-hop latency limit on the target")
     pk.add_argument("--target", default=None, help="the run's target (checked)")
     pk.add_argument("--out", type=Path, default=None, help="folder (default: picks/RUN-trialN)")
+    pk.add_argument("--eval-clips", type=nonneg_int, default=20,
+                    help="val utterances the pick is scored on, every metric beside the noisy input's (default 20)")
+    pk.add_argument("--clips", type=nonneg_int, default=2, help="val clips to listen to in model_card.html (default 2)")
     pk.add_argument("--storage", type=storage_url, default=None,
                     help="the database URL (default: $HWKD_STORAGE, else the run's own; a server's password from "
                          "PGPASSWORD or ~/.pgpass)")
@@ -172,12 +175,13 @@ def cmd_report(args) -> int:
     return 0
 
 def cmd_pick(args) -> int:
-    from hwkd.report.card import write_model_card
+    from hwkd.report.card import write_card_html, write_model_card
     from hwkd.search.pick import pick
     from hwkd.search.run import open_run
     run, settings = open_run(args.run, *given_storage(args))
-    card = pick(run, settings, args.max_latency_ms, args.target, args.out)
+    card = pick(run, settings, args.max_latency_ms, args.target, args.out, eval_clips=args.eval_clips)
     write_model_card(card, settings)
+    write_card_html(card, settings, clips=args.clips)
     out = card["folder"]
     lat = card["latency"]
     print(f"picked trial {card['trial']}: SI-SDR {card['quality']['val_si_sdr_db']:.2f} dB, "
@@ -187,5 +191,6 @@ def cmd_pick(args) -> int:
         print(f"note: its predicted latency's band ({lo:.3f}-{hi:.3f} ms) reaches past --max-latency-ms "
               f"{lat['limit_ms']:g}; measure it on the device (hwkd profile --target {card['target']}) before "
               "relying on it")
-    print(f"exported to {out}: " + ", ".join(v for v in card["files"].values() if v) + ", model_card.md")
+    print(f"exported to {out}: " + ", ".join(v for v in card["files"].values() if v) + ", model_card.md, "
+          "model_card.html")
     return 0

@@ -40,9 +40,104 @@ def write_model_card(card: dict, settings: dict) -> Path:
           "", "Files: " + ", ".join(f"`{v}`" for v in files.values() if v) + " (OpenVINO IR: each .xml with its .bin)"
           + (f" (refused by the parity check: {', '.join(refused)})" if refused else ""), "",
           f"Run it: `hwkd enhance {out / 'model.pt'} in.wav out.wav" + (" --streaming`" if cfg.causal else "`")]
+    ev = card.get("evaluation")
+    md += ["", "## Quality beside the noisy input", ""]
+    if ev:
+        md += [f"The first {ev['utterances']} utterances of the {ev['split']} split (mean ± 95 % CI):", "",
+               "| metric | noisy input | this model | gain |", "|---|---|---|---|"]
+        md += [f"| {m} | {_ci(v['noisy'])} | {_ci(v['enhanced'])} | {_signed(v['gain'])} |"
+               for m, v in ev["metrics"].items()]
+    else:
+        md.append("Not evaluated: the search's dataset is not on the machine that picked it.")
+    io = interfaces(out, cfg)
+    md += ["", "## Run it without hwkd", "",
+           "`python enhance_onnx.py in.wav out.wav" + (" [--streaming]`" if cfg.causal else "`")
+           + " in this folder needs numpy and onnxruntime only; its docstring is the reference for what hwkd does "
+           f"around the network. STFT: n_fft {cfg.n_fft}, hop {cfg.hop} (16 kHz), square-root periodic Hann "
+           "windows, the signal left-padded with n_fft - hop zeros; the mask is applied in polar form to input "
+           "channel 0.", "", "| model | input / output | name | shape |", "|---|---|---|---|"]
+    md += [f"| {r[0]} | {r[1]} | `{r[2]}` | {r[3]} |" for r in io]
     path = out / "model_card.md"
     path.write_text("\n".join(md) + "\n")
     return path
+
+
+def interfaces(folder: Path, cfg: DPDCRNConfig) -> list[tuple]:
+    """(model file, input/output, name, shape) of the exported graphs, read from the ONNX files."""
+    import onnx
+    rows = []
+    for name in ("offline.onnx", "step.onnx"):
+        f = Path(folder) / name
+        if not f.is_file():
+            continue
+        g = onnx.load(str(f), load_external_data=False).graph
+        for v in g.input:
+            dims = [d.dim_param or str(d.dim_value) for d in v.type.tensor_type.shape.dim]
+            rows.append((name, "input", v.name, "[" + ", ".join(dims) + "]"))
+        for v in g.output:         # (the exporter's shape inference names output axes oddly: say what they are)
+            shape = (f"[1, 2, {'frames' if name == 'offline.onnx' else 1}, {cfg.n_fft // 2 + 1}]" if v.name == "mask"
+                     else f"as `{v.name[4:]}`" + (" plus one frame (past)" if v.name.startswith("new_attn_kv") else ""))
+            rows.append((name, "output", v.name, shape))
+    return rows
+
+
+def write_card_html(card: dict, settings: dict, clips: int = 2) -> Path:
+    """FOLDER/model_card.html: the card's figures, its quality beside the noisy input's on every metric, the
+    first `clips` val clips to listen to (noisy, this model, clean; spectrograms) and how to run the ONNX files
+    without hwkd. Returns its path."""
+    import html
+
+    from hwkd.report.listen import listening_html, listening_set
+    out = Path(card["folder"])
+    cfg = DPDCRNConfig.from_dict(card["config"])
+    listen = {"clips": [], "missing": []}
+    if clips > 0 and settings.get("data"):
+        from hwkd.data.datasets import split_pairs
+        from hwkd.errors import HwkdError
+        from hwkd.models.checkpoint import load_model
+        try:
+            pairs = split_pairs(settings["data"], "val", channels=cfg.in_channels, limit=clips)
+            listen = listening_set({"this model": load_model(out / "model.pt")[0]}, pairs, out, cfg.in_channels)
+        except HwkdError:
+            pass
+    md = (out / "model_card.md").read_text() if (out / "model_card.md").is_file() else ""
+    ev = card.get("evaluation")
+    table = ("<p>Not evaluated: the search's dataset is not on the machine that picked it.</p>" if not ev else
+             f"<p>The first {ev['utterances']} utterances of the {ev['split']} split (mean ± 95 % CI).</p><table>"
+             "<tr><th>metric</th><th>noisy input</th><th>this model</th><th>gain</th></tr>"
+             + "".join(f"<tr><td>{m}</td><td>{_ci(v['noisy'])}</td><td>{_ci(v['enhanced'])}</td>"
+                       f"<td>{_signed(v['gain'])}</td></tr>" for m, v in ev["metrics"].items()) + "</table>")
+    io = "".join(f"<tr><td>{a}</td><td>{b}</td><td><code>{html.escape(c)}</code></td><td>{d}</td></tr>"
+                 for a, b, c, d in interfaces(out, cfg))
+    summary = md.split("## Quality beside the noisy input")[0].split("\n", 2)[-1]
+    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(card['name'])}</title>
+<style>body{{font-family:sans-serif;max-width:1000px;margin:2em auto}} table{{border-collapse:collapse;font-size:13px}}
+td,th{{border:1px solid #ccc;padding:2px 6px}} table.listen td{{vertical-align:middle}} img.spec{{height:150px}}
+audio{{width:230px}} pre{{background:#f4f4f4;padding:6px;white-space:pre-wrap}}</style></head><body>
+<h1>{html.escape(card['name'])}</h1>
+<pre>{html.escape(summary.strip())}</pre>
+<h2>Quality beside the noisy input</h2>{table}
+<h2>Listen</h2>{listening_html(listen)}
+<h2>Run it without hwkd</h2>
+<p><code>python enhance_onnx.py in.wav out.wav{' [--streaming]' if cfg.causal else ''}</code> in this folder needs
+numpy and onnxruntime only (its docstring describes what hwkd does around the network). STFT: n_fft {cfg.n_fft},
+hop {cfg.hop} at 16 kHz, square-root periodic Hann windows, the signal left-padded with n_fft - hop zeros; the mask
+is applied in polar form to input channel 0.</p>
+<table><tr><th>model</th><th>input / output</th><th>name</th><th>shape</th></tr>{io}</table>
+</body></html>"""
+    path = out / "model_card.html"
+    path.write_text(page)
+    return path
+
+
+def _ci(s: dict) -> str:
+    if s.get("mean") is None:
+        return "-"
+    return f"{s['mean']:.3f}" + (f" ± {s['ci95']:.3f}" if s.get("ci95") is not None else "")
+
+
+def _signed(v) -> str:
+    return "-" if v is None else f"{v:+.3f}"
 
 
 def _lam(training: dict) -> str:

@@ -23,8 +23,10 @@ def _num(v) -> float | None:
     return None if v is None or v != v else float(v)
 
 
-def pick(run: Path, settings: dict, max_latency_ms: float | None, target: str | None, out: Path | None) -> dict:
-    """out: default picks/NAME-trialN in the current directory."""
+def pick(run: Path, settings: dict, max_latency_ms: float | None, target: str | None, out: Path | None,
+         eval_clips: int = 20) -> dict:
+    """out: default picks/NAME-trialN in the current directory. eval_clips: the first val utterances the pick is
+    scored on (every metric, noisy input beside it; 0: none), where the run's dataset is on this machine."""
     from hwkd.hw.export import export_all
     from hwkd.models.checkpoint import load_model, save_checkpoint
     from hwkd.search.pareto import fronts
@@ -55,7 +57,11 @@ def pick(run: Path, settings: dict, max_latency_ms: float | None, target: str | 
     # the student alone (the training checkpoint also holds the distiller's modules and the optimizer)
     save_checkpoint(out / "model.pt", net, meta={**(ck.get("meta") or {}), "picked_from": str(ckpt)})
     ex = export_all(net.eval(), out, openvino=True)
-    files = {"checkpoint": "model.pt", "offline_onnx": ex.offline_onnx.name,
+    import shutil
+    standalone = Path(__file__).resolve().parents[1] / "assets" / "enhance_onnx.py"
+    shutil.copyfile(standalone, out / "enhance_onnx.py")        # numpy + onnxruntime, no hwkd (see its doc)
+    evaluation = _evaluate(net, settings, eval_clips)
+    files = {"checkpoint": "model.pt", "standalone_script": "enhance_onnx.py", "offline_onnx": ex.offline_onnx.name,
              "offline_ir": ex.offline_ir.name if ex.offline_ir else None,
              "step_onnx": ex.step_onnx.name if ex.step_onnx else None,
              "step_ir": ex.step_ir.name if ex.step_ir else None}
@@ -81,11 +87,31 @@ def pick(run: Path, settings: dict, max_latency_ms: float | None, target: str | 
                          "teacher": settings["teacher"],
                          "steps": int(row["total_steps"]), "batch_size": settings["batch_size"],
                          "segment_s": settings["segment_s"]},
+            "evaluation": evaluation,
             "on_front": bool(row["on_front"]), "files": files, "export_parity_max_abs": ex.parity,
             "export_refused": ex.refused, "folder": str(out)}
     write_text_atomic(out / "card.json", json.dumps(card, indent=1, default=str))
     os.chmod(out / "card.json", 0o644)
     return card
+
+
+def _evaluate(net, settings: dict, clips: int) -> dict | None:
+    """The pick and the noisy input on the first `clips` val utterances, every metric (mean ± 95 % CI, gain)."""
+    if clips <= 0 or not settings.get("data"):
+        return None
+    from hwkd.data.datasets import split_pairs
+    from hwkd.metrics.quality import BASE_METRICS
+    from hwkd.train.evaluate import evaluate_pairs
+    try:
+        pairs = split_pairs(settings["data"], "val", channels=net.cfg.in_channels, limit=clips)
+    except HwkdError:                 # the run's dataset is not on this machine: the card says so
+        return None
+    ev = evaluate_pairs(net, pairs, progress=False)
+    return {"split": "val", "utterances": len(pairs), "data": settings["data"],
+            "metrics": {m: {"noisy": ev["noisy"][m], "enhanced": ev["enhanced"][m],
+                            "gain": (ev["enhanced"][m]["mean"] - ev["noisy"][m]["mean"])
+                            if ev["enhanced"][m]["mean"] is not None and ev["noisy"][m]["mean"] is not None
+                            else None} for m in BASE_METRICS}}
 
 
 def trial_checkpoint(run: Path, row) -> Path:
