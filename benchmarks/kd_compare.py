@@ -106,7 +106,7 @@ def main():
             results = run_compare(out, cc, embedded_teacher_path(), train_missing=not a.report_only)
     # a scratch run (--out-suffix) reports into its own folder, not into the repository
     report_dir = out / "report" if a.out_suffix else Path(__file__).resolve().parents[1] / "reports" / out.name
-    summary = report(results, report_dir, cc)
+    summary = report(results, report_dir, cc, cells_dir=out / "cells")
     record = {"settings": summary["settings"], "cells_finished": summary["cells_finished"],
               "cells_total": summary["cells_total"], "rows": summary["rows"], "cells": results,
               "load": load.as_dict(), "machine": fingerprint()}

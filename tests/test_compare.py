@@ -5,6 +5,7 @@ import json
 import pandas as pd
 import pytest
 
+import browser
 from conftest import run_cli
 
 
@@ -39,6 +40,14 @@ def test_compare_matrix_report_and_resume(tmp_path, tiny_corpus, tiny_foa):
     assert all("torch" in json.loads(c.read_text())["cpu"] for c in cells)   # the CPU and ISA each trained on
     assert "thread counts" not in (tmp_path / "report" / "table.md").read_text()
     assert "different CPUs" not in (tmp_path / "report" / "table.md").read_text()
+    # the HTML page: the tables, the interactive gain plots, learning curves, a clip per scheme and student
+    page = (tmp_path / "report" / "index.html").read_text()
+    assert "<table>" in page and "learning curves: " in page and page.count("<audio") == 3 * (2 + 2)
+    if browser.available():
+        res = browser.open_report(tmp_path / "report" / "index.html", screenshot=tmp_path / "compare.png")
+        assert res["console_errors"] == [] and res["external_requests"] == [], res
+        assert res["bokeh_views"] >= 2 + 3 and res["canvases"] >= 5, res           # 2 gain plots, 3 curves
+        assert all(a["ready"] >= 1 and a["error"] is None for a in res["audio"]), res["audio"]
     # a cell from before hwkd recorded its thread count: read from its checkpoint's training config (the
     # cells here trained with torch's default count, so "default"), and the report notes the mix
     old = json.loads(cells[1].read_text())

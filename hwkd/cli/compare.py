@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hwkd.cli.common import POS_INT, csv_list, formatter
+from hwkd.cli.common import POS_INT, csv_list, formatter, nonneg_int
 from hwkd.errors import HwkdError
 from hwkd.experiments.config import CompareConfig
 
@@ -41,6 +41,9 @@ def register(sub) -> None:
     cp.add_argument("--workers", type=int, default=1,
                     help="cells trained side by side, in as many processes (default 1); the same command "
                          "started again elsewhere on the run folder shares the cells out too")
+    cp.add_argument("--clips", type=nonneg_int, default=1,
+                    help="evaluation clips each scheme's seed-0 student enhances to listen to in index.html "
+                         "(default 1)")
     cp.add_argument("--report-only", action="store_true",
                     help="train nothing: report the finished cells (e.g. of a comparison still running)")
     cp.set_defaults(func=cmd_compare)
@@ -66,7 +69,7 @@ def cmd_compare(args) -> int:
         results = run_compare(args.out, cc, teacher, data=data, progress=not args.quiet,
                               train_missing=not args.report_only)
     rdir = args.report_dir or Path("reports") / args.out.resolve().name
-    report(results, rdir, cc)
+    report(results, rdir, cc, cells_dir=args.out / "cells", data=data, clips=args.clips)
     print((rdir / "table.md").read_text())
-    print(f"report in {rdir} (table.md, table.csv, summary.json, quality_vs_size.png, gain_vs_size.png)")
+    print(f"report in {rdir} (index.html, table.md, table.csv, summary.json, quality_vs_size.png, gain_vs_size.png)")
     return 0

@@ -23,9 +23,13 @@ FOCUS = "i2srf-tfckd"          # the scheme the head-to-head section sets agains
 HEAD_TO_HEAD = (("pesq_wb", "PESQ-WB", 3), ("si_sdr_db", "SI-SDR (dB)", 2))
 
 
-def report(results: list[dict], report_dir: Path, cc: CompareConfig) -> dict:
-    """Aggregate the cells into the table (CSV, Markdown), summary.json and the quality-vs-size plot.
-    Works on a part of the matrix too: the header says how many cells of it are in."""
+def report(results: list[dict], report_dir: Path, cc: CompareConfig, cells_dir: Path | None = None,
+           data: dict | None = None, clips: int = 1) -> dict:
+    """Aggregate the cells into the table (CSV, Markdown), summary.json, the plots and index.html. Works on a part
+    of the matrix too: the header says how many cells of it are in. With the cells' folder (RUN/cells) the page
+    also draws each scheme's learning curve per student (val SI-SDR per epoch, mean over seeds) and, with the
+    evaluation datasets (in_channels -> dataset; default: the embedded corpus if built), lets each scheme's
+    seed-0 student be heard on the first `clips` evaluation utterances."""
     import pandas as pd
 
     from hwkd.metrics.quality import mean_ci
@@ -118,7 +122,130 @@ def report(results: list[dict], report_dir: Path, cc: CompareConfig) -> dict:
     summary = {"settings": asdict(cc), "cells_finished": len(results), "cells_total": total, "rows": rows,
                "head_to_head": {"scheme": FOCUS, "pairs": duels}}
     (report_dir / "summary.json").write_text(json.dumps(summary, indent=1))
+    curves = _curves(results, cells_dir) if cells_dir is not None else {}
+    listen = _listen(results, cells_dir, cc, data, report_dir, clips) if cells_dir is not None and clips > 0 else {}
+    _html(report_dir, "\n".join(lines), df, curves, listen)
     return summary
+
+
+def _cell_dir(cells_dir: Path, r: dict) -> Path:
+    return Path(cells_dir) / r["student"] / r["scheme"] / f"seed{r['seed']}"
+
+
+def _curves(results: list[dict], cells_dir: Path) -> dict:
+    """student -> scheme -> [(epoch, mean val SI-SDR over the seeds that reached it)] from each cell's history."""
+    out: dict = {}
+    for r in results:
+        h = _cell_dir(cells_dir, r) / "history.jsonl"
+        if not h.is_file():
+            continue
+        for line in h.read_text().splitlines():
+            e = json.loads(line)
+            out.setdefault(r["student"], {}).setdefault(r["scheme"], {}).setdefault(e["epoch"], []).append(
+                e["val_si_sdr_db"])
+    return {st: {sc: sorted((ep, sum(v) / len(v)) for ep, v in eps.items()) for sc, eps in schemes.items()}
+            for st, schemes in out.items()}
+
+
+def _listen(results: list[dict], cells_dir: Path, cc: CompareConfig, data: dict | None, report_dir: Path,
+            clips: int) -> dict:
+    """student -> listening set (hwkd.report.listen) of each scheme's seed-0 (else lowest-seed) student."""
+    from hwkd.data.datasets import split_pairs
+    from hwkd.errors import HwkdError
+    from hwkd.models.checkpoint import load_model
+    from hwkd.report.listen import listening_set
+    out = {}
+    for k, student in enumerate(dict.fromkeys(r["student"] for r in results)):
+        cells = sorted((r for r in results if r["student"] == student), key=lambda r: r["seed"])
+        models = {}
+        for r in cells:
+            if r["scheme"] not in models:
+                ck = _cell_dir(cells_dir, r) / "best.pt"
+                models[r["scheme"]] = load_model(ck)[0] if ck.is_file() else None
+        in_ch = cells[0]["in_channels"]
+        source = (data or {}).get(in_ch)
+        try:
+            if source is None:
+                from hwkd.data.synth import default_dataset
+                source = default_dataset(in_ch, progress=False)
+            pairs = split_pairs(source, cc.eval_split, channels=in_ch, limit=clips)
+        except HwkdError:
+            continue
+        sub = Path(report_dir) / f"listen-{k}"
+        ls = listening_set(models, pairs, sub, in_channels=in_ch)
+        for c in ls["clips"]:
+            for row in c["rows"]:
+                row["audio"], row["image"] = f"{sub.name}/{row['audio']}", f"{sub.name}/{row['image']}"
+        out[student] = ls
+    return out
+
+
+def _html(report_dir: Path, table_md: str, df, curves: dict, listen: dict) -> None:
+    """index.html: the Markdown report as HTML, an interactive gain-vs-size plot per metric, learning curves and
+    clips where the cells were given."""
+    import html
+
+    import markdown
+    from bokeh.embed import components
+    from bokeh.models import ColumnDataSource, HoverTool, NumeralTickFormatter, Span, Whisker
+    from bokeh.palettes import Category10_10
+    from bokeh.plotting import figure
+
+    from hwkd.report.interactive import bokeh_head
+    from hwkd.report.listen import listening_html
+    figs = []
+    schemes = [sc for sc in dict.fromkeys(df["scheme"]) if sc != "none"]
+    for m, name in (("si_sdr_db", "SI-SDR (dB)"), ("pesq_wb", "PESQ-WB")):
+        f = figure(width=560, height=340, x_axis_type="log", x_axis_label="student parameters",
+                   y_axis_label=f"{name} gain over no-KD (paired by seed)", tools="box_zoom,reset")
+        f.xaxis.formatter = NumeralTickFormatter(format="0a")
+        f.add_layout(Span(location=0, dimension="width", line_color="black", line_width=1))
+        for k, sc in enumerate(schemes):
+            g = df[df["scheme"] == sc].sort_values("params")
+            dodge = 1.04 ** (k - (len(schemes) - 1) / 2)
+            y = [float(v) for v in g[f"{m}_gain_vs_none"]]
+            ci = [float(v) if v is not None and v == v else 0.0 for v in g[f"{m}_gain_ci95"]]
+            src = ColumnDataSource({"x": [float(p) * dodge for p in g["params"]], "y": y,
+                                    "lo": [a - b for a, b in zip(y, ci)], "hi": [a + b for a, b in zip(y, ci)],
+                                    "student": list(g["student"]), "scheme": [sc] * len(g), "ci": ci})
+            color = Category10_10[k % 10]
+            r = f.line("x", "y", source=src, color=color, legend_label=sc)
+            f.scatter("x", "y", source=src, color=color, size=7)
+            f.add_layout(Whisker(source=src, base="x", upper="hi", lower="lo", line_color=color))
+            f.add_tools(HoverTool(renderers=[r], tooltips=[("scheme", "@scheme"), ("student", "@student"),
+                                                           ("gain", "@y{+0.000} ± @ci{0.000}")]))
+        f.legend.label_text_font_size = "8pt"
+        f.legend.click_policy = "hide"
+        f.add_layout(f.legend[0], "right")          # beside the plot, not over the points
+        figs.append(f)
+    for student, per_scheme in curves.items():
+        f = figure(width=520, height=280, x_axis_label="epoch", y_axis_label="val SI-SDR (dB), mean over seeds",
+                   title=f"learning curves: {student}", tools="box_zoom,reset,hover")
+        for k, (sc, pts) in enumerate(per_scheme.items()):
+            f.line([p[0] for p in pts], [p[1] for p in pts], color=Category10_10[k % 10], legend_label=sc)
+        f.legend.label_text_font_size = "8pt"
+        figs.append(f)
+    script, divs = components(figs)
+    body = markdown.markdown(table_md, extensions=["tables"])
+    clips = "".join(f"<h3>{html.escape(st)}</h3>{listening_html(ls)}" for st, ls in listen.items()) or \
+        "<p>No clips: the cells' checkpoints or the evaluation data are not on the machine that wrote this report.</p>"
+    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>hwkd compare</title>
+{bokeh_head()}
+<style>body{{font-family:sans-serif;max-width:1150px;margin:2em auto}} table{{border-collapse:collapse;font-size:12px}}
+td,th{{border:1px solid #ccc;padding:2px 6px}} .plots{{display:flex;flex-wrap:wrap;gap:8px}}
+table.listen td{{vertical-align:middle}} img.spec{{height:150px}} audio{{width:230px}}</style>
+{script}</head><body>
+<h2>Gains over no-KD against student size (interactive; click a legend entry to hide a scheme)</h2>
+<div class=plots>{''.join(divs)}</div>
+{body}
+<h2>Listen</h2><p>Each scheme's seed-0 student on the first evaluation clips, beside the noisy input and the clean
+reference (spectrograms on one colour scale).</p>{clips}
+<h2>Static figures</h2><img src="quality_vs_size.png" style="max-width:100%"><img src="gain_vs_size.png"
+style="max-width:100%">
+<p>Files: <a href="table.csv">table.csv</a>, <a href="table.md">table.md</a>,
+<a href="summary.json">summary.json</a>.</p>
+</body></html>"""
+    (report_dir / "index.html").write_text(page)
 
 
 def _mixed_note(student: str, cells: list[dict]) -> list[str]:
