@@ -206,3 +206,29 @@ def test_a_chunk_past_its_deadline_keeps_the_finished_chunks_and_stops_its_worke
     assert len(calib["table_ms"]) == len(block_specs()) and all(v > 0 for v in calib["table_ms"].values())
     save_calibration(calib, "loopback-dev")
     assert not partial.exists() and load_predictor("loopback-dev", "onnxruntime", 1) is not None
+
+
+def test_the_files_shipped_to_a_device_measure_on_their_own(tmp_path):
+    """The worker package copied to a device (hwkd.hw.remote.WORKER_FILES) imports and measures without the rest
+    of hwkd: a module the latency protocol starts to import at module level must be shipped too."""
+    import subprocess
+
+    import onnx
+    from onnx import TensorProto, helper
+
+    from hwkd.hw.remote import WORKER_FILES
+    for rel, src in WORKER_FILES.items():
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text(src.read_text() if src else "")
+    x = helper.make_tensor_value_info("features", TensorProto.FLOAT, [1, 2, "frames", 257])
+    y = helper.make_tensor_value_info("mask", TensorProto.FLOAT, [1, 2, "frames", 257])
+    g = helper.make_graph([helper.make_node("Identity", ["features"], ["mask"])], "g", [x], [y])
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), str(tmp_path / "m.onnx"))
+    code = ("import sys, hwkd.hw.measure as m; assert m.__file__.startswith(sys.argv[1]), m.__file__; "
+            "r = m.measure('onnxruntime', 'offline', 1, onnx=__import__('pathlib').Path(sys.argv[2]), "
+            "protocol=m.Protocol(warmup=1, runs=3, min_s=0.0)); print(r.p50_ms)")
+    p = subprocess.run([sys.executable, "-c", code, str(tmp_path), str(tmp_path / "m.onnx")], cwd=tmp_path,
+                       env={"PYTHONPATH": str(tmp_path), "PATH": os.environ.get("PATH", "")},
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert float(p.stdout.strip().splitlines()[-1]) > 0
