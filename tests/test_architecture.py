@@ -18,6 +18,8 @@ def module_graph(root: Path = ROOT) -> dict[str, set[str]]:
     """hwkd module -> the hwkd modules it imports anywhere in its body."""
     mods = {}
     for p in root.rglob("*.py"):
+        if "assets" in p.relative_to(root).parts:      # shipped files (a standalone script), not modules
+            continue
         parts = p.relative_to(root.parent).with_suffix("").parts
         mods[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = p
     graph = {}
@@ -103,3 +105,12 @@ def test_the_checks_see_a_circle_and_an_upward_import(tmp_path):
     g = module_graph(pkg)
     assert cycles(g) == [["hwkd.models.a", "hwkd.models.b"]]
     assert "hwkd.report.card" in g["hwkd.models.b"] and RANK["report"] > RANK["models"]
+
+
+def test_the_standalone_script_shipped_with_picks_imports_no_hwkd():
+    """assets/enhance_onnx.py runs where hwkd is not installed: numpy, onnxruntime and the standard library only."""
+    tree = ast.parse((ROOT / "assets" / "enhance_onnx.py").read_text())
+    names = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    names |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+    import sys
+    assert names - set(sys.stdlib_module_names) == {"numpy", "onnxruntime"}, names
