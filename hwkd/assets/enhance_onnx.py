@@ -35,7 +35,13 @@ SAMPLE_RATE = 16000
 
 def read_wav(path: Path) -> np.ndarray:
     """-> float32 [channels, samples] in [-1, 1)."""
-    with wave.open(str(path), "rb") as w:
+    if not path.is_file():
+        sys.exit(f"{path}: no such file")
+    try:
+        w = wave.open(str(path), "rb")
+    except (wave.Error, EOFError) as e:
+        sys.exit(f"{path}: not a PCM WAV file ({e}); convert it, e.g. sox IN -r 16000 -b 16 OUT.wav")
+    with w:
         if w.getsampwidth() != 2 or w.getframerate() != SAMPLE_RATE:
             sys.exit(f"{path}: needs 16-kHz 16-bit PCM WAV (convert it, e.g. sox IN -r 16000 -b 16 OUT.wav)")
         x = np.frombuffer(w.readframes(w.getnframes()), "<i2").astype(np.float32) / 32768.0
@@ -112,6 +118,8 @@ def main() -> None:
     ap.add_argument("output", type=Path)
     ap.add_argument("--streaming", action="store_true", help="step.onnx hop by hop (causal models)")
     a = ap.parse_args()
+    if not (HERE / "card.json").is_file():
+        sys.exit(f"no card.json beside {Path(__file__).name}: run the copy in a `hwkd pick` folder")
     cfg = json.loads((HERE / "card.json").read_text())["config"]
     n_fft, hop = cfg.get("n_fft", 512), cfg["hop"]
     x = read_wav(a.input)

@@ -87,19 +87,12 @@ def write_card_html(card: dict, settings: dict, clips: int = 2) -> Path:
     without hwkd. Returns its path."""
     import html
 
-    from hwkd.report.listen import listening_html, listening_set
+    from hwkd.report.listen import listen_to, listening_html
     out = Path(card["folder"])
     cfg = DPDCRNConfig.from_dict(card["config"])
-    listen = {"clips": [], "missing": []}
-    if clips > 0 and settings.get("data"):
-        from hwkd.data.datasets import split_pairs
-        from hwkd.errors import HwkdError
-        from hwkd.models.checkpoint import load_model
-        try:
-            pairs = split_pairs(settings["data"], "val", channels=cfg.in_channels, limit=clips)
-            listen = listening_set({"this model": load_model(out / "model.pt")[0]}, pairs, out, cfg.in_channels)
-        except HwkdError:
-            pass
+    from hwkd.models.checkpoint import load_model
+    listen = listen_to({"this model": load_model(out / "model.pt")[0]}, settings.get("data"), "val",
+                       cfg.in_channels, clips, out)
     md = (out / "model_card.md").read_text() if (out / "model_card.md").is_file() else ""
     ev = card.get("evaluation")
     table = ("<p>Not evaluated: the search's dataset is not on the machine that picked it.</p>" if not ev else

@@ -150,10 +150,9 @@ def _curves(results: list[dict], cells_dir: Path) -> dict:
 def _listen(results: list[dict], cells_dir: Path, cc: CompareConfig, data: dict | None, report_dir: Path,
             clips: int) -> dict:
     """student -> listening set (hwkd.report.listen) of each scheme's seed-0 (else lowest-seed) student."""
-    from hwkd.data.datasets import split_pairs
     from hwkd.errors import HwkdError
     from hwkd.models.checkpoint import load_model
-    from hwkd.report.listen import listening_set
+    from hwkd.report.listen import listen_to
     out = {}
     for k, student in enumerate(dict.fromkeys(r["student"] for r in results)):
         cells = sorted((r for r in results if r["student"] == student), key=lambda r: r["seed"])
@@ -164,19 +163,13 @@ def _listen(results: list[dict], cells_dir: Path, cc: CompareConfig, data: dict 
                 models[r["scheme"]] = load_model(ck)[0] if ck.is_file() else None
         in_ch = cells[0]["in_channels"]
         source = (data or {}).get(in_ch)
-        try:
-            if source is None:
-                from hwkd.data.synth import default_dataset
+        if source is None:
+            from hwkd.data.synth import default_dataset
+            try:
                 source = default_dataset(in_ch, progress=False)
-            pairs = split_pairs(source, cc.eval_split, channels=in_ch, limit=clips)
-        except HwkdError:
-            continue
-        sub = Path(report_dir) / f"listen-{k}"
-        ls = listening_set(models, pairs, sub, in_channels=in_ch)
-        for c in ls["clips"]:
-            for row in c["rows"]:
-                row["audio"], row["image"] = f"{sub.name}/{row['audio']}", f"{sub.name}/{row['image']}"
-        out[student] = ls
+            except HwkdError:
+                continue
+        out[student] = listen_to(models, source, cc.eval_split, in_ch, clips, report_dir, sub=f"listen-{k}")
     return out
 
 

@@ -25,6 +25,7 @@ def front_figures(done, q_ref: float, pesq_ref: float | None, c_ref: float, targ
         return ", ".join(f"{c[4:]}={r[c]}" for c in cfg_cols if r[c] == r[c])
 
     rows = done.sort_values("trial")
+    ok = list(rows["feasible"] == True)  # noqa: E712  (None: not recorded, counted as over the limit)
     src = ColumnDataSource({
         "trial": [int(t) for t in rows["trial"]],
         "sdr": [float(v) for v in rows["val_si_sdr_db"]],
@@ -34,10 +35,8 @@ def front_figures(done, q_ref: float, pesq_ref: float | None, c_ref: float, targ
         "params": [int(v) for v in rows["params"]],
         "how": [str(v) for v in rows["latency_how"]],
         "config": [cfg_text(r) for _, r in rows.iterrows()],
-        "front": ["front" if f else ("over the limit" if not fe else "") for f, fe in
-                  zip(rows["on_front"], rows["feasible"] == True)],  # noqa: E712
-        "color": ["#d62728" if f else ("#999999" if fe is not True else "#1f77b4") for f, fe in
-                  zip(rows["on_front"], rows["feasible"])],
+        "front": ["front" if f else ("" if fe else "over the limit") for f, fe in zip(rows["on_front"], ok)],
+        "color": ["#d62728" if f else ("#1f77b4" if fe else "#999999") for f, fe in zip(rows["on_front"], ok)],
         "size": [11 if f else 7 for f in rows["on_front"]],
         "pick": [f"hwkd pick {name} --max-latency-ms {ceil3(v)} --target {target}" for v in rows["latency_ms"]],
     })

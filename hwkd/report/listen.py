@@ -42,14 +42,14 @@ def spectrogram_image(path: Path, x: np.ndarray, title: str) -> None:
     plt.close(fig)
 
 
-def listening_set(models: dict, pairs: list, out_dir: Path, in_channels: int = 1) -> dict:
+def listening_set(models: dict, pairs: list, out_dir: Path, in_channels: int = 1, sub: str = "clips") -> dict:
     """models: label -> DPDCRN (None: no checkpoint here, left out with a note); pairs: the utterances (Pair).
-    Writes out_dir/clips/*.flac and *.jpg; returns {"clips": [{id, rows: [{label, audio, image, si_sdr_db,
+    Writes out_dir/SUB/*.flac and *.jpg; returns {"clips": [{id, rows: [{label, audio, image, si_sdr_db,
     pesq_wb}]}], "missing": [labels]}: rows are the noisy input, each model, the clean reference."""
     from hwkd.audio.io import read_audio
     from hwkd.metrics.quality import pesq_wb, si_sdr
     from hwkd.models.enhancer import Enhancer
-    cdir = Path(out_dir) / "clips"
+    cdir = Path(out_dir) / sub
     cdir.mkdir(parents=True, exist_ok=True)
     enhancers = {k: Enhancer(m).eval() for k, m in models.items() if m is not None}
     out = {"clips": [], "missing": [k for k, m in models.items() if m is None]}
@@ -65,12 +65,27 @@ def listening_set(models: dict, pairs: list, out_dir: Path, in_channels: int = 1
             write_clip(cdir / f"{stem}.flac", x)
             spectrogram_image(cdir / f"{stem}.jpg", x, f"{label} — {p.id}")
             ref = label == "clean reference"
-            rows.append({"label": label, "audio": f"clips/{stem}.flac", "image": f"clips/{stem}.jpg",
+            rows.append({"label": label, "audio": f"{sub}/{stem}.flac", "image": f"{sub}/{stem}.jpg",
                          "si_sdr_db": None if ref else float(si_sdr(x, clean)),
                          "pesq_wb": None if ref else _pesq(pesq_wb, x, clean)})
         out["clips"].append({"id": p.id, "rows": rows})
     return out
 
+
+
+def listen_to(models: dict, source, split: str, in_channels: int, clips: int, out_dir: Path,
+              sub: str = "clips") -> dict:
+    """listening_set on the first `clips` utterances of `split` of a dataset (`source`); where the dataset or the
+    split is not on this machine, no clips and a note saying so (the report is written without them)."""
+    from hwkd.data.datasets import split_pairs
+    from hwkd.errors import HwkdError
+    if clips <= 0 or not source:
+        return {"clips": [], "missing": []}
+    try:
+        pairs = split_pairs(source, split, channels=in_channels, limit=clips)
+    except HwkdError:
+        return {"clips": [], "missing": [], "note": f"the {split} clips of {source} are not on this machine"}
+    return listening_set(models, pairs, out_dir, in_channels=in_channels, sub=sub)
 
 def _pesq(fn, est: np.ndarray, ref: np.ndarray) -> float | None:
     try:
@@ -82,7 +97,7 @@ def _pesq(fn, est: np.ndarray, ref: np.ndarray) -> float | None:
 def listening_html(ls: dict) -> str:
     """The listening section: a table per clip, a row per signal with its player, spectrogram and figures."""
     if not ls["clips"]:
-        return "<p>No validation clips to listen to.</p>"
+        return f"<p>No clips to listen to{': ' + html.escape(ls['note']) if ls.get('note') else ''}.</p>"
     parts = []
     for clip in ls["clips"]:
         rows = []

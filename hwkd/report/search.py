@@ -99,23 +99,18 @@ def write_report(run: Path, settings: dict, out_dir: Path, clips: int = 2) -> di
 
 def _listen(run: Path, settings: dict, front, out_dir: Path, clips: int) -> dict:
     """The listening set of the front: each member whose checkpoint is here, on the first `clips` val clips."""
-    from hwkd.report.listen import listening_set
-    if clips <= 0 or not settings.get("data"):
-        return {"clips": [], "missing": []}
-    from hwkd.data.datasets import split_pairs
     from hwkd.models.checkpoint import load_model
+    from hwkd.report.listen import listen_to
     from hwkd.search.pick import trial_checkpoint
+    if clips <= 0:
+        return {"clips": [], "missing": []}
     models, in_ch = {}, 1
     for _, row in front.iterrows():
         ck = trial_checkpoint(run, row)
         net = load_model(ck)[0] if ck.is_file() else None
         in_ch = net.cfg.in_channels if net is not None else in_ch
         models[f"trial {int(row['trial'])}"] = net
-    try:
-        pairs = split_pairs(settings["data"], "val", channels=in_ch, limit=clips)
-    except HwkdError:            # the run's dataset is not on this machine: the report goes without clips
-        return {"clips": [], "missing": list(models)}
-    return listening_set(models, pairs, out_dir, in_channels=in_ch)
+    return listen_to(models, settings.get("data"), "val", in_ch, clips, out_dir)
 
 
 def _table(df, cols: list[str]) -> str:
@@ -135,6 +130,7 @@ def _table(df, cols: list[str]) -> str:
 def _html(out_dir: Path, settings: dict, s: dict, df, front, listen: dict) -> None:
     from hwkd.report.interactive import bokeh_head, ceil3, front_figures, hypervolume_figure
     from hwkd.report.listen import listening_html
+    from hwkd.search.store import cell_float
     cfg_cols = [c for c in df.columns if c.startswith("cfg_") and df[c].nunique(dropna=False) > 1]
     cols = ["trial", *cfg_cols, "val_si_sdr_db", "val_pesq_wb", "rung", "latency_ms", "gmacs_per_s", "params"]
     failed = df[df["state"] == "FAIL"]
@@ -144,7 +140,7 @@ def _html(out_dir: Path, settings: dict, s: dict, df, front, listen: dict) -> No
                                    s["target"], s["name"])
     hscript, hdiv = hypervolume_figure(s["hypervolume_minutes"], s["hypervolume_history"])
     picks = "".join(
-        f"<tr><td>{int(r['trial'])}</td><td>{r['val_si_sdr_db']:.2f}</td><td>{_fmt(_num(r['val_pesq_wb']))}</td>"
+        f"<tr><td>{int(r['trial'])}</td><td>{r['val_si_sdr_db']:.2f}</td><td>{_fmt(cell_float(r['val_pesq_wb']))}</td>"
         f"<td>{r['latency_ms']:.3f}</td><td><code>hwkd pick {html.escape(s['name'])} --max-latency-ms "
         f"{ceil3(r['latency_ms'])} --target {html.escape(s['target'])}</code></td></tr>"
         for _, r in front.iterrows())
@@ -190,10 +186,6 @@ reference, with spectrograms on one colour scale and per-clip figures.</p>
 <a href="summary.json">summary.json</a>. The run's study store opens in optuna-dashboard too (see README).</p>
 </body></html>"""
     (out_dir / "index.html").write_text(page)
-
-
-def _num(v):
-    return None if v is None or v != v else float(v)
 
 
 def _fmt(x) -> str:

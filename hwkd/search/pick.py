@@ -16,11 +16,7 @@ from pathlib import Path
 from hwkd import SAMPLE_RATE
 from hwkd.audio.io import write_text_atomic
 from hwkd.errors import HwkdError
-
-
-def _num(v) -> float | None:
-    """A table cell as a float, None where empty (None or NaN)."""
-    return None if v is None or v != v else float(v)
+from hwkd.search.store import cell_float
 
 
 def pick(run: Path, settings: dict, max_latency_ms: float | None, target: str | None, out: Path | None,
@@ -65,24 +61,24 @@ def pick(run: Path, settings: dict, max_latency_ms: float | None, target: str | 
              "offline_ir": ex.offline_ir.name if ex.offline_ir else None,
              "step_onnx": ex.step_onnx.name if ex.step_onnx else None,
              "step_ir": ex.step_ir.name if ex.step_ir else None}
-    hi_ms = _num(row.get("latency_hi_ms"))          # the top of a calibrated prediction's band (None: no band)
+    hi_ms = cell_float(row.get("latency_hi_ms"))          # the top of a calibrated prediction's band (None: no band)
     card = {"name": f"{settings['name']}-trial{int(row['trial'])}", "run": settings["name"],
             "trial": int(row["trial"]), "target": settings["target"], "config": net.cfg.to_dict(),
             "params": int(row["params"]), "gmacs_per_s": float(row["gmacs_per_s"]),
             "quality": {"val_si_sdr_db": float(row["val_si_sdr_db"]),
-                        "val_pesq_wb": _num(row["val_pesq_wb"]),
+                        "val_pesq_wb": cell_float(row["val_pesq_wb"]),
                         "noisy_val_si_sdr_db": attrs["quality_ref"],
                         "noisy_val_pesq_wb": attrs.get("quality_ref_pesq_wb"), "split": "val",
                         "data": settings["data"]},
             "latency": {"per_hop_ms": float(row["latency_ms"]),
-                        "p90_per_hop_ms": _num(row["latency_p90_ms"]),
-                        "band_per_hop_ms": [_num(row.get("latency_lo_ms")), hi_ms],
+                        "p90_per_hop_ms": cell_float(row["latency_p90_ms"]),
+                        "band_per_hop_ms": [cell_float(row.get("latency_lo_ms")), hi_ms],
                         "limit_ms": max_latency_ms,
                         "may_exceed_limit": bool(max_latency_ms is not None and hi_ms and hi_ms > max_latency_ms),
                         "hop_ms": net.cfg.hop / SAMPLE_RATE * 1e3, "how": row["latency_how"],
                         "provenance": row["latency_provenance"] if isinstance(row["latency_provenance"], str)
                         else None},
-            "training": {"kd": settings["kd"], "lambda": _num(row.get("kd_lambda")) or settings["lam"],
+            "training": {"kd": settings["kd"], "lambda": cell_float(row.get("kd_lambda")) or settings["lam"],
                          "lambda_rule": "fixed" if settings["lam"] is not None else "balanced (gradient ratio)",
                          "teacher": settings["teacher"],
                          "steps": int(row["total_steps"]), "batch_size": settings["batch_size"],

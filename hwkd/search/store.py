@@ -201,6 +201,11 @@ def given_storage(flag: str | None) -> tuple[str | None, str]:
     return None, ""
 
 
+def cell_float(v) -> float | None:
+    """A cell of collect()'s table as a float, None where empty (None or NaN)."""
+    return None if v is None or v != v else float(v)
+
+
 def collect(run: Path, settings: dict) -> tuple:
     """A search run's trials as a DataFrame (one row per trial of every worker: config, quality, cost and how each
     latency was obtained; duplicates, over-limit and waiting trials left out) and the study's user attrs."""
