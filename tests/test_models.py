@@ -144,3 +144,24 @@ def test_checkpoints_from_before_the_cumulative_norm_load_frame_wise(tmp_path):
     assert m2.cfg.causal_norm == "frame" and not m2.cumulative_norms()
     x = torch.randn(1, 2, 7, 257)
     assert torch.equal(m.eval()(x), m2(x))
+
+
+def test_input_compression_is_per_bin_power_law_and_checkpoints_from_before_it_load_raw(tmp_path):
+    m = DPDCRN(DPDCRNConfig(**TINY, input_compress=0.3))
+    x = torch.randn(2, 2, 5, 257)
+    y = m.compress(x)
+    mag_x, mag_y = torch.hypot(x[:, 0], x[:, 1]), torch.hypot(y[:, 0], y[:, 1])
+    assert torch.allclose(mag_y, mag_x ** 0.3, rtol=1e-4)                            # |X|^c
+    assert torch.allclose(torch.atan2(y[:, 1], y[:, 0]), torch.atan2(x[:, 1], x[:, 0]), atol=1e-4)  # phase kept
+    assert torch.equal(DPDCRN(DPDCRNConfig(**TINY)).compress(x), x)                # c = 1: the raw STFT
+    for bad in (0.0, 1.5, True, "0.3"):
+        with pytest.raises(ValueError, match="input_compress"):
+            DPDCRNConfig(**TINY, input_compress=bad)
+    # a checkpoint written before the field existed was trained on the raw STFT, whatever today's default
+    raw = DPDCRN(DPDCRNConfig(**TINY))
+    save_checkpoint(tmp_path / "old.pt", raw)
+    ck = torch.load(tmp_path / "old.pt", weights_only=True)
+    del ck["model"]["config"]["input_compress"]
+    torch.save(ck, tmp_path / "old.pt")
+    m2, _ = load_model(tmp_path / "old.pt")
+    assert m2.cfg.input_compress == 1.0 and torch.equal(raw.eval()(x), m2(x))

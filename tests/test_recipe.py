@@ -23,12 +23,13 @@ def _speechlike(n, seed):
     return clean, clean + 0.03 * torch.randn(n, generator=g)
 
 
+@pytest.mark.parametrize("compress", [1.0, 0.3])
 @pytest.mark.parametrize("mics", [1, 4])
 @pytest.mark.parametrize("causal", [False, True])
-def test_untrained_model_passes_its_reference_channel_through(mics, causal):
+def test_untrained_model_passes_its_reference_channel_through(mics, causal, compress):
     torch.manual_seed(0)
     extra = dict(causal=True, time_attention="causal") if causal else {}
-    e = Enhancer(create_model(dict(TINY, in_channels=mics, **extra))).eval()
+    e = Enhancer(create_model(dict(TINY, in_channels=mics, input_compress=compress, **extra))).eval()
     clean, noisy = _speechlike(24000, 1)
     x = torch.stack([noisy] + [0.05 * torch.randn(24000) for _ in range(mics - 1)])[None]   # W is channel 0
     ref = -float(neg_si_sdr(noisy, clean))

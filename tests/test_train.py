@@ -79,6 +79,10 @@ def test_training_improves_and_commands_run(tmp_path, corpus, model_yaml):
     assert "pesq_wb" in e.stdout and "enhanced" in e.stdout
     j = json.loads((tmp_path / "e.json").read_text())
     assert j["utterances"] == 4 and j["enhanced"]["si_sdr_db"]["n"] == 4
+    # by condition, from the corpus's manifest: every clip in one noise family and one SNR band
+    assert "by noise" in e.stdout and "by SNR" in e.stdout
+    for key in ("noise", "snr"):
+        assert sum(r["n"] for r in j["by_condition"][key].values()) == 4
 
     noisy = corpus / "test" / "noisy" / "clip_000000.wav"
     n = run_cli("enhance", out / "best.pt", noisy, tmp_path / "o.wav")
@@ -171,3 +175,26 @@ def test_two_data_parallel_workers_train_like_one_process(tmp_path, corpus, mode
                   "--workers", "2")
     assert bad.returncode == 2 and "--workers 2" in bad.stderr and "Traceback" not in bad.stderr
     assert not (tmp_path / "bad").exists()
+
+
+def test_scores_by_condition_come_from_the_manifest(tmp_path):
+    from hwkd.data.layouts import Pair
+    from hwkd.train.evaluate import by_condition, conditions
+    d = tmp_path / "test"
+    (d / "noisy").mkdir(parents=True)
+    recs = [{"noisy": "noisy/a.wav", "noise_kind": "babble", "snr_db": -2.0},
+            {"noisy": "noisy/b.wav", "noise_kind": "white", "snr_db": 7.5, "room": {"rt60_s": 0.45}},
+            {"noisy": "noisy/c.wav", "noise_kind": "babble", "snr_db": 21.0}]
+    (d / "manifest.jsonl").write_text("\n".join(json.dumps(r) for r in recs) + "\nnot json\n")
+    pairs = [Pair(d / "noisy" / f"{k}.wav", d / "clean" / f"{k}.wav", k) for k in "abcz"]   # z: not described
+    conds = conditions(pairs)
+    assert conds == [{"noise": "babble", "snr": "< 0 dB"},
+                     {"noise": "white", "snr": "5 to 10 dB", "rt60": "0.3 to 0.6 s"},
+                     {"noise": "babble", "snr": ">= 20 dB"}, {}]
+    noisy = [{"si_sdr_db": v} for v in (0.0, 5.0, 20.0, 1.0)]
+    enh = [{"si_sdr_db": v} for v in (1.0, 15.0, 23.0, 9.0)]
+    t = by_condition(conds, noisy, enh, ("si_sdr_db", "pesq_wb"))
+    assert t["noise"]["babble"]["n"] == 2 and t["noise"]["babble"]["si_sdr_db"]["gain"] == pytest.approx(2.0)
+    assert t["noise"]["white"]["si_sdr_db"]["gain"] == pytest.approx(10.0) and "pesq_wb" not in t["noise"]["white"]
+    assert list(t["snr"]) == ["< 0 dB", "5 to 10 dB", ">= 20 dB"] and list(t["rt60"]) == ["0.3 to 0.6 s"]
+    assert by_condition([{}], noisy[:1], enh[:1], ("si_sdr_db",)) == {}

@@ -166,6 +166,16 @@ def cmd_evaluate(args) -> int:
         print(f"  {k:<12}{fa:>18}{fb:>18}{b['mean'] - a['mean']:>+9.3f}")
     print("  status noisy: " + ", ".join(f"{k} {v}" for k, v in sn["status_counts"].items())
           + "; enhanced: " + ", ".join(f"{k} {v}" for k, v in se["status_counts"].items()))
+    for key, title in (("noise", "noise"), ("snr", "SNR"), ("rt60", "RT60")):
+        table = res["by_condition"].get(key)
+        if not table:
+            continue
+        print(f"  by {title} (gain: mean enhanced - mean noisy):")
+        print(f"    {title:<16}{'n':>4}{'SI-SDR noisy':>14}{'SI-SDR gain':>13}{'PESQ-WB gain':>14}{'eSTOI gain':>12}")
+        for value, row in table.items():
+            cells = [f"{row[m]['gain']:+.3f}" if m in row else "-" for m in ("si_sdr_db", "pesq_wb", "estoi")]
+            base = f"{row['si_sdr_db']['noisy']:.2f}" if "si_sdr_db" in row else "-"
+            print(f"    {value:<16}{row['n']:>4}{base:>14}{cells[0]:>13}{cells[1]:>14}{cells[2]:>12}")
     if args.out:
         write_text_atomic(args.out, json.dumps({
             "checkpoint": str(args.ckpt), "model": ck["model"], "data": str(data), "split": args.split,

@@ -51,8 +51,9 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
                         "use another checkpoint, e.g. the run's last.pt or best.pt")
     # a config written before a field existed was trained with that field's old behaviour (causal_norm only
     # matters for causal models: a non-causal one gets the default, so it still equals its preset)
-    legacy = LEGACY_FIELDS if cfg.get("causal") else {k: DPDCRNConfig.__dataclass_fields__[k].default
-                                                      for k in LEGACY_FIELDS}
+    legacy = dict(LEGACY_FIELDS)
+    if not cfg.get("causal"):
+        legacy["causal_norm"] = DPDCRNConfig.__dataclass_fields__["causal_norm"].default
     ck["model"]["config"] = {**legacy, **cfg}
     return ck
 
