@@ -1,0 +1,105 @@
+"""The weight-sharing supernet: sub-networks are slices of the largest DPDCRN and extract as plain models."""
+
+import pytest
+import torch
+
+from hwkd.models.checkpoint import load_model, save_checkpoint
+from hwkd.models.dpdcrn import DPDCRN, DPDCRNConfig
+from hwkd.models.enhancer import Enhancer
+from hwkd.models.supernet import Supernet, largest
+
+CAUSAL = dict(causal=True, time_attention="none")
+BIG = DPDCRNConfig(channels=16, layers=2, depth=3, heads=2, gru_hidden=12, **CAUSAL)
+SUBS = [DPDCRNConfig(channels=8, layers=1, depth=1, heads=0, gru_hidden=4, intra_bidirectional=False, **CAUSAL),
+        DPDCRNConfig(channels=12, layers=2, depth=2, heads=1, gru_hidden=8, **CAUSAL),
+        DPDCRNConfig(channels=16, layers=1, depth=3, heads=2, gru_hidden=12, intra_bidirectional=False, **CAUSAL),
+        BIG]
+
+
+@pytest.fixture(scope="module")
+def supernet():
+    torch.manual_seed(0)
+    return Supernet(BIG)
+
+
+@pytest.mark.parametrize("cfg", SUBS, ids=lambda c: f"C{c.channels}L{c.layers}D{c.depth}H{c.hidden}h{c.heads}")
+def test_a_sub_network_is_the_extracted_plain_model(supernet, cfg):
+    x = torch.randn(2, 2, 7, 257)
+    model = supernet.extract(cfg)
+    assert type(model) is DPDCRN and model.cfg == cfg
+    with torch.no_grad():
+        # the same numbers up to float rounding (a slice and its contiguous copy may sum in another order)
+        assert torch.allclose(supernet(cfg, x), model(x), atol=1e-5)
+        m_sn, taps_sn = supernet(cfg, x, return_taps=True)
+        m_pl, taps_pl = model(x, return_taps=True)
+    assert [t.shape for t in taps_sn["enc"] + taps_sn["mid"]] == [t.shape for t in taps_pl["enc"] + taps_pl["mid"]]
+    # and it streams hop by hop like any causal DPDCRN
+    e = Enhancer(model).eval()
+    wav = 0.1 * torch.randn(1, 1, 4000)
+    with torch.no_grad():
+        assert torch.allclose(e(wav), e.stream(wav), atol=1e-5)
+
+
+def test_the_largest_sub_network_is_the_supernet_itself(supernet):
+    x = torch.randn(1, 2, 5, 257)
+    with torch.no_grad():
+        assert torch.equal(supernet(BIG, x), supernet.net(x))
+
+
+def test_embed_then_extract_gives_the_same_weights_and_a_loadable_checkpoint(tmp_path):
+    sn = Supernet(BIG)
+    torch.manual_seed(3)
+    small = DPDCRN(SUBS[1])
+    sn.embed(small)
+    got = sn.extract(SUBS[1])
+    for (k, a), (_, b) in zip(small.state_dict().items(), got.state_dict().items(), strict=True):
+        assert torch.equal(a, b), k
+    save_checkpoint(tmp_path / "sub.pt", got)
+    loaded, _ = load_model(tmp_path / "sub.pt")
+    x = torch.randn(1, 2, 5, 257)
+    with torch.no_grad():
+        assert torch.allclose(loaded(x), small.eval()(x), atol=1e-5)
+
+
+def test_gradients_reach_only_the_slices_gate_by_gate():
+    torch.manual_seed(0)
+    sn = Supernet(BIG)
+    cfg = SUBS[0]                                           # C 8, L 1, D 1, H 4, unidirectional, no attention
+    sn(cfg, torch.randn(2, 2, 6, 257)).pow(2).mean().backward()
+    net = sn.net
+    gru = net.dp_layers[0].intra.gru
+    rows = (gru.weight_hh_l0.grad.abs().sum(1) > 0).nonzero().flatten().tolist()
+    assert rows == [g * 12 + j for g in range(3) for j in range(4)]      # r, z, n: the first 4 units of each
+    assert (gru.weight_hh_l0.grad[:, 4:] == 0).all() and (gru.weight_ih_l0.grad[:, 4:] == 0).all()
+    assert gru.weight_hh_l0_reverse.grad is None                         # a unidirectional sub-network
+    assert net.dp_layers[1].intra.gru.weight_ih_l0.grad is None          # layer 2 skipped
+    assert net.enc_dense.convs[1].weight.grad is None                    # dense layer 2 skipped
+    assert net.dp_layers[0].intra.mha.in_proj_weight.grad is None        # heads 0: no attention
+    g = net.enc1[0].weight.grad
+    assert (g[:8] != 0).any() and (g[8:] == 0).all()
+    # the fc after a bidirectional GRU reads [fwd h | bwd h]
+    sn.zero_grad()
+    sn(SUBS[1], torch.randn(2, 2, 6, 257)).pow(2).mean().backward()
+    cols = (net.dp_layers[0].intra.fc.weight.grad.abs().sum(0) > 0).nonzero().flatten().tolist()
+    assert cols == list(range(8)) + list(range(12, 20))
+    # the dense block's layer 2 input is [out_1 | out_0 | input], each sliced in its own block of 16
+    cols = (net.enc_dense.convs[1].weight.grad.abs().sum((0, 2, 3)) > 0).nonzero().flatten().tolist()
+    assert cols == list(range(12)) + list(range(16, 28))
+
+
+def test_what_does_not_fit_is_refused():
+    sn = Supernet(DPDCRNConfig(channels=16, layers=1, depth=2, heads=0, gru_hidden=8, intra_bidirectional=False,
+                               **CAUSAL))
+    for bad, field in ((dict(channels=24), "channels"), (dict(layers=2), "layers"), (dict(gru_hidden=16), "gru_hidden"),
+                       (dict(heads=2), "heads"), (dict(intra_bidirectional=True), "bidirectional"),
+                       (dict(hop=128), "hop"), (dict(in_channels=4), "in_channels")):
+        cfg = DPDCRNConfig(**{**dict(channels=8, layers=1, depth=1, heads=0, gru_hidden=8, intra_bidirectional=False,
+                                     **CAUSAL), **bad})
+        assert not sn.fits(cfg)
+        with pytest.raises(ValueError, match=field):
+            sn.check(cfg)
+    with pytest.raises(ValueError, match="hop"):
+        largest([BIG, DPDCRNConfig(channels=8, hop=128, **CAUSAL)])
+    top = largest(SUBS[:3])
+    assert (top.channels, top.layers, top.depth, top.hidden, top.heads, top.intra_bidirectional) == (16, 2, 3, 12, 2,
+                                                                                                     True)
