@@ -1,5 +1,8 @@
 """The weight-sharing supernet: sub-networks are slices of the largest DPDCRN and extract as plain models."""
 
+import json
+import math
+
 import pytest
 import torch
 
@@ -103,3 +106,64 @@ def test_what_does_not_fit_is_refused():
     top = largest(SUBS[:3])
     assert (top.channels, top.layers, top.depth, top.hidden, top.heads, top.intra_bidirectional) == (16, 2, 3, 12, 2,
                                                                                                      True)
+
+
+def _tiny_space():
+    import itertools
+    out = []
+    for c, layers, depth, h, bi in itertools.product((8, 12), (1, 2), (1, 2), (4, 8), (True, False)):
+        out.append(DPDCRNConfig(channels=c, layers=layers, depth=depth, heads=2, gru_hidden=h,
+                                intra_bidirectional=bi, **CAUSAL))
+    return out
+
+
+def _tcfg(**kw):
+    from hwkd.train.trainer import TrainConfig
+    return TrainConfig(**{**dict(epochs=1, batch_size=2, segment_s=0.5, lr=2e-3, threads=1, val_pesq_clips=0,
+                                 max_steps_per_epoch=4, ckpt_every=2), **kw})
+
+
+@pytest.mark.slow
+def test_supernet_training_sandwich_kd_resume_and_load(tmp_path, tiny_corpus):
+    from hwkd.models import create_model
+    from hwkd.train.supernet import SandwichObjective, load_supernet, train_supernet
+    teacher = create_model(dict(channels=12, layers=2, depth=2, heads=2))
+    space = _tiny_space()
+    res = train_supernet(space, tmp_path / "a", _tcfg(), teacher=teacher, data=tiny_corpus, progress=False)
+    h = res["history"][-1]
+    for k in ("train_neg_si_sdr_max", "train_neg_si_sdr_min", "train_neg_si_sdr_rand", "train_kd_max",
+              "val_si_sdr_db", "val_si_sdr_db_min"):
+        assert k in h and math.isfinite(h[k]), k
+    lam = json.loads((tmp_path / "a" / "kd_weight.json").read_text())
+    assert set(lam["lams"]) == {"c8l1", "c8l2", "c12l1", "c12l2"} and all(v > 0 for v in lam["lams"].values())
+    # the step count rides in the checkpoint; the sandwich of a step is a function of (seed, step)
+    from hwkd.models.checkpoint import read_checkpoint
+    ck = read_checkpoint(tmp_path / "a" / "last.pt")
+    assert int(ck["objective_state"]["0.steps"]) == 4
+    sn, configs = load_supernet(tmp_path / "a", "last")
+    assert configs == space and sn.max_cfg == DPDCRNConfig(channels=12, layers=2, depth=2, heads=2, gru_hidden=8,
+                                                            **CAUSAL)
+    obj = SandwichObjective(sn, space, None, "none", 2, 8000)
+    assert obj.sample(3) == obj.sample(3) and obj.sample(3)[:2] == [sn.max_cfg, obj.bottom]
+    assert obj.bottom == DPDCRNConfig(channels=8, layers=1, depth=1, heads=2, gru_hidden=4, intra_bidirectional=False,
+                                      **CAUSAL)
+    # killed in its third step (after the step-2 checkpoint), resumed: the same weights as the uninterrupted run
+    real_call = SandwichObjective.__call__
+
+    def dying(self, enhancer, batch):
+        if int(self.state.steps) == 2:
+            raise KeyboardInterrupt
+        return real_call(self, enhancer, batch)
+    SandwichObjective.__call__ = dying
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            train_supernet(space, tmp_path / "b", _tcfg(), teacher=teacher, data=tiny_corpus, progress=False)
+    finally:
+        SandwichObjective.__call__ = real_call
+    train_supernet(space, tmp_path / "b", _tcfg(), teacher=teacher, data=tiny_corpus, progress=False)
+    a, _ = load_supernet(tmp_path / "a", "last")
+    b, _ = load_supernet(tmp_path / "b", "last")
+    for (k, x), (_, y) in zip(a.net.state_dict().items(), b.net.state_dict().items(), strict=True):
+        assert torch.allclose(x, y, atol=1e-6), k
+    with pytest.raises(Exception, match="another space"):
+        train_supernet(space[:3], tmp_path / "a", _tcfg(), teacher=teacher, data=tiny_corpus, progress=False)
