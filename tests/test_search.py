@@ -606,3 +606,42 @@ def test_controllers_are_plug_ins_behind_one_ask_tell_interface(tmp_path):
         CONTROLLERS.pop("test-fixed")
     with pytest.raises(HwkdError, match="unknown controller 'nope'"):
         make_controller("nope", space, 0)
+
+
+@pytest.mark.slow
+def test_search_on_a_supernet_scores_inherited_weights(tmp_path, tiny_corpus):
+    import torch
+
+    from hwkd.models.checkpoint import load_model
+    from hwkd.train.supernet import load_supernet, train_supernet
+    from hwkd.train.trainer import TrainConfig
+    space = load_space(_space(tmp_path))
+    sn_dir = tmp_path / "supernet"
+    train_supernet(space.configs(), sn_dir, TrainConfig(epochs=1, batch_size=2, segment_s=0.5, threads=1,
+                                                        max_steps_per_epoch=1, val_pesq_clips=0),
+                   scheme="none", data=tiny_corpus, progress=False)
+    args = _search_args(tmp_path, tiny_corpus, "sn", 3, extra=("--supernet", sn_dir))
+    args[args.index("--steps") + 1] = 0
+    r = run_cli(*args, env=_env(tmp_path))
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "stopped (trials): 3 complete" in r.stdout, r.stdout
+    sn, _ = load_supernet(sn_dir)
+    rung0 = sorted(glob.glob(str(tmp_path / "runs" / "sn" / "trials" / "*" / "rung0.json")))
+    assert len(rung0) == 3
+    for f in rung0:
+        rec = json.loads(Path(f).read_text())
+        assert rec["train_data"] == "inherited from the supernet" and rec["steps"] == 0
+        model, ck = load_model(Path(f).parent / "rung0" / "best.pt")
+        want = sn.extract(model.cfg)
+        for (k, a), (_, b) in zip(model.state_dict().items(), want.state_dict().items(), strict=True):
+            assert torch.equal(a, b), k
+    # a space the supernet does not hold is refused before anything runs; --steps 0 needs a supernet
+    wide = tmp_path / "wide.yaml"
+    wide.write_text(TINY_SPACE.replace("channels: [8, 12]", "channels: [8, 16]"))
+    bad = run_cli("-q", "search", "--target", "rpi4", "--space", wide, "--data", tiny_corpus, "--name",
+                  str(tmp_path / "runs" / "bad"), "--supernet", sn_dir, "--steps", 0, env=_env(tmp_path))
+    assert bad.returncode == 2 and "is not within the supernet" in bad.stderr and "channels 16" in bad.stderr
+    args = _search_args(tmp_path, tiny_corpus, "bad2", 1)
+    args[args.index("--steps") + 1] = 0
+    bad = run_cli(*args, env=_env(tmp_path))
+    assert bad.returncode == 2 and "--steps 0" in bad.stderr

@@ -1,4 +1,4 @@
-"""The `hwkd` command: one module per command group (data, train, hw, search, compare), each registering its
+"""The `hwkd` command: one module per command group (data, train, hw, search, supernet, compare), each registering its
 commands and their handlers; a handler parses nothing and decides nothing the library could, it calls the
 library and shows progress. Defaults in --help come from the config dataclasses (TrainConfig, SearchConfig,
 CompareConfig, CorpusSpec), not retyped."""
@@ -9,13 +9,13 @@ import argparse
 import logging
 import sys
 
-from hwkd.cli import compare, data, hw, search, train
+from hwkd.cli import compare, data, hw, search, supernet, train
 from hwkd.cli.common import Parser, default_dataset, formatter
 from hwkd.errors import HwkdError
 
 __all__ = ["build_parser", "default_dataset", "main"]
 
-GROUPS = (search, data, train, compare, hw)        # the order of `hwkd --help`
+GROUPS = (search, supernet, data, train, compare, hw)        # the order of `hwkd --help`
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -59,6 +59,9 @@ def register(sub) -> None:
     s.add_argument("--runtime", default=None, help="runtime the latency is taken on (default: the target's first)")
     s.add_argument("--threads", type=POS_INT, default=None, help="threads on the target (default: the target's first)")
     s.add_argument("--teacher", type=Path, default=None, help="teacher checkpoint (default: the embedded teacher)")
+    s.add_argument("--supernet", type=Path, default=None, metavar="RUN",
+                   help="a supernet trained over the space (hwkd supernet train): candidates start from its "
+                        "weights instead of from scratch; with --steps 0 they are scored as inherited")
     s.add_argument("--data", "--corpus", dest="data", type=Path, default=None,
                    help="dataset with train/val splits (default: the embedded corpus, built if needed)")
     s.add_argument("--name", default=None, help="run name (default: TARGET-DATE-TIME); folder $HWKD_HOME/runs/NAME")
@@ -121,6 +124,7 @@ def cmd_search(args) -> int:
                           controller=args.controller, seed=args.seed, max_latency_ms=args.max_latency_ms,
                           realtime=not args.no_realtime, runtime=args.runtime, threads=args.threads,
                           teacher=str(args.teacher) if args.teacher else None,
+                          supernet=str(args.supernet) if args.supernet else None,
                           data=str(args.data) if args.data else None, trial_timeout_s=args.trial_timeout,
                           **{k: getattr(args, k) if getattr(args, k) is not None else getattr(defaults, k)
                              for k in ("trials", "steps", "promote_steps", "promote_after", "batch_size", "segment_s",

@@ -30,6 +30,8 @@ class SearchConfig:
     trial_timeout_s: float | None = None  # one trial process (rung); None: derived from the training budget
     teacher: str | None = None            # default: the embedded teacher
     data: str | None = None               # default: the embedded corpus (mono or Ambisonics by the space)
+    supernet: str | None = None           # a trained supernet's run folder: candidates start from inherited
+                                          # weights (steps 0: scored as inherited, no training)
 
     @classmethod
     def from_dict(cls, d: dict) -> SearchConfig:

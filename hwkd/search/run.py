@@ -101,14 +101,14 @@ class _Heartbeat:
 def check_search_budget(sc: SearchConfig) -> None:
     """A search whose trials cannot train is refused before it starts (one line naming the flag)."""
     from hwkd.train.trainer import TrainConfig, check_budget
-    for ok, flag in ((sc.steps >= 1, f"--steps {sc.steps}"),
+    for ok, flag in ((sc.steps >= 1 or (sc.supernet and sc.steps == 0), f"--steps {sc.steps}"),
                      (sc.promote_steps >= 0, f"--promote-steps {sc.promote_steps}"),
                      (sc.promote_after >= 0, f"--promote-after {sc.promote_after}"),
                      (sc.lam is None or sc.lam >= 0, f"--lam {sc.lam}")):
         if not ok:
             raise HwkdError(f"{flag}: impossible training budget", "give a positive value (see hwkd search --help)")
     check_budget(TrainConfig(batch_size=sc.batch_size, lr=sc.lr, segment_s=sc.segment_s,
-                             val_pesq_clips=sc.val_pesq_clips, max_steps_per_epoch=sc.steps))
+                             val_pesq_clips=sc.val_pesq_clips, max_steps_per_epoch=max(1, sc.steps)))
 
 
 def resume_config(run: Path, settings: dict, data: Path | None = None,
@@ -222,8 +222,25 @@ class Search:
         if sc.data is None:
             from hwkd.data.synth import default_dataset
             sc.data = str(default_dataset(self.in_channels, progress=self.progress))
+        if sc.supernet:
+            self._check_supernet(sc)
         self.controller = make_controller(sc.controller, self.space, sc.seed)
         self.sc = sc
+
+    def _check_supernet(self, sc: SearchConfig) -> None:
+        """Every candidate of the space must be a sub-network of the supernet (one line naming the first that
+        is not)."""
+        from hwkd.train.supernet import load_supernet
+        sc.supernet = str(Path(sc.supernet).resolve())
+        sn, _ = load_supernet(sc.supernet)
+        for cfg in self.space.configs():
+            try:
+                sn.check(cfg)
+            except ValueError as e:
+                raise HwkdError(f"search space {self.space.name} is not within the supernet {sc.supernet}: "
+                                f"{candidate_key(cfg)}: {e}",
+                                "use the space the supernet was trained on (its supernet.json), or "
+                                "drop --supernet") from None
 
     def _create_study(self, sampler, settings: dict) -> None:
         """Creates the study or joins it (the settings stored in it must equal this worker's)."""
@@ -474,7 +491,7 @@ class Search:
                 "segment_s": self.sc.segment_s, "lr": self.sc.lr, "seed": self.sc.seed,
                 "val_pesq_clips": self.sc.val_pesq_clips, "target": self.target["name"],
                 "runtime": self.sc.runtime, "threads": self.sc.threads, "protocol": self.sc.protocol,
-                "fault": faults.get(trial.number), "threads_train": None}
+                "fault": faults.get(trial.number), "threads_train": None, "supernet": self.sc.supernet}
         t0 = time.perf_counter()
         try:
             r0, err = self._child(tdir, {**spec, "rung": 0, "steps": self.sc.steps})

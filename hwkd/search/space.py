@@ -70,6 +70,17 @@ class SearchSpace:
             n *= len(d.choices)
         return n
 
+    def configs(self, limit: int = 100_000) -> list[DPDCRNConfig]:
+        """Every configuration of the space (all valid: `load_space` checked the combinations), in the
+        order of the dimensions' choices. A space of more than `limit` is refused (a supernet enumerates its
+        sub-networks; a range of thousands of widths is not a supernet space)."""
+        if self.size() > limit:
+            raise HwkdError(f"search space {self.name} holds {self.size():,} configurations, more than {limit:,}",
+                            "use lists of choices (e.g. channels: [8, 16, 24, 32]) instead of wide ranges")
+        free = self.free
+        return [self.to_config(dict(zip((d.name for d in free), combo)))
+                for combo in itertools.product(*(d.choices for d in free))]
+
     def fixed_value(self, name: str, default=None):
         d = self.dims.get(name)
         return d.choices[0] if d is not None and d.fixed else default

@@ -108,9 +108,19 @@ def run_rung(spec: dict) -> dict:
         saved = tdir / f"rung{rung - 1}" / "kd_weight.json"
         if lam is None and saved.is_file():
             lam = float(json.loads(saved.read_text())["lam"])
+    elif spec.get("supernet"):
+        # rung 0 starts from the weights the supernet gives this sub-network; a fine-tune continues from them
+        # at half the peak learning rate, as a promoted rung does
+        from hwkd.train.supernet import load_supernet
+        sn, _ = load_supernet(spec["supernet"])
+        init = sn.extract(cfg).state_dict()
+        lr = spec["lr"] * 0.5
     if fault == "nan":
         init = {k: torch.full_like(v, float("nan")) if v.is_floating_point() else v     # a diverged network
                 for k, v in (init or _fresh(cfg, spec["seed"])).items()}
+    if spec["steps"] == 0:
+        out = _score_inherited(cfg, init, spec, tdir, t0)
+        return RungResult(**{**out.to_dict(), **_profile(spec, tdir)})
     tcfg = TrainConfig(epochs=1, batch_size=spec["batch_size"], lr=lr, seed=spec["seed"],
                        segment_s=spec["segment_s"], max_steps_per_epoch=spec["steps"],
                        val_pesq_clips=spec["val_pesq_clips"], ckpt_every=25)
@@ -131,6 +141,31 @@ def run_rung(spec: dict) -> dict:
         raise FloatingPointError(f"validation gave a non-finite figure: {out}")
     if rung == 0:
         out = RungResult(**{**out.to_dict(), **_profile(spec, tdir)})
+    return out
+
+
+def _score_inherited(cfg, init: dict | None, spec: dict, tdir: Path, t0: float) -> RungResult:
+    """Rung 0 of a supernet search with no fine-tune: the inherited weights scored on val as they are, and kept
+    as the rung's best.pt (what the report, the pick and a promotion start from)."""
+    from hwkd.data.datasets import SpeechPairs
+    from hwkd.models.checkpoint import save_checkpoint
+    from hwkd.models.dpdcrn import DPDCRN
+    from hwkd.models.enhancer import Enhancer
+    from hwkd.train.trainer import validate
+    if init is None:
+        raise ValueError("steps 0 needs a supernet to inherit weights from")
+    model = DPDCRN(cfg)
+    model.load_state_dict(init)
+    val_set = SpeechPairs(spec["data"], split="val", mode="utterance", channels=cfg.in_channels)
+    val = validate(Enhancer(model.eval()), val_set, spec["val_pesq_clips"], "cpu")
+    save_checkpoint(tdir / "rung0" / "best.pt", model, meta={"inherited_from": spec["supernet"],
+                                                             "command": f"hwkd search trial {tdir.name} rung 0"})
+    out = RungResult(rung=0, steps=0, total_steps=0, val_si_sdr_db=float(val["val_si_sdr_db"]),
+                     val_pesq_wb=val.get("val_pesq_wb"), val_clips=val.get("val_clips"),
+                     val_pesq_clips=val.get("val_pesq_clips"), train_s=round(time.perf_counter() - t0, 2),
+                     kd_lambda=None, train_data="inherited from the supernet")
+    if not all(map(_finite, (out.val_si_sdr_db, out.val_pesq_wb or 0.0))):
+        raise FloatingPointError(f"validation gave a non-finite figure: {out}")
     return out
 
 
