@@ -43,6 +43,22 @@ def test_a_sub_network_is_the_extracted_plain_model(supernet, cfg):
         assert torch.allclose(e(wav), e.stream(wav), atol=1e-5)
 
 
+def test_non_causal_sub_networks_with_time_attention_slice_the_same_way():
+    big = DPDCRNConfig(channels=16, layers=2, depth=2, heads=2, gru_hidden=12, time_attention="full")
+    torch.manual_seed(0)
+    sn = Supernet(big)
+    x = torch.randn(2, 2, 7, 257)
+    for cfg in (DPDCRNConfig(channels=12, layers=1, depth=1, heads=1, gru_hidden=8, time_attention="full"),
+                DPDCRNConfig(channels=8, layers=2, depth=2, heads=2, gru_hidden=4, time_attention="none",
+                             intra_bidirectional=False)):
+        with torch.no_grad():
+            assert torch.allclose(sn(cfg, x), sn.extract(cfg)(x), atol=1e-5)
+    with pytest.raises(ValueError, match="time_attention"):
+        sn.check(DPDCRNConfig(channels=8, layers=1, depth=1, heads=2, gru_hidden=8, time_attention="causal"))
+    with pytest.raises(ValueError, match="one kind of time attention"):
+        largest([DPDCRNConfig(channels=8, time_attention="causal"), DPDCRNConfig(channels=16, time_attention="full")])
+
+
 def test_the_largest_sub_network_is_the_supernet_itself(supernet):
     x = torch.randn(1, 2, 5, 257)
     with torch.no_grad():

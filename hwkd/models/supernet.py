@@ -23,7 +23,7 @@ What is sliced (sub sizes c, d = c/2, h, D, L against the largest C, C/2, H, D_m
   head count only changes how the d features are split (HAT's rule), heads = 0 drops the block;
 - depth: dense layers and dual-path layers keep the first D and L (the others are skipped).
 Fixed across the supernet (a space that varies them cannot share weights): input channels, STFT, causality,
-the causal norm, time attention on or off, input compression.
+the causal norm, the kind of time attention (a sub-network may drop it), input compression.
 """
 
 from __future__ import annotations
@@ -61,7 +61,9 @@ def largest(configs: list[DPDCRNConfig]) -> DPDCRNConfig:
                                  f"{getattr(first, f)!r} and {getattr(c, f)!r}")
     channels = max(c.channels for c in configs)
     heads = max((c.heads for c in configs if c.heads and (channels // 2) % c.heads == 0), default=0)
-    attn = [c.time_attention for c in configs if c.time_attention != "none"]
+    attn = sorted({c.time_attention for c in configs if c.time_attention != "none"})
+    if len(attn) > 1:
+        raise ValueError(f"a supernet needs one kind of time attention for its sub-networks, got {attn}")
     return replace(first, channels=channels, layers=max(c.layers for c in configs),
                    depth=max(c.depth for c in configs), gru_hidden=max(c.hidden for c in configs),
                    heads=heads or max(c.heads for c in configs),
@@ -94,8 +96,9 @@ class Supernet(nn.Module):
             raise ValueError("a bidirectional intra GRU needs a supernet with one")
         if cfg.heads and not m.heads:
             raise ValueError("attention (heads > 0) needs a supernet with attention")
-        if cfg.time_attention != "none" and m.time_attention == "none":
-            raise ValueError("time attention needs a supernet with time attention")
+        if cfg.time_attention != "none" and cfg.time_attention != m.time_attention:
+            raise ValueError(f"time_attention {cfg.time_attention!r} differs from the supernet's "
+                             f"{m.time_attention!r}")
 
     def fits(self, cfg: DPDCRNConfig) -> bool:
         try:
@@ -133,15 +136,15 @@ class Supernet(nn.Module):
             return m.hidden, cfg.hidden
         return None
 
-    def _index(self, name: str, cfg: DPDCRNConfig, dim: int, size: int) -> Tensor | None:
+    def _index(self, name: str, cfg: DPDCRNConfig, dim: int, size: int, device="cpu") -> Tensor | None:
         units = self._units(name, cfg, dim)
         if units is None or units[0] == units[1]:
             return None
-        key = (name, dim, size, units)
+        key = (name, dim, size, units, str(device))
         idx = self._index_cache.get(key)
         if idx is None:
             big, small = units
-            idx = torch.cat([torch.arange(k * big, k * big + small) for k in range(size // small)])
+            idx = torch.cat([torch.arange(k * big, k * big + small) for k in range(size // small)]).to(device)
             self._index_cache[key] = idx
         return idx
 
@@ -154,8 +157,8 @@ class Supernet(nn.Module):
             for dim, size in enumerate(p.shape):
                 if w.shape[dim] == size:
                     continue
-                idx = self._index(name, cfg, dim, size)
-                w = w.narrow(dim, 0, size) if idx is None else w.index_select(dim, idx.to(w.device))
+                idx = self._index(name, cfg, dim, size, w.device)
+                w = w.narrow(dim, 0, size) if idx is None else w.index_select(dim, idx)
             if w.shape != p.shape:
                 raise RuntimeError(f"slicing {name}: got {tuple(w.shape)}, the sub-network needs {tuple(p.shape)}")
             out[name] = w
@@ -187,10 +190,10 @@ class Supernet(nn.Module):
             view = full[name]
             index = []
             for dim, size in enumerate(p.shape):
-                idx = self._index(name, cfg, dim, size) if view.shape[dim] != size else None
-                index.append(idx if idx is not None else torch.arange(size))
+                idx = self._index(name, cfg, dim, size, view.device) if view.shape[dim] != size else None
+                index.append(idx if idx is not None else torch.arange(size, device=view.device))
             grid = torch.meshgrid(*index, indexing="ij")
-            view[grid] = p.detach()
+            view[grid] = p.detach().to(view)
 
 
 class SubNetwork(nn.Module):

@@ -9,6 +9,7 @@ and on the test split's unseen ambient loops (README "Time to quality"); the mea
 from __future__ import annotations
 
 import json
+import math
 import tempfile
 from pathlib import Path
 
@@ -82,10 +83,10 @@ def conditions(pairs: list[Pair]) -> list[dict]:
         c = {}
         if isinstance(r.get("noise_kind"), str):
             c["noise"] = r["noise_kind"]
-        if isinstance(r.get("snr_db"), (int, float)):
+        if isinstance(r.get("snr_db"), (int, float)) and math.isfinite(r["snr_db"]):
             c["snr"] = _band(float(r["snr_db"]), SNR_BANDS_DB, "dB")
         rt60 = (r.get("room") or {}).get("rt60_s") if isinstance(r.get("room"), dict) else None
-        if isinstance(rt60, (int, float)):
+        if isinstance(rt60, (int, float)) and math.isfinite(rt60):
             c["rt60"] = _band(float(rt60), RT60_BANDS_S, "s")
         out.append(c)
     return out

@@ -82,6 +82,13 @@ class SandwichObjective:
         self.scheme = scheme
         self.teacher = teacher.eval() if teacher is not None else None
         if self.teacher is not None:
+            tc, sc = self.teacher.cfg, self.top
+            mono_teacher = tc.in_channels == 1 and sc.in_channels == 4   # teaches through the W channel
+            if (tc.hop, tc.n_fft) != (sc.hop, sc.n_fft) or (tc.in_channels != sc.in_channels and not mono_teacher):
+                from hwkd.errors import HwkdError
+                raise HwkdError(f"teacher (input channels {tc.in_channels}, hop {tc.hop}) and supernet (input "
+                                f"channels {sc.in_channels}, hop {sc.hop}) must share input and STFT",
+                                "choose a space with the teacher's input channels and hop")
             for p in self.teacher.parameters():
                 p.requires_grad_(False)
         # the largest configuration of each size key represents it (balancing λ, building the distiller)
@@ -114,13 +121,15 @@ class SandwichObjective:
     # -- λ ------------------------------------------------------------------------------------------
     def balance(self, batches: list[dict], ratio: float = KD_GRAD_RATIO) -> dict:
         """λ per size key: λ·‖∇L_KD‖ = ratio·‖∇L_SE‖ over the shared weights, on its representative."""
+        if not batches:
+            raise ValueError("no batches to balance λ on")
         params = [p for p in self.supernet.parameters() if p.requires_grad]
         record = {}
+        teacher_taps = [self._teacher_taps(b) for b in batches]           # once per batch, for every key
         for key, c in self.representative.items():
             enh = Enhancer(self.supernet.sub(c))
             se, kd = [], []
-            for b in batches:
-                t_taps = self._teacher_taps(b)
+            for b, t_taps in zip(batches, teacher_taps):
                 est, s_taps = enh(b["noisy"], return_taps=True)
                 l_se, _ = se_loss(est, b["clean"], enh.n_fft, enh.hop)
                 l_kd, _ = self.state.distillers[key](s_taps, t_taps)
@@ -198,19 +207,28 @@ def train_supernet(configs: list[DPDCRNConfig], out: str | os.PathLike, tcfg, te
         raise HwkdError(f"KD scheme {scheme} needs a teacher", "pass the teacher (the embedded one by default)")
     if not uses_teacher(scheme):
         teacher = None
-    top = largest(configs)
+    try:
+        top = largest(configs)
+    except ValueError as e:
+        raise HwkdError(f"these sub-networks cannot share one supernet: {e}", "fix that field in the space") from None
     run = Path(out)
-    run.mkdir(parents=True, exist_ok=True)
+    teacher_id = None
+    if teacher is not None:
+        import hashlib
+        teacher_id = hashlib.sha256(json.dumps(teacher.cfg.to_dict(), sort_keys=True).encode()
+                                    + b"".join(t.detach().cpu().numpy().tobytes()
+                                               for t in teacher.state_dict().values())).hexdigest()[:16]
     desc = {"max": top.to_dict(), "configs": [c.to_dict() for c in configs], "scheme": scheme,
-            "n_random": n_random, "seed": tcfg.seed}
+            "n_random": n_random, "seed": tcfg.seed, "teacher": teacher_id, "lams": lams}
     saved_desc = run / "supernet.json"
     if saved_desc.is_file():
         old = json.loads(saved_desc.read_text())
         if {k: old.get(k) for k in desc} != desc:
-            raise HwkdError(f"{run} holds a supernet of another space or recipe", "resume with the same settings, "
-                            "or choose another --out")
-    else:
-        write_text_atomic(saved_desc, json.dumps(desc, indent=1))
+            diff = [k for k in desc if old.get(k) != desc[k]]
+            raise HwkdError(f"{run} holds a supernet of another space or recipe ({', '.join(diff)} differ)",
+                            "resume with the same settings, or choose another --out")
+    elif (run / "last.pt").is_file():
+        raise HwkdError(f"{run} holds another training run (last.pt without supernet.json)", "choose another --out")
     if data is None:
         from hwkd.data.synth import default_dataset
         data = default_dataset(top.in_channels, progress=progress)
@@ -222,6 +240,9 @@ def train_supernet(configs: list[DPDCRNConfig], out: str | os.PathLike, tcfg, te
     supernet = Supernet(top)
     obj = SandwichObjective(supernet, configs, teacher, scheme, tcfg.batch_size,
                             int(round(tcfg.segment_s * SAMPLE_RATE)), n_random=n_random, seed=tcfg.seed, lams=lams)
+    run.mkdir(parents=True, exist_ok=True)
+    if not saved_desc.is_file():                 # once every setting is known to work
+        write_text_atomic(saved_desc, json.dumps(desc, indent=1))
     kd_file = run / "kd_weight.json"
     if teacher is not None and lams is None:
         if kd_file.is_file():
@@ -230,7 +251,14 @@ def train_supernet(configs: list[DPDCRNConfig], out: str | os.PathLike, tcfg, te
         else:
             if progress:
                 print(f"balancing λ for {len(obj.representative)} sub-network sizes on {BALANCE_BATCHES} batches")
-            obj.balance(first_batches(train_set, tcfg, BALANCE_BATCHES, tcfg.device))
+            batches = first_batches(train_set, tcfg, BALANCE_BATCHES, tcfg.device)
+            if not batches:
+                raise HwkdError(f"the training set has {len(train_set)} segments, fewer than one batch of "
+                                f"{tcfg.batch_size}", "use a smaller --batch-size or more data")
+            supernet.to(tcfg.device)
+            obj.state.to(tcfg.device)
+            teacher.to(tcfg.device)
+            obj.balance(batches)
     if teacher is not None:
         write_text_atomic(kd_file, json.dumps({**obj.lam_record, "scheme": scheme}, indent=1))
     info = {"data": str(data), "kd": scheme, "supernet": {"configs": len(configs), "max": top.to_dict(),
