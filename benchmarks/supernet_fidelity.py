@@ -1,0 +1,118 @@
+"""Supernet fidelity: do inherited weights rank and score sub-networks as training them alone would?
+
+For --n sub-networks of the supernet's space, stratified by MACs (the smallest, the largest and the rest spread
+over equal-count MAC bins, drawn with --seed), two scores on the val split:
+- inherited: the sub-network's weights from the trained supernet, fine-tuned --finetune steps with the one
+  training recipe (I²SRF-TFCKD from the teacher, half the peak lr; 0 = scored as inherited);
+- standalone: the same architecture trained alone with the same recipe for --standalone steps (>= 10x the
+  fine-tune), from the identity start.
+Reports the mean gap (standalone - inherited, dB SI-SDR), Kendall τ and Spearman ρ between the two rankings,
+and τ of a MACs-only ranker against the standalone ranking (in a nested space size alone ranks well; the
+supernet has to beat it to be worth its cost). Each sub-network's runs are folders under --out
+and resume after a kill. Writes results/supernet_fidelity.json.
+
+    python benchmarks/supernet_fidelity.py --supernet RUN [--n 8] [--finetune 20] [--standalone 400]
+"""
+
+import argparse
+import json
+import random
+from pathlib import Path
+
+from scipy import stats
+
+from hwkd.hw.cost import macs
+from hwkd.kd import uses_teacher
+from hwkd.models.checkpoint import load_model
+from hwkd.models.dpdcrn import DPDCRN
+from hwkd.models.teacher import embedded_teacher_path
+from hwkd.paths import hwkd_home
+from hwkd.search.run import candidate_key
+from hwkd.sysinfo import LoadMeter, fingerprint
+from hwkd.train.recipe import KDSpec, train_model
+from hwkd.train.supernet import load_supernet
+from hwkd.train.trainer import TrainConfig
+
+from _common import save
+
+
+def stratified(configs: list, n: int, seed: int) -> list:
+    """The smallest and largest by MACs, and n - 2 more, one from each of n - 2 equal-count MAC bins."""
+    sized = sorted(configs, key=lambda c: macs(DPDCRN(c))["macs_per_s"])
+    if n >= len(sized):
+        return sized
+    rng = random.Random(seed)
+    inner = sized[1:-1]
+    bins = [inner[i * len(inner) // (n - 2):(i + 1) * len(inner) // (n - 2)] for i in range(n - 2)]
+    return [sized[0]] + [rng.choice(b) for b in bins if b] + [sized[-1]]
+
+
+def val_score(run: Path) -> dict:
+    last = [json.loads(x) for x in (run / "history.jsonl").read_text().splitlines()][-1]
+    return {"val_si_sdr_db": last["val_si_sdr_db"], "val_pesq_wb": last.get("val_pesq_wb")}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--supernet", type=Path, required=True, help="the supernet's run folder")
+    ap.add_argument("--n", type=int, default=8)
+    ap.add_argument("--finetune", type=int, default=20, help="fine-tune steps from inherited weights (0: none)")
+    ap.add_argument("--standalone", type=int, default=400, help="steps of the standalone runs (>= 10x --finetune)")
+    ap.add_argument("--kd", default="i2srf-tfckd")
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--segment-s", type=float, default=2.0)
+    ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", type=Path, default=hwkd_home() / "runs" / "supernet_fidelity")
+    ap.add_argument("--name", default="supernet_fidelity")
+    a = ap.parse_args()
+    if a.finetune and a.standalone < 10 * a.finetune:
+        raise SystemExit(f"--standalone {a.standalone} must be at least 10x --finetune {a.finetune}")
+    sn, configs = load_supernet(a.supernet)
+    teacher = load_model(embedded_teacher_path())[0] if uses_teacher(a.kd) else None
+    picks = stratified(configs, a.n, a.seed)
+    rows = []
+    for cfg in picks:
+        key = candidate_key(cfg)
+        row = {"config": cfg.to_dict(), "key": key, "macs_per_s": macs(DPDCRN(cfg))["macs_per_s"]}
+        for mode, steps, init, lr in (("inherited", a.finetune, sn.extract(cfg).state_dict(), a.lr * 0.5),
+                                      ("standalone", a.standalone, None, a.lr)):
+            run = a.out / key / mode
+            tcfg = TrainConfig(epochs=1, batch_size=a.batch, lr=lr, segment_s=a.segment_s, threads=a.threads,
+                               max_steps_per_epoch=max(1, steps), val_pesq_clips=5, ckpt_every=25, seed=a.seed)
+            with LoadMeter() as load:
+                if mode == "inherited" and steps == 0:
+                    from hwkd.data.datasets import SpeechPairs
+                    from hwkd.data.synth import default_dataset
+                    from hwkd.models.enhancer import Enhancer
+                    from hwkd.train.trainer import validate
+                    m = DPDCRN(cfg)
+                    m.load_state_dict(init)
+                    val = SpeechPairs(default_dataset(cfg.in_channels), split="val", mode="utterance",
+                                      channels=cfg.in_channels)
+                    v = validate(Enhancer(m.eval()), val, 5, "cpu")
+                    score = {"val_si_sdr_db": v["val_si_sdr_db"], "val_pesq_wb": v["val_pesq_wb"]}
+                else:
+                    train_model(cfg, run, tcfg, kd=KDSpec(a.kd, teacher), init=init, progress=False,
+                                meta={"command": f"benchmarks/supernet_fidelity.py {key} {mode}"})
+                    score = val_score(run)
+            row[mode] = {**score, "steps": steps, "load": load.as_dict()}
+            print(f"{key} {mode}: val SI-SDR {score['val_si_sdr_db']:.2f} dB after {steps} steps")
+        rows.append(row)
+        inh = [r["inherited"]["val_si_sdr_db"] for r in rows]
+        alone = [r["standalone"]["val_si_sdr_db"] for r in rows]
+        size = [r["macs_per_s"] for r in rows]
+        res = {"machine": fingerprint(), "supernet": str(a.supernet), "settings": vars(a) | {"out": str(a.out),
+               "supernet": str(a.supernet)}, "rows": rows}
+        if len(rows) >= 3:
+            res.update({
+                "mean_gap_db": sum(s - i for s, i in zip(alone, inh)) / len(rows),
+                "kendall_tau": stats.kendalltau(inh, alone).statistic,
+                "spearman_rho": stats.spearmanr(inh, alone).statistic,
+                "kendall_tau_macs_only": stats.kendalltau(size, alone).statistic})
+        save(a.name, res)
+
+
+if __name__ == "__main__":
+    main()
