@@ -2,8 +2,8 @@
 condition (noise family, SNR band, reverberation) where the dataset's manifest records them.
 
 Why by condition: a mean over a test split hides where a model fails. On the embedded corpus the 60-minute
-student and the shipped teacher gain +12 to +17 dB on white, brown and blue noise and under +2 dB on babble
-and on the test split's unseen ambient loops (README "Time to quality"); the mean says neither.
+students and the shipped teacher gain +7 to +17 dB SI-SDR on white, blue and brown noise and under +2.5 dB on
+babble and on the test split's unseen ambient loops (results/by_condition.json); the mean says neither.
 """
 
 from __future__ import annotations
