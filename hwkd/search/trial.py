@@ -84,8 +84,6 @@ def run_rung(spec: dict) -> dict:
 
     from hwkd.models.checkpoint import load_model
     from hwkd.models.dpdcrn import DPDCRNConfig
-    from hwkd.train.recipe import KDSpec, train_model
-    from hwkd.train.trainer import TrainConfig
 
     tdir = Path(spec["dir"])
     rung = spec["rung"]
@@ -120,11 +118,25 @@ def run_rung(spec: dict) -> dict:
                 for k, v in (init or _fresh(cfg, spec["seed"])).items()}
     if spec["steps"] == 0:
         out = _score_inherited(cfg, init, spec, tdir, t0)
-        return RungResult(**{**out.to_dict(), **_profile(spec, tdir)})
+    else:
+        out = _train(cfg, init, spec, tdir, t0, lr, lam)
+    if not all(map(_finite, (out.val_si_sdr_db, out.val_pesq_wb or 0.0))):
+        raise FloatingPointError(f"validation gave a non-finite figure: {out}")
+    if rung == 0:
+        out = RungResult(**{**out.to_dict(), **_profile(spec, tdir)})
+    return out
+
+
+def _train(cfg, init: dict | None, spec: dict, tdir: Path, t0: float, lr: float, lam) -> RungResult:
+    """A rung trained with the one recipe (from `init`, or the identity start when None)."""
+    from hwkd.kd import uses_teacher
+    from hwkd.models.checkpoint import load_model
+    from hwkd.train.recipe import KDSpec, train_model
+    from hwkd.train.trainer import TrainConfig
+    rung = spec["rung"]
     tcfg = TrainConfig(epochs=1, batch_size=spec["batch_size"], lr=lr, seed=spec["seed"],
                        segment_s=spec["segment_s"], max_steps_per_epoch=spec["steps"],
                        val_pesq_clips=spec["val_pesq_clips"], ckpt_every=25)
-    from hwkd.kd import uses_teacher
     teacher = None
     if uses_teacher(spec["kd"]):
         teacher, _ = load_model(spec["teacher"])
@@ -132,16 +144,11 @@ def run_rung(spec: dict) -> dict:
                       init=init, progress=True,
                       meta={"command": f"hwkd search trial {tdir.name} rung {rung}"})
     last = res["history"][-1]
-    out = RungResult(rung=rung, steps=spec["steps"], total_steps=spec["steps"] + spec.get("steps_before", 0),
-                     val_si_sdr_db=float(last["val_si_sdr_db"]), val_pesq_wb=last.get("val_pesq_wb"),
-                     val_clips=last.get("val_clips"), val_pesq_clips=last.get("val_pesq_clips"),
-                     train_s=round(time.perf_counter() - t0, 2), kd_lambda=res.get("kd_weight", {}).get("lam"),
-                     train_data=res["train_data"])
-    if not all(map(_finite, (out.val_si_sdr_db, out.val_pesq_wb or 0.0))):
-        raise FloatingPointError(f"validation gave a non-finite figure: {out}")
-    if rung == 0:
-        out = RungResult(**{**out.to_dict(), **_profile(spec, tdir)})
-    return out
+    return RungResult(rung=rung, steps=spec["steps"], total_steps=spec["steps"] + spec.get("steps_before", 0),
+                      val_si_sdr_db=float(last["val_si_sdr_db"]), val_pesq_wb=last.get("val_pesq_wb"),
+                      val_clips=last.get("val_clips"), val_pesq_clips=last.get("val_pesq_clips"),
+                      train_s=round(time.perf_counter() - t0, 2), kd_lambda=res.get("kd_weight", {}).get("lam"),
+                      train_data=res["train_data"])
 
 
 def _score_inherited(cfg, init: dict | None, spec: dict, tdir: Path, t0: float) -> RungResult:
@@ -160,13 +167,10 @@ def _score_inherited(cfg, init: dict | None, spec: dict, tdir: Path, t0: float) 
     val = validate(Enhancer(model.eval()), val_set, spec["val_pesq_clips"], "cpu")
     save_checkpoint(tdir / "rung0" / "best.pt", model, meta={"inherited_from": spec["supernet"],
                                                              "command": f"hwkd search trial {tdir.name} rung 0"})
-    out = RungResult(rung=0, steps=0, total_steps=0, val_si_sdr_db=float(val["val_si_sdr_db"]),
-                     val_pesq_wb=val.get("val_pesq_wb"), val_clips=val.get("val_clips"),
-                     val_pesq_clips=val.get("val_pesq_clips"), train_s=round(time.perf_counter() - t0, 2),
-                     kd_lambda=None, train_data="inherited from the supernet")
-    if not all(map(_finite, (out.val_si_sdr_db, out.val_pesq_wb or 0.0))):
-        raise FloatingPointError(f"validation gave a non-finite figure: {out}")
-    return out
+    return RungResult(rung=0, steps=0, total_steps=0, val_si_sdr_db=float(val["val_si_sdr_db"]),
+                      val_pesq_wb=val.get("val_pesq_wb"), val_clips=val.get("val_clips"),
+                      val_pesq_clips=val.get("val_pesq_clips"), train_s=round(time.perf_counter() - t0, 2),
+                      kd_lambda=None, train_data="inherited from the supernet")
 
 
 def _hang(tdir: Path) -> None:

@@ -30,6 +30,17 @@ from hwkd.train.losses import se_loss
 KD_GRAD_RATIO = 0.5        # λ·‖∇L_KD‖ / ‖∇L_SE‖ on the student at its initial weights (balanced default)
 
 
+def check_teacher(tc, sc, student: str = "student", fix: str = "choose a student with the teacher's input "
+                                                                  "channels and hop") -> None:
+    """The teacher must see the student's STFT and input; a mono teacher may teach an Ambisonics student (it
+    sees the W channel, channel 0, its reference)."""
+    mono_teacher = tc.in_channels == 1 and sc.in_channels == 4
+    if (tc.hop, tc.n_fft) != (sc.hop, sc.n_fft) or (tc.in_channels != sc.in_channels and not mono_teacher):
+        from hwkd.errors import HwkdError
+        raise HwkdError(f"teacher (input channels {tc.in_channels}, hop {tc.hop}) and {student} "
+                        f"(input channels {sc.in_channels}, hop {sc.hop}) must share input and STFT", fix)
+
+
 def _grad_norm(loss: torch.Tensor, params: list[torch.Tensor]) -> float:
     grads = torch.autograd.grad(loss, params, retain_graph=True, allow_unused=True)
     return math.sqrt(sum(float(g.pow(2).sum()) for g in grads if g is not None))
@@ -39,13 +50,7 @@ class KDObjective:
     def __init__(self, teacher: DPDCRN, student: DPDCRN, scheme: str, batch_size: int, segment_samples: int,
                  lam: float | None = None, **options):
         tc, sc = teacher.cfg, student.cfg
-        # a mono teacher may teach an Ambisonics student: it sees the W channel (channel 0), its reference
-        mono_teacher = tc.in_channels == 1 and sc.in_channels == 4
-        if (tc.hop, tc.n_fft) != (sc.hop, sc.n_fft) or (tc.in_channels != sc.in_channels and not mono_teacher):
-            from hwkd.errors import HwkdError
-            raise HwkdError(f"teacher (input channels {tc.in_channels}, hop {tc.hop}) and student "
-                            f"(input channels {sc.in_channels}, hop {sc.hop}) must share input and STFT",
-                            "choose a student with the teacher's input channels and hop")
+        check_teacher(tc, sc)
         self.teacher = teacher.eval()
         for p in self.teacher.parameters():
             p.requires_grad_(False)

@@ -34,7 +34,7 @@ from hwkd.models.dpdcrn import DPDCRNConfig
 from hwkd.models.enhancer import Enhancer
 from hwkd.models.supernet import Supernet
 from hwkd.train.losses import se_loss
-from hwkd.train.objective import KD_GRAD_RATIO, _grad_norm
+from hwkd.train.objective import KD_GRAD_RATIO, _grad_norm, check_teacher
 
 N_RANDOM = 2        # random sub-networks per step besides the largest and the smallest
 
@@ -81,16 +81,13 @@ class SandwichObjective:
         self.seed = seed
         self.scheme = scheme
         self.teacher = teacher.eval() if teacher is not None else None
+        self.teacher_enhancer = None
         if self.teacher is not None:
-            tc, sc = self.teacher.cfg, self.top
-            mono_teacher = tc.in_channels == 1 and sc.in_channels == 4   # teaches through the W channel
-            if (tc.hop, tc.n_fft) != (sc.hop, sc.n_fft) or (tc.in_channels != sc.in_channels and not mono_teacher):
-                from hwkd.errors import HwkdError
-                raise HwkdError(f"teacher (input channels {tc.in_channels}, hop {tc.hop}) and supernet (input "
-                                f"channels {sc.in_channels}, hop {sc.hop}) must share input and STFT",
-                                "choose a space with the teacher's input channels and hop")
+            check_teacher(self.teacher.cfg, self.top, "supernet",
+                          "choose a space with the teacher's input channels and hop")
             for p in self.teacher.parameters():
                 p.requires_grad_(False)
+            self.teacher_enhancer = Enhancer(self.teacher)
         # the largest configuration of each size key represents it (balancing λ, building the distiller)
         self.representative: dict[str, DPDCRNConfig] = {}
         for c in sorted(self.configs + [self.top], key=lambda c: (c.depth, c.hidden, c.heads, c.intra_bidirectional)):
@@ -147,9 +144,9 @@ class SandwichObjective:
     def _teacher_taps(self, batch: dict):
         if self.teacher is None:
             return None
-        t_enh = Enhancer(self.teacher).to(batch["noisy"].device)
+        self.teacher_enhancer.to(batch["noisy"].device)
         with torch.no_grad():
-            _, taps = t_enh(batch["noisy"][:, : self.teacher.cfg.in_channels], return_taps=True)
+            _, taps = self.teacher_enhancer(batch["noisy"][:, : self.teacher.cfg.in_channels], return_taps=True)
         return taps
 
     # -- the trainer's objective ------------------------------------------------------------------------
