@@ -219,11 +219,11 @@ class Search:
             raise HwkdError(f"search space {self.space.name} mixes input channels {list(in_ch)}",
                             "search mono and Ambisonics students in separate runs (fix in_channels)")
         self.in_channels = in_ch[0]
+        if sc.supernet:                     # before the corpus is built (minutes) for a search that cannot start
+            self._check_supernet(sc)
         if sc.data is None:
             from hwkd.data.synth import default_dataset
             sc.data = str(default_dataset(self.in_channels, progress=self.progress))
-        if sc.supernet:
-            self._check_supernet(sc)
         self.controller = make_controller(sc.controller, self.space, sc.seed)
         self.sc = sc
 
