@@ -620,7 +620,7 @@ def test_search_on_a_supernet_scores_inherited_weights(tmp_path, tiny_corpus):
     train_supernet(space.configs(), sn_dir, TrainConfig(epochs=1, batch_size=2, segment_s=0.5, threads=1,
                                                         max_steps_per_epoch=1, val_pesq_clips=0),
                    scheme="none", data=tiny_corpus, progress=False)
-    args = _search_args(tmp_path, tiny_corpus, "sn", 3, extra=("--supernet", sn_dir))
+    args = _search_args(tmp_path, tiny_corpus, "sn", 3, extra=("--supernet", sn_dir, "--val-clips", 2))
     args[args.index("--steps") + 1] = 0
     r = run_cli(*args, env=_env(tmp_path))
     assert r.returncode == 0, r.stderr[-3000:]
@@ -631,10 +631,38 @@ def test_search_on_a_supernet_scores_inherited_weights(tmp_path, tiny_corpus):
     for f in rung0:
         rec = json.loads(Path(f).read_text())
         assert rec["train_data"] == "inherited from the supernet" and rec["steps"] == 0
+        assert rec["val_clips"] == 2          # --val-clips: every candidate on the same first clips
         model, ck = load_model(Path(f).parent / "rung0" / "best.pt")
         want = sn.extract(model.cfg)
         for (k, a), (_, b) in zip(model.state_dict().items(), want.state_dict().items(), strict=True):
             assert torch.equal(a, b), k
+    # rung 0 scored in the search's process (no trial process, no export for a predicted target); a promoted
+    # front member's fine-tune (rung 1) runs in a trial process
+    assert not glob.glob(str(tmp_path / "runs" / "sn" / "trials" / "*" / "spec-rung0.json"))
+    assert glob.glob(str(tmp_path / "runs" / "sn" / "trials" / "*" / "spec-rung1.json"))
+    assert not glob.glob(str(tmp_path / "runs" / "sn" / "trials" / "*" / "export" / "*.onnx"))
+    # re-targeting: the same candidates and quality, latency predicted anew for rpi5 under a limit
+    r = run_cli("-q", "search", "--like", tmp_path / "runs" / "sn", "--target", "rpi5", "--max-latency-ms", 0.05,
+                "--name", str(tmp_path / "runs" / "sn5"), "--reports", tmp_path / "reports", env=_env(tmp_path))
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "re-targeted 3 trial(s) of 3" in r.stdout and "stopped (trials): 3 complete" in r.stdout, r.stdout
+    from hwkd.search.run import open_run
+    from hwkd.search.store import collect
+    a = collect(*open_run(str(tmp_path / "runs" / "sn")))[0].set_index("key")
+    b = collect(*open_run(str(tmp_path / "runs" / "sn5")))[0].set_index("key")
+    assert sorted(a.index) == sorted(b.index)
+    assert (a["val_si_sdr_db"] == b.loc[a.index, "val_si_sdr_db"]).all()
+    assert (a["latency_ms"] != b.loc[a.index, "latency_ms"]).all()
+    assert b["latency_how"].str.contains("predicted").all() and not b["feasible"].any()   # 0.05 ms: none fits
+    assert all(Path(c).is_file() and str(tmp_path / "runs" / "sn5") in c for c in b["checkpoint"])
+    assert (tmp_path / "reports" / "sn5" / "index.html").is_file()
+    # resumed, nothing is adopted twice; --like with --resume, or without --target, is refused
+    r = run_cli("-q", "search", "--resume", tmp_path / "runs" / "sn5", env=_env(tmp_path))
+    assert r.returncode == 0 and "re-targeted 0 trial(s) of 3" in r.stdout, r.stdout + r.stderr[-2000:]
+    bad = run_cli("-q", "search", "--like", tmp_path / "runs" / "sn", "--resume", "x", env=_env(tmp_path))
+    assert bad.returncode == 2 and "--like starts a new run" in bad.stderr
+    bad = run_cli("-q", "search", "--like", tmp_path / "runs" / "sn", env=_env(tmp_path))
+    assert bad.returncode == 2 and "needs --target" in bad.stderr
     # a space the supernet does not hold is refused before anything runs; --steps 0 needs a supernet
     wide = tmp_path / "wide.yaml"
     wide.write_text(TINY_SPACE.replace("channels: [8, 12]", "channels: [8, 16]"))

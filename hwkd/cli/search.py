@@ -16,7 +16,7 @@ from hwkd.cli.common import (
     storage_url,
 )
 from hwkd.errors import HwkdError
-from hwkd.search.config import SearchConfig
+from hwkd.search.config import SUPERNET_VAL_CLIPS, SearchConfig
 from hwkd.search.controllers import CONTROLLERS
 
 SC = SearchConfig()          # the defaults --help shows (a flag left out keeps a resumed run's own setting)
@@ -53,6 +53,9 @@ def register(sub) -> None:
     s.add_argument("--batch-size", type=int, default=None, help=f"default {SC.batch_size}")
     s.add_argument("--val-pesq-clips", type=int, default=None,
                    help=f"val clips scored with PESQ per trial (default {SC.val_pesq_clips})")
+    s.add_argument("--val-clips", type=POS_INT, default=None,
+                   help="candidates (every rung) and the noisy reference are scored on the first N val clips "
+                        f"(default: all; {SUPERNET_VAL_CLIPS} with --supernet)")
     s.add_argument("--segment-s", type=float, default=None,
                    help=f"training segment length (default {SC.segment_s:g} s)")
     s.add_argument("--seed", type=int, default=SC.seed)
@@ -66,6 +69,10 @@ def register(sub) -> None:
                    help="dataset with train/val splits (default: the embedded corpus, built if needed)")
     s.add_argument("--name", default=None, help="run name (default: TARGET-DATE-TIME); folder $HWKD_HOME/runs/NAME")
     s.add_argument("--resume", default=None, metavar="RUN", help="continue a search (name or folder) with its settings")
+    s.add_argument("--like", default=None, metavar="RUN",
+                   help="re-target a finished search: its candidates and their quality, with size and latency taken "
+                        "anew for --target (and --max-latency-ms, --runtime, --threads); nothing is trained. "
+                        "With --trials or --time-budget the search then goes on there")
     s.add_argument("--storage", type=storage_url, default=None, help=STORAGE_HELP + "; else SQLite in the run folder")
     s.add_argument("--trial-timeout", type=duration, default=None, metavar="DURATION",
                    help="a trial process with no result after this long is hung: killed, failed and retried once, "
@@ -108,7 +115,13 @@ def cmd_search(args) -> int:
     from hwkd.search import store
     from hwkd.search.run import Search, check_name_free, check_search_budget, open_run, resolve_run, resume_config
     given, given_from = given_storage(args)
-    if args.resume:
+    if args.like and args.resume:
+        raise HwkdError("--like starts a new run from a finished one; --resume continues a run",
+                        "give one of them (a re-targeted run resumes with --resume NAME)")
+    src = None
+    if args.like:
+        run, sc, src, storage = _like(args, given, given_from)
+    elif args.resume:
         run, settings = open_run(args.resume, given, given_from)
         sc, storage = resume_config(run, settings, args.data, args.trial_timeout)
         print(f"hwkd search: resuming {run.name} (target {sc.target}, {sc.controller}, {sc.kd})")
@@ -128,7 +141,7 @@ def cmd_search(args) -> int:
                           data=str(args.data) if args.data else None, trial_timeout_s=args.trial_timeout,
                           **{k: getattr(args, k) if getattr(args, k) is not None else getattr(defaults, k)
                              for k in ("trials", "steps", "promote_steps", "promote_after", "batch_size", "segment_s",
-                                       "val_pesq_clips")},
+                                       "val_pesq_clips", "val_clips")},
                           time_budget_s=args.time_budget if args.time_budget is not None else defaults.time_budget_s)
         check_search_budget(sc)
         check_name_free(run, name, storage)
@@ -147,6 +160,18 @@ def cmd_search(args) -> int:
           f"noisy val SI-SDR {srch.quality_ref:.2f} dB")
     trials = args.trials if args.resume and args.trials is not None else None
     budget = args.time_budget if args.resume and args.time_budget is not None else None
+    if sc.like:
+        if src is None:        # a re-targeted run resumed: finish adopting what an interruption left out
+            src = open_run(sc.like, given, given_from)
+        print(f"hwkd search: re-targeting the complete trials of {src[0].name} to {t['name']} (quality kept, "
+              "size and latency taken anew)")
+        with store.failures(srch.storage_url, f"adopted trials are kept; continue with: hwkd search --resume {run}"):
+            ad = srch.adopt(*src, progress=None if args.quiet else print)
+        print(f"hwkd search: re-targeted {ad['adopted']} trial(s) of {ad['source_trials']} in {ad['elapsed_s']:.1f} s")
+        if args.like and args.trials is None and args.time_budget is None:
+            trials = 0          # re-targeting alone: no new trials
+        elif args.like:
+            trials, budget = sc.trials, sc.time_budget_s
     try:
         with store.failures(srch.storage_url, f"finished trials are kept; when the database answers again, continue "
                                               f"with: hwkd search --resume {run}"):
@@ -167,6 +192,32 @@ def cmd_search(args) -> int:
               f"{summ['hypervolume']:.3f} dB·ms)")
         print(f"pick one: hwkd pick {run.name} --max-latency-ms X --target {t['name']}")
     return 0
+
+def _like(args, given, given_from):
+    """A new run re-targeting the finished search --like: its settings but the target, runtime, threads and
+    limits given here."""
+    from datetime import datetime
+
+    from hwkd.hw.targets import load_target
+    from hwkd.search.run import check_name_free, open_run, resolve_run, resume_config
+    if not args.target:
+        raise HwkdError("hwkd search --like RUN needs --target", "e.g. hwkd search --like RUN --target rpi5")
+    src_run, src_settings = open_run(args.like, given, given_from)
+    sc, _ = resume_config(src_run, src_settings, args.data, args.trial_timeout)
+    target = load_target(args.target)
+    sc.target, sc.runtime, sc.threads = str(args.target), args.runtime, args.threads
+    sc.max_latency_ms, sc.realtime = args.max_latency_ms, not args.no_realtime
+    sc.like = str(src_run.resolve())
+    if args.trials is not None:
+        sc.trials = args.trials
+    if args.time_budget is not None:
+        sc.time_budget_s = args.time_budget
+    name = args.name or f"{target['name']}-like-{src_run.name}-{datetime.now():%H%M%S}"
+    run = resolve_run(name)
+    check_name_free(run, name, given)
+    print(f"hwkd search --like {src_run.name} --target {target['name']}: run {name} ({run})")
+    return run, sc, (src_run, src_settings), given
+
 
 def cmd_report(args) -> int:
     from hwkd.report.search import write_report

@@ -59,7 +59,8 @@ class SpeechPairs(Dataset):
     """Noisy/clean pairs. Items: {"noisy": float32 [C, N], "clean": float32 [N], "id": str}."""
 
     def __init__(self, source: str | Path | Scan, split: str | None = None, mode: str = "segment",
-                 segment_s: float = 4.0, channels: int | None = None, seed: int = 0):
+                 segment_s: float = 4.0, channels: int | None = None, seed: int = 0, limit: int | None = None):
+        """`limit`: only the first `limit` pairs of the split (in file order; a fixed validation subset)."""
         if mode not in ("segment", "utterance"):
             raise ValueError("mode must be 'segment' or 'utterance'")
         s = source if isinstance(source, Scan) else scan(source, channels=channels)
@@ -72,7 +73,7 @@ class SpeechPairs(Dataset):
             more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
             raise HwkdError(f"{len(problems)} problem(s) in {s.root}: {head}{more}",
                             f"run `hwkd data check {s.root}` for the full list and fix or remove those files")
-        self.pairs = s.good_pairs(pairs)
+        self.pairs = s.good_pairs(pairs)[:limit]
         self.info = s.info
         self.root = s.root
         self.mode = mode

@@ -63,10 +63,12 @@ def predicted_latency(net: DPDCRN, target: dict, runtimes, threads, macs_per_hop
 
 def profile(net: DPDCRN, target: dict | str, out_dir: Path, *, runtimes=None, threads=None,
             protocol: Protocol | None = None, check_macs: bool = False, int8_pairs=None, int8_calib=None,
-            progress=print) -> dict:
+            progress=print, export: bool = True) -> dict:
     """`int8_pairs` (a list of hwkd Pairs, possibly empty): also the INT8 offline models (ONNX Runtime dynamic
     quantization; NNCF static quantization of the IR, calibrated on `int8_calib` pairs) with their output
-    difference, latency delta here and quality delta on `int8_pairs` (`hwkd.hw.int8`)."""
+    difference, latency delta here and quality delta on `int8_pairs` (`hwkd.hw.int8`). `export=False`: no
+    export (and no parity check) where the target's latency is predicted, which needs no model files (a
+    supernet search sizing hundreds of candidates); a measured target is always exported."""
     t0 = time.perf_counter()
     target = load_target(target) if isinstance(target, str) else target
     out_dir = Path(out_dir)
@@ -82,6 +84,16 @@ def profile(net: DPDCRN, target: dict | str, out_dir: Path, *, runtimes=None, th
         res["macs_cross_check"] = cross_check(net)
     progress(f"  {res['params']:,} parameters, {cost['macs_per_s'] / 1e9:.3f} GMAC per second of audio "
              f"({cost['frames']} frames, hop {cfg.hop})")
+    source = latency_source(target)
+    if not export and source == "predicted" and int8_pairs is None:
+        mode = "hop" if cfg.causal else "offline"
+        res.update(mode=mode, export=None, latency_note=f"target {target['name']} is remote and names no device "
+                                                        "(ssh.host); latency is predicted, not measured",
+                   latency=predicted_latency(net, target, runtimes or target["runtimes"],
+                                             threads or target["threads"], cost["macs"] / cost["frames"]),
+                   protocol=proto.__dict__, wall_s=round(time.perf_counter() - t0, 2))
+        (out_dir / "profile.json").write_text(json.dumps(res, indent=1, default=str))
+        return res
     ex = export_all(net, out_dir, openvino=True)
     res["export"] = {"offline_onnx": str(ex.offline_onnx), "offline_ir": ex.offline_ir and str(ex.offline_ir),
                      "step_onnx": ex.step_onnx and str(ex.step_onnx), "step_ir": ex.step_ir and str(ex.step_ir),
@@ -94,7 +106,6 @@ def profile(net: DPDCRN, target: dict | str, out_dir: Path, *, runtimes=None, th
     res["latency"] = []
     art = {"hop": (ex.step_onnx, ex.step_ir), "offline": (ex.offline_onnx, ex.offline_ir)}[mode]
     remote = None
-    source = latency_source(target)
     if source != "measured":
         if source == "predicted":
             res["latency_note"] = (f"target {target['name']} is remote and names no device (ssh.host); "

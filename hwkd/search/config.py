@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
+SUPERNET_VAL_CLIPS = 25     # a supernet search scores many candidates: a fixed val subset (every rung, the noisy
+                            # reference too) keeps one candidate to seconds
+
 
 @dataclass
 class SearchConfig:
@@ -24,12 +27,15 @@ class SearchConfig:
     segment_s: float = 1.0
     lr: float = 3e-3
     val_pesq_clips: int = 5
+    val_clips: int | None = None          # candidates are scored on the first N val clips (None: all; with a
+                                          # supernet, SUPERNET_VAL_CLIPS)
     runtime: str | None = None            # default: the target's first runtime
     threads: int | None = None            # default: the target's first thread count
     protocol: str = "quick"
     trial_timeout_s: float | None = None  # one trial process (rung); None: derived from the training budget
     teacher: str | None = None            # default: the embedded teacher
     data: str | None = None               # default: the embedded corpus (mono or Ambisonics by the space)
+    like: str | None = None               # re-targeted from this run: its quality results, latency taken anew
     supernet: str | None = None           # a trained supernet's run folder: candidates start from inherited
                                           # weights (steps 0: scored as inherited, no training)
 

@@ -42,7 +42,7 @@ from hwkd.errors import HwkdError
 from hwkd.paths import claim_folder, hwkd_home
 from hwkd.search import store
 from hwkd.search.config import SearchConfig  # noqa: F401  (the settings; imported from here too)
-from hwkd.search.trial import RungResult, TrialRecord
+from hwkd.search.trial import PROFILE_FIELDS, RungResult, TrialRecord
 from hwkd.sysinfo import die_with_parent
 
 DIRECTIONS = ("maximize", "minimize", "minimize")        # quality (val SI-SDR dB), latency ms per hop, GMAC/s
@@ -107,7 +107,7 @@ def check_search_budget(sc: SearchConfig) -> None:
                      (sc.lam is None or sc.lam >= 0, f"--lam {sc.lam}")):
         if not ok:
             raise HwkdError(f"{flag}: impossible training budget", "give a positive value (see hwkd search --help)")
-    check_budget(TrainConfig(batch_size=sc.batch_size, lr=sc.lr, segment_s=sc.segment_s,
+    check_budget(TrainConfig(batch_size=sc.batch_size, lr=sc.lr, segment_s=sc.segment_s, val_clips=sc.val_clips,
                              val_pesq_clips=sc.val_pesq_clips, max_steps_per_epoch=max(1, sc.steps)))
 
 
@@ -221,11 +221,15 @@ class Search:
         self.in_channels = in_ch[0]
         if sc.supernet:                     # before the corpus is built (minutes) for a search that cannot start
             self._check_supernet(sc)
+            if sc.val_clips is None:
+                from hwkd.search.config import SUPERNET_VAL_CLIPS
+                sc.val_clips = SUPERNET_VAL_CLIPS
         if sc.data is None:
             from hwkd.data.synth import default_dataset
             sc.data = str(default_dataset(self.in_channels, progress=self.progress))
         self.controller = make_controller(sc.controller, self.space, sc.seed)
         self.sc = sc
+        self._scorer = None         # rung 0 scored as inherited, in this process (made on first use)
 
     def _check_supernet(self, sc: SearchConfig) -> None:
         """Every candidate of the space must be a sub-network of the supernet (one line naming the first that
@@ -271,10 +275,12 @@ class Search:
         return float(self.sc.max_latency_ms or hop_ms)
 
     def _noisy_quality(self) -> tuple[float, float | None]:
-        """The noisy input's val SI-SDR (all clips) and PESQ-WB (the first val_pesq_clips, as trials score)."""
+        """The noisy input's val SI-SDR and PESQ-WB on the clips trials are scored on (--val-clips; PESQ on the
+        first val_pesq_clips)."""
         from hwkd.data.datasets import SpeechPairs
         from hwkd.metrics.quality import pesq_wb, si_sdr
-        val = SpeechPairs(self.sc.data, split="val", mode="utterance", channels=self.in_channels)
+        val = SpeechPairs(self.sc.data, split="val", mode="utterance", channels=self.in_channels,
+                          limit=self.sc.val_clips)
         sdrs, pesqs = [], []
         for i in range(len(val)):
             it = val[i]
@@ -395,6 +401,81 @@ class Search:
             return None, f"killed by {sig}" + (" (out of memory?)" if sig == "SIGKILL" else "")
         return None, f"trial process exited with status {rc} (see {tdir / 'trial.log'})"
 
+    def _inherited(self, cfg, tdir: Path, fault: str | None) -> tuple[RungResult | None, str | None]:
+        """Rung 0 scored as inherited from the supernet, in this process (hwkd.search.inherit)."""
+        if self._scorer is None:
+            from hwkd.search.inherit import InheritedScorer
+            self._scorer = InheritedScorer(self.sc.supernet, self.sc.data, self.in_channels, self.sc.val_clips,
+                                           self.sc.val_pesq_clips, self.target, self.sc.runtime,
+                                           self.sc.threads, self.sc.protocol)
+        return self._scorer.run(cfg, tdir, fault)
+
+    def adopt(self, src_run: Path, src_settings: dict, progress=None) -> dict:
+        """Re-targeting (`hwkd search --like SRC --target T`): every complete trial of the finished search SRC
+        enters this study with its quality as SRC measured it (same space, data, val clips, teacher and
+        training) and its size and latency taken anew on this run's target and limits — measured where the
+        target is measured, else predicted without an export. Nothing is trained. Each candidate's checkpoint
+        is linked (else copied) into this run, so the run stands alone. Idempotent: a trial already adopted
+        (after an interruption) is skipped."""
+        import optuna
+        from optuna.trial import TrialState
+
+        from hwkd.models.checkpoint import load_model
+        from hwkd.search.controllers import scalar_score
+        from hwkd.search.store import collect_trials
+        from hwkd.search.trial import profile_summary
+        t0 = time.perf_counter()
+        mine = self.trials()
+        done = {t.user_attrs.get("like_of") for t in mine}
+        keys = {t.user_attrs.get("key") for t in mine}
+        src = [t for t in collect_trials(src_run, src_settings) if t.state == TrialState.COMPLETE
+               and t.user_attrs.get("checkpoint")]
+        fresh = set(PROFILE_FIELDS) | {"constraint", "near_limit", "feasible", "score", "trial_s", "checkpoint"}
+        added = 0
+        for i, t in enumerate(src):
+            a = t.user_attrs
+            if t.number in done or a.get("key") in keys:
+                continue
+            t1 = time.perf_counter()
+            key, rung = a["key"], a.get("rung", 0)
+            old = Path(a["checkpoint"])
+            if not old.is_absolute() or not old.is_file():
+                old = src_run / "trials" / key / f"rung{rung}" / "best.pt"
+            if not old.is_file():
+                raise HwkdError(f"search {src_run.name}: trial {t.number}'s checkpoint {old} is missing",
+                                "re-target a run whose trials folder is complete")
+            ckpt = self.run / "trials" / key / f"rung{rung}" / "best.pt"
+            ckpt.parent.mkdir(parents=True, exist_ok=True)
+            if not ckpt.is_file():
+                try:
+                    os.link(old, ckpt)
+                except OSError:
+                    import shutil
+                    shutil.copyfile(old, ckpt)
+            net, _ = load_model(ckpt)
+            prof = profile_summary(net, self.target, ckpt.parent.parent / "export", self.sc.runtime,
+                                   self.sc.threads, self.sc.protocol, export=False)
+            rec = TrialRecord(**{**{k: v for k, v in a.items() if k in TrialRecord.__dataclass_fields__
+                                    and k not in fresh}, **prof})
+            rec.constraint = self.constraint(rec.latency_ms, rec.hop_ms)
+            rec.near_limit = near_limit(rec.latency_lo_ms, rec.latency_hi_ms, self.limits(rec.hop_ms))
+            rec.feasible = rec.constraint <= 0
+            rec.score = scalar_score(rec.val_si_sdr_db, rec.latency_ms, self.cost_ref, not rec.feasible)
+            rec.checkpoint = str(ckpt)
+            rec.trial_s = round(time.perf_counter() - t1, 2)
+            self.study.add_trial(optuna.trial.create_trial(
+                params=t.params, distributions=t.distributions,
+                values=[rec.val_si_sdr_db, rec.latency_ms, rec.macs_per_s / 1e9],
+                user_attrs={**rec.to_dict(), "key": key, "config": a["config"], "worker": self.worker,
+                            "like_of": t.number, "like_run": src_run.name},
+                constraints={"latency": rec.constraint}))
+            added += 1
+            keys.add(key)
+            if progress:
+                progress(f"  {i + 1}/{len(src)} trial {t.number}: {rec.latency_ms:.3f} ms/hop, SI-SDR "
+                         f"{rec.val_si_sdr_db:.2f} dB{'' if rec.feasible else ' (over the limit)'}")
+        return {"adopted": added, "source_trials": len(src), "elapsed_s": round(time.perf_counter() - t0, 2)}
+
     def _promote(self, number: int, r0: TrialRecord) -> bool:
         from optuna.trial import TrialState
 
@@ -492,10 +573,14 @@ class Search:
                 "segment_s": self.sc.segment_s, "lr": self.sc.lr, "seed": self.sc.seed,
                 "val_pesq_clips": self.sc.val_pesq_clips, "target": self.target["name"],
                 "runtime": self.sc.runtime, "threads": self.sc.threads, "protocol": self.sc.protocol,
-                "fault": faults.get(trial.number), "threads_train": None, "supernet": self.sc.supernet}
+                "fault": faults.get(trial.number), "threads_train": None, "supernet": self.sc.supernet,
+                "val_clips": self.sc.val_clips}
         t0 = time.perf_counter()
         try:
-            r0, err = self._child(tdir, {**spec, "rung": 0, "steps": self.sc.steps})
+            if self.sc.supernet and self.sc.steps == 0:
+                r0, err = self._inherited(cfg, tdir, spec["fault"])
+            else:
+                r0, err = self._child(tdir, {**spec, "rung": 0, "steps": self.sc.steps})
             if err:
                 if not self._still_running(trial):
                     return "stale"

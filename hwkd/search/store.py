@@ -206,11 +206,9 @@ def cell_float(v) -> float | None:
     return None if v is None or v != v else float(v)
 
 
-def collect(run: Path, settings: dict) -> tuple:
-    """A search run's trials as a DataFrame (one row per trial of every worker: config, quality, cost and how each
-    latency was obtained; duplicates, over-limit and waiting trials left out) and the study's user attrs."""
+def collect_trials(run: Path, settings: dict, with_attrs: bool = False):
+    """A search run's Optuna trials (and, with_attrs, the study's user attrs), read from its store."""
     import optuna
-    import pandas as pd
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     url = settings["storage"]
@@ -222,6 +220,14 @@ def collect(run: Path, settings: dict) -> tuple:
         raise HwkdError(f"cannot read the store of {run} ({redact(url)}: {describe(e, url)})",
                         "check that the run finished its first trial and its database is reachable (a URL "
                         "without a password takes it from PGPASSWORD or ~/.pgpass)") from None
+    return (trials, attrs) if with_attrs else trials
+
+
+def collect(run: Path, settings: dict) -> tuple:
+    """A search run's trials as a DataFrame (one row per trial of every worker: config, quality, cost and how each
+    latency was obtained; duplicates, over-limit and waiting trials left out) and the study's user attrs."""
+    import pandas as pd
+    trials, attrs = collect_trials(run, settings, with_attrs=True)
     rows = []
     for t in trials:
         a = t.user_attrs

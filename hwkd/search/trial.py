@@ -65,6 +65,12 @@ class RungResult:
         return asdict(self)
 
 
+# the fields a candidate's profile on the target fills (re-targeting takes them anew)
+PROFILE_FIELDS = ("params", "macs_per_s", "latency_ms", "latency_mode", "latency_how", "latency_provenance",
+                  "latency_p90_ms", "latency_lo_ms", "latency_hi_ms", "rtf", "latency_busy", "runtime", "threads",
+                  "hop_ms", "profile_s")
+
+
 @dataclass
 class TrialRecord(RungResult):
     """A finished trial as the study records it (its user attrs; hwkd.search.store.collect reads them back): the
@@ -117,9 +123,8 @@ def run_rung(spec: dict) -> dict:
         init = {k: torch.full_like(v, float("nan")) if v.is_floating_point() else v     # a diverged network
                 for k, v in (init or _fresh(cfg, spec["seed"])).items()}
     if spec["steps"] == 0:
-        out = _score_inherited(cfg, init, spec, tdir, t0)
-    else:
-        out = _train(cfg, init, spec, tdir, t0, lr, lam)
+        raise ValueError("a rung of 0 steps is scored in the search's own process (hwkd.search.inherit)")
+    out = _train(cfg, init, spec, tdir, t0, lr, lam)
     if not all(map(_finite, (out.val_si_sdr_db, out.val_pesq_wb or 0.0))):
         raise FloatingPointError(f"validation gave a non-finite figure: {out}")
     if rung == 0:
@@ -136,7 +141,7 @@ def _train(cfg, init: dict | None, spec: dict, tdir: Path, t0: float, lr: float,
     rung = spec["rung"]
     tcfg = TrainConfig(epochs=1, batch_size=spec["batch_size"], lr=lr, seed=spec["seed"],
                        segment_s=spec["segment_s"], max_steps_per_epoch=spec["steps"],
-                       val_pesq_clips=spec["val_pesq_clips"], ckpt_every=25)
+                       val_pesq_clips=spec["val_pesq_clips"], val_clips=spec.get("val_clips"), ckpt_every=25)
     teacher = None
     if uses_teacher(spec["kd"]):
         teacher, _ = load_model(spec["teacher"])
@@ -149,28 +154,6 @@ def _train(cfg, init: dict | None, spec: dict, tdir: Path, t0: float, lr: float,
                       val_clips=last.get("val_clips"), val_pesq_clips=last.get("val_pesq_clips"),
                       train_s=round(time.perf_counter() - t0, 2), kd_lambda=res.get("kd_weight", {}).get("lam"),
                       train_data=res["train_data"])
-
-
-def _score_inherited(cfg, init: dict | None, spec: dict, tdir: Path, t0: float) -> RungResult:
-    """Rung 0 of a supernet search with no fine-tune: the inherited weights scored on val as they are, and kept
-    as the rung's best.pt (what the report, the pick and a promotion start from)."""
-    from hwkd.data.datasets import SpeechPairs
-    from hwkd.models.checkpoint import save_checkpoint
-    from hwkd.models.dpdcrn import DPDCRN
-    from hwkd.models.enhancer import Enhancer
-    from hwkd.train.trainer import validate
-    if init is None:
-        raise ValueError("steps 0 needs a supernet to inherit weights from")
-    model = DPDCRN(cfg)
-    model.load_state_dict(init)
-    val_set = SpeechPairs(spec["data"], split="val", mode="utterance", channels=cfg.in_channels)
-    val = validate(Enhancer(model.eval()), val_set, spec["val_pesq_clips"], "cpu")
-    save_checkpoint(tdir / "rung0" / "best.pt", model, meta={"inherited_from": spec["supernet"],
-                                                             "command": f"hwkd search trial {tdir.name} rung 0"})
-    return RungResult(rung=0, steps=0, total_steps=0, val_si_sdr_db=float(val["val_si_sdr_db"]),
-                      val_pesq_wb=val.get("val_pesq_wb"), val_clips=val.get("val_clips"),
-                      val_pesq_clips=val.get("val_pesq_clips"), train_s=round(time.perf_counter() - t0, 2),
-                      kd_lambda=None, train_data="inherited from the supernet")
 
 
 def _hang(tdir: Path) -> None:
@@ -198,13 +181,20 @@ def _finite(x: float) -> bool:
 
 
 def _profile(spec: dict, tdir: Path) -> dict:
+    from hwkd.models.checkpoint import load_model
+    net, _ = load_model(tdir / "rung0" / "best.pt")
+    return profile_summary(net, spec["target"], tdir / "export", spec["runtime"], spec["threads"], spec["protocol"])
+
+
+def profile_summary(net, target, out_dir: Path, runtime: str, threads: int, protocol: str,
+                    export: bool = True) -> dict:
+    """A candidate's size and its latency per hop on the target (RungResult's fields), with how it was obtained.
+    export=False: no ONNX/OpenVINO export where the latency is predicted (a measurement needs the files)."""
     from hwkd.hw.measure import Protocol
     from hwkd.hw.profile import profile
-    from hwkd.models.checkpoint import load_model
     t0 = time.perf_counter()
-    net, _ = load_model(tdir / "rung0" / "best.pt")
-    prof = profile(net, spec["target"], tdir / "export", runtimes=[spec["runtime"]], threads=[spec["threads"]],
-                   protocol=Protocol.named(spec["protocol"]), progress=lambda *_: None)
+    prof = profile(net, target, out_dir, runtimes=[runtime], threads=[threads],
+                   protocol=Protocol.named(protocol), progress=lambda *_: None, export=export)
     lat = prof["latency"][0]
     if "p50_ms" not in lat:
         raise RuntimeError(f"no latency for this candidate on {prof['target']}: {lat.get('skipped')}")

@@ -16,6 +16,7 @@ class TrainConfig:
     seed: int = 0
     segment_s: float = 4.0
     val_pesq_clips: int = 20
+    val_clips: int | None = None  # validate on the first N val clips only (None: all)
     ckpt_every: int = 50          # steps between mid-epoch checkpoints
     device: str = "cpu"
     threads: int | None = None    # torch intra-op threads (default: torch's choice)

@@ -125,7 +125,7 @@ def train_model(cfg: DPDCRNConfig, out: str | os.PathLike, tcfg: TrainConfig, da
         from hwkd.data.synth import default_dataset
         data = default_dataset(cfg.in_channels, progress=progress)
     train_set = training_set(data, train_split, tcfg.segment_s, cfg.in_channels, tcfg.seed, mixing)
-    val_set = SpeechPairs(data, split=val_split, mode="utterance", channels=cfg.in_channels)
+    val_set = SpeechPairs(data, split=val_split, mode="utterance", channels=cfg.in_channels, limit=tcfg.val_clips)
     torch.manual_seed(tcfg.seed)
     model = DPDCRN(cfg)
     if init is not None:
@@ -217,7 +217,8 @@ def _worker(rank: int, world: int, port: int, parent: int, args: dict) -> None:
     train_set = training_set(data, args["train_split"], tcfg.segment_s, args["cfg"].in_channels, tcfg.seed,
                              args["mixing"])
     from hwkd.data.datasets import SpeechPairs
-    val_set = SpeechPairs(data, split=args["val_split"], mode="utterance", channels=args["cfg"].in_channels)
+    val_set = SpeechPairs(data, split=args["val_split"], mode="utterance", channels=args["cfg"].in_channels,
+                          limit=tcfg.val_clips)
     torch.manual_seed(tcfg.seed)
     model = DPDCRN(args["cfg"])
     if args["init"] is not None:

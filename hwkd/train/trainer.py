@@ -83,6 +83,7 @@ def check_budget(cfg: TrainConfig) -> None:
               (cfg.segment_s > 0 and math.isfinite(cfg.segment_s), f"--segment-s {cfg.segment_s}",
                "give a positive segment length in seconds, e.g. 2"),
               (cfg.val_pesq_clips >= 0, f"--val-pesq-clips {cfg.val_pesq_clips}", "give 0 or more"),
+              (cfg.val_clips is None or cfg.val_clips >= 1, f"--val-clips {cfg.val_clips}", "give 1 or more"),
               (cfg.ckpt_every >= 0, f"--ckpt-every {cfg.ckpt_every}", "give 0 (off) or more"),
               (cfg.threads is None or cfg.threads >= 1, f"--threads {cfg.threads}", "give 1 or more"),
               (cfg.workers >= 1, f"--workers {cfg.workers}", "give 1 or more"),
