@@ -6,7 +6,13 @@ from pathlib import Path
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def save(name: str, data: dict) -> Path:
+def save(name: str, data: dict, teacher=None) -> Path:
+    """results/NAME.json. `teacher`: the teacher checkpoint the benchmark ran with (True: the embedded one),
+    recorded with its SHA-256 so a figure names the teacher it depends on."""
+    if teacher is not None:
+        from hwkd.models.teacher import embedded_teacher_path, teacher_sha256
+        path = embedded_teacher_path() if teacher is True else Path(teacher)
+        data = {**data, "teacher_file": str(path), "teacher_sha256": teacher_sha256(path)}
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / f"{name}.json"
     out.write_text(json.dumps(data, indent=2) + "\n")

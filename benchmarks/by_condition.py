@@ -53,7 +53,7 @@ def main():
             out["results"].setdefault(split, {})[name] = rec
             print(f"{split} {name}: SI-SDR {rec['gain']['si_sdr_db']:+.2f} dB; by noise: "
                   + ", ".join(f"{k} {v['si_sdr_db']['gain']:+.1f}" for k, v in ev["by_condition"]["noise"].items()))
-            save(a.name, out)
+            save(a.name, out, teacher=True)
 
 
 if __name__ == "__main__":

@@ -92,7 +92,7 @@ def main():
                   f"each: throughput x{ratio:.2f}")
     res["load"] = load.as_dict()
     res["machine"] = fingerprint()
-    save("compare_parallel", res)
+    save("compare_parallel", res, teacher=True)
 
 
 if __name__ == "__main__":

@@ -39,7 +39,7 @@ def main():
     save("int8_deltas", {"model": "embedded teacher (cpu-teacher, offline)", "params": res["params"],
                          "threads": a.threads, "val_clips": len(pairs), "calib_clips": len(calib),
                          "protocol": "default", "variants": out, "other_load": load.other_load,
-                         "fingerprint": fingerprint()})
+                         "fingerprint": fingerprint()}, teacher=True)
 
 
 if __name__ == "__main__":

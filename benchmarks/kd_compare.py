@@ -113,7 +113,7 @@ def main():
     if a.out_suffix:
         (report_dir / "kd_compare.json").write_text(json.dumps(record, indent=2) + "\n")
     else:
-        save("kd_compare", record)
+        save("kd_compare", record, teacher=True)
     print(json.dumps(summary["rows"][:3], indent=1))
 
 

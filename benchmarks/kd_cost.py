@@ -130,7 +130,7 @@ def main():
                                                 if a.memory else ""))
     res["load"] = load.as_dict()
     res["machine"] = fingerprint()
-    save(a.name, res)
+    save(a.name, res, teacher=True)
     print(json.dumps({k: (v["ratio_vs_none"], v["macs_ratio_vs_none"]) for k, v in res["schemes"].items()}))
 
 

@@ -111,7 +111,7 @@ def main():
               (f"   balanced λ {row['balanced_lam']:.4g}: {row['balanced']:.3f} on held-out batches"
                if "balanced" in row else ""), flush=True)
     res["machine"] = fingerprint()
-    save(a.name, res)
+    save(a.name, res, teacher=True)
 
 
 if __name__ == "__main__":

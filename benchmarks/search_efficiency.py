@@ -7,6 +7,7 @@ latency) over feasible complete trials with one reference point for all runs: th
 and the hop duration (16 ms, real time per hop). A finished run is reused when the script is rerun.
 
     python benchmarks/search_efficiency.py [--budget 5m] [--seeds 0,1,2] [--controllers optuna,random]
+        [--supernet RUN --space wide]      (candidates scored from the supernet's weights, its defaults)
 """
 
 import argparse
@@ -31,10 +32,14 @@ def main():
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--controllers", default="optuna,random")
     ap.add_argument("--target", default="rpi4")
+    ap.add_argument("--space", default=None, help="search space (default: hwkd search's)")
+    ap.add_argument("--supernet", default=None, help="a trained supernet's run folder (hwkd search --supernet)")
+    ap.add_argument("--name", default="search_efficiency")
     a = ap.parse_args()
     seeds = [int(s) for s in a.seeds.split(",")]
     ctrls = a.controllers.split(",")
-    root = hwkd_home() / "runs" / f"search-efficiency-{a.budget}"
+    root = hwkd_home() / "runs" / f"search-efficiency-{a.budget}{'-supernet' if a.supernet else ''}"
+    extra = (["--space", a.space] if a.space else []) + (["--supernet", a.supernet] if a.supernet else [])
     runs = {}
     with LoadMeter() as load:
         for seed in seeds:
@@ -44,7 +49,7 @@ def main():
                 if not done.is_file():
                     cmd = [sys.executable, "-m", "hwkd", "-q", "search", "--target", a.target, "--controller", c,
                            "--seed", str(seed), "--time-budget", a.budget, "--trials", "100000", "--no-report",
-                           "--name", str(run)]
+                           "--name", str(run), *extra]
                     if (run / "run.json").is_file():
                         cmd = [sys.executable, "-m", "hwkd", "-q", "search", "--resume", str(run), "--no-report"]
                     t0 = time.perf_counter()
@@ -69,12 +74,13 @@ def main():
     ratio = mean[ctrls[0]] / mean[ctrls[1]] if len(ctrls) > 1 and mean[ctrls[1]] else None
     per_seed = [runs[f"{ctrls[0]}:{s}"]["hypervolume"] / runs[f"{ctrls[1]}:{s}"]["hypervolume"]
                 if len(ctrls) > 1 and runs[f"{ctrls[1]}:{s}"]["hypervolume"] else None for s in seeds]
-    out = {"budget": a.budget, "target": a.target, "seeds": seeds, "controllers": ctrls, "runs": runs,
+    out = {"budget": a.budget, "target": a.target, "space": a.space, "supernet": a.supernet,
+           "seeds": seeds, "controllers": ctrls, "runs": runs,
            "hypervolume": hv, "hypervolume_mean": mean, f"ratio_{ctrls[0]}_over_{ctrls[-1]}": ratio,
            "ratio_per_seed": per_seed, "units": "dB x ms (val SI-SDR above noisy x per-hop latency below 16 ms)",
            "load": load.as_dict(), "machine": fingerprint()}
     print(json.dumps({"hypervolume_mean": mean, "ratio": ratio, "per_seed": per_seed}, indent=1))
-    save("search_efficiency", out)
+    save(a.name, out, teacher=True)
 
 
 if __name__ == "__main__":

@@ -111,7 +111,7 @@ def main():
                 "kendall_tau": stats.kendalltau(inh, alone).statistic,
                 "spearman_rho": stats.spearmanr(inh, alone).statistic,
                 "kendall_tau_macs_only": stats.kendalltau(size, alone).statistic})
-        save(a.name, res)
+        save(a.name, res, teacher=True)
 
 
 if __name__ == "__main__":

@@ -47,7 +47,7 @@ def main():
         else:
             out[split] = rec
         print(split, {k: round(v, 3) for k, v in gains.items()})
-    save(a.name, out)
+    save(a.name, out, teacher=ckpt)
 
 
 if __name__ == "__main__":

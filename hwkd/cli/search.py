@@ -16,7 +16,7 @@ from hwkd.cli.common import (
     storage_url,
 )
 from hwkd.errors import HwkdError
-from hwkd.search.config import SUPERNET_VAL_CLIPS, SearchConfig
+from hwkd.search.config import SUPERNET_DEFAULTS, SUPERNET_VAL_CLIPS, SearchConfig
 from hwkd.search.controllers import CONTROLLERS
 
 SC = SearchConfig()          # the defaults --help shows (a flag left out keeps a resumed run's own setting)
@@ -44,12 +44,14 @@ def register(sub) -> None:
     s.add_argument("--no-realtime", action="store_true",
                    help="drop the default constraint that a hop is processed within the hop duration")
     s.add_argument("--steps", type=int, default=None,
-                   help=f"rung-0 distillation steps per candidate (default {SC.steps})")
+                   help=f"rung-0 distillation steps per candidate (default {SC.steps}; with --supernet "
+                        f"{SUPERNET_DEFAULTS['steps']}: scored as inherited)")
     s.add_argument("--promote-steps", type=int, default=None,
                    help="further steps for candidates on the rung-0 front (multi-fidelity; 0 = off; "
-                        f"default {SC.promote_steps})")
+                        f"default {SC.promote_steps}; with --supernet {SUPERNET_DEFAULTS['promote_steps']})")
     s.add_argument("--promote-after", type=int, default=None,
-                   help=f"finished trials before any promotion (default {SC.promote_after})")
+                   help=f"finished trials before any promotion (default {SC.promote_after}; with --supernet "
+                        f"{SUPERNET_DEFAULTS['promote_after']})")
     s.add_argument("--batch-size", type=int, default=None, help=f"default {SC.batch_size}")
     s.add_argument("--val-pesq-clips", type=int, default=None,
                    help=f"val clips scored with PESQ per trial (default {SC.val_pesq_clips})")
@@ -64,7 +66,8 @@ def register(sub) -> None:
     s.add_argument("--teacher", type=Path, default=None, help="teacher checkpoint (default: the embedded teacher)")
     s.add_argument("--supernet", type=Path, default=None, metavar="RUN",
                    help="a supernet trained over the space (hwkd supernet train): candidates start from its "
-                        "weights instead of from scratch; with --steps 0 they are scored as inherited")
+                        "weights instead of from scratch, scored as inherited (--steps 0, the default then) or "
+                        "fine-tuned --steps N")
     s.add_argument("--data", "--corpus", dest="data", type=Path, default=None,
                    help="dataset with train/val splits (default: the embedded corpus, built if needed)")
     s.add_argument("--name", default=None, help="run name (default: TARGET-DATE-TIME); folder $HWKD_HOME/runs/NAME")
@@ -132,7 +135,7 @@ def cmd_search(args) -> int:
         name = args.name or f"{target['name']}-{datetime.now():%Y%m%d-%H%M%S}"
         run = resolve_run(name)
         storage = given
-        defaults = SearchConfig()
+        defaults = SearchConfig(**(SUPERNET_DEFAULTS if args.supernet else {}))
         sc = SearchConfig(target=str(args.target), space=args.space, kd=args.kd, lam=args.lam,
                           controller=args.controller, seed=args.seed, max_latency_ms=args.max_latency_ms,
                           realtime=not args.no_realtime, runtime=args.runtime, threads=args.threads,

@@ -24,6 +24,12 @@ def embedded_teacher_path() -> Path:
     return ASSET
 
 
+def teacher_sha256(path: str | Path | None = None) -> str:
+    """The SHA-256 of a teacher checkpoint file (default: the embedded teacher): which teacher a result used."""
+    import hashlib
+    return hashlib.sha256(Path(path or embedded_teacher_path()).read_bytes()).hexdigest()
+
+
 if __name__ == "__main__":
     import sys
 

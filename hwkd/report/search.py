@@ -88,7 +88,10 @@ def write_report(run: Path, settings: dict, out_dir: Path, clips: int = 2) -> di
                "hypervolume": hv, "hypervolume_history": hv_hist, "hypervolume_minutes": minutes,
                "quality_ref_db": q_ref, "quality_ref_pesq_wb": attrs.get("quality_ref_pesq_wb"),
                "latency_ref_ms": c_ref,
-               "latency_how": how, "latency_provenance": prov}
+               "latency_how": how, "latency_provenance": prov,
+               "teacher": settings.get("teacher"), "teacher_sha256": attrs.get("teacher_sha256"),
+               "val_clips": settings.get("val_clips"), "supernet": settings.get("supernet"),
+               "like": settings.get("like")}
     listen = _listen(run, settings, front, out_dir, clips)
     summary["listening"] = [{"id": c["id"], **{r["label"]: {"si_sdr_db": r["si_sdr_db"], "pesq_wb": r["pesq_wb"]}
                                               for r in c["rows"]}} for c in listen["clips"]]
@@ -156,8 +159,14 @@ audio{{width:230px}}</style>
 <h1>hwkd search <code>{html.escape(s['name'])}</code></h1>
 <p>Target <b>{html.escape(s['target'])}</b>; controller {html.escape(s['controller'])}; KD {html.escape(s['kd'])};
 {s['trials_complete']} complete, {s['trials_failed']} failed, {s['feasible']} within the latency limit.
-Quality: SI-SDR on the validation split (noisy input: <b>{s['quality_ref_db']:.2f} dB</b>); PESQ-WB on the first
+Quality: SI-SDR on the validation split ({f"its first {s['val_clips']} clips" if s['val_clips'] else 'all clips'};
+noisy input: <b>{s['quality_ref_db']:.2f} dB</b>); PESQ-WB on the first
 {settings.get('val_pesq_clips', '?')} val clips (noisy input: <b>{_fmt(s['quality_ref_pesq_wb'])}</b>).
+Teacher: {html.escape(Path(s['teacher'] or '?').name)}
+(SHA-256 {html.escape((s['teacher_sha256'] or 'not recorded')[:16])}).
+{('Candidates start from the supernet ' + html.escape(str(s['supernet'])) + '. ') if s['supernet'] else ''}
+{('Re-targeted from search ' + html.escape(Path(s['like']).name) + ': its quality figures, size and latency taken '
+  'anew here. ') if s['like'] else ''}
 Hypervolume (SI-SDR x latency, reference: noisy input, {s['latency_ref_ms']:g} ms):
 <b>{s['hypervolume']:.3f}</b> dB·ms.</p>
 <p>Latency: {html.escape('; '.join(s['latency_how']))}{'<br>' if s['latency_provenance'] else ''}

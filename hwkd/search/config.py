@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
+# a supernet search's defaults where a flag is not given: candidates scored as inherited (no training), the
+# front's members fine-tuned a little once the front has settled
+SUPERNET_DEFAULTS = {"steps": 0, "promote_steps": 20, "promote_after": 30, "trials": None}
 SUPERNET_VAL_CLIPS = 25     # a supernet search scores many candidates: a fixed val subset (every rung, the noisy
                             # reference too) keeps one candidate to seconds
 

@@ -188,7 +188,8 @@ class Search:
         with store.failures(self.storage_url, "check that the database server is running and reachable"):
             self._create_study(sampler, settings)
         write_text_atomic(self.run / "run.json", json.dumps(
-            {**settings, "storage": store.manifest_url(self.storage_url, self.run), "name": self.name}, indent=1))
+            {**settings, "storage": store.manifest_url(self.storage_url, self.run), "name": self.name,
+             "teacher_sha256": self.teacher_sha256}, indent=1))
         self.quality_ref = self.study.user_attrs["quality_ref"]
         self.worker = f"{socket.gethostname()}:{os.getpid()}"
 
@@ -213,6 +214,8 @@ class Search:
         if not Path(sc.teacher).is_file():
             raise HwkdError(f"teacher checkpoint {sc.teacher} not found", "give a .pt written by hwkd train")
         self.teacher_cfg = load_model(sc.teacher)[0].cfg
+        from hwkd.models.teacher import teacher_sha256
+        self.teacher_sha256 = teacher_sha256(sc.teacher)
         self.space = load_space(sc.space, teacher_hop=self.teacher_cfg.hop if uses_teacher(sc.kd) else None)
         in_ch = self.space.values("in_channels")
         if len(in_ch) != 1:
@@ -259,11 +262,15 @@ class Search:
             self.study.set_user_attr("quality_ref", q_sdr)
             self.study.set_user_attr("quality_ref_pesq_wb", q_pesq)
             self.study.set_user_attr("cost_ref", self.cost_ref)
+            self.study.set_user_attr("teacher_sha256", self.teacher_sha256)
             self.study.set_user_attr("hwkd_settings", settings)
         else:
             local = ("trials", "time_budget_s", "data", "teacher",    # a budget, and paths of this machine
                      "trial_timeout_s", "supernet")
             diff = changed_settings(old, settings, ignore=local)
+            was = self.study.user_attrs.get("teacher_sha256")
+            if was and was != self.teacher_sha256:       # the same path, another file (a retrained teacher)
+                diff.append(f"teacher file SHA-256: {was[:12]}... -> {self.teacher_sha256[:12]}...")
             if diff:
                 raise HwkdError(f"search {self.name} in {store.redact(self.storage_url)} has other settings "
                                 f"({'; '.join(diff)})",
@@ -422,6 +429,7 @@ class Search:
 
         from hwkd.models.checkpoint import load_model
         from hwkd.search.controllers import scalar_score
+        from hwkd.search.pick import trial_checkpoint
         from hwkd.search.store import collect_trials
         from hwkd.search.trial import profile_summary
         t0 = time.perf_counter()
@@ -437,14 +445,12 @@ class Search:
             if t.number in done or a.get("key") in keys:
                 continue
             t1 = time.perf_counter()
-            key, rung = a["key"], a.get("rung", 0)
-            old = Path(a["checkpoint"])
-            if not old.is_absolute() or not old.is_file():
-                old = src_run / "trials" / key / f"rung{rung}" / "best.pt"
+            key = a["key"]
+            old = trial_checkpoint(src_run, a)
             if not old.is_file():
                 raise HwkdError(f"search {src_run.name}: trial {t.number}'s checkpoint {old} is missing",
                                 "re-target a run whose trials folder is complete")
-            ckpt = self.run / "trials" / key / f"rung{rung}" / "best.pt"
+            ckpt = self.run / "trials" / key / old.parent.name / "best.pt"
             ckpt.parent.mkdir(parents=True, exist_ok=True)
             if not ckpt.is_file():
                 try:

@@ -1,0 +1,92 @@
+"""How many candidates a supernet search scores in its budget, and how long re-targeting it takes.
+
+Runs `hwkd search --target T --space S --supernet RUN --time-budget B` with the supernet defaults (candidates
+scored as inherited on the val subset, front members fine-tuned), then re-targets the finished run with
+`hwkd search --like RUN --target T2 --max-latency-ms X`; records the candidates evaluated, the time per
+candidate (inherited scoring, fine-tunes), and the re-targeting wall clock, with the machine and its load.
+A finished step is reused when rerun.
+
+    python benchmarks/supernet_search_speed.py --supernet RUN [--space wide] [--budget 15m] [--target rpi4]
+        [--retarget rpi5] [--retarget-limit-ms 4]
+"""
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+from hwkd.paths import hwkd_home
+from hwkd.report.search import collect
+from hwkd.sysinfo import LoadMeter, fingerprint
+
+from _common import save
+
+
+def run_timed(cmd: list, done) -> float:
+    if done.is_file():
+        return json.loads(done.read_text())["wall_s"]
+    print("==", " ".join(map(str, cmd[3:])), flush=True)
+    t0 = time.perf_counter()
+    subprocess.run(cmd, check=True, env=os.environ)
+    wall = round(time.perf_counter() - t0, 1)
+    done.write_text(json.dumps({"wall_s": wall}))
+    return wall
+
+
+def summary(run) -> dict:
+    settings = json.loads((run / "run.json").read_text())
+    df, attrs = collect(run, settings)
+    ok = df[df["state"] == "COMPLETE"]
+    fine = ok[ok["rung"] == 1]
+    front = ok[(ok["feasible"] == True)]  # noqa: E712
+    return {"complete": int(len(ok)), "failed": int((df["state"] == "FAIL").sum()), "promoted": int(len(fine)),
+            "feasible": int(len(front)), "quality_ref_db": attrs["quality_ref"],
+            "trial_s_median": statistics.median(ok["trial_s"]) if len(ok) else None,
+            "trial_s_median_inherited_only": statistics.median(ok[ok["rung"] == 0]["trial_s"])
+            if (ok["rung"] == 0).any() else None,
+            "trial_s_median_promoted": statistics.median(fine["trial_s"]) if len(fine) else None,
+            "best_si_sdr_db": float(ok["val_si_sdr_db"].max()) if len(ok) else None,
+            "settings": {k: settings.get(k) for k in ("target", "space", "steps", "promote_steps", "promote_after",
+                                                       "val_clips", "val_pesq_clips", "supernet", "like",
+                                                       "max_latency_ms")}}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--supernet", required=True)
+    ap.add_argument("--space", default="wide")
+    ap.add_argument("--budget", default="15m")
+    ap.add_argument("--target", default="rpi4")
+    ap.add_argument("--retarget", default="rpi5")
+    ap.add_argument("--retarget-limit-ms", default="4")
+    ap.add_argument("--name", default="supernet_search_speed")
+    a = ap.parse_args()
+    root = hwkd_home() / "runs" / a.name
+    root.mkdir(parents=True, exist_ok=True)
+    run, like = root / "search", root / f"like-{a.retarget}"
+    hwkd = [sys.executable, "-m", "hwkd", "-q"]
+    with LoadMeter() as load_search:
+        cmd = hwkd + ["search", "--target", a.target, "--space", a.space, "--supernet", a.supernet,
+                      "--time-budget", a.budget, "--no-report", "--name", str(run)]
+        if (run / "run.json").is_file():
+            cmd = hwkd + ["search", "--resume", str(run), "--no-report"]
+        search_wall = run_timed(cmd, root / "search.done.json")
+    with LoadMeter() as load_like:
+        like_wall = run_timed(hwkd + ["search", "--like", str(run), "--target", a.retarget, "--max-latency-ms",
+                                      a.retarget_limit_ms, "--no-report", "--name", str(like)],
+                              root / "like.done.json")
+    out = {"supernet": a.supernet, "budget": a.budget,
+           "search": {**summary(run), "wall_s": search_wall, "load": load_search.as_dict()},
+           "retarget": {**summary(like), "wall_s": like_wall, "load": load_like.as_dict(),
+                        "goal_s": 120},
+           "goal_candidates": 100, "machine": fingerprint()}
+    print(json.dumps({k: {kk: out[k][kk] for kk in ("complete", "promoted", "wall_s")}
+                      for k in ("search", "retarget")}, indent=1))
+    save(a.name, out, teacher=True)
+
+
+if __name__ == "__main__":
+    main()
