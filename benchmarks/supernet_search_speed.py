@@ -16,29 +16,30 @@ import os
 import statistics
 import subprocess
 import sys
-import time
 
 from hwkd.paths import hwkd_home
 from hwkd.report.search import collect
+from hwkd.search.run import open_run
 from hwkd.sysinfo import LoadMeter, fingerprint
 
 from _common import save
 
 
-def run_timed(cmd: list, done) -> float:
+def run_timed(cmd: list, done) -> dict:
+    """{"wall_s", "load"} of the command, kept in `done` so that a rerun reuses a finished step with its figures."""
     if done.is_file():
-        return json.loads(done.read_text())["wall_s"]
+        return json.loads(done.read_text())
     print("==", " ".join(map(str, cmd[3:])), flush=True)
-    t0 = time.perf_counter()
-    subprocess.run(cmd, check=True, env=os.environ)
-    wall = round(time.perf_counter() - t0, 1)
-    done.write_text(json.dumps({"wall_s": wall}))
-    return wall
+    with LoadMeter() as load:
+        subprocess.run(cmd, check=True, env=os.environ)
+    out = {"wall_s": round(load.wall_s, 1), "load": load.as_dict()}
+    done.write_text(json.dumps(out))
+    return out
 
 
 def summary(run) -> dict:
+    df, attrs = collect(*open_run(str(run)))
     settings = json.loads((run / "run.json").read_text())
-    df, attrs = collect(run, settings)
     ok = df[df["state"] == "COMPLETE"]
     fine = ok[ok["rung"] == 1]
     front = ok[(ok["feasible"] == True)]  # noqa: E712
@@ -68,20 +69,15 @@ def main():
     root.mkdir(parents=True, exist_ok=True)
     run, like = root / "search", root / f"like-{a.retarget}"
     hwkd = [sys.executable, "-m", "hwkd", "-q"]
-    with LoadMeter() as load_search:
-        cmd = hwkd + ["search", "--target", a.target, "--space", a.space, "--supernet", a.supernet,
-                      "--time-budget", a.budget, "--no-report", "--name", str(run)]
-        if (run / "run.json").is_file():
-            cmd = hwkd + ["search", "--resume", str(run), "--no-report"]
-        search_wall = run_timed(cmd, root / "search.done.json")
-    with LoadMeter() as load_like:
-        like_wall = run_timed(hwkd + ["search", "--like", str(run), "--target", a.retarget, "--max-latency-ms",
-                                      a.retarget_limit_ms, "--no-report", "--name", str(like)],
-                              root / "like.done.json")
+    cmd = hwkd + ["search", "--target", a.target, "--space", a.space, "--supernet", a.supernet,
+                  "--time-budget", a.budget, "--no-report", "--name", str(run)]
+    if (run / "run.json").is_file():
+        cmd = hwkd + ["search", "--resume", str(run), "--no-report"]
+    search_t = run_timed(cmd, root / "search.done.json")
+    like_t = run_timed(hwkd + ["search", "--like", str(run), "--target", a.retarget, "--max-latency-ms",
+                               a.retarget_limit_ms, "--no-report", "--name", str(like)], root / "like.done.json")
     out = {"supernet": a.supernet, "budget": a.budget,
-           "search": {**summary(run), "wall_s": search_wall, "load": load_search.as_dict()},
-           "retarget": {**summary(like), "wall_s": like_wall, "load": load_like.as_dict(),
-                        "goal_s": 120},
+           "search": {**summary(run), **search_t}, "retarget": {**summary(like), **like_t, "goal_s": 120},
            "goal_candidates": 100, "machine": fingerprint()}
     print(json.dumps({k: {kk: out[k][kk] for kk in ("complete", "promoted", "wall_s")}
                       for k in ("search", "retarget")}, indent=1))

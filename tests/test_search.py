@@ -674,3 +674,25 @@ def test_search_on_a_supernet_scores_inherited_weights(tmp_path, tiny_corpus):
     args[args.index("--steps") + 1] = 0
     bad = run_cli(*args, env=_env(tmp_path))
     assert bad.returncode == 2 and "--steps 0" in bad.stderr
+
+
+def test_a_search_records_its_teachers_sha256_and_refuses_another_file_on_resume(tmp_path, tiny_corpus):
+    import torch
+
+    from hwkd.models.teacher import embedded_teacher_path, teacher_sha256
+    from hwkd.search.run import Search, SearchConfig
+    teacher = tmp_path / "teacher.pt"
+    shutil.copyfile(embedded_teacher_path(), teacher)
+    sc = dict(target="rpi4", space=str(_space(tmp_path)), data=str(tiny_corpus), teacher=str(teacher),
+              val_pesq_clips=0)
+    run = tmp_path / "runs" / "t"
+    s = Search(run, SearchConfig(**sc), progress=False)
+    want = teacher_sha256(teacher)
+    assert s.study.user_attrs["teacher_sha256"] == want
+    assert json.loads((run / "run.json").read_text())["teacher_sha256"] == want
+    Search(run, SearchConfig(**sc), progress=False)             # the same file: rejoins
+    ck = torch.load(teacher, weights_only=False)                # a retrained teacher at the same path
+    ck.setdefault("meta", {})["retrained"] = True
+    torch.save(ck, teacher)
+    with pytest.raises(HwkdError, match="teacher file SHA-256"):
+        Search(run, SearchConfig(**sc), progress=False)
