@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
-# a supernet search's defaults where a flag is not given: candidates scored as inherited (no training), the
-# front's members fine-tuned a little once the front has settled
-SUPERNET_DEFAULTS = {"steps": 0, "promote_steps": 20, "promote_after": 30, "trials": None}
-SUPERNET_VAL_CLIPS = 25     # a supernet search scores many candidates: a fixed val subset (every rung, the noisy
-                            # reference too) keeps one candidate to seconds
+# `hwkd search --supernet`'s defaults where a flag is not given: candidates scored as inherited (no training),
+# the front's members fine-tuned a little once the front has settled, the time budget the only limit, and a
+# fixed val subset (every rung, the noisy reference too) that keeps one candidate to seconds
+SUPERNET_VAL_CLIPS = 25
+SUPERNET_DEFAULTS = {"steps": 0, "promote_steps": 20, "promote_after": 30, "trials": None,
+                     "val_clips": SUPERNET_VAL_CLIPS}
 
 
 @dataclass
@@ -30,8 +31,8 @@ class SearchConfig:
     segment_s: float = 1.0
     lr: float = 3e-3
     val_pesq_clips: int = 5
-    val_clips: int | None = None          # candidates are scored on the first N val clips (None: all; with a
-                                          # supernet, SUPERNET_VAL_CLIPS)
+    val_clips: int | None = None          # candidates are scored on the first N val clips (None: all; `hwkd
+                                          # search --supernet` defaults to SUPERNET_VAL_CLIPS)
     runtime: str | None = None            # default: the target's first runtime
     threads: int | None = None            # default: the target's first thread count
     protocol: str = "quick"

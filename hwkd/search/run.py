@@ -224,9 +224,6 @@ class Search:
         self.in_channels = in_ch[0]
         if sc.supernet:                     # before the corpus is built (minutes) for a search that cannot start
             self._check_supernet(sc)
-            if sc.val_clips is None:
-                from hwkd.search.config import SUPERNET_VAL_CLIPS
-                sc.val_clips = SUPERNET_VAL_CLIPS
         if sc.data is None:
             from hwkd.data.synth import default_dataset
             sc.data = str(default_dataset(self.in_channels, progress=self.progress))
