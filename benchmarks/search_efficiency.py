@@ -38,7 +38,7 @@ def main():
     a = ap.parse_args()
     seeds = [int(s) for s in a.seeds.split(",")]
     ctrls = a.controllers.split(",")
-    root = hwkd_home() / "runs" / f"search-efficiency-{a.budget}{'-supernet' if a.supernet else ''}"
+    root = hwkd_home() / "runs" / f"{a.name}-{a.budget}"      # another --supernet or --space: another --name
     extra = (["--space", a.space] if a.space else []) + (["--supernet", a.supernet] if a.supernet else [])
     runs = {}
     with LoadMeter() as load:

@@ -694,5 +694,6 @@ def test_a_search_records_its_teachers_sha256_and_refuses_another_file_on_resume
     ck = torch.load(teacher, weights_only=False)                # a retrained teacher at the same path
     ck.setdefault("meta", {})["retrained"] = True
     torch.save(ck, teacher)
-    with pytest.raises(HwkdError, match="teacher file SHA-256"):
+    with pytest.raises(HwkdError, match=r"distilled from a teacher file with SHA-256 .* restore that teacher file"):
         Search(run, SearchConfig(**sc), progress=False)
+    Search(tmp_path / "runs" / "t2", SearchConfig(**sc), progress=False)       # a new run takes the new file

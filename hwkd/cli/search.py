@@ -163,19 +163,18 @@ def cmd_search(args) -> int:
           f"noisy val SI-SDR {srch.quality_ref:.2f} dB")
     trials = args.trials if args.resume and args.trials is not None else None
     budget = args.time_budget if args.resume and args.time_budget is not None else None
-    if sc.like:
-        if src is None:        # a re-targeted run resumed: finish adopting what an interruption left out
-            src = open_run(sc.like, given, given_from)
-        print(f"hwkd search: re-targeting the complete trials of {src[0].name} to {t['name']} (quality kept, "
-              "size and latency taken anew)")
-        with store.failures(srch.storage_url, f"adopted trials are kept; continue with: hwkd search --resume {run}"):
-            ad = srch.adopt(*src, progress=None if args.quiet else print)
-        print(f"hwkd search: re-targeted {ad['adopted']} trial(s) of {ad['source_trials']} in {ad['elapsed_s']:.1f} s")
-        if args.like and args.trials is None and args.time_budget is None:
-            trials = 0          # re-targeting alone: no new trials
-        elif args.like:
-            trials, budget = sc.trials, sc.time_budget_s
     try:
+        if sc.like:
+            if src is None:        # a re-targeted run resumed: finish adopting what an interruption left out
+                src = open_run(sc.like, given, given_from)
+            print(f"hwkd search: re-targeting the complete trials of {src[0].name} to {t['name']} (quality kept, "
+                  "size and latency taken anew)")
+            with store.failures(srch.storage_url, f"adopted trials are kept; continue with: hwkd search --resume "
+                                                  f"{run}"):
+                ad = srch.adopt(*src, progress=None if args.quiet else print)
+            skipped = "".join(f"\n  skipped trial {n}: {why}" for n, why in ad["skipped"])
+            print(f"hwkd search: re-targeted {ad['adopted']} trial(s) of {ad['source_trials']} in "
+                  f"{ad['elapsed_s']:.1f} s{skipped}")
         with store.failures(srch.storage_url, f"finished trials are kept; when the database answers again, continue "
                                               f"with: hwkd search --resume {run}"):
             res = srch.loop(trials, budget)
@@ -211,10 +210,10 @@ def _like(args, given, given_from):
     sc.target, sc.runtime, sc.threads = str(args.target), args.runtime, args.threads
     sc.max_latency_ms, sc.realtime = args.max_latency_ms, not args.no_realtime
     sc.like = str(src_run.resolve())
-    if args.trials is not None:
-        sc.trials = args.trials
-    if args.time_budget is not None:
-        sc.time_budget_s = args.time_budget
+    # re-targeting alone trains nothing: no new trials unless --trials (for the whole run, the adopted ones
+    # included) or --time-budget asks for them
+    sc.trials = args.trials if args.trials is not None else (None if args.time_budget is not None else 0)
+    sc.time_budget_s = args.time_budget
     name = args.name or f"{target['name']}-like-{src_run.name}-{datetime.now():%H%M%S}"
     run = resolve_run(name)
     check_name_free(run, name, given)

@@ -265,13 +265,17 @@ class Search:
             local = ("trials", "time_budget_s", "data", "teacher",    # a budget, and paths of this machine
                      "trial_timeout_s", "supernet")
             diff = changed_settings(old, settings, ignore=local)
-            was = self.study.user_attrs.get("teacher_sha256")
-            if was and was != self.teacher_sha256:       # the same path, another file (a retrained teacher)
-                diff.append(f"teacher file SHA-256: {was[:12]}... -> {self.teacher_sha256[:12]}...")
             if diff:
                 raise HwkdError(f"search {self.name} in {store.redact(self.storage_url)} has other settings "
                                 f"({'; '.join(diff)})",
                                 "rejoin with --resume NAME (its own settings), or start a new --name")
+            was = self.study.user_attrs.get("teacher_sha256")
+            from hwkd.kd import uses_teacher
+            if was and was != self.teacher_sha256 and uses_teacher(self.sc.kd):   # same path, another file
+                raise HwkdError(f"search {self.name} was distilled from a teacher file with SHA-256 {was[:12]}..., "
+                                f"but {self.sc.teacher} now has {self.teacher_sha256[:12]}... (retrained?)",
+                                "restore that teacher file, or start a new search with --name")
+            self.teacher_sha256 = was         # what this run's trials used (None: not recorded by older code)
 
     def _cost_ref(self) -> float:
         """The latency no useful student exceeds: the user's limit, else the hop duration (real time)."""
@@ -430,11 +434,21 @@ class Search:
         from hwkd.search.store import collect_trials
         from hwkd.search.trial import profile_summary
         t0 = time.perf_counter()
+        src_trials, src_attrs = collect_trials(src_run, src_settings, with_attrs=True)
+        from hwkd.kd import uses_teacher
+        was = src_attrs.get("teacher_sha256")
+        if was and was != self.teacher_sha256 and uses_teacher(self.sc.kd):
+            raise HwkdError(f"search {src_run.name} was distilled from a teacher with SHA-256 {was[:12]}..., "
+                            f"{self.sc.teacher} is now another file", "restore that teacher file to re-target it")
+        if abs(src_attrs["quality_ref"] - self.quality_ref) > 1e-6:
+            raise HwkdError(f"search {src_run.name} scored its candidates on other val clips (noisy input "
+                            f"{src_attrs['quality_ref']:.3f} dB, here {self.quality_ref:.3f} dB)",
+                            "re-target with the dataset that search used (leave out --data)")
         mine = self.trials()
         done = {t.user_attrs.get("like_of") for t in mine}
         keys = {t.user_attrs.get("key") for t in mine}
-        src = [t for t in collect_trials(src_run, src_settings) if t.state == TrialState.COMPLETE
-               and t.user_attrs.get("checkpoint")]
+        src = [t for t in src_trials if t.state == TrialState.COMPLETE and t.user_attrs.get("checkpoint")]
+        skipped = []
         fresh = set(PROFILE_FIELDS) | {"constraint", "near_limit", "feasible", "score", "trial_s", "checkpoint"}
         added = 0
         for i, t in enumerate(src):
@@ -456,8 +470,12 @@ class Search:
                     import shutil
                     shutil.copyfile(old, ckpt)
             net, _ = load_model(ckpt)
-            prof = profile_summary(net, self.target, ckpt.parent.parent / "export", self.sc.runtime,
-                                   self.sc.threads, self.sc.protocol, export=False)
+            try:
+                prof = profile_summary(net, self.target, ckpt.parent.parent / "export", self.sc.runtime,
+                                       self.sc.threads, self.sc.protocol, export=False)
+            except Exception as e:  # noqa: BLE001  (no latency for it on this target: named, the rest go on)
+                skipped.append((t.number, f"{type(e).__name__}: {e}"[:300]))
+                continue
             rec = TrialRecord(**{**{k: v for k, v in a.items() if k in TrialRecord.__dataclass_fields__
                                     and k not in fresh}, **prof})
             rec.constraint = self.constraint(rec.latency_ms, rec.hop_ms)
@@ -477,7 +495,8 @@ class Search:
             if progress:
                 progress(f"  {i + 1}/{len(src)} trial {t.number}: {rec.latency_ms:.3f} ms/hop, SI-SDR "
                          f"{rec.val_si_sdr_db:.2f} dB{'' if rec.feasible else ' (over the limit)'}")
-        return {"adopted": added, "source_trials": len(src), "elapsed_s": round(time.perf_counter() - t0, 2)}
+        return {"adopted": added, "source_trials": len(src), "skipped": skipped,
+                "elapsed_s": round(time.perf_counter() - t0, 2)}
 
     def _promote(self, number: int, r0: TrialRecord) -> bool:
         from optuna.trial import TrialState
