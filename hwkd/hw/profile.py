@@ -85,26 +85,20 @@ def profile(net: DPDCRN, target: dict | str, out_dir: Path, *, runtimes=None, th
     progress(f"  {res['params']:,} parameters, {cost['macs_per_s'] / 1e9:.3f} GMAC per second of audio "
              f"({cost['frames']} frames, hop {cfg.hop})")
     source = latency_source(target)
-    if not export and source == "predicted" and int8_pairs is None:
-        mode = "hop" if cfg.causal else "offline"
-        res.update(mode=mode, export=None, latency_note=f"target {target['name']} is remote and names no device "
-                                                        "(ssh.host); latency is predicted, not measured",
-                   latency=predicted_latency(net, target, runtimes or target["runtimes"],
-                                             threads or target["threads"], cost["macs"] / cost["frames"]),
-                   protocol=proto.__dict__, wall_s=round(time.perf_counter() - t0, 2))
-        (out_dir / "profile.json").write_text(json.dumps(res, indent=1, default=str))
-        return res
-    ex = export_all(net, out_dir, openvino=True)
-    res["export"] = {"offline_onnx": str(ex.offline_onnx), "offline_ir": ex.offline_ir and str(ex.offline_ir),
-                     "step_onnx": ex.step_onnx and str(ex.step_onnx), "step_ir": ex.step_ir and str(ex.step_ir),
-                     "parity_max_abs": ex.parity, "refused": ex.refused}
-    progress(f"  exported to {out_dir} (parity: "
-             + ", ".join(f"{k} {max(v.values()) if isinstance(v, dict) else v:.1e}"
-                         for kind in ex.parity.values() for k, v in kind.items()) + ")")
     mode = "hop" if cfg.causal else "offline"
+    if export or source != "predicted" or int8_pairs is not None:
+        ex = export_all(net, out_dir, openvino=True)
+        res["export"] = {"offline_onnx": str(ex.offline_onnx), "offline_ir": ex.offline_ir and str(ex.offline_ir),
+                         "step_onnx": ex.step_onnx and str(ex.step_onnx), "step_ir": ex.step_ir and str(ex.step_ir),
+                         "parity_max_abs": ex.parity, "refused": ex.refused}
+        progress(f"  exported to {out_dir} (parity: "
+                 + ", ".join(f"{k} {max(v.values()) if isinstance(v, dict) else v:.1e}"
+                             for kind in ex.parity.values() for k, v in kind.items()) + ")")
+        art = {"hop": (ex.step_onnx, ex.step_ir), "offline": (ex.offline_onnx, ex.offline_ir)}[mode]
+    else:
+        res["export"] = None
     res["mode"] = mode
     res["latency"] = []
-    art = {"hop": (ex.step_onnx, ex.step_ir), "offline": (ex.offline_onnx, ex.offline_ir)}[mode]
     remote = None
     if source != "measured":
         if source == "predicted":

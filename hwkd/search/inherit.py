@@ -17,11 +17,10 @@ from __future__ import annotations
 
 import json
 import time
-import traceback
 from pathlib import Path
 
 from hwkd.audio.io import write_text_atomic
-from hwkd.search.trial import RungResult, _finite, profile_summary
+from hwkd.search.trial import RungResult, check_finite, profile_summary, record_failure
 
 INHERITED = "inherited from the supernet"
 
@@ -56,8 +55,7 @@ class InheritedScorer:
                     p.fill_(float("nan"))
         with torch.inference_mode():
             val = validate(Enhancer(model), self.val, self.val_pesq_clips, "cpu")
-        if not all(map(_finite, (val["val_si_sdr_db"], val.get("val_pesq_wb") or 0.0))):
-            raise FloatingPointError(f"validation gave a non-finite figure: {val}")
+        check_finite(val["val_si_sdr_db"], val.get("val_pesq_wb"), val)
         save_checkpoint(tdir / "rung0" / "best.pt", model.eval(),
                         meta={"inherited_from": self.supernet_path,
                               "command": f"hwkd search trial {tdir.name} rung 0 (inherited)"})
@@ -80,9 +78,6 @@ class InheritedScorer:
         except (KeyboardInterrupt, SystemExit):
             raise
         except Exception as e:  # noqa: BLE001  (any failure of a candidate is recorded, never raised further)
-            kind = "nan" if isinstance(e, FloatingPointError) else type(e).__name__
-            write_text_atomic(tdir / "error.json", json.dumps({"rung": 0, "kind": kind, "error": str(e),
-                                                               "traceback": traceback.format_exc()}, indent=1))
-            return None, f"{kind}: {e}"[:500]
+            return None, record_failure(tdir, 0, e)[:500]
         write_text_atomic(result, json.dumps(out.to_dict(), indent=1))
         return out, None

@@ -270,12 +270,17 @@ class Search:
                                 f"({'; '.join(diff)})",
                                 "rejoin with --resume NAME (its own settings), or start a new --name")
             was = self.study.user_attrs.get("teacher_sha256")
-            from hwkd.kd import uses_teacher
-            if was and was != self.teacher_sha256 and uses_teacher(self.sc.kd):   # same path, another file
+            if self._other_teacher(was):      # the same path, another file (a retrained teacher)
                 raise HwkdError(f"search {self.name} was distilled from a teacher file with SHA-256 {was[:12]}..., "
                                 f"but {self.sc.teacher} now has {self.teacher_sha256[:12]}... (retrained?)",
                                 "restore that teacher file, or start a new search with --name")
             self.teacher_sha256 = was         # what this run's trials used (None: not recorded by older code)
+
+    def _other_teacher(self, recorded: str | None) -> bool:
+        """A run that distils recorded another teacher file's SHA-256 than this run's teacher has (None: older
+        code recorded none)."""
+        from hwkd.kd import uses_teacher
+        return bool(recorded) and recorded != self.teacher_sha256 and uses_teacher(self.sc.kd)
 
     def _cost_ref(self) -> float:
         """The latency no useful student exceeds: the user's limit, else the hop duration (real time)."""
@@ -435,9 +440,8 @@ class Search:
         from hwkd.search.trial import profile_summary
         t0 = time.perf_counter()
         src_trials, src_attrs = collect_trials(src_run, src_settings, with_attrs=True)
-        from hwkd.kd import uses_teacher
         was = src_attrs.get("teacher_sha256")
-        if was and was != self.teacher_sha256 and uses_teacher(self.sc.kd):
+        if self._other_teacher(was):
             raise HwkdError(f"search {src_run.name} was distilled from a teacher with SHA-256 {was[:12]}..., "
                             f"{self.sc.teacher} is now another file", "restore that teacher file to re-target it")
         if abs(src_attrs["quality_ref"] - self.quality_ref) > 1e-6:

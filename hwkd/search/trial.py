@@ -125,8 +125,7 @@ def run_rung(spec: dict) -> dict:
     if spec["steps"] == 0:
         raise ValueError("a rung of 0 steps is scored in the search's own process (hwkd.search.inherit)")
     out = _train(cfg, init, spec, tdir, t0, lr, lam)
-    if not all(map(_finite, (out.val_si_sdr_db, out.val_pesq_wb or 0.0))):
-        raise FloatingPointError(f"validation gave a non-finite figure: {out}")
+    check_finite(out.val_si_sdr_db, out.val_pesq_wb, out)
     if rung == 0:
         out = RungResult(**{**out.to_dict(), **_profile(spec, tdir)})
     return out
@@ -180,6 +179,21 @@ def _finite(x: float) -> bool:
     return x == x and abs(x) != float("inf")
 
 
+def check_finite(si_sdr: float, pesq: float | None, what) -> None:
+    """A rung whose validation is not finite failed as a NaN loss does (FloatingPointError: kind "nan")."""
+    if not all(map(_finite, (si_sdr, pesq or 0.0))):
+        raise FloatingPointError(f"validation gave a non-finite figure: {what}")
+
+
+def record_failure(tdir: Path, rung: int, e: BaseException) -> str:
+    """A failed rung's reason in TRIAL/error.json (the search reads it back) -> "kind: message"."""
+    from hwkd.audio.io import write_text_atomic
+    kind = "nan" if isinstance(e, FloatingPointError) else type(e).__name__
+    write_text_atomic(tdir / "error.json", json.dumps({"rung": rung, "kind": kind, "error": str(e),
+                                                       "traceback": traceback.format_exc()}, indent=1))
+    return f"{kind}: {e}"
+
+
 def _profile(spec: dict, tdir: Path) -> dict:
     from hwkd.models.checkpoint import load_model
     net, _ = load_model(tdir / "rung0" / "best.pt")
@@ -225,10 +239,7 @@ def main(argv=None) -> int:
     try:
         out = run_rung(spec)
     except BaseException as e:  # noqa: BLE001  (any failure of a candidate is recorded, never raised further)
-        kind = "nan" if isinstance(e, FloatingPointError) else type(e).__name__
-        write_text_atomic(tdir / "error.json", json.dumps({"rung": spec["rung"], "kind": kind, "error": str(e),
-                                                           "traceback": traceback.format_exc()}, indent=1))
-        print(f"trial failed: {kind}: {e}", file=sys.stderr)
+        print(f"trial failed: {record_failure(tdir, spec['rung'], e)}", file=sys.stderr)
         return 1
     write_text_atomic(result, json.dumps(out.to_dict(), indent=1))
     return 0
