@@ -17,6 +17,17 @@ from importlib import metadata
 CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this id runs on this host (one of another user counts)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def die_with_parent(parent: int | None = None) -> None:
     """In a child process: be killed when the parent dies (kill -9 of a worker leaves no orphan trainer), and
     exit at once if `parent` (the starter's pid, when given) is already gone — it may die between the fork and

@@ -1,6 +1,8 @@
+import contextlib
 import subprocess
 import sys
 from pathlib import Path
+from urllib.parse import quote
 
 import numpy as np
 import pytest
@@ -102,3 +104,24 @@ def _source(item) -> str:
         return inspect.getsource(item.function)
     except (OSError, TypeError, AttributeError):
         return ""
+
+
+@contextlib.contextmanager
+def postgres_server(password: str | None = None):
+    """A PostgreSQL server on 127.0.0.1 (tests/servers.py: loopback only, SCRAM password, dies with the test run)
+    with superuser hwkd and `password` (generated when None). Yields (URL without the password, URL with it)."""
+    from servers import start_postgres, stop_postgres
+    pg = start_postgres(password)
+    bare = f"postgresql+psycopg://hwkd@127.0.0.1:{pg['port']}/postgres"
+    with_pw = bare.replace("hwkd@", "hwkd:" + quote(pg["password"], safe="") + "@")
+    try:
+        yield bare, with_pw
+    finally:
+        stop_postgres(pg)
+
+
+@pytest.fixture
+def postgres():
+    """The URL (with its password) of a fresh test server."""
+    with postgres_server() as (_, url):
+        yield url

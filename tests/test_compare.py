@@ -1,9 +1,12 @@
 """hwkd compare: the scheme x student x seed matrix, its report, resume and refused setting changes."""
 
 import json
+import time
 
 import pandas as pd
 import pytest
+
+from hwkd.errors import HwkdError
 
 import browser
 from conftest import run_cli
@@ -167,26 +170,153 @@ def test_a_claimed_cell_is_skipped_and_freed_when_its_holder_dies(tmp_path):
     again.close()
 
 
-def test_the_cells_said_left_to_other_processes_are_those_still_running(tmp_path, monkeypatch):
-    """A cell another process held when this one passed it, but finished since, is not said to be running."""
+def _fake_cells(monkeypatch, trained: list, fail_on: str | None = None):
+    """_run_cell replaced by one that records which cell it trained and returns a result at once."""
     from hwkd.experiments import compare
-    from hwkd.models.teacher import embedded_teacher_path
-    from hwkd.paths import claim_folder
-    out = tmp_path / "run"
-    cell = out / "cells" / "cpu-student" / "none"
-    claims = [claim_folder(cell / f"seed{k}") for k in (0, 1)]             # two cells held "elsewhere"
-    assert all(c is not None for c in claims)
 
-    def run_cell(cdir, *args, **kwargs):                                   # train seed 2; meanwhile seed 0 ends
-        res = {"scheme": "none", "seed": int(cdir.name[4:])}
-        (cell / "seed0" / "result.json").write_text(json.dumps({**res, "seed": 0}))
+    def run_cell(cdir, which, student, scheme, seed, *args, worker=None, **kwargs):
+        key = compare.cell_key(student, scheme, seed)
+        if key == fail_on:
+            raise KeyboardInterrupt
+        trained.append(key)
+        m = {"pesq_wb": 1.5, "stoi": 0.8, "estoi": 0.7, "si_sdr_db": 5.0 + seed}
+        res = {"student": compare.student_label(student), "scheme": scheme, "seed": seed, "in_channels": 1,
+               "params": 100, "macs_per_s": 1e6, "enhanced": m, "noisy": m, "threads": 1, "cpu": "x",
+               "curve": [[1, 4.0 + seed]], "worker": worker}
+        cdir.mkdir(parents=True, exist_ok=True)
         (cdir / "result.json").write_text(json.dumps(res))
         return res
     monkeypatch.setattr(compare, "_run_cell", run_cell)
-    said = []
-    cc = compare.CompareConfig(schemes=["none"], students=["cpu-student"], seeds=3)
-    compare.run_compare(out, cc, embedded_teacher_path(), progress=False, log=said.append)
-    left = [line for line in said if "left to the other" in line]
-    assert len(left) == 1 and "1 cell(s)" in left[0] and "seed 1" in left[0] and "seed 0" not in left[0]
-    for c in claims:
-        c.close()
+
+
+def _states(out, name=None):
+    import optuna
+    study = optuna.load_study(study_name=name or out.name, storage=f"sqlite:///{out / 'study.db'}")
+    return [(t.user_attrs["cell"], t.state.name) for t in study.get_trials()]
+
+
+def test_the_matrix_queue_takes_over_dead_and_silent_workers_and_trains_each_cell_once(tmp_path, monkeypatch):
+    """The cells are an Optuna study's queue: a cell whose worker on this host died, or whose worker elsewhere
+    stopped stamping its heartbeat, is queued again and trained here; a live worker's cell is left to it and
+    said; a duplicate queue entry is pruned; an interrupted cell is failed and trained on the next run."""
+    from hwkd.experiments import compare
+    from hwkd.models.teacher import embedded_teacher_path
+    monkeypatch.setattr(compare, "STALE_AFTER_S", 1)
+    teacher, out = embedded_teacher_path(), tmp_path / "run"
+    cc = compare.CompareConfig(schemes=["none", "fitnet"], students=["cpu-student"], seeds=3)
+    trained, said = [], []
+    _fake_cells(monkeypatch, trained, fail_on="cpu-student/fitnet/seed0")
+    with pytest.raises(KeyboardInterrupt):
+        compare.run_compare(out, cc, teacher, progress=False, log=said.append)
+    assert trained == ["cpu-student/none/seed0", "cpu-student/none/seed1", "cpu-student/none/seed2"]
+    assert ("cpu-student/fitnet/seed0", "FAIL") in _states(out)
+    # three more cells taken by "other workers": one on a host that stops stamping, one on this host whose
+    # process is gone, one alive on another host (its heartbeat kept fresh below)
+    m = compare.Matrix(out, cc, teacher)
+    m.recover()
+    taken = [m.take() for _ in range(3)]
+    taken.sort(key=lambda t: t[2])              # an interrupted cell is queued again behind the others
+    assert [k for _, _, k in taken] == ["cpu-student/fitnet/seed0", "cpu-student/fitnet/seed1",
+                                       "cpu-student/fitnet/seed2"]
+    import socket
+    for (tid, _, _), worker in zip(taken, ("far-away:1", f"{socket.gethostname()}:999999999", "live-host:2")):
+        m.storage.set_trial_user_attr(tid, "worker", worker)
+    import optuna
+    m.study.add_trial(optuna.trial.create_trial(       # a duplicate entry of a finished cell
+        state=optuna.trial.TrialState.WAITING, params={"student": "cpu-student", "scheme": "none", "seed": 0},
+        distributions=m._distributions(), user_attrs={"cell": "cpu-student/none/seed0"}))
+    time.sleep(1.5)
+    m.storage.record_heartbeat(taken[2][0])                  # the live one stamps; the far-away one does not
+    trained.clear()
+    _fake_cells(monkeypatch, trained)
+    results = compare.run_compare(out, cc, teacher, progress=False, log=said.append)
+    assert sorted(trained) == ["cpu-student/fitnet/seed0", "cpu-student/fitnet/seed1"]
+    assert len(results) == 5 and {r["worker"] for r in results} >= {compare.Matrix(out, cc, teacher).worker}
+    assert said[-1].startswith("hwkd compare: 1 cell(s) left to the other worker(s)") and "fitnet x seed 2" in said[-1]
+    states = _states(out)
+    assert ("cpu-student/none/seed0", "PRUNED") in states                 # the duplicate, not retrained
+    assert [s for k, s in states if k == "cpu-student/fitnet/seed2"] == ["RUNNING"]
+    # the settings are the study's: other ones are refused
+    with pytest.raises(HwkdError, match="other settings.*seeds"):
+        compare.run_compare(out, compare.CompareConfig(schemes=cc.schemes, students=cc.students, seeds=2), teacher,
+                            progress=False)
+    # --report-only reads the study, trains nothing
+    assert len(compare.run_compare(out, cc, teacher, progress=False, train_missing=False)) == 5
+
+
+def test_a_run_folder_from_before_the_study_is_adopted_without_retraining(tmp_path, monkeypatch):
+    from hwkd.experiments import compare
+    from hwkd.models.teacher import embedded_teacher_path
+    teacher, out = embedded_teacher_path(), tmp_path / "old"
+    cc = compare.CompareConfig(schemes=["none"], students=["cpu-student"], seeds=2)
+    trained = []
+    _fake_cells(monkeypatch, trained)
+    compare.run_compare(out, cc, teacher, progress=False)
+    (out / "study.db").unlink()                                   # as a run from before the study left it
+    settings = json.loads((out / "compare.json").read_text())
+    for k in ("student_configs", "storage", "name"):
+        del settings[k]
+    (out / "compare.json").write_text(json.dumps(settings))
+    (out / "cells" / "cpu-student" / "none" / "seed1" / "result.json").unlink()
+    assert len(compare.run_compare(out, cc, teacher, progress=False, train_missing=False)) == 1   # read as files
+    trained.clear()
+    assert len(compare.run_compare(out, cc, teacher, progress=False)) == 2
+    assert trained == ["cpu-student/none/seed1"]                  # seed 0 adopted from its result.json
+
+
+@pytest.mark.slow
+def test_workers_on_two_machines_share_one_matrix_on_a_database_server(tmp_path, tiny_corpus, postgres):
+    """Two run folders stand for two machines on one PostgreSQL matrix: a worker killed (-9) inside a cell has
+    that cell taken over, no cell is trained twice, both workers train, and a third folder reports every cell
+    from the store alone (learning curves included)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    import optuna
+    s8 = tmp_path / "s8.yaml"
+    s8.write_text("channels: 8\nlayers: 1\ndepth: 1\nheads: 0\n")
+    env = {**os.environ, "HWKD_HOME": str(tmp_path / "home"), "PYTHONUNBUFFERED": "1"}
+
+    def cmd(folder, *extra):
+        return [sys.executable, "-m", "hwkd", "-q", "compare", "--kd", "none,fitnet", "--students", str(s8),
+                "--seeds", "3", "--epochs", "2", "--max-steps-per-epoch", "4", "--batch-size", "2",
+                "--segment-s", "0.5", "--val-pesq-clips", "1", "--eval-limit", "2", "--data", str(tiny_corpus),
+                "--storage", postgres, "--name", "kd", "--out", str(tmp_path / folder),
+                "--report-dir", str(tmp_path / f"report-{folder}"), *extra]
+    a = subprocess.Popen(cmd("a"), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         start_new_session=True)
+    lines = []
+    for line in a.stdout:                         # kill -9 as soon as it starts its second cell
+        lines.append(line)
+        if "hwkd compare: cell 2/6" in line:
+            os.killpg(a.pid, signal.SIGKILL)
+            break
+    a.wait()
+    assert any("cell 2/6" in x for x in lines), "".join(lines) + a.stderr.read()[-3000:]
+    procs = [subprocess.Popen(cmd(f), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for f in ("a", "b")]
+    outs = [p.communicate(timeout=600) for p in procs]
+    for p, (_, err) in zip(procs, outs):
+        assert p.returncode == 0, err[-3000:]
+    started = [x.split("cell ", 1)[1].split(": ", 1)[1] for o, _ in outs for x in o.splitlines()
+               if "hwkd compare: cell " in x]
+    assert len(started) == 5 and len(set(started)) == 5, started          # the 5 unfinished cells, once each
+    assert all(o.count("hwkd compare: cell ") >= 1 for o, _ in outs)      # both workers trained
+    study = optuna.load_study(study_name="kd", storage=postgres)
+    by_cell: dict = {}
+    for t in study.get_trials():
+        by_cell.setdefault(t.user_attrs["cell"], []).append(t.state.name)
+        assert t.state.name != "PRUNED" or t.user_attrs["duplicate"]       # a retry queued by both workers at once
+    assert len(by_cell) == 6 and all(states.count("COMPLETE") == 1 for states in by_cell.values()), by_cell
+    assert [s for states in by_cell.values() for s in states].count("FAIL") == 1      # the killed worker's cell
+    assert len([k for k in study.user_attrs if k.startswith("cell:")]) == 6
+    # a third machine reports from the store alone: every cell and its learning curve, nothing trained
+    r = run_cli(*cmd("c", "--report-only")[3:], env=env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "cells finished" not in (tmp_path / "report-c" / "table.md").read_text()
+    assert "learning curves: " in (tmp_path / "report-c" / "index.html").read_text()
+    assert not (tmp_path / "c" / "cells").exists()
+    r = run_cli(*[x if x != "3" else "2" for x in cmd("c")[3:]], env=env)            # other settings
+    assert r.returncode == 2 and "other settings" in r.stderr and "seeds" in r.stderr

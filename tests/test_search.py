@@ -1,6 +1,5 @@
 """hwkd search / report / pick on tiny data: real distillation, real profiling, a real database server."""
 
-import contextlib
 import glob
 import json
 import os
@@ -11,7 +10,6 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from urllib.parse import quote
 
 import numpy as np
 import pytest
@@ -21,8 +19,8 @@ from hwkd.search.controllers import Controller
 from hwkd.search.pareto import front_mask, hypervolume
 from hwkd.search.space import load_space
 
-from conftest import run_cli
-from servers import free_port, start_postgres, stop_postgres
+from conftest import postgres_server, run_cli
+from servers import free_port
 
 TINY_SPACE = """name: tiny
 params:
@@ -187,26 +185,6 @@ def test_search_resumes_after_kill_9_without_losing_a_finished_trial(tmp_path, t
 
 # -- many workers, one study on a real database server ---------------------------------------------------
 
-@contextlib.contextmanager
-def _postgres_server(password: str | None = None):
-    """A PostgreSQL server on 127.0.0.1 (tests/servers.py: loopback only, SCRAM password, dies with the test run)
-    with superuser hwkd and `password` (generated when None). Yields (URL without the password, URL with it)."""
-    pg = start_postgres(password)
-    bare = f"postgresql+psycopg://hwkd@127.0.0.1:{pg['port']}/postgres"
-    with_pw = bare.replace("hwkd@", "hwkd:" + quote(pg["password"], safe="") + "@")
-    try:
-        yield bare, with_pw
-    finally:
-        stop_postgres(pg)
-
-
-@pytest.fixture
-def postgres():
-    """The URL (with its password) of a fresh test server."""
-    with _postgres_server() as (_, url):
-        yield url
-
-
 PG_PASSWORD = "hw%k-s3cret"            # '%' is written %25 in a URL: neither form may show anywhere
 SECRET = "s3cret"
 
@@ -214,7 +192,7 @@ SECRET = "s3cret"
 @pytest.fixture
 def postgres_with_password():
     """(URL without the password, URL with it) of a server that asks for PG_PASSWORD."""
-    with _postgres_server(PG_PASSWORD) as urls:
+    with postgres_server(PG_PASSWORD) as urls:
         yield urls
 
 
@@ -387,7 +365,8 @@ def test_a_trial_without_heartbeat_is_failed_and_retried_by_any_worker(tmp_path)
     import optuna
     from optuna.distributions import CategoricalDistribution
 
-    from hwkd.search.run import Search, _Heartbeat
+    from hwkd.search.run import Search
+    from hwkd.search.store import Heartbeat
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 's.db'}", heartbeat_interval=1, grace_period=3)
     study = optuna.create_study(storage=storage, study_name="s", directions=["maximize", "minimize", "minimize"])
@@ -399,7 +378,7 @@ def test_a_trial_without_heartbeat_is_failed_and_retried_by_any_worker(tmp_path)
         t.set_user_attr("key", key)
         t.set_user_attr("worker", f"elsewhere:{t.number + 1}")
     storage.record_heartbeat(dead._trial_id)          # one stamp, then its worker goes silent
-    with _Heartbeat(storage, live._trial_id):
+    with Heartbeat(storage, live._trial_id):
         time.sleep(4.5)
         assert s.recover() == 1
     got = {t.number: t for t in study.get_trials()}

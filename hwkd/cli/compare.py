@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hwkd.cli.common import POS_INT, csv_list, formatter, nonneg_int
+from hwkd.cli.common import POS_INT, STORAGE_HELP, csv_list, formatter, given_storage, nonneg_int, storage_url
 from hwkd.errors import HwkdError
 from hwkd.experiments.config import CompareConfig
 
@@ -22,6 +22,10 @@ def register(sub) -> None:
                     help="comma-separated presets or config files (Ambisonics students use the foa set)")
     cp.add_argument("--seeds", type=POS_INT, default=CC.seeds, help="default %(default)s")
     cp.add_argument("--out", type=Path, required=True, help="run folder (cells, checkpoints); rerun to resume")
+    cp.add_argument("--storage", type=storage_url, default=None,
+                    help=STORAGE_HELP + "; else SQLite in the run folder. The same command with the same store on "
+                         "several machines shares one matrix")
+    cp.add_argument("--name", default=None, help="the matrix's study name in the store (default: the name of --out)")
     cp.add_argument("--report-dir", type=Path, default=None, help="default: reports/<name of --out>")
     cp.add_argument("--teacher", type=Path, default=None, help="teacher checkpoint (default: the embedded one)")
     cp.add_argument("--data", type=Path, default=None, help="mono dataset (default: the embedded corpus)")
@@ -63,11 +67,17 @@ def cmd_compare(args) -> int:
     teacher = args.teacher or embedded_teacher_path()
     if args.workers < 1:
         raise HwkdError(f"--workers {args.workers}: needs at least 1", "give --workers 1 or more")
+    storage, given_from = given_storage(args)
+    if storage:
+        from hwkd.search import store
+        print(f"hwkd compare: store {store.redact(storage)} (from {given_from}), matrix "
+              f"{args.name or args.out.resolve().name}")
     if args.workers > 1 and not args.report_only:
-        results = run_compare_parallel(args.out, cc, teacher, args.workers, data=data, progress=not args.quiet)
+        results = run_compare_parallel(args.out, cc, teacher, args.workers, data=data, progress=not args.quiet,
+                                       storage=storage, name=args.name)
     else:
         results = run_compare(args.out, cc, teacher, data=data, progress=not args.quiet,
-                              train_missing=not args.report_only)
+                              train_missing=not args.report_only, storage=storage, name=args.name)
     rdir = args.report_dir or Path("reports") / args.out.resolve().name
     report(results, rdir, cc, cells_dir=args.out / "cells", data=data, clips=args.clips)
     print((rdir / "table.md").read_text())

@@ -1,26 +1,40 @@
 """`hwkd compare`: every KD scheme x every student x every seed at one training budget, then a report.
 
-Each cell (student, scheme, seed) is an ordinary distillation run (`none` = plain SE training) in
-RUN/cells/STUDENT/SCHEME/seedN, evaluated on the evaluation split into result.json. A cell with a
-result is never redone; an interrupted cell resumes from its last checkpoint (the trainer's exact resume),
-so rerunning the same command after Ctrl-C or kill -9 continues where it stopped. The settings are kept
-in RUN/compare.json; rerunning with different ones is refused (use another --out).
+The matrix is an Optuna study (hwkd.search.store: the same storages as `hwkd search`; SQLite in the run folder by
+default, a PostgreSQL server with --storage for many machines). Its user attributes hold the settings (the
+teacher by SHA-256, students by their network config, so a worker on another machine with other paths joins
+the same matrix) and every finished cell's result ("cell:STUDENT/SCHEME/seedN"); its trials are the queue: one
+WAITING trial per cell without a result, which a worker takes by setting it RUNNING (a row lock on a server; on
+SQLite the take is serialised by a file lock beside the database). A running cell's worker stamps a heartbeat
+every HEARTBEAT_S; a cell without a stamp for STALE_AFTER_S (a dead worker on any host), or whose worker process
+on this host is gone, is failed and queued again; a failed cell (an error, Ctrl-C) is queued again on the next
+run. A cell taken twice (a retry queued by two workers at once) is trained once: the lower trial number wins,
+the other is pruned as a duplicate.
 
-Cells run in parallel: a process takes a cell by an exclusive lock on RUN/cells/.../claim.lock
-(flock, held while it trains; the kernel drops it when the process dies, so a killed worker leaves no stale
-claim), and skips cells another process holds. `--workers N` starts N such processes with the cores shared
-out (intra-op threads = cores // N); starting the same command twice does the same by hand. Small
-students scale poorly over intra-op threads, so cells side by side finish the matrix sooner
-(benchmarks/compare_parallel.py measures it; figures in README).
+Each cell is an ordinary distillation run (`none` = plain SE training) in RUN/cells/STUDENT/SCHEME/seedN,
+evaluated on the evaluation split into result.json and into the study. An interrupted cell resumes from its last
+checkpoint when it is taken again on the same run folder (the trainer's exact resume; on another machine it
+starts over); a cell folder is also held by an exclusive flock while it trains (RUN/cells/.../claim.lock; the
+kernel drops it when the process dies). Rerunning the same command resumes; other settings are refused (use
+another --out / --name). Run folders from before the study are adopted: their finished result.json files are
+recorded, their cells not redone.
+
+`--workers N` starts N processes on this machine with the cores shared out (intra-op threads = cores // N);
+starting the same command elsewhere with the same --storage joins them. Small students scale poorly over
+intra-op threads, so cells side by side finish the matrix sooner (benchmarks/compare_parallel.py).
 
 The report over the cells is hwkd.report.compare.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
+import math
 import os
+import socket
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -31,11 +45,16 @@ from hwkd.errors import HwkdError
 from hwkd.experiments.config import CompareConfig  # noqa: F401  (the settings; imported from here too)
 from hwkd.metrics.quality import BASE_METRICS
 from hwkd.paths import claim_folder
-from hwkd.sysinfo import cpu_tag, die_with_parent
+from hwkd.search import store
+from hwkd.sysinfo import cpu_tag, die_with_parent, pid_alive
 
 METRICS = BASE_METRICS          # what a cell records (mean over the evaluation utterances)
 # what a cell records of how it trained on the CPU; either changes float sums (report notes, log)
 CONDITIONS = (("threads", "with different intra-op thread counts"), ("cpu", "on different CPUs"))
+HEARTBEAT_S = 30                # a running cell's worker stamps the study this often (the server's clock) ...
+STALE_AFTER_S = 300             # ... and a cell without a stamp for this long is a dead worker's: queued again
+RESULT = "cell:"                # study user attr prefix of a finished cell's result
+WHAT = "comparison store"       # how messages name the study's database
 
 
 @dataclass
@@ -59,6 +78,8 @@ class CellResult:
     cpu: str
     train_data: str | None = None
     kd_weight: dict | None = None     # λ and how it was chosen (hwkd.train.objective)
+    curve: list | None = None         # [[epoch, val SI-SDR dB], ...] from the cell's history.jsonl
+    worker: str | None = None         # HOST:PID of the worker that trained it
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -69,30 +90,266 @@ def student_label(student: str) -> str:
     return Path(student).stem if Path(student).suffix else student
 
 
-def _check_settings(out: Path, cc: CompareConfig, teacher_path: Path, train_missing: bool) -> None:
-    """Write RUN/compare.json on a first start; refuse other settings (or a retrained teacher) later."""
-    out.mkdir(parents=True, exist_ok=True)
-    # the teacher by content too: a retrained teacher at the same path must not mix into an old run
+def cell_key(student: str, scheme: str, seed: int) -> str:
+    """A cell's name in the study and on disk: STUDENT/SCHEME/seedN (STUDENT: student_label)."""
+    return f"{student_label(student)}/{scheme}/seed{seed}"
+
+
+def settings_of(cc: CompareConfig, teacher_path: Path) -> dict:
+    """What a matrix is: the compare settings, the teacher (path and SHA-256: a retrained teacher at the same path
+    must not mix into an old matrix) and each student's network config (a worker elsewhere may name the same
+    student by another path)."""
+    from hwkd.models.checkpoint import load_model
+    from hwkd.models.registry import resolve_config
     digest = hashlib.sha256(Path(teacher_path).read_bytes()).hexdigest()
-    settings = {**asdict(cc), "teacher": str(teacher_path), "teacher_sha256": digest}
-    saved = out / "compare.json"
-    if saved.is_file():
-        old = json.loads(saved.read_text())
-        diff = changed_settings(old, settings)
+    hop = load_model(teacher_path)[0].cfg.hop
+    nets = {student_label(st): asdict(resolve_config(st, hop=hop)) for st in cc.students}
+    return {**asdict(cc), "teacher": str(teacher_path), "teacher_sha256": digest, "student_configs": nets}
+
+
+# what may differ between workers of one matrix: paths on their machines (the content is compared instead)
+MACHINE_LOCAL = ("teacher", "students", "threads")
+
+
+class Matrix:
+    """A KD matrix's Optuna study: its settings, the queue of cells (trials) and the finished cells' results
+    (study user attrs). Opening it creates the study (`create`) or refuses other settings."""
+
+    def __init__(self, out: Path, cc: CompareConfig, teacher_path: Path, storage: str | None = None,
+                 name: str | None = None, create: bool = True):
+        import optuna
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        self.out = Path(out).resolve()
+        self.cc = cc
+        self.url = storage or store.sqlite_url(self.out / store.RUN_DB)
+        self.name = name or self.out.name
+        self.cells = [(st, sc, seed) for st in cc.students for sc in cc.schemes for seed in range(cc.seeds)]
+        self.keys = [cell_key(*c) for c in self.cells]
+        self.settings = settings_of(cc, teacher_path)
+        self.worker = f"{socket.gethostname()}:{os.getpid()}"
+        self.fix = ("check that the database server is running and reachable; finished cells are kept, rerun the "
+                    "same command to continue")
+        if create:
+            self.out.mkdir(parents=True, exist_ok=True)
+        with self.failures():
+            self.storage = store.open_study_storage(self.url, heartbeat_interval=HEARTBEAT_S,
+                                                    grace_period=STALE_AFTER_S, what=WHAT)
+            if create:
+                self.study = optuna.create_study(study_name=self.name, storage=self.storage, direction="maximize",
+                                                 load_if_exists=True)
+            else:
+                try:
+                    self.study = optuna.load_study(study_name=self.name, storage=self.storage)
+                except KeyError:
+                    raise HwkdError(f"{redacted(self.url)} holds no comparison named {self.name}",
+                                    "start it without --report-only (or give its --name)") from None
+            self.study_id = self.storage.get_study_id_from_name(self.name)
+            self._settle_settings(create)
+        if create:
+            write_text_atomic(self.out / "compare.json", json.dumps(
+                {**self.settings, "storage": store.manifest_url(self.url, self.out), "name": self.name}, indent=1))
+
+    def failures(self):
+        return store.failures(self.url, self.fix, what=WHAT)
+
+    def _settle_settings(self, create: bool) -> None:
+        old = self.study.user_attrs.get("compare")
+        if old is None:
+            if not create:
+                raise HwkdError(f"comparison {self.name} has no settings yet", "start it without --report-only")
+            self.study.set_user_attr("compare", self.settings)
+            self.study.set_metric_names([f"{self.cc.eval_split}_si_sdr_db"])
+            old = self.study.user_attrs["compare"]         # two first workers at once: the one written counts
+        diff = changed_settings(old, self.settings, ignore=MACHINE_LOCAL)
+        if diff:
+            raise HwkdError(f"comparison {self.name} ({redacted(self.url)}) has other settings ({'; '.join(diff)})",
+                            "rerun with the same options to resume, or give a new --out (and --name)")
+
+    # -- the queue ---------------------------------------------------------------------------------------
+    def cell_dir(self, key: str) -> Path:
+        return self.out / "cells" / key
+
+    def results(self) -> dict:
+        """cell key -> its result, for every finished cell of this matrix."""
+        attrs = self.storage.get_study_user_attrs(self.study_id)
+        return {k: attrs[RESULT + k] for k in self.keys if RESULT + k in attrs}
+
+    def trials(self, states=None):
+        return self.storage.get_all_trials(self.study_id, deepcopy=False, states=states)
+
+    @contextlib.contextmanager
+    def queue_lock(self):
+        """On SQLite, taking and queueing cells is serialised by an flock beside the database (SQLite ignores the
+        row lock a server takes); a server needs none."""
+        path = store.sqlite_path(self.url) if store.is_sqlite(self.url) else None
+        if path is None:
+            yield
+            return
+        with open(f"{path}.queue.lock", "a+") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+
+    def recover(self) -> None:
+        """Fail the running cells of dead workers (any host: no heartbeat for STALE_AFTER_S; this host: the process
+        is gone), then queue every cell with neither a result nor a waiting or running trial. A result.json left
+        in a cell folder (a run from before the study, or a worker killed between writing and recording it) is
+        recorded instead of queueing its cell."""
+        import optuna
+        from optuna.trial import TrialState
+        optuna.storages.fail_stale_trials(self.study)
+        host = socket.gethostname()
+        for t in self.trials((TrialState.RUNNING,)):
+            w = t.user_attrs.get("worker", "")
+            if w.rsplit(":", 1)[0] == host and w != self.worker and not pid_alive(int(w.rsplit(":", 1)[1])):
+                self._set_state(t._trial_id, TrialState.FAIL, error="its worker process died")
+        done = self.results()
+        live = {t.user_attrs.get("cell") for t in self.trials((TrialState.WAITING, TrialState.RUNNING))}
+        dists = self._distributions() if self.cells else {}
+        for (student, scheme, seed), key in zip(self.cells, self.keys):
+            if key in done or key in live:
+                continue
+            local = self.cell_dir(key) / "result.json"
+            if local.is_file():
+                self.record(key, load_cell(self.cell_dir(key)))
+                continue
+            self.study.add_trial(optuna.trial.create_trial(
+                state=TrialState.WAITING, params={"student": student_label(student), "scheme": scheme, "seed": seed},
+                distributions=dists, user_attrs={"cell": key}))
+
+    def _distributions(self) -> dict:
+        from optuna.distributions import CategoricalDistribution as Cat
+        return {"student": Cat([student_label(s) for s in self.cc.students]), "scheme": Cat(list(self.cc.schemes)),
+                "seed": Cat(list(range(self.cc.seeds)))}
+
+    def take(self):
+        """The first waiting cell, now RUNNING in this worker's name with a first heartbeat: (trial id, number,
+        key), or None when none waits."""
+        from optuna.exceptions import UpdateFinishedTrialError
+        from optuna.trial import TrialState
+        for t in self.trials((TrialState.WAITING,)):
+            try:
+                if not self.storage.set_trial_state_values(t._trial_id, state=TrialState.RUNNING):
+                    continue
+            except UpdateFinishedTrialError:
+                continue
+            self.storage.set_trial_user_attr(t._trial_id, "worker", self.worker)
+            self.storage.record_heartbeat(t._trial_id)
+            return t._trial_id, t.number, t.user_attrs["cell"]
+        return None
+
+    def superseded(self, key: str, number: int) -> str | None:
+        """Why a taken cell is not to be trained: finished already, or a trial with a lower number has it."""
+        from optuna.trial import TrialState
+        if key in self.results():
+            return "finished already"
+        for t in self.trials((TrialState.WAITING, TrialState.RUNNING)):
+            if t.user_attrs.get("cell") == key and t.number < number:
+                return f"trial {t.number} has it"
+        return None
+
+    def record(self, key: str, res: dict) -> None:
+        """A finished cell's result into the study (the first one recorded stays)."""
+        if key not in self.results():
+            self.storage.set_study_user_attr(self.study_id, RESULT + key, res)
+
+    def _set_state(self, trial_id: int, state, values=None, **attrs) -> bool:
+        """Set a trial's attrs and final state; False when it was finished meanwhile (e.g. failed as stale)."""
+        from optuna.exceptions import UpdateFinishedTrialError
+        try:
+            for k, v in attrs.items():
+                self.storage.set_trial_user_attr(trial_id, k, v)
+            return self.storage.set_trial_state_values(trial_id, state=state, values=values)
+        except UpdateFinishedTrialError:
+            return False
+
+    def work(self, train, log=print) -> bool:
+        """Take, train and record cells until none waits; `train(key, index)` trains one (resuming its folder)
+        and returns its result. Returns whether this worker trained any."""
+        from optuna.trial import TrialState
+        trained = False
+        while True:
+            with self.failures(), self.queue_lock():
+                self.recover()
+                taken = self.take()
+            if taken is None:
+                return trained
+            tid, number, key = taken
+            with self.failures():
+                why = self.superseded(key, number)
+            if why:
+                self._set_state(tid, TrialState.PRUNED, duplicate=why)
+                continue
+            claim = claim_folder(self.cell_dir(key))
+            if claim is None:       # trained by another process on this run folder: its trial was failed as stale
+                log(f"hwkd compare: cell {key} is held by another process on this run folder; left to it")
+                continue
+            with claim, store.Heartbeat(self.storage, tid):
+                try:
+                    local = self.cell_dir(key) / "result.json"
+                    res = load_cell(self.cell_dir(key)) if local.is_file() else train(key, self.keys.index(key) + 1)
+                except BaseException as e:
+                    why = "interrupted" if isinstance(e, KeyboardInterrupt) else f"{type(e).__name__}: {e}"[:300]
+                    with contextlib.suppress(Exception):
+                        self._set_state(tid, TrialState.FAIL, error=why)
+                    raise
+                trained = True
+                with self.failures():
+                    self.record(key, res)
+                    value = res["enhanced"].get("si_sdr_db")
+                    if value is not None and math.isfinite(value):
+                        self._set_state(tid, TrialState.COMPLETE, values=[value])
+                    else:
+                        self._set_state(tid, TrialState.FAIL, error="non-finite SI-SDR (the result is recorded)")
+
+    def running_elsewhere(self) -> list[str]:
+        """Cells without a result that another worker is training now."""
+        from optuna.trial import TrialState
+        done = self.results()
+        return [t.user_attrs["cell"] for t in self.trials((TrialState.RUNNING,))
+                if t.user_attrs.get("cell") not in done and t.user_attrs.get("worker") != self.worker]
+
+
+def redacted(url: str) -> str:
+    return store.redact(url)
+
+
+def stored_storage(out: Path) -> str | None:
+    """The store named in RUN/compare.json (a server URL without its password), None for the run's own SQLite."""
+    saved = Path(out) / "compare.json"
+    if not saved.is_file():
+        return None
+    url = json.loads(saved.read_text()).get("storage")
+    return None if url is None or store.is_sqlite(url) else url
+
+
+def open_matrix(out: Path, cc: CompareConfig, teacher_path: Path, storage: str | None = None, name: str | None = None,
+                create: bool = True) -> Matrix | None:
+    """The matrix of `out` (or of `storage` and `name`); with create=False, None for a run folder from before the
+    study (its cells are read from their result.json), and an error when there is no comparison at all."""
+    out = Path(out)
+    url = storage or stored_storage(out)
+    if not create and url is None and not (out / store.RUN_DB).is_file():
+        if (out / "compare.json").is_file():
+            return None
+        raise HwkdError(f"{out} holds no comparison yet (no compare.json)",
+                        "start it without --report-only, or give the run folder of a running comparison")
+    if create and url is None and (out / "compare.json").is_file() and not (out / store.RUN_DB).is_file():
+        old = json.loads((out / "compare.json").read_text())        # a run from before the study: same settings
+        diff = changed_settings(old, settings_of(cc, teacher_path), ignore=("student_configs",))
         if diff:
             raise HwkdError(f"{out} holds a comparison with other settings ({'; '.join(diff)})",
                             "rerun with the same options to resume, or give a new --out")
-    elif not train_missing:
-        raise HwkdError(f"{out} holds no comparison yet (no compare.json)",
-                        "start it without --report-only, or give the run folder of a running comparison")
-    else:
-        write_text_atomic(saved, json.dumps(settings, indent=1))
+    return Matrix(out, cc, teacher_path, storage=url, name=name, create=create)
 
 
 def run_compare(out: Path, cc: CompareConfig, teacher_path: Path, data: dict | None = None,
-                progress: bool = True, log=print, train_missing: bool = True, threads: int | None = None) -> list[dict]:
-    """Train and evaluate every missing cell no other process holds; returns the finished cells' results.
-    `data`: {in_channels: dataset path}. With train_missing=False nothing is trained: the finished cells
+                progress: bool = True, log=print, train_missing: bool = True, threads: int | None = None,
+                storage: str | None = None, name: str | None = None) -> list[dict]:
+    """Train and evaluate every cell left in the matrix's queue; returns the finished cells' results (in matrix
+    order). `data`: {in_channels: dataset path}. With train_missing=False nothing is trained: the finished cells
     alone (a look at a matrix still running). `threads`: this process's intra-op threads (default cc.threads)."""
     from hwkd.kd.base import schemes
     from hwkd.models.checkpoint import load_model
@@ -102,37 +359,33 @@ def run_compare(out: Path, cc: CompareConfig, teacher_path: Path, data: dict | N
     if unknown:
         raise HwkdError(f"unknown KD scheme(s): {', '.join(unknown)}", f"use none or {', '.join(sorted(known))}")
     out = Path(out)
-    _check_settings(out, cc, teacher_path, train_missing)
-    teacher, _ = load_model(teacher_path)
-    cells = [(st, sc, seed) for st in cc.students for sc in cc.schemes for seed in range(cc.seeds)]
-    results, held, trained = [], [], False
-    for i, (student, scheme, seed) in enumerate(cells, 1):
-        cdir = out / "cells" / student_label(student) / scheme / f"seed{seed}"
-        done = cdir / "result.json"
-        if done.is_file():
-            results.append(load_cell(cdir))
-            continue
-        if not train_missing:
-            continue
-        claim = claim_folder(cdir)
-        if claim is None:
-            held.append((f"{student_label(student)} x {scheme} x seed {seed}", done))
-            continue
-        with claim:
-            if done.is_file():                       # finished by another process since the check above
-                results.append(load_cell(cdir))
-                continue
-            results.append(_run_cell(cdir, f"{i}/{len(cells)}", student, scheme, seed, cc, teacher, data,
-                                     progress, log, threads))
-            trained = True
+    matrix = open_matrix(out, cc, teacher_path, storage, name, create=train_missing)
+    trained, held = False, []
+    if matrix is None:                                           # --report-only on a run from before the study
+        dirs = [out / "cells" / cell_key(st, sc, seed) for st in cc.students for sc in cc.schemes
+                for seed in range(cc.seeds)]
+        results = [load_cell(d) for d in dirs if (d / "result.json").is_file()]
+    else:
+        if train_missing:
+            teacher, _ = load_model(teacher_path)
+            by_key = dict(zip(matrix.keys, matrix.cells))
+
+            def train(key: str, index: int) -> dict:
+                student, scheme, seed = by_key[key]
+                return _run_cell(matrix.cell_dir(key), f"{index}/{len(matrix.cells)}", student, scheme, seed, cc,
+                                 teacher, data, progress, log, threads, worker=matrix.worker)
+            trained = matrix.work(train, log)
+        with matrix.failures():
+            results = list(matrix.results().values())
+            held = matrix.running_elsewhere()
     for key, what in CONDITIONS:
         seen = sorted({str(r.get(key, "not recorded")) for r in results})
         if trained and len(seen) > 1:
             log(f"hwkd compare: the finished cells were trained {what} ({'; '.join(seen)}); CPU results change "
                 "with them, so the report notes the students where they are mixed")
-    held = [name for name, done in held if not done.is_file()]     # those still running now, not at the look
     if held:
-        log(f"hwkd compare: {len(held)} cell(s) left to the other process(es) training them: " + "; ".join(held))
+        log(f"hwkd compare: {len(held)} cell(s) left to the other worker(s) training them: "
+            + "; ".join(k.replace("/", " x ").replace(" x seed", " x seed ") for k in held))
     if not results and not train_missing:
         raise HwkdError(f"no finished cells in {out} yet", "wait for the first cell, or rerun without --report-only")
     return results
@@ -150,8 +403,9 @@ def load_cell(cdir: Path) -> dict:
 
 
 def _run_cell(cdir: Path, which: str, student: str, scheme: str, seed: int, cc: CompareConfig, teacher,
-              data: dict | None, progress: bool, log, threads: int | None) -> dict:
-    """Train (or resume) one cell, evaluate its best checkpoint, write and return result.json."""
+              data: dict | None, progress: bool, log, threads: int | None, worker: str | None = None) -> dict:
+    """Train (or resume) one cell, evaluate its best checkpoint, write and return result.json (with its learning
+    curve, so a report on another machine has it)."""
     import torch
 
     from hwkd.data.datasets import split_pairs
@@ -183,15 +437,22 @@ def _run_cell(cdir: Path, which: str, student: str, scheme: str, seed: int, cc: 
                      enhanced={m: ev["enhanced"][m]["mean"] for m in METRICS},
                      noisy={m: ev["noisy"][m]["mean"] for m in METRICS},
                      train_s=round(time.perf_counter() - t0, 1), threads=torch.get_num_threads(), cpu=cpu_tag(),
-                     train_data=trained["train_data"], kd_weight=trained.get("kd_weight")).to_dict()
+                     train_data=trained["train_data"], kd_weight=trained.get("kd_weight"), curve=_curve(cdir),
+                     worker=worker).to_dict()
     write_text_atomic(cdir / "result.json", json.dumps(res, indent=1))
     log(f"  {student_label(student)} x {scheme} x seed {seed}: SI-SDR {res['enhanced']['si_sdr_db']:.2f} dB, "
         f"PESQ {res['enhanced']['pesq_wb']:.3f} ({res['train_s']} s)")
     return res
 
 
+def _curve(cdir: Path) -> list:
+    h = cdir / "history.jsonl"
+    rows = [json.loads(line) for line in h.read_text().splitlines() if line.strip()] if h.is_file() else []
+    return [[e["epoch"], e["val_si_sdr_db"]] for e in rows if "val_si_sdr_db" in e]
+
+
 def _worker(k: int, out: Path, cc: CompareConfig, teacher_path: Path, data: dict, threads: int,
-            parent: int | None = None) -> None:
+            parent: int | None = None, storage: str | None = None, name: str | None = None) -> None:
     import sys
     die_with_parent(parent)
 
@@ -199,7 +460,8 @@ def _worker(k: int, out: Path, cc: CompareConfig, teacher_path: Path, data: dict
         sys.stdout.write(f"[worker {k}] {msg}\n")
         sys.stdout.flush()
     try:
-        run_compare(out, cc, teacher_path, data=data, progress=False, log=log, threads=threads)
+        run_compare(out, cc, teacher_path, data=data, progress=False, log=log, threads=threads, storage=storage,
+                    name=name)
     except HwkdError as e:
         print(f"hwkd compare: worker {k}: {e}", file=sys.stderr, flush=True)
         sys.exit(e.exit_code)
@@ -208,8 +470,9 @@ def _worker(k: int, out: Path, cc: CompareConfig, teacher_path: Path, data: dict
 
 
 def run_compare_parallel(out: Path, cc: CompareConfig, teacher_path: Path, workers: int, data: dict | None = None,
-                         progress: bool = True, log=print) -> list[dict]:
-    """run_compare in `workers` processes that share the cells out by their claims; then every finished cell.
+                         progress: bool = True, log=print, storage: str | None = None,
+                         name: str | None = None) -> list[dict]:
+    """run_compare in `workers` processes that share the matrix's queue; then every finished cell.
     Intra-op threads per worker: cc.threads, else cores // workers (at least 1). A worker that fails stops
     the others (their cells resume on the next run), as one failing cell stops a single-process run."""
     import multiprocessing as mp
@@ -218,9 +481,9 @@ def run_compare_parallel(out: Path, cc: CompareConfig, teacher_path: Path, worke
     from hwkd.models.registry import resolve_config
 
     if workers <= 1:
-        return run_compare(out, cc, teacher_path, data=data, progress=progress, log=log)
+        return run_compare(out, cc, teacher_path, data=data, progress=progress, log=log, storage=storage, name=name)
     out = Path(out)
-    _check_settings(out, cc, teacher_path, True)
+    open_matrix(out, cc, teacher_path, storage, name)          # the study and its settings, before the workers
     # the datasets once, here: workers synthesising the default corpus side by side would race
     data = dict(data or {})
     hop = load_model(teacher_path)[0].cfg.hop
@@ -230,8 +493,8 @@ def run_compare_parallel(out: Path, cc: CompareConfig, teacher_path: Path, worke
     threads = cc.threads or max(1, (os.cpu_count() or 1) // workers)
     log(f"hwkd compare: {workers} workers, {threads} thread(s) each; progress per cell")
     ctx = mp.get_context("spawn")
-    procs = [ctx.Process(target=_worker, args=(k, out, cc, Path(teacher_path), data, threads, os.getpid()),
-                         name=f"compare-{k}")
+    procs = [ctx.Process(target=_worker, args=(k, out, cc, Path(teacher_path), data, threads, os.getpid(), storage,
+                                               name), name=f"compare-{k}")
              for k in range(workers)]
     for p in procs:
         p.start()
@@ -251,6 +514,7 @@ def run_compare_parallel(out: Path, cc: CompareConfig, teacher_path: Path, worke
         k, code = failed[0]
         raise HwkdError(f"compare worker {k} failed (exit code {code}); the other workers were stopped",
                         "see its message above; finished cells are kept, rerun the same command to resume")
-    return run_compare(out, cc, teacher_path, data=data, progress=False, log=log, train_missing=False)
+    return run_compare(out, cc, teacher_path, data=data, progress=False, log=log, train_missing=False,
+                       storage=storage, name=name)
 
 

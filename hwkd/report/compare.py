@@ -122,7 +122,7 @@ def report(results: list[dict], report_dir: Path, cc: CompareConfig, cells_dir: 
     summary = {"settings": asdict(cc), "cells_finished": len(results), "cells_total": total, "rows": rows,
                "head_to_head": {"scheme": FOCUS, "pairs": duels}}
     (report_dir / "summary.json").write_text(json.dumps(summary, indent=1))
-    curves = _curves(results, cells_dir) if cells_dir is not None else {}
+    curves = _curves(results, cells_dir)
     listen = _listen(results, cells_dir, cc, data, report_dir, clips) if cells_dir is not None and clips > 0 else {}
     _html(report_dir, "\n".join(lines), df, curves, listen)
     return summary
@@ -132,17 +132,18 @@ def _cell_dir(cells_dir: Path, r: dict) -> Path:
     return Path(cells_dir) / r["student"] / r["scheme"] / f"seed{r['seed']}"
 
 
-def _curves(results: list[dict], cells_dir: Path) -> dict:
-    """student -> scheme -> [(epoch, mean val SI-SDR over the seeds that reached it)] from each cell's history."""
+def _curves(results: list[dict], cells_dir: Path | None) -> dict:
+    """student -> scheme -> [(epoch, mean val SI-SDR over the seeds that reached it)] from each cell's recorded
+    curve (else its history.jsonl, for cells from before results carried it)."""
     out: dict = {}
     for r in results:
-        h = _cell_dir(cells_dir, r) / "history.jsonl"
-        if not h.is_file():
-            continue
-        for line in h.read_text().splitlines():
-            e = json.loads(line)
-            out.setdefault(r["student"], {}).setdefault(r["scheme"], {}).setdefault(e["epoch"], []).append(
-                e["val_si_sdr_db"])
+        curve = r.get("curve")
+        if curve is None and cells_dir is not None:
+            h = _cell_dir(cells_dir, r) / "history.jsonl"
+            rows = [json.loads(line) for line in h.read_text().splitlines() if line.strip()] if h.is_file() else []
+            curve = [(e["epoch"], e["val_si_sdr_db"]) for e in rows]
+        for epoch, sdr in curve or []:
+            out.setdefault(r["student"], {}).setdefault(r["scheme"], {}).setdefault(epoch, []).append(sdr)
     return {st: {sc: sorted((ep, sum(v) / len(v)) for ep, v in eps.items()) for sc, eps in schemes.items()}
             for st, schemes in out.items()}
 

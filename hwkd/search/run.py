@@ -29,7 +29,6 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 from dataclasses import asdict
 from functools import partial
@@ -43,7 +42,7 @@ from hwkd.paths import claim_folder, hwkd_home
 from hwkd.search import store
 from hwkd.search.config import SearchConfig  # noqa: F401  (the settings; imported from here too)
 from hwkd.search.trial import PROFILE_FIELDS, RungResult, TrialRecord
-from hwkd.sysinfo import die_with_parent
+from hwkd.sysinfo import die_with_parent, pid_alive
 
 DIRECTIONS = ("maximize", "minimize", "minimize")        # quality (val SI-SDR dB), latency ms per hop, GMAC/s
 METRICS = ("val_si_sdr_db", "latency_ms", "gmacs_per_s")   # their names in the study (optuna-dashboard shows them)
@@ -66,36 +65,6 @@ def near_limit(lo_ms: float | None, hi_ms: float | None, limits: list[float]) ->
     but the measured value may fall on the other side of the limit — the report and `hwkd pick` say so, and a
     measurement on the device settles it. Measured latencies carry no band (False)."""
     return lo_ms is not None and hi_ms is not None and any(lo_ms <= x < hi_ms for x in limits)
-
-
-class _Heartbeat:
-    """Stamps the trial in the store every `interval` seconds while it runs (Optuna's RDB heartbeat, timed by
-    the database server's clock), so a worker on any machine can tell a dead worker's trial from a long one."""
-
-    def __init__(self, storage, trial_id: int):
-        self.storage, self.trial_id = storage, trial_id
-        self.stop = threading.Event()
-        self.thread = None
-
-    def __enter__(self):
-        interval = self.storage.get_heartbeat_interval()
-        if interval:
-            self.storage.record_heartbeat(self.trial_id)
-            self.thread = threading.Thread(target=self._beat, args=(interval,), daemon=True)
-            self.thread.start()
-        return self
-
-    def _beat(self, interval: float) -> None:
-        while not self.stop.wait(interval):
-            try:
-                self.storage.record_heartbeat(self.trial_id)
-            except Exception:  # noqa: BLE001  (a missed stamp: the grace period spans several)
-                pass
-
-    def __exit__(self, *exc):
-        self.stop.set()
-        if self.thread is not None:
-            self.thread.join(timeout=10)
 
 
 def check_search_budget(sc: SearchConfig) -> None:
@@ -158,16 +127,6 @@ def resolve_run(name_or_path: str) -> Path:
 
 def candidate_key(cfg) -> str:
     return hashlib.sha1(json.dumps(cfg.to_dict(), sort_keys=True).encode()).hexdigest()[:10]
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class Search:
@@ -329,7 +288,7 @@ class Search:
         host = socket.gethostname()
         for t in self.trials():
             w = t.user_attrs.get("worker", "")
-            if t.state == TrialState.RUNNING and w.rsplit(":", 1)[0] == host and not _pid_alive(int(w.rsplit(":")[1])):
+            if t.state == TrialState.RUNNING and w.rsplit(":", 1)[0] == host and not pid_alive(int(w.rsplit(":")[1])):
                 try:
                     self.study.tell(t.number, state=TrialState.FAIL)
                 except Exception:  # noqa: BLE001  (another worker recovered it first)
@@ -557,7 +516,7 @@ class Search:
             trial.set_user_attr("over_limit", True)
             self.study.tell(trial, state=TrialState.PRUNED)
             return "over_limit"
-        with _Heartbeat(self.storage, trial._trial_id):    # Optuna names a trial in its store by _trial_id only
+        with store.Heartbeat(self.storage, trial._trial_id):    # Optuna names a trial in its store by _trial_id only
             return self._run_asked(trial, faults)
 
     def _still_running(self, trial) -> bool:

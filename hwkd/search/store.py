@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 from pathlib import Path
 
 from hwkd.errors import HwkdError
@@ -173,7 +174,7 @@ def resolve_manifest(stored: str, run: Path, given: str | None = None, given_fro
 
 
 @contextlib.contextmanager
-def failures(url: str, fix: str):
+def failures(url: str, fix: str, what: str = "search store"):
     """A database error (a server gone, a statement over its timeout) as one HwkdError line with no password."""
     import optuna
     from sqlalchemy.exc import SQLAlchemyError
@@ -181,7 +182,7 @@ def failures(url: str, fix: str):
         yield
     except (SQLAlchemyError, optuna.exceptions.StorageInternalError) as e:
         cause = e.__cause__ if isinstance(e, optuna.exceptions.StorageInternalError) and e.__cause__ else e
-        raise HwkdError(f"the search store {redact(url)} failed ({describe(cause, url)})", fix) from None
+        raise HwkdError(f"the {what} {redact(url)} failed ({describe(cause, url)})", fix) from None
 
 
 def open_rdb(url: str, **kw):
@@ -252,7 +253,7 @@ def collect(run: Path, settings: dict) -> tuple:
     return pd.DataFrame(rows), attrs
 
 
-def open_study_storage(url: str, heartbeat_interval: int, grace_period: int):
+def open_study_storage(url: str, heartbeat_interval: int, grace_period: int, what: str = "search store"):
     """Optuna's RDB storage of a search, heartbeats on (a running trial's worker stamps it; a trial without a stamp
     for `grace_period` s is a dead worker's). Workers started together race to create the schema: the loser
     retries (the server is up then). An unreachable or refused store is one HwkdError naming it (redacted)."""
@@ -276,6 +277,36 @@ def open_study_storage(url: str, heartbeat_interval: int, grace_period: int):
     except HwkdError:
         raise
     except Exception as e:  # noqa: BLE001  (SQLAlchemy raises many kinds for a bad URL / down server)
-        raise HwkdError(f"cannot open the search store {redact(url)} ({describe(e, url)})",
+        raise HwkdError(f"cannot open the {what} {redact(url)} ({describe(e, url)})",
                         "check the URL, that the database server is running and reachable, and the "
                         "credentials (a URL without a password takes it from PGPASSWORD or ~/.pgpass)") from None
+
+
+class Heartbeat:
+    """Stamps the trial in the store every `interval` seconds while it runs (Optuna's RDB heartbeat, timed by
+    the database server's clock), so a worker on any machine can tell a dead worker's trial from a long one."""
+
+    def __init__(self, storage, trial_id: int):
+        self.storage, self.trial_id = storage, trial_id
+        self.stop = threading.Event()
+        self.thread = None
+
+    def __enter__(self):
+        interval = self.storage.get_heartbeat_interval()
+        if interval:
+            self.storage.record_heartbeat(self.trial_id)
+            self.thread = threading.Thread(target=self._beat, args=(interval,), daemon=True)
+            self.thread.start()
+        return self
+
+    def _beat(self, interval: float) -> None:
+        while not self.stop.wait(interval):
+            try:
+                self.storage.record_heartbeat(self.trial_id)
+            except Exception:  # noqa: BLE001  (a missed stamp: the grace period spans several)
+                pass
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        if self.thread is not None:
+            self.thread.join(timeout=10)
