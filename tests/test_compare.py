@@ -51,13 +51,20 @@ def test_compare_matrix_report_and_resume(tmp_path, tiny_corpus, tiny_foa):
         assert res["console_errors"] == [] and res["external_requests"] == [], res
         assert res["bokeh_views"] >= 2 + 3 and res["canvases"] >= 5, res           # 2 gain plots, 3 curves
         assert all(a["ready"] >= 1 and a["error"] is None for a in res["audio"]), res["audio"]
+    # the same run folder as hwkd left it before the matrix was a study (no study.db; compare.json without the
+    # students' network configs): its finished cells are read from their result.json files, and adopted
+    (tmp_path / "run" / "study.db").unlink()
+    settings = json.loads((tmp_path / "run" / "compare.json").read_text())
+    for k in ("student_configs", "storage", "name"):
+        del settings[k]
+    (tmp_path / "run" / "compare.json").write_text(json.dumps(settings))
     # a cell from before hwkd recorded its thread count: read from its checkpoint's training config (the
     # cells here trained with torch's default count, so "default"), and the report notes the mix
     old = json.loads(cells[1].read_text())
     del old["threads"]
     old["cpu"] = "another CPU, torch AVX2"          # and one trained on another host
     cells[1].write_text(json.dumps(old))
-    # resume: a finished matrix is not retrained; a cell whose result is missing is redone alone
+    # resume: a finished cell is not retrained; a cell whose result is missing is redone alone
     victim = cells[0]
     mtimes = {c: c.stat().st_mtime for c in cells if c != victim}
     victim.unlink()
@@ -128,6 +135,7 @@ def test_report_pairs_gains_by_seed_and_sets_i2srf_against_every_scheme(tmp_path
     assert "(10 of the 12 cells finished)" in md and "| 1.510 ± 0.025 (+0.010 ± 0.025) |" in md
     assert "| s | none | 3 | +0.010 ± 0.025 | **+0.10 ± 0.00** |" in md
     assert "- s: i2srf-tfckd PESQ-WB ahead of 2 of 3 by mean" in md
+    assert "Cells trained on: not recorded (10 cell(s), ?)." in md       # cells from before workers were recorded
 
 
 @pytest.mark.slow
@@ -201,6 +209,7 @@ def test_the_matrix_queue_takes_over_dead_and_silent_workers_and_trains_each_cel
     said; a duplicate queue entry is pruned; an interrupted cell is failed and trained on the next run."""
     from hwkd.experiments import compare
     from hwkd.models.teacher import embedded_teacher_path
+    from hwkd.report.compare import report as compare_report
     monkeypatch.setattr(compare, "STALE_AFTER_S", 1)
     teacher, out = embedded_teacher_path(), tmp_path / "run"
     cc = compare.CompareConfig(schemes=["none", "fitnet"], students=["cpu-student"], seeds=3)
@@ -232,6 +241,8 @@ def test_the_matrix_queue_takes_over_dead_and_silent_workers_and_trains_each_cel
     results = compare.run_compare(out, cc, teacher, progress=False, log=said.append)
     assert sorted(trained) == ["cpu-student/fitnet/seed0", "cpu-student/fitnet/seed1"]
     assert len(results) == 5 and {r["worker"] for r in results} >= {compare.Matrix(out, cc, teacher).worker}
+    summary = compare_report(results, tmp_path / "report", cc)
+    assert summary["trained_on"] == {socket.gethostname(): 5}
     assert said[-1].startswith("hwkd compare: 1 cell(s) left to the other worker(s)") and "fitnet x seed 2" in said[-1]
     states = _states(out)
     assert ("cpu-student/none/seed0", "PRUNED") in states                 # the duplicate, not retrained

@@ -88,6 +88,12 @@ def report(results: list[dict], report_dir: Path, cc: CompareConfig, cells_dir: 
                      f"{fmt(r, 'stoi', 3)} | {fmt(r, 'estoi', 3)} | {fmt(r, 'si_sdr_db', 2)} |")
     for student in dict.fromkeys(r["student"] for r in results):
         lines += _mixed_note(student, [r for r in results if r["student"] == student])
+    hosts: dict = {}
+    for r in results:                # where each cell ran: the worker's host (cells from before it was recorded: ?)
+        hosts.setdefault((r.get("worker") or "not recorded:").rsplit(":", 1)[0], []).append(r)
+    lines += ["", "Cells trained on: " + "; ".join(
+        f"{h} ({len(rs)} cell(s), {', '.join(sorted({str(r.get('cpu', '?')) for r in rs}))})"
+        for h, rs in hosts.items()) + "."]
     lams = {}
     for r in results:
         lam = (r.get("kd_weight") or {}).get("lam")
@@ -119,7 +125,8 @@ def report(results: list[dict], report_dir: Path, cc: CompareConfig, cells_dir: 
     (report_dir / "table.md").write_text("\n".join(lines) + "\n")
     _plot(df, report_dir / "quality_vs_size.png")
     _plot(df, report_dir / "gain_vs_size.png", gain=True)
-    summary = {"settings": asdict(cc), "cells_finished": len(results), "cells_total": total, "rows": rows,
+    summary = {"settings": asdict(cc), "cells_finished": len(results), "cells_total": total,
+               "trained_on": {h: len(rs) for h, rs in hosts.items()}, "rows": rows,
                "head_to_head": {"scheme": FOCUS, "pairs": duels}}
     (report_dir / "summary.json").write_text(json.dumps(summary, indent=1))
     curves = _curves(results, cells_dir)
