@@ -29,6 +29,7 @@ from hwkd.kd.base import schemes
 from hwkd.models.teacher import embedded_teacher_path
 from hwkd.paths import hwkd_home
 from hwkd.report.compare import report
+from hwkd.search.store import given_storage
 from hwkd.sysinfo import LoadMeter, fingerprint
 
 from _common import save
@@ -87,6 +88,9 @@ def main():
     ap.add_argument("--restore-from", type=Path, default=None,
                     help="a kd_compare.json of this matrix: write its recorded cells back before resuming")
     ap.add_argument("--out-suffix", default="", help="run folder kd-compare-STEPSsteps-SUFFIX (a scratch run)")
+    ap.add_argument("--storage", default=None,
+                    help="the matrix's study on a database server shared by machines (hwkd compare --storage; "
+                         "default: $HWKD_STORAGE, else SQLite in the run folder)")
     ap.add_argument("--report-only", action="store_true",
                     help="train nothing: report the cells finished so far (the run may go on in another process)")
     a = ap.parse_args()
@@ -99,11 +103,13 @@ def main():
     out = hwkd_home() / "runs" / (f"kd-compare-{a.steps}steps" + (f"-{a.out_suffix}" if a.out_suffix else ""))
     if a.restore_from:
         restore(a.restore_from, out, cc)
+    storage = given_storage(a.storage)[0]
     with LoadMeter() as load:
         if a.workers > 1 and not a.report_only:
-            results = run_compare_parallel(out, cc, embedded_teacher_path(), a.workers)
+            results = run_compare_parallel(out, cc, embedded_teacher_path(), a.workers, storage=storage)
         else:
-            results = run_compare(out, cc, embedded_teacher_path(), train_missing=not a.report_only)
+            results = run_compare(out, cc, embedded_teacher_path(), train_missing=not a.report_only,
+                                  storage=storage)
     # a scratch run (--out-suffix) reports into its own folder, not into the repository
     report_dir = out / "report" if a.out_suffix else Path(__file__).resolve().parents[1] / "reports" / out.name
     summary = report(results, report_dir, cc, cells_dir=out / "cells")
