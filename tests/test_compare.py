@@ -182,15 +182,16 @@ def _fake_cells(monkeypatch, trained: list, fail_on: str | None = None):
     """_run_cell replaced by one that records which cell it trained and returns a result at once."""
     from hwkd.experiments import compare
 
-    def run_cell(cdir, which, student, scheme, seed, *args, worker=None, **kwargs):
-        key = compare.cell_key(student, scheme, seed)
+    def run_cell(cdir, which, student, scheme, seed, *args, worker=None, ratio=None, **kwargs):
+        key = compare.cell_key(student, scheme, seed, ratio)
         if key == fail_on:
             raise KeyboardInterrupt
         trained.append(key)
         m = {"pesq_wb": 1.5, "stoi": 0.8, "estoi": 0.7, "si_sdr_db": 5.0 + seed}
         res = {"student": compare.student_label(student), "scheme": scheme, "seed": seed, "in_channels": 1,
                "params": 100, "macs_per_s": 1e6, "enhanced": m, "noisy": m, "threads": 1, "cpu": "x",
-               "curve": [[1, 4.0 + seed]], "worker": worker}
+               "curve": [[1, 4.0 + seed]], "worker": worker, "kd_ratio": ratio,
+               "val_si_sdr_db": 4.0 + seed + (ratio == 1.0)}
         cdir.mkdir(parents=True, exist_ok=True)
         (cdir / "result.json").write_text(json.dumps(res))
         return res
@@ -253,6 +254,36 @@ def test_the_matrix_queue_takes_over_dead_and_silent_workers_and_trains_each_cel
                             progress=False)
     # --report-only reads the study, trains nothing
     assert len(compare.run_compare(out, cc, teacher, progress=False, train_missing=False)) == 5
+
+
+def test_each_kd_weight_is_tuned_on_val_at_seed_0_and_its_other_seeds_train_at_the_chosen_ratio(tmp_path,
+                                                                                                 monkeypatch):
+    from hwkd.experiments import compare
+    from hwkd.models.teacher import embedded_teacher_path
+    from hwkd.report.compare import report as compare_report
+    teacher, out = embedded_teacher_path(), tmp_path / "run"
+    cc = compare.CompareConfig(schemes=["none", "fitnet"], students=["cpu-student"], seeds=3, kd_ratios=[0.25, 1.0])
+    trained = []
+    _fake_cells(monkeypatch, trained)
+    results = compare.run_compare(out, cc, teacher, progress=False)
+    assert trained == ["cpu-student/none/seed0", "cpu-student/none/seed1", "cpu-student/none/seed2",
+                       "cpu-student/fitnet@r0.25/seed0", "cpu-student/fitnet@r1/seed0",     # tuning, then
+                       "cpu-student/fitnet@r1/seed1", "cpu-student/fitnet@r1/seed2"]       # the rest at the best
+    assert [(r["scheme"], r["seed"], r["kd_ratio"]) for r in results] == [
+        ("none", 0, None), ("none", 1, None), ("none", 2, None), ("fitnet", 0, 1.0), ("fitnet", 1, 1.0),
+        ("fitnet", 2, 1.0)]
+    assert results[3]["kd_tuning"] == {"0.25": 4.0, "1": 5.0}
+    summary = compare_report(results, tmp_path / "report", cc)
+    assert summary["kd_tuning"][0]["chosen_ratio"] == 1.0
+    assert "| cpu-student | fitnet | 4.00 | **5.00** |" in (tmp_path / "report" / "table.md").read_text()
+    assert "cells finished" not in (tmp_path / "report" / "table.md").read_text()
+    for bad in ([0.5, 0.5], [0.0, 1.0], []):
+        with pytest.raises(HwkdError, match="--kd-ratios"):
+            compare.run_compare(tmp_path / "x", compare.CompareConfig(schemes=["none"], students=["cpu-student"],
+                                                                      kd_ratios=bad), teacher, progress=False)
+    with pytest.raises(HwkdError, match="--lam fixes it"):
+        compare.run_compare(tmp_path / "x", compare.CompareConfig(schemes=["none"], students=["cpu-student"],
+                                                                  kd_ratios=[1.0], lam=0.1), teacher, progress=False)
 
 
 def test_a_run_folder_from_before_the_study_is_adopted_without_retraining(tmp_path, monkeypatch):

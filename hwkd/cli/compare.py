@@ -36,6 +36,9 @@ def register(sub) -> None:
     cp.add_argument("--lr", type=float, default=CC.lr, help="default %(default)s")
     cp.add_argument("--lam", type=float, default=None,
                     help="KD weight λ for every scheme (default: balanced per cell on its first batches)")
+    cp.add_argument("--kd-ratios", default=None,
+                    help="tune each KD scheme's weight on val: comma-separated target ratios λ·‖∇L_KD‖/‖∇L_SE‖ "
+                         "(balanced default 0.5); seed 0 trains at each, the other seeds at the best on val")
     cp.add_argument("--max-steps-per-epoch", type=int, default=None)
     cp.add_argument("--val-pesq-clips", type=int, default=CC.val_pesq_clips, help="default %(default)s")
     cp.add_argument("--eval-split", default=CC.eval_split, help="default %(default)s")
@@ -53,6 +56,15 @@ def register(sub) -> None:
     cp.set_defaults(func=cmd_compare)
 
 
+def _ratios(text: str | None) -> list | None:
+    if text is None:
+        return None
+    try:
+        return [float(x) for x in csv_list(text)]
+    except ValueError:
+        raise HwkdError(f"--kd-ratios {text}: not a list of numbers", "give e.g. --kd-ratios 0.25,0.5,1") from None
+
+
 def cmd_compare(args) -> int:
     from hwkd.experiments.compare import run_compare, run_compare_parallel
     from hwkd.models.teacher import embedded_teacher_path
@@ -60,7 +72,8 @@ def cmd_compare(args) -> int:
     cc = CompareConfig(schemes=csv_list(args.kd), students=csv_list(args.students), seeds=args.seeds,
                        epochs=args.epochs, batch_size=args.batch_size, segment_s=args.segment_s, lr=args.lr,
                        lam=args.lam, max_steps_per_epoch=args.max_steps_per_epoch, val_pesq_clips=args.val_pesq_clips,
-                       eval_split=args.eval_split, eval_limit=args.eval_limit, threads=args.threads)
+                       eval_split=args.eval_split, eval_limit=args.eval_limit, threads=args.threads,
+                       kd_ratios=_ratios(args.kd_ratios))
     if cc.seeds < 1 or not cc.schemes or not cc.students:
         raise HwkdError("hwkd compare needs at least one scheme, one student and one seed", "see --help")
     data = {k: v for k, v in ((1, args.data), (4, args.data_foa)) if v is not None}

@@ -80,6 +80,8 @@ class CellResult:
     kd_weight: dict | None = None     # λ and how it was chosen (hwkd.train.objective)
     curve: list | None = None         # [[epoch, val SI-SDR dB], ...] from the cell's history.jsonl
     worker: str | None = None         # HOST:PID of the worker that trained it
+    kd_ratio: float | None = None     # the tuned KD-weight ratio it trained at (None: the balanced default)
+    val_si_sdr_db: float | None = None    # its best val SI-SDR (what the KD-weight tuning compares)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -90,9 +92,32 @@ def student_label(student: str) -> str:
     return Path(student).stem if Path(student).suffix else student
 
 
-def cell_key(student: str, scheme: str, seed: int) -> str:
-    """A cell's name in the study and on disk: STUDENT/SCHEME/seedN (STUDENT: student_label)."""
-    return f"{student_label(student)}/{scheme}/seed{seed}"
+def cell_key(student: str, scheme: str, seed: int, ratio: float | None = None) -> str:
+    """A cell's name in the study and on disk: STUDENT/SCHEME/seedN (STUDENT: student_label), SCHEME@rRATIO for a
+    KD scheme trained at a tuned KD-weight ratio."""
+    return f"{student_label(student)}/{scheme}" + (f"@r{ratio:g}" if ratio is not None else "") + f"/seed{seed}"
+
+
+def tuned(cc: CompareConfig, scheme: str) -> bool:
+    """Whether a scheme's KD weight is tuned over cc.kd_ratios (every KD scheme when a grid is given)."""
+    return bool(cc.kd_ratios) and scheme != "none"
+
+
+def check_ratios(cc: CompareConfig) -> None:
+    """A KD-weight tuning grid: distinct positive ratios, and not with a fixed λ."""
+    if cc.kd_ratios is None:
+        return
+    if cc.lam is not None:
+        raise HwkdError("--kd-ratios tunes the balanced KD weight, --lam fixes it", "give one of them")
+    if not cc.kd_ratios or len(set(cc.kd_ratios)) != len(cc.kd_ratios) or not all(
+            isinstance(r, (int, float)) and math.isfinite(r) and r > 0 for r in cc.kd_ratios):
+        raise HwkdError(f"--kd-ratios {','.join(map(str, cc.kd_ratios))}: needs distinct positive numbers",
+                        "give e.g. --kd-ratios 0.25,0.5,1 (the balanced default is 0.5)")
+
+
+def choose_ratio(scores: dict) -> float:
+    """The ratio with the best val SI-SDR (ties: the lower ratio, the weaker KD term)."""
+    return sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))[0][0]
 
 
 def settings_of(cc: CompareConfig, teacher_path: Path) -> dict:
@@ -123,8 +148,8 @@ class Matrix:
         self.cc = cc
         self.url = storage or store.sqlite_url(self.out / store.RUN_DB)
         self.name = name or self.out.name
-        self.cells = [(st, sc, seed) for st in cc.students for sc in cc.schemes for seed in range(cc.seeds)]
-        self.keys = [cell_key(*c) for c in self.cells]
+        extra = (len(cc.kd_ratios) - 1) * sum(tuned(cc, sc) for sc in cc.schemes) if cc.kd_ratios else 0
+        self.total = len(cc.students) * (len(cc.schemes) * cc.seeds + extra)     # cells, tuning ones included
         self.settings = settings_of(cc, teacher_path)
         self.worker = f"{socket.gethostname()}:{os.getpid()}"
         self.fix = ("check that the database server is running and reachable; finished cells are kept, rerun the "
@@ -169,10 +194,60 @@ class Matrix:
     def cell_dir(self, key: str) -> Path:
         return self.out / "cells" / key
 
-    def results(self) -> dict:
-        """cell key -> its result, for every finished cell of this matrix."""
+    def _recorded(self) -> dict:
         attrs = self.storage.get_study_user_attrs(self.study_id)
-        return {k: attrs[RESULT + k] for k in self.keys if RESULT + k in attrs}
+        return {k[len(RESULT):]: v for k, v in attrs.items() if k.startswith(RESULT)}
+
+    def wanted(self, recorded: dict | None = None) -> list[tuple]:
+        """The cells this matrix trains, in order, as (key, student, scheme, seed, ratio): every seed of no-KD
+        (and of each KD scheme when its weight is not tuned); with a tuning grid, seed 0 of each KD scheme at
+        every ratio, then, once all of a student's and scheme's tuning cells are finished, the other seeds at the
+        ratio chosen on val."""
+        cc = self.cc
+        recorded = self._recorded() if recorded is None else recorded
+        out = []
+        for st in cc.students:
+            for sc in cc.schemes:
+                if not tuned(cc, sc):
+                    out += [(cell_key(st, sc, k), st, sc, k, None) for k in range(cc.seeds)]
+                    continue
+                grid = [(cell_key(st, sc, 0, r), st, sc, 0, r) for r in cc.kd_ratios]
+                out += grid
+                if all(c[0] in recorded for c in grid):
+                    r = choose_ratio({c[4]: recorded[c[0]]["val_si_sdr_db"] for c in grid})
+                    out += [(cell_key(st, sc, k, r), st, sc, k, r) for k in range(1, cc.seeds)]
+        return out
+
+    def tuning(self, recorded: dict | None = None) -> dict:
+        """(student label, scheme) -> {"scores": {ratio: val SI-SDR of seed 0}, "chosen": ratio or None}."""
+        recorded = self._recorded() if recorded is None else recorded
+        out = {}
+        for st in self.cc.students:
+            for sc in self.cc.schemes:
+                if tuned(self.cc, sc):
+                    keys = {r: cell_key(st, sc, 0, r) for r in self.cc.kd_ratios}
+                    scores = {r: recorded[k]["val_si_sdr_db"] for r, k in keys.items() if k in recorded}
+                    out[(student_label(st), sc)] = {
+                        "scores": scores, "chosen": choose_ratio(scores) if len(scores) == len(keys) else None}
+        return out
+
+    def results(self) -> dict:
+        """cell key -> result for every finished cell the comparison reports: no-KD and untuned cells, and each
+        tuned scheme's cells at its chosen ratio (seed 0 among them); a result carries its scheme's tuning."""
+        recorded = self._recorded()
+        tuning = self.tuning(recorded)
+        out = {}
+        for key, st, sc, _seed, r in self.wanted(recorded):
+            if key not in recorded:
+                continue
+            t = tuning.get((student_label(st), sc))
+            if t is not None:
+                if t["chosen"] != r:
+                    continue
+                out[key] = {**recorded[key], "kd_tuning": {f"{k:g}": v for k, v in t["scores"].items()}}
+            else:
+                out[key] = recorded[key]
+        return out
 
     def trials(self, states=None):
         return self.storage.get_all_trials(self.study_id, deepcopy=False, states=states)
@@ -205,24 +280,42 @@ class Matrix:
             w = t.user_attrs.get("worker", "")
             if w.rsplit(":", 1)[0] == host and w != self.worker and not pid_alive(int(w.rsplit(":", 1)[1])):
                 self._set_state(t._trial_id, TrialState.FAIL, error="its worker process died")
-        done = self.results()
         live = {t.user_attrs.get("cell") for t in self.trials((TrialState.WAITING, TrialState.RUNNING))}
-        dists = self._distributions() if self.cells else {}
-        for (student, scheme, seed), key in zip(self.cells, self.keys):
-            if key in done or key in live:
-                continue
-            local = self.cell_dir(key) / "result.json"
-            if local.is_file():
-                self.record(key, load_cell(self.cell_dir(key)))
-                continue
-            self.study.add_trial(optuna.trial.create_trial(
-                state=TrialState.WAITING, params={"student": student_label(student), "scheme": scheme, "seed": seed},
-                distributions=dists, user_attrs={"cell": key}))
+        while True:                     # adopting a tuning cell's result.json may make its scheme's seeds wanted
+            done = self._recorded()
+            adopted = False
+            for key, student, scheme, seed, ratio in self.wanted(done):
+                if key in done or key in live:
+                    continue
+                local = self.cell_dir(key) / "result.json"
+                if local.is_file():
+                    self.record(key, load_cell(self.cell_dir(key)))
+                    adopted = True
+                    continue
+                params = {"student": student_label(student), "scheme": scheme, "seed": seed,
+                          **({"kd_ratio": ratio} if ratio is not None else {})}
+                self.study.add_trial(optuna.trial.create_trial(
+                    state=TrialState.WAITING, params=params,
+                    distributions={k: v for k, v in self._distributions().items() if k in params},
+                    user_attrs={"cell": key}))
+                live.add(key)
+            if not adopted:
+                return
 
     def _distributions(self) -> dict:
         from optuna.distributions import CategoricalDistribution as Cat
-        return {"student": Cat([student_label(s) for s in self.cc.students]), "scheme": Cat(list(self.cc.schemes)),
-                "seed": Cat(list(range(self.cc.seeds)))}
+        d = {"student": Cat([student_label(s) for s in self.cc.students]), "scheme": Cat(list(self.cc.schemes)),
+             "seed": Cat(list(range(self.cc.seeds)))}
+        if self.cc.kd_ratios:
+            d["kd_ratio"] = Cat(list(self.cc.kd_ratios))
+        return d
+
+    def spec(self, key: str) -> tuple:
+        """(index among the wanted cells, 1-based; student, scheme, seed, ratio) of a cell."""
+        for i, (k, *rest) in enumerate(self.wanted(), 1):
+            if k == key:
+                return (i, *rest)
+        raise KeyError(key)
 
     def take(self):
         """The first waiting cell, now RUNNING in this worker's name with a first heartbeat: (trial id, number,
@@ -243,7 +336,7 @@ class Matrix:
     def superseded(self, key: str, number: int) -> str | None:
         """Why a taken cell is not to be trained: finished already, or a trial with a lower number has it."""
         from optuna.trial import TrialState
-        if key in self.results():
+        if key in self._recorded():
             return "finished already"
         for t in self.trials((TrialState.WAITING, TrialState.RUNNING)):
             if t.user_attrs.get("cell") == key and t.number < number:
@@ -252,7 +345,7 @@ class Matrix:
 
     def record(self, key: str, res: dict) -> None:
         """A finished cell's result into the study (the first one recorded stays)."""
-        if key not in self.results():
+        if key not in self._recorded():
             self.storage.set_study_user_attr(self.study_id, RESULT + key, res)
 
     def _set_state(self, trial_id: int, state, values=None, **attrs) -> bool:
@@ -266,8 +359,8 @@ class Matrix:
             return False
 
     def work(self, train, log=print) -> bool:
-        """Take, train and record cells until none waits; `train(key, index)` trains one (resuming its folder)
-        and returns its result. Returns whether this worker trained any."""
+        """Take, train and record cells until none waits; `train(key)` trains one (resuming its folder) and
+        returns its result. Returns whether this worker trained any."""
         from optuna.trial import TrialState
         trained = False
         while True:
@@ -289,7 +382,7 @@ class Matrix:
             with claim, store.Heartbeat(self.storage, tid):
                 try:
                     local = self.cell_dir(key) / "result.json"
-                    res = load_cell(self.cell_dir(key)) if local.is_file() else train(key, self.keys.index(key) + 1)
+                    res = load_cell(self.cell_dir(key)) if local.is_file() else train(key)
                 except BaseException as e:
                     why = "interrupted" if isinstance(e, KeyboardInterrupt) else f"{type(e).__name__}: {e}"[:300]
                     with contextlib.suppress(Exception):
@@ -307,7 +400,7 @@ class Matrix:
     def running_elsewhere(self) -> list[str]:
         """Cells without a result that another worker is training now."""
         from optuna.trial import TrialState
-        done = self.results()
+        done = self._recorded()
         return [t.user_attrs["cell"] for t in self.trials((TrialState.RUNNING,))
                 if t.user_attrs.get("cell") not in done and t.user_attrs.get("worker") != self.worker]
 
@@ -358,6 +451,7 @@ def run_compare(out: Path, cc: CompareConfig, teacher_path: Path, data: dict | N
     unknown = [s for s in cc.schemes if s not in known]
     if unknown:
         raise HwkdError(f"unknown KD scheme(s): {', '.join(unknown)}", f"use none or {', '.join(sorted(known))}")
+    check_ratios(cc)
     out = Path(out)
     matrix = open_matrix(out, cc, teacher_path, storage, name, create=train_missing)
     trained, held = False, []
@@ -368,12 +462,11 @@ def run_compare(out: Path, cc: CompareConfig, teacher_path: Path, data: dict | N
     else:
         if train_missing:
             teacher, _ = load_model(teacher_path)
-            by_key = dict(zip(matrix.keys, matrix.cells))
 
-            def train(key: str, index: int) -> dict:
-                student, scheme, seed = by_key[key]
-                return _run_cell(matrix.cell_dir(key), f"{index}/{len(matrix.cells)}", student, scheme, seed, cc,
-                                 teacher, data, progress, log, threads, worker=matrix.worker)
+            def train(key: str) -> dict:
+                index, student, scheme, seed, ratio = matrix.spec(key)
+                return _run_cell(matrix.cell_dir(key), f"{index}/{matrix.total}", student, scheme, seed, cc,
+                                 teacher, data, progress, log, threads, worker=matrix.worker, ratio=ratio)
             trained = matrix.work(train, log)
         with matrix.failures():
             results = list(matrix.results().values())
@@ -403,7 +496,8 @@ def load_cell(cdir: Path) -> dict:
 
 
 def _run_cell(cdir: Path, which: str, student: str, scheme: str, seed: int, cc: CompareConfig, teacher,
-              data: dict | None, progress: bool, log, threads: int | None, worker: str | None = None) -> dict:
+              data: dict | None, progress: bool, log, threads: int | None, worker: str | None = None,
+              ratio: float | None = None) -> dict:
     """Train (or resume) one cell, evaluate its best checkpoint, write and return result.json (with its learning
     curve, so a report on another machine has it)."""
     import torch
@@ -421,13 +515,14 @@ def _run_cell(cdir: Path, which: str, student: str, scheme: str, seed: int, cc: 
     if dset is None:
         from hwkd.data.synth import default_dataset
         dset = default_dataset(cfg.in_channels, progress=progress)
-    log(f"hwkd compare: cell {which}: {student_label(student)} x {scheme} x seed {seed}")
+    at = f" at KD-weight ratio {ratio:g}" if ratio is not None else ""
+    log(f"hwkd compare: cell {which}: {student_label(student)} x {scheme} x seed {seed}{at}")
     t0 = time.perf_counter()
     tcfg = TrainConfig(epochs=cc.epochs, batch_size=cc.batch_size, lr=cc.lr, seed=seed, segment_s=cc.segment_s,
                        threads=threads or cc.threads, max_steps_per_epoch=cc.max_steps_per_epoch,
                        val_pesq_clips=cc.val_pesq_clips)
-    trained = train_model(cfg, cdir, tcfg, data=dset, kd=KDSpec(scheme, teacher, cc.lam), progress=progress,
-                          meta={"command": f"hwkd compare cell {student} {scheme} seed {seed}"})
+    trained = train_model(cfg, cdir, tcfg, data=dset, kd=KDSpec(scheme, teacher, cc.lam, ratio=ratio),
+                          progress=progress, meta={"command": f"hwkd compare cell {student} {scheme} seed {seed}"})
     best, _ = load_model(cdir / "best.pt")
     pairs = split_pairs(dset, cc.eval_split, channels=cfg.in_channels, limit=cc.eval_limit)
     ev = evaluate_pairs(best, pairs, progress=False)
@@ -438,7 +533,8 @@ def _run_cell(cdir: Path, which: str, student: str, scheme: str, seed: int, cc: 
                      noisy={m: ev["noisy"][m]["mean"] for m in METRICS},
                      train_s=round(time.perf_counter() - t0, 1), threads=torch.get_num_threads(), cpu=cpu_tag(),
                      train_data=trained["train_data"], kd_weight=trained.get("kd_weight"), curve=_curve(cdir),
-                     worker=worker).to_dict()
+                     worker=worker, kd_ratio=ratio,
+                     val_si_sdr_db=max((v for _, v in _curve(cdir)), default=None)).to_dict()
     write_text_atomic(cdir / "result.json", json.dumps(res, indent=1))
     log(f"  {student_label(student)} x {scheme} x seed {seed}: SI-SDR {res['enhanced']['si_sdr_db']:.2f} dB, "
         f"PESQ {res['enhanced']['pesq_wb']:.3f} ({res['train_s']} s)")

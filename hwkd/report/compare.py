@@ -50,6 +50,7 @@ def report(results: list[dict], report_dir: Path, cc: CompareConfig, cells_dir: 
                 row[f"{m}_gain_vs_none"] = g["mean"]
                 row[f"{m}_gain_ci95"] = g["ci95"]
             row["threads"] = ",".join(sorted({str(r.get("threads", "?")) for r in rs}))
+            row["kd_ratio"] = rs[0].get("kd_ratio")          # the tuned KD-weight ratio (None: balanced default)
             row["noisy_si_sdr"] = rs[0]["noisy"]["si_sdr_db"]
             row["noisy_pesq_wb"] = rs[0]["noisy"]["pesq_wb"]
             rows.append(row)
@@ -94,6 +95,18 @@ def report(results: list[dict], report_dir: Path, cc: CompareConfig, cells_dir: 
     lines += ["", "Cells trained on: " + "; ".join(
         f"{h} ({len(rs)} cell(s), {', '.join(sorted({str(r.get('cpu', '?')) for r in rs}))})"
         for h, rs in hosts.items()) + "."]
+    tuning = {(r["student"], r["scheme"]): (r["kd_tuning"], r.get("kd_ratio")) for r in results if r.get("kd_tuning")}
+    if tuning:
+        ratios = sorted({float(k) for scores, _ in tuning.values() for k in scores})
+        lines += ["", "KD-weight tuning: seed 0 of each KD scheme trained at every target gradient ratio "
+                  "λ·‖∇L_KD‖ / ‖∇L_SE‖ (hwkd.train.objective), best val SI-SDR (dB) of each; the other seeds trained "
+                  "at the ratio chosen on val (**bold**), never on the evaluation split.", "",
+                  "| student | scheme | " + " | ".join(f"ratio {x:g}" for x in ratios) + " |",
+                  "|---|---|" + "---|" * len(ratios)]
+        for (st, sc), (scores, chosen) in tuning.items():
+            cols = [(f"**{scores[f'{x:g}']:.2f}**" if x == chosen else f"{scores[f'{x:g}']:.2f}")
+                    if f"{x:g}" in scores else "–" for x in ratios]
+            lines.append(f"| {st} | {sc} | " + " | ".join(cols) + " |")
     lams = {}
     for r in results:
         lam = (r.get("kd_weight") or {}).get("lam")
@@ -126,7 +139,9 @@ def report(results: list[dict], report_dir: Path, cc: CompareConfig, cells_dir: 
     _plot(df, report_dir / "quality_vs_size.png")
     _plot(df, report_dir / "gain_vs_size.png", gain=True)
     summary = {"settings": asdict(cc), "cells_finished": len(results), "cells_total": total,
-               "trained_on": {h: len(rs) for h, rs in hosts.items()}, "rows": rows,
+               "trained_on": {h: len(rs) for h, rs in hosts.items()},
+               "kd_tuning": [{"student": st, "scheme": sc, "val_si_sdr_db_by_ratio": scores, "chosen_ratio": chosen}
+                             for (st, sc), (scores, chosen) in tuning.items()], "rows": rows,
                "head_to_head": {"scheme": FOCUS, "pairs": duels}}
     (report_dir / "summary.json").write_text(json.dumps(summary, indent=1))
     curves = _curves(results, cells_dir)
