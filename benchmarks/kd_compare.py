@@ -6,7 +6,12 @@ seeds, gain over no-KD paired by seed, I²SRF-TFCKD against every other scheme) 
 reports/kd-compare-BUDGET/ and benchmarks/results/kd_compare.json. It is `hwkd compare` with fixed
 settings, so an interrupted run resumes where it stopped; --workers N trains N cells side by side.
 
-    python benchmarks/kd_compare.py [--steps 150] [--seeds 3] [--schemes ...] [--students ...] [--workers N]
+    python benchmarks/kd_compare.py [--steps 150] [--evals 1] [--seeds 3] [--schemes ...] [--students ...]
+                                    [--lam 0.1 | --kd-ratios 0.25,0.5,1] [--workers N] [--storage URL]
+
+--evals N validates N times over the budget (N epochs of steps/N steps: N points on each learning curve).
+λ: --lam fixes it for every scheme (the 100-step matrix of 2026-11-25 used 0.1); without it each cell balances
+it on its first batches (hwkd.train.objective), and --kd-ratios tunes that balance on val per scheme and size.
 
 The cells live under $HWKD_HOME (not in git). On a new machine, --restore-from results/kd_compare.json puts
 the cells that JSON recorded back (result.json marked `restored_from`) so that only the missing ones train;
@@ -80,6 +85,9 @@ def restore(recorded: Path, out: Path, cc: CompareConfig) -> None:
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--steps", type=int, default=150, help="training steps per run (one epoch capped)")
+    ap.add_argument("--evals", type=int, default=1, help="validations over the budget (learning-curve points)")
+    ap.add_argument("--lam", type=float, default=None, help="fixed KD weight (default: balanced per cell)")
+    ap.add_argument("--kd-ratios", default=None, help="KD-weight tuning grid (hwkd compare --kd-ratios)")
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--schemes", default=",".join(BASELINES + ("i2srf-tfckd",)))
     ap.add_argument("--students", default=",".join(SIZES))
@@ -97,9 +105,11 @@ def main():
     unknown = [s for s in a.schemes.split(",") if s not in schemes()]
     assert not unknown, f"unknown schemes {unknown}"
     students = a.students.split(",")
-    cc = CompareConfig(schemes=a.schemes.split(","), students=students, seeds=a.seeds, epochs=1, batch_size=8,
-                       segment_s=2.0, lr=2e-3, lam=0.1, max_steps_per_epoch=a.steps, val_pesq_clips=5,
-                       eval_split="test", eval_limit=a.eval_limit, threads=None)
+    assert a.evals >= 1 and a.steps % a.evals == 0, "--steps must be a multiple of --evals"
+    cc = CompareConfig(schemes=a.schemes.split(","), students=students, seeds=a.seeds, epochs=a.evals, batch_size=8,
+                       segment_s=2.0, lr=2e-3, lam=a.lam, max_steps_per_epoch=a.steps // a.evals, val_pesq_clips=5,
+                       eval_split="test", eval_limit=a.eval_limit, threads=None,
+                       kd_ratios=[float(x) for x in a.kd_ratios.split(",")] if a.kd_ratios else None)
     out = hwkd_home() / "runs" / (f"kd-compare-{a.steps}steps" + (f"-{a.out_suffix}" if a.out_suffix else ""))
     if a.restore_from:
         restore(a.restore_from, out, cc)
