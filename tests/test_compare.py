@@ -275,6 +275,8 @@ def test_each_kd_weight_is_tuned_on_val_at_seed_0_and_its_other_seeds_train_at_t
     assert results[3]["kd_tuning"] == {"0.25": 4.0, "1": 5.0}
     summary = compare_report(results, tmp_path / "report", cc)
     assert summary["kd_tuning"][0]["chosen_ratio"] == 1.0
+    assert summary["learning_curves"]["cpu-student"]["x"] == "epoch"          # these curves record no steps
+    assert (tmp_path / "report" / "curves_0.png").stat().st_size > 1000
     assert "| cpu-student | fitnet | 4.00 | **5.00** |" in (tmp_path / "report" / "table.md").read_text()
     assert "cells finished" not in (tmp_path / "report" / "table.md").read_text()
     for bad in ([0.5, 0.5], [0.0, 1.0], []):
@@ -359,6 +361,8 @@ def test_workers_on_two_machines_share_one_matrix_on_a_database_server(tmp_path,
     assert r.returncode == 0, r.stderr[-3000:]
     assert "cells finished" not in (tmp_path / "report-c" / "table.md").read_text()
     assert "learning curves: " in (tmp_path / "report-c" / "index.html").read_text()
+    curves = json.loads((tmp_path / "report-c" / "summary.json").read_text())["learning_curves"]
+    assert curves["s8"]["x"] == "training steps" and curves["s8"]["schemes"]["fitnet"][-1][0] == 8
     assert not (tmp_path / "c" / "cells").exists()
     r = run_cli(*[x if x != "3" else "2" for x in cmd("c")[3:]], env=env)            # other settings
     assert r.returncode == 2 and "other settings" in r.stderr and "seeds" in r.stderr

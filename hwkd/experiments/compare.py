@@ -78,7 +78,7 @@ class CellResult:
     cpu: str
     train_data: str | None = None
     kd_weight: dict | None = None     # λ and how it was chosen (hwkd.train.objective)
-    curve: list | None = None         # [[epoch, val SI-SDR dB], ...] from the cell's history.jsonl
+    curve: list | None = None         # [[epoch, val SI-SDR dB, training steps], ...] from its history.jsonl
     worker: str | None = None         # HOST:PID of the worker that trained it
     kd_ratio: float | None = None     # the tuned KD-weight ratio it trained at (None: the balanced default)
     val_si_sdr_db: float | None = None    # its best val SI-SDR (what the KD-weight tuning compares)
@@ -534,7 +534,7 @@ def _run_cell(cdir: Path, which: str, student: str, scheme: str, seed: int, cc: 
                      train_s=round(time.perf_counter() - t0, 1), threads=torch.get_num_threads(), cpu=cpu_tag(),
                      train_data=trained["train_data"], kd_weight=trained.get("kd_weight"), curve=_curve(cdir),
                      worker=worker, kd_ratio=ratio,
-                     val_si_sdr_db=max((v for _, v in _curve(cdir)), default=None)).to_dict()
+                     val_si_sdr_db=max((p[1] for p in _curve(cdir)), default=None)).to_dict()
     write_text_atomic(cdir / "result.json", json.dumps(res, indent=1))
     log(f"  {student_label(student)} x {scheme} x seed {seed}: SI-SDR {res['enhanced']['si_sdr_db']:.2f} dB, "
         f"PESQ {res['enhanced']['pesq_wb']:.3f} ({res['train_s']} s)")
@@ -544,7 +544,7 @@ def _run_cell(cdir: Path, which: str, student: str, scheme: str, seed: int, cc: 
 def _curve(cdir: Path) -> list:
     h = cdir / "history.jsonl"
     rows = [json.loads(line) for line in h.read_text().splitlines() if line.strip()] if h.is_file() else []
-    return [[e["epoch"], e["val_si_sdr_db"]] for e in rows if "val_si_sdr_db" in e]
+    return [[e["epoch"], e["val_si_sdr_db"], e.get("steps")] for e in rows if "val_si_sdr_db" in e]
 
 
 def _worker(k: int, out: Path, cc: CompareConfig, teacher_path: Path, data: dict, threads: int,

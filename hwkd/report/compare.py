@@ -143,8 +143,12 @@ def report(results: list[dict], report_dir: Path, cc: CompareConfig, cells_dir: 
                "kd_tuning": [{"student": st, "scheme": sc, "val_si_sdr_db_by_ratio": scores, "chosen_ratio": chosen}
                              for (st, sc), (scores, chosen) in tuning.items()], "rows": rows,
                "head_to_head": {"scheme": FOCUS, "pairs": duels}}
-    (report_dir / "summary.json").write_text(json.dumps(summary, indent=1))
     curves = _curves(results, cells_dir)
+    for k, (student, curve) in enumerate(curves.items()):       # a PNG per student (file names: its position)
+        _plot_curves(student, curve, report_dir / f"curves_{k}.png")
+    summary["learning_curves"] = {st: {"png": f"curves_{k}.png", "x": c["x"], "schemes": c["schemes"]}
+                                  for k, (st, c) in enumerate(curves.items())}
+    (report_dir / "summary.json").write_text(json.dumps(summary, indent=1))
     listen = _listen(results, cells_dir, cc, data, report_dir, clips) if cells_dir is not None and clips > 0 else {}
     _html(report_dir, "\n".join(lines), df, curves, listen)
     return summary
@@ -155,19 +159,27 @@ def _cell_dir(cells_dir: Path, r: dict) -> Path:
 
 
 def _curves(results: list[dict], cells_dir: Path | None) -> dict:
-    """student -> scheme -> [(epoch, mean val SI-SDR over the seeds that reached it)] from each cell's recorded
-    curve (else its history.jsonl, for cells from before results carried it)."""
-    out: dict = {}
+    """student -> scheme -> [(x, mean val SI-SDR over the seeds that reached it)] from each cell's recorded curve
+    (else its history.jsonl, for cells from before results carried it); x is the training step count where
+    every cell of the student recorded it, else the epoch (the key "x" of each student says which)."""
+    points: dict = {}
     for r in results:
         curve = r.get("curve")
         if curve is None and cells_dir is not None:
             h = _cell_dir(cells_dir, r) / "history.jsonl"
             rows = [json.loads(line) for line in h.read_text().splitlines() if line.strip()] if h.is_file() else []
-            curve = [(e["epoch"], e["val_si_sdr_db"]) for e in rows]
-        for epoch, sdr in curve or []:
-            out.setdefault(r["student"], {}).setdefault(r["scheme"], {}).setdefault(epoch, []).append(sdr)
-    return {st: {sc: sorted((ep, sum(v) / len(v)) for ep, v in eps.items()) for sc, eps in schemes.items()}
-            for st, schemes in out.items()}
+            curve = [(e["epoch"], e["val_si_sdr_db"], e.get("steps")) for e in rows]
+        for p in curve or []:
+            points.setdefault(r["student"], []).append((r["scheme"], p[0], p[1], p[2] if len(p) > 2 else None))
+    out = {}
+    for st, pts in points.items():
+        by_steps = all(p[3] is not None for p in pts)
+        per: dict = {}
+        for sc, epoch, sdr, steps in pts:
+            per.setdefault(sc, {}).setdefault(steps if by_steps else epoch, []).append(sdr)
+        out[st] = {"x": "training steps" if by_steps else "epoch",
+                   "schemes": {sc: sorted((x, sum(v) / len(v)) for x, v in xs.items()) for sc, xs in per.items()}}
+    return out
 
 
 def _listen(results: list[dict], cells_dir: Path, cc: CompareConfig, data: dict | None, report_dir: Path,
@@ -234,10 +246,10 @@ def _html(report_dir: Path, table_md: str, df, curves: dict, listen: dict) -> No
         f.legend.click_policy = "hide"
         f.add_layout(f.legend[0], "right")          # beside the plot, not over the points
         figs.append(f)
-    for student, per_scheme in curves.items():
-        f = figure(width=520, height=280, x_axis_label="epoch", y_axis_label="val SI-SDR (dB), mean over seeds",
+    for student, curve in curves.items():
+        f = figure(width=520, height=280, x_axis_label=curve["x"], y_axis_label="val SI-SDR (dB), mean over seeds",
                    title=f"learning curves: {student}", tools="box_zoom,reset,hover")
-        for k, (sc, pts) in enumerate(per_scheme.items()):
+        for k, (sc, pts) in enumerate(curve["schemes"].items()):
             f.line([p[0] for p in pts], [p[1] for p in pts], color=Category10_10[k % 10], legend_label=sc)
         f.legend.label_text_font_size = "8pt"
         figs.append(f)
@@ -323,6 +335,25 @@ def _plot(df, path: Path, gain: bool = False) -> None:
         ax.set_ylabel(f"{name} gain over no-KD (paired by seed)" if gain else name)
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _plot_curves(student: str, curve: dict, path: Path) -> None:
+    """One student's learning curves: val SI-SDR (mean over seeds) against training steps (or epochs), one line
+    per scheme."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for scheme, pts in curve["schemes"].items():
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", ms=3, label=scheme)
+    ax.set_xlabel(curve["x"])
+    ax.set_ylabel("val SI-SDR (dB), mean over seeds")
+    ax.set_title(f"learning curves: {student}")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -255,7 +255,8 @@ def train(model: DPDCRN, train_set: SpeechPairs, val_set: SpeechPairs, run_dir: 
         val = validate(enhancer, val_set, cfg.val_pesq_clips, cfg.device)
         if hasattr(objective, "validate_more"):        # e.g. the supernet's smallest sub-network
             val.update(objective.validate_more(val_set, cfg.device))
-        rec = {"epoch": epoch + 1, **{f"train_{k}": v / max(1, n_seen) for k, v in sums.items()}, **val,
+        rec = {"epoch": epoch + 1, "steps": (epoch + 1) * steps_per_epoch,
+               **{f"train_{k}": v / max(1, n_seen) for k, v in sums.items()}, **val,
                "lr": sched.get_last_lr()[0], "elapsed_s": round(time.perf_counter() - t_start, 1),
                "train_elapsed_s": round(train_time, 1),
                # the first step of a process is slow (allocator, thread pools): left out when there are others
