@@ -49,7 +49,7 @@ def restore(recorded: Path, out: Path, cc: CompareConfig) -> None:
     from dataclasses import asdict
 
     from hwkd.audio.io import write_text_atomic
-    from hwkd.experiments.compare import student_label
+    from hwkd.experiments.compare import cell_key, student_label
 
     if not recorded.is_file():
         raise SystemExit(f"kd_compare: {recorded} does not exist; give the benchmarks/results/kd_compare.json "
@@ -71,7 +71,9 @@ def restore(recorded: Path, out: Path, cc: CompareConfig) -> None:
                          "restore with the options it was run with")
     n = 0
     for cell in rec["cells"]:
-        cdir = out / "cells" / student_label(cell["student_spec"]) / cell["scheme"] / f"seed{cell['seed']}"
+        # (a KD-weight tuning grid's cells are not recorded: they train again, and choose the ratio again)
+        cdir = out / "cells" / cell_key(student_label(cell["student_spec"]), cell["scheme"], cell["seed"],
+                                        cell.get("kd_ratio"))
         if (cdir / "result.json").is_file():
             continue
         cdir.mkdir(parents=True, exist_ok=True)

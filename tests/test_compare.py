@@ -254,6 +254,17 @@ def test_the_matrix_queue_takes_over_dead_and_silent_workers_and_trains_each_cel
                             progress=False)
     # --report-only reads the study, trains nothing
     assert len(compare.run_compare(out, cc, teacher, progress=False, train_missing=False)) == 5
+    # the folder belongs to its matrix: another name or store is refused (its cells would be adopted into it)
+    with pytest.raises(HwkdError, match="holds comparison run, not other"):
+        compare.run_compare(out, cc, teacher, progress=False, name="other")
+    with pytest.raises(HwkdError, match="keeps its matrix in sqlite"):
+        compare.run_compare(out, cc, teacher, progress=False, storage=f"sqlite:///{tmp_path / 'else.db'}")
+    # a study of that name that is not a comparison (e.g. a search) is refused, not taken over
+    import optuna
+    shared = f"sqlite:///{tmp_path / 'shared.db'}"
+    optuna.create_study(study_name="srch", storage=shared, directions=["maximize", "minimize", "minimize"])
+    with pytest.raises(HwkdError, match="is not a KD comparison"):
+        compare.run_compare(tmp_path / "srch", cc, teacher, progress=False, storage=shared)
 
 
 def test_each_kd_weight_is_tuned_on_val_at_seed_0_and_its_other_seeds_train_at_the_chosen_ratio(tmp_path,
@@ -267,19 +278,20 @@ def test_each_kd_weight_is_tuned_on_val_at_seed_0_and_its_other_seeds_train_at_t
     _fake_cells(monkeypatch, trained)
     results = compare.run_compare(out, cc, teacher, progress=False)
     assert trained == ["cpu-student/none/seed0", "cpu-student/none/seed1", "cpu-student/none/seed2",
-                       "cpu-student/fitnet@r0.25/seed0", "cpu-student/fitnet@r1/seed0",     # tuning, then
-                       "cpu-student/fitnet@r1/seed1", "cpu-student/fitnet@r1/seed2"]       # the rest at the best
+                       # tuning at a seed of its own (the reported seeds are not the best of several draws on val)
+                       "cpu-student/fitnet@r0.25/seed10000", "cpu-student/fitnet@r1/seed10000",
+                       "cpu-student/fitnet@r1/seed0", "cpu-student/fitnet@r1/seed1", "cpu-student/fitnet@r1/seed2"]
     assert [(r["scheme"], r["seed"], r["kd_ratio"]) for r in results] == [
         ("none", 0, None), ("none", 1, None), ("none", 2, None), ("fitnet", 0, 1.0), ("fitnet", 1, 1.0),
         ("fitnet", 2, 1.0)]
-    assert results[3]["kd_tuning"] == {"0.25": 4.0, "1": 5.0}
+    assert results[3]["kd_tuning"] == {"0.25": 10004.0, "1": 10005.0}
     summary = compare_report(results, tmp_path / "report", cc)
     assert summary["kd_tuning"][0]["chosen_ratio"] == 1.0
     assert summary["learning_curves"]["cpu-student"]["x"] == "epoch"          # these curves record no steps
     assert (tmp_path / "report" / "curves_0.png").stat().st_size > 1000
-    assert "| cpu-student | fitnet | 4.00 | **5.00** |" in (tmp_path / "report" / "table.md").read_text()
+    assert "| cpu-student | fitnet | 10004.00 | **10005.00** |" in (tmp_path / "report" / "table.md").read_text()
     assert "cells finished" not in (tmp_path / "report" / "table.md").read_text()
-    for bad in ([0.5, 0.5], [0.0, 1.0], []):
+    for bad in ([0.5, 0.5], [0.0, 1.0], [], [0.1, 0.1000001]):
         with pytest.raises(HwkdError, match="--kd-ratios"):
             compare.run_compare(tmp_path / "x", compare.CompareConfig(schemes=["none"], students=["cpu-student"],
                                                                       kd_ratios=bad), teacher, progress=False)

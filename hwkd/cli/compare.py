@@ -60,7 +60,7 @@ def _ratios(text: str | None) -> list | None:
     if text is None:
         return None
     try:
-        return [float(x) for x in csv_list(text)]
+        return [float(x) for x in csv_list(text) or []]
     except ValueError:
         raise HwkdError(f"--kd-ratios {text}: not a list of numbers", "give e.g. --kd-ratios 0.25,0.5,1") from None
 

@@ -54,6 +54,7 @@ CONDITIONS = (("threads", "with different intra-op thread counts"), ("cpu", "on 
 HEARTBEAT_S = 30                # a running cell's worker stamps the study this often (the server's clock) ...
 STALE_AFTER_S = 300             # ... and a cell without a stamp for this long is a dead worker's: queued again
 RESULT = "cell:"                # study user attr prefix of a finished cell's result
+POLL_S = 10                     # an idle worker waiting for a tuning grid elsewhere looks again this often
 WHAT = "comparison store"       # how messages name the study's database
 
 
@@ -98,9 +99,23 @@ def cell_key(student: str, scheme: str, seed: int, ratio: float | None = None) -
     return f"{student_label(student)}/{scheme}" + (f"@r{ratio:g}" if ratio is not None else "") + f"/seed{seed}"
 
 
+TUNE_SEED = 10_000     # the seed of KD-weight tuning cells: apart from the reported seeds, so the reported cells
+#                        are not the best of several draws on val (a selection bias val and test share)
+
+
 def tuned(cc: CompareConfig, scheme: str) -> bool:
     """Whether a scheme's KD weight is tuned over cc.kd_ratios (every KD scheme when a grid is given)."""
     return bool(cc.kd_ratios) and scheme != "none"
+
+
+def check_settings(cc: CompareConfig) -> None:
+    """Bad settings are refused before anything is written: unknown schemes, an impossible tuning grid."""
+    from hwkd.kd.base import schemes
+    known = schemes()
+    unknown = [s for s in cc.schemes if s not in known]
+    if unknown:
+        raise HwkdError(f"unknown KD scheme(s): {', '.join(unknown)}", f"use none or {', '.join(sorted(known))}")
+    check_ratios(cc)
 
 
 def check_ratios(cc: CompareConfig) -> None:
@@ -109,8 +124,8 @@ def check_ratios(cc: CompareConfig) -> None:
         return
     if cc.lam is not None:
         raise HwkdError("--kd-ratios tunes the balanced KD weight, --lam fixes it", "give one of them")
-    if not cc.kd_ratios or len(set(cc.kd_ratios)) != len(cc.kd_ratios) or not all(
-            isinstance(r, (int, float)) and math.isfinite(r) and r > 0 for r in cc.kd_ratios):
+    if not cc.kd_ratios or not all(isinstance(r, (int, float)) and math.isfinite(r) and r > 0 for r in cc.kd_ratios) \
+            or len({f"{r:g}" for r in cc.kd_ratios}) != len(cc.kd_ratios):
         raise HwkdError(f"--kd-ratios {','.join(map(str, cc.kd_ratios))}: needs distinct positive numbers",
                         "give e.g. --kd-ratios 0.25,0.5,1 (the balanced default is 0.5)")
 
@@ -148,7 +163,7 @@ class Matrix:
         self.cc = cc
         self.url = storage or store.sqlite_url(self.out / store.RUN_DB)
         self.name = name or self.out.name
-        extra = (len(cc.kd_ratios) - 1) * sum(tuned(cc, sc) for sc in cc.schemes) if cc.kd_ratios else 0
+        extra = len(cc.kd_ratios) * sum(tuned(cc, sc) for sc in cc.schemes) if cc.kd_ratios else 0
         self.total = len(cc.students) * (len(cc.schemes) * cc.seeds + extra)     # cells, tuning ones included
         self.settings = settings_of(cc, teacher_path)
         self.worker = f"{socket.gethostname()}:{os.getpid()}"
@@ -179,6 +194,10 @@ class Matrix:
 
     def _settle_settings(self, create: bool) -> None:
         old = self.study.user_attrs.get("compare")
+        if old is None and (len(self.study.directions) != 1 or self.study.user_attrs
+                            or self.storage.get_n_trials(self.study_id) > 0):
+            raise HwkdError(f"the study {self.name} in {redacted(self.url)} is not a KD comparison (e.g. a search "
+                            "of that name)", "give the comparison another --name")
         if old is None:
             if not create:
                 raise HwkdError(f"comparison {self.name} has no settings yet", "start it without --report-only")
@@ -211,21 +230,21 @@ class Matrix:
                 if not tuned(cc, sc):
                     out += [(cell_key(st, sc, k), st, sc, k, None) for k in range(cc.seeds)]
                     continue
-                grid = [(cell_key(st, sc, 0, r), st, sc, 0, r) for r in cc.kd_ratios]
+                grid = [(cell_key(st, sc, TUNE_SEED, r), st, sc, TUNE_SEED, r) for r in cc.kd_ratios]
                 out += grid
                 if all(c[0] in recorded for c in grid):
                     r = choose_ratio({c[4]: recorded[c[0]]["val_si_sdr_db"] for c in grid})
-                    out += [(cell_key(st, sc, k, r), st, sc, k, r) for k in range(1, cc.seeds)]
+                    out += [(cell_key(st, sc, k, r), st, sc, k, r) for k in range(cc.seeds)]
         return out
 
     def tuning(self, recorded: dict | None = None) -> dict:
-        """(student label, scheme) -> {"scores": {ratio: val SI-SDR of seed 0}, "chosen": ratio or None}."""
+        """(student label, scheme) -> {"scores": {ratio: val SI-SDR of its tuning cell}, "chosen": ratio or None}."""
         recorded = self._recorded() if recorded is None else recorded
         out = {}
         for st in self.cc.students:
             for sc in self.cc.schemes:
                 if tuned(self.cc, sc):
-                    keys = {r: cell_key(st, sc, 0, r) for r in self.cc.kd_ratios}
+                    keys = {r: cell_key(st, sc, TUNE_SEED, r) for r in self.cc.kd_ratios}
                     scores = {r: recorded[k]["val_si_sdr_db"] for r, k in keys.items() if k in recorded}
                     out[(student_label(st), sc)] = {
                         "scores": scores, "chosen": choose_ratio(scores) if len(scores) == len(keys) else None}
@@ -233,16 +252,16 @@ class Matrix:
 
     def results(self) -> dict:
         """cell key -> result for every finished cell the comparison reports: no-KD and untuned cells, and each
-        tuned scheme's cells at its chosen ratio (seed 0 among them); a result carries its scheme's tuning."""
+        tuned scheme's seeds at its chosen ratio (not its tuning cells); a result carries its scheme's tuning."""
         recorded = self._recorded()
         tuning = self.tuning(recorded)
         out = {}
-        for key, st, sc, _seed, r in self.wanted(recorded):
+        for key, st, sc, seed, _r in self.wanted(recorded):
             if key not in recorded:
                 continue
             t = tuning.get((student_label(st), sc))
             if t is not None:
-                if t["chosen"] != r:
+                if seed == TUNE_SEED:
                     continue
                 out[key] = {**recorded[key], "kd_tuning": {f"{k:g}": v for k, v in t["scores"].items()}}
             else:
@@ -304,10 +323,12 @@ class Matrix:
 
     def _distributions(self) -> dict:
         from optuna.distributions import CategoricalDistribution as Cat
-        d = {"student": Cat([student_label(s) for s in self.cc.students]), "scheme": Cat(list(self.cc.schemes)),
-             "seed": Cat(list(range(self.cc.seeds)))}
+        # sorted: workers may list students or schemes in another order (Optuna refuses other choice orders)
+        seeds = list(range(self.cc.seeds)) + ([TUNE_SEED] if self.cc.kd_ratios else [])
+        d = {"student": Cat(sorted(student_label(s) for s in self.cc.students)), "scheme": Cat(sorted(self.cc.schemes)),
+             "seed": Cat(seeds)}
         if self.cc.kd_ratios:
-            d["kd_ratio"] = Cat(list(self.cc.kd_ratios))
+            d["kd_ratio"] = Cat(sorted(self.cc.kd_ratios))
         return d
 
     def spec(self, key: str) -> tuple:
@@ -323,13 +344,17 @@ class Matrix:
         from optuna.exceptions import UpdateFinishedTrialError
         from optuna.trial import TrialState
         for t in self.trials((TrialState.WAITING,)):
+            if "cell" not in t.user_attrs:
+                continue
+            # the heartbeat first: a RUNNING trial without any stamp is never failed as stale (Optuna skips it), so
+            # a worker dying between the two writes must not leave one behind
+            self.storage.record_heartbeat(t._trial_id)
             try:
                 if not self.storage.set_trial_state_values(t._trial_id, state=TrialState.RUNNING):
                     continue
             except UpdateFinishedTrialError:
                 continue
             self.storage.set_trial_user_attr(t._trial_id, "worker", self.worker)
-            self.storage.record_heartbeat(t._trial_id)
             return t._trial_id, t.number, t.user_attrs["cell"]
         return None
 
@@ -368,18 +393,25 @@ class Matrix:
                 self.recover()
                 taken = self.take()
             if taken is None:
-                return trained
+                with self.failures():
+                    tuning_elsewhere = self.tuning_running()
+                if not tuning_elsewhere:
+                    return trained
+                time.sleep(POLL_S)      # a grid finishing elsewhere queues its scheme's seeds: wait for them
+                continue
             tid, number, key = taken
             with self.failures():
                 why = self.superseded(key, number)
-            if why:
-                self._set_state(tid, TrialState.PRUNED, duplicate=why)
-                continue
+                if why:
+                    self._set_state(tid, TrialState.PRUNED, duplicate=why)
+                    continue
             claim = claim_folder(self.cell_dir(key))
-            if claim is None:       # trained by another process on this run folder: its trial was failed as stale
+            if claim is None:       # trained by another process on this run folder under an earlier trial
+                with self.failures():
+                    self._set_state(tid, TrialState.PRUNED, duplicate="its folder is held by another process")
                 log(f"hwkd compare: cell {key} is held by another process on this run folder; left to it")
                 continue
-            with claim, store.Heartbeat(self.storage, tid):
+            with self.failures(), claim, store.Heartbeat(self.storage, tid):
                 try:
                     local = self.cell_dir(key) / "result.json"
                     res = load_cell(self.cell_dir(key)) if local.is_file() else train(key)
@@ -396,6 +428,12 @@ class Matrix:
                         self._set_state(tid, TrialState.COMPLETE, values=[value])
                     else:
                         self._set_state(tid, TrialState.FAIL, error="non-finite SI-SDR (the result is recorded)")
+
+    def tuning_running(self) -> bool:
+        """Whether a KD-weight tuning cell runs (elsewhere) whose grid, once finished, queues more cells."""
+        from optuna.trial import TrialState
+        return any(t.user_attrs.get("cell", "").endswith(f"/seed{TUNE_SEED}")
+                   for t in self.trials((TrialState.RUNNING,)))
 
     def running_elsewhere(self) -> list[str]:
         """Cells without a result that another worker is training now."""
@@ -429,12 +467,23 @@ def open_matrix(out: Path, cc: CompareConfig, teacher_path: Path, storage: str |
             return None
         raise HwkdError(f"{out} holds no comparison yet (no compare.json)",
                         "start it without --report-only, or give the run folder of a running comparison")
-    if create and url is None and (out / "compare.json").is_file() and not (out / store.RUN_DB).is_file():
-        old = json.loads((out / "compare.json").read_text())        # a run from before the study: same settings
-        diff = changed_settings(old, settings_of(cc, teacher_path), ignore=("student_configs",))
+    if (out / "compare.json").is_file():
+        # the folder's cells belong to the matrix it recorded: other settings, another store or another name
+        # would adopt its result.json files and checkpoints into a matrix they were not trained for
+        old = json.loads((out / "compare.json").read_text())
+        diff = changed_settings(old, settings_of(cc, teacher_path), ignore=("student_configs", *MACHINE_LOCAL[2:]))
         if diff:
             raise HwkdError(f"{out} holds a comparison with other settings ({'; '.join(diff)})",
                             "rerun with the same options to resume, or give a new --out")
+        if old.get("name") and (name or out.resolve().name) != old["name"]:
+            raise HwkdError(f"{out} holds comparison {old['name']}, not {name}",
+                            f"give --name {old['name']} (or none), or a new --out")
+        if old.get("storage"):
+            if storage is not None and (store.is_sqlite(old["storage"]) or store.is_sqlite(storage)
+                                        or not store.same_database(old["storage"], storage)):
+                raise HwkdError(f"{out} keeps its matrix in {redacted(store.resolve_manifest(old['storage'], out))}, "
+                                f"not in {redacted(storage)}", "drop --storage (and $HWKD_STORAGE) to use the run's "
+                                "own store, or give a new --out")
     return Matrix(out, cc, teacher_path, storage=url, name=name, create=create)
 
 
@@ -444,14 +493,9 @@ def run_compare(out: Path, cc: CompareConfig, teacher_path: Path, data: dict | N
     """Train and evaluate every cell left in the matrix's queue; returns the finished cells' results (in matrix
     order). `data`: {in_channels: dataset path}. With train_missing=False nothing is trained: the finished cells
     alone (a look at a matrix still running). `threads`: this process's intra-op threads (default cc.threads)."""
-    from hwkd.kd.base import schemes
     from hwkd.models.checkpoint import load_model
 
-    known = schemes()
-    unknown = [s for s in cc.schemes if s not in known]
-    if unknown:
-        raise HwkdError(f"unknown KD scheme(s): {', '.join(unknown)}", f"use none or {', '.join(sorted(known))}")
-    check_ratios(cc)
+    check_settings(cc)
     out = Path(out)
     matrix = open_matrix(out, cc, teacher_path, storage, name, create=train_missing)
     trained, held = False, []
@@ -579,6 +623,7 @@ def run_compare_parallel(out: Path, cc: CompareConfig, teacher_path: Path, worke
     if workers <= 1:
         return run_compare(out, cc, teacher_path, data=data, progress=progress, log=log, storage=storage, name=name)
     out = Path(out)
+    check_settings(cc)
     open_matrix(out, cc, teacher_path, storage, name)          # the study and its settings, before the workers
     # the datasets once, here: workers synthesising the default corpus side by side would race
     data = dict(data or {})

@@ -155,7 +155,8 @@ def report(results: list[dict], report_dir: Path, cc: CompareConfig, cells_dir: 
 
 
 def _cell_dir(cells_dir: Path, r: dict) -> Path:
-    return Path(cells_dir) / r["student"] / r["scheme"] / f"seed{r['seed']}"
+    from hwkd.experiments.compare import cell_key
+    return Path(cells_dir) / cell_key(r["student"], r["scheme"], r["seed"], r.get("kd_ratio"))
 
 
 def _curves(results: list[dict], cells_dir: Path | None) -> dict:
