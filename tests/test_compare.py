@@ -378,3 +378,25 @@ def test_workers_on_two_machines_share_one_matrix_on_a_database_server(tmp_path,
     assert not (tmp_path / "c" / "cells").exists()
     r = run_cli(*[x if x != "3" else "2" for x in cmd("c")[3:]], env=env)            # other settings
     assert r.returncode == 2 and "other settings" in r.stderr and "seeds" in r.stderr
+
+
+def test_a_cell_taken_by_a_process_killed_before_it_stamped_or_named_itself_is_queued_again(tmp_path, monkeypatch):
+    """Optuna's stale check skips a RUNNING trial that was never stamped; an orphan like that (no heartbeat, no
+    worker) is failed after the grace period and its cell queued again."""
+    from optuna.trial import TrialState
+
+    from hwkd.experiments import compare
+    from hwkd.models.teacher import embedded_teacher_path
+    monkeypatch.setattr(compare, "STALE_AFTER_S", 1)
+    teacher, out = embedded_teacher_path(), tmp_path / "run"
+    cc = compare.CompareConfig(schemes=["none"], students=["cpu-student"], seeds=1)
+    m = compare.Matrix(out, cc, teacher)
+    m.recover()
+    (t,) = m.trials()
+    assert m.storage.set_trial_state_values(t._trial_id, state=TrialState.RUNNING)     # then killed at once
+    trained = []
+    _fake_cells(monkeypatch, trained)
+    assert compare.run_compare(out, cc, teacher, progress=False) == []      # within the grace: left running
+    time.sleep(1.5)
+    assert len(compare.run_compare(out, cc, teacher, progress=False)) == 1
+    assert trained == ["cpu-student/none/seed0"] and [s for _, s in _states(out)] == ["FAIL", "COMPLETE"]

@@ -294,6 +294,7 @@ class Matrix:
         import optuna
         from optuna.trial import TrialState
         optuna.storages.fail_stale_trials(self.study)
+        store.fail_orphans(self.study, self.storage, STALE_AFTER_S)
         host = socket.gethostname()
         for t in self.trials((TrialState.RUNNING,)):
             w = t.user_attrs.get("worker", "")

@@ -285,6 +285,7 @@ class Search:
         import optuna
         from optuna.trial import TrialState
         optuna.storages.fail_stale_trials(self.study)      # any host: no heartbeat for STALE_AFTER_S
+        store.fail_orphans(self.study, self.storage, STALE_AFTER_S)    # any host: asked, then killed at once
         host = socket.gethostname()
         for t in self.trials():
             w = t.user_attrs.get("worker", "")
@@ -512,6 +513,7 @@ class Search:
 
         self.controller.before_ask(self.study, self.trials(), self.worker)
         trial = self.study.ask()
+        self.storage.record_heartbeat(trial._trial_id)     # at once: Optuna never fails a RUNNING trial unstamped
         if limit is not None and self.counted([t for t in self.trials() if t.number < trial.number]) >= limit:
             trial.set_user_attr("over_limit", True)
             self.study.tell(trial, state=TrialState.PRUNED)

@@ -310,3 +310,23 @@ class Heartbeat:
         self.stop.set()
         if self.thread is not None:
             self.thread.join(timeout=10)
+
+
+def fail_orphans(study, storage, grace_s: float) -> int:
+    """Fail RUNNING trials that never named their worker (`worker` user attr) within grace_s of their start: a
+    process killed between taking a trial and naming itself leaves one, and Optuna's stale check skips a trial
+    that was never stamped with a heartbeat, so nothing else would ever end it. Returns how many."""
+    from datetime import datetime
+
+    from optuna.exceptions import UpdateFinishedTrialError
+    from optuna.trial import TrialState
+    n = 0
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if "worker" in t.user_attrs or t.datetime_start is None \
+                or (datetime.now() - t.datetime_start).total_seconds() <= grace_s:
+            continue
+        try:
+            n += bool(storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL))
+        except UpdateFinishedTrialError:
+            pass
+    return n
