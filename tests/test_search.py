@@ -345,7 +345,7 @@ def test_workers_asking_at_once_neither_train_a_candidate_twice_nor_overrun_tria
     study = optuna.create_study(storage=f"sqlite:///{tmp_path / 's.db'}", study_name="s",
                                 directions=["maximize", "minimize", "minimize"])
     s = Search.__new__(Search)        # only the study-facing parts: no teacher, no data
-    s.study, s.controller, s.worker = study, Controller(None, 0), "w"
+    s.study, s.storage, s.controller, s.worker = study, study._storage, Controller(None, 0), "w"
     a, b = study.ask(), study.ask()   # two workers asked at once; b writes its key first
     b.set_user_attr("key", "k1")
     threading.Timer(0.5, lambda: a.set_user_attr("key", "k1")).start()
