@@ -17,6 +17,30 @@ from importlib import metadata
 CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
+def pid_domain() -> str:
+    """Where a process id means this process: the kernel's boot id and this PID namespace. Two workers whose
+    domains match can tell each other's death by the pid; a host name alone cannot (cloned machines and
+    containers share names, containers share a kernel but not pids)."""
+    try:
+        boot = open("/proc/sys/kernel/random/boot_id").read().strip()
+        ns = os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        return ""             # unknown: no pid check across processes
+    return f"{boot}/{ns}"
+
+
+def ours(attrs: dict) -> bool:
+    """Whether a trial's worker (user attrs `worker` HOST:PID and `pid_domain`) ran where this process can check
+    its pid. Trials from before `pid_domain` was recorded: by host name."""
+    import socket
+    w = attrs.get("worker", "")
+    if ":" not in w or not w.rsplit(":", 1)[1].isdigit():
+        return False
+    if "pid_domain" in attrs:
+        return bool(attrs["pid_domain"]) and attrs["pid_domain"] == pid_domain()
+    return w.rsplit(":", 1)[0] == socket.gethostname()
+
+
 def pid_alive(pid: int) -> bool:
     """Whether a process with this id runs on this host (one of another user counts)."""
     try:

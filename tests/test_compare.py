@@ -208,9 +208,17 @@ def test_the_matrix_queue_takes_over_dead_and_silent_workers_and_trains_each_cel
     """The cells are an Optuna study's queue: a cell whose worker on this host died, or whose worker elsewhere
     stopped stamping its heartbeat, is queued again and trained here; a live worker's cell is left to it and
     said; a duplicate queue entry is pruned; an interrupted cell is failed and trained on the next run."""
+    # a pid is checked only where it means the same process: same kernel boot and PID namespace (a host name
+    # is shared by cloned machines and containers); trials from before pid_domain was recorded: by host name
+    import socket
+
     from hwkd.experiments import compare
     from hwkd.models.teacher import embedded_teacher_path
     from hwkd.report.compare import report as compare_report
+    from hwkd.sysinfo import ours, pid_domain
+    me = f"{socket.gethostname()}:1"
+    assert ours({"worker": me, "pid_domain": pid_domain()}) and not ours({"worker": me, "pid_domain": "x/1"})
+    assert ours({"worker": me}) and not ours({"worker": "elsewhere:1"}) and not ours({"worker": "garbled"})
     monkeypatch.setattr(compare, "STALE_AFTER_S", 1)
     teacher, out = embedded_teacher_path(), tmp_path / "run"
     cc = compare.CompareConfig(schemes=["none", "fitnet"], students=["cpu-student"], seeds=3)
@@ -228,9 +236,10 @@ def test_the_matrix_queue_takes_over_dead_and_silent_workers_and_trains_each_cel
     taken.sort(key=lambda t: t[2])              # an interrupted cell is queued again behind the others
     assert [k for _, _, k in taken] == ["cpu-student/fitnet/seed0", "cpu-student/fitnet/seed1",
                                        "cpu-student/fitnet/seed2"]
-    import socket
-    for (tid, _, _), worker in zip(taken, ("far-away:1", f"{socket.gethostname()}:999999999", "live-host:2")):
+    for (tid, _, _), worker, domain in zip(taken, ("far-away:1", f"{socket.gethostname()}:999999999", "live-host:2"),
+                                           ("another-boot/1", pid_domain(), "another-boot/2")):
         m.storage.set_trial_user_attr(tid, "worker", worker)
+        m.storage.set_trial_user_attr(tid, "pid_domain", domain)
     import optuna
     m.study.add_trial(optuna.trial.create_trial(       # a duplicate entry of a finished cell
         state=optuna.trial.TrialState.WAITING, params={"student": "cpu-student", "scheme": "none", "seed": 0},

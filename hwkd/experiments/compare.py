@@ -46,7 +46,7 @@ from hwkd.experiments.config import CompareConfig  # noqa: F401  (the settings; 
 from hwkd.metrics.quality import BASE_METRICS
 from hwkd.paths import claim_folder
 from hwkd.search import store
-from hwkd.sysinfo import cpu_tag, die_with_parent, pid_alive
+from hwkd.sysinfo import cpu_tag, die_with_parent, ours, pid_alive, pid_domain
 
 METRICS = BASE_METRICS          # what a cell records (mean over the evaluation utterances)
 # what a cell records of how it trained on the CPU; either changes float sums (report notes, log)
@@ -295,10 +295,9 @@ class Matrix:
         from optuna.trial import TrialState
         optuna.storages.fail_stale_trials(self.study)
         store.fail_orphans(self.study, self.storage, STALE_AFTER_S)
-        host = socket.gethostname()
         for t in self.trials((TrialState.RUNNING,)):
             w = t.user_attrs.get("worker", "")
-            if w.rsplit(":", 1)[0] == host and w != self.worker and not pid_alive(int(w.rsplit(":", 1)[1])):
+            if w != self.worker and ours(t.user_attrs) and not pid_alive(int(w.rsplit(":", 1)[1])):
                 self._set_state(t._trial_id, TrialState.FAIL, error="its worker process died")
         live = {t.user_attrs.get("cell") for t in self.trials((TrialState.WAITING, TrialState.RUNNING))}
         while True:                     # adopting a tuning cell's result.json may make its scheme's seeds wanted
@@ -355,6 +354,7 @@ class Matrix:
                     continue
             except UpdateFinishedTrialError:
                 continue
+            self.storage.set_trial_user_attr(t._trial_id, "pid_domain", pid_domain())
             self.storage.set_trial_user_attr(t._trial_id, "worker", self.worker)
             return t._trial_id, t.number, t.user_attrs["cell"]
         return None

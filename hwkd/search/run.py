@@ -42,7 +42,7 @@ from hwkd.paths import claim_folder, hwkd_home
 from hwkd.search import store
 from hwkd.search.config import SearchConfig  # noqa: F401  (the settings; imported from here too)
 from hwkd.search.trial import PROFILE_FIELDS, RungResult, TrialRecord
-from hwkd.sysinfo import die_with_parent, pid_alive
+from hwkd.sysinfo import die_with_parent, ours, pid_alive, pid_domain
 
 DIRECTIONS = ("maximize", "minimize", "minimize")        # quality (val SI-SDR dB), latency ms per hop, GMAC/s
 METRICS = ("val_si_sdr_db", "latency_ms", "gmacs_per_s")   # their names in the study (optuna-dashboard shows them)
@@ -286,10 +286,9 @@ class Search:
         from optuna.trial import TrialState
         optuna.storages.fail_stale_trials(self.study)      # any host: no heartbeat for STALE_AFTER_S
         store.fail_orphans(self.study, self.storage, STALE_AFTER_S)    # any host: asked, then killed at once
-        host = socket.gethostname()
         for t in self.trials():
             w = t.user_attrs.get("worker", "")
-            if t.state == TrialState.RUNNING and w.rsplit(":", 1)[0] == host and not pid_alive(int(w.rsplit(":")[1])):
+            if t.state == TrialState.RUNNING and ours(t.user_attrs) and not pid_alive(int(w.rsplit(":", 1)[1])):
                 try:
                     self.study.tell(t.number, state=TrialState.FAIL)
                 except Exception:  # noqa: BLE001  (another worker recovered it first)
@@ -537,6 +536,7 @@ class Search:
         cfg = self.space.to_config(cand)
         key = candidate_key(cfg)
         trial.set_user_attr("key", key)
+        trial.set_user_attr("pid_domain", pid_domain())
         trial.set_user_attr("worker", self.worker)
         trial.set_user_attr("config", cfg.to_dict())
         same = self._earlier_same_key(trial.number, key)
