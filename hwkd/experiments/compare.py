@@ -463,11 +463,6 @@ def open_matrix(out: Path, cc: CompareConfig, teacher_path: Path, storage: str |
     study (its cells are read from their result.json), and an error when there is no comparison at all."""
     out = Path(out)
     url = storage or stored_storage(out)
-    if not create and url is None and not (out / store.RUN_DB).is_file():
-        if (out / "compare.json").is_file():
-            return None
-        raise HwkdError(f"{out} holds no comparison yet (no compare.json)",
-                        "start it without --report-only, or give the run folder of a running comparison")
     if (out / "compare.json").is_file():
         # the folder's cells belong to the matrix it recorded: other settings, another store or another name
         # would adopt its result.json files and checkpoints into a matrix they were not trained for
@@ -485,6 +480,11 @@ def open_matrix(out: Path, cc: CompareConfig, teacher_path: Path, storage: str |
                 raise HwkdError(f"{out} keeps its matrix in {redacted(store.resolve_manifest(old['storage'], out))}, "
                                 f"not in {redacted(storage)}", "drop --storage (and $HWKD_STORAGE) to use the run's "
                                 "own store, or give a new --out")
+    if not create and url is None and not (out / store.RUN_DB).is_file():
+        if (out / "compare.json").is_file():
+            return None
+        raise HwkdError(f"{out} holds no comparison yet (no compare.json)",
+                        "start it without --report-only, or give the run folder of a running comparison")
     return Matrix(out, cc, teacher_path, storage=url, name=name, create=create)
 
 
