@@ -220,6 +220,7 @@ def test_the_matrix_queue_takes_over_dead_and_silent_workers_and_trains_each_cel
     assert ours({"worker": me, "pid_domain": pid_domain()}) and not ours({"worker": me, "pid_domain": "x/1"})
     assert ours({"worker": me}) and not ours({"worker": "elsewhere:1"}) and not ours({"worker": "garbled"})
     monkeypatch.setattr(compare, "STALE_AFTER_S", 1)
+    monkeypatch.setattr(compare, "HEARTBEAT_S", 0.2)
     teacher, out = embedded_teacher_path(), tmp_path / "run"
     cc = compare.CompareConfig(schemes=["none", "fitnet"], students=["cpu-student"], seeds=3)
     trained, said = [], []
@@ -245,10 +246,11 @@ def test_the_matrix_queue_takes_over_dead_and_silent_workers_and_trains_each_cel
         state=optuna.trial.TrialState.WAITING, params={"student": "cpu-student", "scheme": "none", "seed": 0},
         distributions=m._distributions(), user_attrs={"cell": "cpu-student/none/seed0"}))
     time.sleep(1.5)
-    m.storage.record_heartbeat(taken[2][0])                  # the live one stamps; the far-away one does not
     trained.clear()
     _fake_cells(monkeypatch, trained)
-    results = compare.run_compare(out, cc, teacher, progress=False, log=said.append)
+    from hwkd.search.store import Heartbeat
+    with Heartbeat(m.storage, taken[2][0]):                   # the live one stamps (every 0.2 s); far-away does not
+        results = compare.run_compare(out, cc, teacher, progress=False, log=said.append)
     assert sorted(trained) == ["cpu-student/fitnet/seed0", "cpu-student/fitnet/seed1"]
     assert len(results) == 5 and {r["worker"] for r in results} >= {compare.Matrix(out, cc, teacher).worker}
     summary = compare_report(results, tmp_path / "report", cc)
@@ -396,7 +398,7 @@ def test_a_cell_taken_by_a_process_killed_before_it_stamped_or_named_itself_is_q
 
     from hwkd.experiments import compare
     from hwkd.models.teacher import embedded_teacher_path
-    monkeypatch.setattr(compare, "STALE_AFTER_S", 1)
+    monkeypatch.setattr(compare, "STALE_AFTER_S", 3600)
     teacher, out = embedded_teacher_path(), tmp_path / "run"
     cc = compare.CompareConfig(schemes=["none"], students=["cpu-student"], seeds=1)
     m = compare.Matrix(out, cc, teacher)
@@ -406,6 +408,7 @@ def test_a_cell_taken_by_a_process_killed_before_it_stamped_or_named_itself_is_q
     trained = []
     _fake_cells(monkeypatch, trained)
     assert compare.run_compare(out, cc, teacher, progress=False) == []      # within the grace: left running
+    monkeypatch.setattr(compare, "STALE_AFTER_S", 1)
     time.sleep(1.5)
     assert len(compare.run_compare(out, cc, teacher, progress=False)) == 1
     assert trained == ["cpu-student/none/seed0"] and [s for _, s in _states(out)] == ["FAIL", "COMPLETE"]
