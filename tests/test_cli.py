@@ -88,3 +88,24 @@ def test_impossible_flag_values_are_refused_at_parse_time(argv, flag, capsys):
 def test_profile_zero_threads_is_one_line(tmp_path):
     r = run_cli("profile", "cpu-student-causal", "--target", "cpu", "--threads", "0", "--out", tmp_path / "p")
     assert r.returncode == 2 and "thread counts start at 1" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_a_flag_a_resumed_or_retargeted_run_fixes_is_refused_not_ignored():
+    from argparse import Namespace
+
+    import pytest
+
+    from hwkd.cli.search import RUN_FIXED, SC, TARGET_FIXED, check_fixed
+    from hwkd.errors import HwkdError
+    from hwkd.search.config import SearchConfig
+    sc = SearchConfig(steps=40, target="rpi4", kd="i2srf-tfckd")
+    base = {**{f: None for f, _ in RUN_FIXED + TARGET_FIXED},
+            "space": SC.space, "kd": SC.kd, "controller": SC.controller, "seed": SC.seed}    # nothing given
+    both = RUN_FIXED + TARGET_FIXED
+    check_fixed(Namespace(**base), sc, "r", "--resume", both)
+    check_fixed(Namespace(**{**base, "steps": 40, "target": "rpi4"}), sc, "r", "--resume", both)   # its own values
+    with pytest.raises(HwkdError, match=r"--resume r keeps .*--kd none \(the run has i2srf-tfckd\); --steps 99"):
+        check_fixed(Namespace(**{**base, "steps": 99, "kd": "none"}), sc, "r", "--resume", both)
+    with pytest.raises(HwkdError, match="--target rpi5"):
+        check_fixed(Namespace(**{**base, "target": "rpi5"}), sc, "r", "--resume", both)
+    check_fixed(Namespace(**{**base, "target": "rpi5"}), sc, "r", "--like", RUN_FIXED)     # --like: a new target

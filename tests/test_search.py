@@ -642,6 +642,9 @@ def test_search_on_a_supernet_scores_inherited_weights(tmp_path, tiny_corpus):
     assert bad.returncode == 2 and "--like starts a new run" in bad.stderr
     bad = run_cli("-q", "search", "--like", tmp_path / "runs" / "sn", env=_env(tmp_path))
     assert bad.returncode == 2 and "needs --target" in bad.stderr
+    bad = run_cli("-q", "search", "--like", tmp_path / "runs" / "sn", "--target", "rpi5", "--kd", "none",
+                  env=_env(tmp_path))                     # a setting the source run fixes: refused, not ignored
+    assert bad.returncode == 2 and "keeps the run's own settings" in bad.stderr and "--kd none" in bad.stderr
     # a space the supernet does not hold is refused before anything runs; --steps 0 needs a supernet
     wide = tmp_path / "wide.yaml"
     wide.write_text(TINY_SPACE.replace("channels: [8, 12]", "channels: [8, 16]"))

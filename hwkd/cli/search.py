@@ -127,6 +127,7 @@ def cmd_search(args) -> int:
     elif args.resume:
         run, settings = open_run(args.resume, given, given_from)
         sc, storage = resume_config(run, settings, args.data, args.trial_timeout)
+        check_fixed(args, sc, run.name, "--resume", RUN_FIXED + TARGET_FIXED)
         print(f"hwkd search: resuming {run.name} (target {sc.target}, {sc.controller}, {sc.kd})")
     else:
         if not args.target:
@@ -195,6 +196,37 @@ def cmd_search(args) -> int:
         print(f"pick one: hwkd pick {run.name} --max-latency-ms X --target {t['name']}")
     return 0
 
+# flags whose value a run fixes (flag attribute, SearchConfig field); a resumed or re-targeted run keeps its own
+RUN_FIXED = (("space", "space"), ("kd", "kd"), ("lam", "lam"), ("controller", "controller"), ("seed", "seed"),
+             ("steps", "steps"), ("promote_steps", "promote_steps"), ("promote_after", "promote_after"),
+             ("batch_size", "batch_size"), ("segment_s", "segment_s"), ("val_pesq_clips", "val_pesq_clips"),
+             ("val_clips", "val_clips"), ("teacher", "teacher"), ("supernet", "supernet"))
+# ... and, for a resumed run only, its target (--like takes these anew)
+TARGET_FIXED = (("target", "target"), ("runtime", "runtime"), ("threads", "threads"),
+                ("max_latency_ms", "max_latency_ms"))
+
+
+def check_fixed(args, sc: SearchConfig, run_name: str, how: str, fields) -> None:
+    """A flag given with --resume / --like that the run fixes to another value is refused (it would be ignored),
+    in one line naming it; a flag left at its default, or given the run's own value, is fine."""
+    parser_defaults = {"space": SC.space, "kd": SC.kd, "controller": SC.controller, "seed": SC.seed}
+    clash = []
+    for flag, field in fields:
+        given = getattr(args, flag, None)
+        if given is None or (flag in parser_defaults and given == parser_defaults[flag]):
+            continue
+        mine = getattr(sc, field)
+        if isinstance(given, Path) or flag in ("teacher", "supernet", "target"):
+            same = mine is not None and (str(given) == str(mine) or Path(given).resolve() == Path(mine).resolve())
+        else:
+            same = given == mine
+        if not same:
+            clash.append(f"--{flag.replace('_', '-')} {given} (the run has {mine})")
+    if clash:
+        raise HwkdError(f"{how} {run_name} keeps the run's own settings; given: {'; '.join(clash)}",
+                        "drop those flags, or start a new search with them (hwkd search --target ... --name NEW)")
+
+
 def _like(args, given, given_from):
     """A new run re-targeting the finished search --like: its settings but the target, runtime, threads and
     limits given here."""
@@ -206,6 +238,7 @@ def _like(args, given, given_from):
         raise HwkdError("hwkd search --like RUN needs --target", "e.g. hwkd search --like RUN --target rpi5")
     src_run, src_settings = open_run(args.like, given, given_from)
     sc, _ = resume_config(src_run, src_settings, args.data, args.trial_timeout)
+    check_fixed(args, sc, src_run.name, "--like", RUN_FIXED)
     target = load_target(args.target)
     sc.target, sc.runtime, sc.threads = str(args.target), args.runtime, args.threads
     sc.max_latency_ms, sc.realtime = args.max_latency_ms, not args.no_realtime
