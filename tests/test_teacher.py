@@ -36,3 +36,63 @@ def test_shipped_teacher_is_the_recipe():
     best = max(ck["train"]["history"], key=lambda h: h["val_si_sdr_db"])
     assert len(ck["train"]["history"]) == ck["train"]["epoch"] == best["epoch"]
     assert ASSET.stat().st_size < 5 * 2 ** 20
+
+
+@pytest.mark.slow
+def test_ambisonics_teacher_recipe_runs_at_tiny_scale(tmp_path, tiny_foa):
+    from hwkd.models.teacher import FOA_TEACHER_ARGS
+    args = FOA_TEACHER_ARGS.split()
+    args[args.index("--epochs") + 1] = "1"   # tiny scale: one epoch of one step
+    r = run_cli("-q", "train", *args, "--data", tiny_foa, "--max-steps-per-epoch", "1", "--batch-size", "2",
+                "--val-pesq-clips", "1", "--out", tmp_path / "t")
+    assert r.returncode == 0, r.stderr[-2000:]
+    model, _ = load_model(tmp_path / "t" / "best.pt")
+    assert model.cfg == resolve_config(TEACHER_PRESET, in_channels=4)
+
+
+def test_each_student_gets_the_embedded_teacher_for_its_input_channels(tmp_path, monkeypatch):
+    """Ambisonics students: the Ambisonics teacher once it is shipped, until then the mono one (W channel);
+    installing a checkpoint puts it in the slot of its input channels."""
+    from hwkd.errors import HwkdError
+    from hwkd.experiments.compare import CompareConfig, settings_of
+    from hwkd.models import create_model
+    from hwkd.models import teacher as t
+    from hwkd.models.checkpoint import save_checkpoint
+    foa = tmp_path / "teacher-cpu-foa.pt"
+    monkeypatch.setattr(t, "ASSET_FOA", foa)
+    assert t.embedded_teacher_path(4) == t.ASSET == t.embedded_teacher_path(1)        # not shipped yet: mono
+    cc = CompareConfig(schemes=["none"], students=["kd-small", str(tmp_path / "foa.yaml")], seeds=1)
+    (tmp_path / "foa.yaml").write_text("channels: 8\nlayers: 1\ndepth: 1\nheads: 0\nin_channels: 4\n")
+    assert "teacher_foa_sha256" not in settings_of(cc, None)
+    run = tmp_path / "foa-run.pt"
+    save_checkpoint(run, create_model(resolve_config(TEACHER_PRESET, in_channels=4)))
+    assert t.install(run, {1: tmp_path / "mono.pt", 4: foa}) == foa and foa.is_file()
+    assert t.embedded_teacher_path(4) == foa and t.embedded_teacher_path(1) == t.ASSET
+    s = settings_of(cc, None)
+    assert s["teacher_foa"] == str(foa) and s["teacher_sha256"] != s["teacher_foa_sha256"]
+    assert "teacher_foa" not in settings_of(cc, t.ASSET)                               # --teacher: one for all
+    two = tmp_path / "two.pt"
+    save_checkpoint(two, create_model(resolve_config(TEACHER_PRESET, in_channels=2)))
+    with pytest.raises(HwkdError, match="2 input channels"):
+        t.install(two, {1: tmp_path / "mono.pt", 4: foa})
+
+
+def test_a_search_over_an_ambisonics_space_takes_the_ambisonics_teacher_once_shipped(tmp_path, monkeypatch,
+                                                                                     tiny_foa):
+    from hwkd.models import create_model
+    from hwkd.models import teacher as t
+    from hwkd.models.checkpoint import save_checkpoint
+    from hwkd.search.config import SearchConfig
+    from hwkd.search.run import Search
+
+    def settled(**kw):
+        s = Search.__new__(Search)
+        s.progress = False
+        sc = SearchConfig(target="rpi4", space="foa", data=str(tiny_foa), **kw)
+        s._settle(sc)
+        return sc.teacher
+    monkeypatch.setattr(t, "ASSET_FOA", tmp_path / "teacher-cpu-foa.pt")
+    assert settled() == str(t.ASSET)                                   # not shipped: the mono teacher (W channel)
+    save_checkpoint(t.ASSET_FOA, create_model(resolve_config(TEACHER_PRESET, in_channels=4)))
+    assert settled() == str(t.ASSET_FOA)
+    assert settled(teacher=str(t.ASSET)) == str(t.ASSET)              # --teacher is kept

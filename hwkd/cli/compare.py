@@ -67,7 +67,6 @@ def _ratios(text: str | None) -> list | None:
 
 def cmd_compare(args) -> int:
     from hwkd.experiments.compare import run_compare, run_compare_parallel
-    from hwkd.models.teacher import embedded_teacher_path
     from hwkd.report.compare import report
     cc = CompareConfig(schemes=csv_list(args.kd), students=csv_list(args.students), seeds=args.seeds,
                        epochs=args.epochs, batch_size=args.batch_size, segment_s=args.segment_s, lr=args.lr,
@@ -77,7 +76,7 @@ def cmd_compare(args) -> int:
     if cc.seeds < 1 or not cc.schemes or not cc.students:
         raise HwkdError("hwkd compare needs at least one scheme, one student and one seed", "see --help")
     data = {k: v for k, v in ((1, args.data), (4, args.data_foa)) if v is not None}
-    teacher = args.teacher or embedded_teacher_path()
+    teacher = args.teacher      # None: the embedded teacher for each student's input channels
     if args.workers < 1:
         raise HwkdError(f"--workers {args.workers}: needs at least 1", "give --workers 1 or more")
     storage, given_from = given_storage(args)

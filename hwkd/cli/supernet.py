@@ -71,9 +71,11 @@ def cmd_train(args) -> int:
     check_output(args.out, folder=True, what="--out")
     teacher = None
     if uses_teacher(args.kd):
-        teacher, _ = load_model(args.teacher or embedded_teacher_path())
+        teacher, _ = load_model(args.teacher or embedded_teacher_path())   # mono first: every embedded hop
     space = load_space(args.space, teacher_hop=teacher.cfg.hop if teacher is not None else None)
     configs = space.configs()
+    if teacher is not None and args.teacher is None and configs[0].in_channels != 1:
+        teacher, _ = load_model(embedded_teacher_path(configs[0].in_channels))    # the Ambisonics teacher
     data = args.data or default_dataset(configs[0].in_channels, progress=not args.quiet)
     if not args.quiet:
         print(f"supernet over {space.name}: {len(configs)} sub-networks; KD {args.kd}; {2 + args.random} "

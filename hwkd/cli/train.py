@@ -122,7 +122,11 @@ def cmd_distill(args) -> int:
     from hwkd.models.registry import resolve_config
     from hwkd.models.teacher import embedded_teacher_path
     from hwkd.train.recipe import KDSpec
-    teacher, _ = load_model(args.teacher or embedded_teacher_path())
+    if args.teacher is None:            # the embedded teacher for the student's input channels
+        channels = args.in_channels or resolve_config(args.student).in_channels
+        teacher, _ = load_model(embedded_teacher_path(channels))
+    else:
+        teacher, _ = load_model(args.teacher)
     cfg = resolve_config(args.student, in_channels=args.in_channels or teacher.cfg.in_channels,
                          hop=args.hop or teacher.cfg.hop)
     return run_training(args, cfg, KDSpec(args.kd, teacher, args.lam))

@@ -135,20 +135,34 @@ def choose_ratio(scores: dict) -> float:
     return sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))[0][0]
 
 
-def settings_of(cc: CompareConfig, teacher_path: Path) -> dict:
+def teacher_paths(cc: CompareConfig, teacher_path: Path | None) -> dict:
+    """Input channels -> the teacher file of the students with that many: `teacher_path` for all, or (None) the
+    embedded teacher for each (the Ambisonics one for Ambisonics students once it is shipped)."""
+    from hwkd.models.registry import resolve_config
+    from hwkd.models.teacher import embedded_teacher_path
+    channels = sorted({resolve_config(st).in_channels for st in cc.students}) or [1]
+    return {ch: Path(teacher_path) if teacher_path is not None else embedded_teacher_path(ch) for ch in channels}
+
+
+def settings_of(cc: CompareConfig, teacher_path: Path | None) -> dict:
     """What a matrix is: the compare settings, the teacher (path and SHA-256: a retrained teacher at the same path
     must not mix into an old matrix) and each student's network config (a worker elsewhere may name the same
     student by another path)."""
     from hwkd.models.checkpoint import load_model
     from hwkd.models.registry import resolve_config
-    digest = hashlib.sha256(Path(teacher_path).read_bytes()).hexdigest()
-    hop = load_model(teacher_path)[0].cfg.hop
+    paths = teacher_paths(cc, teacher_path)
+    first = paths[min(paths)]
+    hop = load_model(first)[0].cfg.hop
     nets = {student_label(st): asdict(resolve_config(st, hop=hop)) for st in cc.students}
-    return {**asdict(cc), "teacher": str(teacher_path), "teacher_sha256": digest, "student_configs": nets}
+    out = {**asdict(cc), "teacher": str(first), "teacher_sha256": hashlib.sha256(first.read_bytes()).hexdigest(),
+           "student_configs": nets}
+    if 4 in paths and paths[4] != first:          # the Ambisonics students' own teacher
+        out.update(teacher_foa=str(paths[4]), teacher_foa_sha256=hashlib.sha256(paths[4].read_bytes()).hexdigest())
+    return out
 
 
 # what may differ between workers of one matrix: paths on their machines (the content is compared instead)
-MACHINE_LOCAL = ("teacher", "students", "threads")
+MACHINE_LOCAL = ("teacher", "teacher_foa", "students", "threads")
 
 
 class Matrix:
@@ -467,7 +481,7 @@ def open_matrix(out: Path, cc: CompareConfig, teacher_path: Path, storage: str |
         # the folder's cells belong to the matrix it recorded: other settings, another store or another name
         # would adopt its result.json files and checkpoints into a matrix they were not trained for
         old = json.loads((out / "compare.json").read_text())
-        diff = changed_settings(old, settings_of(cc, teacher_path), ignore=("student_configs", *MACHINE_LOCAL[2:]))
+        diff = changed_settings(old, settings_of(cc, teacher_path), ignore=("student_configs", "threads"))
         if diff:
             raise HwkdError(f"{out} holds a comparison with other settings ({'; '.join(diff)})",
                             "rerun with the same options to resume, or give a new --out")
@@ -506,12 +520,12 @@ def run_compare(out: Path, cc: CompareConfig, teacher_path: Path, data: dict | N
         results = [load_cell(d) for d in dirs if (d / "result.json").is_file()]
     else:
         if train_missing:
-            teacher, _ = load_model(teacher_path)
+            teachers = {ch: load_model(p)[0] for ch, p in teacher_paths(cc, teacher_path).items()}
 
             def train(key: str) -> dict:
                 index, student, scheme, seed, ratio = matrix.spec(key)
                 return _run_cell(matrix.cell_dir(key), f"{index}/{matrix.total}", student, scheme, seed, cc,
-                                 teacher, data, progress, log, threads, worker=matrix.worker, ratio=ratio)
+                                 teachers, data, progress, log, threads, worker=matrix.worker, ratio=ratio)
             trained = matrix.work(train, log)
         with matrix.failures():
             results = list(matrix.results().values())
@@ -555,7 +569,9 @@ def _run_cell(cdir: Path, which: str, student: str, scheme: str, seed: int, cc: 
     from hwkd.train.recipe import KDSpec, train_model
     from hwkd.train.trainer import TrainConfig
 
-    cfg = resolve_config(student, hop=teacher.cfg.hop)
+    teachers = teacher if isinstance(teacher, dict) else {1: teacher, 4: teacher}
+    cfg = resolve_config(student, hop=teachers[min(teachers)].cfg.hop)
+    teacher = teachers.get(cfg.in_channels, teachers[min(teachers)])        # the teacher for its input channels
     dset = (data or {}).get(cfg.in_channels)
     if dset is None:
         from hwkd.data.synth import default_dataset
@@ -628,14 +644,15 @@ def run_compare_parallel(out: Path, cc: CompareConfig, teacher_path: Path, worke
     open_matrix(out, cc, teacher_path, storage, name)          # the study and its settings, before the workers
     # the datasets once, here: workers synthesising the default corpus side by side would race
     data = dict(data or {})
-    hop = load_model(teacher_path)[0].cfg.hop
+    paths = teacher_paths(cc, teacher_path)
+    hop = load_model(paths[min(paths)])[0].cfg.hop
     for ch in sorted({resolve_config(st, hop=hop).in_channels for st in cc.students} - set(data)):
         from hwkd.data.synth import default_dataset
         data[ch] = default_dataset(ch, progress=progress)
     threads = cc.threads or max(1, (os.cpu_count() or 1) // workers)
     log(f"hwkd compare: {workers} workers, {threads} thread(s) each; progress per cell")
     ctx = mp.get_context("spawn")
-    procs = [ctx.Process(target=_worker, args=(k, out, cc, Path(teacher_path), data, threads, os.getpid(), storage,
+    procs = [ctx.Process(target=_worker, args=(k, out, cc, teacher_path, data, threads, os.getpid(), storage,
                                                name), name=f"compare-{k}")
              for k in range(workers)]
     for p in procs:

@@ -90,7 +90,7 @@ def resume_config(run: Path, settings: dict, data: Path | None = None,
         sc.trial_timeout_s = trial_timeout
     # the run's own SQLite file: None, as for a new run (one worker, a reproducible sampler seed)
     storage = None if settings["storage"] == store.sqlite_url(run / store.RUN_DB) else settings["storage"]
-    from hwkd.models.teacher import embedded_teacher_path
+    from hwkd.models.teacher import ASSETS
     if data:
         sc.data = str(data)
     elif sc.data and not Path(sc.data).exists():      # a worker joining from another machine
@@ -98,8 +98,8 @@ def resume_config(run: Path, settings: dict, data: Path | None = None,
             raise HwkdError(f"the dataset of search {run.name} ({sc.data}) is not on this machine",
                             "pass its local copy with --data PATH")
         sc.data = None                                # the embedded corpus is rebuilt identically here
-    if sc.teacher and not Path(sc.teacher).is_file() and Path(sc.teacher).name == embedded_teacher_path().name:
-        sc.teacher = None
+    if sc.teacher and not Path(sc.teacher).is_file() and Path(sc.teacher).name in {a.name for a in ASSETS.values()}:
+        sc.teacher = None                             # an embedded teacher: this machine's copy (by channels)
     return sc, storage
 
 
@@ -169,7 +169,8 @@ class Search:
         if sc.runtime not in self.target["runtimes"]:
             raise HwkdError(f"target {self.target['name']} has no runtime {sc.runtime!r}",
                             f"use one of: {', '.join(self.target['runtimes'])}")
-        sc.teacher = str(sc.teacher or embedded_teacher_path())
+        embedded = sc.teacher is None
+        sc.teacher = str(sc.teacher or embedded_teacher_path())     # mono first: its hop is every embedded one's
         if not Path(sc.teacher).is_file():
             raise HwkdError(f"teacher checkpoint {sc.teacher} not found", "give a .pt written by hwkd train")
         self.teacher_cfg = load_model(sc.teacher)[0].cfg
@@ -181,6 +182,10 @@ class Search:
             raise HwkdError(f"search space {self.space.name} mixes input channels {list(in_ch)}",
                             "search mono and Ambisonics students in separate runs (fix in_channels)")
         self.in_channels = in_ch[0]
+        if embedded and Path(sc.teacher) != embedded_teacher_path(self.in_channels):   # the Ambisonics teacher
+            sc.teacher = str(embedded_teacher_path(self.in_channels))
+            self.teacher_cfg = load_model(sc.teacher)[0].cfg
+            self.teacher_sha256 = teacher_sha256(sc.teacher)
         if sc.supernet:                     # before the corpus is built (minutes) for a search that cannot start
             self._check_supernet(sc)
         if sc.data is None:
