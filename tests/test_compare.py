@@ -178,7 +178,7 @@ def test_a_claimed_cell_is_skipped_and_freed_when_its_holder_dies(tmp_path):
     again.close()
 
 
-def _fake_cells(monkeypatch, trained: list, fail_on: str | None = None):
+def _fake_cells(monkeypatch, trained: list, fail_on: str | None = None, diverge_on: tuple = ()):
     """_run_cell replaced by one that records which cell it trained and returns a result at once."""
     from hwkd.experiments import compare
 
@@ -186,6 +186,9 @@ def _fake_cells(monkeypatch, trained: list, fail_on: str | None = None):
         key = compare.cell_key(student, scheme, seed, ratio)
         if key == fail_on:
             raise KeyboardInterrupt
+        if key in diverge_on:
+            trained.append(key)
+            raise FloatingPointError("loss is nan at epoch 1 step 3")
         trained.append(key)
         m = {"pesq_wb": 1.5, "stoi": 0.8, "estoi": 0.7, "si_sdr_db": 5.0 + seed}
         res = {"student": compare.student_label(student), "scheme": scheme, "seed": seed, "in_channels": 1,
@@ -302,6 +305,16 @@ def test_each_kd_weight_is_tuned_on_val_at_seed_0_and_its_other_seeds_train_at_t
     assert (tmp_path / "report" / "curves_0.png").stat().st_size > 1000
     assert "| cpu-student | fitnet | 10004.00 | **10005.00** |" in (tmp_path / "report" / "table.md").read_text()
     assert "cells finished" not in (tmp_path / "report" / "table.md").read_text()
+    # a diverging cell is a result, not a crash: a diverged ratio is never chosen, a diverged seed is listed
+    trained.clear()
+    _fake_cells(monkeypatch, trained, diverge_on=("cpu-student/fitnet@r1/seed10000", "cpu-student/fitnet@r0.25/seed2"))
+    results = compare.run_compare(tmp_path / "div", cc, teacher, progress=False)
+    assert "cpu-student/fitnet@r0.25/seed0" in trained                       # trained at the ratio that did not
+    summary = compare_report(results, tmp_path / "report-div", cc)
+    md = (tmp_path / "report-div" / "table.md").read_text()
+    assert "| cpu-student | fitnet | **10004.00** | diverged |" in md
+    assert "Diverged (not in the means): cpu-student x fitnet x seed 2 at ratio 0.25 (loss is nan" in md
+    assert summary["diverged"][0]["seed"] == 2 and "(5 of the 6 cells finished)" in md
     for bad in ([0.5, 0.5], [0.0, 1.0], [], [0.1, 0.1000001]):
         with pytest.raises(HwkdError, match="--kd-ratios"):
             compare.run_compare(tmp_path / "x", compare.CompareConfig(schemes=["none"], students=["cpu-student"],

@@ -130,9 +130,11 @@ def check_ratios(cc: CompareConfig) -> None:
                         "give e.g. --kd-ratios 0.25,0.5,1 (the balanced default is 0.5)")
 
 
-def choose_ratio(scores: dict) -> float:
-    """The ratio with the best val SI-SDR (ties: the lower ratio, the weaker KD term)."""
-    return sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))[0][0]
+def choose_ratio(scores: dict) -> float | None:
+    """The ratio with the best val SI-SDR (ties: the lower ratio, the weaker KD term); a diverged ratio (None)
+    is never chosen; None when all diverged."""
+    ok = [(r, v) for r, v in scores.items() if v is not None]
+    return sorted(ok, key=lambda kv: (-kv[1], kv[0]))[0][0] if ok else None
 
 
 def teacher_paths(cc: CompareConfig, teacher_path: Path | None) -> dict:
@@ -247,8 +249,9 @@ class Matrix:
                 grid = [(cell_key(st, sc, TUNE_SEED, r), st, sc, TUNE_SEED, r) for r in cc.kd_ratios]
                 out += grid
                 if all(c[0] in recorded for c in grid):
-                    r = choose_ratio({c[4]: recorded[c[0]]["val_si_sdr_db"] for c in grid})
-                    out += [(cell_key(st, sc, k, r), st, sc, k, r) for k in range(cc.seeds)]
+                    r = choose_ratio({c[4]: recorded[c[0]].get("val_si_sdr_db") for c in grid})
+                    if r is not None:       # every ratio diverged: nothing to train at
+                        out += [(cell_key(st, sc, k, r), st, sc, k, r) for k in range(cc.seeds)]
         return out
 
     def tuning(self, recorded: dict | None = None) -> dict:
@@ -259,7 +262,7 @@ class Matrix:
             for sc in self.cc.schemes:
                 if tuned(self.cc, sc):
                     keys = {r: cell_key(st, sc, TUNE_SEED, r) for r in self.cc.kd_ratios}
-                    scores = {r: recorded[k]["val_si_sdr_db"] for r, k in keys.items() if k in recorded}
+                    scores = {r: recorded[k].get("val_si_sdr_db") for r, k in keys.items() if k in recorded}
                     out[(student_label(st), sc)] = {
                         "scores": scores, "chosen": choose_ratio(scores) if len(scores) == len(keys) else None}
         return out
@@ -430,6 +433,11 @@ class Matrix:
                 try:
                     local = self.cell_dir(key) / "result.json"
                     res = load_cell(self.cell_dir(key)) if local.is_file() else train(key)
+                except FloatingPointError as e:      # a diverged cell is a result (a weight too strong, a seed)
+                    _, student, scheme, seed, ratio = self.spec(key)
+                    res = {"student": student_label(student), "student_spec": student, "scheme": scheme, "seed": seed,
+                           "kd_ratio": ratio, "diverged": str(e)[:300], "worker": self.worker}
+                    log(f"hwkd compare: cell {key} diverged ({res['diverged']}); recorded as such")
                 except BaseException as e:
                     why = "interrupted" if isinstance(e, KeyboardInterrupt) else f"{type(e).__name__}: {e}"[:300]
                     with contextlib.suppress(Exception):
@@ -438,11 +446,12 @@ class Matrix:
                 trained = True
                 with self.failures():
                     self.record(key, res)
-                    value = res["enhanced"].get("si_sdr_db")
+                    value = None if res.get("diverged") else res["enhanced"].get("si_sdr_db")
                     if value is not None and math.isfinite(value):
                         self._set_state(tid, TrialState.COMPLETE, values=[value])
                     else:
-                        self._set_state(tid, TrialState.FAIL, error="non-finite SI-SDR (the result is recorded)")
+                        self._set_state(tid, TrialState.FAIL, error=res.get("diverged") or "non-finite SI-SDR (the "
+                                                                                           "result is recorded)")
 
     def tuning_running(self) -> bool:
         """Whether a KD-weight tuning cell runs (elsewhere) whose grid, once finished, queues more cells."""
@@ -531,7 +540,7 @@ def run_compare(out: Path, cc: CompareConfig, teacher_path: Path, data: dict | N
             results = list(matrix.results().values())
             held = matrix.running_elsewhere()
     for key, what in CONDITIONS:
-        seen = sorted({str(r.get(key, "not recorded")) for r in results})
+        seen = sorted({str(r.get(key, "not recorded")) for r in results if not r.get("diverged")})
         if trained and len(seen) > 1:
             log(f"hwkd compare: the finished cells were trained {what} ({'; '.join(seen)}); CPU results change "
                 "with them, so the report notes the students where they are mixed")

@@ -33,6 +33,8 @@ def report(results: list[dict], report_dir: Path, cc: CompareConfig, cells_dir: 
     import pandas as pd
 
     from hwkd.metrics.quality import mean_ci
+    diverged = [r for r in results if r.get("diverged")]     # cells whose training diverged: listed, not averaged
+    results = [r for r in results if not r.get("diverged")]
     report_dir = Path(report_dir)
     report_dir.mkdir(parents=True, exist_ok=True)
     rows, duels = [], []
@@ -89,6 +91,11 @@ def report(results: list[dict], report_dir: Path, cc: CompareConfig, cells_dir: 
                      f"{fmt(r, 'stoi', 3)} | {fmt(r, 'estoi', 3)} | {fmt(r, 'si_sdr_db', 2)} |")
     for student in dict.fromkeys(r["student"] for r in results):
         lines += _mixed_note(student, [r for r in results if r["student"] == student])
+    if diverged:
+        lines += ["", "Diverged (not in the means): " + "; ".join(
+            f"{r['student']} x {r['scheme']} x seed {r['seed']}" + (f" at ratio {r['kd_ratio']:g}" if r.get("kd_ratio")
+                                                                    is not None else "") + f" ({r['diverged']})"
+            for r in diverged) + "."]
     hosts: dict = {}
     for r in results:                # where each cell ran: the worker's host (cells from before it was recorded: ?)
         hosts.setdefault((r.get("worker") or "not recorded:").rsplit(":", 1)[0], []).append(r)
@@ -104,8 +111,8 @@ def report(results: list[dict], report_dir: Path, cc: CompareConfig, cells_dir: 
                   "| student | scheme | " + " | ".join(f"ratio {x:g}" for x in ratios) + " |",
                   "|---|---|" + "---|" * len(ratios)]
         for (st, sc), (scores, chosen) in tuning.items():
-            cols = [(f"**{scores[f'{x:g}']:.2f}**" if x == chosen else f"{scores[f'{x:g}']:.2f}")
-                    if f"{x:g}" in scores else "–" for x in ratios]
+            cols = [("diverged" if scores[f"{x:g}"] is None else f"**{scores[f'{x:g}']:.2f}**" if x == chosen
+                     else f"{scores[f'{x:g}']:.2f}") if f"{x:g}" in scores else "–" for x in ratios]
             lines.append(f"| {st} | {sc} | " + " | ".join(cols) + " |")
     lams = {}
     for r in results:
@@ -140,6 +147,8 @@ def report(results: list[dict], report_dir: Path, cc: CompareConfig, cells_dir: 
     _plot(df, report_dir / "gain_vs_size.png", gain=True)
     summary = {"settings": asdict(cc), "cells_finished": len(results), "cells_total": total,
                "trained_on": {h: len(rs) for h, rs in hosts.items()},
+               "diverged": [{k: r.get(k) for k in ("student", "scheme", "seed", "kd_ratio", "diverged")}
+                            for r in diverged],
                "kd_tuning": [{"student": st, "scheme": sc, "val_si_sdr_db_by_ratio": scores, "chosen_ratio": chosen}
                              for (st, sc), (scores, chosen) in tuning.items()], "rows": rows,
                "head_to_head": {"scheme": FOCUS, "pairs": duels}}
