@@ -109,11 +109,3 @@ def test_a_flag_a_resumed_or_retargeted_run_fixes_is_refused_not_ignored():
     with pytest.raises(HwkdError, match="--target rpi5"):
         check_fixed(Namespace(**{**base, "target": "rpi5"}), sc, "r", "--resume", both)
     check_fixed(Namespace(**{**base, "target": "rpi5"}), sc, "r", "--like", RUN_FIXED)     # --like: a new target
-
-
-def test_a_target_file_is_recorded_by_its_absolute_path(tmp_path, monkeypatch):
-    from hwkd.hw.targets import target_spec
-    (tmp_path / "lab.yaml").write_text("name: lab\ndevice: {type: cpu}\n")
-    monkeypatch.chdir(tmp_path)
-    assert target_spec("lab.yaml") == str(tmp_path / "lab.yaml")       # resumable from any folder
-    assert target_spec("rpi4") == "rpi4" and target_spec("missing.yaml") == "missing.yaml"

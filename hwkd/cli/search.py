@@ -114,7 +114,7 @@ def register(sub) -> None:
 def cmd_search(args) -> int:
     from datetime import datetime
 
-    from hwkd.hw.targets import latency_source, load_target, target_spec
+    from hwkd.hw.targets import latency_source, load_target
     from hwkd.search import store
     from hwkd.search.run import Search, check_name_free, check_search_budget, open_run, resolve_run, resume_config
     given, given_from = given_storage(args)
@@ -137,7 +137,7 @@ def cmd_search(args) -> int:
         run = resolve_run(name)
         storage = given
         defaults = SearchConfig(**(SUPERNET_DEFAULTS if args.supernet else {}))
-        sc = SearchConfig(target=target_spec(args.target), space=args.space, kd=args.kd, lam=args.lam,
+        sc = SearchConfig(target=str(args.target), space=args.space, kd=args.kd, lam=args.lam,
                           controller=args.controller, seed=args.seed, max_latency_ms=args.max_latency_ms,
                           realtime=not args.no_realtime, runtime=args.runtime, threads=args.threads,
                           teacher=str(args.teacher) if args.teacher else None,
@@ -232,7 +232,7 @@ def _like(args, given, given_from):
     limits given here."""
     from datetime import datetime
 
-    from hwkd.hw.targets import load_target, target_spec
+    from hwkd.hw.targets import load_target
     from hwkd.search.run import check_name_free, open_run, resolve_run, resume_config
     if not args.target:
         raise HwkdError("hwkd search --like RUN needs --target", "e.g. hwkd search --like RUN --target rpi5")
@@ -240,7 +240,7 @@ def _like(args, given, given_from):
     sc, _ = resume_config(src_run, src_settings, args.data, args.trial_timeout)
     check_fixed(args, sc, src_run.name, "--like", RUN_FIXED)
     target = load_target(args.target)
-    sc.target, sc.runtime, sc.threads = target_spec(args.target), args.runtime, args.threads
+    sc.target, sc.runtime, sc.threads = str(args.target), args.runtime, args.threads
     sc.max_latency_ms, sc.realtime = args.max_latency_ms, not args.no_realtime
     sc.like = str(src_run.resolve())
     # re-targeting alone trains nothing: no new trials unless --trials (for the whole run, the adopted ones

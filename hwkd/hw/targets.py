@@ -61,13 +61,6 @@ def available_targets() -> list[str]:
     return sorted(p.stem for p in targets_dir().glob("*.yaml"))
 
 
-def target_spec(name_or_path: str) -> str:
-    """How a run records its target: a target file by its absolute path (a run resumed from another folder must
-    find it), a name as given."""
-    p = Path(name_or_path)
-    return str(p.resolve()) if p.suffix in (".yaml", ".yml") and p.is_file() else str(name_or_path)
-
-
 def load_target(name_or_path: str) -> dict:
     p = Path(name_or_path)
     if not (p.suffix in (".yaml", ".yml") and p.is_file()):
