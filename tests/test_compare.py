@@ -315,6 +315,15 @@ def test_each_kd_weight_is_tuned_on_val_at_seed_0_and_its_other_seeds_train_at_t
     assert "| cpu-student | fitnet | **10004.00** | diverged |" in md
     assert "Diverged (not in the means): cpu-student x fitnet x seed 2 at ratio 0.25 (loss is nan" in md
     assert summary["diverged"][0]["seed"] == 2 and "(5 of the 6 cells finished)" in md
+    # every ratio diverged: the grid's cells are reported as diverged (not dropped); a report of diverged cells
+    # alone is written too
+    _fake_cells(monkeypatch, trained, diverge_on=("cpu-student/fitnet@r1/seed10000",
+                                                  "cpu-student/fitnet@r0.25/seed10000"))
+    results = compare.run_compare(tmp_path / "div-all", cc, teacher, progress=False)
+    gone = [(r["seed"], r["kd_ratio"]) for r in results if r.get("diverged")]
+    assert sorted(gone) == [(10000, 0.25), (10000, 1.0)]
+    compare_report([r for r in results if r.get("diverged")], tmp_path / "report-gone", cc)
+    assert "Diverged (not in the means)" in (tmp_path / "report-gone" / "table.md").read_text()
     for bad in ([0.5, 0.5], [0.0, 1.0], [], [0.1, 0.1000001]):
         with pytest.raises(HwkdError, match="--kd-ratios"):
             compare.run_compare(tmp_path / "x", compare.CompareConfig(schemes=["none"], students=["cpu-student"],

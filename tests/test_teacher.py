@@ -96,3 +96,17 @@ def test_a_search_over_an_ambisonics_space_takes_the_ambisonics_teacher_once_shi
     save_checkpoint(t.ASSET_FOA, create_model(resolve_config(TEACHER_PRESET, in_channels=4)))
     assert settled() == str(t.ASSET_FOA)
     assert settled(teacher=str(t.ASSET)) == str(t.ASSET)              # --teacher is kept
+
+
+def test_a_run_resumed_elsewhere_finds_its_embedded_teacher_by_file_name(tmp_path):
+    """A search started on another machine names that machine's copy of the embedded teacher: resumed here it
+    gets this machine's copy of the same file (not the teacher for its channels, which may be another one)."""
+    from dataclasses import asdict
+
+    from hwkd.models.teacher import ASSET
+    from hwkd.search.config import SearchConfig
+    from hwkd.search.run import resume_config
+    settings = {**asdict(SearchConfig(teacher=f"/elsewhere/venv/hwkd/assets/{ASSET.name}", space="foa")),
+                "storage": f"sqlite:///{tmp_path / 'study.db'}"}
+    sc, _ = resume_config(tmp_path, settings)
+    assert sc.teacher == str(ASSET)

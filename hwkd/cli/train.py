@@ -127,7 +127,10 @@ def cmd_distill(args) -> int:
         teacher, _ = load_model(embedded_teacher_path(channels))
     else:
         teacher, _ = load_model(args.teacher)
-    cfg = resolve_config(args.student, in_channels=args.in_channels or teacher.cfg.in_channels,
+    # an Ambisonics student keeps its 4 channels under the mono embedded teacher (W channel); an explicit
+    # --teacher sets the student's channels unless --in-channels does
+    cfg = resolve_config(args.student, in_channels=args.in_channels or (channels if args.teacher is None
+                                                                         else teacher.cfg.in_channels),
                          hop=args.hop or teacher.cfg.hop)
     return run_training(args, cfg, KDSpec(args.kd, teacher, args.lam))
 

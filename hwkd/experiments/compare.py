@@ -278,8 +278,8 @@ class Matrix:
                 continue
             t = tuning.get((student_label(st), sc))
             if t is not None:
-                if seed == TUNE_SEED:
-                    continue
+                if seed == TUNE_SEED and not (t["chosen"] is None and len(t["scores"]) == len(self.cc.kd_ratios)):
+                    continue        # (a grid whose every ratio diverged is reported by its tuning cells)
                 out[key] = {**recorded[key], "kd_tuning": {f"{k:g}": v for k, v in t["scores"].items()}}
             else:
                 out[key] = recorded[key]
@@ -490,12 +490,13 @@ def open_matrix(out: Path, cc: CompareConfig, teacher_path: Path, storage: str |
         # the folder's cells belong to the matrix it recorded: other settings, another store or another name
         # would adopt its result.json files and checkpoints into a matrix they were not trained for
         old = json.loads((out / "compare.json").read_text())
-        diff = changed_settings(old, settings_of(cc, teacher_path), ignore=("student_configs", "threads"))
+        # paths may differ (a copied folder, a moved venv): the teacher by SHA-256, students by config (study)
+        diff = changed_settings(old, settings_of(cc, teacher_path), ignore=("student_configs", *MACHINE_LOCAL))
         if diff:
             raise HwkdError(f"{out} holds a comparison with other settings ({'; '.join(diff)})",
                             "rerun with the same options to resume, or give a new --out")
         if old.get("name") and (name or out.resolve().name) != old["name"]:
-            raise HwkdError(f"{out} holds comparison {old['name']}, not {name}",
+            raise HwkdError(f"{out} holds comparison {old['name']}, not {name or out.resolve().name}",
                             f"give --name {old['name']} (or none), or a new --out")
         if old.get("storage"):
             if storage is not None and (store.is_sqlite(old["storage"]) or store.is_sqlite(storage)

@@ -67,7 +67,8 @@ def report(results: list[dict], report_dir: Path, cc: CompareConfig, cells_dir: 
                     duel[f"{m}_ci95"] = d["ci95"]
                     duel["seeds"] = d["n"]
                 duels.append(duel)
-    df = pd.DataFrame(rows)
+    df = pd.DataFrame(rows, columns=["student", "in_channels", "params", "gmacs_per_s", "scheme", "seeds"]
+                      if not rows else None)
     df.to_csv(report_dir / "table.csv", index=False)
 
     def pm(v, ci, nd, sign=""):
@@ -143,8 +144,9 @@ def report(results: list[dict], report_dir: Path, cc: CompareConfig, cells_dir: 
         lines += [""] + [verdict(student, [d for d in duels if d["student"] == student])
                          for student in dict.fromkeys(d["student"] for d in duels)]
     (report_dir / "table.md").write_text("\n".join(lines) + "\n")
-    _plot(df, report_dir / "quality_vs_size.png")
-    _plot(df, report_dir / "gain_vs_size.png", gain=True)
+    if rows:                    # (none when every finished cell diverged)
+        _plot(df, report_dir / "quality_vs_size.png")
+        _plot(df, report_dir / "gain_vs_size.png", gain=True)
     summary = {"settings": asdict(cc), "cells_finished": len(results), "cells_total": total,
                "trained_on": {h: len(rs) for h, rs in hosts.items()},
                "diverged": [{k: r.get(k) for k in ("student", "scheme", "seed", "kd_ratio", "diverged")}
@@ -233,7 +235,7 @@ def _html(report_dir: Path, table_md: str, df, curves: dict, listen: dict) -> No
     from hwkd.report.listen import listening_html
     figs = []
     schemes = [sc for sc in dict.fromkeys(df["scheme"]) if sc != "none"]
-    for m, name in (("si_sdr_db", "SI-SDR (dB)"), ("pesq_wb", "PESQ-WB")):
+    for m, name in (("si_sdr_db", "SI-SDR (dB)"), ("pesq_wb", "PESQ-WB")) if schemes else ():   # (no-KD only: none)
         f = figure(width=560, height=340, x_axis_type="log", x_axis_label="student parameters",
                    y_axis_label=f"{name} gain over no-KD (paired by seed)", tools="box_zoom,reset")
         f.xaxis.formatter = NumeralTickFormatter(format="0a")
@@ -263,7 +265,7 @@ def _html(report_dir: Path, table_md: str, df, curves: dict, listen: dict) -> No
             f.line([p[0] for p in pts], [p[1] for p in pts], color=Category10_10[k % 10], legend_label=sc)
         f.legend.label_text_font_size = "8pt"
         figs.append(f)
-    script, divs = components(figs)
+    script, divs = components(figs) if figs else ("", ())     # (no plots when every finished cell diverged)
     body = markdown.markdown(table_md, extensions=["tables"])
     clips = "".join(f"<h3>{html.escape(st)}</h3>{listening_html(ls)}" for st, ls in listen.items()) or \
         "<p>No clips: the cells' checkpoints or the evaluation data are not on the machine that wrote this report.</p>"

@@ -98,8 +98,9 @@ def resume_config(run: Path, settings: dict, data: Path | None = None,
             raise HwkdError(f"the dataset of search {run.name} ({sc.data}) is not on this machine",
                             "pass its local copy with --data PATH")
         sc.data = None                                # the embedded corpus is rebuilt identically here
-    if sc.teacher and not Path(sc.teacher).is_file() and Path(sc.teacher).name in {a.name for a in ASSETS.values()}:
-        sc.teacher = None                             # an embedded teacher: this machine's copy (by channels)
+    shipped = {a.name: a for a in ASSETS.values()}
+    if sc.teacher and not Path(sc.teacher).is_file() and Path(sc.teacher).name in shipped:
+        sc.teacher = str(shipped[Path(sc.teacher).name])      # an embedded teacher: this machine's copy of it
     return sc, storage
 
 
