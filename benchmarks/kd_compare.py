@@ -34,7 +34,7 @@ from hwkd.kd.base import schemes
 from hwkd.models.teacher import embedded_teacher_path
 from hwkd.paths import hwkd_home
 from hwkd.report.compare import report
-from hwkd.search.store import given_storage
+from hwkd.store import given_storage
 from hwkd.sysinfo import LoadMeter, fingerprint
 
 from _common import save

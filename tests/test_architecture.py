@@ -9,7 +9,7 @@ import hwkd
 ROOT = Path(hwkd.__file__).resolve().parent
 
 # lowest first: a package imports only itself and packages of earlier layers (README "Architecture")
-LAYERS = (("errors",), ("config", "paths", "sysinfo"), ("audio",), ("metrics", "models", "data"), ("kd",),
+LAYERS = (("errors",), ("config", "paths", "sysinfo", "store"), ("audio",), ("metrics", "models", "data"), ("kd",),
           ("train", "hw"), ("experiments", "search"), ("report",), ("cli",), ("__main__",))
 RANK = {p: k for k, layer in enumerate(LAYERS) for p in layer}
 

@@ -251,7 +251,7 @@ def test_the_matrix_queue_takes_over_dead_and_silent_workers_and_trains_each_cel
     time.sleep(1.5)
     trained.clear()
     _fake_cells(monkeypatch, trained)
-    from hwkd.search.store import Heartbeat
+    from hwkd.store import Heartbeat
     with Heartbeat(m.storage, taken[2][0]):                   # the live one stamps (every 0.2 s); far-away does not
         results = compare.run_compare(out, cc, teacher, progress=False, log=said.append)
     assert sorted(trained) == ["cpu-student/fitnet/seed0", "cpu-student/fitnet/seed1"]

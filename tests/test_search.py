@@ -295,7 +295,7 @@ def test_a_server_password_is_never_printed_stored_or_in_ps(tmp_path, tiny_corpu
     wrong = with_pw.replace(PG_PASSWORD.replace("%", "%25"), "Wr0ngPw")
     r = run_cli("report", run, "--reports", tmp_path / "r3", env={**no_store, "HWKD_STORAGE": wrong})
     assert r.returncode == 2 and "password authentication failed" in r.stderr and "Wr0ngPw" not in r.stderr
-    from hwkd.search import store
+    from hwkd import store
     with store.open_rdb(with_pw).engine.connect() as con:
         assert con.exec_driver_sql("SHOW statement_timeout").scalar() == "2min"
         assert con.connection.dbapi_connection.info.get_parameters()["connect_timeout"] == "10"
@@ -366,7 +366,7 @@ def test_a_trial_without_heartbeat_is_failed_and_retried_by_any_worker(tmp_path)
     from optuna.distributions import CategoricalDistribution
 
     from hwkd.search.run import Search
-    from hwkd.search.store import Heartbeat
+    from hwkd.store import Heartbeat
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 's.db'}", heartbeat_interval=1, grace_period=3)
     study = optuna.create_study(storage=storage, study_name="s", directions=["maximize", "minimize", "minimize"])
@@ -626,7 +626,7 @@ def test_search_on_a_supernet_scores_inherited_weights(tmp_path, tiny_corpus):
     assert r.returncode == 0, r.stderr[-3000:]
     assert "re-targeted 3 trial(s) of 3" in r.stdout and "stopped (trials): 3 complete" in r.stdout, r.stdout
     from hwkd.search.run import open_run
-    from hwkd.search.store import collect
+    from hwkd.store import collect
     a = collect(*open_run(str(tmp_path / "runs" / "sn")))[0].set_index("key")
     b = collect(*open_run(str(tmp_path / "runs" / "sn5")))[0].set_index("key")
     assert sorted(a.index) == sorted(b.index)

@@ -55,7 +55,7 @@ def nonneg_int(text: str) -> int:
 
 def storage_url(text: str) -> str:
     """argparse type: a database URL SQLAlchemy can read (the error does not repeat it: it may hold a password)."""
-    from hwkd.search.store import parse
+    from hwkd.store import parse
     try:
         parse(text)
     except HwkdError as e:
@@ -109,7 +109,7 @@ def csv_list(text: str | None, kind=str) -> list | None:
 
 def given_storage(args) -> tuple[str | None, str]:
     """The store URL from --storage or $HWKD_STORAGE, and which; a password on the command line is warned about."""
-    from hwkd.search import store
+    from hwkd import store
     if args.storage and store.has_password(args.storage):
         print(f"hwkd: warning: the password in --storage is visible to every user of this machine (ps) while hwkd "
               f"runs; pass the URL in ${store.STORAGE_ENV}, or the password by PGPASSWORD or ~/.pgpass",

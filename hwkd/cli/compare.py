@@ -81,7 +81,7 @@ def cmd_compare(args) -> int:
         raise HwkdError(f"--workers {args.workers}: needs at least 1", "give --workers 1 or more")
     storage, given_from = given_storage(args)
     if storage:
-        from hwkd.search import store
+        from hwkd import store
         print(f"hwkd compare: store {store.redact(storage)} (from {given_from}), matrix "
               f"{args.name or args.out.resolve().name}")
     if args.workers > 1 and not args.report_only:

@@ -114,8 +114,8 @@ def register(sub) -> None:
 def cmd_search(args) -> int:
     from datetime import datetime
 
+    from hwkd import store
     from hwkd.hw.targets import latency_source, load_target
-    from hwkd.search import store
     from hwkd.search.run import Search, check_name_free, check_search_budget, open_run, resolve_run, resume_config
     given, given_from = given_storage(args)
     if args.like and args.resume:

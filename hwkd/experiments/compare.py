@@ -1,6 +1,6 @@
 """`hwkd compare`: every KD scheme x every student x every seed at one training budget, then a report.
 
-The matrix is an Optuna study (hwkd.search.store: the same storages as `hwkd search`; SQLite in the run folder by
+The matrix is an Optuna study (hwkd.store: the same storages as `hwkd search`; SQLite in the run folder by
 default, a PostgreSQL server with --storage for many machines). Its user attributes hold the settings (the
 teacher by SHA-256, students by their network config, so a worker on another machine with other paths joins
 the same matrix) and every finished cell's result ("cell:STUDENT/SCHEME/seedN"); its trials are the queue: one
@@ -39,13 +39,13 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from hwkd import store
 from hwkd.audio.io import write_text_atomic
 from hwkd.config import changed_settings
 from hwkd.errors import HwkdError
 from hwkd.experiments.config import CompareConfig  # noqa: F401  (the settings; imported from here too)
 from hwkd.metrics.quality import BASE_METRICS
 from hwkd.paths import claim_folder
-from hwkd.search import store
 from hwkd.sysinfo import cpu_tag, die_with_parent, ours, pid_alive, pid_domain
 
 METRICS = BASE_METRICS          # what a cell records (mean over the evaluation utterances)

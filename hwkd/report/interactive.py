@@ -12,7 +12,7 @@ def bokeh_head() -> str:
 
 
 def front_figures(done, q_ref: float, pesq_ref: float | None, c_ref: float, target: str, name: str) -> tuple:
-    """done: complete trials (DataFrame of hwkd.search.store.collect + fronts). Three linked plots over one data
+    """done: complete trials (DataFrame of hwkd.store.collect + fronts). Three linked plots over one data
     source: val SI-SDR vs latency per hop, val PESQ-WB vs latency, val SI-SDR vs GMAC/s; the noisy input's
     SI-SDR and PESQ-WB as reference lines, the latency limit as a vertical one. Returns (script, [divs])."""
     from bokeh.embed import components

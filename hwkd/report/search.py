@@ -15,7 +15,7 @@ from pathlib import Path
 
 from hwkd.errors import HwkdError
 from hwkd.search.pareto import fronts
-from hwkd.search.store import collect
+from hwkd.store import collect
 
 
 def write_report(run: Path, settings: dict, out_dir: Path, clips: int = 2) -> dict:
@@ -133,7 +133,7 @@ def _table(df, cols: list[str]) -> str:
 def _html(out_dir: Path, settings: dict, s: dict, df, front, listen: dict) -> None:
     from hwkd.report.interactive import bokeh_head, ceil3, front_figures, hypervolume_figure
     from hwkd.report.listen import listening_html
-    from hwkd.search.store import cell_float
+    from hwkd.store import cell_float
     cfg_cols = [c for c in df.columns if c.startswith("cfg_") and df[c].nunique(dropna=False) > 1]
     cols = ["trial", *cfg_cols, "val_si_sdr_db", "val_pesq_wb", "rung", "latency_ms", "gmacs_per_s", "params"]
     failed = df[df["state"] == "FAIL"]

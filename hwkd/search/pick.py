@@ -16,7 +16,7 @@ from pathlib import Path
 from hwkd import SAMPLE_RATE
 from hwkd.audio.io import write_text_atomic
 from hwkd.errors import HwkdError
-from hwkd.search.store import cell_float
+from hwkd.store import cell_float
 
 
 def pick(run: Path, settings: dict, max_latency_ms: float | None, target: str | None, out: Path | None,
@@ -26,7 +26,7 @@ def pick(run: Path, settings: dict, max_latency_ms: float | None, target: str | 
     from hwkd.hw.export import export_all
     from hwkd.models.checkpoint import load_model, save_checkpoint
     from hwkd.search.pareto import fronts
-    from hwkd.search.store import collect
+    from hwkd.store import collect
     if target and target != settings["target"]:
         raise HwkdError(f"search {settings['name']} ran on target {settings['target']}, not {target}",
                         f"use --target {settings['target']}, or pick from a search on {target}")

@@ -2,7 +2,7 @@
 
 A run is a folder RUN (default $HWKD_HOME/runs/NAME) holding run.json (the settings), the study (RUN/study.db,
 named in run.json relative to RUN so the folder can be moved or copied, unless --storage or $HWKD_STORAGE names a
-database server; no password is ever written or shown: hwkd.search.store), trials/KEY/ (one folder per
+database server; no password is ever written or shown: hwkd.store), trials/KEY/ (one folder per
 candidate: its spec, log, checkpoints per rung, exports, results) and worker clocks. The settings also live in the
 study's user attributes, so a worker on another machine joins with `--storage URL --name NAME` alone.
 
@@ -34,12 +34,11 @@ from dataclasses import asdict
 from functools import partial
 from pathlib import Path
 
-from hwkd import SAMPLE_RATE
+from hwkd import SAMPLE_RATE, store
 from hwkd.audio.io import write_text_atomic
 from hwkd.config import changed_settings
 from hwkd.errors import HwkdError
 from hwkd.paths import claim_folder, hwkd_home
-from hwkd.search import store
 from hwkd.search.config import SearchConfig  # noqa: F401  (the settings; imported from here too)
 from hwkd.search.trial import PROFILE_FIELDS, RungResult, TrialRecord
 from hwkd.sysinfo import die_with_parent, ours, pid_alive, pid_domain
@@ -401,8 +400,8 @@ class Search:
         from hwkd.models.checkpoint import load_model
         from hwkd.search.controllers import scalar_score
         from hwkd.search.pick import trial_checkpoint
-        from hwkd.search.store import collect_trials
         from hwkd.search.trial import profile_summary
+        from hwkd.store import collect_trials
         t0 = time.perf_counter()
         src_trials, src_attrs = collect_trials(src_run, src_settings, with_attrs=True)
         was = src_attrs.get("teacher_sha256")

@@ -73,7 +73,7 @@ PROFILE_FIELDS = ("params", "macs_per_s", "latency_ms", "latency_mode", "latency
 
 @dataclass
 class TrialRecord(RungResult):
-    """A finished trial as the study records it (its user attrs; hwkd.search.store.collect reads them back): the
+    """A finished trial as the study records it (its user attrs; hwkd.store.collect reads them back): the
     rung-0 result, the quality of the last rung trained, and what the search decided about it."""
     rung0_si_sdr_db: float | None = None
     constraint: float = 0.0                   # > 0: over the latency limit by that much (ms per hop)

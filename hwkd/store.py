@@ -1,4 +1,5 @@
-"""The search's store (an Optuna RDB storage): URLs that never show a password, timeouts, relocatable run folders.
+"""The study store of searches and KD matrices (an Optuna RDB storage): URLs that never show a password, timeouts,
+relocatable run folders, heartbeats.
 
 Passwords: a store URL is shown (messages, logs) only as SQLAlchemy renders it with the password hidden, and
 written to RUN/run.json without any password. A password need not be on the command line (where `ps` shows it to
