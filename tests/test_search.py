@@ -679,3 +679,26 @@ def test_a_search_records_its_teachers_sha256_and_refuses_another_file_on_resume
     with pytest.raises(HwkdError, match=r"distilled from a teacher file with SHA-256 .* restore that teacher file"):
         Search(run, SearchConfig(**sc), progress=False)
     Search(tmp_path / "runs" / "t2", SearchConfig(**sc), progress=False)       # a new run takes the new file
+
+
+def test_a_trial_asked_by_a_worker_killed_before_it_named_itself_is_failed_after_the_grace(tmp_path, monkeypatch):
+    """Optuna's stale check skips a RUNNING trial never stamped with a heartbeat; recover() fails such an
+    orphan (no worker named) once it is older than STALE_AFTER_S, and leaves a younger one alone."""
+    import optuna
+    from optuna.trial import TrialState
+
+    from hwkd.search import run
+    from hwkd.search.run import Search
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 's.db'}", heartbeat_interval=1, grace_period=3)
+    study = optuna.create_study(storage=storage, study_name="s", directions=["maximize", "minimize", "minimize"])
+    s = Search.__new__(Search)
+    s.study, s.storage, s.controller, s.worker = study, storage, Controller(None, 0), "w"
+    orphan = study.ask()                              # then killed: no heartbeat, no worker attr
+    monkeypatch.setattr(run, "STALE_AFTER_S", 3600)
+    s.recover()
+    assert storage.get_trial(orphan._trial_id).state == TrialState.RUNNING
+    monkeypatch.setattr(run, "STALE_AFTER_S", 1)
+    time.sleep(1.5)
+    s.recover()
+    assert storage.get_trial(orphan._trial_id).state == TrialState.FAIL
