@@ -281,8 +281,8 @@ def test_the_matrix_queue_takes_over_dead_and_silent_workers_and_trains_each_cel
         compare.run_compare(tmp_path / "srch", cc, teacher, progress=False, storage=shared)
 
 
-def test_each_kd_weight_is_tuned_on_val_at_seed_0_and_its_other_seeds_train_at_the_chosen_ratio(tmp_path,
-                                                                                                 monkeypatch):
+def test_each_kd_weight_is_tuned_on_val_on_a_seed_of_its_own_and_its_seeds_train_at_the_chosen_ratio(
+        tmp_path, monkeypatch):
     from hwkd.experiments import compare
     from hwkd.models.teacher import embedded_teacher_path
     from hwkd.report.compare import report as compare_report

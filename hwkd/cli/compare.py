@@ -38,7 +38,8 @@ def register(sub) -> None:
                     help="KD weight λ for every scheme (default: balanced per cell on its first batches)")
     cp.add_argument("--kd-ratios", default=None,
                     help="tune each KD scheme's weight on val: comma-separated target ratios λ·‖∇L_KD‖/‖∇L_SE‖ "
-                         "(balanced default 0.5); seed 0 trains at each, the other seeds at the best on val")
+                         "(balanced default 0.5); one cell per ratio on a tuning seed, then every seed at the best "
+                         "on val")
     cp.add_argument("--max-steps-per-epoch", type=int, default=None)
     cp.add_argument("--val-pesq-clips", type=int, default=CC.val_pesq_clips, help="default %(default)s")
     cp.add_argument("--eval-split", default=CC.eval_split, help="default %(default)s")

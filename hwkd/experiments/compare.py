@@ -235,9 +235,9 @@ class Matrix:
 
     def wanted(self, recorded: dict | None = None) -> list[tuple]:
         """The cells this matrix trains, in order, as (key, student, scheme, seed, ratio): every seed of no-KD
-        (and of each KD scheme when its weight is not tuned); with a tuning grid, seed 0 of each KD scheme at
-        every ratio, then, once all of a student's and scheme's tuning cells are finished, the other seeds at the
-        ratio chosen on val."""
+        (and of each KD scheme when its weight is not tuned); with a tuning grid, a cell of each KD scheme at
+        every ratio on the tuning seed (TUNE_SEED), then, once all of a student's and scheme's tuning cells are
+        finished, every reported seed at the ratio chosen on val (none when every ratio diverged)."""
         cc = self.cc
         recorded = self._recorded() if recorded is None else recorded
         out = []

@@ -21,6 +21,7 @@ class CompareConfig:
     eval_limit: int | None = None
     threads: int | None = None
     # the KD weight's tuning grid: target gradient ratios λ·‖∇L_KD‖/‖∇L_SE‖ (hwkd.train.objective); each KD scheme
-    # trains seed 0 at every ratio, the best on val is chosen per student and scheme, the other seeds train at it.
+    # trains one cell per ratio on a tuning seed of its own, the best on val is chosen per student and scheme, and
+    # the reported seeds train at it.
     # None: the balanced default ratio alone, no tuning
     kd_ratios: list | None = None

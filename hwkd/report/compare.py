@@ -106,9 +106,9 @@ def report(results: list[dict], report_dir: Path, cc: CompareConfig, cells_dir: 
     tuning = {(r["student"], r["scheme"]): (r["kd_tuning"], r.get("kd_ratio")) for r in results if r.get("kd_tuning")}
     if tuning:
         ratios = sorted({float(k) for scores, _ in tuning.values() for k in scores})
-        lines += ["", "KD-weight tuning: seed 0 of each KD scheme trained at every target gradient ratio "
-                  "λ·‖∇L_KD‖ / ‖∇L_SE‖ (hwkd.train.objective), best val SI-SDR (dB) of each; the other seeds trained "
-                  "at the ratio chosen on val (**bold**), never on the evaluation split.", "",
+        lines += ["", "KD-weight tuning: each KD scheme trained on a tuning seed of its own at every target gradient "
+                  "ratio λ·‖∇L_KD‖ / ‖∇L_SE‖ (hwkd.train.objective), best val SI-SDR (dB) of each; the reported seeds "
+                  "trained at the ratio chosen on val (**bold**), never on the evaluation split.", "",
                   "| student | scheme | " + " | ".join(f"ratio {x:g}" for x in ratios) + " |",
                   "|---|---|" + "---|" * len(ratios)]
         for (st, sc), (scores, chosen) in tuning.items():
