@@ -46,10 +46,10 @@ def paired(tmp_path):
 
 @pytest.fixture(scope="session")
 def tiny_corpus(tmp_path_factory):
-    """The embedded corpus's mono set at tiny scale: 40 / 4 / 4 clips of 1 s."""
+    """The embedded corpus's mono set at tiny scale: 40 / 4 / 4 clips of 1 s, and 2 out-of-domain ones."""
     from hwkd.data.synth import CorpusSpec, build_corpus
     root = tmp_path_factory.mktemp("corpus")
-    build_corpus(root, CorpusSpec(clip_s=1.0, sizes={"mono": (40, 4, 4), "foa": (0, 0, 0)}), progress=False)
+    build_corpus(root, CorpusSpec(clip_s=1.0, sizes={"mono": (40, 4, 4, 2), "foa": (0, 0, 0)}), progress=False)
     return root / "mono"
 
 

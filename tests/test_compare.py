@@ -41,6 +41,13 @@ def test_compare_matrix_report_and_resume(tmp_path, tiny_corpus, tiny_foa):
     assert "i2srf-tfckd" in (tmp_path / "report" / "table.md").read_text()
     assert all(json.loads(c.read_text())["threads"] >= 1 for c in cells)   # the intra-op count each trained with
     assert all("torch" in json.loads(c.read_text())["cpu"] for c in cells)   # the CPU and ISA each trained on
+    # every mono cell is also scored out of domain (the tiny corpus has 2 such clips; its Ambisonics set none)
+    oods = {c: json.loads(c.read_text())["ood"] for c in cells}
+    assert all((o is not None) == ("foa8" not in str(c)) for c, o in oods.items())
+    assert all(o["clips"] == 2 and o["split"] == "ood" and o["enhanced"]["si_sdr_db"] != o["noisy"]["si_sdr_db"]
+               for o in oods.values() if o)
+    assert "## Out of domain" in (tmp_path / "report" / "table.md").read_text()
+    assert list(df.sort_values("in_channels")["ood_seeds"]) == [2, 2, 2, 2, 0, 0]
     assert "thread counts" not in (tmp_path / "report" / "table.md").read_text()
     assert "different CPUs" not in (tmp_path / "report" / "table.md").read_text()
     # the HTML page: the tables, the interactive gain plots, learning curves, a clip per scheme and student
@@ -114,8 +121,12 @@ def test_report_pairs_gains_by_seed_and_sets_i2srf_against_every_scheme(tmp_path
 
     def cell(scheme, seed, sdr, pesq):
         m = {"pesq_wb": pesq, "stoi": 0.8, "estoi": 0.7, "si_sdr_db": sdr}
+        # out of domain: 5 dB lower, and i2srf-tfckd 0.2 dB (not 0.1) ahead of no-KD there; fitnet never scored
+        o = {**m, "si_sdr_db": sdr - 5 + (0.1 if scheme == "i2srf-tfckd" else 0.0)}
         return {"student": "s", "scheme": scheme, "seed": seed, "in_channels": 1, "params": 100,
-                "macs_per_s": 1e6, "enhanced": m, "noisy": m}
+                "macs_per_s": 1e6, "enhanced": m, "noisy": m,
+                "ood": None if scheme == "fitnet" else {"split": "ood", "clips": 4, "enhanced": o,
+                                                        "noisy": {**m, "si_sdr_db": -1.0}}}
     base = [2.0, 4.0, 6.0]
     results = ([cell("none", k, b, 1.5) for k, b in enumerate(base)]
                + [cell("fitnet", k, b + 0.3 * (k - 1), 1.5) for k, b in enumerate(base)]     # +0 ± spread
@@ -136,6 +147,16 @@ def test_report_pairs_gains_by_seed_and_sets_i2srf_against_every_scheme(tmp_path
     assert "| s | none | 3 | +0.010 ± 0.025 | **+0.10 ± 0.00** |" in md
     assert "- s: i2srf-tfckd PESQ-WB ahead of 2 of 3 by mean" in md
     assert "Cells trained on: not recorded (10 cell(s), ?)." in md       # cells from before workers were recorded
+    # out of domain: the same pairing on each cell's ood scores; a scheme without them says so
+    assert abs(rows["i2srf-tfckd"]["ood_si_sdr_db_gain_vs_none"] - 0.2) < 1e-9 and rows["fitnet"]["ood_seeds"] == 0
+    assert rows["none"]["ood_si_sdr_db"] == 4.0 - 5 and rows["none"]["ood_noisy_si_sdr"] == -1.0
+    assert abs(duels["none"]["ood_si_sdr_db"] - 0.2) < 1e-9 and duels["fitnet"]["ood_seeds"] == 0
+    ood_md = md.split("## Out of domain")[1]
+    assert "| s | noisy input | – | 1.500 | 0.800 | 0.700 | -1.00 |" in ood_md
+    assert "| s | fitnet | 0 | not scored" in ood_md
+    assert "| s | i2srf-tfckd | 3 | 1.510 ± 0.025 (+0.010 ± 0.025) | 0.800 ± 0.000 (+0.000 ± 0.000) |" in ood_md
+    assert "**+0.20 ± 0.00** |" in md.split("minus the other scheme at the same seed, out of domain")[1]
+    assert "- s (out of domain): i2srf-tfckd PESQ-WB ahead of 1 of 2 by mean" in md
 
 
 @pytest.mark.slow

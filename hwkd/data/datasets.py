@@ -46,6 +46,12 @@ def select_pairs(s: Scan, split: str | None) -> list[Pair]:
     return chosen
 
 
+def has_split(source: str | Path | Scan, split: str, channels: int | None = None) -> bool:
+    """Whether a dataset has the split (as select_pairs finds it: "ood", or "mono/ood" in an hwkd corpus)."""
+    s = source if isinstance(source, Scan) else scan(source, channels=channels)
+    return any(x == split or (x or "").endswith("/" + split) for x in s.splits())
+
+
 def split_pairs(source: str | Path | Scan, split: str | None, channels: int | None = None,
                 limit: int | None = None) -> list[Pair]:
     """The usable pairs of one split of a dataset folder, manifest or Scan (split None: every pair): those no file

@@ -83,6 +83,10 @@ class CellResult:
     worker: str | None = None         # HOST:PID of the worker that trained it
     kd_ratio: float | None = None     # the tuned KD-weight ratio it trained at (None: the balanced default)
     val_si_sdr_db: float | None = None    # its best val SI-SDR (what the KD-weight tuning compares)
+    # the same checkpoint on the dataset's out-of-domain split (voices, noises and SNRs no training split has):
+    # {"split", "clips", "enhanced", "noisy"} like the fields above; None where the dataset has no such split
+    # (or the evaluation split is it) and for cells from before hwkd scored it
+    ood: dict | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -571,7 +575,8 @@ def _run_cell(cdir: Path, which: str, student: str, scheme: str, seed: int, cc: 
     curve, so a report on another machine has it)."""
     import torch
 
-    from hwkd.data.datasets import split_pairs
+    from hwkd.data.datasets import has_split, split_pairs
+    from hwkd.data.speech import OOD_SPLIT
     from hwkd.hw.cost import count_params, macs
     from hwkd.models.checkpoint import load_model
     from hwkd.models.registry import resolve_config
@@ -597,6 +602,12 @@ def _run_cell(cdir: Path, which: str, student: str, scheme: str, seed: int, cc: 
     best, _ = load_model(cdir / "best.pt")
     pairs = split_pairs(dset, cc.eval_split, channels=cfg.in_channels, limit=cc.eval_limit)
     ev = evaluate_pairs(best, pairs, progress=False)
+    ood = None
+    if cc.eval_split != OOD_SPLIT and has_split(dset, OOD_SPLIT, channels=cfg.in_channels):
+        opairs = split_pairs(dset, OOD_SPLIT, channels=cfg.in_channels, limit=cc.eval_limit)
+        oev = evaluate_pairs(best, opairs, progress=False)
+        ood = {"split": OOD_SPLIT, "clips": len(opairs), "enhanced": {m: oev["enhanced"][m]["mean"] for m in METRICS},
+               "noisy": {m: oev["noisy"][m]["mean"] for m in METRICS}}
     res = CellResult(student=student_label(student), student_spec=student, scheme=scheme, seed=seed,
                      in_channels=cfg.in_channels, params=count_params(best), macs_per_s=macs(best)["macs_per_s"],
                      eval_split=cc.eval_split, eval_clips=len(pairs),
@@ -605,10 +616,12 @@ def _run_cell(cdir: Path, which: str, student: str, scheme: str, seed: int, cc: 
                      train_s=round(time.perf_counter() - t0, 1), threads=torch.get_num_threads(), cpu=cpu_tag(),
                      train_data=trained["train_data"], kd_weight=trained.get("kd_weight"), curve=_curve(cdir),
                      worker=worker, kd_ratio=ratio,
-                     val_si_sdr_db=max((p[1] for p in _curve(cdir)), default=None)).to_dict()
+                     val_si_sdr_db=max((p[1] for p in _curve(cdir)), default=None), ood=ood).to_dict()
     write_text_atomic(cdir / "result.json", json.dumps(res, indent=1))
     log(f"  {student_label(student)} x {scheme} x seed {seed}: SI-SDR {res['enhanced']['si_sdr_db']:.2f} dB, "
-        f"PESQ {res['enhanced']['pesq_wb']:.3f} ({res['train_s']} s)")
+        f"PESQ {res['enhanced']['pesq_wb']:.3f}"
+        + (f"; out of domain {ood['enhanced']['si_sdr_db']:.2f} dB, {ood['enhanced']['pesq_wb']:.3f}" if ood else "")
+        + f" ({res['train_s']} s)")
     return res
 
 

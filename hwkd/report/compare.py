@@ -51,6 +51,20 @@ def report(results: list[dict], report_dir: Path, cc: CompareConfig, cells_dir: 
                 g = paired_gain(rs, by_scheme.get("none", []), m) if scheme != "none" else {"mean": 0.0, "ci95": None}
                 row[f"{m}_gain_vs_none"] = g["mean"]
                 row[f"{m}_gain_ci95"] = g["ci95"]
+            scored = [r for r in rs if r.get("ood")]       # out of domain (cells from before it: not scored)
+            row["ood_seeds"] = len(scored)
+            for m in METRICS:
+                s = mean_ci([r["ood"]["enhanced"][m] for r in scored]) if scored else {"mean": None, "ci95": None}
+                row[f"ood_{m}"] = s["mean"]
+                row[f"ood_{m}_ci95"] = s["ci95"]
+                g = (paired_gain(scored, by_scheme.get("none", []), m, ood=True) if scheme != "none" and scored
+                     else {"mean": 0.0 if scored else None, "ci95": None})
+                row[f"ood_{m}_gain_vs_none"] = g["mean"]
+                row[f"ood_{m}_gain_ci95"] = g["ci95"]
+            row["ood_noisy_si_sdr"] = scored[0]["ood"]["noisy"]["si_sdr_db"] if scored else None
+            row["ood_noisy_pesq_wb"] = scored[0]["ood"]["noisy"]["pesq_wb"] if scored else None
+            row["ood_noisy_stoi"] = scored[0]["ood"]["noisy"]["stoi"] if scored else None
+            row["ood_noisy_estoi"] = scored[0]["ood"]["noisy"]["estoi"] if scored else None
             row["threads"] = ",".join(sorted({str(r.get("threads", "?")) for r in rs}))
             row["kd_ratio"] = rs[0].get("kd_ratio")          # the tuned KD-weight ratio (None: balanced default)
             row["noisy_si_sdr"] = rs[0]["noisy"]["si_sdr_db"]
@@ -66,6 +80,10 @@ def report(results: list[dict], report_dir: Path, cc: CompareConfig, cells_dir: 
                     duel[m] = d["mean"]
                     duel[f"{m}_ci95"] = d["ci95"]
                     duel["seeds"] = d["n"]
+                    d = paired_gain(by_scheme[FOCUS], rs, m, ood=True)
+                    duel[f"ood_{m}"] = d["mean"] if d["n"] else None
+                    duel[f"ood_{m}_ci95"] = d["ci95"]
+                    duel["ood_seeds"] = d["n"]
                 duels.append(duel)
     df = pd.DataFrame(rows, columns=["student", "in_channels", "params", "gmacs_per_s", "scheme", "seeds"]
                       if not rows else None)
@@ -78,6 +96,15 @@ def report(results: list[dict], report_dir: Path, cc: CompareConfig, cells_dir: 
         g = r[f"{m}_gain_vs_none"]
         return pm(r[m], r[f"{m}_ci95"], nd) + (f" ({pm(g, r[f'{m}_gain_ci95'], nd, '+')})"
                                                 if r["scheme"] != "none" and g is not None and g == g else "")
+    def duel_cols(d, pre=""):
+        cols = []
+        for m, _, nd in HEAD_TO_HEAD:
+            if d[pre + m] is None:
+                cols.append("–")
+                continue
+            txt, ci = pm(d[pre + m], d[f"{pre}{m}_ci95"], nd, "+"), d[f"{pre}{m}_ci95"]
+            cols.append(f"**{txt}**" if ci is not None and abs(d[pre + m]) > ci else txt)
+        return cols
     total = len(cc.schemes) * len(cc.students) * cc.seeds
     part = f" ({len(results)} of the {total} cells finished)" if len(results) < total else ""
     lines = [f"# KD comparison{part}: {len(df)} scheme x student rows, {cc.seeds} seed(s), {cc.epochs} epoch(s) of "
@@ -133,16 +160,18 @@ def report(results: list[dict], report_dir: Path, cc: CompareConfig, cells_dir: 
                   "| student | versus | seeds | " + " | ".join(f"Δ {name}" for _, name, _ in HEAD_TO_HEAD) + " |",
                   "|---|---|---|" + "---|" * len(HEAD_TO_HEAD)]
         for d in duels:
-            cols = []
-            for m, _, nd in HEAD_TO_HEAD:
-                if d[m] is None:
-                    cols.append("–")
-                    continue
-                txt, ci = pm(d[m], d[f"{m}_ci95"], nd, "+"), d[f"{m}_ci95"]
-                cols.append(f"**{txt}**" if ci is not None and abs(d[m]) > ci else txt)
-            lines.append(f"| {d['student']} | {d['versus']} | {d['seeds']} | " + " | ".join(cols) + " |")
+            lines.append(f"| {d['student']} | {d['versus']} | {d['seeds']} | " + " | ".join(duel_cols(d)) + " |")
         lines += [""] + [verdict(student, [d for d in duels if d["student"] == student])
                          for student in dict.fromkeys(d["student"] for d in duels)]
+    lines += _ood_lines(df, fmt)
+    if any(d.get("ood_seeds") for d in duels):
+        lines += ["", f"{FOCUS} minus the other scheme at the same seed, out of domain:", "",
+                  "| student | versus | seeds | " + " | ".join(f"Δ {name}" for _, name, _ in HEAD_TO_HEAD) + " |",
+                  "|---|---|---|" + "---|" * len(HEAD_TO_HEAD)]
+        lines += [f"| {d['student']} | {d['versus']} | {d['ood_seeds']} | " + " | ".join(duel_cols(d, "ood_"))
+                  + " |" for d in duels if d.get("ood_seeds")]
+        lines += [""] + [verdict(student, [d for d in duels if d["student"] == student], ood=True)
+                         for student in dict.fromkeys(d["student"] for d in duels if d.get("ood_seeds"))]
     (report_dir / "table.md").write_text("\n".join(lines) + "\n")
     if rows:                    # (none when every finished cell diverged)
         _plot(df, report_dir / "quality_vs_size.png")
@@ -304,17 +333,50 @@ def _mixed_note(student: str, cells: list[dict]) -> list[str]:
     return lines
 
 
-def paired_gain(cells: list[dict], base: list[dict], metric: str) -> dict:
-    """mean_ci of (cell − base) over the seeds both lists have: {"mean", "ci95", "n"}."""
+def _ood_lines(df, fmt) -> list[str]:
+    """The out-of-domain table: every scheme x student scored on the `ood` split (voices, noise families and SNRs
+    that no training split has), mean ± CI over seeds and the gain over no-KD paired by seed, beside the noisy
+    input's score; empty when no cell was scored there."""
+    if "ood_seeds" not in df or not df["ood_seeds"].fillna(0).any():
+        return []
+    lines = ["", "## Out of domain", "", "The same checkpoints on the out-of-domain split `ood` (voices, noise "
+             "families and SNRs no training split has); mean ± 95 % CI over seeds (gain over no-KD, paired by "
+             "seed).", "",
+             "| student | scheme | seeds | PESQ-WB | STOI | eSTOI | SI-SDR (dB) |", "|---|---|---|---|---|---|---|"]
+    for student, g in df.groupby("student", sort=False):
+        first = g[g["ood_seeds"] > 0]
+        if len(first):
+            r = first.iloc[0]
+            lines.append(f"| {student} | noisy input | – | {r['ood_noisy_pesq_wb']:.3f} | {r['ood_noisy_stoi']:.3f} | "
+                         f"{r['ood_noisy_estoi']:.3f} | {r['ood_noisy_si_sdr']:.2f} |")
+        for _, r in g.iterrows():
+            if not r["ood_seeds"]:
+                lines.append(f"| {student} | {r['scheme']} | 0 | not scored | | | |")
+                continue
+            view = {"scheme": r["scheme"], **{k[4:]: v for k, v in r.items() if str(k).startswith("ood_")}}
+            lines.append(f"| {student} | {r['scheme']} | {int(r['ood_seeds'])} | {fmt(view, 'pesq_wb', 3)} | "
+                         f"{fmt(view, 'stoi', 3)} | {fmt(view, 'estoi', 3)} | {fmt(view, 'si_sdr_db', 2)} |")
+    return lines
+
+
+def paired_gain(cells: list[dict], base: list[dict], metric: str, ood: bool = False) -> dict:
+    """mean_ci of (cell − base) over the seeds both lists have: {"mean", "ci95", "n"}; `ood`: on the cells'
+    out-of-domain scores (cells without one are left out)."""
     from hwkd.metrics.quality import mean_ci
-    ref = {r["seed"]: r["enhanced"][metric] for r in base}
-    return mean_ci([r["enhanced"][metric] - ref[r["seed"]] for r in cells if r["seed"] in ref])
+
+    def score(r):
+        return (r.get("ood") or {}).get("enhanced", {}).get(metric) if ood else r["enhanced"][metric]
+    ref = {r["seed"]: score(r) for r in base if score(r) is not None}
+    return mean_ci([score(r) - ref[r["seed"]] for r in cells if r["seed"] in ref and score(r) is not None])
 
 
-def verdict(student: str, duels: list[dict]) -> str:
+def verdict(student: str, duels: list[dict], ood: bool = False) -> str:
     """One sentence per student: against how many of the other schemes the focus scheme is ahead, by mean and
-    by a paired CI that excludes zero, on each head-to-head metric."""
+    by a paired CI that excludes zero, on each head-to-head metric (`ood`: out of domain)."""
     parts = []
+    pre = "ood_" if ood else ""
+    duels = [{m: d.get(pre + m) for m in (x for hh in HEAD_TO_HEAD for x in (hh[0], f"{hh[0]}_ci95"))}
+             for d in duels]
     for m, name, _ in HEAD_TO_HEAD:
         ds = [d for d in duels if d[m] is not None]
         ahead = sum(d[m] > 0 for d in ds)
@@ -322,7 +384,7 @@ def verdict(student: str, duels: list[dict]) -> str:
         behind = sum(d[m] < 0 and d[f"{m}_ci95"] is not None and -d[m] > d[f"{m}_ci95"] for d in ds)
         parts.append(f"{name} ahead of {ahead} of {len(ds)} by mean ({sure} with the CI above zero, "
                      f"{behind} with it below)")
-    return f"- {student}: {FOCUS} " + "; ".join(parts) + "."
+    return f"- {student}{' (out of domain)' if ood else ''}: {FOCUS} " + "; ".join(parts) + "."
 
 
 def _plot(df, path: Path, gain: bool = False) -> None:
