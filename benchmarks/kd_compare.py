@@ -6,8 +6,18 @@ seeds, gain over no-KD paired by seed, I²SRF-TFCKD against every other scheme) 
 reports/kd-compare-BUDGET/ and benchmarks/results/kd_compare.json. It is `hwkd compare` with fixed
 settings, so an interrupted run resumes where it stopped; --workers N trains N cells side by side.
 
-    python benchmarks/kd_compare.py [--steps 150] [--evals 1] [--seeds 3] [--schemes ...] [--students ...]
-                                    [--lam 0.1 | --kd-ratios 0.25,0.5,1] [--workers N] [--storage URL]
+    python benchmarks/kd_compare.py [--part main|ablations|foa] [--steps 150] [--evals 1] [--seeds 3]
+                                    [--schemes ...] [--students ...] [--lam 0.1 | --kd-ratios 0.25,0.5,1]
+                                    [--workers N] [--storage URL]
+
+--part picks the matrix (each its own run folder, report and results JSON, at the same budget):
+  main       every scheme x the three mono sizes (kd-small, kd-medium, kd-large)
+  ablations  no-KD, I²SRF-TFCKD and its six ablations (intra-only, inter-only, no fusion, time-only, freq-only,
+             uniform weights) at kd-medium
+  foa        the Ambisonics student kd-medium-foa with the Ambisonics teacher (the mono one through the W channel
+             until that is shipped): no-KD, I²SRF-TFCKD and the baseline with the best mean SI-SDR gain at
+             kd-medium in the main matrix's results (results/kd_compare.json; --schemes overrides)
+Every cell is scored on the test split and on the out-of-domain split.
 
 --evals N validates N times over the budget (N epochs of steps/N steps: N points on each learning curve).
 λ: --lam fixes it for every scheme (the 100-step matrix of 2026-11-25 used 0.1); without it each cell balances
@@ -31,17 +41,45 @@ from pathlib import Path
 from hwkd.config import changed_settings
 from hwkd.experiments.compare import CompareConfig, run_compare, run_compare_parallel
 from hwkd.kd.base import schemes
-from hwkd.models.teacher import embedded_teacher_path
+from hwkd.models.registry import resolve_config
+from hwkd.models.teacher import embedded_teacher_path, teacher_sha256
 from hwkd.paths import hwkd_home
 from hwkd.report.compare import report
 from hwkd.store import given_storage
 from hwkd.sysinfo import LoadMeter, fingerprint
 
-from _common import save
+from _common import RESULTS, save
 
 BASELINES = ("none", "response", "fitnet", "at", "pkt-frame", "semckd", "reviewkd")
 # three sizes below the embedded teacher (376,686 parameters): presets of hwkd.models.registry
 SIZES = ("kd-small", "kd-medium", "kd-large")
+ABLATIONS = ("i2srf-intra-only", "i2srf-inter-only", "i2srf-no-fusion", "i2srf-time-only", "i2srf-freq-only",
+             "i2srf-uniform")
+
+
+def best_baseline(recorded: Path, steps: int, student: str = "kd-medium") -> str:
+    """The baseline KD scheme with the highest mean SI-SDR gain over no-KD at `student` in a main matrix's
+    kd_compare.json of the same budget (`steps` per run)."""
+    rec = json.loads(recorded.read_text()) if recorded.is_file() else {}
+    st = rec.get("settings", {})
+    rows = rec.get("rows", []) if st.get("epochs", 0) * (st.get("max_steps_per_epoch") or 0) == steps else []
+    gains = {r["scheme"]: r["si_sdr_db_gain_vs_none"] for r in rows if r["student"] == student
+             and r["scheme"] in BASELINES and r["scheme"] != "none" and r["si_sdr_db_gain_vs_none"] is not None}
+    if not gains:
+        raise SystemExit(f"kd_compare: --part foa needs the main matrix's {recorded.name} at {steps} steps with "
+                         f"{student} baselines (run --part main first), or --schemes none,i2srf-tfckd,BASELINE")
+    return max(gains, key=gains.get)
+
+
+PART_STUDENTS = {"main": list(SIZES), "ablations": ["kd-medium"], "foa": ["kd-medium-foa"]}
+
+
+def part_schemes(part: str, steps: int) -> list:
+    if part == "ablations":
+        return ["none", "i2srf-tfckd", *ABLATIONS]
+    if part == "foa":
+        return ["none", "i2srf-tfckd", best_baseline(RESULTS / "kd_compare.json", steps)]
+    return [*BASELINES, "i2srf-tfckd"]
 
 
 def restore(recorded: Path, out: Path, cc: CompareConfig) -> None:
@@ -91,8 +129,10 @@ def main():
     ap.add_argument("--lam", type=float, default=None, help="fixed KD weight (default: balanced per cell)")
     ap.add_argument("--kd-ratios", default=None, help="KD-weight tuning grid (hwkd compare --kd-ratios)")
     ap.add_argument("--seeds", type=int, default=3)
-    ap.add_argument("--schemes", default=",".join(BASELINES + ("i2srf-tfckd",)))
-    ap.add_argument("--students", default=",".join(SIZES))
+    ap.add_argument("--part", choices=("main", "ablations", "foa"), default="main",
+                    help="which matrix (default main; see the module docstring)")
+    ap.add_argument("--schemes", default=None, help="default: the part's schemes")
+    ap.add_argument("--students", default=None, help="default: the part's students")
     ap.add_argument("--eval-limit", type=int, default=None, help="test utterances (default: all 100)")
     ap.add_argument("--workers", type=int, default=1, help="cells side by side (hwkd compare --workers)")
     ap.add_argument("--restore-from", type=Path, default=None,
@@ -104,24 +144,25 @@ def main():
     ap.add_argument("--report-only", action="store_true",
                     help="train nothing: report the cells finished so far (the run may go on in another process)")
     a = ap.parse_args()
-    unknown = [s for s in a.schemes.split(",") if s not in schemes()]
+    chosen = a.schemes.split(",") if a.schemes else part_schemes(a.part, a.steps)
+    unknown = [s for s in chosen if s not in schemes()]
     assert not unknown, f"unknown schemes {unknown}"
-    students = a.students.split(",")
+    students = a.students.split(",") if a.students else PART_STUDENTS[a.part]
     assert a.evals >= 1 and a.steps % a.evals == 0, "--steps must be a multiple of --evals"
-    cc = CompareConfig(schemes=a.schemes.split(","), students=students, seeds=a.seeds, epochs=a.evals, batch_size=8,
+    cc = CompareConfig(schemes=chosen, students=students, seeds=a.seeds, epochs=a.evals, batch_size=8,
                        segment_s=2.0, lr=2e-3, lam=a.lam, max_steps_per_epoch=a.steps // a.evals, val_pesq_clips=5,
                        eval_split="test", eval_limit=a.eval_limit, threads=None,
                        kd_ratios=[float(x) for x in a.kd_ratios.split(",")] if a.kd_ratios else None)
-    out = hwkd_home() / "runs" / (f"kd-compare-{a.steps}steps" + (f"-{a.out_suffix}" if a.out_suffix else ""))
+    part = "" if a.part == "main" else f"-{a.part}"
+    out = hwkd_home() / "runs" / (f"kd-compare-{a.steps}steps{part}" + (f"-{a.out_suffix}" if a.out_suffix else ""))
     if a.restore_from:
         restore(a.restore_from, out, cc)
     storage = given_storage(a.storage)[0]
     with LoadMeter() as load:
         if a.workers > 1 and not a.report_only:
-            results = run_compare_parallel(out, cc, embedded_teacher_path(), a.workers, storage=storage)
-        else:
-            results = run_compare(out, cc, embedded_teacher_path(), train_missing=not a.report_only,
-                                  storage=storage)
+            results = run_compare_parallel(out, cc, None, a.workers, storage=storage)
+        else:       # (teacher None: the embedded teacher of each student's input channels)
+            results = run_compare(out, cc, None, train_missing=not a.report_only, storage=storage)
     # a scratch run (--out-suffix) reports into its own folder, not into the repository
     report_dir = out / "report" if a.out_suffix else Path(__file__).resolve().parents[1] / "reports" / out.name
     summary = report(results, report_dir, cc, cells_dir=out / "cells")
@@ -131,7 +172,12 @@ def main():
     if a.out_suffix:
         (report_dir / "kd_compare.json").write_text(json.dumps(record, indent=2) + "\n")
     else:
-        save("kd_compare", record, teacher=True)
+        save(f"kd_compare{part.replace('-', '_')}", record, teacher=True)
+        if any(resolve_config(st).in_channels == 4 for st in students):     # the Ambisonics teacher too
+            rec = json.loads((RESULTS / f"kd_compare{part.replace('-', '_')}.json").read_text())
+            foa = embedded_teacher_path(4)
+            rec.update(teacher_foa_file=str(foa), teacher_foa_sha256=teacher_sha256(foa))
+            (RESULTS / f"kd_compare{part.replace('-', '_')}.json").write_text(json.dumps(rec, indent=2) + "\n")
     print(json.dumps(summary["rows"][:3], indent=1))
 
 

@@ -22,6 +22,8 @@ PRESETS: dict[str, dict] = {
     "kd-small": dict(channels=12, layers=1, depth=2, heads=1, gru_hidden=12),
     "kd-medium": dict(channels=24, layers=1, depth=3, heads=2, gru_hidden=24),
     "kd-large": dict(channels=32, layers=2, depth=4, heads=2, gru_hidden=32),
+    # the comparison's Ambisonics student: kd-medium on 4 input channels (taught by the Ambisonics teacher)
+    "kd-medium-foa": dict(channels=24, layers=1, depth=3, heads=2, gru_hidden=24, in_channels=4),
 }
 
 
