@@ -39,7 +39,7 @@ import json
 from pathlib import Path
 
 from hwkd.config import changed_settings
-from hwkd.experiments.compare import CompareConfig, run_compare, run_compare_parallel
+from hwkd.experiments.compare import CompareConfig, open_matrix, run_compare, run_compare_parallel
 from hwkd.kd.base import schemes
 from hwkd.models.registry import resolve_config
 from hwkd.models.teacher import embedded_teacher_path, teacher_sha256
@@ -108,8 +108,9 @@ def restore(recorded: Path, out: Path, cc: CompareConfig) -> None:
         raise SystemExit(f"kd_compare: {recorded} recorded a matrix with other settings ({'; '.join(diff)}); "
                          "restore with the options it was run with")
     n = 0
-    for cell in rec["cells"]:
-        # (a KD-weight tuning grid's cells are not recorded: they train again, and choose the ratio again)
+    # the reported cells and the KD-weight tuning grid's (records from before it kept them have none: those tune
+    # again, and may choose another ratio)
+    for cell in rec["cells"] + rec.get("tuning_cells", []):
         cdir = out / "cells" / cell_key(student_label(cell["student_spec"]), cell["scheme"], cell["seed"],
                                         cell.get("kd_ratio"))
         if (cdir / "result.json").is_file():
@@ -163,11 +164,18 @@ def main():
             results = run_compare_parallel(out, cc, None, a.workers, storage=storage)
         else:       # (teacher None: the embedded teacher of each student's input channels)
             results = run_compare(out, cc, None, train_missing=not a.report_only, storage=storage)
+    tuning_cells = []
+    if cc.kd_ratios:            # the tuning grid's cells too: --restore-from puts them back
+        matrix = open_matrix(out, cc, None, storage, create=False)
+        if matrix is not None:
+            with matrix.failures():
+                tuning_cells = list(matrix.tuning_cells().values())
     # a scratch run (--out-suffix) reports into its own folder, not into the repository
     report_dir = out / "report" if a.out_suffix else Path(__file__).resolve().parents[1] / "reports" / out.name
     summary = report(results, report_dir, cc, cells_dir=out / "cells")
     record = {"settings": summary["settings"], "cells_finished": summary["cells_finished"],
               "cells_total": summary["cells_total"], "rows": summary["rows"], "cells": results,
+              "tuning_cells": tuning_cells,
               "load": load.as_dict(), "machine": fingerprint()}
     if a.out_suffix:
         (report_dir / "kd_compare.json").write_text(json.dumps(record, indent=2) + "\n")

@@ -455,3 +455,37 @@ def test_a_cell_taken_by_a_process_killed_before_it_stamped_or_named_itself_is_q
     time.sleep(1.5)
     assert len(compare.run_compare(out, cc, teacher, progress=False)) == 1
     assert trained == ["cpu-student/none/seed0"] and [s for _, s in _states(out)] == ["FAIL", "COMPLETE"]
+
+
+def test_a_recorded_matrix_is_restored_with_its_kd_weight_tuning_cells(tmp_path, monkeypatch):
+    """benchmarks/kd_compare.py --restore-from writes the reported cells and the tuning grid's cells back, so
+    the matrix neither trains the grid again nor chooses its ratio again; a record of other settings is refused."""
+    import importlib
+    import sys
+    from dataclasses import asdict
+    from pathlib import Path
+
+    from hwkd.experiments.compare import TUNE_SEED, CompareConfig, cell_key
+    bench = Path(__file__).resolve().parents[1] / "benchmarks"
+    monkeypatch.syspath_prepend(str(bench))
+    kd_compare = importlib.import_module("kd_compare")
+    cc = CompareConfig(schemes=["none", "fitnet"], students=["kd-small"], seeds=1, kd_ratios=[0.5, 1.0])
+
+    def cell(scheme, seed, ratio):
+        return {"student": "kd-small", "student_spec": "kd-small", "scheme": scheme, "seed": seed,
+                "kd_ratio": ratio, "val_si_sdr_db": 7.0}
+    rec = {"settings": asdict(cc), "machine": {"cpu": "AMD EPYC", "date": "2026-12-01"},
+           "cells": [cell("none", 0, None), cell("fitnet", 0, 1.0)],
+           "tuning_cells": [cell("fitnet", TUNE_SEED, 0.5), cell("fitnet", TUNE_SEED, 1.0)]}
+    recorded = tmp_path / "kd_compare.json"
+    recorded.write_text(json.dumps(rec))
+    kd_compare.restore(recorded, tmp_path / "run", cc)
+    for c in rec["cells"] + rec["tuning_cells"]:
+        got = json.loads((tmp_path / "run" / "cells" / cell_key("kd-small", c["scheme"], c["seed"], c["kd_ratio"])
+                          / "result.json").read_text())
+        assert got["restored_from"] == "kd_compare.json (2026-12-01)" and got["kd_ratio"] == c["kd_ratio"]
+    assert len(list((tmp_path / "run" / "cells").rglob("result.json"))) == 4
+    other = CompareConfig(schemes=["none", "fitnet"], students=["kd-small"], seeds=2, kd_ratios=[0.5, 1.0])
+    with pytest.raises(SystemExit, match="other settings"):
+        kd_compare.restore(recorded, tmp_path / "run2", other)
+    sys.modules.pop("kd_compare", None)

@@ -271,6 +271,11 @@ class Matrix:
                         "scores": scores, "chosen": choose_ratio(scores) if len(scores) == len(keys) else None}
         return out
 
+    def tuning_cells(self) -> dict:
+        """cell key -> result of every finished KD-weight tuning cell (what results() leaves out): a record of
+        the matrix keeps them, so that it can be restored without training the grid again."""
+        return {k: v for k, v in self._recorded().items() if k.endswith(f"/seed{TUNE_SEED}")}
+
     def results(self) -> dict:
         """cell key -> result for every finished cell the comparison reports: no-KD and untuned cells, and each
         tuned scheme's seeds at its chosen ratio (not its tuning cells); a result carries its scheme's tuning."""
