@@ -38,11 +38,11 @@ import argparse
 import json
 from pathlib import Path
 
+from hwkd.audio.io import write_text_atomic
 from hwkd.config import changed_settings
-from hwkd.experiments.compare import CompareConfig, open_matrix, run_compare, run_compare_parallel
+from hwkd.experiments.compare import CompareConfig, open_matrix, run_compare, run_compare_parallel, teacher_paths
 from hwkd.kd.base import schemes
-from hwkd.models.registry import resolve_config
-from hwkd.models.teacher import embedded_teacher_path, teacher_sha256
+from hwkd.models.teacher import teacher_sha256
 from hwkd.paths import hwkd_home
 from hwkd.report.compare import report
 from hwkd.store import given_storage
@@ -57,29 +57,30 @@ ABLATIONS = ("i2srf-intra-only", "i2srf-inter-only", "i2srf-no-fusion", "i2srf-t
              "i2srf-uniform")
 
 
-def best_baseline(recorded: Path, steps: int, student: str = "kd-medium") -> str:
-    """The baseline KD scheme with the highest mean SI-SDR gain over no-KD at `student` in a main matrix's
-    kd_compare.json of the same budget (`steps` per run)."""
+def best_baseline(recorded: Path, cc: CompareConfig, student: str = "kd-medium") -> dict:
+    """The baseline KD scheme with the highest mean SI-SDR gain over no-KD at `student` in a finished main
+    matrix's kd_compare.json whose settings are `cc`'s (budget, λ rule, seeds, evaluation) but for the schemes
+    and students: {"scheme", "gains", "from"}."""
+    from dataclasses import asdict
     rec = json.loads(recorded.read_text()) if recorded.is_file() else {}
-    st = rec.get("settings", {})
-    rows = rec.get("rows", []) if st.get("epochs", 0) * (st.get("max_steps_per_epoch") or 0) == steps else []
+    diff = changed_settings(rec.get("settings", {}), asdict(cc), ignore=("schemes", "students"))
+    finished = rec.get("cells_total") is not None and rec.get("cells_finished") == rec.get("cells_total")
+    rows = rec.get("rows", []) if rec and not diff and finished else []
     gains = {r["scheme"]: r["si_sdr_db_gain_vs_none"] for r in rows if r["student"] == student
              and r["scheme"] in BASELINES and r["scheme"] != "none" and r["si_sdr_db_gain_vs_none"] is not None}
     if not gains:
-        raise SystemExit(f"kd_compare: --part foa needs the main matrix's {recorded.name} at {steps} steps with "
-                         f"{student} baselines (run --part main first), or --schemes none,i2srf-tfckd,BASELINE")
-    return max(gains, key=gains.get)
+        why = ("does not exist" if not rec else f"has other settings ({'; '.join(diff)})" if diff
+               else "is not finished" if not finished else f"has no {student} baselines")
+        raise SystemExit(f"kd_compare: --part foa takes its baseline from the finished main matrix of the same "
+                         f"settings, and {recorded} {why}; run --part main with these options first, or give "
+                         "--schemes none,i2srf-tfckd,BASELINE")
+    best = max(gains, key=gains.get)
+    return {"scheme": best, "si_sdr_db_gain_vs_none": gains, "from": f"{recorded.name} ({rec['machine']['date']})"}
 
 
 PART_STUDENTS = {"main": list(SIZES), "ablations": ["kd-medium"], "foa": ["kd-medium-foa"]}
-
-
-def part_schemes(part: str, steps: int) -> list:
-    if part == "ablations":
-        return ["none", "i2srf-tfckd", *ABLATIONS]
-    if part == "foa":
-        return ["none", "i2srf-tfckd", best_baseline(RESULTS / "kd_compare.json", steps)]
-    return [*BASELINES, "i2srf-tfckd"]
+PART_SCHEMES = {"main": [*BASELINES, "i2srf-tfckd"], "ablations": ["none", "i2srf-tfckd", *ABLATIONS],
+                "foa": ["none", "i2srf-tfckd"]}        # + the main matrix's best baseline (best_baseline)
 
 
 def restore(recorded: Path, out: Path, cc: CompareConfig) -> None:
@@ -134,7 +135,8 @@ def main():
                     help="which matrix (default main; see the module docstring)")
     ap.add_argument("--schemes", default=None, help="default: the part's schemes")
     ap.add_argument("--students", default=None, help="default: the part's students")
-    ap.add_argument("--eval-limit", type=int, default=None, help="test utterances (default: all 100)")
+    ap.add_argument("--eval-limit", type=int, default=None,
+                    help="test and out-of-domain utterances (default: all 100 of each)")
     ap.add_argument("--workers", type=int, default=1, help="cells side by side (hwkd compare --workers)")
     ap.add_argument("--restore-from", type=Path, default=None,
                     help="a kd_compare.json of this matrix: write its recorded cells back before resuming")
@@ -145,17 +147,26 @@ def main():
     ap.add_argument("--report-only", action="store_true",
                     help="train nothing: report the cells finished so far (the run may go on in another process)")
     a = ap.parse_args()
-    chosen = a.schemes.split(",") if a.schemes else part_schemes(a.part, a.steps)
-    unknown = [s for s in chosen if s not in schemes()]
-    assert not unknown, f"unknown schemes {unknown}"
     students = a.students.split(",") if a.students else PART_STUDENTS[a.part]
     assert a.evals >= 1 and a.steps % a.evals == 0, "--steps must be a multiple of --evals"
-    cc = CompareConfig(schemes=chosen, students=students, seeds=a.seeds, epochs=a.evals, batch_size=8,
-                       segment_s=2.0, lr=2e-3, lam=a.lam, max_steps_per_epoch=a.steps // a.evals, val_pesq_clips=5,
-                       eval_split="test", eval_limit=a.eval_limit, threads=None,
-                       kd_ratios=[float(x) for x in a.kd_ratios.split(",")] if a.kd_ratios else None)
+
+    def config(schemes_: list) -> CompareConfig:
+        return CompareConfig(schemes=schemes_, students=students, seeds=a.seeds, epochs=a.evals, batch_size=8,
+                             segment_s=2.0, lr=2e-3, lam=a.lam, max_steps_per_epoch=a.steps // a.evals,
+                             val_pesq_clips=5, eval_split="test", eval_limit=a.eval_limit, threads=None,
+                             kd_ratios=[float(x) for x in a.kd_ratios.split(",")] if a.kd_ratios else None)
     part = "" if a.part == "main" else f"-{a.part}"
     out = hwkd_home() / "runs" / (f"kd-compare-{a.steps}steps{part}" + (f"-{a.out_suffix}" if a.out_suffix else ""))
+    chosen, baseline = (a.schemes.split(",") if a.schemes else list(PART_SCHEMES[a.part])), None
+    if a.part == "foa" and not a.schemes:
+        if (out / "compare.json").is_file():        # a started foa matrix keeps the baseline it chose
+            chosen = json.loads((out / "compare.json").read_text())["schemes"]
+        else:
+            baseline = best_baseline(RESULTS / "kd_compare.json", config(PART_SCHEMES["main"]))
+            chosen.append(baseline["scheme"])
+    unknown = [s for s in chosen if s not in schemes()]
+    assert not unknown, f"unknown schemes {unknown}"
+    cc = config(chosen)
     if a.restore_from:
         restore(a.restore_from, out, cc)
     storage = given_storage(a.storage)[0]
@@ -177,15 +188,17 @@ def main():
               "cells_total": summary["cells_total"], "rows": summary["rows"], "cells": results,
               "tuning_cells": tuning_cells,
               "load": load.as_dict(), "machine": fingerprint()}
+    if baseline is not None:
+        record["foa_baseline"] = baseline           # how the foa part chose its baseline
+    # the teacher files the cells were distilled from (by SHA-256): the mono one, and the Ambisonics students' own
+    teachers = teacher_paths(cc, None)
+    for ch, key in ((min(teachers), "teacher"), (4, "teacher_foa")):
+        if ch in teachers and (key == "teacher" or ch != min(teachers)):
+            record.update({f"{key}_file": str(teachers[ch]), f"{key}_sha256": teacher_sha256(teachers[ch])})
     if a.out_suffix:
-        (report_dir / "kd_compare.json").write_text(json.dumps(record, indent=2) + "\n")
+        write_text_atomic(report_dir / "kd_compare.json", json.dumps(record, indent=2) + "\n")
     else:
-        save(f"kd_compare{part.replace('-', '_')}", record, teacher=True)
-        if any(resolve_config(st).in_channels == 4 for st in students):     # the Ambisonics teacher too
-            rec = json.loads((RESULTS / f"kd_compare{part.replace('-', '_')}.json").read_text())
-            foa = embedded_teacher_path(4)
-            rec.update(teacher_foa_file=str(foa), teacher_foa_sha256=teacher_sha256(foa))
-            (RESULTS / f"kd_compare{part.replace('-', '_')}.json").write_text(json.dumps(rec, indent=2) + "\n")
+        save(f"kd_compare{part.replace('-', '_')}", record)
     print(json.dumps(summary["rows"][:3], indent=1))
 
 

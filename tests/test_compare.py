@@ -468,6 +468,7 @@ def test_a_recorded_matrix_is_restored_with_its_kd_weight_tuning_cells(tmp_path,
     from hwkd.experiments.compare import TUNE_SEED, CompareConfig, cell_key
     bench = Path(__file__).resolve().parents[1] / "benchmarks"
     monkeypatch.syspath_prepend(str(bench))
+    monkeypatch.delitem(sys.modules, "kd_compare", raising=False)     # (and monkeypatch drops it afterwards)
     kd_compare = importlib.import_module("kd_compare")
     cc = CompareConfig(schemes=["none", "fitnet"], students=["kd-small"], seeds=1, kd_ratios=[0.5, 1.0])
 
@@ -488,4 +489,3 @@ def test_a_recorded_matrix_is_restored_with_its_kd_weight_tuning_cells(tmp_path,
     other = CompareConfig(schemes=["none", "fitnet"], students=["kd-small"], seeds=2, kd_ratios=[0.5, 1.0])
     with pytest.raises(SystemExit, match="other settings"):
         kd_compare.restore(recorded, tmp_path / "run2", other)
-    sys.modules.pop("kd_compare", None)

@@ -43,7 +43,8 @@ def register(sub) -> None:
     cp.add_argument("--max-steps-per-epoch", type=int, default=None)
     cp.add_argument("--val-pesq-clips", type=int, default=CC.val_pesq_clips, help="default %(default)s")
     cp.add_argument("--eval-split", default=CC.eval_split, help="default %(default)s")
-    cp.add_argument("--eval-limit", type=POS_INT, default=None, help="only the first N evaluation utterances")
+    cp.add_argument("--eval-limit", type=POS_INT, default=None,
+                    help="only the first N utterances of the evaluation split and of the out-of-domain split")
     cp.add_argument("--threads", type=POS_INT, default=None,
                     help="intra-op threads per cell (default: cores / workers)")
     cp.add_argument("--workers", type=int, default=1,

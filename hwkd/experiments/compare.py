@@ -581,6 +581,7 @@ def _run_cell(cdir: Path, which: str, student: str, scheme: str, seed: int, cc: 
     import torch
 
     from hwkd.data.datasets import has_split, split_pairs
+    from hwkd.data.layouts import scan
     from hwkd.data.speech import OOD_SPLIT
     from hwkd.hw.cost import count_params, macs
     from hwkd.models.checkpoint import load_model
@@ -605,14 +606,19 @@ def _run_cell(cdir: Path, which: str, student: str, scheme: str, seed: int, cc: 
     trained = train_model(cfg, cdir, tcfg, data=dset, kd=KDSpec(scheme, teacher, cc.lam, ratio=ratio),
                           progress=progress, meta={"command": f"hwkd compare cell {student} {scheme} seed {seed}"})
     best, _ = load_model(cdir / "best.pt")
-    pairs = split_pairs(dset, cc.eval_split, channels=cfg.in_channels, limit=cc.eval_limit)
+    found = scan(dset, channels=cfg.in_channels)                        # (one scan for both splits)
+    pairs = split_pairs(found, cc.eval_split, limit=cc.eval_limit)
     ev = evaluate_pairs(best, pairs, progress=False)
     ood = None
-    if cc.eval_split != OOD_SPLIT and has_split(dset, OOD_SPLIT, channels=cfg.in_channels):
-        opairs = split_pairs(dset, OOD_SPLIT, channels=cfg.in_channels, limit=cc.eval_limit)
-        oev = evaluate_pairs(best, opairs, progress=False)
-        ood = {"split": OOD_SPLIT, "clips": len(opairs), "enhanced": {m: oev["enhanced"][m]["mean"] for m in METRICS},
-               "noisy": {m: oev["noisy"][m]["mean"] for m in METRICS}}
+    # the same checkpoint out of domain, unless that is the evaluation split already (or the dataset has none)
+    if (cc.eval_split or "").rsplit("/", 1)[-1] != OOD_SPLIT and cc.eval_split is not None \
+            and has_split(found, OOD_SPLIT):
+        opairs = split_pairs(found, OOD_SPLIT, limit=cc.eval_limit)
+        if opairs:                                                       # (none usable: not scored)
+            oev = evaluate_pairs(best, opairs, progress=False)
+            ood = {"split": OOD_SPLIT, "clips": len(opairs),
+                   "enhanced": {m: oev["enhanced"][m]["mean"] for m in METRICS},
+                   "noisy": {m: oev["noisy"][m]["mean"] for m in METRICS}}
     res = CellResult(student=student_label(student), student_spec=student, scheme=scheme, seed=seed,
                      in_channels=cfg.in_channels, params=count_params(best), macs_per_s=macs(best)["macs_per_s"],
                      eval_split=cc.eval_split, eval_clips=len(pairs),
@@ -625,7 +631,8 @@ def _run_cell(cdir: Path, which: str, student: str, scheme: str, seed: int, cc: 
     write_text_atomic(cdir / "result.json", json.dumps(res, indent=1))
     log(f"  {student_label(student)} x {scheme} x seed {seed}: SI-SDR {res['enhanced']['si_sdr_db']:.2f} dB, "
         f"PESQ {res['enhanced']['pesq_wb']:.3f}"
-        + (f"; out of domain {ood['enhanced']['si_sdr_db']:.2f} dB, {ood['enhanced']['pesq_wb']:.3f}" if ood else "")
+        + (f"; out of domain {ood['enhanced']['si_sdr_db']:.2f} dB, {ood['enhanced']['pesq_wb']:.3f}"
+           if ood and None not in (ood['enhanced']['si_sdr_db'], ood['enhanced']['pesq_wb']) else "")
         + f" ({res['train_s']} s)")
     return res
 
