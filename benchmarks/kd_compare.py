@@ -40,9 +40,8 @@ from pathlib import Path
 
 from hwkd.audio.io import write_text_atomic
 from hwkd.config import changed_settings
-from hwkd.experiments.compare import CompareConfig, open_matrix, run_compare, run_compare_parallel, teacher_paths
+from hwkd.experiments.compare import CompareConfig, open_matrix, run_compare, run_compare_parallel, settings_of
 from hwkd.kd.base import schemes
-from hwkd.models.teacher import teacher_sha256
 from hwkd.paths import hwkd_home
 from hwkd.report.compare import report
 from hwkd.store import given_storage
@@ -190,11 +189,12 @@ def main():
               "load": load.as_dict(), "machine": fingerprint()}
     if baseline is not None:
         record["foa_baseline"] = baseline           # how the foa part chose its baseline
-    # the teacher files the cells were distilled from (by SHA-256): the mono one, and the Ambisonics students' own
-    teachers = teacher_paths(cc, None)
-    for ch, key in ((min(teachers), "teacher"), (4, "teacher_foa")):
-        if ch in teachers and (key == "teacher" or ch != min(teachers)):
-            record.update({f"{key}_file": str(teachers[ch]), f"{key}_sha256": teacher_sha256(teachers[ch])})
+    # the teacher files the cells were distilled from (by SHA-256), as the matrix's settings name them: the first
+    # students' teacher, and the Ambisonics students' own where it is another file
+    teachers = settings_of(cc, None)
+    for key in ("teacher", "teacher_foa"):
+        if key in teachers:
+            record.update({f"{key}_file": teachers[key], f"{key}_sha256": teachers[f"{key}_sha256"]})
     if a.out_suffix:
         write_text_atomic(report_dir / "kd_compare.json", json.dumps(record, indent=2) + "\n")
     else:

@@ -611,8 +611,7 @@ def _run_cell(cdir: Path, which: str, student: str, scheme: str, seed: int, cc: 
     ev = evaluate_pairs(best, pairs, progress=False)
     ood = None
     # the same checkpoint out of domain, unless that is the evaluation split already (or the dataset has none)
-    if (cc.eval_split or "").rsplit("/", 1)[-1] != OOD_SPLIT and cc.eval_split is not None \
-            and has_split(found, OOD_SPLIT):
+    if cc.eval_split is not None and cc.eval_split.rsplit("/", 1)[-1] != OOD_SPLIT and has_split(found, OOD_SPLIT):
         opairs = split_pairs(found, OOD_SPLIT, limit=cc.eval_limit)
         if opairs:                                                       # (none usable: not scored)
             oev = evaluate_pairs(best, opairs, progress=False)

@@ -44,23 +44,18 @@ def report(results: list[dict], report_dir: Path, cc: CompareConfig, cells_dir: 
         for scheme, rs in by_scheme.items():
             row = {"student": student, "in_channels": rs[0]["in_channels"], "params": rs[0]["params"],
                    "gmacs_per_s": round(rs[0]["macs_per_s"] / 1e9, 3), "scheme": scheme, "seeds": len(rs)}
-            for m in METRICS:
-                s = mean_ci([r["enhanced"][m] for r in rs])
-                row[m] = s["mean"]
-                row[f"{m}_ci95"] = s["ci95"]
-                g = paired_gain(rs, by_scheme.get("none", []), m) if scheme != "none" else {"mean": 0.0, "ci95": None}
-                row[f"{m}_gain_vs_none"] = g["mean"]
-                row[f"{m}_gain_ci95"] = g["ci95"]
-            scored = [r for r in rs if r.get("ood")]       # out of domain (cells from before it: not scored)
-            row["ood_seeds"] = len(scored)
-            for m in METRICS:
-                s = mean_ci([r["ood"]["enhanced"][m] for r in scored]) if scored else {"mean": None, "ci95": None}
-                row[f"ood_{m}"] = s["mean"]
-                row[f"ood_{m}_ci95"] = s["ci95"]
-                g = (paired_gain(scored, by_scheme.get("none", []), m, ood=True) if scheme != "none" and scored
-                     else {"mean": 0.0 if scored else None, "ci95": None})
-                row[f"ood_{m}_gain_vs_none"] = g["mean"]
-                row[f"ood_{m}_gain_ci95"] = g["ci95"]
+            for pre, ood in (("", False), ("ood_", True)):       # in domain, then out of domain
+                scored = [r for r in rs if _scores(r, ood) is not None]     # (cells from before ood: not scored)
+                if ood:
+                    row["ood_seeds"] = len(scored)
+                for m in METRICS:
+                    s = mean_ci([_scores(r, ood)[m] for r in scored])
+                    row[f"{pre}{m}"] = s["mean"]
+                    row[f"{pre}{m}_ci95"] = s["ci95"]
+                    g = (paired_gain(scored, by_scheme.get("none", []), m, ood=ood) if scheme != "none"
+                         else {"mean": 0.0 if scored else None, "ci95": None})
+                    row[f"{pre}{m}_gain_vs_none"] = g["mean"]
+                    row[f"{pre}{m}_gain_ci95"] = g["ci95"]
             row["ood_noisy_si_sdr"] = scored[0]["ood"]["noisy"]["si_sdr_db"] if scored else None
             row["ood_noisy_pesq_wb"] = scored[0]["ood"]["noisy"]["pesq_wb"] if scored else None
             row["ood_noisy_stoi"] = scored[0]["ood"]["noisy"]["stoi"] if scored else None
@@ -371,9 +366,15 @@ def paired_gain(cells: list[dict], base: list[dict], metric: str, ood: bool = Fa
     from hwkd.metrics.quality import mean_ci
 
     def score(r):
-        return (r.get("ood") or {}).get("enhanced", {}).get(metric) if ood else r["enhanced"][metric]
+        return (_scores(r, ood) or {}).get(metric)
     ref = {r["seed"]: score(r) for r in base if score(r) is not None}
     return mean_ci([score(r) - ref[r["seed"]] for r in cells if r["seed"] in ref and score(r) is not None])
+
+
+def _scores(cell: dict, ood: bool = False) -> dict | None:
+    """A cell's enhanced scores (metric -> mean): on the evaluation split, or (`ood`) on the out-of-domain split,
+    None where the cell was not scored there."""
+    return (cell.get("ood") or {}).get("enhanced") if ood else cell["enhanced"]
 
 
 def verdict(student: str, duels: list[dict], ood: bool = False) -> str:
