@@ -55,9 +55,38 @@ def register(sub) -> None:
 def add_measure_args(p) -> None:
     p.add_argument("--runtimes", default=None, help="comma-separated runtimes (default: the target's)")
     p.add_argument("--threads", default=None, help="comma-separated thread counts (default: the target's)")
+    p.add_argument("--modes", default=None,
+                   help="comma-separated: hop (per-hop streaming), offline (1 s per call) (default: the target's, "
+                        "else hop for a causal model and offline for another)")
+    p.add_argument("--precisions", default=None,
+                   help="comma-separated: fp32, fp16 (fp16 on GPU runtimes) (default: the target's, else fp32)")
+    p.add_argument("--batches", default=None,
+                   help="comma-separated batch sizes: streams per hop call (torch runtimes), utterances per offline "
+                        "call (default: the target's, else 1)")
     p.add_argument("--protocol", default="default", choices=("quick", "default", "mlperf"),
                    help="quick: 10 warm-up + 60 runs / 0.3 s; default: 30 + 200 / 1 s; "
                         "mlperf: 100 + 1024 / 60 s (MLPerf single-stream)")
+
+
+def variant_args(args) -> dict:
+    """--modes, --precisions, --batches, checked: keyword arguments of hwkd.hw.profile.profile."""
+    from hwkd.hw.runtimes import MODES, PRECISIONS
+    out = {}
+    for flag, known in (("modes", MODES), ("precisions", PRECISIONS)):
+        vals = csv_list(getattr(args, flag))
+        bad = [v for v in vals or [] if v not in known]
+        if bad:
+            raise HwkdError(f"--{flag} {getattr(args, flag)}: unknown {bad[0]!r}", f"use {', '.join(known)}")
+        out[flag] = vals
+    text = args.batches
+    try:
+        batches = [int(x) for x in text.split(",") if x.strip()] if text else None
+    except ValueError:
+        batches = [0]
+    if batches is not None and (not batches or min(batches) < 1 or max(batches) > 4096):
+        raise HwkdError(f"--batches {text}: batch sizes are whole numbers from 1 to 4096", "e.g. --batches 1,64")
+    out["batches"] = batches
+    return out
 
 
 def cmd_profile(args) -> int:
@@ -85,7 +114,7 @@ def cmd_profile(args) -> int:
                             "give --int8-calib-split naming a split of --int8-data")
     res = profile(net, target, out, runtimes=csv_list(args.runtimes), threads=csv_list(args.threads, int),
                   protocol=Protocol.named(args.protocol), check_macs=True, int8_pairs=pairs, int8_calib=calib,
-                  progress=(lambda *a: None) if args.json else print)
+                  progress=(lambda *a: None) if args.json else print, **variant_args(args))
     if args.json:
         print(json.dumps(res, indent=1, default=str))
     else:
@@ -99,6 +128,7 @@ def cmd_bench(args) -> int:
     from hwkd.hw.profile import bench_rows, load_any, profile
     from hwkd.hw.targets import load_target
     targets = [load_target(t) for t in csv_list(args.targets)]
+    variants = variant_args(args)
     models = [load_any(m) for m in csv_list(args.models)]
     rows = []
     exports = args.out.with_suffix("")
@@ -106,13 +136,13 @@ def cmd_bench(args) -> int:
         for target in targets:
             print(f"hwkd bench: {label} on {target['name']}")
             res = profile(net, target, exports / f"{label}-{target['name']}", runtimes=csv_list(args.runtimes),
-                          threads=csv_list(args.threads, int), protocol=Protocol.named(args.protocol))
+                          threads=csv_list(args.threads, int), protocol=Protocol.named(args.protocol), **variants)
             rows += bench_rows(res, label, target["name"])
     df = pd.DataFrame(rows)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     df.to_csv(args.out, index=False)
-    cols = [c for c in ("model", "target", "runtime", "threads", "mode", "gmacs_per_s", "p50_ms", "p90_ms", "rtf",
-                        "realtime", "busy", "how") if c in df]
+    cols = [c for c in ("model", "target", "runtime", "threads", "mode", "precision", "batch", "gmacs_per_s", "p50_ms",
+                        "p90_ms", "rtf", "realtime", "peak_device_mib", "busy", "how") if c in df]
     print(df[cols].to_string(index=False))
     print(f"wrote {args.out}")
     return 0

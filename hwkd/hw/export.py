@@ -52,10 +52,11 @@ def _export_onnx(module: nn.Module, args: tuple, path: Path, input_names, output
                           dynamic_axes=dynamic_axes, opset_version=OPSET, dynamo=False, do_constant_folding=True)
 
 
-def export_offline_onnx(net: DPDCRN, path: Path) -> Path:
-    x = torch.randn(1, 2 * net.cfg.in_channels, 20, N_BINS)
-    _export_onnx(net.eval(), (x,), path, ["features"], ["mask"],
-                 {"features": {2: "frames"}, "mask": {2: "frames"}})
+def export_offline_onnx(net: DPDCRN, path: Path, batch_axis: bool = False) -> Path:
+    """`batch_axis`: the batch axis dynamic too (GPU batch measurements); hwkd's deployable export keeps batch 1."""
+    x = torch.randn(2 if batch_axis else 1, 2 * net.cfg.in_channels, 20, N_BINS)
+    axes = {2: "frames", **({0: "batch"} if batch_axis else {})}
+    _export_onnx(net.eval(), (x,), path, ["features"], ["mask"], {"features": axes, "mask": dict(axes)})
     return path
 
 

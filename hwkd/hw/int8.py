@@ -92,22 +92,32 @@ def enhance_with(net: Net, noisy: np.ndarray, n_fft: int = 512, hop: int = 256) 
     return est[0].numpy()
 
 
-def quality_delta(fp32: Net, int8: Net, pairs, in_channels: int, hop: int) -> dict:
-    """Mean SI-SDR and PESQ-WB of the FP32 and INT8 networks on `pairs` (hwkd Pair objects)."""
+def quality_delta(fp32: Net, other: Net, pairs, in_channels: int, hop: int, name: str = "int8") -> dict:
+    """Mean SI-SDR, PESQ-WB and eSTOI of the FP32 network and `other` (INT8, FP16, ...) on `pairs` (hwkd Pair
+    objects), and their paired difference. A metric whose package is missing (PESQ has no wheel for every
+    Python) is left out and named in "missing"."""
+    from importlib.util import find_spec
+
     from hwkd.audio.io import read_audio
     from hwkd.metrics.quality import pesq_wb, si_sdr
-    nets = {"fp32": fp32, "int8": int8}
-    scores = {k: {"si_sdr_db": [], "pesq_wb": []} for k in nets}
+    metrics = {"si_sdr_db": lambda y, r: si_sdr(y, r)}
+    if find_spec("pesq"):
+        metrics["pesq_wb"] = lambda y, r: pesq_wb(y, r)
+    if find_spec("pystoi"):
+        from pystoi import stoi
+        metrics["estoi"] = lambda y, r: float(stoi(r, y, SAMPLE_RATE, extended=True))
+    nets = {"fp32": fp32, name: other}
+    scores = {k: {m: [] for m in metrics} for k in nets}
     for p in pairs:
         x, _ = read_audio(p.noisy, sample_rate=SAMPLE_RATE, channels=in_channels)
         ref, _ = read_audio(p.clean, sample_rate=SAMPLE_RATE, channels=1)
         for k, net in nets.items():
             y = enhance_with(net, x, hop=hop)
-            scores[k]["si_sdr_db"].append(si_sdr(y, ref[0]))
-            scores[k]["pesq_wb"].append(pesq_wb(y, ref[0]))
+            for m, f in metrics.items():
+                scores[k][m].append(f(y, ref[0]))
     mean = {k: {m: float(np.nanmean(v)) for m, v in d.items()} for k, d in scores.items()}
-    return {"clips": len(pairs), **mean,
-            "delta": {m: mean["int8"][m] - mean["fp32"][m] for m in ("si_sdr_db", "pesq_wb")}}
+    return {"clips": len(pairs), **mean, "delta": {m: mean[name][m] - mean["fp32"][m] for m in metrics},
+            "missing": [m for m in ("pesq_wb", "estoi") if m not in metrics]}
 
 
 def int8_variants(fp32_onnx: Path, fp32_ir: Path | None, out_dir: Path, in_channels: int, hop: int, threads: int,

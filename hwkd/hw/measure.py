@@ -14,10 +14,20 @@ p50/p90/p99/min/max/mean latency, the audio each call covers, the RTF (p50 / aud
 whether p90 meets real time (hop mode), peak resident memory, threads, runtime and version, the
 device fingerprint and the CPU time other processes used meanwhile. A run during which others used more
 than `busy_load` of the machine is measured once more; if it is still busy it is flagged `busy: true`.
+
+GPU runtimes (torch-cuda, torch-cuda-graph, onnxruntime-cuda, onnxruntime-trt) are timed the same way, the wall
+time taken after the call's work has finished on the device (torch: a CUDA event waited on; ONNX Runtime returns
+host arrays). torch GPU calls are also timed by CUDA events recorded on the stream around the call, an
+independent timer kept as `event_p50_ms` beside the wall figure (`timer_agreement`: wall / events - 1). A
+measurement has a precision (fp32, or fp16 on GPU runtimes) and a batch: `batch` streams advanced by one call
+in hop mode (torch runtimes: the exported step graphs carry one stream), `batch` utterances per call offline;
+the RTF divides by all the audio a call covers. Peak device memory: torch's allocator peak (`peak_device_mib`)
+and, where NVML can tell, the process's whole device memory, CUDA context included (`device_mib_nvml`).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from dataclasses import asdict, dataclass, field
@@ -27,7 +37,8 @@ import numpy as np
 
 from hwkd import SAMPLE_RATE as SR
 from hwkd.errors import HwkdError
-from hwkd.hw.runtimes import OV_CONFIG, RUNTIMES, ort_options, runtime_config, runtime_version
+from hwkd.hw.gpu import ORT_GPU, TORCH_GPU, gpu_fingerprint, is_gpu, process_device_mib, runtime_problem
+from hwkd.hw.runtimes import MODES, OV_CONFIG, PRECISIONS, RUNTIMES, ort_options, runtime_config, runtime_version
 from hwkd.sysinfo import LoadMeter, fingerprint
 
 N_BINS = 257               # this module imports no torch unless the torch runtime is measured
@@ -80,6 +91,13 @@ class Measurement:
     wall_p50_ms: float | None = None     # including the Python call overhead
     fingerprint: dict = field(default_factory=dict)
     runtime_config: dict = field(default_factory=dict)   # the runtime's settings (threads, streams, spinning)
+    precision: str = "fp32"
+    batch: int = 1                       # streams per hop call, or utterances per offline call
+    event_p50_ms: float | None = None    # torch GPU runtimes: CUDA events around each call (independent timer)
+    timer_agreement: float | None = None  # p50 wall / p50 events - 1
+    peak_device_mib: float | None = None  # torch GPU runtimes: the caching allocator's peak (tensors)
+    device_mib_nvml: float | None = None  # GPU runtimes: the process's device memory by NVML (context included)
+    gpu: dict | None = None              # GPU fingerprint (model, driver, CUDA, cuDNN, runtime versions)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -105,27 +123,61 @@ def _reset_peak_rss() -> bool:
         return False
 
 
+# -- what can be measured ----------------------------------------------------------------------------
+def variant_problem(runtime: str, mode: str, precision: str = "fp32", batch: int = 1,
+                    growing_cache: bool = False) -> str | None:
+    """Why (runtime, mode, precision, batch) is not a measurement hwkd makes, or None. `growing_cache`: the
+    model's streaming state grows every hop (causal time attention)."""
+    if runtime not in RUNTIMES:
+        return f"unknown runtime {runtime!r} (known: {', '.join(RUNTIMES)})"
+    if mode not in MODES:
+        return f"unknown mode {mode!r} (known: {', '.join(MODES)})"
+    if precision not in PRECISIONS:
+        return f"unknown precision {precision!r} (known: {', '.join(PRECISIONS)})"
+    if not (isinstance(batch, int) and batch >= 1):
+        return f"batch must be a whole number >= 1, not {batch!r}"
+    if precision == "fp16" and not is_gpu(runtime):
+        return "fp16 is measured on GPU runtimes only (the CPU runtimes here compute in fp32)"
+    if batch > 1 and mode == "hop" and not runtime.startswith("torch"):
+        return "the exported step graph carries one stream: batched streams are measured with torch runtimes"
+    if batch > 1 and runtime == "openvino":
+        return "the OpenVINO IR is measured at batch 1"
+    if runtime == "torch-cuda-graph" and mode == "hop" and growing_cache:
+        return "a CUDA graph replays fixed shapes, and this model's attention cache grows every hop"
+    return None
+
+
 # -- runners --------------------------------------------------------------------------------------
 class Runner:
     """call() runs the model once on its prepared input; hop mode carries the states."""
 
     def __init__(self, runtime: str, mode: str, threads: int, net=None, onnx: Path | None = None,
                  ir: Path | None = None, audio_s: float = 1.0, reset_hops: int = 1000, in_channels: int = 1,
-                 hop: int = 256):
+                 hop: int = 256, precision: str = "fp32", batch: int = 1):
         self.runtime, self.mode, self.threads, self.reset_hops = runtime, mode, threads, reset_hops
+        self.precision, self.batch = precision, batch
         self.calls = 0
         self.device = "cpu"
+        self._events = None              # (start, end) CUDA events around each call (torch GPU runtimes)
+        self.last_event_ms = None
         rng = np.random.default_rng(0)
+        if mode != "block":
+            growing = net is not None and net.cfg.causal and net.cfg.time_attention != "none"
+            problem = variant_problem(runtime, mode, precision, batch, growing)
+            if problem:
+                raise HwkdError(f"{runtime} {mode} {precision} batch {batch}: {problem}", "measure another variant")
+            if is_gpu(runtime) and (problem := runtime_problem(runtime)):
+                raise HwkdError(problem, "measure on a CPU runtime here")
         if mode == "offline":
             # 1 s = SR // hop frames, the convention of the MACs figures
             self.frames = max(1, round(audio_s * (SR // hop)))
-            self.x = rng.standard_normal((1, 2 * in_channels, self.frames, N_BINS)).astype(np.float32)
+            self.x = rng.standard_normal((batch, 2 * in_channels, self.frames, N_BINS)).astype(np.float32)
         if mode == "block":                  # any exported graph with static inputs, random data (calibration)
             self._init_block(runtime, onnx, ir)
         elif runtime.startswith("torch"):
-            self._init_torch(net, runtime.endswith("cuda"))
+            self._init_torch(net, runtime in TORCH_GPU, runtime == "torch-cuda-graph")
         elif runtime.startswith("onnxruntime"):
-            self._init_ort(onnx, runtime.endswith("cuda"))
+            self._init_ort(onnx, net)
         elif runtime == "openvino":
             self._init_ov(ir)
         else:
@@ -150,37 +202,81 @@ class Runner:
             raise HwkdError(f"calibration runs onnxruntime or openvino, not {runtime!r}", "pick one of those")
 
     # torch -------------------------------------------------------------------------------------
-    def _init_torch(self, net, cuda: bool):
+    def _init_torch(self, net, cuda: bool, graph: bool):
         import torch
         if net is None:
             raise HwkdError("the torch runtime needs the model itself", "profile a checkpoint or preset")
         torch.set_num_threads(self.threads)
         dev = torch.device("cuda" if cuda else "cpu")
-        if cuda and not torch.cuda.is_available():
-            raise HwkdError("torch-cuda: no CUDA device here", "use a cpu target, or a machine with an NVIDIA GPU")
+        dtype = torch.float16 if self.precision == "fp16" else torch.float32
         self.device = torch.cuda.get_device_name(0) if cuda else "cpu"
         self._torch, self._cuda = torch, cuda
-        net = net.eval().to(dev)
+        net = net.eval().to(dev, dtype)
         if self.mode == "offline":
-            x = torch.from_numpy(self.x).to(dev)
-            self._call = lambda: net(x)
+            x = torch.from_numpy(self.x).to(dev, dtype)
+            fn = lambda: net(x)                                   # noqa: E731
         else:
             from hwkd.models.streaming import StepModel
             step = StepModel(net).eval()
-            frame = torch.randn(1, 2 * net.cfg.in_channels, 1, N_BINS, device=dev)
-            init = [s.to(dev) for s in step.initial_states()]
-            self._hop_loop(init, lambda states: step(frame, *states)[1:])
+            frame = torch.randn(self.batch, 2 * net.cfg.in_channels, 1, N_BINS, device=dev, dtype=dtype)
+            init = [s.to(dev, dtype) for s in step.initial_states(self.batch)]
+            if graph:                     # the states advance in place, inside the graph
+                states = [s.clone() for s in init]
+
+                def fn():
+                    for s, new in zip(states, step(frame, *states)[1:]):
+                        s.copy_(new)
+            else:
+                self._hop_loop(init, lambda states: step(frame, *states)[1:])
+                fn = self._call
+        if graph:
+            fn = self._capture(fn)
+        self._call = _no_grad(torch, fn)
+        if cuda:
+            self._events = (torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
+
+    def _capture(self, fn):
+        """`fn` captured once as a CUDA graph (after warm-up calls on a side stream, as torch's documentation
+        asks); each call then replays it: one launch, no Python per kernel."""
+        torch = self._torch
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.no_grad(), torch.cuda.stream(side):
+            for _ in range(3):
+                fn()
+        torch.cuda.current_stream().wait_stream(side)
+        g = torch.cuda.CUDAGraph()
+        try:
+            with torch.no_grad(), torch.cuda.graph(g):
+                fn()
+        except RuntimeError as e:
+            raise HwkdError(f"torch-cuda-graph: the call could not be captured as a CUDA graph "
+                            f"({str(e).splitlines()[0]})", "measure torch-cuda instead") from None
+        self._graph = g
+        return g.replay
 
     # onnxruntime -------------------------------------------------------------------------------
-    def _init_ort(self, onnx: Path, cuda: bool):
+    def _init_ort(self, onnx: Path, net=None):
         import onnxruntime as ort
         so = ort_options(self.threads)
-        providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if cuda else ["CPUExecutionProvider"]
-        if cuda and "CUDAExecutionProvider" not in ort.get_available_providers():
-            raise HwkdError("onnxruntime-cuda: this onnxruntime has no CUDA provider",
-                            "pip install onnxruntime-gpu on a machine with an NVIDIA GPU")
+        if self.mode == "offline" and self.batch > 1:      # the exported graph has batch 1: one with a batch axis
+            onnx = self._batched_onnx(net)
+        if self.precision == "fp16" and self.runtime == "onnxruntime-cuda":
+            onnx = self._fp16_onnx(onnx)
+        providers = ["CPUExecutionProvider"]
+        if self.runtime == "onnxruntime-cuda":
+            providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+        elif self.runtime == "onnxruntime-trt":
+            import tempfile
+            trt = {"trt_fp16_enable": self.precision == "fp16", "trt_engine_cache_enable": True,
+                   "trt_engine_cache_path": tempfile.mkdtemp(prefix="hwkd-trt-")}
+            providers = [("TensorrtExecutionProvider", trt), "CUDAExecutionProvider", "CPUExecutionProvider"]
         sess = ort.InferenceSession(str(onnx), so, providers=providers)
-        self.device = "cuda" if cuda else "cpu"
+        if self.runtime in ORT_GPU and ORT_GPU[self.runtime] not in sess.get_providers():
+            raise HwkdError(f"{self.runtime}: the session fell back to {', '.join(sess.get_providers())}",
+                            "check the provider's libraries (CUDA, cuDNN, TensorRT) on this machine")
+        self.providers = sess.get_providers()
+        self.device = "cuda" if self.runtime in ORT_GPU else "cpu"
         if self.mode == "offline":
             feeds = {"features": self.x}
             self._call = lambda: sess.run(None, feeds)
@@ -189,6 +285,29 @@ class Runner:
             frame = np.random.default_rng(1).standard_normal((1, names[0][1], 1, N_BINS)).astype(np.float32)
             state_names = [n for n, _ in names[1:]]
             self._hop_loop(init, lambda states: sess.run(None, {"frame": frame, **dict(zip(state_names, states))})[1:])
+
+    def _batched_onnx(self, net) -> Path:
+        import tempfile
+        if net is None:
+            raise HwkdError("an offline batch above 1 on ONNX Runtime needs the model itself (to export a batch "
+                            "axis)", "profile a checkpoint or preset")
+        from hwkd.hw.export import export_offline_onnx
+        return export_offline_onnx(net.float(), Path(tempfile.mkdtemp(prefix="hwkd-batch-")) / "offline.onnx",
+                                   batch_axis=True)
+
+    @staticmethod
+    def _fp16_onnx(onnx: Path) -> Path:
+        """The graph's weights and arithmetic in fp16, its inputs and outputs kept fp32 (onnxruntime's own
+        converter): what an fp16 deployment on ONNX Runtime's CUDA provider runs. (TensorRT takes the fp32
+        graph and its fp16 flag.)"""
+        import tempfile
+
+        import onnx as onnx_lib
+        from onnxruntime.transformers.float16 import convert_float_to_float16
+        model = convert_float_to_float16(onnx_lib.load(str(onnx)), keep_io_types=True)
+        out = Path(tempfile.mkdtemp(prefix="hwkd-fp16-")) / onnx.name
+        onnx_lib.save(model, str(out))
+        return out
 
     # openvino ----------------------------------------------------------------------------------
     def _init_ov(self, ir: Path):
@@ -264,10 +383,24 @@ class Runner:
         return req.latency
 
     def __call__(self):
-        self._call()
-        if self.runtime.endswith("cuda") and self.runtime.startswith("torch"):
-            self._torch.cuda.synchronize()
+        if self._events is not None:          # torch on a GPU: wait for the call's work, time it by events too
+            start, end = self._events
+            start.record()
+            self._call()
+            end.record()
+            end.synchronize()
+            self.last_event_ms = start.elapsed_time(end)
+        else:
+            self._call()
         self.calls += 1
+
+
+def _no_grad(torch, fn):
+    """`fn` run without autograd (a deployed model records no graph)."""
+    def call():
+        with torch.no_grad():
+            return fn()
+    return call
 
 
 def _zeros_for(name: str, dims: list) -> np.ndarray:
@@ -294,11 +427,11 @@ def _step_inputs_ov(ins) -> tuple[list, list]:
 
 
 # -- protocol -------------------------------------------------------------------------------------
-def timed(runner: Runner, proto: Protocol) -> tuple[np.ndarray, np.ndarray | None, LoadMeter]:
-    """-> (wall ms per call, the runtime's own ms per call or None, load)."""
+def timed(runner: Runner, proto: Protocol) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None, LoadMeter]:
+    """-> (wall ms per call, the runtime's own ms per call or None, CUDA-event ms per call or None, load)."""
     for _ in range(proto.warmup):
         runner()
-    wall, own = [], []
+    wall, own, events = [], [], []
     with LoadMeter() as load:
         t_end = time.perf_counter() + proto.min_s
         while len(wall) < proto.runs or time.perf_counter() < t_end:
@@ -306,41 +439,58 @@ def timed(runner: Runner, proto: Protocol) -> tuple[np.ndarray, np.ndarray | Non
             runner()
             wall.append(time.perf_counter() - t0)
             own.append(runner.runtime_latency_ms())
+            events.append(runner.last_event_ms)
     own_ms = None if own[0] is None else np.array(own, dtype=float)
-    return np.array(wall) * 1e3, own_ms, load
+    event_ms = None if events[0] is None else np.array(events, dtype=float)
+    return np.array(wall) * 1e3, own_ms, event_ms, load
 
 
 def measure(runtime: str, mode: str, threads: int, *, net=None, onnx: Path | None = None, ir: Path | None = None,
-            hop: int = 256, in_channels: int = 1, protocol: Protocol | None = None) -> Measurement:
-    """Measure one (runtime, mode, threads) on this machine with the protocol above."""
+            hop: int = 256, in_channels: int = 1, protocol: Protocol | None = None, precision: str = "fp32",
+            batch: int = 1) -> Measurement:
+    """Measure one (runtime, mode, threads, precision, batch) on this machine with the protocol above."""
     proto = protocol or Protocol()
     if mode not in ("hop", "offline", "block"):
         raise ValueError("mode is 'hop', 'offline' or 'block'")
     rss0 = _status_kib("VmRSS")
     peak_ok = _reset_peak_rss()
+    torch_gpu = runtime in TORCH_GPU and runtime_problem(runtime) is None
+    if torch_gpu:
+        import torch
+        torch.cuda.reset_peak_memory_stats()
     runner = Runner(runtime, mode, threads, net=net, onnx=onnx, ir=ir, audio_s=proto.audio_s,
-                     reset_hops=proto.reset_hops, in_channels=in_channels, hop=hop)
+                     reset_hops=proto.reset_hops, in_channels=in_channels, hop=hop, precision=precision, batch=batch)
     audio_ms = runner.frames * hop / SR * 1e3 if mode == "offline" else hop / SR * 1e3
     attempts = 0
     while True:
         attempts += 1
-        wall_ms, own_ms, load = timed(runner, proto)
+        wall_ms, own_ms, event_ms, load = timed(runner, proto)
         t_ms = own_ms if own_ms is not None else wall_ms
         busy = load.other_load is not None and load.other_load > proto.busy_load
         if not busy or attempts >= 2:
             break
     peak = _status_kib("VmHWM") if peak_ok else None
     p50, p90, p99 = (float(np.percentile(t_ms, q)) for q in (50, 90, 99))
+    event_p50 = float(np.percentile(event_ms, 50)) if event_ms is not None else None
+    cfg = runtime_config(runtime, threads)
+    if getattr(runner, "providers", None):
+        cfg["providers"] = runner.providers
     return Measurement(
         runtime=runtime, version=runtime_version(runtime), mode=mode, threads=threads, device=runner.device,
         runs=len(t_ms), warmup=proto.warmup, audio_ms_per_call=round(audio_ms, 3),
         p50_ms=p50, p90_ms=p90, p99_ms=p99, min_ms=float(t_ms.min()), max_ms=float(t_ms.max()),
-        mean_ms=float(t_ms.mean()), rtf=p50 / audio_ms, realtime=(p90 < audio_ms) if mode == "hop" else None,
+        mean_ms=float(t_ms.mean()), rtf=p50 / (audio_ms * batch), realtime=(p90 < audio_ms) if mode == "hop" else None,
         peak_rss_mib=None if peak is None or rss0 is None else round((peak - rss0) / 1024, 1),
         other_load=load.other_load, busy=busy, attempts=attempts,
-        timer="runtime (InferRequest.latency)" if own_ms is not None else "wall (perf_counter around the call)",
-        wall_p50_ms=float(np.percentile(wall_ms, 50)), fingerprint=fingerprint(),
-        runtime_config=runtime_config(runtime, threads))
+        timer="runtime (InferRequest.latency)" if own_ms is not None else (
+            "wall (perf_counter around the call, after a CUDA event on its end was reached)" if torch_gpu
+            else "wall (perf_counter around the call)"),
+        wall_p50_ms=float(np.percentile(wall_ms, 50)), fingerprint=fingerprint(), runtime_config=cfg,
+        precision=precision, batch=batch, event_p50_ms=event_p50,
+        timer_agreement=None if event_p50 is None else p50 / event_p50 - 1,
+        peak_device_mib=round(torch.cuda.max_memory_allocated() / 2 ** 20, 1) if torch_gpu else None,
+        device_mib_nvml=process_device_mib() if is_gpu(runtime) else None,
+        gpu=gpu_fingerprint() if is_gpu(runtime) else None)
 
 
 def threads_available() -> int:
@@ -350,48 +500,80 @@ def threads_available() -> int:
 # -- isolation: one measurement per fresh process ----------------------------------------------------
 def measure_isolated(runtime: str, mode: str, threads: int, *, ckpt: Path | None = None, onnx: Path | None = None,
                      ir: Path | None = None, hop: int = 256, in_channels: int = 1,
-                     protocol: Protocol | None = None, timeout_s: float = 600) -> Measurement:
+                     protocol: Protocol | None = None, timeout_s: float = 600, precision: str = "fp32",
+                     batch: int = 1) -> Measurement:
     """`measure` in a child process: clean peak memory, no state shared with earlier measurements."""
-    import json
+    spec = _spec(runtime, mode, threads, ckpt, onnx, ir, hop, in_channels, protocol, precision, batch)
+    r = _run_child({"batch": [spec]}, timeout_s, f"measuring {runtime} ({mode}, {threads} threads)")
+    return Measurement(**json.loads(r.stdout.strip().splitlines()[-1]))
+
+
+def measure_isolated_many(specs: list[dict], timeout_s: float = 600) -> list[Measurement | str]:
+    """Several measurements of one model and runtime in one child process (each spec: `measure`'s keyword
+    arguments plus ckpt, onnx, ir), in order; a measurement that fails gives its one-line reason instead (the
+    others go on). For GPU variants, where starting a CUDA process costs more than a measurement."""
+    full = [_spec(**s) for s in specs]
+    r = _run_child({"batch": full, "keep_going": True}, timeout_s * len(full),
+                   f"measuring {specs[0]['runtime']} ({len(specs)} variants)")
+    out = []
+    for line in r.stdout.strip().splitlines()[-len(full):]:
+        d = json.loads(line)
+        out.append(d["error"] if "error" in d else Measurement(**d))
+    return out
+
+
+def _spec(runtime, mode, threads, ckpt=None, onnx=None, ir=None, hop=256, in_channels=1, protocol=None,
+          precision="fp32", batch=1) -> dict:
+    return {"runtime": runtime, "mode": mode, "threads": threads, "ckpt": ckpt and str(ckpt),
+            "onnx": onnx and str(onnx), "ir": ir and str(ir), "hop": hop, "in_channels": in_channels,
+            "protocol": asdict(protocol or Protocol()), "precision": precision, "batch": batch}
+
+
+def _run_child(spec: dict, timeout_s: float, what: str):
     import subprocess
     import sys
     import tempfile
-    spec = {"runtime": runtime, "mode": mode, "threads": threads, "ckpt": ckpt and str(ckpt),
-            "onnx": onnx and str(onnx), "ir": ir and str(ir), "hop": hop, "in_channels": in_channels,
-            "protocol": asdict(protocol or Protocol())}
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
         json.dump(spec, f)
     try:
         r = subprocess.run([sys.executable, "-m", "hwkd.hw.measure", f.name], capture_output=True, text=True,
                            timeout=timeout_s)
     except subprocess.TimeoutExpired:
-        raise HwkdError(f"measuring {runtime} ({mode}, {threads} threads) took over {timeout_s:.0f} s",
-                        "use --protocol quick or a smaller model") from None
+        raise HwkdError(f"{what} took over {timeout_s:.0f} s", "use --protocol quick or a smaller model") from None
     finally:
         os.unlink(f.name)
     if r.returncode != 0:
         tail = (r.stderr.strip().splitlines() or ["no output"])[-1]
-        raise HwkdError(f"measuring {runtime} ({mode}, {threads} threads) failed: {tail}",
-                        "check that the runtime is installed and the exported model loads")
-    return Measurement(**json.loads(r.stdout.strip().splitlines()[-1]))
+        raise HwkdError(f"{what} failed: {tail}", "check that the runtime is installed and the exported model loads")
+    return r
 
 
 def _measure_spec(spec: dict) -> Measurement:
     net = None
-    if spec["runtime"].startswith("torch"):
+    if spec["runtime"].startswith("torch") or (spec["mode"] == "offline" and spec.get("batch", 1) > 1):
         from hwkd.models.checkpoint import load_model
+        if not spec.get("ckpt"):
+            raise HwkdError(f"{spec['runtime']} {spec['mode']} batch {spec.get('batch', 1)} needs the model's "
+                            "checkpoint", "give ckpt")
         net, _ = load_model(spec["ckpt"])
     return measure(spec["runtime"], spec["mode"], spec["threads"], net=net,
                    onnx=spec.get("onnx") and Path(spec["onnx"]), ir=spec.get("ir") and Path(spec["ir"]),
-                   hop=spec["hop"], in_channels=spec["in_channels"], protocol=Protocol(**spec["protocol"]))
+                   hop=spec["hop"], in_channels=spec["in_channels"], protocol=Protocol(**spec["protocol"]),
+                   precision=spec.get("precision", "fp32"), batch=spec.get("batch", 1))
 
 
 def _main(spec_path: str) -> None:
-    """One spec -> one JSON line; {"batch": [specs]} -> one JSON line per spec, in order."""
-    import json
+    """One spec -> one JSON line; {"batch": [specs]} -> one JSON line per spec, in order; with "keep_going", a
+    spec that fails prints {"error": its one-line reason} and the next one runs."""
     spec = json.loads(Path(spec_path).read_text())
     for one in spec.get("batch", [spec]):
-        print(json.dumps(_measure_spec(one).as_dict()), flush=True)
+        try:
+            line = _measure_spec(one).as_dict()
+        except Exception as exc:
+            if not spec.get("keep_going"):
+                raise
+            line = {"error": str(exc).splitlines()[0] if str(exc) else type(exc).__name__}
+        print(json.dumps(line), flush=True)
 
 
 if __name__ == "__main__":

@@ -63,12 +63,15 @@ def predicted_latency(net: DPDCRN, target: dict, runtimes, threads, macs_per_hop
 
 def profile(net: DPDCRN, target: dict | str, out_dir: Path, *, runtimes=None, threads=None,
             protocol: Protocol | None = None, check_macs: bool = False, int8_pairs=None, int8_calib=None,
-            progress=print, export: bool = True) -> dict:
+            progress=print, export: bool = True, modes=None, precisions=None, batches=None) -> dict:
     """`int8_pairs` (a list of hwkd Pairs, possibly empty): also the INT8 offline models (ONNX Runtime dynamic
     quantization; NNCF static quantization of the IR, calibrated on `int8_calib` pairs) with their output
     difference, latency delta here and quality delta on `int8_pairs` (`hwkd.hw.int8`). `export=False`: no
     export (and no parity check) where the target's latency is predicted, which needs no model files (a
-    supernet search sizing hundreds of candidates); a measured target is always exported."""
+    supernet search sizing hundreds of candidates); a measured target is always exported. `modes`,
+    `precisions`, `batches` (default: the target's, else the model's own mode, fp32, batch 1): the variants
+    measured on a local target, those of one runtime in one process; a variant a runtime cannot run is a row
+    saying why."""
     t0 = time.perf_counter()
     target = load_target(target) if isinstance(target, str) else target
     out_dir = Path(out_dir)
@@ -86,6 +89,9 @@ def profile(net: DPDCRN, target: dict | str, out_dir: Path, *, runtimes=None, th
              f"({cost['frames']} frames, hop {cfg.hop})")
     source = latency_source(target)
     mode = "hop" if cfg.causal else "offline"
+    variants = [(m, p, b) for m in modes or target.get("modes") or [mode]
+                for p in precisions or target.get("precisions") or ["fp32"]
+                for b in batches or target.get("batches") or [1]]
     if export or source != "predicted" or int8_pairs is not None:
         ex = export_all(net, out_dir, openvino=True)
         res["export"] = {"offline_onnx": str(ex.offline_onnx), "offline_ir": ex.offline_ir and str(ex.offline_ir),
@@ -94,7 +100,8 @@ def profile(net: DPDCRN, target: dict | str, out_dir: Path, *, runtimes=None, th
         progress(f"  exported to {out_dir} (parity: "
                  + ", ".join(f"{k} {max(v.values()) if isinstance(v, dict) else v:.1e}"
                              for kind in ex.parity.values() for k, v in kind.items()) + ")")
-        art = {"hop": (ex.step_onnx, ex.step_ir), "offline": (ex.offline_onnx, ex.offline_ir)}[mode]
+        arts = {"hop": (ex.step_onnx, ex.step_ir), "offline": (ex.offline_onnx, ex.offline_ir)}
+        art = arts[mode]
     else:
         res["export"] = None
     res["mode"] = mode
@@ -118,21 +125,18 @@ def profile(net: DPDCRN, target: dict | str, out_dir: Path, *, runtimes=None, th
     else:
         ckpt = out_dir / "model.pt"
         save_checkpoint(ckpt, net)
-        runs = [(rt, th) for rt in runtimes or target["runtimes"] for th in threads or target["threads"]]
-    for rt, th in runs:
+        for rt in runtimes or target["runtimes"]:
+            for th in threads or target["threads"]:
+                res["latency"] += _measure_variants(cfg, rt, th, variants, ckpt, arts, proto, progress)
+        runs = []
+    for rt, th in runs:            # over SSH: the model's own mode, fp32, batch 1
         if rt == "openvino" and art[1] is None:
             res["latency"].append({"runtime": rt, "threads": th, "skipped": "OpenVINO IR refused by the parity check"})
             continue
-        if remote is not None:
-            files = [art[0]] if rt != "openvino" else [art[1], art[1].with_suffix(".bin")]
-            m = remote.measure(rt, mode, th, files, hop=cfg.hop, in_channels=cfg.in_channels, protocol=proto)
-        else:
-            m = measure_isolated(rt, mode, th, ckpt=ckpt, onnx=art[0], ir=art[1], hop=cfg.hop,
-                                 in_channels=cfg.in_channels, protocol=proto)
+        files = [art[0]] if rt != "openvino" else [art[1], art[1].with_suffix(".bin")]
+        m = remote.measure(rt, mode, th, files, hop=cfg.hop, in_channels=cfg.in_channels, protocol=proto)
         res["latency"].append(m.as_dict())
-        flag = "  BUSY (other processes used the machine)" if m.busy else ""
-        progress(f"  {rt:<12} {th} thr  {mode}: p50 {m.p50_ms:.3f} ms  p90 {m.p90_ms:.3f} ms  "
-                 f"per {m.audio_ms_per_call:.0f} ms of audio  RTF {m.rtf:.3f}  peak +{m.peak_rss_mib} MiB{flag}")
+        progress(_line(m, "  BUSY (other processes used the machine)" if m.busy else ""))
     if int8_pairs is not None:
         from hwkd.hw.int8 import int8_variants
         res["int8"] = int8_variants(ex.offline_onnx, ex.offline_ir, out_dir, cfg.in_channels, cfg.hop,
@@ -141,6 +145,57 @@ def profile(net: DPDCRN, target: dict | str, out_dir: Path, *, runtimes=None, th
     res["wall_s"] = round(time.perf_counter() - t0, 2)
     (out_dir / "profile.json").write_text(json.dumps(res, indent=1, default=str))
     return res
+
+
+def _measure_variants(cfg, rt: str, th: int, variants, ckpt: Path, arts: dict, proto, progress) -> list[dict]:
+    """The variants (mode, precision, batch) of one local runtime and thread count: rows of measurements, or
+    of why a variant was not measured."""
+    from hwkd.hw.gpu import is_gpu, runtime_problem
+    from hwkd.hw.measure import measure_isolated_many, variant_problem
+    growing = cfg.causal and cfg.time_attention != "none"
+    rows, todo = [], []
+    problem = runtime_problem(rt) if is_gpu(rt) else None
+    if problem:                     # one row for the runtime, not one per variant
+        progress(f"  {rt:<12} {th} thr: not measured ({problem})")
+        return [{"runtime": rt, "threads": th, "mode": None, "precision": None, "batch": None, "skipped": problem}]
+    for mode, prec, batch in variants:
+        row = {"runtime": rt, "threads": th, "mode": mode, "precision": prec, "batch": batch}
+        why = variant_problem(rt, mode, prec, batch, growing)
+        if why is None and mode == "hop" and not cfg.causal:
+            why = "a non-causal model cannot stream: it is measured offline"
+        if why is None and rt == "openvino" and arts[mode][1] is None:
+            why = "OpenVINO IR refused by the parity check"
+        if why:
+            rows.append({**row, "skipped": why})
+            progress(f"  {rt:<12} {th} thr  {mode} {prec} batch {batch}: not measured ({why})")
+            continue
+        rows.append(row)
+        todo.append((row, dict(runtime=rt, mode=mode, threads=th, ckpt=ckpt, onnx=arts[mode][0], ir=arts[mode][1],
+                                hop=cfg.hop, in_channels=cfg.in_channels, protocol=proto, precision=prec,
+                                batch=batch)))
+    if len(todo) == 1:
+        row, spec = todo[0]
+        results = [measure_isolated(**spec)]
+    else:
+        results = measure_isolated_many([spec for _, spec in todo]) if todo else []
+    for (row, _), m in zip(todo, results):
+        if isinstance(m, str):
+            row["skipped"] = f"failed: {m}"
+            progress(f"  {rt:<12} {th} thr  {row['mode']} {row['precision']} batch {row['batch']}: {row['skipped']}")
+            continue
+        row.clear()
+        row.update(m.as_dict())
+        progress(_line(m, "  BUSY (other processes used the machine)" if m.busy else ""))
+    return rows
+
+
+def _line(m, flag: str) -> str:
+    variant = "" if (m.precision, m.batch) == ("fp32", 1) else f" {m.precision} batch {m.batch}"
+    dev = f"  device peak {m.peak_device_mib} MiB" if m.peak_device_mib is not None else ""
+    events = f" (CUDA events {m.event_p50_ms:.3f})" if m.event_p50_ms is not None else ""
+    return (f"  {m.runtime:<12} {m.threads} thr  {m.mode}{variant}: p50 {m.p50_ms:.3f} ms{events}  p90 "
+            f"{m.p90_ms:.3f} ms  per {m.audio_ms_per_call:.0f} ms of audio  RTF {m.rtf:.3f}  peak +{m.peak_rss_mib} "
+            f"MiB{dev}{flag}")
 
 
 def bench_rows(res: dict, label: str, target: str) -> list[dict]:
@@ -153,8 +208,9 @@ def bench_rows(res: dict, label: str, target: str) -> list[dict]:
     if not res["latency"]:
         rows.append({**base, "how": "not measured", "note": res.get("latency_note", "")})
     for m in res["latency"]:
+        var = {k: m.get(k, d) for k, d in (("mode", res["mode"]), ("precision", "fp32"), ("batch", 1))}
         if "skipped" in m:
-            rows.append({**base, "runtime": m["runtime"], "threads": m.get("threads"), "how": "not measured",
+            rows.append({**base, **var, "runtime": m["runtime"], "threads": m.get("threads"), "how": "not measured",
                          "note": m["skipped"]})
             continue
         if m["how"].startswith("predicted"):
@@ -163,10 +219,16 @@ def bench_rows(res: dict, label: str, target: str) -> list[dict]:
                          "rtf": round(m["rtf"], 4), "realtime": m["realtime"], "how": m["how"],
                          "note": m["provenance"]})
             continue
-        rows.append({**base, "runtime": m["runtime"], "version": m["version"], "threads": m["threads"],
+        gpu = m.get("gpu") or {}
+        rows.append({**base, **var, "runtime": m["runtime"], "version": m["version"], "threads": m["threads"],
                      "p50_ms": round(m["p50_ms"], 4), "p90_ms": round(m["p90_ms"], 4),
                      "p99_ms": round(m["p99_ms"], 4), "audio_ms_per_call": m["audio_ms_per_call"],
                      "rtf": round(m["rtf"], 4), "realtime": m["realtime"], "peak_rss_mib": m["peak_rss_mib"],
                      "runs": m["runs"], "other_load": round(m["other_load"] or 0, 3), "busy": m["busy"],
-                     "how": m["how"], "cpu": m["fingerprint"]["cpu"]})
+                     "how": m["how"], "cpu": m["fingerprint"]["cpu"],
+                     **({"event_p50_ms": round(m["event_p50_ms"], 4),
+                         "timer_agreement": round(m["timer_agreement"], 4)} if m.get("event_p50_ms") else {}),
+                     **({"peak_device_mib": m["peak_device_mib"], "device_mib_nvml": m.get("device_mib_nvml"),
+                         "gpu": gpu.get("gpu"), "driver": gpu.get("driver"), "cuda": gpu.get("torch_cuda")}
+                        if gpu else {})})
     return rows

@@ -35,7 +35,7 @@ HWKD_DIR = Path(__file__).resolve().parents[1]
 # (tests/test_remote.py imports this set alone, without the rest of hwkd)
 WORKER_FILES = {"hwkd/__init__.py": HWKD_DIR / "__init__.py", "hwkd/errors.py": HWKD_DIR / "errors.py",
                 "hwkd/sysinfo.py": HWKD_DIR / "sysinfo.py", "hwkd/hw/__init__.py": HWKD_DIR / "hw" / "__init__.py",
-                "hwkd/hw/runtimes.py": HWKD_DIR / "hw" / "runtimes.py",
+                "hwkd/hw/runtimes.py": HWKD_DIR / "hw" / "runtimes.py", "hwkd/hw/gpu.py": HWKD_DIR / "hw" / "gpu.py",
                 "hwkd/hw/measure.py": HWKD_DIR / "hw" / "measure.py"}
 RUNTIME_MODULES = {"onnxruntime": "onnxruntime", "openvino": "openvino"}
 WORKDIR = re.compile(r"/tmp/hwkd-[A-Za-z0-9]{6}")      # what `mktemp -d /tmp/hwkd-XXXXXX` prints

@@ -8,7 +8,11 @@ from __future__ import annotations
 from importlib import metadata
 from pathlib import Path
 
-RUNTIMES = ("torch", "onnxruntime", "openvino", "torch-cuda", "onnxruntime-cuda")
+# torch-cuda-graph: torch on CUDA with each call captured once as a CUDA graph and replayed (one launch per call);
+# onnxruntime-trt: ONNX Runtime's TensorRT provider (CUDA, then CPU, for what TensorRT does not take)
+RUNTIMES = ("torch", "onnxruntime", "openvino", "torch-cuda", "torch-cuda-graph", "onnxruntime-cuda", "onnxruntime-trt")
+PRECISIONS = ("fp32", "fp16")     # fp16: GPU runtimes only (the CPU runtimes here compute in fp32)
+MODES = ("hop", "offline")
 
 
 def OV_CONFIG(threads: int) -> dict:  # noqa: N802
@@ -41,12 +45,14 @@ def runtime_config(runtime: str, threads: int) -> dict:
 
 
 def runtime_version(runtime: str) -> str:
-    pkg = {"torch": "torch", "torch-cuda": "torch", "onnxruntime": "onnxruntime", "onnxruntime-cuda": "onnxruntime",
-           "openvino": "openvino"}[runtime]
-    try:
-        return metadata.version(pkg)
-    except metadata.PackageNotFoundError:
-        return "not installed"
+    pkgs = {"openvino": ("openvino",)}.get(runtime) or (
+        ("torch",) if runtime.startswith("torch") else ("onnxruntime", "onnxruntime-gpu"))
+    for pkg in pkgs:
+        try:
+            return metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            pass
+    return "not installed"
 
 
 def ort_session(path: Path, threads: int = 1):

@@ -15,6 +15,9 @@ Schema (every field is checked; an error names the file, the field and the fix):
       memory_gb: 4
     runtimes: [onnxruntime, openvino]   # from hwkd.hw.runtimes.RUNTIMES
     threads: [1, 4]                 # thread counts to measure
+    modes: [hop, offline]           # optional: what to measure (default: hop for a causal model, else offline)
+    precisions: [fp32, fp16]        # optional (default [fp32]); fp16 on GPU runtimes
+    batches: [1, 64]                # optional (default [1]): streams per hop call / utterances per offline call
     ssh:                            # remote targets only; host null = no device configured
       host: null
       user: pi
@@ -114,6 +117,13 @@ def validate_target(data: dict, path: Path) -> None:
     threads = data.setdefault("threads", [1])
     if not isinstance(threads, list) or not threads or not all(is_int(t) and 1 <= t <= 1024 for t in threads):
         bad("'threads'", f"must be a non-empty list of whole thread counts from 1 to 1024, not {threads!r}")
+    from hwkd.hw.runtimes import MODES, PRECISIONS
+    for fld, known in (("modes", MODES), ("precisions", PRECISIONS)):
+        if fld in data and not (isinstance(data[fld], list) and data[fld] and all(v in known for v in data[fld])):
+            bad(f"'{fld}'", f"must be a non-empty list of {', '.join(known)}, not {data[fld]!r}")
+    if "batches" in data and not (isinstance(data["batches"], list) and data["batches"]
+                                  and all(is_int(b) and 1 <= b <= 4096 for b in data["batches"])):
+        bad("'batches'", f"must be a non-empty list of whole batch sizes from 1 to 4096, not {data['batches']!r}")
     if data["kind"] == "remote":
         ssh = data.setdefault("ssh", {})
         if not isinstance(ssh, dict):

@@ -56,5 +56,6 @@ class StepModel(nn.Module):
         mask, new = self.net.step(frame, self._unflatten(states))
         return (mask, *flatten_state(new))
 
-    def initial_states(self) -> list[Tensor]:
-        return flatten_state(self.net.init_state(1))
+    def initial_states(self, batch: int = 1) -> list[Tensor]:
+        """The states of `batch` streams at their start (the step model then takes `batch` frames per call)."""
+        return flatten_state(self.net.init_state(batch))
