@@ -172,6 +172,8 @@ def main():
     ap.add_argument("--cpu-threads", default="1", help="CPU thread counts (default 1)")
     ap.add_argument("--protocol", default="quick", choices=("quick", "default", "mlperf"))
     ap.add_argument("--fp16-clips", type=int, default=20, help="val clips for the fp16 quality delta (0: none)")
+    ap.add_argument("--fp16-device", default="cuda", help="where the fp16 delta runs (default cuda; cpu to check "
+                                                           "the path on a machine without a GPU)")
     ap.add_argument("--data", type=Path, default=None, help="dataset for the fp16 delta (default: the embedded "
                                                             "corpus)")
     ap.add_argument("--name", default="gpu_lab")
@@ -194,7 +196,7 @@ def main():
                 rows += bench_rows(res, label, tname)
     fp16 = {}
     if a.fp16_clips > 0:
-        problem = runtime_problem("torch-cuda")
+        problem = runtime_problem("torch-cuda") if a.fp16_device == "cuda" else None
         if problem:
             fp16["skipped"] = problem
         else:
@@ -206,7 +208,7 @@ def main():
                     continue
                 data = a.data or default_dataset(net.cfg.in_channels)
                 pairs = select_pairs(scan(data, channels=net.cfg.in_channels), "val")[:a.fp16_clips]
-                fp16[label] = fp16_delta(net, pairs, "cuda")
+                fp16[label] = fp16_delta(net, pairs, a.fp16_device)
                 print(f"fp16 {label}: {fp16[label]['delta']}", flush=True)
     out = {"machine": fingerprint(), "gpu": gpu_fingerprint(), "protocol": proto.__dict__,
            "batch": a.batch, "cpu_threads": cpu_threads, "rows": rows, "summary": summarise(rows, a.batch),

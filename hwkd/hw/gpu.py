@@ -21,6 +21,9 @@ def is_gpu(runtime: str) -> bool:
 
 def runtime_problem(runtime: str) -> str | None:
     """Why `runtime` cannot run on this machine (one line naming the fix), or None when it can."""
+    if runtime in ("openvino", "onnxruntime"):
+        from importlib.util import find_spec
+        return None if find_spec(runtime) else f"{runtime} is not installed here (pip install {runtime})"
     if runtime in TORCH_GPU:
         try:
             import torch

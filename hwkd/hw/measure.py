@@ -427,8 +427,9 @@ def _step_inputs_ov(ins) -> tuple[list, list]:
 
 
 # -- protocol -------------------------------------------------------------------------------------
-def timed(runner: Runner, proto: Protocol) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None, LoadMeter]:
-    """-> (wall ms per call, the runtime's own ms per call or None, CUDA-event ms per call or None, load)."""
+def timed(runner: Runner, proto: Protocol) -> tuple[np.ndarray, np.ndarray | None, LoadMeter]:
+    """-> (wall ms per call, the runtime's own ms per call or None, load); the CUDA-event ms per call of a torch
+    GPU runner are left in `runner.event_ms` (None for other runners)."""
     for _ in range(proto.warmup):
         runner()
     wall, own, events = [], [], []
@@ -441,8 +442,8 @@ def timed(runner: Runner, proto: Protocol) -> tuple[np.ndarray, np.ndarray | Non
             own.append(runner.runtime_latency_ms())
             events.append(runner.last_event_ms)
     own_ms = None if own[0] is None else np.array(own, dtype=float)
-    event_ms = None if events[0] is None else np.array(events, dtype=float)
-    return np.array(wall) * 1e3, own_ms, event_ms, load
+    runner.event_ms = None if events[0] is None else np.array(events, dtype=float)
+    return np.array(wall) * 1e3, own_ms, load
 
 
 def measure(runtime: str, mode: str, threads: int, *, net=None, onnx: Path | None = None, ir: Path | None = None,
@@ -464,7 +465,8 @@ def measure(runtime: str, mode: str, threads: int, *, net=None, onnx: Path | Non
     attempts = 0
     while True:
         attempts += 1
-        wall_ms, own_ms, event_ms, load = timed(runner, proto)
+        wall_ms, own_ms, load = timed(runner, proto)
+        event_ms = runner.event_ms
         t_ms = own_ms if own_ms is not None else wall_ms
         busy = load.other_load is not None and load.other_load > proto.busy_load
         if not busy or attempts >= 2:

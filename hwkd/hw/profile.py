@@ -93,7 +93,8 @@ def profile(net: DPDCRN, target: dict | str, out_dir: Path, *, runtimes=None, th
                 for p in precisions or target.get("precisions") or ["fp32"]
                 for b in batches or target.get("batches") or [1]]
     if export or source != "predicted" or int8_pairs is not None:
-        ex = export_all(net, out_dir, openvino=True)
+        from importlib.util import find_spec
+        ex = export_all(net, out_dir, openvino=find_spec("openvino") is not None)
         res["export"] = {"offline_onnx": str(ex.offline_onnx), "offline_ir": ex.offline_ir and str(ex.offline_ir),
                          "step_onnx": ex.step_onnx and str(ex.step_onnx), "step_ir": ex.step_ir and str(ex.step_ir),
                          "parity_max_abs": ex.parity, "refused": ex.refused}
@@ -150,11 +151,11 @@ def profile(net: DPDCRN, target: dict | str, out_dir: Path, *, runtimes=None, th
 def _measure_variants(cfg, rt: str, th: int, variants, ckpt: Path, arts: dict, proto, progress) -> list[dict]:
     """The variants (mode, precision, batch) of one local runtime and thread count: rows of measurements, or
     of why a variant was not measured."""
-    from hwkd.hw.gpu import is_gpu, runtime_problem
+    from hwkd.hw.gpu import runtime_problem
     from hwkd.hw.measure import measure_isolated_many, variant_problem
     growing = cfg.causal and cfg.time_attention != "none"
     rows, todo = [], []
-    problem = runtime_problem(rt) if is_gpu(rt) else None
+    problem = runtime_problem(rt)
     if problem:                     # one row for the runtime, not one per variant
         progress(f"  {rt:<12} {th} thr: not measured ({problem})")
         return [{"runtime": rt, "threads": th, "mode": None, "precision": None, "batch": None, "skipped": problem}]
