@@ -8,8 +8,9 @@ uncertainty band covering the measured value for >= 90 % of candidates.
 
 Seeds whose candidates informed a change of the predictor are development seeds (0, 1, 2 and 13: README's
 v2 -> v4 history and the re-run that found the misses); they are refused, so the figure is always on
-candidates the predictor was never tuned on. Each candidate is measured as the calibration measures (two
-passes over all candidates, the smaller of the two medians). Results per seed and pooled, the worst
+candidates the predictor was never tuned on. Each candidate is measured as the calibration measures (PASSES
+short runs spread in time, one pass over all candidates after another, the smallest of the runs' low percentile
+of per-call times; hwkd.hw.predict says why). Results per seed and pooled, the worst
 runtime first, with each candidate's features so that misses can be explained (results/predictor_accuracy.json).
 """
 
@@ -22,7 +23,17 @@ import torch
 
 from hwkd.hw.export import export_step_onnx, to_openvino
 from hwkd.hw.measure import Protocol, Runner, timed
-from hwkd.hw.predict import CALIB_VERSION, Predictor, anchor_configs, calibrate, model_sizes
+from hwkd.hw.predict import (
+    CALIB_VERSION,
+    PASS_PROTOCOL,
+    PASSES,
+    RUN_QUANTILE,
+    Predictor,
+    anchor_configs,
+    calibrate,
+    model_sizes,
+    run_figure,
+)
 from hwkd.models.dpdcrn import DPDCRN, DPDCRNConfig
 from hwkd.sysinfo import LoadMeter, fingerprint
 
@@ -45,7 +56,8 @@ def random_candidates(n: int, seed: int) -> list[DPDCRNConfig]:
 
 
 DEV_SEEDS = frozenset({0, 1, 2, 13})
-REPEATABLE = 0.05     # median spread between the two measuring passes above which the host is too noisy
+REPEATABLE = 0.05     # median disagreement of the estimate from two halves of the passes above which the host is
+                      # too noisy to judge a +-10 % prediction
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -64,9 +76,10 @@ def summarise(rows: list[dict]) -> dict:
     return {"n": len(rows), "within_10pct": float(np.mean(np.abs(err) <= 0.10)),
             "median_abs_err": float(np.median(np.abs(err))), "max_abs_err": float(np.abs(err).max()),
             "mean_err": float(err.mean()), "band_coverage": float(np.mean([r["in_band"] for r in rows])),
-            # the same model measured in two passes: a host that cannot repeat a timing to a few % cannot judge
-            # a +-10 % prediction (2026-11-30 here: 17-30 % apart, other load <= 2 %)
-            "pass_spread_median": float(np.median([r["pass_spread"] for r in rows]))}
+            # how noisy the host was: a run's median over the smallest (2026-11-30 here, two passes: 17-30 %)
+            "pass_spread_median": float(np.median([r["pass_spread"] for r in rows])),
+            # whether the estimate repeats: the smallest median of the first passes against that of the others
+            "repeat_spread_median": float(np.median([r["repeat_spread"] for r in rows]))}
 
 
 def main():
@@ -78,7 +91,7 @@ def main():
     args = ap.parse_args()
     seeds = parse_seeds(args.seeds)
     combos = [(c.split(":")[0], int(c.split(":")[1])) for c in args.combos.split(",")]
-    proto = Protocol(warmup=20, runs=100, min_s=0.2)
+    proto = Protocol(**PASS_PROTOCOL)
     cands = [(seed, cfg) for seed in seeds for cfg in random_candidates(args.n, seed)]
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -92,15 +105,15 @@ def main():
             pred = Predictor(calib)
             with LoadMeter() as load:
                 passes = []
-                for _ in range(2):                  # as calibrate() measures: the smaller median of two passes
+                for _ in range(PASSES):             # as calibrate() measures: the smallest median of the passes
                     lat = []
                     for onnx, xml in files:
                         wall, own, _ = timed(Runner(rt, "hop", th, onnx=onnx, ir=xml), proto)
-                        lat.append(float(np.median(own if own is not None else wall)))
+                        lat.append(run_figure(own if own is not None else wall))
                     passes.append(lat)
             rows = []
-            for (seed, cfg), a, b in zip(cands, *passes):
-                meas = min(a, b)
+            for (seed, cfg), runs in zip(cands, zip(*passes)):
+                meas, half = min(runs), len(runs) // 2
                 band = pred.predict_band(cfg)
                 params, states = model_sizes(cfg)
                 rows.append({"seed": seed, "config": cfg.to_dict(), "measured_ms": meas,
@@ -108,7 +121,8 @@ def main():
                              "band_lo_ms": band["lo_ms"], "band_hi_ms": band["hi_ms"],
                              "in_band": bool(band["lo_ms"] <= meas <= band["hi_ms"]),
                              "blocks_ms": pred.blocks_ms(cfg), "params": params, "state_elements": states,
-                             "pass_spread": abs(a - b) / meas})
+                             "runs_ms": list(runs), "pass_spread": float(np.median(runs)) / meas - 1,
+                             "repeat_spread": abs(min(runs[:half]) - min(runs[half:])) / meas})
             per_seed = {str(s): summarise([r for r in rows if r["seed"] == s]) for s in seeds}
             pooled = summarise(rows)
             results[f"{rt}:{th}"] = {"pooled": pooled, "per_seed": per_seed, "band": pred.band,
@@ -116,18 +130,19 @@ def main():
                                      and min(v["within_10pct"] for v in per_seed.values()) >= 0.90,
                                      "calibration_s": calib["seconds"], "calibration_other_load": calib["other_load"],
                                      "measure_other_load": load.other_load, "rows": rows, "calibration": calib}
-            if pooled["pass_spread_median"] > REPEATABLE:
-                print(f"WARNING {rt} {th} thr: the two passes over the same models differ by a median "
-                      f"{pooled['pass_spread_median']:.0%} (> {REPEATABLE:.0%}): this host cannot time a model to "
-                      "the accuracy judged here; rerun on a quiet one", flush=True)
-            results[f"{rt}:{th}"]["host_repeatable"] = pooled["pass_spread_median"] <= REPEATABLE
+            if pooled["repeat_spread_median"] > REPEATABLE:
+                print(f"WARNING {rt} {th} thr: the estimates from two halves of the passes over the same models "
+                      f"differ by a median {pooled['repeat_spread_median']:.0%} (> {REPEATABLE:.0%}): this host cannot "
+                      "time a model to the accuracy judged here; rerun on a quiet one", flush=True)
+            results[f"{rt}:{th}"]["host_repeatable"] = pooled["repeat_spread_median"] <= REPEATABLE
             print(f"{rt} {th} thr: pooled {pooled['within_10pct']:.0%} within +-10 % (median |err| "
                   f"{pooled['median_abs_err']:.1%}, max {pooled['max_abs_err']:.1%}), band ±{pred.band:.0%} covers "
                   f"{pooled['band_coverage']:.0%}; per seed "
                   + ", ".join(f"{k}: {v['within_10pct']:.0%}" for k, v in per_seed.items()))
     order = sorted(results, key=lambda k: results[k]["pooled"]["within_10pct"])       # the worst runtime first
     save(args.name, {"n_per_seed": args.n, "seeds": seeds, "development_seeds": sorted(DEV_SEEDS),
-                     "calibration_version": CALIB_VERSION, "protocol": proto.__dict__,
+                     "calibration_version": CALIB_VERSION, "protocol": proto.__dict__, "passes": PASSES,
+                     "run_quantile": RUN_QUANTILE,
                      "results": {k: results[k] for k in order}, "fingerprint": fingerprint()})
 
 

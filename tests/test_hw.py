@@ -176,7 +176,7 @@ def test_predictor_calibrates_and_predicts(small_grid, tmp_path):
     from hwkd.hw.predict import calibrate, load_predictor, save_calibration
     from hwkd.models.dpdcrn import DPDCRNConfig
     proto = Protocol(warmup=10, runs=80, min_s=0.1)
-    calib = calibrate("onnxruntime", 1, progress=None, protocol=proto)
+    calib = calibrate("onnxruntime", 1, progress=None, protocol=proto, passes=2)
     assert len(calib["table_ms"]) == len(small_grid.block_specs()) and len(calib["anchors"]) == 6
     save_calibration(calib, "cpu")
     pred = load_predictor("cpu", "onnxruntime", 1)

@@ -91,7 +91,7 @@ def test_calibrate_over_ssh_then_predict(tmp_path, sshd, small_grid):
     from hwkd.hw.profile import profile
     target = _target(tmp_path, sshd)
     calib = calibrate("onnxruntime", 1, device=Device(target), progress=None,
-                      protocol=Protocol(warmup=3, runs=20, min_s=0.02))
+                      protocol=Protocol(warmup=3, runs=20, min_s=0.02), passes=2)
     assert calib["where"].startswith("loopback-dev over SSH")
     assert all(v > 0 for v in calib["table_ms"].values())
     save_calibration(calib, "loopback-dev")
@@ -181,7 +181,7 @@ def test_a_chunk_past_its_deadline_keeps_the_finished_chunks_and_stops_its_worke
     dev = Device(_target(tmp_path, sshd, python=str(hang)))
     with pytest.raises(HwkdError) as e:
         calibrate("onnxruntime", 1, device=dev, progress=None, protocol=proto, partial=partial, chunk=chunk,
-                  chunk_timeout=30)
+                  chunk_timeout=30, passes=2)
     # the chunk and what was kept are named; its worker is gone now, before the device's own deadline
     # (REMOTE_GRACE_S after the local one) could have stopped it
     assert "calibration chunk 2/4 (pass 1/2" in str(e.value) and f"1 of 4 chunks are done and kept in {partial}" \
@@ -199,7 +199,7 @@ def test_a_chunk_past_its_deadline_keeps_the_finished_chunks_and_stops_its_worke
     dev = Device(_target(tmp_path, sshd, python=sys.executable))
     notes = []
     calib = calibrate("onnxruntime", 1, device=dev, progress=notes.append, protocol=proto, partial=partial,
-                      chunk=chunk, chunk_timeout=120)
+                      chunk=chunk, chunk_timeout=120, passes=2)
     assert any("resuming, 1 of 4 chunks kept" in m for m in notes), notes
     assert sum("done" in m for m in notes) == 3
     assert calib["table_ms"][next(iter(calib["table_ms"]))] <= first[0]      # the smaller of the two passes

@@ -98,6 +98,7 @@ class Measurement:
     peak_device_mib: float | None = None  # torch GPU runtimes: the caching allocator's peak (tensors)
     device_mib_nvml: float | None = None  # GPU runtimes: the process's device memory by NVML (context included)
     gpu: dict | None = None              # GPU fingerprint (model, driver, CUDA, cuDNN, runtime versions)
+    p10_ms: float | None = None          # the latency predictor's calibration figure (hwkd.hw.predict.run_figure)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -488,7 +489,7 @@ def measure(runtime: str, mode: str, threads: int, *, net=None, onnx: Path | Non
             "wall (perf_counter around the call, after a CUDA event on its end was reached)" if torch_gpu
             else "wall (perf_counter around the call)"),
         wall_p50_ms=float(np.percentile(wall_ms, 50)), fingerprint=fingerprint(), runtime_config=cfg,
-        precision=precision, batch=batch, event_p50_ms=event_p50,
+        precision=precision, batch=batch, event_p50_ms=event_p50, p10_ms=float(np.percentile(t_ms, 10)),
         timer_agreement=None if event_p50 is None else p50 / event_p50 - 1,
         peak_device_mib=round(torch.cuda.max_memory_allocated() / 2 ** 20, 1) if torch_gpu else None,
         device_mib_nvml=process_device_mib() if is_gpu(runtime) else None,
