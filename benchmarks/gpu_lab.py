@@ -9,7 +9,8 @@ Latency does not depend on the weights' values (no data-dependent control flow),
 are timed with freshly initialised weights; only the fp16 quality delta needs trained ones.
 
 Usage: python benchmarks/gpu_lab.py [--models a,b] [--front 3] [--batch 64] [--cpu-threads 1]
-       [--protocol quick] [--fp16-clips 20] [--data DIR] [--name gpu_lab]
+       [--protocol lab] [--fp16-clips 20] [--data DIR] [--name gpu_lab]
+The CPU column: ONNX Runtime (target cpu) and OpenVINO (target openvino-cpu) at --cpu-threads.
 Writes results/NAME.json (rows as `hwkd bench` writes them, the GPU fingerprint, the fp16 deltas, the
 cross-check, and a summary per model: per-hop GPU latency against the CPU's, and the per-stream cost at batch).
 On a machine without a GPU the GPU rows say why they are missing (no result is invented).
@@ -170,7 +171,9 @@ def main():
     ap.add_argument("--targets", default="cpu,openvino-cpu,cuda")
     ap.add_argument("--batch", type=int, default=64, help="the batch that fills the device (default 64)")
     ap.add_argument("--cpu-threads", default="1", help="CPU thread counts (default 1)")
-    ap.add_argument("--protocol", default="quick", choices=("quick", "default", "mlperf"))
+    ap.add_argument("--protocol", default="lab", choices=("lab", "quick", "default", "mlperf"),
+                    help="lab (default): 5 warm-up + 30 runs / 0.3 s, so a 13-GMAC offline call on one CPU thread "
+                         "costs seconds, not minutes; the others as hwkd bench's")
     ap.add_argument("--fp16-clips", type=int, default=20, help="val clips for the fp16 quality delta (0: none)")
     ap.add_argument("--fp16-device", default="cuda", help="where the fp16 delta runs (default cuda; cpu to check "
                                                            "the path on a machine without a GPU)")
@@ -179,7 +182,7 @@ def main():
     ap.add_argument("--name", default="gpu_lab")
     a = ap.parse_args()
     t0 = time.perf_counter()
-    proto = Protocol.named(a.protocol)
+    proto = Protocol(warmup=5, runs=30, min_s=0.3) if a.protocol == "lab" else Protocol.named(a.protocol)
     cpu_threads = [int(t) for t in a.cpu_threads.split(",")]
     rows = []
     with tempfile.TemporaryDirectory(prefix="hwkd-gpu-lab-") as tmp:
@@ -189,6 +192,7 @@ def main():
                 gpu = target["device"]["type"] == "cuda"
                 print(f"{label} on {tname}", flush=True)
                 res = profile(net, target, Path(tmp) / f"{label}-{tname}", protocol=proto,
+                              runtimes=["onnxruntime"] if tname == "cpu" else None,   # not torch eager on a CPU
                               threads=None if gpu else cpu_threads,
                               modes=None if gpu else ["hop", "offline"] if net.cfg.causal else ["offline"],
                               precisions=None if gpu else ["fp32"],

@@ -93,6 +93,20 @@ def test_batch_axis_export_matches_torch(tmp_path):
     assert np.abs(sess.run(None, {"features": x.numpy()})[0] - ref).max() < 1e-3
 
 
+def test_fp16_conversion_for_onnxruntime_cuda(tmp_path):
+    """onnxruntime-cuda fp16 runs the graph converted by onnxruntime's own float16 converter: weights in fp16,
+    inputs and outputs fp32 (checked here on the file; the CUDA session runs where the provider is)."""
+    import onnx
+
+    from hwkd.hw.measure import Runner
+    path = export_offline_onnx(create_model(TINY), tmp_path / "offline.onnx")
+    m = onnx.load(str(Runner._fp16_onnx(path)))
+    f16, f32 = onnx.TensorProto.FLOAT16, onnx.TensorProto.FLOAT
+    assert {i.type.tensor_type.elem_type for i in list(m.graph.input) + list(m.graph.output)} == {f32}
+    weights = [t for t in m.graph.initializer if len(t.dims) >= 2]
+    assert weights and all(t.data_type == f16 for t in weights)
+
+
 def test_many_variants_in_one_process_keep_going(tmp_path):
     net = create_model(TINY_CAUSAL)
     save_checkpoint(tmp_path / "m.pt", net)
@@ -103,6 +117,21 @@ def test_many_variants_in_one_process_keep_going(tmp_path):
     assert a.mode == "hop" and a.batch == 1
     assert isinstance(b, str) and "fp16 is measured on GPU runtimes only" in b
     assert c.mode == "offline" and c.batch == 2
+
+
+def test_a_single_spec_file_with_its_batch_size(tmp_path):
+    """The worker's file format: a list under "batch" is several specs, a spec's own "batch" its batch size."""
+    import subprocess
+    from dataclasses import asdict
+    net = create_model(TINY)
+    save_checkpoint(tmp_path / "m.pt", net)
+    spec = {"runtime": "torch", "mode": "offline", "threads": 1, "ckpt": str(tmp_path / "m.pt"), "hop": 256,
+            "in_channels": 1, "protocol": asdict(QUICK), "precision": "fp32", "batch": 2}
+    (tmp_path / "s.json").write_text(json.dumps(spec))
+    r = subprocess.run([sys.executable, "-m", "hwkd.hw.measure", str(tmp_path / "s.json")], capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout.strip().splitlines()[-1])["batch"] == 2
 
 
 def test_profile_rows_for_every_variant_and_missing_runtime(tmp_path):
@@ -195,14 +224,15 @@ def test_gpu_lab_benchmark_runs(tmp_path):
     """The benchmark end to end on one small model: the CPU column measured, GPU rows measured or saying why."""
     import subprocess
     r = subprocess.run([sys.executable, str(BENCH / "gpu_lab.py"), "--models", "cpu-student-causal",
-                        "--targets", "cpu,cuda", "--fp16-clips", "0", "--batch", "2", "--name", "gpu_lab_test"],
+                        "--targets", "cpu,openvino-cpu,cuda", "--fp16-clips", "0", "--batch", "2",
+                        "--name", "gpu_lab_test"],
                        cwd=BENCH, capture_output=True, text=True, timeout=900)
     out = BENCH / "results" / "gpu_lab_test.json"
     try:
         assert r.returncode == 0, r.stderr[-2000:]
         res = json.loads(out.read_text())
         measured = [x for x in res["rows"] if x["how"] == "measured"]
-        assert {x["runtime"] for x in measured} >= {"onnxruntime", "torch"}
+        assert {"onnxruntime", "openvino"} <= {x["runtime"] for x in measured}
         if not CUDA:
             assert all(x["how"] == "not measured" for x in res["rows"] if x["target"] == "cuda")
             assert res["gpu"] is None and res["cross_check"]["rows"] == 0

@@ -569,7 +569,8 @@ def _main(spec_path: str) -> None:
     """One spec -> one JSON line; {"batch": [specs]} -> one JSON line per spec, in order; with "keep_going", a
     spec that fails prints {"error": its one-line reason} and the next one runs."""
     spec = json.loads(Path(spec_path).read_text())
-    for one in spec.get("batch", [spec]):
+    # a list under "batch" is several specs; a spec's own "batch" is its batch size
+    for one in spec["batch"] if isinstance(spec.get("batch"), list) else [spec]:
         try:
             line = _measure_spec(one).as_dict()
         except Exception as exc:
