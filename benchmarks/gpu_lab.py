@@ -30,7 +30,7 @@ from hwkd.hw.profile import bench_rows, profile
 from hwkd.hw.targets import load_target
 from hwkd.models.checkpoint import load_model
 from hwkd.models.registry import create_model
-from hwkd.models.teacher import embedded_teacher_path
+from hwkd.models.teacher import ASSET_FOA, embedded_teacher_path
 from hwkd.sysinfo import fingerprint
 
 from _common import save
@@ -74,10 +74,9 @@ def lab_models(spec: str | None, n_front: int) -> list[tuple[str, object, bool]]
         return out
     for preset in ("paper-teacher", "paper-student", "cpu-student-causal"):
         out.append((preset, create_model(preset), False))
-    for ch in (1, 4):
-        p = embedded_teacher_path(ch)
-        if p.is_file():
-            out.append((f"embedded-teacher-{'mono' if ch == 1 else 'foa'}", load_model(p)[0], True))
+    out.append(("embedded-teacher-mono", load_model(embedded_teacher_path(1))[0], True))
+    if ASSET_FOA.is_file():              # embedded_teacher_path(4) falls back to the mono teacher
+        out.append(("embedded-teacher-foa", load_model(ASSET_FOA)[0], True))
     out += [(label, create_model(cfg), False) for label, cfg in front_configs(FRONT, n_front)]
     return out
 
@@ -184,20 +183,41 @@ def main():
     t0 = time.perf_counter()
     proto = Protocol(warmup=5, runs=30, min_s=0.3) if a.protocol == "lab" else Protocol.named(a.protocol)
     cpu_threads = [int(t) for t in a.cpu_threads.split(",")]
-    rows = []
+    rows, failures = [], []
+
+    def record(fp16=None):              # written after every model: a GPU session cut short keeps what it measured
+        out = {"machine": fingerprint(), "gpu": gpu_fingerprint(), "protocol": proto.__dict__,
+               "batch": a.batch, "cpu_threads": cpu_threads, "rows": rows, "summary": summarise(rows, a.batch),
+               "cross_check": cross_check(rows), "fp16_quality": fp16, "failures": failures,
+               "weights": "presets and front members freshly initialised (latency does not depend on weight "
+                          "values); the embedded teachers trained",
+               "complete": fp16 is not None, "wall_s": round(time.perf_counter() - t0, 1)}
+        save(a.name, out, teacher=True)
+        return out
+
     with tempfile.TemporaryDirectory(prefix="hwkd-gpu-lab-") as tmp:
         for label, net, _trained in lab_models(a.models, a.front):
             for tname in a.targets.split(","):
                 target = load_target(tname)
                 gpu = target["device"]["type"] == "cuda"
+                runtimes = ["onnxruntime"] if tname == "cpu" else target["runtimes"]   # not torch eager on a CPU
+                missing = {rt: runtime_problem(rt) for rt in runtimes}
+                if all(missing.values()):     # nothing to measure: no export either
+                    rows += [dict(model=label, target=tname, runtime=rt, how="not measured", note=why)
+                             for rt, why in missing.items()]
+                    continue
                 print(f"{label} on {tname}", flush=True)
-                res = profile(net, target, Path(tmp) / f"{label}-{tname}", protocol=proto,
-                              runtimes=["onnxruntime"] if tname == "cpu" else None,   # not torch eager on a CPU
-                              threads=None if gpu else cpu_threads,
-                              modes=None if gpu else ["hop", "offline"] if net.cfg.causal else ["offline"],
-                              precisions=None if gpu else ["fp32"],
-                              batches=[1, a.batch] if gpu else [1])
+                try:
+                    res = profile(net, target, Path(tmp) / f"{label}-{tname}", protocol=proto, runtimes=runtimes,
+                                  threads=None if gpu else cpu_threads,
+                                  modes=None if gpu else ["hop", "offline"] if net.cfg.causal else ["offline"],
+                                  precisions=None if gpu else ["fp32"], batches=[1, a.batch] if gpu else [1])
+                except Exception as e:        # one model's failure does not cost the others
+                    failures.append({"model": label, "target": tname, "error": f"{type(e).__name__}: {e}"})
+                    print(f"  FAILED: {failures[-1]['error']}", flush=True)
+                    continue
                 rows += bench_rows(res, label, tname)
+            record()
     fp16 = {}
     if a.fp16_clips > 0:
         problem = runtime_problem("torch-cuda") if a.fp16_device == "cuda" else None
@@ -212,17 +232,14 @@ def main():
                     continue
                 data = a.data or default_dataset(net.cfg.in_channels)
                 pairs = select_pairs(scan(data, channels=net.cfg.in_channels), "val")[:a.fp16_clips]
-                fp16[label] = fp16_delta(net, pairs, a.fp16_device)
-                print(f"fp16 {label}: {fp16[label]['delta']}", flush=True)
-    out = {"machine": fingerprint(), "gpu": gpu_fingerprint(), "protocol": proto.__dict__,
-           "batch": a.batch, "cpu_threads": cpu_threads, "rows": rows, "summary": summarise(rows, a.batch),
-           "cross_check": cross_check(rows), "fp16_quality": fp16,
-           "weights": "presets and front members freshly initialised (latency does not depend on weight values); "
-                      "the embedded teachers trained",
-           "wall_s": round(time.perf_counter() - t0, 1)}
+                try:
+                    fp16[label] = fp16_delta(net, pairs, a.fp16_device)
+                except Exception as e:
+                    fp16[label] = {"failed": f"{type(e).__name__}: {e}"}
+                print(f"fp16 {label}: {fp16[label].get('delta', fp16[label].get('failed'))}", flush=True)
+    out = record(fp16)
     print(markdown(rows))
     print({k: out["cross_check"][k] for k in ("rows", "worst_abs_disagreement", "within_goal")})
-    save(a.name, out, teacher=True)
 
 
 if __name__ == "__main__":

@@ -164,7 +164,8 @@ def int8_variants(fp32_onnx: Path, fp32_ir: Path | None, out_dir: Path, in_chann
         if pairs:
             res["quality"] = quality_delta(fp, qn, pairs, in_channels, hop)
             d = res["quality"]["delta"]
-            msg += f", SI-SDR {d['si_sdr_db']:+.2f} dB, PESQ {d['pesq_wb']:+.3f} on {len(pairs)} clips"
+            msg += (f", SI-SDR {d['si_sdr_db']:+.2f} dB"
+                    + (f", PESQ {d['pesq_wb']:+.3f}" if "pesq_wb" in d else "") + f" on {len(pairs)} clips")
         progress(msg)
         out[name] = res
     return out

@@ -126,9 +126,10 @@ def _reset_peak_rss() -> bool:
 
 # -- what can be measured ----------------------------------------------------------------------------
 def variant_problem(runtime: str, mode: str, precision: str = "fp32", batch: int = 1,
-                    growing_cache: bool = False) -> str | None:
+                    growing_cache: bool = False, cumulative_norm: bool = False) -> str | None:
     """Why (runtime, mode, precision, batch) is not a measurement hwkd makes, or None. `growing_cache`: the
-    model's streaming state grows every hop (causal time attention)."""
+    model's streaming state grows every hop (causal time attention); `cumulative_norm`: it has cumulative
+    norms (running sums that overflow fp16 unless kept in fp32, as hwkd's torch model does)."""
     if runtime not in RUNTIMES:
         return f"unknown runtime {runtime!r} (known: {', '.join(RUNTIMES)})"
     if mode not in MODES:
@@ -145,6 +146,11 @@ def variant_problem(runtime: str, mode: str, precision: str = "fp32", batch: int
         return "the OpenVINO IR is measured at batch 1"
     if runtime == "torch-cuda-graph" and mode == "hop" and growing_cache:
         return "a CUDA graph replays fixed shapes, and this model's attention cache grows every hop"
+    if runtime == "onnxruntime-trt" and mode == "hop" and growing_cache:
+        return "TensorRT builds an engine per input shape, and this model's attention cache grows every hop"
+    if runtime == "onnxruntime-cuda" and precision == "fp16" and cumulative_norm:
+        return ("onnxruntime's fp16 converter would run the cumulative norms' running sums in fp16, where they "
+                "overflow (hwkd's torch model keeps them fp32)")
     return None
 
 
@@ -164,7 +170,8 @@ class Runner:
         rng = np.random.default_rng(0)
         if mode != "block":
             growing = net is not None and net.cfg.causal and net.cfg.time_attention != "none"
-            problem = variant_problem(runtime, mode, precision, batch, growing)
+            cumulative = net is not None and bool(net.cumulative_norms())
+            problem = variant_problem(runtime, mode, precision, batch, growing, cumulative)
             if problem:
                 raise HwkdError(f"{runtime} {mode} {precision} batch {batch}: {problem}", "measure another variant")
             if is_gpu(runtime) and (problem := runtime_problem(runtime)):
@@ -220,7 +227,10 @@ class Runner:
             from hwkd.models.streaming import StepModel
             step = StepModel(net).eval()
             frame = torch.randn(self.batch, 2 * net.cfg.in_channels, 1, N_BINS, device=dev, dtype=dtype)
-            init = [s.to(dev, dtype) for s in step.initial_states(self.batch)]
+            from hwkd.models.streaming import state_names
+            # a cumulative norm's running sums stay fp32 in half precision (FrameNorm)
+            init = [s.to(dev, torch.float32 if n.startswith("norm_sums") else dtype)
+                    for s, n in zip(step.initial_states(self.batch), state_names(net))]
             if graph:                     # the states advance in place, inside the graph
                 states = [s.clone() for s in init]
 
@@ -457,8 +467,12 @@ def measure(runtime: str, mode: str, threads: int, *, net=None, onnx: Path | Non
     rss0 = _status_kib("VmRSS")
     peak_ok = _reset_peak_rss()
     torch_gpu = runtime in TORCH_GPU and runtime_problem(runtime) is None
-    if torch_gpu:
+    if torch_gpu:                     # the previous variant of this process gone first: a clean allocator peak
+        import gc
+
         import torch
+        gc.collect()
+        torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
     runner = Runner(runtime, mode, threads, net=net, onnx=onnx, ir=ir, audio_s=proto.audio_s,
                      reset_hops=proto.reset_hops, in_channels=in_channels, hop=hop, precision=precision, batch=batch)
@@ -476,6 +490,9 @@ def measure(runtime: str, mode: str, threads: int, *, net=None, onnx: Path | Non
     p50, p90, p99 = (float(np.percentile(t_ms, q)) for q in (50, 90, 99))
     event_p50 = float(np.percentile(event_ms, 50)) if event_ms is not None else None
     cfg = runtime_config(runtime, threads)
+    if torch_gpu:                     # "fp32" convolutions may run as TF32 on Ampere and later (torch's defaults)
+        cfg.update(cudnn_allow_tf32=torch.backends.cudnn.allow_tf32,
+                   matmul_allow_tf32=torch.backends.cuda.matmul.allow_tf32)
     if getattr(runner, "providers", None):
         cfg["providers"] = runner.providers
     return Measurement(

@@ -130,9 +130,15 @@ def profile(net: DPDCRN, target: dict | str, out_dir: Path, *, runtimes=None, th
             for th in threads or target["threads"]:
                 res["latency"] += _measure_variants(cfg, rt, th, variants, ckpt, arts, proto, progress)
         runs = []
+    if source != "measured" and variants != [(mode, "fp32", 1)]:
+        progress(f"  {target['name']} is {'measured over SSH' if source == 'ssh' else 'predicted'}: only its own mode "
+                 f"({mode}), fp32, batch 1; the other modes, precisions and batches asked for are not measured")
     for rt, th in runs:            # over SSH: the model's own mode, fp32, batch 1
         if rt == "openvino" and art[1] is None:
-            res["latency"].append({"runtime": rt, "threads": th, "skipped": "OpenVINO IR refused by the parity check"})
+            from importlib.util import find_spec
+            why = ("OpenVINO IR refused by the parity check" if find_spec("openvino") else
+                   "openvino is not installed here, where the IR is exported (pip install openvino)")
+            res["latency"].append({"runtime": rt, "threads": th, "skipped": why})
             continue
         files = [art[0]] if rt != "openvino" else [art[1], art[1].with_suffix(".bin")]
         m = remote.measure(rt, mode, th, files, hop=cfg.hop, in_channels=cfg.in_channels, protocol=proto)
@@ -151,9 +157,10 @@ def profile(net: DPDCRN, target: dict | str, out_dir: Path, *, runtimes=None, th
 def _measure_variants(cfg, rt: str, th: int, variants, ckpt: Path, arts: dict, proto, progress) -> list[dict]:
     """The variants (mode, precision, batch) of one local runtime and thread count: rows of measurements, or
     of why a variant was not measured."""
-    from hwkd.hw.gpu import runtime_problem
+    from hwkd.hw.gpu import is_gpu, runtime_problem
     from hwkd.hw.measure import measure_isolated_many, variant_problem
     growing = cfg.causal and cfg.time_attention != "none"
+    cumulative = cfg.causal and cfg.causal_norm == "cumulative"
     rows, todo = [], []
     problem = runtime_problem(rt)
     if problem:                     # one row for the runtime, not one per variant
@@ -161,7 +168,7 @@ def _measure_variants(cfg, rt: str, th: int, variants, ckpt: Path, arts: dict, p
         return [{"runtime": rt, "threads": th, "mode": None, "precision": None, "batch": None, "skipped": problem}]
     for mode, prec, batch in variants:
         row = {"runtime": rt, "threads": th, "mode": mode, "precision": prec, "batch": batch}
-        why = variant_problem(rt, mode, prec, batch, growing)
+        why = variant_problem(rt, mode, prec, batch, growing, cumulative)
         if why is None and mode == "hop" and not cfg.causal:
             why = "a non-causal model cannot stream: it is measured offline"
         if why is None and rt == "openvino" and arts[mode][1] is None:
@@ -176,7 +183,12 @@ def _measure_variants(cfg, rt: str, th: int, variants, ckpt: Path, arts: dict, p
                                 batch=batch)))
     if len(todo) == 1:
         row, spec = todo[0]
-        results = [measure_isolated(**spec)]
+        try:
+            results = [measure_isolated(**spec)]
+        except HwkdError as e:
+            if not is_gpu(rt):                # a CPU runtime that fails is an error, as it always was
+                raise
+            results = [str(e).splitlines()[0]]
     else:
         results = measure_isolated_many([spec for _, spec in todo]) if todo else []
     for (row, _), m in zip(todo, results):

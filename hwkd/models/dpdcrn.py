@@ -146,8 +146,11 @@ class FrameNorm(nn.Module):
             mean = x.mean(self.dims, keepdim=True)
             var = x.var(self.dims, keepdim=True, unbiased=False)
         else:
-            s1 = x.sum(self.dims, keepdim=True)                    # [B, C', T, 1]
-            s2 = (x * x).sum(self.dims, keepdim=True)
+            # half precision: the running sums in fp32 (the count alone passes fp16's 65504 within ~100 frames;
+            # the stepping state norm_sums stays fp32 too); an fp32 model's graph has no cast
+            xs = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+            s1 = xs.sum(self.dims, keepdim=True)                   # [B, C', T, 1]
+            s2 = (xs * xs).sum(self.dims, keepdim=True)
             per_frame = x.numel() // (x.shape[0] * x.shape[2] * s1.shape[1])
             if self.stream is not None:                            # stepping: the running sums carried in
                 inc = torch.cat([s1, s2, torch.full_like(s1, per_frame)], dim=3)
@@ -161,10 +164,12 @@ class FrameNorm(nn.Module):
                 mean = st[..., 0:1] / n
                 var = st[..., 1:2] / n - mean * mean
             else:
-                n = torch.arange(1, x.shape[2] + 1, device=x.device, dtype=x.dtype).view(1, 1, -1, 1) * per_frame
+                n = torch.arange(1, x.shape[2] + 1, device=x.device, dtype=xs.dtype).view(1, 1, -1, 1) * per_frame
                 mean = s1.cumsum(2) / n
                 var = s2.cumsum(2) / n - mean * mean
             var = var.clamp_min(0.0)
+            if xs is not x:
+                mean, var = mean.to(x.dtype), var.to(x.dtype)
         x = (x - mean) / torch.sqrt(var + self.eps)
         return x * self.weight.view(1, -1, 1, 1) + self.bias.view(1, -1, 1, 1)
 

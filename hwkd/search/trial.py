@@ -208,7 +208,8 @@ def profile_summary(net, target, out_dir: Path, runtime: str, threads: int, prot
     from hwkd.hw.profile import profile
     t0 = time.perf_counter()
     prof = profile(net, target, out_dir, runtimes=[runtime], threads=[threads],
-                   protocol=Protocol.named(protocol), progress=lambda *_: None, export=export)
+                   protocol=Protocol.named(protocol), progress=lambda *_: None, export=export,
+                   modes=["hop" if net.cfg.causal else "offline"], precisions=["fp32"], batches=[1])
     lat = prof["latency"][0]
     if "p50_ms" not in lat:
         raise RuntimeError(f"no latency for this candidate on {prof['target']}: {lat.get('skipped')}")
