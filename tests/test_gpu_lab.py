@@ -55,7 +55,11 @@ def test_variants_hwkd_measures():
     assert variant_problem("torch-cuda", "offline", "fp16", 64) is None
     assert variant_problem("onnxruntime", "offline", "fp32", 4) is None
     assert variant_problem("torch-cuda-graph", "hop", "fp32", 1) is None
-    assert "attention cache grows" in variant_problem("torch-cuda-graph", "hop", "fp32", 1, growing_cache=True)
+    growing = create_model(dict(TINY, causal=True, time_attention="causal")).cfg
+    assert "attention cache grows" in variant_problem("torch-cuda-graph", "hop", "fp32", 1, growing)
+    assert "cumulative norms" in variant_problem("onnxruntime-cuda", "offline", "fp16", 1,
+                                                 create_model(TINY_CAUSAL).cfg)
+    assert "cannot stream" in variant_problem("torch", "hop", "fp32", 1, create_model(TINY).cfg)
 
 
 @pytest.mark.skipif(CUDA, reason="checks what a machine without a GPU reports")

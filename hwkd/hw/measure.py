@@ -42,6 +42,7 @@ from hwkd.hw.runtimes import MODES, OV_CONFIG, PRECISIONS, RUNTIMES, ort_options
 from hwkd.sysinfo import LoadMeter, fingerprint
 
 N_BINS = 257               # this module imports no torch unless the torch runtime is measured
+RUN_QUANTILE = 10          # a run's figure for the latency predictor (`p10_ms`; hwkd.hw.predict says why)
 
 
 @dataclass
@@ -98,7 +99,7 @@ class Measurement:
     peak_device_mib: float | None = None  # torch GPU runtimes: the caching allocator's peak (tensors)
     device_mib_nvml: float | None = None  # GPU runtimes: the process's device memory by NVML (context included)
     gpu: dict | None = None              # GPU fingerprint (model, driver, CUDA, cuDNN, runtime versions)
-    p10_ms: float | None = None          # the latency predictor's calibration figure (hwkd.hw.predict.run_figure)
+    p10_ms: float | None = None          # the RUN_QUANTILE-th percentile: the latency predictor's figure of a run
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -125,11 +126,12 @@ def _reset_peak_rss() -> bool:
 
 
 # -- what can be measured ----------------------------------------------------------------------------
-def variant_problem(runtime: str, mode: str, precision: str = "fp32", batch: int = 1,
-                    growing_cache: bool = False, cumulative_norm: bool = False) -> str | None:
-    """Why (runtime, mode, precision, batch) is not a measurement hwkd makes, or None. `growing_cache`: the
-    model's streaming state grows every hop (causal time attention); `cumulative_norm`: it has cumulative
-    norms (running sums that overflow fp16 unless kept in fp32, as hwkd's torch model does)."""
+def variant_problem(runtime: str, mode: str, precision: str = "fp32", batch: int = 1, cfg=None) -> str | None:
+    """Why (runtime, mode, precision, batch) is not a measurement hwkd makes, or None. `cfg`: the model's
+    DPDCRNConfig, for what depends on the model (whether it streams, a streaming state that grows every hop with
+    causal time attention, cumulative norms whose running sums overflow fp16 unless kept in fp32)."""
+    growing = cfg is not None and cfg.causal and cfg.time_attention != "none"
+    cumulative = cfg is not None and cfg.causal and cfg.causal_norm == "cumulative"
     if runtime not in RUNTIMES:
         return f"unknown runtime {runtime!r} (known: {', '.join(RUNTIMES)})"
     if mode not in MODES:
@@ -144,13 +146,15 @@ def variant_problem(runtime: str, mode: str, precision: str = "fp32", batch: int
         return "the exported step graph carries one stream: batched streams are measured with torch runtimes"
     if batch > 1 and runtime == "openvino":
         return "the OpenVINO IR is measured at batch 1"
-    if runtime == "torch-cuda-graph" and mode == "hop" and growing_cache:
+    if runtime == "torch-cuda-graph" and mode == "hop" and growing:
         return "a CUDA graph replays fixed shapes, and this model's attention cache grows every hop"
-    if runtime == "onnxruntime-trt" and mode == "hop" and growing_cache:
+    if runtime == "onnxruntime-trt" and mode == "hop" and growing:
         return "TensorRT builds an engine per input shape, and this model's attention cache grows every hop"
-    if runtime == "onnxruntime-cuda" and precision == "fp16" and cumulative_norm:
+    if runtime == "onnxruntime-cuda" and precision == "fp16" and cumulative:
         return ("onnxruntime's fp16 converter would run the cumulative norms' running sums in fp16, where they "
                 "overflow (hwkd's torch model keeps them fp32)")
+    if cfg is not None and mode == "hop" and not cfg.causal:
+        return "a non-causal model cannot stream: it is measured offline"
     return None
 
 
@@ -169,9 +173,7 @@ class Runner:
         self.last_event_ms = None
         rng = np.random.default_rng(0)
         if mode != "block":
-            growing = net is not None and net.cfg.causal and net.cfg.time_attention != "none"
-            cumulative = net is not None and bool(net.cumulative_norms())
-            problem = variant_problem(runtime, mode, precision, batch, growing, cumulative)
+            problem = variant_problem(runtime, mode, precision, batch, net.cfg if net is not None else None)
             if problem:
                 raise HwkdError(f"{runtime} {mode} {precision} batch {batch}: {problem}", "measure another variant")
             if is_gpu(runtime) and (problem := runtime_problem(runtime)):
@@ -224,10 +226,9 @@ class Runner:
             x = torch.from_numpy(self.x).to(dev, dtype)
             fn = lambda: net(x)                                   # noqa: E731
         else:
-            from hwkd.models.streaming import StepModel
+            from hwkd.models.streaming import StepModel, state_names
             step = StepModel(net).eval()
             frame = torch.randn(self.batch, 2 * net.cfg.in_channels, 1, N_BINS, device=dev, dtype=dtype)
-            from hwkd.models.streaming import state_names
             # a cumulative norm's running sums stay fp32 in half precision (FrameNorm)
             init = [s.to(dev, torch.float32 if n.startswith("norm_sums") else dtype)
                     for s, n in zip(step.initial_states(self.batch), state_names(net))]
@@ -506,7 +507,7 @@ def measure(runtime: str, mode: str, threads: int, *, net=None, onnx: Path | Non
             "wall (perf_counter around the call, after a CUDA event on its end was reached)" if torch_gpu
             else "wall (perf_counter around the call)"),
         wall_p50_ms=float(np.percentile(wall_ms, 50)), fingerprint=fingerprint(), runtime_config=cfg,
-        precision=precision, batch=batch, event_p50_ms=event_p50, p10_ms=float(np.percentile(t_ms, 10)),
+        precision=precision, batch=batch, event_p50_ms=event_p50, p10_ms=float(np.percentile(t_ms, RUN_QUANTILE)),
         timer_agreement=None if event_p50 is None else p50 / event_p50 - 1,
         peak_device_mib=round(torch.cuda.max_memory_allocated() / 2 ** 20, 1) if torch_gpu else None,
         device_mib_nvml=process_device_mib() if is_gpu(runtime) else None,

@@ -65,6 +65,7 @@ import torch
 from torch import nn
 
 from hwkd.errors import HwkdError
+from hwkd.hw.measure import RUN_QUANTILE
 from hwkd.models.dpdcrn import DPDCRN, N_BINS, DPDCRNConfig, FrameNorm
 
 GRID_C = tuple(range(8, 65, 4))
@@ -83,7 +84,6 @@ CALIB_VERSION = 7
 # (benchmarks/timing_repeatability.py, results/timing_repeatability.json). The figure is the machine's
 # uncontended latency, a few % under a single run's median on a quiet host.
 PASSES = 5
-RUN_QUANTILE = 10
 PASS_PROTOCOL = dict(warmup=10, runs=50, min_s=0.1)
 # anchors: (channels, layers, depth, heads, gru_hidden, intra_bidirectional, in_channels), all on the grid
 ANCHORS = ((8, 1, 1, 0, 8, True, 1), (16, 2, 2, 1, 32, False, 1), (32, 1, 4, 2, 20, True, 4),
@@ -291,8 +291,8 @@ def calibrate(runtime: str, threads: int, device=None, progress=print, protocol=
     identity = json.loads(json.dumps(identity))      # as read back from the file (tuples become lists)
     partial = None if partial is None else Path(partial)
     state = _load_partial(partial, identity, progress)
-    # `passes` passes over the whole list, each block's figure the smallest of its medians: a slow stretch of the
-    # host (another tenant, a page fault storm) does not end up in the table
+    # `passes` passes over the whole list, each block's figure the smallest of its runs' figures (run_figure): a
+    # slow stretch of the host (another tenant, a page fault storm) does not end up in the table
     chunks = [(rep, lo, min(lo + chunk, n)) for rep in range(passes) for lo in range(0, n, chunk)]
     done = [all(v is not None for v in state["passes"][rep][lo:hi]) for rep, lo, hi in chunks]
     if progress and any(done):

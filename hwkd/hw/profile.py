@@ -93,8 +93,8 @@ def profile(net: DPDCRN, target: dict | str, out_dir: Path, *, runtimes=None, th
                 for p in precisions or target.get("precisions") or ["fp32"]
                 for b in batches or target.get("batches") or [1]]
     if export or source != "predicted" or int8_pairs is not None:
-        from importlib.util import find_spec
-        ex = export_all(net, out_dir, openvino=find_spec("openvino") is not None)
+        from hwkd.hw.gpu import runtime_problem
+        ex = export_all(net, out_dir, openvino=runtime_problem("openvino") is None)
         res["export"] = {"offline_onnx": str(ex.offline_onnx), "offline_ir": ex.offline_ir and str(ex.offline_ir),
                          "step_onnx": ex.step_onnx and str(ex.step_onnx), "step_ir": ex.step_ir and str(ex.step_ir),
                          "parity_max_abs": ex.parity, "refused": ex.refused}
@@ -135,9 +135,8 @@ def profile(net: DPDCRN, target: dict | str, out_dir: Path, *, runtimes=None, th
                  f"({mode}), fp32, batch 1; the other modes, precisions and batches asked for are not measured")
     for rt, th in runs:            # over SSH: the model's own mode, fp32, batch 1
         if rt == "openvino" and art[1] is None:
-            from importlib.util import find_spec
-            why = ("OpenVINO IR refused by the parity check" if find_spec("openvino") else
-                   "openvino is not installed here, where the IR is exported (pip install openvino)")
+            from hwkd.hw.gpu import runtime_problem
+            why = runtime_problem("openvino") or "OpenVINO IR refused by the parity check"
             res["latency"].append({"runtime": rt, "threads": th, "skipped": why})
             continue
         files = [art[0]] if rt != "openvino" else [art[1], art[1].with_suffix(".bin")]
@@ -159,8 +158,6 @@ def _measure_variants(cfg, rt: str, th: int, variants, ckpt: Path, arts: dict, p
     of why a variant was not measured."""
     from hwkd.hw.gpu import is_gpu, runtime_problem
     from hwkd.hw.measure import measure_isolated_many, variant_problem
-    growing = cfg.causal and cfg.time_attention != "none"
-    cumulative = cfg.causal and cfg.causal_norm == "cumulative"
     rows, todo = [], []
     problem = runtime_problem(rt)
     if problem:                     # one row for the runtime, not one per variant
@@ -168,9 +165,7 @@ def _measure_variants(cfg, rt: str, th: int, variants, ckpt: Path, arts: dict, p
         return [{"runtime": rt, "threads": th, "mode": None, "precision": None, "batch": None, "skipped": problem}]
     for mode, prec, batch in variants:
         row = {"runtime": rt, "threads": th, "mode": mode, "precision": prec, "batch": batch}
-        why = variant_problem(rt, mode, prec, batch, growing, cumulative)
-        if why is None and mode == "hop" and not cfg.causal:
-            why = "a non-causal model cannot stream: it is measured offline"
+        why = variant_problem(rt, mode, prec, batch, cfg)
         if why is None and rt == "openvino" and arts[mode][1] is None:
             why = "OpenVINO IR refused by the parity check"
         if why:
