@@ -72,6 +72,28 @@ def test_gpu_runtimes_absent_here_name_the_fix():
         measure("torch-cuda", "offline", 1, net=create_model(TINY), protocol=QUICK)
 
 
+@pytest.mark.parametrize("visible, want", [(None, ("index", 0)), ("3,1", ("index", 3)),
+                                           ("GPU-5c1e-aa", ("uuid", "GPU-5c1e-aa")), ("MIG-9f", ("uuid", "MIG-9f"))])
+def test_nvml_reads_the_gpu_cuda_times(monkeypatch, visible, want):
+    """NVML numbers every GPU of the machine and ignores CUDA_VISIBLE_DEVICES: the handle follows CUDA's device 0
+    (here, with no CUDA device for torch to name, through CUDA_VISIBLE_DEVICES)."""
+    from hwkd.hw.gpu import nvml_handle
+
+    class FakeNvml:
+        def nvmlDeviceGetHandleByIndex(self, i):  # noqa: N802
+            return ("index", i)
+
+        def nvmlDeviceGetHandleByUUID(self, u):  # noqa: N802
+            return ("uuid", u)
+    if visible is None:
+        monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    else:
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device: the handle is matched by torch's UUID instead")
+    assert nvml_handle(FakeNvml()) == want
+
+
 def test_batches_cover_all_their_audio(tmp_path):
     """Batch B: B streams per hop call and B utterances per offline call, the RTF over all of that audio;
     ONNX Runtime's offline batch runs a graph exported with a batch axis."""
@@ -124,12 +146,20 @@ def test_batch_axis_export_matches_torch(tmp_path):
 
 def test_fp16_conversion_for_onnxruntime_cuda(tmp_path):
     """onnxruntime-cuda fp16 runs the graph converted by onnxruntime's own float16 converter: weights in fp16,
-    inputs and outputs fp32 (checked here on the file; the CUDA session runs where the provider is)."""
+    inputs and outputs fp32 (checked here on the file; the CUDA session runs where the provider is). The
+    converted file lives in the runner's scratch folder, which goes with the runner."""
+    import gc
+
     import onnx
 
     from hwkd.hw.measure import Runner
     path = export_offline_onnx(create_model(TINY), tmp_path / "offline.onnx")
-    m = onnx.load(str(Runner._fp16_onnx(path)))
+    runner = Runner("onnxruntime", "offline", 1, onnx=path)
+    out = runner._fp16_onnx(path)
+    m = onnx.load(str(out))
+    del runner
+    gc.collect()
+    assert not out.parent.exists()
     f16, f32 = onnx.TensorProto.FLOAT16, onnx.TensorProto.FLOAT
     assert {i.type.tensor_type.elem_type for i in list(m.graph.input) + list(m.graph.output)} == {f32}
     weights = [t for t in m.graph.initializer if len(t.dims) >= 2]

@@ -56,6 +56,23 @@ def _nvml():
         return None
 
 
+def nvml_handle(nv):
+    """NVML's handle of the GPU that CUDA calls device 0 in this process (the one hwkd times). NVML numbers every
+    GPU of the machine and ignores CUDA_VISIBLE_DEVICES, so index 0 can be another GPU on a multi-GPU machine:
+    matched by UUID through torch where it can, else by the first entry of CUDA_VISIBLE_DEVICES (a GPU-/MIG-
+    UUID, or an index: NVML's order is PCI bus order, CUDA's only with CUDA_DEVICE_ORDER=PCI_BUS_ID), else 0."""
+    try:
+        import torch
+        uuid = str(torch.cuda.get_device_properties(0).uuid)
+        return nv.nvmlDeviceGetHandleByUUID(uuid if uuid.startswith(("GPU-", "MIG-")) else f"GPU-{uuid}")
+    except Exception:            # no torch, no CUDA, an older torch without .uuid, or NVML does not know it
+        pass
+    first = os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",")[0].strip()
+    if first.startswith(("GPU-", "MIG-")):
+        return nv.nvmlDeviceGetHandleByUUID(first)
+    return nv.nvmlDeviceGetHandleByIndex(int(first) if first.isdigit() else 0)
+
+
 def gpu_fingerprint() -> dict | None:
     """The first CUDA device as far as timings go, or None where there is none: model, memory, compute
     capability, driver, CUDA runtime and cuDNN of torch, onnxruntime's version and providers, TensorRT."""
@@ -75,7 +92,7 @@ def gpu_fingerprint() -> dict | None:
     if nv is not None:
         try:
             fp["driver"] = _text(nv.nvmlSystemGetDriverVersion())
-            h = nv.nvmlDeviceGetHandleByIndex(0)
+            h = nvml_handle(nv)
             fp["gpu_clock_mhz"] = nv.nvmlDeviceGetClockInfo(h, nv.NVML_CLOCK_SM)
             fp["gpu_max_clock_mhz"] = nv.nvmlDeviceGetMaxClockInfo(h, nv.NVML_CLOCK_SM)
         except Exception:
@@ -98,13 +115,13 @@ def _text(v) -> str:
 
 
 def process_device_mib() -> float | None:
-    """Device memory this process holds on the first GPU (NVML's per-process figure: every allocator and the
+    """Device memory this process holds on CUDA's device 0 (NVML's per-process figure: every allocator and the
     CUDA context included), or None where NVML cannot tell (no nvidia-ml-py, or a sandbox that hides it)."""
     nv = _nvml()
     if nv is None:
         return None
     try:
-        h = nv.nvmlDeviceGetHandleByIndex(0)
+        h = nvml_handle(nv)
         for proc in nv.nvmlDeviceGetComputeRunningProcesses(h):
             if proc.pid == os.getpid() and proc.usedGpuMemory is not None:
                 return round(proc.usedGpuMemory / 2 ** 20, 1)

@@ -279,9 +279,8 @@ class Runner:
         if self.runtime == "onnxruntime-cuda":
             providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]
         elif self.runtime == "onnxruntime-trt":
-            import tempfile
             trt = {"trt_fp16_enable": self.precision == "fp16", "trt_engine_cache_enable": True,
-                   "trt_engine_cache_path": tempfile.mkdtemp(prefix="hwkd-trt-")}
+                   "trt_engine_cache_path": str(self._scratch("hwkd-trt-"))}
             providers = [("TensorrtExecutionProvider", trt), "CUDAExecutionProvider", "CPUExecutionProvider"]
         sess = ort.InferenceSession(str(onnx), so, providers=providers)
         if self.runtime in ORT_GPU and ORT_GPU[self.runtime] not in sess.get_providers():
@@ -298,26 +297,32 @@ class Runner:
             state_names = [n for n, _ in names[1:]]
             self._hop_loop(init, lambda states: sess.run(None, {"frame": frame, **dict(zip(state_names, states))})[1:])
 
-    def _batched_onnx(self, net) -> Path:
+    def _scratch(self, prefix: str) -> Path:
+        """A temporary folder that goes with this runner (removed when the runner is collected or the process
+        exits): batched and fp16 exports and TensorRT's engine cache do not pile up in /tmp."""
+        import shutil
         import tempfile
+        import weakref
+        d = tempfile.mkdtemp(prefix=prefix)
+        weakref.finalize(self, shutil.rmtree, d, True)
+        return Path(d)
+
+    def _batched_onnx(self, net) -> Path:
         if net is None:
             raise HwkdError("an offline batch above 1 on ONNX Runtime needs the model itself (to export a batch "
                             "axis)", "profile a checkpoint or preset")
         from hwkd.hw.export import export_offline_onnx
-        return export_offline_onnx(net.float(), Path(tempfile.mkdtemp(prefix="hwkd-batch-")) / "offline.onnx",
+        return export_offline_onnx(net.float(), self._scratch("hwkd-batch-") / "offline.onnx",
                                    batch_axis=True)
 
-    @staticmethod
-    def _fp16_onnx(onnx: Path) -> Path:
+    def _fp16_onnx(self, onnx: Path) -> Path:
         """The graph's weights and arithmetic in fp16, its inputs and outputs kept fp32 (onnxruntime's own
         converter): what an fp16 deployment on ONNX Runtime's CUDA provider runs. (TensorRT takes the fp32
         graph and its fp16 flag.)"""
-        import tempfile
-
         import onnx as onnx_lib
         from onnxruntime.transformers.float16 import convert_float_to_float16
         model = convert_float_to_float16(onnx_lib.load(str(onnx)), keep_io_types=True)
-        out = Path(tempfile.mkdtemp(prefix="hwkd-fp16-")) / onnx.name
+        out = self._scratch("hwkd-fp16-") / onnx.name
         onnx_lib.save(model, str(out))
         return out
 
