@@ -100,6 +100,8 @@ def main():
     ap.add_argument("--name", default="time_to_quality")
     ap.add_argument("--student", default=None, help="JSON of DPDCRN config overrides (diagnostics)")
     ap.add_argument("--mixing", default="auto", choices=("auto", "off"), help="off: the static training clips")
+    ap.add_argument("--mixing-version", type=int, default=None,
+                    help="on-the-fly mixing version of new runs (default: hwkd's current one; diagnostics)")
     ap.add_argument("--steps", type=int, default=None,
                     help="train this many steps instead of filling the budget (diagnostics at equal steps)")
     ap.add_argument("--start", default="identity", choices=("identity", "default"),
@@ -178,13 +180,15 @@ def main():
                 init = net.state_dict()
             with LoadMeter() as load:
                 out = train_model(cfg, run, tcfg, data=data, kd=kd, progress=False, mixing=a.mixing, init=init,
-                                  meta={"command": f"benchmarks/time_to_quality.py {key}"})
+                                  meta={"command": f"benchmarks/time_to_quality.py {key}"},
+                                  mix_version=a.mixing_version)
             best, _ = load_model(run / "best.pt")
             ev = evaluate_pairs(best, test, progress=False)
             hist = out["history"]
             res["runs"][key] = {
                 "scheme": scheme, "budget_min": minutes, "planned": p, "scheme_options": options,
-                "train_data": out["train_data"], "kd_weight": out.get("kd_weight"),
+                "train_data": out["train_data"], "mixing_version": out.get("mixing_version"),
+                "kd_weight": out.get("kd_weight"),
                 "wall_s_this_process": round(time.perf_counter() - t0, 1),
                 "curve": [{"epoch": h["epoch"], "steps": h["epoch"] * p["steps_per_epoch"],
                            "train_elapsed_s": h.get("train_elapsed_s", h["elapsed_s"]),

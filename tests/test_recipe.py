@@ -185,6 +185,46 @@ def test_on_the_fly_mixing_keeps_the_splits(tiny_corpus):
     assert not set(ambient_split("train")) & set(ambient_split("val"))   # ambient noise files split as well
 
 
+def test_mixing_version_2_moves_full_length_crops_and_adds_voices(tiny_corpus):
+    """Version 1 crops a segment as long as the stored clips (1 s here) from offset 0, so its targets are the
+    stored clips themselves; version 2 starts anywhere (continuing with the speaker's clips), speaks half of a
+    recorded voice's crops from its prompt pack and speed-perturbs every crop."""
+    from hwkd.data.mixing import OnTheFlyMix
+
+    def stored(m, clean):
+        return any(len(s) == len(clean) and np.allclose(s / np.abs(s).max(), clean / np.abs(clean).max(), atol=1e-4)
+                   for s in m.speech)
+    v1 = OnTheFlyMix(tiny_corpus, segment_s=1.0, seed=0, version=1)
+    v2 = OnTheFlyMix(tiny_corpus, segment_s=1.0, seed=0)
+    assert v2.version == 2 and sorted(v2.packs) == sorted(s for s in set(v2.speakers) if s.startswith("asterisk:"))
+    assert all(stored(v1, v1.mix(e, k)[1]) for e in (0, 1) for k in range(6))
+    assert not any(stored(v2, v2.mix(e, k)[1]) for e in (0, 1) for k in range(6))
+    x, y = v2.mix(4, 9), OnTheFlyMix(tiny_corpus, segment_s=1.0, seed=0).mix(4, 9)
+    assert np.array_equal(x[0], y[0]) and np.array_equal(x[1], y[1])       # still a function of (seed, epoch, index)
+    assert x[1].shape == (16000,) and np.isfinite(x[0]).all()
+    with pytest.raises(HwkdError, match="mixing version"):
+        OnTheFlyMix(tiny_corpus, segment_s=1.0, version=3)
+
+
+def test_a_resumed_run_keeps_its_mixing_version(tmp_path):
+    from hwkd.models.checkpoint import save_checkpoint
+    from hwkd.train.recipe import mix_version_of
+    assert mix_version_of(tmp_path / "new") == 2 and mix_version_of(tmp_path / "new", 1) == 1
+    net = create_model(TINY)
+    old = tmp_path / "old"                         # a run from before versions: mixed with version 1
+    old.mkdir()
+    save_checkpoint(old / "last.pt", net, meta={"train_data": "on-the-fly mixing"})
+    assert mix_version_of(old) == 1 and mix_version_of(old, 1) == 1
+    with pytest.raises(HwkdError, match="mixing version 1"):
+        mix_version_of(old, 2)
+    new = tmp_path / "v2"
+    new.mkdir()
+    save_checkpoint(new / "last.pt", net, meta={"train_data": "on-the-fly mixing", "mixing_version": 2})
+    assert mix_version_of(new) == 2
+    with pytest.raises(HwkdError, match="--mixing-version 5"):
+        mix_version_of(tmp_path / "x", 5)
+
+
 def test_on_the_fly_mixing_ambisonics(tiny_foa):
     from hwkd.data.mixing import OnTheFlyMix
     mix = OnTheFlyMix(tiny_foa, segment_s=0.5, seed=0)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from hwkd import SAMPLE_RATE
 from hwkd.cli.common import POS_INT, default_dataset, formatter, log
+from hwkd.data import MIX_VERSION, MIX_VERSIONS
 from hwkd.errors import HwkdError
 from hwkd.train.config import TrainConfig
 
@@ -79,6 +80,9 @@ def add_training_args(t) -> None:
                    help="training items mixed on the fly (auto: for an hwkd corpus set from its own sources, for "
                         "a real dataset whose train split has a noise/ folder beside clean/ from that split's clean "
                         "and noise files, DNS style; other datasets use their pairs) or the static pairs (off)")
+    t.add_argument("--mixing-version", type=int, default=None, choices=MIX_VERSIONS,
+                   help=f"the embedded corpus's on-the-fly mixing version of a new run (default {MIX_VERSION}, the "
+                        "current one; 1 reproduces runs from before 2026-12-01; a resumed run keeps its own)")
     t.add_argument("--seed", type=int, default=TrainConfig.seed)
     t.add_argument("--device", default=TrainConfig.device, help="cpu or cuda (default %(default)s)")
     t.add_argument("--threads", type=POS_INT, default=None, help="torch threads (default: torch's choice)")
@@ -106,7 +110,7 @@ def run_training(args, cfg, kd=None) -> int:
     data = args.data or default_dataset(cfg.in_channels, progress=not args.quiet)
     res = train_model(cfg, args.out, tcfg, data=data, kd=kd, init=args.init, train_split=args.train_split,
                       val_split=args.val_split, mixing=args.mixing, progress=not args.quiet,
-                      meta={"command": "hwkd " + " ".join(sys.argv[1:])})
+                      meta={"command": "hwkd " + " ".join(sys.argv[1:])}, mix_version=args.mixing_version)
     lam = res.get("kd_weight", {}).get("lam")
     print(f"done: best val SI-SDR {res['best_val_si_sdr_db']:.2f} dB; training data: {res['train_data']}"
           + (f"; KD weight λ {lam:.4g} ({res['kd_weight']['rule']})" if lam is not None else "")

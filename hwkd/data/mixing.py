@@ -16,6 +16,16 @@ Every item is a pure function of (corpus, seed, epoch, index): its generator is 
 alone, so a killed and resumed run sees the same data, and workers agree. Val and test stay the fixed
 synthesised clips (`SpeechPairs`). An epoch has as many items as the static split has segments.
 
+Versions (a run records its version and a resumed run keeps it, so it sees the data it started with):
+
+- 1: a crop starts in [0, len(clip) - segment], so a segment as long as the stored clips (4 s) always
+  starts at 0: the targets never change, only the noise does.
+- 2 (the default): a crop starts anywhere in its clip and continues with the speaker's other clips; the
+  split's recorded voices (the asterisk actors; train: 2 of its speakers, 47 % of its clips) speak half of
+  their crops from their whole prompt packs (~27 min each, where the stored clips hold ~9); every speech crop,
+  target and babble talker alike, is sped up or slowed down by one of 0.9, 0.95, 1, 1.05, 1.1 (tempo and
+  pitch, polyphase resampling; Kaldi-style speed perturbation), so the split's voices become more voices.
+
 Cost (benchmarks/mixing_cost.py): a few milliseconds per 2-s item, in the training process.
 """
 
@@ -29,12 +39,16 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from hwkd.data import MIX_VERSION, MIX_VERSIONS
 from hwkd.data.synth import SETS, SR, active_rms, level_and_peak, scale_noise_to_snr, spatialise
 from hwkd.errors import HwkdError
 
 log = logging.getLogger("hwkd")
 MIX_TAG = 7919          # separates the mixing generators' seeds from the static corpus's clip seeds
 ROOM_POOL = 128         # Ambisonics rooms per (seed, split), simulated lazily and kept
+# v2 speed perturbation: factor -> (up, down) of the polyphase resampling (played at 16 kHz: tempo x factor)
+SPEEDS = {0.9: (10, 9), 0.95: (20, 19), 1.0: (1, 1), 1.05: (20, 21), 1.1: (10, 11)}
+PACK_SHARE = 0.5        # v2: share of a recorded voice's crops spoken from its whole prompt pack
 
 
 def corpus_of(set_dir: str | Path) -> Path | None:
@@ -72,8 +86,11 @@ class OnTheFlyMix(Mixtures):
     """Items {"noisy": float32 [C, N], "clean": float32 [N], "id": str}, mixed anew per (seed, epoch, index)."""
 
     def __init__(self, set_dir: str | Path, split: str = "train", segment_s: float = 4.0, seed: int = 0,
-                 length: int | None = None):
+                 length: int | None = None, version: int = MIX_VERSION):
         from hwkd.data.datasets import SpeechPairs
+        if version not in MIX_VERSIONS:
+            raise HwkdError(f"mixing version {version!r}", f"use one of {MIX_VERSIONS}")
+        self.version = version
         root = corpus_of(set_dir)
         if root is None:
             raise HwkdError(f"{set_dir} is not a set of an hwkd corpus (no corpus.json beside it)",
@@ -108,18 +125,54 @@ class OnTheFlyMix(Mixtures):
         for i, s in enumerate(self.speakers):
             self.by_speaker.setdefault(s, []).append(i)
         self._rooms: dict[int, object] = {}
+        self.packs = self._packs() if version >= 2 else {}
+
+    def _packs(self) -> dict:
+        """The split's recorded voices whose prompt packs are installed: speaker id -> Speaker (v2)."""
+        from hwkd.data.speech import SPLITS, _asterisk_files, speakers
+        if self.split not in SPLITS:
+            return {}
+        out = {}
+        for spk in speakers(self.split)["asterisk-g722"]:
+            if spk.id not in self.by_speaker:
+                continue
+            try:
+                _asterisk_files(spk.name)
+                import G722  # noqa: F401
+            except (HwkdError, ImportError):
+                log.warning("mixing: %s's prompt pack is not installed here; its crops come from the stored clips "
+                            "alone (./install.sh installs it)", spk.id)
+                continue
+            out[spk.id] = spk
+        return out
 
     # -- sources ------------------------------------------------------------------------------------
     def _speech(self, rng: np.random.Generator, n: int, clip: int | None = None) -> tuple[np.ndarray, str]:
-        """n samples of one speaker's speech, from a random offset, continuing with the speaker's other clips."""
+        """n samples of one speaker's speech, from a random offset, continuing with the speaker's other clips
+        (v2: from anywhere in the clip, half of a recorded voice's crops from its prompt pack, speed-perturbed)."""
         i = int(rng.integers(len(self.speech))) if clip is None else clip
         spk = self.speakers[i]
         x = self.speech[i]
-        out = x[int(rng.integers(0, max(1, len(x) - n + 1))):]
+        if self.version == 1:
+            out = x[int(rng.integers(0, max(1, len(x) - n + 1))):]
+        else:
+            speed = list(SPEEDS)[int(rng.integers(len(SPEEDS)))]
+            up, down = SPEEDS[speed]
+            want, n = n, int(np.ceil(n * down / up)) + 1       # samples to read before the speed change
+            if spk in self.packs and rng.random() < PACK_SHARE:
+                from hwkd.data.speech import speech_segment
+                out = speech_segment(self.packs[spk], rng, n)
+            else:
+                out = x[int(rng.integers(len(x))):]
         while len(out) < n:
             j = self.by_speaker[spk][int(rng.integers(len(self.by_speaker[spk])))]
             out = np.concatenate([out, self.speech[j]])
         out = out[:n]
+        if self.version >= 2:
+            if up != down:
+                from scipy.signal import resample_poly
+                out = resample_poly(out, up, down).astype(np.float32)
+            out = out[:want]
         return out / (active_rms(out) + 1e-9) * 0.05, spk
 
     def _babble(self, rng: np.random.Generator, n: int, talker: str) -> np.ndarray:

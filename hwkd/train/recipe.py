@@ -41,9 +41,32 @@ class KDSpec:
     ratio: float | None = None           # target λ·‖∇L_KD‖ / ‖∇L_SE‖ of the balancing (default KD_GRAD_RATIO)
 
 
-def training_set(data: str | Path, split: str, segment_s: float, channels: int, seed: int, mixing: str = "auto"):
+def mix_version_of(run: str | Path, asked: int | None = None) -> int:
+    """The mixing version a run in `run` uses: the one its checkpoint recorded (a run from before versions mixed
+    with version 1), so a resumed run sees the data it started with; for a new run `asked`, else the current
+    one. Asking a resumed run for another version is refused."""
+    from hwkd.data import MIX_VERSION, MIX_VERSIONS
+    if asked is not None and asked not in MIX_VERSIONS:
+        raise HwkdError(f"--mixing-version {asked}", f"use one of {', '.join(map(str, MIX_VERSIONS))}")
+    last = Path(run) / "last.pt"
+    if not last.is_file():
+        return asked or MIX_VERSION
+    from hwkd.models.checkpoint import read_checkpoint
+    meta = read_checkpoint(last).get("meta") or {}
+    old = "train_data" in meta and meta["train_data"] == "on-the-fly mixing" or "supernet" in meta
+    have = int(meta.get("mixing_version", 1 if old else MIX_VERSION))
+    if asked is not None and asked != have:
+        raise HwkdError(f"{run} was trained with mixing version {have}; --mixing-version {asked} would change its "
+                        "data mid-run", f"resume it with --mixing-version {have} (or without the flag), or "
+                        "choose another --out")
+    return have
+
+
+def training_set(data: str | Path, split: str, segment_s: float, channels: int, seed: int, mixing: str = "auto",
+                 mix_version: int | None = None):
     """On-the-fly mixtures (mixing "auto" or "on") for a set of an hwkd corpus, or for a real dataset whose split
-    ships its noise separately (DATA/SPLIT/noise/ beside noisy/ and clean/, DNS style); else the static pairs."""
+    ships its noise separately (DATA/SPLIT/noise/ beside noisy/ and clean/, DNS style); else the static pairs.
+    `mix_version`: the embedded corpus's mixing version (default: the current one)."""
     from hwkd.data.datasets import SpeechPairs
     from hwkd.data.mixing import FolderMix, OnTheFlyMix, corpus_of, noise_folder
     if mixing not in ("auto", "on", "off"):
@@ -54,7 +77,8 @@ def training_set(data: str | Path, split: str, segment_s: float, channels: int, 
                         f"{split}/noise/ folder", "use --mixing auto (static pairs for real datasets), the embedded "
                         "corpus, or put the split's noise files in a noise/ folder beside clean/")
     if mixing != "off" and corpus_of(data) is not None:
-        ds = OnTheFlyMix(data, split=split, segment_s=segment_s, seed=seed)
+        ds = OnTheFlyMix(data, split=split, segment_s=segment_s, seed=seed,
+                         **({"version": mix_version} if mix_version else {}))
     elif noise is not None:
         ds = FolderMix(data, split, segment_s=segment_s, seed=seed)
     else:
@@ -116,15 +140,17 @@ def make_objective(model: DPDCRN, kd: KDSpec, cfg: TrainConfig, train_set, run: 
 def train_model(cfg: DPDCRNConfig, out: str | os.PathLike, tcfg: TrainConfig, data: str | Path | None = None,
                 kd: KDSpec | None = None, init: str | Path | dict | None = None, train_split: str = "train",
                 val_split: str = "val", mixing: str = "auto", meta: dict | None = None,
-                progress: bool = True) -> dict:
-    """Train (or resume) one network into `out`; returns the trainer's summary plus the data and λ used."""
+                progress: bool = True, mix_version: int | None = None) -> dict:
+    """Train (or resume) one network into `out`; returns the trainer's summary plus the data and λ used.
+    `mix_version`: the on-the-fly mixing version of a new run (hwkd.data.mixing; default the current one)."""
     from hwkd.data.datasets import SpeechPairs
     check_budget(tcfg)
     kd = kd or KDSpec()
     if data is None:
         from hwkd.data.synth import default_dataset
         data = default_dataset(cfg.in_channels, progress=progress)
-    train_set = training_set(data, train_split, tcfg.segment_s, cfg.in_channels, tcfg.seed, mixing)
+    mix_version = mix_version_of(out, mix_version)
+    train_set = training_set(data, train_split, tcfg.segment_s, cfg.in_channels, tcfg.seed, mixing, mix_version)
     val_set = SpeechPairs(data, split=val_split, mode="utterance", channels=cfg.in_channels, limit=tcfg.val_clips)
     torch.manual_seed(tcfg.seed)
     model = DPDCRN(cfg)
@@ -135,14 +161,16 @@ def train_model(cfg: DPDCRNConfig, out: str | os.PathLike, tcfg: TrainConfig, da
     from hwkd.data.mixing import Mixtures
     on_the_fly = isinstance(train_set, Mixtures)
     info = {"data": str(data), "train_split": train_split, "val_split": val_split,
-            "train_data": "on-the-fly mixing" if on_the_fly else "static pairs", "kd": kd.scheme,
+            "train_data": "on-the-fly mixing" if on_the_fly else "static pairs",
+            **({"mixing_version": train_set.version} if hasattr(train_set, "version") else {}), "kd": kd.scheme,
             **({"kd_weight": objective.lam_record} if objective is not None else {}), **(meta or {})}
     if tcfg.workers == 1:
         res = train(model, train_set, val_set, run, tcfg, objective=objective, progress=progress, meta=info)
     else:
         res = _train_parallel(model, train_set, val_set, run, tcfg, objective, progress, info,
                               dict(cfg=cfg, out=str(out), tcfg=tcfg, data=str(data), kd=kd, init=init,
-                                   train_split=train_split, val_split=val_split, mixing=mixing, meta=meta))
+                                   train_split=train_split, val_split=val_split, mixing=mixing, meta=meta,
+                                   mix_version=mix_version))
     return {**res, **info}
 
 
@@ -215,7 +243,7 @@ def _worker(rank: int, world: int, port: int, parent: int, args: dict) -> None:
     tcfg = args["tcfg"]
     data, kd = args["data"], args["kd"]
     train_set = training_set(data, args["train_split"], tcfg.segment_s, args["cfg"].in_channels, tcfg.seed,
-                             args["mixing"])
+                             args["mixing"], args["mix_version"])
     from hwkd.data.datasets import SpeechPairs
     val_set = SpeechPairs(data, split=args["val_split"], mode="utterance", channels=args["cfg"].in_channels,
                           limit=tcfg.val_clips)

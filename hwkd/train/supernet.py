@@ -195,7 +195,7 @@ def train_supernet(configs: list[DPDCRNConfig], out: str | os.PathLike, tcfg, te
     from hwkd.errors import HwkdError
     from hwkd.kd import uses_teacher
     from hwkd.models.supernet import largest
-    from hwkd.train.recipe import BALANCE_BATCHES, first_batches, training_set
+    from hwkd.train.recipe import BALANCE_BATCHES, first_batches, mix_version_of, training_set
     from hwkd.train.trainer import check_budget, train
     check_budget(tcfg)
     if tcfg.workers != 1:
@@ -229,7 +229,7 @@ def train_supernet(configs: list[DPDCRNConfig], out: str | os.PathLike, tcfg, te
     if data is None:
         from hwkd.data.synth import default_dataset
         data = default_dataset(top.in_channels, progress=progress)
-    train_set = training_set(data, "train", tcfg.segment_s, top.in_channels, tcfg.seed, mixing)
+    train_set = training_set(data, "train", tcfg.segment_s, top.in_channels, tcfg.seed, mixing, mix_version_of(run))
     val_set = SpeechPairs(data, split="val", mode="utterance", channels=top.in_channels)
     if tcfg.threads:
         torch.set_num_threads(tcfg.threads)
@@ -258,7 +258,8 @@ def train_supernet(configs: list[DPDCRNConfig], out: str | os.PathLike, tcfg, te
             obj.balance(batches)
     if teacher is not None:
         write_text_atomic(kd_file, json.dumps({**obj.lam_record, "scheme": scheme}, indent=1))
-    info = {"data": str(data), "kd": scheme, "supernet": {"configs": len(configs), "max": top.to_dict(),
+    info = {"data": str(data), **({"mixing_version": train_set.version} if hasattr(train_set, "version") else {}),
+            "kd": scheme, "supernet": {"configs": len(configs), "max": top.to_dict(),
                                                           "min": obj.bottom.to_dict(), "n_random": n_random},
             **({"kd_weight": obj.lam_record} if teacher is not None else {}), **(meta or {})}
     res = train(supernet.net, train_set, val_set, run, tcfg, objective=obj, progress=progress, meta=info)

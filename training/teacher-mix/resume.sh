@@ -16,5 +16,5 @@ if [ -f "$here/last.pt" ] && [ "$(steps "$here")" -gt "$(steps "$run")" ]; then
 fi
 [ -d "$home/corpus/default/mono" ] || .venv/bin/hwkd data synth
 nohup nice -n 10 .venv/bin/hwkd train --model cpu-teacher --epochs 80 --batch-size 16 --segment-s 2 --lr 2e-3 \
-  --mixing on --workers 2 --threads 2 --val-pesq-clips 10 --out "$run" >> "$home/runs/teacher-mix.log" 2>&1 &
+  --mixing on --mixing-version 1 --workers 2 --threads 2 --val-pesq-clips 10 --out "$run" >> "$home/runs/teacher-mix.log" 2>&1 &
 echo "training in the background (pid $!); progress: $run/history.jsonl and $home/runs/teacher-mix.log"
