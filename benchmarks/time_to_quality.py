@@ -131,6 +131,9 @@ def main():
         val = SpeechPairs(data, split="val", mode="utterance", channels=1)
         res["val_noisy_si_sdr_db"] = sum(si_sdr(val[i]["noisy"][0].numpy(), val[i]["clean"].numpy())
                                          for i in range(len(val))) / len(val)
+    # an epoch has len(train split segments) // batch steps: a plan of longer epochs would get fewer steps than planned
+    from hwkd.data.datasets import SpeechPairs
+    epoch_cap = len(SpeechPairs(data, split="train", mode="segment", segment_s=a.segment_s)) // a.batch
     for scheme in a.schemes.split(","):
         # "name" or "name:option=int" (e.g. i2srf-tfckd:fusion_mid=128) for a scheme option
         name, _, opt = scheme.partition(":")
@@ -152,16 +155,17 @@ def main():
             if plan.is_file():
                 p = json.loads(plan.read_text())
             elif a.steps:                                     # diagnostics: equal steps, no step timing
-                per_epoch = max(5, a.steps // 5)
-                p = {"step_s": None, "steps": a.steps // per_epoch * per_epoch, "steps_per_epoch": per_epoch,
-                     "epochs": a.steps // per_epoch}
+                per_epoch = max(5, min(a.steps // 5, epoch_cap))
+                epochs = -(-a.steps // per_epoch)
+                per_epoch = a.steps // epochs
+                p = {"step_s": None, "steps": epochs * per_epoch, "steps_per_epoch": per_epoch, "epochs": epochs}
                 run.mkdir(parents=True, exist_ok=True)
                 plan.write_text(json.dumps(p))
             else:
                 st = step_time(cfg, tcfg, data, kd, a.mixing)
                 steps = max(10, int(minutes * 60 / st))
                 # validate about every 2.5 minutes of training (at least 4 points on the curve)
-                per_epoch = max(5, min(steps // 4, int(150 / st)))
+                per_epoch = max(5, min(steps // 4, int(150 / st), epoch_cap))
                 epochs = -(-steps // per_epoch)
                 per_epoch = steps // epochs                   # epochs x per_epoch within the budget's steps
                 p = {"step_s": st, "steps": epochs * per_epoch, "steps_per_epoch": per_epoch, "epochs": epochs}
