@@ -276,6 +276,10 @@ def test_dns_style_dataset_mixes_its_split_on_the_fly(dns_style):
         assert all(s.startswith("train") for s in meta["speech"]) and meta["noise"].startswith("train-n")
         snr = 10 * np.log10(np.mean(clean ** 2) / np.mean((noisy[0] - clean) ** 2))
         assert np.isfinite(snr) and -6 < meta["snr_db"] < 21 and np.abs(noisy).max() <= 0.99 + 1e-6
+    # a noise file shorter than the segment loops from a random point, not always from its start
+    firsts = {float(n[0]) for n, name in (ds._noise(np.random.default_rng(i), 8000) for i in range(40))
+              if name == "train-n0.wav"}
+    assert len(firsts) > 3
     # --mixing off keeps the pairs; a split without noise/ keeps its pairs
     from hwkd.data.datasets import SpeechPairs
     assert isinstance(training_set(dns_style, "train", 0.5, 1, 0, mixing="off"), SpeechPairs)

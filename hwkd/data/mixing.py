@@ -289,8 +289,9 @@ class FolderMix(Mixtures):
 
     def _noise(self, rng: np.random.Generator, n: int) -> tuple[np.ndarray, str]:
         path, frames = self.noise[int(rng.integers(len(self.noise)))]
-        if frames < n:                      # a short noise clip loops
-            return np.tile(self._crop(path, frames, 0, frames), -(-n // frames))[:n], path.name
+        if frames < n:                      # a short noise clip loops, from a random point of the clip
+            start = int(rng.integers(frames))
+            return np.tile(self._crop(path, frames, 0, frames), -(-n // frames) + 1)[start:start + n], path.name
         return self._crop(path, frames, int(rng.integers(0, frames - n + 1)), n), path.name
 
     def mix(self, epoch: int, index: int) -> tuple[np.ndarray, np.ndarray, dict]:
