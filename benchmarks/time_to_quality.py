@@ -45,7 +45,7 @@ STUDENT = dict(channels=20, layers=1, depth=3, heads=1, gru_hidden=32, causal=Tr
 METRICS = ("pesq_wb", "stoi", "estoi", "si_sdr_db")
 
 
-def step_time(cfg, tcfg, data, kd: KDSpec, mixing: str = "auto") -> float:
+def step_time(cfg, tcfg, data, kd: KDSpec, mixing: str = "auto", mix_version: int | None = None) -> float:
     """Median seconds per training step of this recipe (3 steps after 1 warm-up), on real batches. With
     data-parallel workers: the median step (the first left out) of a 10-step run of the recipe itself (its
     workers started; 6 steps measured 1.33 s where the run then stepped in 1.07 s)."""
@@ -55,7 +55,7 @@ def step_time(cfg, tcfg, data, kd: KDSpec, mixing: str = "auto") -> float:
         from dataclasses import replace
         with tempfile.TemporaryDirectory() as d:
             t = replace(tcfg, epochs=1, max_steps_per_epoch=10, val_pesq_clips=0, ckpt_every=0)
-            out = train_model(cfg, d, t, data=data, kd=kd, progress=False, mixing=mixing)
+            out = train_model(cfg, d, t, data=data, kd=kd, progress=False, mixing=mixing, mix_version=mix_version)
         return out["history"][-1]["step_s_median"]
 
     from hwkd.models import DPDCRN
@@ -63,7 +63,7 @@ def step_time(cfg, tcfg, data, kd: KDSpec, mixing: str = "auto") -> float:
     from hwkd.train.trainer import SEObjective, epoch_order, stack_batch
     torch.manual_seed(0)
     model = DPDCRN(cfg)
-    ts = training_set(data, "train", tcfg.segment_s, cfg.in_channels, 0, mixing)
+    ts = training_set(data, "train", tcfg.segment_s, cfg.in_channels, 0, mixing, mix_version)
     obj = make_objective(model, kd, tcfg, ts, None) or SEObjective()
     enh = Enhancer(model)
     params = list(enh.parameters()) + [p for m in obj.modules() for p in m.parameters()]
@@ -162,7 +162,7 @@ def main():
                 run.mkdir(parents=True, exist_ok=True)
                 plan.write_text(json.dumps(p))
             else:
-                st = step_time(cfg, tcfg, data, kd, a.mixing)
+                st = step_time(cfg, tcfg, data, kd, a.mixing, a.mixing_version)
                 steps = max(10, int(minutes * 60 / st))
                 # validate about every 2.5 minutes of training (at least 4 points on the curve)
                 per_epoch = max(5, min(steps // 4, int(150 / st), epoch_cap))

@@ -94,6 +94,36 @@ def test_nvml_reads_the_gpu_cuda_times(monkeypatch, visible, want):
     assert nvml_handle(FakeNvml()) == want
 
 
+def test_nvml_follows_torchs_device_when_torch_has_started_cuda(monkeypatch):
+    """Where torch has started CUDA, its device 0 is matched in NVML by UUID (torch prints it bare; NVML names a
+    whole GPU GPU-… and a MIG slice MIG-…); where it has not, torch is not asked (it would start CUDA)."""
+    import types
+
+    from hwkd.hw.gpu import nvml_handle
+
+    class FakeNvml:
+        def __init__(self, known):
+            self.known = known
+
+        def nvmlDeviceGetHandleByIndex(self, i):  # noqa: N802
+            return ("index", i)
+
+        def nvmlDeviceGetHandleByUUID(self, u):  # noqa: N802
+            if u not in self.known:
+                raise RuntimeError("NVML_ERROR_NOT_FOUND")
+            return ("uuid", u)
+    started = {"yes": True}
+    cuda = types.SimpleNamespace(is_initialized=lambda: started["yes"],
+                                 get_device_properties=lambda i: types.SimpleNamespace(uuid="5c1e-aa"))
+    monkeypatch.setitem(sys.modules, "torch", types.SimpleNamespace(cuda=cuda))
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2")
+    assert nvml_handle(FakeNvml({"GPU-5c1e-aa"})) == ("uuid", "GPU-5c1e-aa")
+    assert nvml_handle(FakeNvml({"MIG-5c1e-aa"})) == ("uuid", "MIG-5c1e-aa")
+    assert nvml_handle(FakeNvml(set())) == ("index", 2)          # NVML does not know it: CUDA_VISIBLE_DEVICES
+    started["yes"] = False
+    assert nvml_handle(FakeNvml({"GPU-5c1e-aa"})) == ("index", 2)
+
+
 def test_batches_cover_all_their_audio(tmp_path):
     """Batch B: B streams per hop call and B utterances per offline call, the RTF over all of that audio;
     ONNX Runtime's offline batch runs a graph exported with a batch axis."""

@@ -196,7 +196,7 @@ def test_mixing_version_2_moves_full_length_crops_and_adds_voices(tiny_corpus):
                    for s in m.speech)
     v1 = OnTheFlyMix(tiny_corpus, segment_s=1.0, seed=0, version=1)
     v2 = OnTheFlyMix(tiny_corpus, segment_s=1.0, seed=0)
-    assert v2.version == 2 and sorted(v2.packs) == sorted(s for s in set(v2.speakers) if s.startswith("asterisk:"))
+    assert v2.version == 2 and v2.packs and sorted(v2.packs) == sorted(s for s in set(v2.speakers) if s.startswith("asterisk:"))
     assert all(stored(v1, v1.mix(e, k)[1]) for e in (0, 1) for k in range(6))
     assert not any(stored(v2, v2.mix(e, k)[1]) for e in (0, 1) for k in range(6))
     x, y = v2.mix(4, 9), OnTheFlyMix(tiny_corpus, segment_s=1.0, seed=0).mix(4, 9)
@@ -204,6 +204,19 @@ def test_mixing_version_2_moves_full_length_crops_and_adds_voices(tiny_corpus):
     assert x[1].shape == (16000,) and np.isfinite(x[0]).all()
     with pytest.raises(HwkdError, match="mixing version"):
         OnTheFlyMix(tiny_corpus, segment_s=1.0, version=3)
+
+
+def test_runs_record_their_mixing_version(tiny_corpus, tmp_path):
+    """What resuming relies on: train_model writes the version into the checkpoints (None on static pairs)."""
+    from hwkd.models.checkpoint import read_checkpoint
+    from hwkd.train.recipe import train_model
+    tcfg = TrainConfig(epochs=1, batch_size=2, segment_s=0.5, max_steps_per_epoch=1, val_clips=1, val_pesq_clips=0)
+    for mixing, asked, want in (("on", None, 2), ("on", 1, 1), ("off", None, None)):
+        run = tmp_path / f"{mixing}-{asked}"
+        res = train_model(create_model(TINY).cfg, run, tcfg, data=tiny_corpus, mixing=mixing, progress=False,
+                          mix_version=asked)
+        assert res["mixing_version"] == want
+        assert read_checkpoint(run / "last.pt")["meta"]["mixing_version"] == want
 
 
 def test_a_resumed_run_keeps_its_mixing_version(tmp_path):
@@ -217,6 +230,10 @@ def test_a_resumed_run_keeps_its_mixing_version(tmp_path):
     assert mix_version_of(old) == 1 and mix_version_of(old, 1) == 1
     with pytest.raises(HwkdError, match="mixing version 1"):
         mix_version_of(old, 2)
+    static = tmp_path / "static"                   # a run on static pairs: no version applies, none is refused
+    static.mkdir()
+    save_checkpoint(static / "last.pt", net, meta={"train_data": "static pairs", "mixing_version": None})
+    assert mix_version_of(static, 1) == 1 and mix_version_of(static) == 2
     new = tmp_path / "v2"
     new.mkdir()
     save_checkpoint(new / "last.pt", net, meta={"train_data": "on-the-fly mixing", "mixing_version": 2})

@@ -159,7 +159,8 @@ class OnTheFlyMix(Mixtures):
             speed = list(SPEEDS)[int(rng.integers(len(SPEEDS)))]
             up, down = SPEEDS[speed]
             want, n = n, int(np.ceil(n * down / up)) + 1       # samples to read before the speed change
-            if spk in self.packs and rng.random() < PACK_SHARE:
+            from_pack = rng.random() < PACK_SHARE            # drawn for every crop: the stream never depends
+            if from_pack and spk in self.packs:                 # on which packs are installed
                 from hwkd.data.speech import speech_segment
                 out = speech_segment(self.packs[spk], rng, n)
             else:
@@ -236,20 +237,24 @@ class FolderMix(Mixtures):
     The DNS Challenge ships its training material as clean speech and noise clips, and its synthesiser mixes
     them; a split laid out as DATA/SPLIT/{noisy,clean,noise}/ trains the same way here: every item is a crop of
     the split's clean/ files (continued with other clips of the split when a clip is shorter than the
-    segment) plus a crop of one of the split's noise/ files (looped when shorter), at an SNR and a level drawn
-    from the ranges of the embedded corpus (SNR -5..20 dB, -35..-15 dBFS; the DNS synthesiser's defaults are
-    wider), peak-limited like the corpus. Files are read in crops (soundfile seeks), so the split can be
-    large. Only that split's files are used, so speech and noise files stay in their split; val and test keep
-    their static pairs. Deterministic per (seed, epoch, index). Mono: the noisy item is [1, N].
+    segment) plus a crop of one of the split's noise/ files (looped when shorter; version 2 from a random
+    point), at an SNR and a level drawn from the ranges of the embedded corpus (SNR -5..20 dB, -35..-15 dBFS;
+    the DNS synthesiser's defaults are wider), peak-limited like the corpus. Files are read in crops
+    (soundfile seeks), so the split can be large. Only that split's files are used, so speech and noise files
+    stay in their split; val and test keep their static pairs. Deterministic per (seed, epoch, index). Mono:
+    the noisy item is [1, N].
     An epoch has as many items as the split's clean speech has segments.
     """
 
     ID_PREFIX = "foldermix"
 
     def __init__(self, data: str | Path, split: str, segment_s: float = 4.0, seed: int = 0,
-                 snr_db: tuple = (-5.0, 20.0), level_dbfs: tuple = (-35.0, -15.0)):
+                 snr_db: tuple = (-5.0, 20.0), level_dbfs: tuple = (-35.0, -15.0), version: int = MIX_VERSION):
         from hwkd.audio.io import audio_info
         from hwkd.data.layouts import _audio_files
+        if version not in MIX_VERSIONS:
+            raise HwkdError(f"mixing version {version!r}", f"use one of {MIX_VERSIONS}")
+        self.version = version
         d = Path(data) / split
         self.split, self.seed, self.epoch = split, seed, 0
         self.snr_db, self.level_dbfs = tuple(snr_db), tuple(level_dbfs)
@@ -289,8 +294,8 @@ class FolderMix(Mixtures):
 
     def _noise(self, rng: np.random.Generator, n: int) -> tuple[np.ndarray, str]:
         path, frames = self.noise[int(rng.integers(len(self.noise)))]
-        if frames < n:                      # a short noise clip loops, from a random point of the clip
-            start = int(rng.integers(frames))
+        if frames < n:                      # a short noise clip loops (version 2: from a random point of it)
+            start = int(rng.integers(frames)) if self.version >= 2 else 0
             return np.tile(self._crop(path, frames, 0, frames), -(-n // frames) + 1)[start:start + n], path.name
         return self._crop(path, frames, int(rng.integers(0, frames - n + 1)), n), path.name
 

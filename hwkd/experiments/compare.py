@@ -218,13 +218,17 @@ class Matrix:
                             or self.storage.get_n_trials(self.study_id) > 0):
             raise HwkdError(f"the study {self.name} in {redacted(self.url)} is not a KD comparison (e.g. a search "
                             "of that name)", "give the comparison another --name")
+        from hwkd.data import MIX_VERSION
+        recorded = MIX_VERSION if old is None else old.get("mixing_version", 1)    # (1: settings from before)
+        if self.cc.mixing_version is None:
+            self.cc.mixing_version = self.settings["mixing_version"] = recorded
         if old is None:
             if not create:
                 raise HwkdError(f"comparison {self.name} has no settings yet", "start it without --report-only")
             self.study.set_user_attr("compare", self.settings)
             self.study.set_metric_names([f"{self.cc.eval_split}_si_sdr_db"])
             old = self.study.user_attrs["compare"]         # two first workers at once: the one written counts
-        diff = changed_settings(old, self.settings, ignore=MACHINE_LOCAL)
+        diff = changed_settings({"mixing_version": 1, **old}, self.settings, ignore=MACHINE_LOCAL)
         if diff:
             raise HwkdError(f"comparison {self.name} ({redacted(self.url)}) has other settings ({'; '.join(diff)})",
                             "rerun with the same options to resume, or give a new --out (and --name)")
@@ -500,7 +504,11 @@ def open_matrix(out: Path, cc: CompareConfig, teacher_path: Path, storage: str |
         # would adopt its result.json files and checkpoints into a matrix they were not trained for
         old = json.loads((out / "compare.json").read_text())
         # paths may differ (a copied folder, a moved venv): the teacher by SHA-256, students by config (study)
-        diff = changed_settings(old, settings_of(cc, teacher_path), ignore=("student_configs", *MACHINE_LOCAL))
+        old = {"mixing_version": 1, **old}                    # settings from before the field mixed with 1
+        new = settings_of(cc, teacher_path)
+        if cc.mixing_version is None:                          # settled by the matrix: the folder's own
+            new["mixing_version"] = old["mixing_version"]
+        diff = changed_settings(old, new, ignore=("student_configs", *MACHINE_LOCAL))
         if diff:
             raise HwkdError(f"{out} holds a comparison with other settings ({'; '.join(diff)})",
                             "rerun with the same options to resume, or give a new --out")
@@ -604,7 +612,8 @@ def _run_cell(cdir: Path, which: str, student: str, scheme: str, seed: int, cc: 
                        threads=threads or cc.threads, max_steps_per_epoch=cc.max_steps_per_epoch,
                        val_pesq_clips=cc.val_pesq_clips)
     trained = train_model(cfg, cdir, tcfg, data=dset, kd=KDSpec(scheme, teacher, cc.lam, ratio=ratio),
-                          progress=progress, meta={"command": f"hwkd compare cell {student} {scheme} seed {seed}"})
+                          progress=progress, meta={"command": f"hwkd compare cell {student} {scheme} seed {seed}"},
+                          mix_version=cc.mixing_version)
     best, _ = load_model(cdir / "best.pt")
     found = scan(dset, channels=cfg.in_channels)                        # (one scan for both splits)
     pairs = split_pairs(found, cc.eval_split, limit=cc.eval_limit)

@@ -25,3 +25,6 @@ class CompareConfig:
     # the reported seeds train at it.
     # None: the balanced default ratio alone, no tuning
     kd_ratios: list | None = None
+    # on-the-fly mixing version of every cell (hwkd.data.mixing): None is settled when the matrix is opened — a
+    # new matrix takes the current version, one whose recorded settings predate the field mixed with 1
+    mixing_version: int | None = None

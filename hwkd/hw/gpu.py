@@ -59,14 +59,22 @@ def _nvml():
 def nvml_handle(nv):
     """NVML's handle of the GPU that CUDA calls device 0 in this process (the one hwkd times). NVML numbers every
     GPU of the machine and ignores CUDA_VISIBLE_DEVICES, so index 0 can be another GPU on a multi-GPU machine:
-    matched by UUID through torch where it can, else by the first entry of CUDA_VISIBLE_DEVICES (a GPU-/MIG-
-    UUID, or an index: NVML's order is PCI bus order, CUDA's only with CUDA_DEVICE_ORDER=PCI_BUS_ID), else 0."""
-    try:
-        import torch
-        uuid = str(torch.cuda.get_device_properties(0).uuid)
-        return nv.nvmlDeviceGetHandleByUUID(uuid if uuid.startswith(("GPU-", "MIG-")) else f"GPU-{uuid}")
-    except Exception:            # no torch, no CUDA, an older torch without .uuid, or NVML does not know it
-        pass
+    matched by UUID through torch where torch has started CUDA, else by the first entry of CUDA_VISIBLE_DEVICES
+    (a GPU-/MIG- UUID, or an index: NVML's order is PCI bus order, CUDA's only with CUDA_DEVICE_ORDER=PCI_BUS_ID),
+    else 0."""
+    import sys
+    torch = sys.modules.get("torch")
+    # only where torch has started CUDA already: asking it would start CUDA in a process that times onnxruntime
+    if torch is not None and torch.cuda.is_initialized():
+        try:
+            uuid = str(torch.cuda.get_device_properties(0).uuid)      # bare hex; NVML names GPUs and MIG slices
+            for name in ((uuid,) if uuid.startswith(("GPU-", "MIG-")) else (f"GPU-{uuid}", f"MIG-{uuid}")):
+                try:
+                    return nv.nvmlDeviceGetHandleByUUID(name)
+                except Exception:
+                    pass
+        except Exception:        # an older torch without .uuid
+            pass
     first = os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",")[0].strip()
     if first.startswith(("GPU-", "MIG-")):
         return nv.nvmlDeviceGetHandleByUUID(first)

@@ -299,7 +299,9 @@ class Runner:
 
     def _scratch(self, prefix: str) -> Path:
         """A temporary folder that goes with this runner (removed when the runner is collected or the process
-        exits): batched and fp16 exports and TensorRT's engine cache do not pile up in /tmp."""
+        exits): batched and fp16 exports and TensorRT's engine cache do not pile up in /tmp. A hop runner's call
+        refers back to it, so its folder goes at the next garbage collection; a measuring child killed at its
+        timeout leaves its folder behind."""
         import shutil
         import tempfile
         import weakref

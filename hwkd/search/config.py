@@ -42,6 +42,8 @@ class SearchConfig:
     like: str | None = None               # re-targeted from this run: its quality results, latency taken anew
     supernet: str | None = None           # a trained supernet's run folder: candidates start from inherited
                                           # weights (steps 0: scored as inherited, no training)
+    mixing_version: int | None = None     # on-the-fly mixing version of every trial (hwkd.data.mixing): a new
+                                          # run takes the current one; runs from before the field mixed with 1
 
     @classmethod
     def from_dict(cls, d: dict) -> SearchConfig:

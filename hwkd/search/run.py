@@ -85,6 +85,7 @@ def resume_config(run: Path, settings: dict, data: Path | None = None,
     for a new run). A worker joining from another machine gets the embedded corpus and teacher rebuilt or found
     here; another dataset must be given (`data`)."""
     sc = SearchConfig.from_dict(settings)
+    sc.mixing_version = settings.get("mixing_version", 1)      # runs from before the field mixed with version 1
     if trial_timeout is not None:
         sc.trial_timeout_s = trial_timeout
     # the run's own SQLite file: None, as for a new run (one worker, a reproducible sampler seed)
@@ -156,14 +157,15 @@ class Search:
         """Everything decided before a store is opened: the target and its runtime and threads, the teacher, the
         space (its hop the teacher's), the dataset (the embedded corpus built on first use) and the controller.
         Bad settings fail here, before anything is written."""
+        from hwkd.data import MIX_VERSION
         from hwkd.hw.targets import load_target
         from hwkd.kd import uses_teacher
         from hwkd.models.checkpoint import load_model
         from hwkd.models.teacher import embedded_teacher_path
         from hwkd.search.controllers import make_controller
         from hwkd.search.space import load_space
-
         self.target = load_target(sc.target)
+        sc.mixing_version = sc.mixing_version or MIX_VERSION
         sc.runtime = sc.runtime or self.target["runtimes"][0]
         sc.threads = sc.threads or self.target["threads"][0]
         if sc.runtime not in self.target["runtimes"]:
@@ -228,7 +230,7 @@ class Search:
         else:
             local = ("trials", "time_budget_s", "data", "teacher",    # a budget, and paths of this machine
                      "trial_timeout_s", "supernet")
-            diff = changed_settings(old, settings, ignore=local)
+            diff = changed_settings({"mixing_version": 1, **old}, settings, ignore=local)   # (1: from before)
             if diff:
                 raise HwkdError(f"search {self.name} in {store.redact(self.storage_url)} has other settings "
                                 f"({'; '.join(diff)})",
@@ -566,7 +568,7 @@ class Search:
                 "val_pesq_clips": self.sc.val_pesq_clips, "target": self.target["name"],
                 "runtime": self.sc.runtime, "threads": self.sc.threads, "protocol": self.sc.protocol,
                 "fault": faults.get(trial.number), "threads_train": None, "supernet": self.sc.supernet,
-                "val_clips": self.sc.val_clips}
+                "val_clips": self.sc.val_clips, "mixing_version": self.sc.mixing_version}
         t0 = time.perf_counter()
         try:
             if self.sc.supernet and self.sc.steps == 0:

@@ -145,7 +145,7 @@ def _train(cfg, init: dict | None, spec: dict, tdir: Path, t0: float, lr: float,
     if uses_teacher(spec["kd"]):
         teacher, _ = load_model(spec["teacher"])
     res = train_model(cfg, tdir / f"rung{rung}", tcfg, data=spec["data"], kd=KDSpec(spec["kd"], teacher, lam),
-                      init=init, progress=True,
+                      init=init, progress=True, mix_version=spec.get("mixing_version"),
                       meta={"command": f"hwkd search trial {tdir.name} rung {rung}"})
     last = res["history"][-1]
     return RungResult(rung=rung, steps=spec["steps"], total_steps=spec["steps"] + spec.get("steps_before", 0),

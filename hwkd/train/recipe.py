@@ -53,8 +53,12 @@ def mix_version_of(run: str | Path, asked: int | None = None) -> int:
         return asked or MIX_VERSION
     from hwkd.models.checkpoint import read_checkpoint
     meta = read_checkpoint(last).get("meta") or {}
-    old = "train_data" in meta and meta["train_data"] == "on-the-fly mixing" or "supernet" in meta
-    have = int(meta.get("mixing_version", 1 if old else MIX_VERSION))
+    if "mixing_version" in meta:
+        have = meta["mixing_version"]             # None: a run on static pairs, where no version applies
+    else:                                         # a run from before versions: mixed on the fly with version 1
+        have = 1 if meta.get("train_data") == "on-the-fly mixing" or "supernet" in meta else None
+    if have is None:
+        return asked or MIX_VERSION
     if asked is not None and asked != have:
         raise HwkdError(f"{run} was trained with mixing version {have}; --mixing-version {asked} would change its "
                         "data mid-run", f"resume it with --mixing-version {have} (or without the flag), or "
@@ -66,7 +70,7 @@ def training_set(data: str | Path, split: str, segment_s: float, channels: int, 
                  mix_version: int | None = None):
     """On-the-fly mixtures (mixing "auto" or "on") for a set of an hwkd corpus, or for a real dataset whose split
     ships its noise separately (DATA/SPLIT/noise/ beside noisy/ and clean/, DNS style); else the static pairs.
-    `mix_version`: the embedded corpus's mixing version (default: the current one)."""
+    `mix_version`: the on-the-fly mixing version (hwkd.data.mixing; default: the current one)."""
     from hwkd.data.datasets import SpeechPairs
     from hwkd.data.mixing import FolderMix, OnTheFlyMix, corpus_of, noise_folder
     if mixing not in ("auto", "on", "off"):
@@ -80,7 +84,7 @@ def training_set(data: str | Path, split: str, segment_s: float, channels: int, 
         ds = OnTheFlyMix(data, split=split, segment_s=segment_s, seed=seed,
                          **({"version": mix_version} if mix_version else {}))
     elif noise is not None:
-        ds = FolderMix(data, split, segment_s=segment_s, seed=seed)
+        ds = FolderMix(data, split, segment_s=segment_s, seed=seed, **({"version": mix_version} if mix_version else {}))
     else:
         return SpeechPairs(data, split=split, mode="segment", segment_s=segment_s, channels=channels, seed=seed)
     if ds.channels != channels:
@@ -162,7 +166,7 @@ def train_model(cfg: DPDCRNConfig, out: str | os.PathLike, tcfg: TrainConfig, da
     on_the_fly = isinstance(train_set, Mixtures)
     info = {"data": str(data), "train_split": train_split, "val_split": val_split,
             "train_data": "on-the-fly mixing" if on_the_fly else "static pairs",
-            **({"mixing_version": train_set.version} if hasattr(train_set, "version") else {}), "kd": kd.scheme,
+            "mixing_version": getattr(train_set, "version", None), "kd": kd.scheme,
             **({"kd_weight": objective.lam_record} if objective is not None else {}), **(meta or {})}
     if tcfg.workers == 1:
         res = train(model, train_set, val_set, run, tcfg, objective=objective, progress=progress, meta=info)
