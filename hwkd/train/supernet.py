@@ -258,9 +258,9 @@ def train_supernet(configs: list[DPDCRNConfig], out: str | os.PathLike, tcfg, te
             obj.balance(batches)
     if teacher is not None:
         write_text_atomic(kd_file, json.dumps({**obj.lam_record, "scheme": scheme}, indent=1))
-    info = {"data": str(data), "mixing_version": getattr(train_set, "version", None),
-            "kd": scheme, "supernet": {"configs": len(configs), "max": top.to_dict(),
-                                                          "min": obj.bottom.to_dict(), "n_random": n_random},
+    info = {"data": str(data), "mixing_version": getattr(train_set, "version", None), "kd": scheme,
+            "supernet": {"configs": len(configs), "max": top.to_dict(), "min": obj.bottom.to_dict(),
+                         "n_random": n_random},
             **({"kd_weight": obj.lam_record} if teacher is not None else {}), **(meta or {})}
     res = train(supernet.net, train_set, val_set, run, tcfg, objective=obj, progress=progress, meta=info)
     return {**res, **info}
