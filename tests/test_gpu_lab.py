@@ -72,6 +72,21 @@ def test_gpu_runtimes_absent_here_name_the_fix():
         measure("torch-cuda", "offline", 1, net=create_model(TINY), protocol=QUICK)
 
 
+class FakeNvml:
+    """NVML's handle lookups, the handle naming how it was found; `known`: the UUIDs NVML knows (None: any)."""
+
+    def __init__(self, known=None):
+        self.known = known
+
+    def nvmlDeviceGetHandleByIndex(self, i):  # noqa: N802
+        return ("index", i)
+
+    def nvmlDeviceGetHandleByUUID(self, u):  # noqa: N802
+        if self.known is not None and u not in self.known:
+            raise RuntimeError("NVML_ERROR_NOT_FOUND")
+        return ("uuid", u)
+
+
 @pytest.mark.parametrize("visible, want", [(None, ("index", 0)), ("3,1", ("index", 3)),
                                            ("GPU-5c1e-aa", ("uuid", "GPU-5c1e-aa")), ("MIG-9f", ("uuid", "MIG-9f"))])
 def test_nvml_reads_the_gpu_cuda_times(monkeypatch, visible, want):
@@ -79,12 +94,6 @@ def test_nvml_reads_the_gpu_cuda_times(monkeypatch, visible, want):
     (here, with no CUDA device for torch to name, through CUDA_VISIBLE_DEVICES)."""
     from hwkd.hw.gpu import nvml_handle
 
-    class FakeNvml:
-        def nvmlDeviceGetHandleByIndex(self, i):  # noqa: N802
-            return ("index", i)
-
-        def nvmlDeviceGetHandleByUUID(self, u):  # noqa: N802
-            return ("uuid", u)
     if visible is None:
         monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     else:
@@ -101,17 +110,6 @@ def test_nvml_follows_torchs_device_when_torch_has_started_cuda(monkeypatch):
 
     from hwkd.hw.gpu import nvml_handle
 
-    class FakeNvml:
-        def __init__(self, known):
-            self.known = known
-
-        def nvmlDeviceGetHandleByIndex(self, i):  # noqa: N802
-            return ("index", i)
-
-        def nvmlDeviceGetHandleByUUID(self, u):  # noqa: N802
-            if u not in self.known:
-                raise RuntimeError("NVML_ERROR_NOT_FOUND")
-            return ("uuid", u)
     started = {"yes": True}
     cuda = types.SimpleNamespace(is_initialized=lambda: started["yes"],
                                  get_device_properties=lambda i: types.SimpleNamespace(uuid="5c1e-aa"))

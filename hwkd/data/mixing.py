@@ -73,6 +73,11 @@ class Mixtures(Dataset):
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
+    def _set_version(self, version: int) -> None:
+        if version not in MIX_VERSIONS:
+            raise HwkdError(f"mixing version {version!r}", f"use one of {MIX_VERSIONS}")
+        self.version = version
+
     def __len__(self) -> int:
         return self.length
 
@@ -88,9 +93,7 @@ class OnTheFlyMix(Mixtures):
     def __init__(self, set_dir: str | Path, split: str = "train", segment_s: float = 4.0, seed: int = 0,
                  length: int | None = None, version: int = MIX_VERSION):
         from hwkd.data.datasets import SpeechPairs
-        if version not in MIX_VERSIONS:
-            raise HwkdError(f"mixing version {version!r}", f"use one of {MIX_VERSIONS}")
-        self.version = version
+        self._set_version(version)
         root = corpus_of(set_dir)
         if root is None:
             raise HwkdError(f"{set_dir} is not a set of an hwkd corpus (no corpus.json beside it)",
@@ -159,8 +162,8 @@ class OnTheFlyMix(Mixtures):
             speed = list(SPEEDS)[int(rng.integers(len(SPEEDS)))]
             up, down = SPEEDS[speed]
             want, n = n, int(np.ceil(n * down / up)) + 1       # samples to read before the speed change
-            from_pack = rng.random() < PACK_SHARE            # drawn for every crop: the stream never depends
-            if from_pack and spk in self.packs:                 # on which packs are installed
+            from_pack = rng.random() < PACK_SHARE      # drawn for every crop: the stream never depends on
+            if from_pack and spk in self.packs:           # which packs are installed
                 from hwkd.data.speech import speech_segment
                 out = speech_segment(self.packs[spk], rng, n)
             else:
@@ -252,9 +255,7 @@ class FolderMix(Mixtures):
                  snr_db: tuple = (-5.0, 20.0), level_dbfs: tuple = (-35.0, -15.0), version: int = MIX_VERSION):
         from hwkd.audio.io import audio_info
         from hwkd.data.layouts import _audio_files
-        if version not in MIX_VERSIONS:
-            raise HwkdError(f"mixing version {version!r}", f"use one of {MIX_VERSIONS}")
-        self.version = version
+        self._set_version(version)
         d = Path(data) / split
         self.split, self.seed, self.epoch = split, seed, 0
         self.snr_db, self.level_dbfs = tuple(snr_db), tuple(level_dbfs)

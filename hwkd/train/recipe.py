@@ -71,6 +71,7 @@ def training_set(data: str | Path, split: str, segment_s: float, channels: int, 
     """On-the-fly mixtures (mixing "auto" or "on") for a set of an hwkd corpus, or for a real dataset whose split
     ships its noise separately (DATA/SPLIT/noise/ beside noisy/ and clean/, DNS style); else the static pairs.
     `mix_version`: the on-the-fly mixing version (hwkd.data.mixing; default: the current one)."""
+    from hwkd.data import MIX_VERSION
     from hwkd.data.datasets import SpeechPairs
     from hwkd.data.mixing import FolderMix, OnTheFlyMix, corpus_of, noise_folder
     if mixing not in ("auto", "on", "off"):
@@ -81,10 +82,9 @@ def training_set(data: str | Path, split: str, segment_s: float, channels: int, 
                         f"{split}/noise/ folder", "use --mixing auto (static pairs for real datasets), the embedded "
                         "corpus, or put the split's noise files in a noise/ folder beside clean/")
     if mixing != "off" and corpus_of(data) is not None:
-        ds = OnTheFlyMix(data, split=split, segment_s=segment_s, seed=seed,
-                         **({"version": mix_version} if mix_version else {}))
+        ds = OnTheFlyMix(data, split=split, segment_s=segment_s, seed=seed, version=mix_version or MIX_VERSION)
     elif noise is not None:
-        ds = FolderMix(data, split, segment_s=segment_s, seed=seed, **({"version": mix_version} if mix_version else {}))
+        ds = FolderMix(data, split, segment_s=segment_s, seed=seed, version=mix_version or MIX_VERSION)
     else:
         return SpeechPairs(data, split=split, mode="segment", segment_s=segment_s, channels=channels, seed=seed)
     if ds.channels != channels:
