@@ -251,6 +251,45 @@ def test_on_the_fly_mixing_ambisonics(tiny_foa):
     assert torch.equal(mix[3]["noisy"], it["noisy"])
 
 
+@pytest.mark.parametrize("which", ["mono", "foa"])
+def test_loader_workers_prepare_the_same_batches(which, tiny_corpus, tiny_foa):
+    """--loader-workers N: the batches prepared ahead in forked processes are the ones read in the step (items
+    are functions of (seed, epoch, index)); the Ambisonics room pool is built once before the fork."""
+    from hwkd.data.mixing import ROOM_POOL, OnTheFlyMix
+    from hwkd.train.trainer import batch_items
+    mix = OnTheFlyMix(tiny_corpus if which == "mono" else tiny_foa, segment_s=0.5, seed=1)
+    mix.set_epoch(3)
+    batches = [[5, 2], [0, 7], [3, 3], [1, 6]]
+    here = list(batch_items(mix, batches, 0))
+    if which == "foa":
+        mix.prepare()
+        assert len(mix._rooms) == ROOM_POOL
+    ahead = list(batch_items(mix, batches, 2))
+    assert len(ahead) == len(here) == 4
+    for a, b in zip(here, ahead):
+        for x, y in zip(a, b):
+            assert torch.equal(x["noisy"], y["noisy"]) and torch.equal(x["clean"], y["clean"]) and x["id"] == y["id"]
+
+
+def test_training_with_loader_workers_equals_training_without(tmp_path, tiny_corpus):
+    from hwkd.models.checkpoint import load_model
+
+    from conftest import run_cli
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text("channels: 8\nlayers: 1\ndepth: 1\nheads: 0\n")
+
+    def train(out, loaders):
+        r = run_cli("train", "--model", cfg, "--data", tiny_corpus, "--out", tmp_path / out, "--epochs", "2",
+                    "--batch-size", "2", "--segment-s", "0.5", "--max-steps-per-epoch", "3", "--threads", "1",
+                    "--val-pesq-clips", "0", "--loader-workers", str(loaders))
+        assert r.returncode == 0, r.stderr[-2000:]
+        return load_model(tmp_path / out / "last.pt")[0].state_dict()
+    a, b = train("plain", 0), train("ahead", 2)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    bad = run_cli("train", "--model", cfg, "--data", tiny_corpus, "--out", tmp_path / "bad", "--loader-workers", "-1")
+    assert bad.returncode == 2 and "--loader-workers" in bad.stderr and not (tmp_path / "bad").exists()
+
+
 def test_real_datasets_keep_their_pairs(paired):
     from hwkd.data.datasets import SpeechPairs
     from hwkd.train.recipe import training_set
@@ -346,3 +385,27 @@ def test_distill_with_two_data_parallel_workers(tmp_path, tiny_corpus):
     ck = read_checkpoint(tmp_path / "run" / "last.pt")
     assert rec["lam"] > 0 and ck["meta"]["kd_weight"]["lam"] == rec["lam"]
     assert ck["train"]["history"][-1]["workers"] == 2 and ck["train"]["pos"] == 0 and ck["train"]["epoch"] == 1
+
+
+@pytest.mark.parametrize("which", ["mono", "foa"])
+def test_on_the_fly_mixing_needs_only_the_clean_side(which, tiny_corpus, tiny_foa, tmp_path):
+    """A corpus carried without its static training mixtures (train/noisy/ left behind, as to a GPU machine)
+    mixes the same items, with the same epoch length, as the whole corpus."""
+    import shutil
+
+    from hwkd.data.mixing import OnTheFlyMix
+    src = tiny_corpus if which == "mono" else tiny_foa
+    root = tmp_path / "carried"
+    shutil.copytree(src.parent, root)
+    shutil.rmtree(root / which / "train" / "noisy")
+    whole = OnTheFlyMix(src, segment_s=0.5, seed=2)
+    clean_only = OnTheFlyMix(root / which, segment_s=0.5, seed=2)
+    assert len(clean_only) == len(whole) and clean_only.channels == whole.channels
+    assert clean_only.speakers == whole.speakers
+    for k in (0, 3, len(whole) - 1):
+        whole.set_epoch(1)
+        clean_only.set_epoch(1)
+        assert torch.equal(whole[k]["noisy"], clean_only[k]["noisy"])
+    shutil.rmtree(root / which / "train" / "clean")
+    with pytest.raises(HwkdError, match="neither noisy/ nor clean/"):
+        OnTheFlyMix(root / which, segment_s=0.5)

@@ -110,3 +110,78 @@ def test_a_run_resumed_elsewhere_finds_its_embedded_teacher_by_file_name(tmp_pat
                 "storage": f"sqlite:///{tmp_path / 'study.db'}"}
     sc, _ = resume_config(tmp_path, settings)
     assert sc.teacher == str(ASSET)
+
+
+def _kit(*args):
+    import subprocess
+    import sys
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[1]
+    return subprocess.run([sys.executable, str(root / "training" / "gpu" / "kit.py"), *map(str, args)],
+                          capture_output=True, text=True, cwd=root, timeout=600)
+
+
+def test_gpu_kit_carries_what_on_the_fly_training_reads(tmp_path, tiny_foa):
+    """training/gpu/kit.py: the Ambisonics set's train clean clips and val split travel as FLAC and come back
+    with the same samples; training mixes the same items from the carried corpus as from the built one."""
+    import json
+
+    import numpy as np
+    import soundfile as sf
+    import torch
+
+    from hwkd.data.mixing import OnTheFlyMix
+    from hwkd.data.noise import ambient_files
+    r = _kit("build", "--sets", "foa", "--corpus", tiny_foa.parent, "--out", tmp_path / "kit")
+    assert r.returncode == 0, r.stderr
+    assert not (tmp_path / "kit" / "corpus" / "foa" / "train" / "noisy").exists()
+    r = _kit("unpack", tmp_path / "kit", tmp_path / "corpus", "--sonic-pi-dir", tmp_path / "sonic")
+    assert r.returncode == 0 and "equal to the packed ones" in r.stdout, r.stderr
+    for f in (tiny_foa / "val" / "noisy").glob("*.wav"):
+        a, b = sf.read(str(f), dtype="int16"), sf.read(str(tmp_path / "corpus" / "foa" / "val" / "noisy" / f.name),
+                                                       dtype="int16")
+        assert np.array_equal(a[0], b[0]) and a[1] == b[1]
+    assert sorted(p.name for p in (tmp_path / "sonic").iterdir()) == sorted(p.name for p in ambient_files())
+    here, there = OnTheFlyMix(tiny_foa, segment_s=0.5, seed=0), OnTheFlyMix(tmp_path / "corpus" / "foa", segment_s=0.5)
+    assert len(here) == len(there)
+    for k in (0, len(here) - 1):
+        assert torch.equal(here[k]["noisy"], there[k]["noisy"])
+    # a clip that decodes to other samples than were packed is named, and the exit is non-zero
+    digests = json.loads((tmp_path / "kit" / "sha256.json").read_text())
+    key = next(iter(digests))
+    digests[key] = "0" * 64
+    (tmp_path / "kit" / "sha256.json").write_text(json.dumps(digests))
+    r = _kit("unpack", tmp_path / "kit", tmp_path / "again", "--sonic-pi-dir", tmp_path / "sonic")
+    assert r.returncode == 2 and key in r.stderr
+
+
+@pytest.mark.slow
+def test_gpu_teacher_script_runs_on_cpu_at_tiny_scale(tmp_path, tiny_foa):
+    """training/gpu/teachers.sh, the device call for the Ambisonics teacher, run here on the CPU: kit unpacked,
+    the recipe trained one step with loader processes, its checkpoints and log left in $OUT."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[1]
+    kit = root / "teacher-kit"
+    if kit.exists():
+        pytest.skip("a teacher-kit/ is already in the checkout (a GPU session's); not overwritten by the test")
+    r = _kit("build", "--sets", "foa", "--corpus", tiny_foa.parent, "--out", kit)
+    try:
+        assert r.returncode == 0, r.stderr
+        env = {**os.environ, "OUT": str(tmp_path / "out"), "PYTHON": sys.executable, "DEVICE": "cpu",
+               "LOADERS": "2", "KIT_CORPUS": str(tmp_path / "corpus"), "SONIC_PI_DIR": str(tmp_path / "sonic"),
+               "RUN": str(tmp_path / "run"), "LIMIT_S": "400"}
+        p = subprocess.run(["bash", "training/gpu/teachers.sh", "--epochs", "1", "--max-steps-per-epoch", "1",
+                            "--batch-size", "2", "--threads", "1"], cwd=root, env=env, capture_output=True,
+                           text=True, timeout=600)
+        log = (tmp_path / "out" / "teacher-foa.log").read_text()
+        assert "exit 0" in log, p.stdout[-2000:] + p.stderr[-2000:]
+        assert {"best.pt", "last.pt", "history.jsonl"} <= {f.name for f in (tmp_path / "out").iterdir()}
+        model, ck = load_model(tmp_path / "out" / "best.pt")
+        assert model.cfg == resolve_config(TEACHER_PRESET, in_channels=4)
+        assert "--loader-workers 2" in ck["meta"]["command"] and ck["meta"]["train_data"] == "on-the-fly mixing"
+    finally:
+        import shutil
+        shutil.rmtree(kit, ignore_errors=True)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from hwkd.cli.common import POS_INT, default_dataset, formatter
+from hwkd.cli.common import POS_INT, default_dataset, formatter, nonneg_int
 from hwkd.errors import HwkdError
 from hwkd.train.config import TrainConfig
 
@@ -40,6 +40,8 @@ def register(sub) -> None:
     t.add_argument("--seed", type=int, default=TrainConfig.seed)
     t.add_argument("--device", default=TrainConfig.device, help="cpu or cuda (default %(default)s)")
     t.add_argument("--threads", type=POS_INT, default=None, help="torch threads (default: torch's choice)")
+    t.add_argument("--loader-workers", type=nonneg_int, default=TrainConfig.loader_workers,
+                   help="processes preparing the next batches while a step runs (default %(default)s: in the step)")
     t.add_argument("--ckpt-every", type=int, default=TrainConfig.ckpt_every, help="default %(default)s")
     t.add_argument("--val-pesq-clips", type=int, default=TrainConfig.val_pesq_clips, help="default %(default)s")
     t.set_defaults(func=cmd_train)
@@ -66,7 +68,7 @@ def cmd_train(args) -> int:
     tcfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                        segment_s=args.segment_s, warmup_frac=args.warmup_frac, device=args.device,
                        threads=args.threads, ckpt_every=args.ckpt_every, max_steps_per_epoch=args.max_steps_per_epoch,
-                       val_pesq_clips=args.val_pesq_clips)
+                       val_pesq_clips=args.val_pesq_clips, loader_workers=args.loader_workers)
     check_budget(tcfg)
     check_output(args.out, folder=True, what="--out")
     teacher = None

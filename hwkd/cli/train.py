@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from hwkd import SAMPLE_RATE
-from hwkd.cli.common import POS_INT, default_dataset, formatter, log
+from hwkd.cli.common import POS_INT, default_dataset, formatter, log, nonneg_int
 from hwkd.data import MIX_VERSION, MIX_VERSIONS
 from hwkd.errors import HwkdError
 from hwkd.train.config import TrainConfig
@@ -89,6 +89,9 @@ def add_training_args(t) -> None:
     t.add_argument("--workers", type=POS_INT, default=TrainConfig.workers,
                    help="data-parallel training processes on CPU; each takes batch/workers items of every batch "
                         "and --threads/workers threads (2 workers on 2 cores: ~1.2-1.3x the steps per second of 1)")
+    t.add_argument("--loader-workers", type=nonneg_int, default=TrainConfig.loader_workers,
+                   help="processes preparing the next batches while a step runs (default %(default)s: in the step); "
+                        "for GPU runs, where on-the-fly mixing would take longer than the step")
     t.add_argument("--ckpt-every", type=int, default=TrainConfig.ckpt_every,
                    help="steps between mid-epoch checkpoints (default %(default)s)")
     t.add_argument("--max-steps-per-epoch", type=int, default=None)
@@ -104,7 +107,7 @@ def run_training(args, cfg, kd=None) -> int:
                        segment_s=args.segment_s, warmup_frac=args.warmup_frac,
                        device=args.device, threads=args.threads, ckpt_every=args.ckpt_every,
                        max_steps_per_epoch=args.max_steps_per_epoch, val_pesq_clips=args.val_pesq_clips,
-                       workers=args.workers)
+                       workers=args.workers, loader_workers=args.loader_workers)
     check_budget(tcfg)                  # before the embedded corpus is built (minutes) for a run that cannot start
     check_output(args.out, folder=True, what="--out")
     data = args.data or default_dataset(cfg.in_channels, progress=not args.quiet)

@@ -36,6 +36,7 @@ import logging
 from pathlib import Path
 
 import numpy as np
+import soundfile as sf
 import torch
 from torch.utils.data import Dataset
 
@@ -106,22 +107,39 @@ class OnTheFlyMix(Mixtures):
         self.corpus_seed = int(ident["seed"])
         self.seed, self.epoch = seed, 0
         self.segment = int(round(segment_s * SR))
-        static = SpeechPairs(set_dir, split=split, mode="segment", segment_s=segment_s)
-        self.channels = static.channels
-        self.length = length or len(static)
+        split_dir = Path(set_dir) / split
+        if (split_dir / "noisy").is_dir():
+            static = SpeechPairs(set_dir, split=split, mode="segment", segment_s=segment_s)
+            self.channels = static.channels
+            count = len(static)
+            clips = [(p.clean, p.id, lambda p=p: static._read(p.clean, None, None)[0]) for p in static.pairs]
+        else:
+            # the clean side alone (a corpus carried to a GPU machine without its static training mixtures,
+            # which on-the-fly mixing never reads): the same clips in the same order, the same epoch length
+            from hwkd.audio.io import read_audio
+            from hwkd.data.layouts import _audio_files
+            files = _audio_files(split_dir / "clean")
+            if not files:
+                raise HwkdError(f"{split_dir} has neither noisy/ nor clean/ audio", "rebuild the corpus: hwkd data "
+                                "synth (or carry the split's clean/ folder)")
+            self.channels = int(info["channels"][self.set_name])
+            heads = [sf.info(str(f)) for f in files]
+            count = sum(max(1, h.frames * SR // h.samplerate // self.segment) for h in heads)
+            clips = [(f, f.stem, lambda f=f: read_audio(f, sample_rate=SR)[0][0]) for f in files]
+        self.length = length or count
         # the split's clean speech, in memory (600 4-s clips: 150 MB as float32), with its speakers
         meta = {}
-        man = Path(set_dir) / split / "manifest.jsonl"
+        man = split_dir / "manifest.jsonl"
         if man.is_file():
             for line in man.read_text().splitlines():
                 r = json.loads(line)
                 meta[r["id"]] = r.get("speaker", r["id"])
         self.speech, self.speakers = [], []
-        for p in static.pairs:
-            x = static._read(p.clean, None, None)[0]
+        for path, ident, read in clips:
+            x = read()
             if active_rms(x) > 0:
                 self.speech.append(x.astype(np.float32))
-                self.speakers.append(meta.get(Path(p.clean).stem, p.id))   # manifest ids are file stems
+                self.speakers.append(meta.get(Path(path).stem, ident))   # manifest ids are file stems
         if not self.speech:
             raise HwkdError(f"{set_dir}/{split} has no clean speech to mix", "rebuild the corpus: hwkd data synth")
         self.by_speaker: dict[str, list[int]] = {}
@@ -192,6 +210,13 @@ class OnTheFlyMix(Mixtures):
         if kind == "babble":
             return self._babble(rng, n, talker), kind
         return make_noise(kind, rng, n, self.split, talker)[0], kind
+
+    def prepare(self) -> None:
+        """Simulate the whole room pool now (Ambisonics), e.g. before loader processes fork, which then share it
+        instead of each simulating the rooms it meets."""
+        if self.set_name != "mono":
+            for k in range(ROOM_POOL):
+                self._room(k)
 
     def _room(self, k: int):
         from hwkd.data.rooms import simulate_room

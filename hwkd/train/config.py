@@ -22,3 +22,4 @@ class TrainConfig:
     threads: int | None = None    # torch intra-op threads (default: torch's choice)
     max_steps_per_epoch: int | None = None
     workers: int = 1              # data-parallel processes (CPU); the batch is split among them
+    loader_workers: int = 0       # processes preparing the next batches while a step runs (0: in the step)

@@ -87,6 +87,7 @@ def check_budget(cfg: TrainConfig) -> None:
               (cfg.ckpt_every >= 0, f"--ckpt-every {cfg.ckpt_every}", "give 0 (off) or more"),
               (cfg.threads is None or cfg.threads >= 1, f"--threads {cfg.threads}", "give 1 or more"),
               (cfg.workers >= 1, f"--workers {cfg.workers}", "give 1 or more"),
+              (cfg.loader_workers >= 0, f"--loader-workers {cfg.loader_workers}", "give 0 (off) or more"),
               (cfg.workers == 1 or cfg.batch_size % cfg.workers == 0,
                f"--batch-size {cfg.batch_size} with --workers {cfg.workers}",
                "give a batch size that the workers divide evenly"),
@@ -101,6 +102,26 @@ def stack_batch(items: list[dict], device) -> dict:
     """Equal-length training items -> {"noisy": [B, C, N], "clean": [B, N]} on the device."""
     return {"noisy": torch.stack([it["noisy"] for it in items]).to(device),
             "clean": torch.stack([it["clean"] for it in items]).to(device)}
+
+
+def _as_arrays(items: list[dict]) -> list[dict]:
+    """A loader process's batch as numpy arrays: pickled through the pipe rather than shared memory, which a
+    container's small /dev/shm (64 MB by default) would not hold for a few batches of 4-channel audio ahead."""
+    return [{k: v.numpy() if torch.is_tensor(v) else v for k, v in it.items()} for it in items]
+
+
+def batch_items(train_set, batches: list[list[int]], loader_workers: int):
+    """The items of each batch in turn: read in this process, or (loader_workers > 0) prepared ahead by that many
+    forked processes, so on-the-fly mixing runs beside the step (a GPU run's step is shorter than its mixing).
+    Items are functions of (seed, epoch, index) alone, so both give the same batches (test)."""
+    if loader_workers == 0:
+        for idx in batches:
+            yield [train_set[i] for i in idx]
+        return
+    from torch.utils.data import DataLoader
+    for items in DataLoader(train_set, batch_sampler=batches, num_workers=loader_workers, collate_fn=_as_arrays,
+                            prefetch_factor=4, multiprocessing_context="fork"):
+        yield [{k: torch.from_numpy(v) if isinstance(v, np.ndarray) else v for k, v in it.items()} for it in items]
 
 
 def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
@@ -209,6 +230,8 @@ def train(model: DPDCRN, train_set: SpeechPairs, val_set: SpeechPairs, run_dir: 
     enhancer.train()
     t_start = time.perf_counter()
     train_time = history[-1].get("train_elapsed_s", 0.0) if history else 0.0   # steps only, across resumes
+    if cfg.loader_workers and hasattr(train_set, "prepare"):
+        train_set.prepare()         # e.g. the Ambisonics room pool: built once here, shared by the forked loaders
     while epoch < cfg.epochs:
         t_epoch = time.perf_counter()
         order = epoch_order(len(train_set), cfg.seed, epoch)
@@ -221,11 +244,11 @@ def train(model: DPDCRN, train_set: SpeechPairs, val_set: SpeechPairs, run_dir: 
         sums: dict = {}
         n_seen = 0
         step_times = []
+        items_of = batch_items(train_set, [order[p * cfg.batch_size:(p + 1) * cfg.batch_size][rank::world]
+                                           for p in range(pos, steps_per_epoch)], cfg.loader_workers)
         while pos < steps_per_epoch:
             t_step = time.perf_counter()
-            idx = order[pos * cfg.batch_size:(pos + 1) * cfg.batch_size][rank::world]
-            items = [train_set[i] for i in idx]
-            batch = stack_batch(items, device)
+            batch = stack_batch(next(items_of), device)
             loss, parts = objective(enhancer, batch)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"loss is {float(loss)} at epoch {epoch + 1} step {pos}")
