@@ -269,6 +269,7 @@ def train(model: DPDCRN, train_set: SpeechPairs, val_set: SpeechPairs, run_dir: 
                 bar.set_postfix(loss=f"{sums['loss'] / n_seen:.3f}")
             if cfg.ckpt_every and pos % cfg.ckpt_every == 0 and pos < steps_per_epoch:
                 checkpoint(last, epoch, pos)
+        items_of.close()                # loader processes, if any, end with the epoch
         if bar:
             bar.close()
         train_time += time.perf_counter() - t_epoch
