@@ -2,6 +2,9 @@
 
   python training/gpu/kit.py build --sets foa [--out teacher-kit]      (here, where the corpus is built)
   python training/gpu/kit.py unpack teacher-kit /tmp/corpus            (there, before training)
+  python training/gpu/kit.py build --sets mono --split --out teacher-kit-mono   (two halves, for two calls:
+      the mono set's 600 train clips alone are 36 MiB as FLAC; the first call leaves teacher-kit-mono-a on the
+      device machine, which keeps it while warm, ~30 s; the second carries teacher-kit-mono and trains)
 
 A set travels as its corpus.json, its train split's clean clips alone (on-the-fly mixing reads nothing else of
 it: hwkd.data.mixing.OnTheFlyMix) and its whole val split (noisy and clean: the fixed clips every epoch is scored
@@ -60,36 +63,69 @@ def build(a) -> int:
     for f in amb:
         shutil.copy(f, out / "ambient" / f.name)
     (out / "sha256.json").write_text(json.dumps(digests, indent=0))
-    size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
-    print(f"kit: {out} holds {len(digests)} clips of {a.sets} and {len(amb)} ambient loops, {size / 2**20:.1f} MiB")
-    if size > a.budget_mib * 2**20:
-        print(f"kit: more than the {a.budget_mib} MiB left beside the working tree in one device call "
-              f"({CARRY_LIMIT // 2**20} MiB in all); carry fewer sets", file=sys.stderr)
-        return 2
+    parts = [out]
+    if a.split:     # two calls: OUT-a the train clean clips and the loops, OUT (the rest) in the second call
+        first = out.with_name(out.name + "-a")
+        if first.exists():
+            shutil.rmtree(first)
+        for name in a.sets.split(","):
+            (first / "corpus" / name).mkdir(parents=True)
+            shutil.move(out / "corpus" / name / "train", first / "corpus" / name / "train")
+        shutil.move(out / "ambient", first / "ambient")
+        parts = [first, out]
+    for part in parts:
+        size = sum(p.stat().st_size for p in part.rglob("*") if p.is_file())
+        print(f"kit: {part} {size / 2**20:.1f} MiB")
+        if size > a.budget_mib * 2**20:
+            print(f"kit: {part} is more than the {a.budget_mib} MiB left beside the working tree in one device call "
+                  f"({CARRY_LIMIT // 2**20} MiB in all); carry fewer sets, or --split into two calls",
+                  file=sys.stderr)
+            return 2
+    print(f"kit: {len(digests)} clips of {a.sets} and {len(amb)} ambient loops")
     return 0
 
 
 def unpack(a) -> int:
+    """KIT... DEST: one kit folder, or the two halves of a --split kit (in any order)."""
     from hwkd.data.noise import SONIC_PI_DIR
-    kit, dest = Path(a.kit), Path(a.dest)
-    digests = json.loads((kit / "sha256.json").read_text())
+    kits, dest = [Path(k) for k in a.kits], Path(a.dest)
+    missing = [str(k) for k in kits if not k.is_dir()]
+    if missing:
+        print(f"kit: {', '.join(missing)} not here (a split kit's first half stays on the device machine only while "
+              "it is warm: make the second call right after the first)", file=sys.stderr)
+        return 2
+    home = next((k for k in kits if (k / "sha256.json").is_file()), None)
+    if home is None:
+        print(f"kit: no sha256.json in {', '.join(map(str, kits))}; build the kit again", file=sys.stderr)
+        return 2
+    digests = json.loads((home / "sha256.json").read_text())
     dest.mkdir(parents=True, exist_ok=True)
-    shutil.copy(kit / "corpus" / "corpus.json", dest / "corpus.json")
-    bad = []
+    shutil.copy(home / "corpus" / "corpus.json", dest / "corpus.json")
+    bad, absent = [], []
     for rel, want in digests.items():
-        src = kit / "corpus" / Path(rel).with_suffix(".flac")
+        src = next((k / "corpus" / Path(rel).with_suffix(".flac") for k in kits
+                    if (k / "corpus" / Path(rel).with_suffix(".flac")).is_file()), None)
+        if src is None:
+            absent.append(rel)
+            continue
         x, sr = sf.read(str(src), dtype="int16", always_2d=True)
         if _digest(x) != want:
             bad.append(rel)
         out = dest / rel
         out.parent.mkdir(parents=True, exist_ok=True)
         sf.write(str(out), x, sr, subtype="PCM_16")
-    for man in (kit / "corpus").rglob("manifest.jsonl"):
-        shutil.copy(man, dest / man.relative_to(kit / "corpus"))
+    for k in kits:
+        for man in (k / "corpus").rglob("manifest.jsonl"):
+            shutil.copy(man, dest / man.relative_to(k / "corpus"))
     sonic = Path(a.sonic_pi_dir or SONIC_PI_DIR)
     sonic.mkdir(parents=True, exist_ok=True)
-    for f in sorted((kit / "ambient").glob("*.flac")):
+    loops = [f for k in kits for f in sorted((k / "ambient").glob("*.flac"))]
+    for f in loops:
         shutil.copy(f, sonic / f.name)
+    if absent or len(loops) != 16:
+        print(f"kit: {len(absent)} clips and {16 - len(loops)} ambient loops missing from {', '.join(map(str, kits))}"
+              + (f", e.g. {absent[0]}" if absent else "") + "; give both halves of a split kit", file=sys.stderr)
+        return 2
     if bad:
         print(f"kit: {len(bad)} clips decoded to other samples than were packed, e.g. {bad[0]}; pack the kit again",
               file=sys.stderr)
@@ -107,8 +143,10 @@ def main() -> int:
     b.add_argument("--corpus", default=None, help="corpus root (default: the embedded corpus, built if missing)")
     b.add_argument("--budget-mib", type=float, default=48.0,
                    help="refuse a kit larger than this (default %(default)s: 64 MiB minus the working tree)")
+    b.add_argument("--split", action="store_true",
+                   help="two halves for two device calls: OUT-a (train clean clips, ambient loops), OUT (the rest)")
     u = sub.add_parser("unpack")
-    u.add_argument("kit")
+    u.add_argument("kits", nargs="+", metavar="KIT", help="the kit folder (both halves of a --split kit)")
     u.add_argument("dest")
     u.add_argument("--sonic-pi-dir", default=None, help="where the ambient loops go (default: where hwkd reads them)")
     a = ap.parse_args()

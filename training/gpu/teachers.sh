@@ -1,32 +1,53 @@
 #!/usr/bin/env bash
-# Run ON THE DEVICE MACHINE from the repository root (training/gpu/prepare.sh made teacher-kit/ here first): installs
-# the kit's wheels, writes the carried corpus back as WAV (samples checked), trains the Ambisonics teacher with its
-# README recipe on the GPU (batches mixed ahead by loader processes), and leaves best.pt, last.pt, history.jsonl
-# and the log in $OUT. A run cut short by its time limit leaves its last checkpoint there: put the returned
-# best.pt, last.pt and history.jsonl into teacher-kit/resume/ and call again (hwkd train resumes).
-# Arguments: extra `hwkd train` options (e.g. --epochs 2 to try it).
+# Run ON THE DEVICE MACHINE from the repository root, after training/gpu/prepare.sh made the kit here.
+#   bash training/gpu/teachers.sh [foa] [hwkd train options]   carry ["teacher-kit"]: the Ambisonics teacher, its
+#                                                               README recipe, from scratch (or teacher-kit/resume/)
+#   bash training/gpu/teachers.sh stage                         carry ["teacher-kit-mono-a"]: the first half of the
+#                                                               mono kit, left on the machine for the next call
+#   bash training/gpu/teachers.sh mono [hwkd train options]     carry ["teacher-kit-mono"], right after `stage` (the
+#                                                               machine keeps the first half ~30 s): the mono
+#                                                               successor resumed from training/teacher-mix/
+# Installs the kit's wheels, writes the carried corpus back as WAV (every clip's samples checked), trains on the GPU
+# with batches mixed ahead by loader processes, and leaves best.pt, last.pt, history.jsonl and the log in $OUT. A run
+# cut short by its time limit: put the returned three files into KIT/resume/ and call again (hwkd train resumes).
+# Extra options go to `hwkd train` (e.g. --epochs 2 to try it).
 set -uo pipefail
 export PYTHONUNBUFFERED=1 HWKD_HOME=/tmp/hwkd-home
+what=foa
+case "${1:-}" in foa|mono|stage) what="$1"; shift ;; esac
 out="${OUT:-/tmp/out}"; mkdir -p "$out"
+if [ "$what" = stage ]; then
+  [ -d teacher-kit-mono-a ] && du -sh teacher-kit-mono-a && echo "staged: make the 'mono' call now" && exit 0
+  echo "teacher-kit-mono-a did not arrive: carry [\"teacher-kit-mono-a\"]"; exit 2
+fi
 py="${PYTHON:-python3}"
-if [ -d teacher-kit/whl ] && ls teacher-kit/whl/*.whl >/dev/null 2>&1; then
-  $py -m pip install -q --no-index --no-deps --no-compile --target /tmp/site teacher-kit/whl/*.whl || exit 1
-  $py -m pip install -q --no-index --no-deps --no-build-isolation --target /tmp/site teacher-kit/whl/pesq-*.tar.gz \
+kit=teacher-kit; kits=(teacher-kit)
+[ "$what" = mono ] && kit=teacher-kit-mono && kits=(teacher-kit-mono-a teacher-kit-mono)
+if [ -z "${SKIP_WHEELS:-}" ] && ls "$kit"/whl/*.whl >/dev/null 2>&1; then   # SKIP_WHEELS=1: a try here
+  $py -m pip install -q --no-index --no-deps --no-compile --target /tmp/site "$kit"/whl/*.whl || exit 1
+  $py -m pip install -q --no-index --no-deps --no-build-isolation --target /tmp/site "$kit"/whl/pesq-*.tar.gz \
     || echo "pesq did not build: validation without PESQ"
   export PYTHONPATH="$PWD:/tmp/site"
 fi
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv > "$out/nvidia-smi.csv" 2>&1
 corpus="${KIT_CORPUS:-/tmp/corpus}"
-$py training/gpu/kit.py unpack teacher-kit "$corpus" ${SONIC_PI_DIR:+--sonic-pi-dir "$SONIC_PI_DIR"} || exit 1
+$py training/gpu/kit.py unpack "${kits[@]}" "$corpus" ${SONIC_PI_DIR:+--sonic-pi-dir "$SONIC_PI_DIR"} || exit 1
 device="${DEVICE:-cuda}"
-run="${RUN:-/tmp/runs/teacher-foa}"
-if [ -f teacher-kit/resume/last.pt ]; then        # a run cut short before: its returned files, put back
-  mkdir -p "$run" && cp teacher-kit/resume/* "$run/" && echo "resuming from teacher-kit/resume/"
+if [ "$what" = foa ]; then
+  run="${RUN:-/tmp/runs/teacher-foa}"; log="$out/teacher-foa.log"
+  # the README's Ambisonics recipe (hwkd.models.teacher.FOA_TEACHER_ARGS)
+  recipe=$($py -c "from hwkd.models.teacher import FOA_TEACHER_ARGS; print(FOA_TEACHER_ARGS)") || exit 1
+else
+  run="${RUN:-/tmp/runs/teacher-mix}"; log="$out/teacher-mix.log"
+  # the successor's recipe (training/teacher-mix/args, as resume.sh runs it on the CPU), from its committed checkpoint
+  recipe=$(cat training/teacher-mix/args) || exit 1
+  mkdir -p "$run" && cp training/teacher-mix/last.pt training/teacher-mix/best.pt training/teacher-mix/history.jsonl "$run/"
 fi
-# the README's Ambisonics recipe (hwkd.models.teacher.FOA_TEACHER_ARGS), on the device
-recipe=$($py -c "from hwkd.models.teacher import FOA_TEACHER_ARGS; print(FOA_TEACHER_ARGS)") || exit 1
-timeout "${LIMIT_S:-420}" $py -m hwkd train $recipe --device "$device" --loader-workers "${LOADERS:-12}" \
-  --data "$corpus/foa" --out "$run" "$@" 2>&1 | tr '\r' '\n' | grep --line-buffered -v '%|' | tee "$out/teacher-foa.log"
-echo "exit ${PIPESTATUS[0]}" | tee -a "$out/teacher-foa.log"
+if [ -f "$kit/resume/last.pt" ]; then           # a run cut short before: its returned files, put back
+  mkdir -p "$run" && cp "$kit"/resume/* "$run/" && echo "resuming from $kit/resume/"
+fi
+timeout "${LIMIT_S:-480}" $py -m hwkd train $recipe --device "$device" --workers 1 --loader-workers "${LOADERS:-12}" \
+  --data "$corpus/${what}" --out "$run" "$@" 2>&1 | tr '\r' '\n' | grep --line-buffered -v '%|' | tee "$log"
+echo "exit ${PIPESTATUS[0]}" | tee -a "$log"
 cp "$run"/best.pt "$run"/last.pt "$run"/history.jsonl "$out/" 2>/dev/null
 ls -la "$out"

@@ -15,6 +15,7 @@ if [ -f "$here/last.pt" ] && [ "$(steps "$here")" -gt "$(steps "$run")" ]; then
   echo "restored epoch $(steps "$here") from $here into $run"
 fi
 [ -d "$home/corpus/default/mono" ] || .venv/bin/hwkd data synth
-nohup nice -n 10 .venv/bin/hwkd train --model cpu-teacher --epochs 80 --batch-size 16 --segment-s 2 --lr 2e-3 \
-  --mixing on --mixing-version 1 --workers 2 --threads 2 --val-pesq-clips 10 --out "$run" >> "$home/runs/teacher-mix.log" 2>&1 &
+# the recipe's options live in args (training/gpu/teachers.sh mono runs the same on a GPU)
+nohup nice -n 10 .venv/bin/hwkd train $(cat "$here/args") --workers 2 --threads 2 --out "$run" \
+  >> "$home/runs/teacher-mix.log" 2>&1 &
 echo "training in the background (pid $!); progress: $run/history.jsonl and $home/runs/teacher-mix.log"
