@@ -153,6 +153,16 @@ def test_gpu_kit_carries_what_on_the_fly_training_reads(tmp_path, tiny_foa):
     (tmp_path / "kit" / "sha256.json").write_text(json.dumps(digests))
     r = _kit("unpack", tmp_path / "kit", tmp_path / "again", "--sonic-pi-dir", tmp_path / "sonic")
     assert r.returncode == 2 and key in r.stderr
+    # a kit split for two device calls: both halves give the corpus back; the second alone is named short
+    r = _kit("build", "--sets", "foa", "--corpus", tiny_foa.parent, "--out", tmp_path / "two", "--split")
+    assert r.returncode == 0 and (tmp_path / "two-a" / "corpus" / "foa" / "train").is_dir(), r.stderr
+    assert not (tmp_path / "two" / "corpus" / "foa" / "train").exists() and not (tmp_path / "two" / "ambient").exists()
+    r = _kit("unpack", tmp_path / "two", tmp_path / "c2", "--sonic-pi-dir", tmp_path / "s2")
+    assert r.returncode == 2 and "missing" in r.stderr and "both halves" in r.stderr
+    r = _kit("unpack", tmp_path / "two", tmp_path / "two-a", tmp_path / "c3", "--sonic-pi-dir", tmp_path / "s3")
+    assert r.returncode == 0, r.stderr
+    r = _kit("unpack", tmp_path / "gone", tmp_path / "two", tmp_path / "c4")
+    assert r.returncode == 2 and "not here" in r.stderr
 
 
 @pytest.mark.slow
