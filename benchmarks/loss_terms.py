@@ -96,8 +96,7 @@ def train(variant: str, rest: list[str]) -> None:
     trainer.se_loss = se_loss                         # SEObjective looks it up in the trainer's module
     if "--name" not in rest:
         rest += ["--name", f"loss_terms_{variant}"]
-    if "--workers" not in rest:
-        rest += ["--workers", "1"]
+    rest += ["--workers", "1"]
     sys.argv = [str(HERE / "time_to_quality.py"), "--schemes", "none", *rest]
     sys.path.insert(0, str(HERE))
     runpy.run_path(str(HERE / "time_to_quality.py"), run_name="__main__")
@@ -113,13 +112,15 @@ def main() -> None:
     g.add_argument("--threads", type=int, default=1)
     t = sub.add_parser("train")
     t.add_argument("--variant", choices=sorted(VARIANTS), required=True)
+    t.add_argument("--workers", type=int, default=1, choices=[1],
+                   help="1: the loss is patched in this process only (spawned workers would train with the recipe's)")
     a, rest = ap.parse_known_args()
     if a.cmd == "grads":
         if rest:
             ap.error(f"unknown options {rest}")
         grads(a)
     else:
-        if "--workers" in rest and rest[rest.index("--workers") + 1] != "1":
+        if any(r.startswith("--workers") for r in rest):
             ap.error("--workers must be 1: the loss is patched in this process only")
         train(a.variant, rest)
 

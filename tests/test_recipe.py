@@ -288,6 +288,11 @@ def test_training_with_loader_workers_equals_training_without(tmp_path, tiny_cor
     assert all(torch.equal(a[k], b[k]) for k in a)
     bad = run_cli("train", "--model", cfg, "--data", tiny_corpus, "--out", tmp_path / "bad", "--loader-workers", "-1")
     assert bad.returncode == 2 and "--loader-workers" in bad.stderr and not (tmp_path / "bad").exists()
+    # data-parallel workers are daemonic processes, which may not fork loaders: refused before any work
+    both = run_cli("train", "--model", cfg, "--data", tiny_corpus, "--out", tmp_path / "both", "--batch-size", "2",
+                   "--workers", "2", "--loader-workers", "1")
+    assert both.returncode == 2 and "--loader-workers 1 with --workers 2" in both.stderr
+    assert "Traceback" not in both.stderr and not (tmp_path / "both").exists()
 
 
 def test_real_datasets_keep_their_pairs(paired):
@@ -406,6 +411,12 @@ def test_on_the_fly_mixing_needs_only_the_clean_side(which, tiny_corpus, tiny_fo
         whole.set_epoch(1)
         clean_only.set_epoch(1)
         assert torch.equal(whole[k]["noisy"], clean_only[k]["noisy"])
+    # without the manifest the speakers fall back to the same file ids on both paths
+    (root / which / "train" / "manifest.jsonl").unlink()
+    bare = tmp_path / "bare"
+    shutil.copytree(src.parent, bare)
+    (bare / which / "train" / "manifest.jsonl").unlink()
+    assert OnTheFlyMix(root / which, segment_s=0.5).speakers == OnTheFlyMix(bare / which, segment_s=0.5).speakers
     shutil.rmtree(root / which / "train" / "clean")
     with pytest.raises(HwkdError, match="neither noisy/ nor clean/"):
         OnTheFlyMix(root / which, segment_s=0.5)

@@ -121,14 +121,13 @@ def _kit(*args):
                           capture_output=True, text=True, cwd=root, timeout=600)
 
 
-def test_gpu_kit_carries_what_on_the_fly_training_reads(tmp_path, tiny_foa):
+def test_gpu_kit_carries_what_on_the_fly_training_reads(tmp_path, tiny_foa, monkeypatch):
     """training/gpu/kit.py: the Ambisonics set's train clean clips and val split travel as FLAC and come back
     with the same samples; training mixes the same items from the carried corpus as from the built one."""
     import json
 
     import numpy as np
     import soundfile as sf
-    import torch
 
     from hwkd.data.mixing import OnTheFlyMix
     from hwkd.data.noise import ambient_files
@@ -136,16 +135,25 @@ def test_gpu_kit_carries_what_on_the_fly_training_reads(tmp_path, tiny_foa):
     assert r.returncode == 0, r.stderr
     assert not (tmp_path / "kit" / "corpus" / "foa" / "train" / "noisy").exists()
     r = _kit("unpack", tmp_path / "kit", tmp_path / "corpus", "--sonic-pi-dir", tmp_path / "sonic")
-    assert r.returncode == 0 and "equal to the packed ones" in r.stdout, r.stderr
+    assert r.returncode == 0 and "every one equal to what was packed" in r.stdout, r.stderr
     for f in (tiny_foa / "val" / "noisy").glob("*.wav"):
         a, b = sf.read(str(f), dtype="int16"), sf.read(str(tmp_path / "corpus" / "foa" / "val" / "noisy" / f.name),
                                                        dtype="int16")
         assert np.array_equal(a[0], b[0]) and a[1] == b[1]
     assert sorted(p.name for p in (tmp_path / "sonic").iterdir()) == sorted(p.name for p in ambient_files())
+    # every item of an epoch, the carried corpus reading the carried loops (from where unpack put them)
+    import hwkd.data.noise as noise
     here, there = OnTheFlyMix(tiny_foa, segment_s=0.5, seed=0), OnTheFlyMix(tmp_path / "corpus" / "foa", segment_s=0.5)
     assert len(here) == len(there)
-    for k in (0, len(here) - 1):
-        assert torch.equal(here[k]["noisy"], there[k]["noisy"])
+    kinds = set()
+    for k in range(len(here)):
+        a = here.mix(1, k)
+        monkeypatch.setattr(noise, "SONIC_PI_DIR", tmp_path / "sonic")
+        b = there.mix(1, k)
+        monkeypatch.undo()
+        assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+        kinds.add(a[2]["noise_kind"])
+    assert "ambient" in kinds
     # a clip that decodes to other samples than were packed is named, and the exit is non-zero
     digests = json.loads((tmp_path / "kit" / "sha256.json").read_text())
     key = next(iter(digests))
@@ -173,6 +181,8 @@ def test_gpu_teacher_script_runs_on_cpu_at_tiny_scale(tmp_path, tiny_foa):
     import subprocess
     import sys
     from pathlib import Path
+
+    from hwkd.data.noise import ambient_files
     root = Path(__file__).resolve().parents[1]
     kit = root / "teacher-kit"
     if kit.exists():
@@ -181,13 +191,14 @@ def test_gpu_teacher_script_runs_on_cpu_at_tiny_scale(tmp_path, tiny_foa):
     try:
         assert r.returncode == 0, r.stderr
         env = {**os.environ, "OUT": str(tmp_path / "out"), "PYTHON": sys.executable, "DEVICE": "cpu",
-               "LOADERS": "2", "KIT_CORPUS": str(tmp_path / "corpus"), "SONIC_PI_DIR": str(tmp_path / "sonic"),
+               "LOADERS": "2", "KIT_CORPUS": str(tmp_path / "corpus"), "HWKD_SONIC_PI_DIR": str(tmp_path / "sonic"),
                "RUN": str(tmp_path / "run"), "LIMIT_S": "400"}
         p = subprocess.run(["bash", "training/gpu/teachers.sh", "--epochs", "1", "--max-steps-per-epoch", "1",
                             "--batch-size", "2", "--threads", "1"], cwd=root, env=env, capture_output=True,
                            text=True, timeout=600)
         log = (tmp_path / "out" / "teacher-foa.log").read_text()
-        assert "exit 0" in log, p.stdout[-2000:] + p.stderr[-2000:]
+        assert "exit 0" in log and p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
+        assert sorted(f.name for f in (tmp_path / "sonic").iterdir()) == sorted(f.name for f in ambient_files())
         assert {"best.pt", "last.pt", "history.jsonl"} <= {f.name for f in (tmp_path / "out").iterdir()}
         model, ck = load_model(tmp_path / "out" / "best.pt")
         assert model.cfg == resolve_config(TEACHER_PRESET, in_channels=4)

@@ -125,7 +125,7 @@ class OnTheFlyMix(Mixtures):
             self.channels = int(info["channels"][self.set_name])
             heads = [sf.info(str(f)) for f in files]
             count = sum(max(1, h.frames * SR // h.samplerate // self.segment) for h in heads)
-            clips = [(f, f.stem, lambda f=f: read_audio(f, sample_rate=SR)[0][0]) for f in files]
+            clips = [(f, f.name, lambda f=f: read_audio(f, sample_rate=SR)[0][0]) for f in files]   # ids as scan's
         self.length = length or count
         # the split's clean speech, in memory (600 4-s clips: 150 MB as float32), with its speakers
         meta = {}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,9 @@ import soundfile as sf
 from hwkd import SAMPLE_RATE as SR
 from hwkd.audio.io import resample
 
-SONIC_PI_DIR = Path("/usr/share/sonic-pi/samples")
+# where Debian's sonic-pi-samples puts them; HWKD_SONIC_PI_DIR for a machine without the package (a GPU machine the
+# loops were carried to: training/gpu/kit.py)
+SONIC_PI_DIR = Path(os.environ.get("HWKD_SONIC_PI_DIR", "/usr/share/sonic-pi/samples"))
 # Ambient-like CC0 loops; percussive one-shots and musical riffs are left out.
 AMBIENT_NAMES = ("ambi_choir", "ambi_dark_woosh", "ambi_drone", "ambi_glass_hum", "ambi_glass_rub",
                  "ambi_haunted_hum", "ambi_lunar_land", "ambi_piano", "ambi_sauna", "ambi_soft_buzz",

@@ -88,6 +88,9 @@ def check_budget(cfg: TrainConfig) -> None:
               (cfg.threads is None or cfg.threads >= 1, f"--threads {cfg.threads}", "give 1 or more"),
               (cfg.workers >= 1, f"--workers {cfg.workers}", "give 1 or more"),
               (cfg.loader_workers >= 0, f"--loader-workers {cfg.loader_workers}", "give 0 (off) or more"),
+              (cfg.workers == 1 or cfg.loader_workers == 0,
+               f"--loader-workers {cfg.loader_workers} with --workers {cfg.workers}",
+               "loader processes are for one training process (a GPU run); use one or the other"),
               (cfg.workers == 1 or cfg.batch_size % cfg.workers == 0,
                f"--batch-size {cfg.batch_size} with --workers {cfg.workers}",
                "give a batch size that the workers divide evenly"),
@@ -119,8 +122,9 @@ def batch_items(train_set, batches: list[list[int]], loader_workers: int):
             yield [train_set[i] for i in idx]
         return
     from torch.utils.data import DataLoader
+    # its own generator: the workers' base seed is not drawn from the global RNG (training's draws stay as they are)
     for items in DataLoader(train_set, batch_sampler=batches, num_workers=loader_workers, collate_fn=_as_arrays,
-                            prefetch_factor=4, multiprocessing_context="fork"):
+                            prefetch_factor=4, multiprocessing_context="fork", generator=torch.Generator()):
         yield [{k: torch.from_numpy(v) if isinstance(v, np.ndarray) else v for k, v in it.items()} for it in items]
 
 
@@ -246,30 +250,32 @@ def train(model: DPDCRN, train_set: SpeechPairs, val_set: SpeechPairs, run_dir: 
         step_times = []
         items_of = batch_items(train_set, [order[p * cfg.batch_size:(p + 1) * cfg.batch_size][rank::world]
                                            for p in range(pos, steps_per_epoch)], cfg.loader_workers)
-        while pos < steps_per_epoch:
-            t_step = time.perf_counter()
-            batch = stack_batch(next(items_of), device)
-            loss, parts = objective(enhancer, batch)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"loss is {float(loss)} at epoch {epoch + 1} step {pos}")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if world > 1:
-                _average_grads(params, world)
-            nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-            opt.step()
-            sched.step()
-            pos += 1
-            n_seen += 1
-            step_times.append(time.perf_counter() - t_step)
-            for k, v in {"loss": float(loss.detach()), **parts}.items():
-                sums[k] = sums.get(k, 0.0) + v
-            if bar:
-                bar.update()
-                bar.set_postfix(loss=f"{sums['loss'] / n_seen:.3f}")
-            if cfg.ckpt_every and pos % cfg.ckpt_every == 0 and pos < steps_per_epoch:
-                checkpoint(last, epoch, pos)
-        items_of.close()                # loader processes, if any, end with the epoch
+        try:
+            while pos < steps_per_epoch:
+                t_step = time.perf_counter()
+                batch = stack_batch(next(items_of), device)
+                loss, parts = objective(enhancer, batch)
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(f"loss is {float(loss)} at epoch {epoch + 1} step {pos}")
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                if world > 1:
+                    _average_grads(params, world)
+                nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+                opt.step()
+                sched.step()
+                pos += 1
+                n_seen += 1
+                step_times.append(time.perf_counter() - t_step)
+                for k, v in {"loss": float(loss.detach()), **parts}.items():
+                    sums[k] = sums.get(k, 0.0) + v
+                if bar:
+                    bar.update()
+                    bar.set_postfix(loss=f"{sums['loss'] / n_seen:.3f}")
+                if cfg.ckpt_every and pos % cfg.ckpt_every == 0 and pos < steps_per_epoch:
+                    checkpoint(last, epoch, pos)
+        finally:
+            items_of.close()            # loader processes, if any, end with the epoch (or an error)
         if bar:
             bar.close()
         train_time += time.perf_counter() - t_epoch

@@ -9,9 +9,10 @@
 A set travels as its corpus.json, its train split's clean clips alone (on-the-fly mixing reads nothing else of
 it: hwkd.data.mixing.OnTheFlyMix) and its whole val split (noisy and clean: the fixed clips every epoch is scored
 on), with the split manifests; the 16 ambient loops go along whole (the train split takes 3 of every 5 of them by
-their order, so all must be there), as do SHA-256 digests of every clip's decoded samples, which `unpack` checks
-after writing the WAV files back. The device has no Debian packages: unpack puts the ambient loops where hwkd
-reads them (/usr/share/sonic-pi/samples). Generated audio is never committed: the kit folder is ignored.
+their order, so all must be there), as do SHA-256 digests of every clip's decoded samples and of every loop, which
+`unpack` checks after writing them back. The device has no Debian packages: unpack puts the ambient loops where
+hwkd reads them ($HWKD_SONIC_PI_DIR, else /usr/share/sonic-pi/samples). `size KIT...` checks that each kit folder
+and the working tree fit one device call. Generated audio is never committed: the kit folders are ignored.
 """
 
 from __future__ import annotations
@@ -31,6 +32,33 @@ CARRY_LIMIT = 64 * 2**20          # what one device call carries, the working tr
 
 def _digest(x: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(x).tobytes()).hexdigest()
+
+
+def _size(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def tree_size() -> int:
+    """What the working tree sends with every device call: the tracked files (git ls-files)."""
+    import subprocess
+    root = Path(__file__).resolve().parents[2]
+    names = subprocess.run(["git", "ls-files", "-z"], cwd=root, capture_output=True, check=True).stdout
+    return sum((root / n).stat().st_size for n in names.decode().split("\0") if n and (root / n).is_file())
+
+
+def size(a) -> int:
+    """Each kit folder (wheels included) beside the working tree must fit one call's carry."""
+    tree = tree_size()
+    ok = True
+    for k in map(Path, a.kits):
+        total = tree + _size(k)
+        print(f"kit: {k} {_size(k) / 2**20:.1f} MiB + working tree {tree / 2**20:.1f} MiB = {total / 2**20:.1f} MiB "
+              f"of the {CARRY_LIMIT // 2**20} MiB one device call carries")
+        if total > CARRY_LIMIT:
+            ok = False
+            print(f"kit: {k} does not fit one device call; build it with --split (two calls) or fewer sets",
+                  file=sys.stderr)
+    return 0 if ok else 2
 
 
 def build(a) -> int:
@@ -62,6 +90,7 @@ def build(a) -> int:
     (out / "ambient").mkdir()
     for f in amb:
         shutil.copy(f, out / "ambient" / f.name)
+        digests[f"ambient/{f.name}"] = hashlib.sha256(f.read_bytes()).hexdigest()
     (out / "sha256.json").write_text(json.dumps(digests, indent=0))
     parts = [out]
     if a.split:     # two calls: OUT-a the train clean clips and the loops, OUT (the rest) in the second call
@@ -74,14 +103,8 @@ def build(a) -> int:
         shutil.move(out / "ambient", first / "ambient")
         parts = [first, out]
     for part in parts:
-        size = sum(p.stat().st_size for p in part.rglob("*") if p.is_file())
-        print(f"kit: {part} {size / 2**20:.1f} MiB")
-        if size > a.budget_mib * 2**20:
-            print(f"kit: {part} is more than the {a.budget_mib} MiB left beside the working tree in one device call "
-                  f"({CARRY_LIMIT // 2**20} MiB in all); carry fewer sets, or --split into two calls",
-                  file=sys.stderr)
-            return 2
-    print(f"kit: {len(digests)} clips of {a.sets} and {len(amb)} ambient loops")
+        print(f"kit: {part} {_size(part) / 2**20:.1f} MiB (without wheels)")
+    print(f"kit: {len(digests) - len(amb)} clips of {a.sets} and {len(amb)} ambient loops")
     return 0
 
 
@@ -103,6 +126,8 @@ def unpack(a) -> int:
     shutil.copy(home / "corpus" / "corpus.json", dest / "corpus.json")
     bad, absent = [], []
     for rel, want in digests.items():
+        if rel.startswith("ambient/"):
+            continue
         src = next((k / "corpus" / Path(rel).with_suffix(".flac") for k in kits
                     if (k / "corpus" / Path(rel).with_suffix(".flac")).is_file()), None)
         if src is None:
@@ -121,6 +146,8 @@ def unpack(a) -> int:
     sonic.mkdir(parents=True, exist_ok=True)
     loops = [f for k in kits for f in sorted((k / "ambient").glob("*.flac"))]
     for f in loops:
+        if hashlib.sha256(f.read_bytes()).hexdigest() != digests.get(f"ambient/{f.name}"):
+            bad.append(f"ambient/{f.name}")
         shutil.copy(f, sonic / f.name)
     if absent or len(loops) != 16:
         print(f"kit: {len(absent)} clips and {16 - len(loops)} ambient loops missing from {', '.join(map(str, kits))}"
@@ -130,7 +157,8 @@ def unpack(a) -> int:
         print(f"kit: {len(bad)} clips decoded to other samples than were packed, e.g. {bad[0]}; pack the kit again",
               file=sys.stderr)
         return 2
-    print(f"kit: {len(digests)} clips written to {dest}, every one's samples equal to the packed ones (SHA-256)")
+    print(f"kit: {len(digests) - len(loops)} clips written to {dest} and {len(loops)} ambient loops to {sonic}, every "
+          "one equal to what was packed (SHA-256)")
     return 0
 
 
@@ -141,16 +169,17 @@ def main() -> int:
     b.add_argument("--sets", default="foa", help="corpus sets to pack, comma-separated (default %(default)s)")
     b.add_argument("--out", default="teacher-kit")
     b.add_argument("--corpus", default=None, help="corpus root (default: the embedded corpus, built if missing)")
-    b.add_argument("--budget-mib", type=float, default=48.0,
-                   help="refuse a kit larger than this (default %(default)s: 64 MiB minus the working tree)")
     b.add_argument("--split", action="store_true",
                    help="two halves for two device calls: OUT-a (train clean clips, ambient loops), OUT (the rest)")
     u = sub.add_parser("unpack")
     u.add_argument("kits", nargs="+", metavar="KIT", help="the kit folder (both halves of a --split kit)")
     u.add_argument("dest")
-    u.add_argument("--sonic-pi-dir", default=None, help="where the ambient loops go (default: where hwkd reads them)")
+    u.add_argument("--sonic-pi-dir", default=None,
+                   help="where the ambient loops go (default: where hwkd reads them, $HWKD_SONIC_PI_DIR or Debian's)")
+    z = sub.add_parser("size")
+    z.add_argument("kits", nargs="+", metavar="KIT")
     a = ap.parse_args()
-    return build(a) if a.cmd == "build" else unpack(a)
+    return {"build": build, "unpack": unpack, "size": size}[a.cmd](a)
 
 
 if __name__ == "__main__":

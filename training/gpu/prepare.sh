@@ -13,8 +13,9 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 what="${1:-foa}"
 if [ "$what" = mono ]; then kit=teacher-kit-mono; split=--split; else kit=teacher-kit; split=; fi
+exclude="$(git rev-parse --git-path info/exclude)"; mkdir -p "$(dirname "$exclude")"
 for k in teacher-kit teacher-kit-mono teacher-kit-mono-a; do
-  grep -qxF "/$k/" .git/info/exclude 2>/dev/null || echo "/$k/" >> .git/info/exclude
+  grep -qxF "/$k/" "$exclude" 2>/dev/null || echo "/$k/" >> "$exclude"
 done
 .venv/bin/python training/gpu/kit.py build --sets "$what" --out "$kit" $split
 mkdir -p "$kit/whl"
@@ -23,4 +24,6 @@ $pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implement
   --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 --platform any \
   -d "$kit/whl" soundfile==0.14.0 cffi==2.1.1 pycparser==3.12 pystoi==0.4.1 pyroomacoustics==0.10.1
 $pip download -q --no-deps --no-binary=:all: --no-build-isolation -d "$kit/whl" pesq==0.0.4
-du -sh "$kit"* 
+# each folder with the working tree must fit one device call
+if [ "$what" = mono ]; then .venv/bin/python training/gpu/kit.py size "$kit-a" "$kit"
+else .venv/bin/python training/gpu/kit.py size "$kit"; fi

@@ -12,6 +12,7 @@
 # cut short by its time limit: put the returned three files into KIT/resume/ and call again (hwkd train resumes).
 # Extra options go to `hwkd train` (e.g. --epochs 2 to try it).
 set -uo pipefail
+cd "$(dirname "$0")/../.." || exit 1
 export PYTHONUNBUFFERED=1 HWKD_HOME=/tmp/hwkd-home
 what=foa
 case "${1:-}" in foa|mono|stage) what="$1"; shift ;; esac
@@ -31,7 +32,8 @@ if [ -z "${SKIP_WHEELS:-}" ] && ls "$kit"/whl/*.whl >/dev/null 2>&1; then   # SK
 fi
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv > "$out/nvidia-smi.csv" 2>&1
 corpus="${KIT_CORPUS:-/tmp/corpus}"
-$py training/gpu/kit.py unpack "${kits[@]}" "$corpus" ${SONIC_PI_DIR:+--sonic-pi-dir "$SONIC_PI_DIR"} || exit 1
+# the ambient loops go to $HWKD_SONIC_PI_DIR when set (a try here), else where Debian's package would put them
+$py training/gpu/kit.py unpack "${kits[@]}" "$corpus" || exit 1
 device="${DEVICE:-cuda}"
 if [ "$what" = foa ]; then
   run="${RUN:-/tmp/runs/teacher-foa}"; log="$out/teacher-foa.log"
@@ -41,13 +43,16 @@ else
   run="${RUN:-/tmp/runs/teacher-mix}"; log="$out/teacher-mix.log"
   # the successor's recipe (training/teacher-mix/args, as resume.sh runs it on the CPU), from its committed checkpoint
   recipe=$(cat training/teacher-mix/args) || exit 1
-  mkdir -p "$run" && cp training/teacher-mix/last.pt training/teacher-mix/best.pt training/teacher-mix/history.jsonl "$run/"
+  mkdir -p "$run" && cp training/teacher-mix/last.pt training/teacher-mix/best.pt training/teacher-mix/history.jsonl \
+    "$run/" || exit 1
 fi
 if [ -f "$kit/resume/last.pt" ]; then           # a run cut short before: its returned files, put back
-  mkdir -p "$run" && cp "$kit"/resume/* "$run/" && echo "resuming from $kit/resume/"
+  { mkdir -p "$run" && cp "$kit"/resume/* "$run/" && echo "resuming from $kit/resume/"; } || exit 1
 fi
 timeout "${LIMIT_S:-480}" $py -m hwkd train $recipe --device "$device" --workers 1 --loader-workers "${LOADERS:-12}" \
   --data "$corpus/${what}" --out "$run" "$@" 2>&1 | tr '\r' '\n' | grep --line-buffered -v '%|' | tee "$log"
-echo "exit ${PIPESTATUS[0]}" | tee -a "$log"
+rc=${PIPESTATUS[0]}
+echo "exit $rc (124: stopped by the time limit; resume with KIT/resume/)" | tee -a "$log"
 cp "$run"/best.pt "$run"/last.pt "$run"/history.jsonl "$out/" 2>/dev/null
 ls -la "$out"
+exit "$rc"

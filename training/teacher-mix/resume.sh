@@ -16,6 +16,7 @@ if [ -f "$here/last.pt" ] && [ "$(steps "$here")" -gt "$(steps "$run")" ]; then
 fi
 [ -d "$home/corpus/default/mono" ] || .venv/bin/hwkd data synth
 # the recipe's options live in args (training/gpu/teachers.sh mono runs the same on a GPU)
-nohup nice -n 10 .venv/bin/hwkd train $(cat "$here/args") --workers 2 --threads 2 --out "$run" \
+args=$(<"$here/args")
+nohup nice -n 10 .venv/bin/hwkd train $args --workers 2 --threads 2 --out "$run" \
   >> "$home/runs/teacher-mix.log" 2>&1 &
 echo "training in the background (pid $!); progress: $run/history.jsonl and $home/runs/teacher-mix.log"
