@@ -420,3 +420,22 @@ def test_on_the_fly_mixing_needs_only_the_clean_side(which, tiny_corpus, tiny_fo
     shutil.rmtree(root / which / "train" / "clean")
     with pytest.raises(HwkdError, match="neither noisy/ nor clean/"):
         OnTheFlyMix(root / which, segment_s=0.5)
+
+
+class _Broken(torch.utils.data.Dataset):
+    def __len__(self):
+        return 4
+
+    def __getitem__(self, k):
+        if k == 3:
+            raise HwkdError("clip 3 cannot be read", "rebuild the corpus")
+        return {"noisy": torch.zeros(1, 4), "clean": torch.zeros(4), "id": str(k)}
+
+
+def test_a_user_error_in_a_loader_process_keeps_its_one_line():
+    from hwkd.train.trainer import batch_items
+    got = batch_items(_Broken(), [[0, 1], [2, 3]], 1)
+    assert next(got)[0]["id"] == "0"
+    with pytest.raises(HwkdError) as e:
+        next(got)
+    assert str(e.value) == "clip 3 cannot be read — rebuild the corpus"

@@ -123,8 +123,15 @@ def batch_items(train_set, batches: list[list[int]], loader_workers: int):
         return
     from torch.utils.data import DataLoader
     # its own generator: the workers' base seed is not drawn from the global RNG (training's draws stay as they are)
-    for items in DataLoader(train_set, batch_sampler=batches, num_workers=loader_workers, collate_fn=_as_arrays,
-                            prefetch_factor=4, multiprocessing_context="fork", generator=torch.Generator()):
+    loader = iter(DataLoader(train_set, batch_sampler=batches, num_workers=loader_workers, collate_fn=_as_arrays,
+                             prefetch_factor=4, multiprocessing_context="fork", generator=torch.Generator()))
+    while True:
+        try:
+            items = next(loader)
+        except StopIteration:
+            return
+        except HwkdError as e:      # a user's problem met in a loader process: its own one line, not the traceback
+            raise HwkdError(str(e).strip().splitlines()[-1].split("HwkdError: ", 1)[-1]) from None
         yield [{k: torch.from_numpy(v) if isinstance(v, np.ndarray) else v for k, v in it.items()} for it in items]
 
 
