@@ -28,8 +28,9 @@ if [ -z "${SKIP_WHEELS:-}" ] && ls "$kit"/whl/*.whl >/dev/null 2>&1; then   # SK
   $py -m pip install -q --no-index --no-deps --no-compile --target /tmp/site "$kit"/whl/*.whl || exit 1
   $py -m pip install -q --no-index --no-deps --no-build-isolation --target /tmp/site "$kit"/whl/pesq-*.tar.gz \
     || echo "pesq did not build: validation without PESQ"
-  export PYTHONPATH="$PWD:/tmp/site"
+  export PYTHONPATH="/tmp/site"
 fi
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"      # hwkd from this checkout, for kit.py too
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv > "$out/nvidia-smi.csv" 2>&1
 corpus="${KIT_CORPUS:-/tmp/corpus}"
 # the ambient loops go to $HWKD_SONIC_PI_DIR when set (a try here), else where Debian's package would put them
