@@ -286,6 +286,8 @@ def test_training_with_loader_workers_equals_training_without(tmp_path, tiny_cor
         return load_model(tmp_path / out / "last.pt")[0].state_dict()
     a, b = train("plain", 0), train("ahead", 2)
     assert all(torch.equal(a[k], b[k]) for k in a)
+    from hwkd.models.checkpoint import read_checkpoint
+    assert read_checkpoint(tmp_path / "ahead" / "last.pt")["train"]["config"]["loader_workers"] == 2
     bad = run_cli("train", "--model", cfg, "--data", tiny_corpus, "--out", tmp_path / "bad", "--loader-workers", "-1")
     assert bad.returncode == 2 and "--loader-workers" in bad.stderr and not (tmp_path / "bad").exists()
     # data-parallel workers are daemonic processes, which may not fork loaders: refused before any work
