@@ -26,6 +26,11 @@ from hwkd.errors import HwkdError
 log = logging.getLogger("hwkd")
 
 
+def segments_in(frames: int, sample_rate: int, segment: int) -> int:
+    """How many training segments of `segment` samples at 16 kHz a file of `frames` at `sample_rate` holds (>= 1)."""
+    return max(1, frames * SR // sample_rate // segment)
+
+
 def select_pairs(s: Scan, split: str | None) -> list[Pair]:
     if split is None:
         return s.pairs
@@ -96,8 +101,8 @@ class SpeechPairs(Dataset):
                         ", ".join(str(r) for r in rates))
         self.index: list[tuple[int, int]] = []
         for i, p in enumerate(self.pairs):
-            dur = self.info[p.noisy].frames * SR // self.info[p.noisy].sample_rate
-            k = max(1, dur // self.segment) if mode == "segment" else 1
+            info = self.info[p.noisy]
+            k = segments_in(info.frames, info.sample_rate, self.segment) if mode == "segment" else 1
             self.index += [(i, j) for j in range(k)]
 
     def set_epoch(self, epoch: int) -> None:
@@ -129,9 +134,10 @@ class SpeechPairs(Dataset):
             n = min(noisy.shape[1], clean.shape[1])
             noisy, clean = noisy[:, :n], clean[:, :n]
         else:
-            dur = self.info[p.noisy].frames * SR // self.info[p.noisy].sample_rate
+            info = self.info[p.noisy]
+            dur = info.frames * SR // info.sample_rate
             start = j * self.segment
-            slack = dur - self.segment * max(1, dur // self.segment)
+            slack = dur - self.segment * segments_in(info.frames, info.sample_rate, self.segment)
             if self.epoch and slack > 0:
                 rng = np.random.default_rng([self.seed, self.epoch, k])
                 start += int(rng.integers(0, slack + 1))

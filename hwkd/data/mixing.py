@@ -117,14 +117,14 @@ class OnTheFlyMix(Mixtures):
             # the clean side alone (a corpus carried to a GPU machine without its static training mixtures,
             # which on-the-fly mixing never reads): the same clips in the same order, the same epoch length
             from hwkd.audio.io import read_audio
+            from hwkd.data.datasets import segments_in
             from hwkd.data.layouts import _audio_files
             files = _audio_files(split_dir / "clean")
             if not files:
                 raise HwkdError(f"{split_dir} has neither noisy/ nor clean/ audio", "rebuild the corpus: hwkd data "
                                 "synth (or carry the split's clean/ folder)")
             self.channels = int(info["channels"][self.set_name])
-            heads = [sf.info(str(f)) for f in files]
-            count = sum(max(1, h.frames * SR // h.samplerate // self.segment) for h in heads)
+            count = sum(segments_in(h.frames, h.samplerate, self.segment) for h in map(sf.info, map(str, files)))
             clips = [(f, f.name, lambda f=f: read_audio(f, sample_rate=SR)[0][0]) for f in files]   # ids as scan's
         self.length = length or count
         # the split's clean speech, in memory (600 4-s clips: 150 MB as float32), with its speakers
