@@ -65,6 +65,12 @@ def build(a) -> int:
     from hwkd.data.noise import SONIC_PI_DIR, ambient_files
     from hwkd.data.synth import default_dataset
     root = Path(a.corpus) if a.corpus else default_dataset(1).parent
+    lacking = [f"{root / name / split}" for name in a.sets.split(",") for split in ("train", "val")
+               if not (root / name / split / "manifest.jsonl").is_file()]
+    if lacking:
+        print(f"kit: {lacking[0]} is not a split of the corpus (no manifest.jsonl); --sets takes mono and/or foa",
+              file=sys.stderr)
+        return 2
     out = Path(a.out)
     if out.exists():
         shutil.rmtree(out)
