@@ -150,6 +150,40 @@ def test_cli_profile_bad_input(tmp_path):
     assert r.returncode == 2 and "checkpoint not found" in r.stderr
 
 
+ALTSTACK_PROBE = """
+import gc, os, signal, sys
+import numpy as np
+import openvino as ov
+import openvino.opset13 as ops
+p = ops.parameter([1, 4], np.float32)
+ov.save_model(ov.Model([ops.relu(p)], [p]), sys.argv[2])
+if sys.argv[1] == "a-core-each":
+    a, b = (ov.Core().compile_model(sys.argv[2], "CPU") for _ in range(2))
+else:
+    from hwkd.hw.runtimes import ov_compiled
+    a, b = ov_compiled(sys.argv[2]), ov_compiled(sys.argv[2])
+del a; gc.collect(); del b; gc.collect()          # dropped in the order they were made, not the reverse
+signal.signal(signal.SIGUSR1, lambda *_: None)     # Python handlers run on the thread's alternate stack
+os.kill(os.getpid(), signal.SIGUSR1)
+print("alive")
+"""
+
+
+def test_openvino_models_dropped_in_any_order_leave_signals_working(tmp_path):
+    """Each OpenVINO Core's CPU plugin swaps in its own alternate signal stack and puts the previous one back when
+    it goes: two Cores dropped first-made-first left the thread on an unmapped stack, and the next Python signal
+    handler (a loader process's SIGCHLD in CI) crashed the process. hwkd's one Core keeps it valid; the control
+    (a Core each) shows the probe can fail."""
+    import subprocess
+    import sys
+    run = [sys.executable, "-c", ALTSTACK_PROBE]
+    ours = subprocess.run(run + ["hwkd", str(tmp_path / "m.xml")], capture_output=True, text=True, timeout=120)
+    assert ours.returncode == 0 and "alive" in ours.stdout, ours.stderr[-1500:]
+    control = subprocess.run(run + ["a-core-each", str(tmp_path / "c.xml")], capture_output=True, text=True,
+                             timeout=120)
+    assert control.returncode != 0 and "alive" not in control.stdout
+
+
 @pytest.mark.slow
 def test_openvino_hop_runner_carries_state(tmp_path):
     """The zero-copy streaming loop used for OpenVINO latency computes what torch computes hop by hop."""

@@ -38,7 +38,16 @@ import numpy as np
 from hwkd import SAMPLE_RATE as SR
 from hwkd.errors import HwkdError
 from hwkd.hw.gpu import ORT_GPU, TORCH_GPU, gpu_fingerprint, is_gpu, process_device_mib, runtime_problem
-from hwkd.hw.runtimes import MODES, OV_CONFIG, PRECISIONS, RUNTIMES, ort_options, runtime_config, runtime_version
+from hwkd.hw.runtimes import (
+    MODES,
+    OV_CONFIG,
+    PRECISIONS,
+    RUNTIMES,
+    ort_options,
+    ov_core,
+    runtime_config,
+    runtime_version,
+)
 from hwkd.sysinfo import LoadMeter, fingerprint
 
 N_BINS = 257               # this module imports no torch unless the torch runtime is measured
@@ -202,7 +211,7 @@ class Runner:
             self._call = lambda: sess.run(None, feeds)
         elif runtime == "openvino":
             import openvino as ov
-            comp = ov.Core().compile_model(str(ir), "CPU", OV_CONFIG(self.threads))
+            comp = ov_core().compile_model(str(ir), "CPU", OV_CONFIG(self.threads))
             req = comp.create_infer_request()
             for i, p in enumerate(comp.inputs):
                 req.set_input_tensor(i, ov.Tensor(rng.standard_normal(list(p.get_shape())).astype(np.float32)))
@@ -333,7 +342,7 @@ class Runner:
         import openvino as ov
         if ir is None:
             raise HwkdError("no OpenVINO IR for this model", "the export refused it; see the parity report")
-        core = ov.Core()
+        core = ov_core()
         model = core.read_model(str(ir))
         if self.mode == "offline":           # a fixed-length chunk: compile for that static shape
             model.reshape({model.inputs[0].get_any_name(): list(self.x.shape)})

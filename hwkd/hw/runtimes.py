@@ -5,6 +5,7 @@ f32 precision set explicitly it is the same single-stream, full-precision execut
 
 from __future__ import annotations
 
+from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
 
@@ -61,7 +62,17 @@ def ort_session(path: Path, threads: int = 1):
     return ort.InferenceSession(str(path), ort_options(threads), providers=["CPUExecutionProvider"])
 
 
+@lru_cache(maxsize=1)
+def ov_core():
+    """The process's one OpenVINO Core, kept to its end. Each Core's CPU plugin installs its own alternate signal
+    stack on the calling thread and, when it is destroyed, puts back the one it found: Cores destroyed out of
+    order (as garbage collection drops them) leave the thread on a stack already unmapped, and the next Python
+    signal handler run there (SIGCHLD of a loader process, Ctrl-C) crashed the process (CI, 2026-12-01). One
+    Core, created once, also saves the plugin's start-up on every measurement."""
+    import openvino as ov
+    return ov.Core()
+
+
 def ov_compiled(path: Path, threads: int = 1):
     """An OpenVINO CPU compiled model of an IR (or ONNX) file with hwkd's settings."""
-    import openvino as ov
-    return ov.Core().compile_model(str(path), "CPU", OV_CONFIG(threads))
+    return ov_core().compile_model(str(path), "CPU", OV_CONFIG(threads))
