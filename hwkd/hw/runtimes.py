@@ -5,7 +5,7 @@ f32 precision set explicitly it is the same single-stream, full-precision execut
 
 from __future__ import annotations
 
-from functools import lru_cache
+import os
 from importlib import metadata
 from pathlib import Path
 
@@ -62,15 +62,22 @@ def ort_session(path: Path, threads: int = 1):
     return ort.InferenceSession(str(path), ort_options(threads), providers=["CPUExecutionProvider"])
 
 
-@lru_cache(maxsize=1)
+_OV_CORES: dict[int, object] = {}
+
+
 def ov_core():
     """The process's one OpenVINO Core, kept to its end. Each Core's CPU plugin installs its own alternate signal
     stack on the calling thread and, when it is destroyed, puts back the one it found: Cores destroyed out of
     order (as garbage collection drops them) leave the thread on a stack already unmapped, and the next Python
     signal handler run there (SIGCHLD of a loader process, Ctrl-C) crashed the process (CI, 2026-12-01). One
-    Core, created once, also saves the plugin's start-up on every measurement."""
+    Core, created once, also saves the plugin's start-up on every measurement. Keyed by process: a child forked
+    after it was made gets its own (the parent's plugin threads do not exist there), the inherited one is kept
+    undestroyed."""
     import openvino as ov
-    return ov.Core()
+    pid = os.getpid()
+    if pid not in _OV_CORES:
+        _OV_CORES[pid] = ov.Core()
+    return _OV_CORES[pid]
 
 
 def ov_compiled(path: Path, threads: int = 1):
