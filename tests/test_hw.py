@@ -174,14 +174,19 @@ def test_openvino_models_dropped_in_any_order_leave_signals_working(tmp_path):
     it goes: two Cores dropped first-made-first left the thread on an unmapped stack, and the next Python signal
     handler (a loader process's SIGCHLD in CI) crashed the process. hwkd's one Core keeps it valid; the control
     (a Core each) shows the probe can fail."""
+    import resource
+    import signal
     import subprocess
     import sys
     run = [sys.executable, "-c", ALTSTACK_PROBE]
     ours = subprocess.run(run + ["hwkd", str(tmp_path / "m.xml")], capture_output=True, text=True, timeout=120)
-    assert ours.returncode == 0 and "alive" in ours.stdout, ours.stderr[-1500:]
+    assert ours.returncode == 0 and "alive" in ours.stdout, (ours.returncode, ours.stderr[-1500:])
     control = subprocess.run(run + ["a-core-each", str(tmp_path / "c.xml")], capture_output=True, text=True,
-                             timeout=120)
-    assert control.returncode != 0 and "alive" not in control.stdout
+                             timeout=120, cwd=tmp_path,       # no core file left behind
+                             preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_CORE, (0, 0)))
+    if control.returncode == 0 and "alive" in control.stdout:
+        pytest.skip("this OpenVINO no longer leaves a stale signal stack: ov_core's reason is gone (keep it or not)")
+    assert control.returncode == -signal.SIGSEGV, (control.returncode, control.stderr[-1500:])
 
 
 @pytest.mark.slow

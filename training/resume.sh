@@ -3,7 +3,8 @@
 # NAME/command holds the hwkd command and its process settings (e.g. "train --workers 2 --threads 2"),
 # NAME/args the recipe's options (training/gpu/teachers.sh runs the same args on a GPU). The run folder lives in
 # $HWKD_HOME/runs/NAME; a machine reset loses it, so each session ends with training/save.sh NAME and a commit,
-# and this script puts the committed files back when the run folder is missing or older (fewer history lines).
+# and this script puts the committed files back when the run folder is missing or behind (its last.pt's epoch
+# and step).
 # Log: $HWKD_HOME/runs/NAME.log
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,13 +16,20 @@ run="$home/runs/$name"
 if pgrep -f -- "--out $run( |$)" > /dev/null; then
   echo "resume.sh: $run is already training (pgrep); leave it, or stop it first" >&2; exit 2
 fi
-lines() { [ -f "$1/history.jsonl" ] && wc -l < "$1/history.jsonl" || echo 0; }
-if [ -f "$here/last.pt" ] && [ "$(lines "$here")" -gt "$(lines "$run")" ]; then
+# how far a last.pt has come: its (epoch, step within the epoch), as one sortable number
+progress() {
+  if [ -f "$1/last.pt" ]; then
+    .venv/bin/python -c "import sys; from hwkd.models.checkpoint import read_checkpoint; \
+t = read_checkpoint(sys.argv[1])['train']; print(t['epoch'] * 1000000 + t['pos'])" "$1/last.pt"
+  else echo -1; fi
+}
+if [ -f "$here/last.pt" ] && [ "$(progress "$here")" -gt "$(progress "$run")" ]; then
   mkdir -p "$run"
   for f in "$here"/*; do
+    [ -f "$f" ] || continue
     case "$(basename "$f")" in command|args|*.sh) ;; *) cp "$f" "$run/" ;; esac
   done
-  echo "restored $(lines "$here") history lines from $here into $run"
+  echo "restored $here (ahead of $run) into $run"
 fi
 [ -d "$home/corpus/default/mono" ] || .venv/bin/hwkd data synth
 cmd=$(<"$here/command")

@@ -8,9 +8,16 @@ name="${1:?usage: training/save.sh NAME}"
 here="training/$name"
 run="${HWKD_HOME:-$HOME/.cache/hwkd}/runs/$name"
 [ -f "$run/last.pt" ] || { echo "save.sh: $run has no last.pt yet" >&2; exit 2; }
-# last.pt is written atomically by the trainer, so a copy taken while it trains is a whole checkpoint
-cp "$run/last.pt" "$run/history.jsonl" "$here/"
-for f in supernet.json kd_weight.json; do [ -f "$run/$f" ] && cp "$run/$f" "$here/"; done
-[ -f "$run/best.pt" ] && .venv/bin/python -c "import sys; from hwkd.models.checkpoint import slim_checkpoint; \
+# a supernet's description first (its last.pt is refused without it); history.jsonl and best.pt come with the
+# end of the first epoch. last.pt is written atomically by the trainer, so a copy taken while it trains is whole.
+for f in supernet.json kd_weight.json history.jsonl; do
+  if [ -f "$run/$f" ]; then cp "$run/$f" "$here/"; fi
+done
+cp "$run/last.pt" "$here/"
+if [ -f "$run/best.pt" ]; then
+  .venv/bin/python -c "import sys; from hwkd.models.checkpoint import slim_checkpoint; \
 slim_checkpoint(sys.argv[1], sys.argv[2])" "$run/best.pt" "$here/best.pt"
-echo "saved $(wc -l < "$here/history.jsonl") history lines of $run into $here ($(du -sh "$here" | cut -f1)); commit them"
+fi
+echo "saved $run (epoch, step of its last.pt: $(.venv/bin/python -c "import sys; from hwkd.models.checkpoint import \
+read_checkpoint; t = read_checkpoint(sys.argv[1])['train']; print(t['epoch'], t['pos'])" "$here/last.pt")) into \
+$here ($(du -sh "$here" | cut -f1)); commit them"

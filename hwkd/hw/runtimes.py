@@ -6,6 +6,7 @@ f32 precision set explicitly it is the same single-stream, full-precision execut
 from __future__ import annotations
 
 import os
+import threading
 from importlib import metadata
 from pathlib import Path
 
@@ -63,6 +64,7 @@ def ort_session(path: Path, threads: int = 1):
 
 
 _OV_CORES: dict[int, object] = {}
+_OV_LOCK = threading.Lock()
 
 
 def ov_core():
@@ -71,13 +73,15 @@ def ov_core():
     order (as garbage collection drops them) leave the thread on a stack already unmapped, and the next Python
     signal handler run there (SIGCHLD of a loader process, Ctrl-C) crashed the process (CI, 2026-12-01). One
     Core, created once, also saves the plugin's start-up on every measurement. Keyed by process: a child forked
-    after it was made gets its own (the parent's plugin threads do not exist there), the inherited one is kept
-    undestroyed."""
+    after it was made gets its own (the parent's plugin threads do not exist there), the inherited one kept
+    until the child's own is gone."""
     import openvino as ov
+    global _OV_CORES
     pid = os.getpid()
-    if pid not in _OV_CORES:
-        _OV_CORES[pid] = ov.Core()
-    return _OV_CORES[pid]
+    with _OV_LOCK:
+        if pid not in _OV_CORES:       # the newest first: at exit the dict is cleared in order, newest to oldest
+            _OV_CORES = {pid: ov.Core(), **_OV_CORES}
+        return _OV_CORES[pid]
 
 
 def ov_compiled(path: Path, threads: int = 1):
