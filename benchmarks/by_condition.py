@@ -5,6 +5,7 @@ model enhances the split and is scored by hwkd.train.evaluate (PESQ-WB, STOI, eS
 corpus manifest's noise family and 5-dB SNR band. Writes results/by_condition.json.
 
     python benchmarks/by_condition.py [--runs ~/.cache/hwkd/runs/time_to_quality_w2] [--splits test,ood]
+                                      [--ckpt NAME=PATH ...]
 """
 
 import argparse
@@ -29,6 +30,8 @@ def main():
     ap.add_argument("--runs", type=Path, default=hwkd_home() / "runs" / "time_to_quality_w2",
                     help="time_to_quality.py's --out: every RUN/*-60min/best.pt is scored beside the teacher")
     ap.add_argument("--budgets", default="60min", help="which runs of the folder (suffixes, comma-separated)")
+    ap.add_argument("--ckpt", action="append", default=[], metavar="NAME=PATH",
+                    help="another checkpoint to score beside them (repeatable), e.g. a teacher in training")
     ap.add_argument("--splits", default="test,ood")
     ap.add_argument("--name", default="by_condition")
     a = ap.parse_args()
@@ -37,6 +40,11 @@ def main():
         for run in sorted(a.runs.glob(f"*-{suffix}")):
             if (run / "best.pt").is_file() and (run / "done").is_file():
                 models[run.name] = run / "best.pt"
+    for spec in a.ckpt:
+        name, sep, path = spec.partition("=")
+        if not sep or not Path(path).is_file():
+            ap.error(f"--ckpt {spec}: give NAME=PATH of an existing checkpoint")
+        models[name] = Path(path)
     data = default_dataset(1)
     sc = scan(data, channels=1)
     out = {"machine": fingerprint(), "data": str(data), "models": {k: str(v) for k, v in models.items()},
