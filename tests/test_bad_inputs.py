@@ -105,6 +105,9 @@ def _build(d: Path) -> None:
     (d / "adir" / "keep.txt").write_text("kept\n")
     (d / "run").mkdir()
     (d / "run" / "keep.txt").write_text("kept\n")
+    (d / "sn_bad").mkdir()
+    (d / "sn_bad" / "supernet.json").write_text('{"max": {\n')
+    (d / "sn_bad" / "best.pt").write_text("x")
     dev = "device: {type: cpu, arch: aarch64, cpu: X, cores: 4, freq_ghz: 1.5, simd_bits: 128}\n"
     targets = {
         "simd16": "name: t\nkind: remote\n" + dev.replace("simd_bits: 128", "simd_bits: 16"),
@@ -157,6 +160,11 @@ def _cases(d: Path) -> dict:
         "train --batch-size 0 (no corpus built first)": (train + ["--batch-size", "0"], "--batch-size 0"),
         "train --segment-s 0": (train + ["--segment-s", "0"], "--segment-s 0"),
         "train --epochs 0": (train + ["--epochs", "0"], "--epochs 0"),
+        "train --segment-s 0.001 (no STFT frame)": (train + ["--segment-s", "0.001"], "at least 0.1 s"),
+        "train --device bogus": (train + ["--device", "bogus"], "--device bogus"),
+        "supernet extract from a damaged supernet.json": (["supernet", "extract", p("sn_bad"), "--model",
+                                                           "cpu-student-causal", "--out", p("x.pt")],
+                                                          "supernet.json is damaged"),
         # outputs
         "enhance to an existing folder": (enhance + [p("ok.wav"), p("adir")], "is a folder"),
         "enhance under a file": (enhance + [p("ok.wav"), p("afile/o.wav")], "cannot write"),
@@ -239,7 +247,7 @@ CASE_IDS = list(_cases(Path("/x")))
 
 
 def test_table_size():
-    assert len(CASE_IDS) == 75, len(CASE_IDS)       # the number quoted in the README
+    assert len(CASE_IDS) == 78, len(CASE_IDS)       # the number quoted in the README
 
 
 @pytest.mark.parametrize("case", CASE_IDS)

@@ -219,7 +219,7 @@ def train_supernet(configs: list[DPDCRNConfig], out: str | os.PathLike, tcfg, te
             "n_random": n_random, "seed": tcfg.seed, "teacher": teacher_id, "lams": lams}
     saved_desc = run / "supernet.json"
     if saved_desc.is_file():
-        old = json.loads(saved_desc.read_text())
+        old = read_description(saved_desc)
         if {k: old.get(k) for k in desc} != desc:
             diff = [k for k in desc if old.get(k) != desc[k]]
             raise HwkdError(f"{run} holds a supernet of another space or recipe ({', '.join(diff)} differ)",
@@ -266,6 +266,20 @@ def train_supernet(configs: list[DPDCRNConfig], out: str | os.PathLike, tcfg, te
     return {**res, **info}
 
 
+def read_description(path: Path) -> dict:
+    """A run's supernet.json, checked: its largest network and sub-networks parse as configurations; a damaged
+    file is one line naming it."""
+    from hwkd.errors import HwkdError
+    try:
+        desc = json.loads(path.read_text())
+        DPDCRNConfig.from_dict(desc["max"])
+        [DPDCRNConfig.from_dict(c) for c in desc["configs"]]
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as e:
+        raise HwkdError(f"{path} is damaged ({type(e).__name__}: {(str(e) or repr(e)).splitlines()[0]})",
+                        "give the folder `hwkd supernet train` wrote, or train it again into a new --out") from None
+    return desc
+
+
 def load_supernet(run: str | os.PathLike, which: str = "best") -> tuple[Supernet, list[DPDCRNConfig]]:
     """A trained supernet from its run folder (OUT/supernet.json and OUT/{best,last}.pt) and its configurations."""
     from hwkd.errors import HwkdError
@@ -275,7 +289,7 @@ def load_supernet(run: str | os.PathLike, which: str = "best") -> tuple[Supernet
     if not desc_file.is_file() or not ck.is_file():
         raise HwkdError(f"{run} is not a trained supernet (needs supernet.json and {which}.pt)",
                         "give the folder `hwkd supernet train` wrote")
-    desc = json.loads(desc_file.read_text())
+    desc = read_description(desc_file)
     top = DPDCRNConfig.from_dict(desc["max"])
     net, _ = load_model(ck)
     if net.cfg != top:

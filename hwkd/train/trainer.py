@@ -72,6 +72,9 @@ def _lr_lambda(cfg: TrainConfig, total_steps: int):
     return f
 
 
+MIN_SEGMENT_S = 0.1     # training segments: several STFT frames (a 32-ms window), and never 0 samples
+
+
 def check_budget(cfg: TrainConfig) -> None:
     """Refuse budgets that cannot train: one line naming the flag and the fix."""
     checks = [(cfg.epochs >= 1, f"--epochs {cfg.epochs}", "give 1 or more"),
@@ -80,8 +83,8 @@ def check_budget(cfg: TrainConfig) -> None:
                f"--steps / --max-steps-per-epoch {cfg.max_steps_per_epoch}", "give 1 or more"),
               (cfg.lr > 0 and math.isfinite(cfg.lr), f"--lr {cfg.lr}", "give a positive learning rate, e.g. 2e-3"),
               (0 <= cfg.warmup_frac < 1, f"warm-up fraction {cfg.warmup_frac}", "give a fraction in [0, 1)"),
-              (cfg.segment_s > 0 and math.isfinite(cfg.segment_s), f"--segment-s {cfg.segment_s}",
-               "give a positive segment length in seconds, e.g. 2"),
+              (cfg.segment_s >= MIN_SEGMENT_S and math.isfinite(cfg.segment_s), f"--segment-s {cfg.segment_s}",
+               f"give a segment length of at least {MIN_SEGMENT_S} s, e.g. 2"),
               (cfg.val_pesq_clips >= 0, f"--val-pesq-clips {cfg.val_pesq_clips}", "give 0 or more"),
               (cfg.val_clips is None or cfg.val_clips >= 1, f"--val-clips {cfg.val_clips}", "give 1 or more"),
               (cfg.ckpt_every >= 0, f"--ckpt-every {cfg.ckpt_every}", "give 0 (off) or more"),
@@ -99,6 +102,19 @@ def check_budget(cfg: TrainConfig) -> None:
     for ok, what, fix in checks:
         if not ok:
             raise HwkdError(f"{what}: impossible training budget", fix)
+    check_device(cfg.device)
+
+
+def check_device(device: str) -> None:
+    """--device: a device torch knows and this machine has, checked before any folder is made."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise HwkdError(f"--device {device}: not a device torch knows", "give cpu, cuda or cuda:N") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise HwkdError(f"--device {device} asked for but no CUDA device is available", "use --device cpu")
+    if dev.type not in ("cpu", "cuda"):
+        raise HwkdError(f"--device {device}: hwkd trains on cpu or cuda", "give cpu, cuda or cuda:N")
 
 
 def stack_batch(items: list[dict], device) -> dict:
