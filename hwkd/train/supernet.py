@@ -219,7 +219,7 @@ def train_supernet(configs: list[DPDCRNConfig], out: str | os.PathLike, tcfg, te
             "n_random": n_random, "seed": tcfg.seed, "teacher": teacher_id, "lams": lams}
     saved_desc = run / "supernet.json"
     if saved_desc.is_file():
-        old = read_description(saved_desc)
+        old, _, _ = read_description(saved_desc)
         if {k: old.get(k) for k in desc} != desc:
             diff = [k for k in desc if old.get(k) != desc[k]]
             raise HwkdError(f"{run} holds a supernet of another space or recipe ({', '.join(diff)} differ)",
@@ -266,18 +266,16 @@ def train_supernet(configs: list[DPDCRNConfig], out: str | os.PathLike, tcfg, te
     return {**res, **info}
 
 
-def read_description(path: Path) -> dict:
-    """A run's supernet.json, checked: its largest network and sub-networks parse as configurations; a damaged
-    file is one line naming it."""
+def read_description(path: Path) -> tuple[dict, DPDCRNConfig, list[DPDCRNConfig]]:
+    """A run's supernet.json as written, with its largest network and sub-networks parsed as configurations; a
+    damaged file is one line naming it."""
     from hwkd.errors import HwkdError
     try:
         desc = json.loads(path.read_text())
-        DPDCRNConfig.from_dict(desc["max"])
-        [DPDCRNConfig.from_dict(c) for c in desc["configs"]]
+        return desc, DPDCRNConfig.from_dict(desc["max"]), [DPDCRNConfig.from_dict(c) for c in desc["configs"]]
     except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as e:
         raise HwkdError(f"{path} is damaged ({type(e).__name__}: {(str(e) or repr(e)).splitlines()[0]})",
                         "give the folder `hwkd supernet train` wrote, or train it again into a new --out") from None
-    return desc
 
 
 def load_supernet(run: str | os.PathLike, which: str = "best") -> tuple[Supernet, list[DPDCRNConfig]]:
@@ -289,12 +287,11 @@ def load_supernet(run: str | os.PathLike, which: str = "best") -> tuple[Supernet
     if not desc_file.is_file() or not ck.is_file():
         raise HwkdError(f"{run} is not a trained supernet (needs supernet.json and {which}.pt)",
                         "give the folder `hwkd supernet train` wrote")
-    desc = read_description(desc_file)
-    top = DPDCRNConfig.from_dict(desc["max"])
+    _, top, configs = read_description(desc_file)
     net, _ = load_model(ck)
     if net.cfg != top:
         raise HwkdError(f"{ck} holds {net.cfg}, not the supernet's largest network {top}",
                         "the folder is damaged: retrain, or use the other checkpoint")
     sn = Supernet(top)
     sn.net.load_state_dict(net.state_dict())
-    return sn.eval(), [DPDCRNConfig.from_dict(c) for c in desc["configs"]]
+    return sn.eval(), configs

@@ -209,9 +209,7 @@ def train(model: DPDCRN, train_set: SpeechPairs, val_set: SpeechPairs, run_dir: 
     objective = objective or SEObjective()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    if cfg.device.startswith("cuda") and not torch.cuda.is_available():
-        raise HwkdError("--device cuda asked for but no CUDA device is available", "use --device cpu")
-    device = torch.device(cfg.device)
+    device = torch.device(cfg.device)        # checked by check_budget above
     enhancer = Enhancer(model).to(device)
     extra = nn.ModuleList(objective.modules()).to(device)
     params = list(enhancer.parameters()) + list(extra.parameters())
