@@ -182,6 +182,7 @@ def _cases(d: Path) -> dict:
         "evaluate --split test of a plain folder": (["evaluate", p("m.pt"), "--data", p("P"), "--split", "test"],
                                                     "has no splits"),
         "evaluate a missing dataset": (["evaluate", p("m.pt"), "--data", p("nodata")], "dataset path not found"),
+        "evaluate --data a file": (["evaluate", p("m.pt"), "--data", p("afile")], "is a file, not a folder"),
         "metrics --channel 3 of mono files": (["metrics", p("P"), "--channel", "3"], "--channel 3"),
         "metrics --split of a plain folder": (["metrics", p("P"), "--split", "nope"], "has no splits"),
         "data check a missing path": (["data", "check", p("nodata")], "not found"),
@@ -227,6 +228,7 @@ def _cases(d: Path) -> dict:
                        ("s_hop0", "hop must be from 1"), ("heads3", "is not a valid DPDCRN"),
                        ("s_malformed", "is not valid YAML"), ("nowhere", "not found")):
         cases[f"space {name}"] = (search + ["--space", p(f"{name}.yaml")], what)
+    cases["space a folder"] = (search + ["--space", p("adir")], "is a folder, not a YAML file")
     cases["pick from a missing run"] = (["pick", "nosuchrun", "--max-latency-ms", "5"], "no search run")
     return cases
 
@@ -247,7 +249,7 @@ CASE_IDS = list(_cases(Path("/x")))
 
 
 def test_table_size():
-    assert len(CASE_IDS) == 78, len(CASE_IDS)       # the number quoted in the README
+    assert len(CASE_IDS) == 80, len(CASE_IDS)       # the number quoted in the README
 
 
 @pytest.mark.parametrize("case", CASE_IDS)

@@ -198,6 +198,9 @@ def _split_dirs(path: Path) -> list[Path]:
 def detect_layout(path: Path) -> str:
     if path.is_file() and path.suffix.lower() == ".csv":
         return "csv"
+    if path.is_file():
+        raise HwkdError(f"dataset {path} is a file, not a folder or a .csv manifest",
+                        "give a dataset folder or a CSV manifest (a .csv file)")
     if not path.is_dir():
         raise HwkdError(f"dataset path not found: {path}", "give a dataset folder or a CSV manifest")
     if (path / "corpus.json").is_file():

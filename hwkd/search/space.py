@@ -138,10 +138,13 @@ def load_space(spec: str | Path, teacher_hop: int | None = None) -> SearchSpace:
     """A space by name (a file in search_spaces/) or by path. teacher_hop: distillation needs the student's
     STFT to be the teacher's, so a space with another hop is refused when given."""
     p = Path(spec)
+    known = ", ".join(sorted(q.stem for q in SPACES_DIR.glob("*.yaml")))
+    if p.is_dir():
+        raise HwkdError(f"search space {spec} is a folder, not a YAML file", f"use one of: {known}, or a path to a "
+                        "YAML file")
     if not p.suffix:
         p = SPACES_DIR / f"{spec}.yaml"
     if not p.is_file():
-        known = ", ".join(sorted(q.stem for q in SPACES_DIR.glob("*.yaml")))
         raise HwkdError(f"search space {spec} not found ({p})", f"use one of: {known}, or a path to a YAML file")
     try:
         doc = yaml.safe_load(p.read_text())
