@@ -31,6 +31,11 @@ def test_shipped_teacher_is_the_recipe():
     recipe = build_parser().parse_args(["train", *TEACHER_ARGS.split(), "--out", "RUN"])
     for k in ("model", "epochs", "batch_size", "segment_s", "lr", "seed", "val_pesq_clips", "init"):
         assert getattr(recorded, k) == getattr(recipe, k), k
+    # its training data: a checkpoint made before on-the-fly mixing records no train_data (the static clips)
+    mixed = ck["meta"].get("train_data") == "on-the-fly mixing"
+    assert mixed == (recipe.mixing == "on"), (ck["meta"].get("train_data"), recipe.mixing)
+    if mixed:
+        assert ck["meta"].get("mixing_version") == recipe.mixing_version
     assert ck["train"]["config"]["epochs"] == recipe.epochs
     # best.pt: the epoch with the best val SI-SDR, with the history up to it
     best = max(ck["train"]["history"], key=lambda h: h["val_si_sdr_db"])

@@ -48,7 +48,7 @@ def register(sub) -> None:
                    help="folder of enhanced files named like the noisy ones (default: score the noisy input)")
     m.add_argument("--channel", type=nonneg_int, default=0, help="input channel scored for multi-channel input "
                                                           "(default 0: W for Ambisonics)")
-    m.add_argument("--dnsmos", action="store_true", help="also DNSMOS (about 0.75 s per clip and core)")
+    m.add_argument("--dnsmos", action="store_true", help="also DNSMOS (about 3 s per clip and core)")
     m.add_argument("--limit", type=POS_INT, default=None, help="score only the first N pairs")
     m.add_argument("--jobs", type=POS_INT, default=None, help="worker processes (default: all cores)")
     m.add_argument("--out", type=Path, default=None, help="write per-clip CSV here and a .json summary beside it")

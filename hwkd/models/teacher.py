@@ -18,7 +18,9 @@ ASSET = Path(__file__).resolve().parents[1] / "assets" / "teacher-cpu-mono.pt"
 ASSET_FOA = ASSET.with_name("teacher-cpu-foa.pt")
 ASSETS = {1: ASSET, 4: ASSET_FOA}                 # input channels -> the shipped file
 TEACHER_PRESET = "cpu-teacher"
-TEACHER_ARGS = f"--model {TEACHER_PRESET} --epochs 80 --batch-size 16 --segment-s 2 --lr 2e-3 --val-pesq-clips 0"
+# the shipped file was trained on the static training clips (before on-the-fly mixing existed), hence --mixing off
+TEACHER_ARGS = (f"--model {TEACHER_PRESET} --epochs 80 --batch-size 16 --segment-s 2 --lr 2e-3 --mixing off "
+                "--val-pesq-clips 0")
 TEACHER_RECIPE = f"hwkd train {TEACHER_ARGS} --device cuda --out RUN && python -m hwkd.models.teacher RUN/best.pt"
 # the Ambisonics teacher: the same network with 4 input channels, on the Ambisonics set with on-the-fly rooms
 FOA_TEACHER_ARGS = (f"--model {TEACHER_PRESET} --in-channels 4 --epochs 80 --batch-size 16 --segment-s 2 --lr 2e-3 "
