@@ -133,6 +133,9 @@ def require_sqlite_file(url: str, what: str) -> None:
         if path is not None and not path.is_file():
             raise HwkdError(f"the store of {what} ({path}) is missing",
                             "copy or move the whole run folder, study.db included, and give that folder")
+        if path is not None and path.stat().st_size == 0:       # opening it would create empty tables in it
+            raise HwkdError(f"the store of {what} ({path}) is an empty file",
+                            "restore study.db from a copy of the run folder")
 
 
 def manifest_url(url: str, run: Path) -> str:
@@ -157,6 +160,9 @@ def resolve_manifest(stored: str, run: Path, given: str | None = None, given_fro
     came from the environment (the run's own store is used)."""
     run = Path(run)
     if is_sqlite(stored):
+        if given and given_from == "--storage" and not is_sqlite(given):
+            raise HwkdError(f"run {run.name} keeps its trials in its own SQLite file, but --storage names "
+                            f"{redact(given)}", "drop --storage: the run's own store is used")
         path = sqlite_path(stored)
         if path is None:
             return stored

@@ -105,6 +105,14 @@ def _build(d: Path) -> None:
     (d / "adir" / "keep.txt").write_text("kept\n")
     (d / "run").mkdir()
     (d / "run" / "keep.txt").write_text("kept\n")
+    save_checkpoint(d / "foa.pt", create_model(dict(channels=8, layers=1, depth=1, heads=2, in_channels=4)))
+    for name, text in (("run_empty", ""), ("run_malformed", '{"storage": "sqlite:///study.db", '),
+                       ("run_list", "[1, 2]"), ("run_nostore", '{"name": "x"}'),
+                       ("run_emptydb", '{"storage": "sqlite:///study.db", "name": "run_emptydb"}'),
+                       ("run_nodb", '{"storage": "sqlite:///study.db", "name": "run_nodb"}')):
+        (d / name).mkdir()
+        (d / name / "run.json").write_text(text)
+    (d / "run_emptydb" / "study.db").write_bytes(b"")                # opening it must not write tables into it
     (d / "sn_bad").mkdir()
     (d / "sn_bad" / "supernet.json").write_text('{"max": {\n')
     (d / "sn_bad" / "best.pt").write_text("x")
@@ -230,6 +238,37 @@ def _cases(d: Path) -> dict:
         cases[f"space {name}"] = (search + ["--space", p(f"{name}.yaml")], what)
     cases["space a folder"] = (search + ["--space", p("adir")], "is a folder, not a YAML file")
     cases["pick from a missing run"] = (["pick", "nosuchrun", "--max-latency-ms", "5"], "no search run")
+    # damaged search runs (report, pick, resume, re-target)
+    for name in ("run_empty", "run_malformed", "run_list", "run_nostore"):
+        cases[f"report {name}"] = (["report", p(name)], "run.json is damaged")
+    cases["pick run_malformed"] = (["pick", p("run_malformed"), "--max-latency-ms", "5"], "run.json is damaged")
+    cases["search --resume run_list"] = (["search", "--resume", p("run_list")], "run.json is damaged")
+    cases["search --like run_nostore"] = (["search", "--like", p("run_nostore"), "--target", "rpi4"],
+                                          "run.json is damaged")
+    cases["report of an empty study.db"] = (["report", p("run_emptydb")], "is an empty file")
+    cases["report --storage a server for a SQLite run"] = (
+        ["report", p("run_nodb"), "--storage", "postgresql+psycopg://u@localhost/db"], "its own SQLite file")
+    cases["report --reports a file"] = (["report", p("run_nodb"), "--reports", p("afile")], "is a file, not a folder")
+    cases["pick --out a file"] = (["pick", p("run_nodb"), "--max-latency-ms", "5", "--out", p("afile")],
+                                  "is a file, not a folder")
+    # compare: refused before its run folder is made
+    compare = ["compare", "--kd", "response", "--students", "cpu-student", "--data", p("P")]
+    cases["compare --out a file"] = (compare + ["--out", p("afile")], "is a file, not a folder")
+    cases["compare --epochs 0"] = (compare + ["--epochs", "0", "--out", p("cmp")], "--epochs 0")
+    cases["compare --segment-s 0"] = (compare + ["--segment-s", "0", "--out", p("cmp")], "--segment-s 0")
+    cases["compare --data missing"] = (["compare", "--kd", "response", "--students", "cpu-student", "--data",
+                                        p("nodata"), "--out", p("cmp")], "dataset path not found")
+    cases["compare an Ambisonics teacher for a mono student"] = (compare + ["--teacher", p("foa.pt"), "--out",
+                                                                             p("cmp")], "must share input")
+    cases["compare --lam -1"] = (compare + ["--lam", "-1", "--out", p("cmp")], "argument --lam")
+    cases["distill --lam nan"] = (["distill", "--student", "cpu-student", "--lam", "nan", "--out", p("run")],
+                                  "argument --lam")
+    # bench: refused before anything is measured
+    bench = ["bench", "--models", p("c.pt"), "--targets", "cpu"]
+    cases["bench --runtimes bogus"] = (bench + ["--runtimes", "bogus", "--out", p("b.csv")], "unknown 'bogus'")
+    cases["bench --modes hop of a non-causal model"] = (["bench", "--models", p("m.pt"), "--targets", "cpu",
+                                                         "--modes", "hop", "--out", p("b.csv")], "not causal")
+    cases["bench --out a folder"] = (bench + ["--out", p("adir")], "is a folder")
     return cases
 
 
@@ -249,7 +288,7 @@ CASE_IDS = list(_cases(Path("/x")))
 
 
 def test_table_size():
-    assert len(CASE_IDS) == 80, len(CASE_IDS)       # the number quoted in the README
+    assert len(CASE_IDS) == 101, len(CASE_IDS)       # the number quoted in the README
 
 
 @pytest.mark.parametrize("case", CASE_IDS)

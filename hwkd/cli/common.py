@@ -42,6 +42,17 @@ POS_INT = positive(int, "a whole number of 1 or more")
 POS_FLOAT = positive(float, "a number above 0")
 
 
+def nonneg_float(text: str) -> float:
+    """argparse type: a finite number >= 0 (a KD weight)."""
+    try:
+        v = float(text)
+    except ValueError:
+        v = -1.0
+    if not math.isfinite(v) or v < 0:
+        raise argparse.ArgumentTypeError(f"expected a number of 0 or more, got {text!r}")
+    return v
+
+
 def nonneg_int(text: str) -> int:
     """argparse type: a whole number >= 0 (a channel index)."""
     try:

@@ -5,7 +5,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hwkd.cli.common import POS_INT, STORAGE_HELP, csv_list, formatter, given_storage, nonneg_int, storage_url
+from hwkd.cli.common import (
+    POS_INT,
+    STORAGE_HELP,
+    csv_list,
+    formatter,
+    given_storage,
+    nonneg_float,
+    nonneg_int,
+    storage_url,
+)
 from hwkd.errors import HwkdError
 from hwkd.experiments.config import CompareConfig
 
@@ -34,7 +43,7 @@ def register(sub) -> None:
     cp.add_argument("--batch-size", type=int, default=CC.batch_size, help="default %(default)s")
     cp.add_argument("--segment-s", type=float, default=CC.segment_s, help="default %(default)s")
     cp.add_argument("--lr", type=float, default=CC.lr, help="default %(default)s")
-    cp.add_argument("--lam", type=float, default=None,
+    cp.add_argument("--lam", type=nonneg_float, default=None,
                     help="KD weight λ for every scheme (default: balanced per cell on its first batches)")
     cp.add_argument("--kd-ratios", default=None,
                     help="tune each KD scheme's weight on val: comma-separated target ratios λ·‖∇L_KD‖/‖∇L_SE‖ "
@@ -81,6 +90,8 @@ def cmd_compare(args) -> int:
     teacher = args.teacher      # None: the embedded teacher for each student's input channels
     if args.workers < 1:
         raise HwkdError(f"--workers {args.workers}: needs at least 1", "give --workers 1 or more")
+    from hwkd.audio.io import check_output
+    check_output(args.out, folder=True, what="--out")
     storage, given_from = given_storage(args)
     if storage:
         from hwkd import store

@@ -70,7 +70,10 @@ def add_measure_args(p) -> None:
 
 def variant_args(args) -> dict:
     """--modes, --precisions, --batches, checked: keyword arguments of hwkd.hw.profile.profile."""
-    from hwkd.hw.runtimes import MODES, PRECISIONS
+    from hwkd.hw.runtimes import MODES, PRECISIONS, RUNTIMES
+    bad = [v for v in csv_list(args.runtimes) or [] if v not in RUNTIMES]
+    if bad:
+        raise HwkdError(f"--runtimes {args.runtimes}: unknown {bad[0]!r}", f"use {', '.join(RUNTIMES)}")
     out = {}
     for flag, known in (("modes", MODES), ("precisions", PRECISIONS)):
         vals = csv_list(getattr(args, flag))
@@ -97,6 +100,8 @@ def cmd_profile(args) -> int:
     target = load_target(args.target)
     net, label = load_any(args.model)
     out = args.out or hwkd_home() / "profiles" / f"{label}-{target['name']}"
+    from hwkd.audio.io import check_output
+    check_output(out, folder=True, what="--out")
     print(f"hwkd profile: {label} on {target['name']}")
     pairs = calib = None
     if args.int8:
@@ -124,14 +129,18 @@ def cmd_profile(args) -> int:
 def cmd_bench(args) -> int:
     import pandas as pd
 
+    from hwkd.audio.io import check_output
     from hwkd.hw.measure import Protocol
-    from hwkd.hw.profile import bench_rows, load_any, profile
+    from hwkd.hw.profile import bench_rows, check_modes, load_any, profile
     from hwkd.hw.targets import load_target
+    check_output(args.out, what="--out")
+    exports = check_output(args.out.with_suffix(""), folder=True, what="the exports folder beside --out")
     targets = [load_target(t) for t in csv_list(args.targets)]
     variants = variant_args(args)
     models = [load_any(m) for m in csv_list(args.models)]
+    for net, label in models:                     # before any measurement: a late refusal would lose the table
+        check_modes(net, label, variants["modes"])
     rows = []
-    exports = args.out.with_suffix("")
     for net, label in models:
         for target in targets:
             print(f"hwkd bench: {label} on {target['name']}")

@@ -12,6 +12,7 @@ from hwkd.cli.common import (
     duration,
     formatter,
     given_storage,
+    nonneg_float,
     nonneg_int,
     storage_url,
 )
@@ -31,7 +32,7 @@ def register(sub) -> None:
                    help="search space: a name in search_spaces/ or a YAML file (default %(default)s)")
     s.add_argument("--kd", default=SC.kd,
                    help="KD scheme each candidate is distilled with ('none': no KD; default %(default)s)")
-    s.add_argument("--lam", type=float, default=None,
+    s.add_argument("--lam", type=nonneg_float, default=None,
                    help="KD weight λ (default: balanced per candidate on its first batches)")
     s.add_argument("--controller", default=SC.controller,
                    help=f"one of {', '.join(CONTROLLERS)} (default %(default)s)")
@@ -233,10 +234,11 @@ def _like(args, given, given_from):
     from datetime import datetime
 
     from hwkd.hw.targets import load_target
-    from hwkd.search.run import check_name_free, open_run, resolve_run, resume_config
+    from hwkd.search.run import check_name_free, check_source, open_run, resolve_run, resume_config
     if not args.target:
         raise HwkdError("hwkd search --like RUN needs --target", "e.g. hwkd search --like RUN --target rpi5")
     src_run, src_settings = open_run(args.like, given, given_from)
+    check_source(src_run, src_settings)           # before the new run's folder is made
     sc, _ = resume_config(src_run, src_settings, args.data, args.trial_timeout)
     check_fixed(args, sc, src_run.name, "--like", RUN_FIXED)
     target = load_target(args.target)
@@ -255,8 +257,10 @@ def _like(args, given, given_from):
 
 
 def cmd_report(args) -> int:
+    from hwkd.audio.io import check_output
     from hwkd.report.search import write_report
     from hwkd.search.run import open_run
+    check_output(args.reports, folder=True, what="--reports")
     run, settings = open_run(args.run, *given_storage(args))
     out = args.reports / settings["name"]
     s = write_report(run, settings, out, clips=args.clips)
@@ -268,6 +272,9 @@ def cmd_pick(args) -> int:
     from hwkd.report.card import write_card_html, write_model_card
     from hwkd.search.pick import pick
     from hwkd.search.run import open_run
+    if args.out is not None:
+        from hwkd.audio.io import check_output
+        check_output(args.out, folder=True, what="--out")
     run, settings = open_run(args.run, *given_storage(args))
     card = pick(run, settings, args.max_latency_ms, args.target, args.out, eval_clips=args.eval_clips)
     write_model_card(card, settings)

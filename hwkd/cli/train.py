@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from hwkd import SAMPLE_RATE
-from hwkd.cli.common import POS_INT, default_dataset, formatter, log, nonneg_int
+from hwkd.cli.common import POS_INT, default_dataset, formatter, log, nonneg_float, nonneg_int
 from hwkd.data import MIX_VERSION, MIX_VERSIONS
 from hwkd.errors import HwkdError
 from hwkd.train.config import TrainConfig
@@ -27,7 +27,7 @@ def register(sub) -> None:
     k.add_argument("--student", required=True, help="a preset or a YAML config file")
     k.add_argument("--teacher", default=None, help="teacher checkpoint (default: the embedded teacher)")
     k.add_argument("--kd", default="i2srf-tfckd", help="KD scheme (see hwkd.kd.KD_SCHEMES; 'none' = no KD)")
-    k.add_argument("--lam", type=float, default=None,
+    k.add_argument("--lam", type=nonneg_float, default=None,
                    help="weight λ of the KD loss (default: balanced on the first batches so that λ·|∇L_KD| is "
                         "half of |∇L_SE| on the student; recorded in OUT/kd_weight.json)")
     add_training_args(k)
@@ -129,16 +129,20 @@ def cmd_distill(args) -> int:
     from hwkd.models.registry import resolve_config
     from hwkd.models.teacher import embedded_teacher_path
     from hwkd.train.recipe import KDSpec
+    own = resolve_config(args.student).in_channels
+    channels = args.in_channels or own
     if args.teacher is None:            # the embedded teacher for the student's input channels
-        channels = args.in_channels or resolve_config(args.student).in_channels
         teacher, _ = load_model(embedded_teacher_path(channels))
     else:
         teacher, _ = load_model(args.teacher)
-    # an Ambisonics student keeps its 4 channels under the mono embedded teacher (W channel); an explicit
-    # --teacher sets the student's channels unless --in-channels does
-    cfg = resolve_config(args.student, in_channels=args.in_channels or (channels if args.teacher is None
-                                                                         else teacher.cfg.in_channels),
-                         hop=args.hop or teacher.cfg.hop)
+        # an Ambisonics student keeps its 4 channels under a mono teacher (it teaches from the W channel); a
+        # mono student of an Ambisonics teacher takes the teacher's 4 channels, and says so
+        if not args.in_channels and not (own == 4 and teacher.cfg.in_channels == 1):
+            channels = teacher.cfg.in_channels
+            if channels != own:
+                print(f"hwkd distill: student {args.student} takes the teacher's {channels} input channels "
+                    f"(its own: {own}); --in-channels sets them")
+    cfg = resolve_config(args.student, in_channels=channels, hop=args.hop or teacher.cfg.hop)
     return run_training(args, cfg, KDSpec(args.kd, teacher, args.lam))
 
 def cmd_evaluate(args) -> int:

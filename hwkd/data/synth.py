@@ -286,14 +286,42 @@ def check_sources(ood: bool = False) -> None:
                         "run ./install.sh (or: apt-get install " + " ".join(missing) + ")")
 
 
+def _complete(root: Path, spec: CorpusSpec) -> dict | None:
+    """The manifests' clip counts when the corpus at root is this spec's and holds every clip with its manifest
+    written; else None (something to build, resume or check)."""
+    try:
+        info = json.loads((root / "corpus.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(info, dict) or info.get("identity") != spec.identity() \
+            or info.get("sizes") != {k: dict(zip(ALL_SPLITS, v)) for k, v in spec.sizes.items()}:
+        return None
+    counts = {}
+    for set_name, sizes in spec.sizes.items():
+        for split, n in zip(ALL_SPLITS, sizes):
+            split_dir = root / set_name / split
+            try:
+                lines = (split_dir / "manifest.jsonl").read_text().count("\n")
+            except OSError:
+                return None
+            if lines != n or not all(_is_done(split_dir, i) for i in range(n)):
+                return None
+            counts[f"{set_name}/{split}"] = n
+    return counts
+
+
 def build_corpus(root: str | os.PathLike, spec: CorpusSpec = CorpusSpec(), jobs: int | None = None,
                  progress: bool = True) -> dict:
     """Build (or resume, or extend) a corpus. Returns a summary dict."""
     for set_name, sizes in spec.sizes.items():
         if len(sizes) not in (3, 4) or min(sizes) < 0:
             raise HwkdError(f"corpus sizes for {set_name}: {sizes}", "give TRAIN,VAL,TEST[,OOD] clip counts >= 0")
-    check_sources(ood=any(len(v) > 3 and v[3] > 0 for v in spec.sizes.values()))
     root = Path(root)
+    done = _complete(root, spec)
+    if done is not None:        # nothing to build: read only (a shared or read-only corpus stays untouched)
+        return {"root": str(root), "built": 0, "skipped": sum(done.values()), "seconds": 0.0, "counts": done,
+                "spec": asdict(spec)}
+    check_sources(ood=any(len(v) > 3 and v[3] > 0 for v in spec.sizes.values()))
     root.mkdir(parents=True, exist_ok=True)
     # one builder at a time per corpus: another waits here, then finds the clips built (and skips them);
     # without it, its clean-up below deletes the partial writes of a build in progress

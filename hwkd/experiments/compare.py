@@ -120,6 +120,36 @@ def check_settings(cc: CompareConfig) -> None:
     if unknown:
         raise HwkdError(f"unknown KD scheme(s): {', '.join(unknown)}", f"use none or {', '.join(sorted(known))}")
     check_ratios(cc)
+    from hwkd.train.trainer import check_budget
+    check_budget(cell_train_config(cc, seed=0, threads=None))
+    if cc.lam is not None and not (math.isfinite(cc.lam) and cc.lam >= 0):
+        raise HwkdError(f"--lam {cc.lam}: a KD weight is a number of 0 or more", "e.g. --lam 0.5, or leave it out "
+                        "(balanced per cell)")
+
+
+def cell_train_config(cc: CompareConfig, seed: int, threads: int | None):
+    """One cell's training budget (the same for every cell of a matrix but its seed)."""
+    from hwkd.train.config import TrainConfig
+    return TrainConfig(epochs=cc.epochs, batch_size=cc.batch_size, lr=cc.lr, seed=seed, segment_s=cc.segment_s,
+                       threads=threads or cc.threads, max_steps_per_epoch=cc.max_steps_per_epoch,
+                       val_pesq_clips=cc.val_pesq_clips)
+
+
+def check_inputs(cc: CompareConfig, teacher_path: Path | None, data: dict | None) -> None:
+    """Before a run folder is made: the given datasets exist and are readable layouts, every teacher loads and
+    can teach the students that get it (input channels and STFT)."""
+    from hwkd.data.layouts import detect_layout
+    from hwkd.models.checkpoint import load_model
+    from hwkd.models.registry import resolve_config
+    from hwkd.train.objective import check_teacher
+    for path in (data or {}).values():
+        detect_layout(Path(path))
+    teachers = {ch: load_model(p)[0].cfg for ch, p in teacher_paths(cc, teacher_path).items()}
+    for st in cc.students:
+        sc = resolve_config(st)
+        tc = teachers[sc.in_channels]
+        check_teacher(tc, resolve_config(st, hop=tc.hop), student=f"student {student_label(st)}",
+                      fix="give --teacher a checkpoint with the students' input channels, or other --students")
 
 
 def check_ratios(cc: CompareConfig) -> None:
@@ -539,6 +569,8 @@ def run_compare(out: Path, cc: CompareConfig, teacher_path: Path, data: dict | N
 
     check_settings(cc)
     out = Path(out)
+    if train_missing:
+        check_inputs(cc, teacher_path, data)
     matrix = open_matrix(out, cc, teacher_path, storage, name, create=train_missing)
     trained, held = False, []
     if matrix is None:                                           # --report-only on a run from before the study
@@ -596,7 +628,6 @@ def _run_cell(cdir: Path, which: str, student: str, scheme: str, seed: int, cc: 
     from hwkd.models.registry import resolve_config
     from hwkd.train.evaluate import evaluate_pairs
     from hwkd.train.recipe import KDSpec, train_model
-    from hwkd.train.trainer import TrainConfig
 
     teachers = teacher if isinstance(teacher, dict) else {1: teacher, 4: teacher}
     cfg = resolve_config(student, hop=teachers[min(teachers)].cfg.hop)
@@ -608,9 +639,7 @@ def _run_cell(cdir: Path, which: str, student: str, scheme: str, seed: int, cc: 
     at = f" at KD-weight ratio {ratio:g}" if ratio is not None else ""
     log(f"hwkd compare: cell {which}: {student_label(student)} x {scheme} x seed {seed}{at}")
     t0 = time.perf_counter()
-    tcfg = TrainConfig(epochs=cc.epochs, batch_size=cc.batch_size, lr=cc.lr, seed=seed, segment_s=cc.segment_s,
-                       threads=threads or cc.threads, max_steps_per_epoch=cc.max_steps_per_epoch,
-                       val_pesq_clips=cc.val_pesq_clips)
+    tcfg = cell_train_config(cc, seed, threads)
     trained = train_model(cfg, cdir, tcfg, data=dset, kd=KDSpec(scheme, teacher, cc.lam, ratio=ratio),
                           progress=progress, meta={"command": f"hwkd compare cell {student} {scheme} seed {seed}"},
                           mix_version=cc.mixing_version)
@@ -684,6 +713,7 @@ def run_compare_parallel(out: Path, cc: CompareConfig, teacher_path: Path, worke
         return run_compare(out, cc, teacher_path, data=data, progress=progress, log=log, storage=storage, name=name)
     out = Path(out)
     check_settings(cc)
+    check_inputs(cc, teacher_path, data)
     open_matrix(out, cc, teacher_path, storage, name)          # the study and its settings, before the workers
     # the datasets once, here: workers synthesising the default corpus side by side would race
     data = dict(data or {})

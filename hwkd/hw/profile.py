@@ -61,6 +61,13 @@ def predicted_latency(net: DPDCRN, target: dict, runtimes, threads, macs_per_hop
     return out
 
 
+def check_modes(net: DPDCRN, label: str, modes) -> None:
+    """Per-hop streaming needs a causal model: asking for it on another is refused before any export."""
+    if modes and "hop" in modes and not net.cfg.causal:
+        raise HwkdError(f"--modes hop: {label} is not causal, so it cannot run hop by hop",
+                        "drop hop from --modes (offline measures it), or give a causal model")
+
+
 def profile(net: DPDCRN, target: dict | str, out_dir: Path, *, runtimes=None, threads=None,
             protocol: Protocol | None = None, check_macs: bool = False, int8_pairs=None, int8_calib=None,
             progress=print, export: bool = True, modes=None, precisions=None, batches=None) -> dict:
@@ -87,6 +94,7 @@ def profile(net: DPDCRN, target: dict | str, out_dir: Path, *, runtimes=None, th
         res["macs_cross_check"] = cross_check(net)
     progress(f"  {res['params']:,} parameters, {cost['macs_per_s'] / 1e9:.3f} GMAC per second of audio "
              f"({cost['frames']} frames, hop {cfg.hop})")
+    check_modes(net, "the model", modes)
     source = latency_source(target)
     mode = "hop" if cfg.causal else "offline"
     variants = [(m, p, b) for m in modes or target.get("modes") or [mode]

@@ -23,6 +23,7 @@ def pick(run: Path, settings: dict, max_latency_ms: float | None, target: str | 
          eval_clips: int = 20) -> dict:
     """out: default picks/NAME-trialN in the current directory. eval_clips: the first val utterances the pick is
     scored on (every metric, noisy input beside it; 0: none), where the run's dataset is on this machine."""
+    from hwkd.audio.io import check_output
     from hwkd.hw.export import export_all
     from hwkd.models.checkpoint import load_model, save_checkpoint
     from hwkd.search.pareto import fronts
@@ -47,9 +48,10 @@ def pick(run: Path, settings: dict, max_latency_ms: float | None, target: str | 
     if not ckpt.is_file():
         raise HwkdError(f"trial {row['trial']}'s checkpoint {ckpt} is not on this machine (worker {row['worker']})",
                         "run hwkd pick on the machine whose worker trained it, or copy its run folder here")
-    out = Path(out) if out else Path("picks") / f"{settings['name']}-trial{int(row['trial'])}"
+    out = check_output(Path(out) if out else Path("picks") / f"{settings['name']}-trial{int(row['trial'])}",
+                       folder=True, what="--out")
+    net, ck = load_model(ckpt)                                 # a damaged checkpoint: an error, no folder made
     out.mkdir(parents=True, exist_ok=True)
-    net, ck = load_model(ckpt)
     # the student alone (the training checkpoint also holds the distiller's modules and the optimizer)
     save_checkpoint(out / "model.pt", net, meta={**(ck.get("meta") or {}), "picked_from": str(ckpt)})
     ex = export_all(net.eval(), out, openvino=True)

@@ -716,6 +716,25 @@ def _kill_group(proc: subprocess.Popen) -> None:
     proc.wait()
 
 
+def check_source(src_run: Path, src_settings: dict) -> int:
+    """Before a re-targeted run is made (`--like`): the source's store reads, and every complete trial's
+    checkpoint is on this machine and loads. Returns the number of complete trials."""
+    from optuna.trial import TrialState
+
+    from hwkd.models.checkpoint import load_model
+    from hwkd.search.pick import trial_checkpoint
+    from hwkd.store import collect_trials
+    fix = "re-target a search whose run folder is complete and readable (its study.db and trials/)"
+    trials = collect_trials(src_run, src_settings)          # an unreadable store: an HwkdError naming it
+    complete = [t for t in trials if t.state == TrialState.COMPLETE and t.user_attrs.get("checkpoint")]
+    for t in complete:
+        ckpt = trial_checkpoint(src_run, t.user_attrs)
+        if not ckpt.is_file():
+            raise HwkdError(f"search {src_run.name}: trial {t.number}'s checkpoint {ckpt} is missing", fix)
+        load_model(ckpt)                            # a damaged one is an HwkdError naming it
+    return len(complete)
+
+
 def open_run(name: str, storage: str | None = None, storage_from: str = "--storage") -> tuple[Path, dict]:
     """A finished or running search's folder and settings (from run.json, or from the store).
 
@@ -726,7 +745,16 @@ def open_run(name: str, storage: str | None = None, storage_from: str = "--stora
     run = resolve_run(name)
     manifest = run / "run.json"
     if manifest.is_file():
-        settings = json.loads(manifest.read_text())
+        try:
+            settings = json.loads(manifest.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise HwkdError(f"{manifest} is damaged ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})",
+                            "restore the run folder from a copy; a search writes run.json when it starts") from None
+        if not isinstance(settings, dict) or not isinstance(settings.get("storage"), str) \
+                or not isinstance(settings.get("name", ""), str):
+            raise HwkdError(f"{manifest} is damaged (no storage URL in it)",
+                            "restore the run folder from a copy; a search writes run.json when it starts")
+        settings.setdefault("name", run.name)
         settings["storage"] = store.resolve_manifest(settings["storage"], run, storage, storage_from)
         store.require_sqlite_file(settings["storage"], f"search {run.name}")
         return run, settings
