@@ -489,3 +489,23 @@ def test_a_recorded_matrix_is_restored_with_its_kd_weight_tuning_cells(tmp_path,
     other = CompareConfig(schemes=["none", "fitnet"], students=["kd-small"], seeds=2, kd_ratios=[0.5, 1.0])
     with pytest.raises(SystemExit, match="other settings"):
         kd_compare.restore(recorded, tmp_path / "run2", other)
+
+
+def test_inputs_checked_before_the_run_folder_accept_what_trains_and_refuse_what_cannot(tmp_path):
+    """compare's check_inputs: a mono teacher teaches an Ambisonics student (W channel); an Ambisonics teacher
+    cannot teach a mono one, unless no scheme uses a teacher (it then only sets the students' hop)."""
+    from hwkd.errors import HwkdError
+    from hwkd.experiments.compare import check_inputs
+    from hwkd.experiments.config import CompareConfig
+    from hwkd.models import create_model
+    from hwkd.models.checkpoint import save_checkpoint
+    save_checkpoint(tmp_path / "mono.pt", create_model(dict(channels=8, layers=1, depth=1, heads=2)))
+    save_checkpoint(tmp_path / "foa.pt", create_model(dict(channels=8, layers=1, depth=1, heads=2, in_channels=4)))
+    ok = CompareConfig(schemes=["none", "response"], students=["kd-small", "kd-medium-foa"])
+    check_inputs(ok, tmp_path / "mono.pt", None)
+    with pytest.raises(HwkdError, match="must share input"):
+        check_inputs(CompareConfig(schemes=["response"], students=["kd-small"]), tmp_path / "foa.pt", None)
+    check_inputs(CompareConfig(schemes=["none"], students=["kd-small"]), tmp_path / "foa.pt", None)
+    with pytest.raises(HwkdError, match="dataset path not found"):
+        check_inputs(ok, tmp_path / "mono.pt", {1: tmp_path / "nodata"})
+    assert not (tmp_path / "run").exists()

@@ -32,3 +32,22 @@ def test_distill_runs_logs_kd_parts_and_checkpoints_the_distiller(tmp_path, tiny
     bad = run_cli("distill", "--teacher", tmp_path / "teacher.pt", "--student", student, "--kd", "magic",
                   "--data", tiny_corpus, "--out", tmp_path / "bad", "--epochs", "1")
     assert bad.returncode == 2 and "unknown KD scheme 'magic'" in bad.stderr
+
+
+@pytest.mark.parametrize("student, teacher_ch, flag, want", [
+    ("kd-small", 1, None, 1), ("kd-small", 4, None, 4), ("kd-medium-foa", 1, None, 4),
+    ("kd-medium-foa", 4, None, 4), ("kd-small", 1, "4", 4)])
+def test_distill_picks_the_students_input_channels(tmp_path, monkeypatch, student, teacher_ch, flag, want):
+    """An Ambisonics student keeps its 4 channels under a mono teacher (it teaches from W); a mono preset takes an
+    Ambisonics teacher's 4; --in-channels wins. Checked before any training (run_training is replaced)."""
+    from hwkd.cli import build_parser
+    from hwkd.cli import train as cli_train
+    save_checkpoint(tmp_path / "t.pt", create_model(dict(channels=8, layers=1, depth=1, heads=2,
+                                                         in_channels=teacher_ch)))
+    seen = {}
+    monkeypatch.setattr(cli_train, "run_training", lambda args, cfg, kd=None: seen.setdefault("cfg", cfg) and 0)
+    argv = ["distill", "--student", student, "--teacher", str(tmp_path / "t.pt"), "--kd", "response",
+            "--out", str(tmp_path / "run")] + (["--in-channels", flag] if flag else [])
+    args = build_parser().parse_args(argv)
+    args.func(args)
+    assert seen["cfg"].in_channels == want

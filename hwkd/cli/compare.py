@@ -90,8 +90,9 @@ def cmd_compare(args) -> int:
     teacher = args.teacher      # None: the embedded teacher for each student's input channels
     if args.workers < 1:
         raise HwkdError(f"--workers {args.workers}: needs at least 1", "give --workers 1 or more")
-    from hwkd.audio.io import check_output
-    check_output(args.out, folder=True, what="--out")
+    if not args.report_only:                    # a report of a read-only run folder writes nothing there
+        from hwkd.audio.io import check_output
+        check_output(args.out, folder=True, what="--out")
     storage, given_from = given_storage(args)
     if storage:
         from hwkd import store

@@ -94,11 +94,13 @@ def variant_args(args) -> dict:
 
 def cmd_profile(args) -> int:
     from hwkd.hw.measure import Protocol
-    from hwkd.hw.profile import load_any, profile
+    from hwkd.hw.profile import check_modes, load_any, profile
     from hwkd.hw.targets import load_target
     from hwkd.paths import hwkd_home
     target = load_target(args.target)
     net, label = load_any(args.model)
+    variants = variant_args(args)                  # before the INT8 data (a corpus build) or any export
+    check_modes(net, label, variants["modes"])
     out = args.out or hwkd_home() / "profiles" / f"{label}-{target['name']}"
     from hwkd.audio.io import check_output
     check_output(out, folder=True, what="--out")
@@ -119,7 +121,7 @@ def cmd_profile(args) -> int:
                             "give --int8-calib-split naming a split of --int8-data")
     res = profile(net, target, out, runtimes=csv_list(args.runtimes), threads=csv_list(args.threads, int),
                   protocol=Protocol.named(args.protocol), check_macs=True, int8_pairs=pairs, int8_calib=calib,
-                  progress=(lambda *a: None) if args.json else print, **variant_args(args))
+                  progress=(lambda *a: None) if args.json else print, **variants)
     if args.json:
         print(json.dumps(res, indent=1, default=str))
     else:
@@ -134,7 +136,8 @@ def cmd_bench(args) -> int:
     from hwkd.hw.profile import bench_rows, check_modes, load_any, profile
     from hwkd.hw.targets import load_target
     check_output(args.out, what="--out")
-    exports = check_output(args.out.with_suffix(""), folder=True, what="the exports folder beside --out")
+    exports = args.out.with_suffix("") if args.out.suffix else args.out.with_name(args.out.name + "-exports")
+    check_output(exports, folder=True, what="the exports folder beside --out")
     targets = [load_target(t) for t in csv_list(args.targets)]
     variants = variant_args(args)
     models = [load_any(m) for m in csv_list(args.models)]

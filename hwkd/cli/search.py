@@ -168,7 +168,7 @@ def cmd_search(args) -> int:
     try:
         if sc.like:
             if src is None:        # a re-targeted run resumed: finish adopting what an interruption left out
-                src = open_run(sc.like, given, given_from)
+                src = open_run(sc.like, given, SOURCE_STORE)
             print(f"hwkd search: re-targeting the complete trials of {src[0].name} to {t['name']} (quality kept, "
                   "size and latency taken anew)")
             with store.failures(srch.storage_url, f"adopted trials are kept; continue with: hwkd search --resume "
@@ -196,6 +196,10 @@ def cmd_search(args) -> int:
               f"{summ['hypervolume']:.3f} dB·ms)")
         print(f"pick one: hwkd pick {run.name} --max-latency-ms X --target {t['name']}")
     return 0
+
+# the source of a re-targeted run is opened in its own store: --storage names the new run's, and lends the source
+# its password only where both are one database (store.resolve_manifest refuses a mismatch for "--storage" alone)
+SOURCE_STORE = "the re-targeted run's store"
 
 # flags whose value a run fixes (flag attribute, SearchConfig field); a resumed or re-targeted run keeps its own
 RUN_FIXED = (("space", "space"), ("kd", "kd"), ("lam", "lam"), ("controller", "controller"), ("seed", "seed"),
@@ -237,7 +241,7 @@ def _like(args, given, given_from):
     from hwkd.search.run import check_name_free, check_source, open_run, resolve_run, resume_config
     if not args.target:
         raise HwkdError("hwkd search --like RUN needs --target", "e.g. hwkd search --like RUN --target rpi5")
-    src_run, src_settings = open_run(args.like, given, given_from)
+    src_run, src_settings = open_run(args.like, given, SOURCE_STORE)
     check_source(src_run, src_settings)           # before the new run's folder is made
     sc, _ = resume_config(src_run, src_settings, args.data, args.trial_timeout)
     check_fixed(args, sc, src_run.name, "--like", RUN_FIXED)

@@ -143,6 +143,11 @@ def cmd_distill(args) -> int:
                 print(f"hwkd distill: student {args.student} takes the teacher's {channels} input channels "
                     f"(its own: {own}); --in-channels sets them")
     cfg = resolve_config(args.student, in_channels=channels, hop=args.hop or teacher.cfg.hop)
+    from hwkd.kd.base import uses_teacher
+    from hwkd.train.objective import check_teacher
+    if uses_teacher(args.kd):                  # before any corpus is built or folder made (unknown: one line)
+        check_teacher(teacher.cfg, cfg, student=f"student {args.student}",
+                      fix="give --in-channels / --hop that match the teacher, or another --teacher")
     return run_training(args, cfg, KDSpec(args.kd, teacher, args.lam))
 
 def cmd_evaluate(args) -> int:

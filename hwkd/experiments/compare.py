@@ -144,11 +144,15 @@ def check_inputs(cc: CompareConfig, teacher_path: Path | None, data: dict | None
     from hwkd.train.objective import check_teacher
     for path in (data or {}).values():
         detect_layout(Path(path))
+    from hwkd.kd.base import uses_teacher
     teachers = {ch: load_model(p)[0].cfg for ch, p in teacher_paths(cc, teacher_path).items()}
+    if not any(uses_teacher(s) for s in cc.schemes):           # no KD: the teacher only sets the students' hop
+        return
+    hop = teachers[min(teachers)].hop                          # as each cell resolves its student (_run_cell)
     for st in cc.students:
-        sc = resolve_config(st)
-        tc = teachers[sc.in_channels]
-        check_teacher(tc, resolve_config(st, hop=tc.hop), student=f"student {student_label(st)}",
+        sc = resolve_config(st, hop=hop)
+        check_teacher(teachers.get(sc.in_channels, teachers[min(teachers)]), sc,
+                      student=f"student {student_label(st)}",
                       fix="give --teacher a checkpoint with the students' input channels, or other --students")
 
 

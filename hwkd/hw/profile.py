@@ -62,10 +62,11 @@ def predicted_latency(net: DPDCRN, target: dict, runtimes, threads, macs_per_hop
 
 
 def check_modes(net: DPDCRN, label: str, modes) -> None:
-    """Per-hop streaming needs a causal model: asking for it on another is refused before any export."""
-    if modes and "hop" in modes and not net.cfg.causal:
+    """Per-hop streaming needs a causal model: --modes asking for nothing but that of another is refused before
+    any export (with offline beside it, the hop rows say why they were not measured)."""
+    if modes and set(modes) == {"hop"} and not net.cfg.causal:
         raise HwkdError(f"--modes hop: {label} is not causal, so it cannot run hop by hop",
-                        "drop hop from --modes (offline measures it), or give a causal model")
+                        "add offline to --modes (or give a causal model)")
 
 
 def profile(net: DPDCRN, target: dict | str, out_dir: Path, *, runtimes=None, threads=None,
