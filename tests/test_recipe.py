@@ -82,13 +82,17 @@ def test_cli_refuses_zero_steps(tmp_path, tiny_corpus):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("flag", [["--steps", "0"], ["--batch-size", "0"], ["--promote-steps", "-1"], ["--lam", "-1"]])
-def test_search_refuses_budgets_that_cannot_train(tmp_path, flag):
+@pytest.mark.parametrize("flag, what", [(["--steps", "0"], "impossible training budget"),
+                                        (["--batch-size", "0"], "impossible training budget"),
+                                        (["--promote-steps", "-1"], "impossible training budget"),
+                                        (["--lam", "-1"], "argument --lam")])       # refused when parsed
+def test_search_refuses_budgets_that_cannot_train(tmp_path, flag, what):
     import os
 
     from conftest import run_cli
     r = run_cli("search", "--target", "rpi4", *flag, env={**os.environ, "HWKD_HOME": str(tmp_path)})
-    assert r.returncode == 2 and "impossible training budget" in r.stderr and "Traceback" not in r.stderr
+    assert r.returncode == 2 and what in r.stderr and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "runs").exists()          # nothing started, no run name taken
 
 
