@@ -124,7 +124,7 @@ def cmd_search(args) -> int:
                         "give one of them (a re-targeted run resumes with --resume NAME)")
     src = None
     if args.like:
-        run, sc, src, storage = _like(args, given, given_from)
+        run, sc, src, storage = _like(args, given)
     elif args.resume:
         run, settings = open_run(args.resume, given, given_from)
         sc, storage = resume_config(run, settings, args.data, args.trial_timeout)
@@ -232,7 +232,7 @@ def check_fixed(args, sc: SearchConfig, run_name: str, how: str, fields) -> None
                         "drop those flags, or start a new search with them (hwkd search --target ... --name NEW)")
 
 
-def _like(args, given, given_from):
+def _like(args, given):
     """A new run re-targeting the finished search --like: its settings but the target, runtime, threads and
     limits given here."""
     from datetime import datetime

@@ -286,6 +286,11 @@ def check_sources(ood: bool = False) -> None:
                         "run ./install.sh (or: apt-get install " + " ".join(missing) + ")")
 
 
+def _sizes_record(spec: CorpusSpec) -> dict:
+    """corpus.json's `sizes`: {set: {split: clips}}."""
+    return {k: dict(zip(ALL_SPLITS, v)) for k, v in spec.sizes.items()}
+
+
 def _complete(root: Path, spec: CorpusSpec) -> dict | None:
     """The manifests' clip counts when the corpus at root is this spec's and holds every clip with its manifest
     written; else None (something to build, resume or check)."""
@@ -294,7 +299,7 @@ def _complete(root: Path, spec: CorpusSpec) -> dict | None:
     except (OSError, ValueError):
         return None
     if not isinstance(info, dict) or info.get("identity") != spec.identity() \
-            or info.get("sizes") != {k: dict(zip(ALL_SPLITS, v)) for k, v in spec.sizes.items()}:
+            or info.get("sizes") != _sizes_record(spec):
         return None
     counts = {}
     for set_name, sizes in spec.sizes.items():
@@ -342,7 +347,7 @@ def build_corpus(root: str | os.PathLike, spec: CorpusSpec = CorpusSpec(), jobs:
                         todo.append((spec, str(root), set_name, split, i))
         write_text_atomic(root / "corpus.json", json.dumps({
             "format": "hwkd-corpus", "identity": spec.identity(),
-            "sizes": {k: dict(zip(ALL_SPLITS, v)) for k, v in spec.sizes.items()},
+            "sizes": _sizes_record(spec),
             "channels": {k: SETS[k] for k in spec.sizes}, "sample_rate": SR,
             "versions": package_versions(),
             "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z")}, indent=2))

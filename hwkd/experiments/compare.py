@@ -139,12 +139,12 @@ def check_inputs(cc: CompareConfig, teacher_path: Path | None, data: dict | None
     """Before a run folder is made: the given datasets exist and are readable layouts, every teacher loads and
     can teach the students that get it (input channels and STFT)."""
     from hwkd.data.layouts import detect_layout
+    from hwkd.kd.base import uses_teacher
     from hwkd.models.checkpoint import load_model
     from hwkd.models.registry import resolve_config
     from hwkd.train.objective import check_teacher
     for path in (data or {}).values():
         detect_layout(Path(path))
-    from hwkd.kd.base import uses_teacher
     teachers = {ch: load_model(p)[0].cfg for ch, p in teacher_paths(cc, teacher_path).items()}
     if not any(uses_teacher(s) for s in cc.schemes):           # no KD: the teacher only sets the students' hop
         return
