@@ -9,9 +9,10 @@ products are not counted by it, the same for every row), MACs = FLOPs / 2. Peak 
 RSS growth during one step of each setup, measured in a fresh subprocess per setup (--memory).
 
 Rows: every scheme at its defaults, and I²SRF-TFCKD at the spec's fusion widths (mid 128, output 64 on both
-sides: what hwkd ran before) and at other mid widths (--mids), to show what each departure costs.
+sides: what hwkd ran before), at other mid widths (--mids) and with the taps pooled over frequency
+(--tap-bins), to show what each departure costs.
 
-    python benchmarks/kd_cost.py [--student kd-medium] [--steps 5] [--mids 128,64,32]
+    python benchmarks/kd_cost.py [--student kd-medium] [--steps 5] [--mids 128,64,32] [--tap-bins 16,8]
 """
 
 import argparse
@@ -42,8 +43,10 @@ def setups(a) -> dict:
         out.setdefault(s, (s, {}))
     if "i2srf-tfckd" in out:
         out["i2srf-tfckd (spec widths: mid 128, out 64)"] = ("i2srf-tfckd", {"fusion_mid": 128, "fusion_out": 64})
-        for m in a.mids.split(","):
+        for m in filter(None, a.mids.split(",")):
             out[f"i2srf-tfckd (mid {m})"] = ("i2srf-tfckd", {"fusion_mid": int(m)})
+        for b in filter(None, a.tap_bins.split(",")):
+            out[f"i2srf-tfckd (taps pooled to {b} bins)"] = ("i2srf-tfckd", {"tap_bins": int(b)})
     return out
 
 
@@ -92,6 +95,8 @@ def main():
     ap.add_argument("--segment-s", type=float, default=2.0)
     ap.add_argument("--schemes", default=",".join(sorted(schemes())))
     ap.add_argument("--mids", default="128,64")
+    ap.add_argument("--tap-bins", default="", help="I²SRF-TFCKD rows with every tap averaged over frequency to "
+                    "this many bins (comma-separated; a departure from the spec, see hwkd/kd/i2srf.py)")
     ap.add_argument("--memory", action="store_true", help="also the peak memory of one step per setup")
     ap.add_argument("--name", default="kd_cost")
     a = ap.parse_args()

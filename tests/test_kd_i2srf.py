@@ -153,3 +153,22 @@ def test_fusion_chains_end_at_each_sides_own_width():
     assert d.s_fuse["mid"].units[0].inp[0].out_channels == 32            # the default mid width
     d = create_distiller("i2srf-tfckd", st, tt, fusion_mid=128, fusion_out=64)   # the spec's widths
     assert d.s_fuse["enc"].units[-1].out[0].out_channels == 64
+
+
+def test_tap_bins_pools_every_tap_over_frequency():
+    s, t, st, tt = _pair()
+    d = create_distiller("i2srf-tfckd", st, tt, tap_bins=8)
+    seen = []
+    real = d.set_loss
+    d.set_loss = lambda sf, tf, *a, **k: (seen.extend(x.shape[3] for x in sf + tf), real(sf, tf, *a, **k))[1]
+    loss, _ = d(st, tt)
+    assert seen and max(seen) <= 8 and torch.isfinite(loss)
+    loss.backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in s.parameters())
+    # taps already at or below the target are left as they are: the same loss as without pooling
+    full = create_distiller("i2srf-tfckd", st, tt, inter=False)
+    wide = create_distiller("i2srf-tfckd", st, tt, inter=False, tap_bins=257)
+    wide.load_state_dict(full.state_dict())
+    assert torch.allclose(full(st, tt)[0], wide(st, tt)[0])
+    with pytest.raises(ValueError, match="tap_bins"):
+        create_distiller("i2srf-tfckd", st, tt, tap_bins=0)
