@@ -72,6 +72,15 @@ def test_impossible_budgets_are_refused(field, value):
         check_budget(TrainConfig(**{field: value}))
 
 
+@pytest.mark.parametrize("lam", [-1.0, float("inf"), float("nan")])
+def test_search_config_refuses_a_kd_weight_that_is_not_one(lam):
+    from hwkd.search.config import SearchConfig
+    from hwkd.search.run import check_search_budget
+    with pytest.raises(HwkdError, match="not a KD weight"):
+        check_search_budget(SearchConfig(lam=lam))
+    check_search_budget(SearchConfig(lam=0.0))
+
+
 @pytest.mark.slow
 def test_cli_refuses_zero_steps(tmp_path, tiny_corpus):
     from conftest import run_cli
