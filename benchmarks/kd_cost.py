@@ -90,7 +90,8 @@ print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024)
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--student", default="kd-medium")
-    ap.add_argument("--steps", type=int, default=5)
+    ap.add_argument("--steps", type=int, default=5, help="timed steps per setup; 0: MACs only (they do not depend on "
+                    "the machine or its load), no wall clock")
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--segment-s", type=float, default=2.0)
     ap.add_argument("--schemes", default=",".join(sorted(schemes())))
@@ -117,26 +118,29 @@ def main():
                 t0 = time.perf_counter()
                 step(*s, batch)
                 times[name].append(time.perf_counter() - t0)
-    base_t, base_m = statistics.median(times["none"]), macs["none"]
+    base_t = statistics.median(times["none"]) if a.steps else float("nan")
+    base_m = macs["none"]
     res = {"student": a.student, "teacher": "embedded cpu-teacher", "batch": a.batch, "segment_s": a.segment_s,
            "torch_threads": torch.get_num_threads(), "timed_steps": a.steps,
            "macs_how": "torch FlopCounterMode over one step (forward + backward), FLOPs / 2; GRU recurrences not "
                        "counted", "schemes": {}}
     for name in rows:
-        med = statistics.median(times[name])
-        res["schemes"][name] = {"median_step_s": round(med, 3), "ratio_vs_none": round(med / base_t, 3),
-                                "gmacs_per_step": round(macs[name] / 1e9, 3),
-                                "macs_ratio_vs_none": round(macs[name] / base_m, 3),
-                                "step_s": [round(t, 3) for t in times[name]]}
+        med = statistics.median(times[name]) if a.steps else float("nan")
+        res["schemes"][name] = {"gmacs_per_step": round(macs[name] / 1e9, 3),
+                                "macs_ratio_vs_none": round(macs[name] / base_m, 3)}
+        if a.steps:
+            res["schemes"][name].update(median_step_s=round(med, 3), ratio_vs_none=round(med / base_t, 3),
+                                        step_s=[round(t, 3) for t in times[name]])
         if a.memory:
             res["schemes"][name]["peak_rss_growth_mib"] = round(peak_memory(a, name), 1)
-        print(f"{name:<44} {med:.3f} s/step  x{med / base_t:.2f}   {macs[name] / 1e9:.2f} GMAC  "
+        wall = f"{med:.3f} s/step  x{med / base_t:.2f}" if a.steps else "(not timed)"
+        print(f"{name:<44} {wall}   {macs[name] / 1e9:.2f} GMAC  "
               f"x{macs[name] / base_m:.2f}" + (f"  {res['schemes'][name]['peak_rss_growth_mib']:.0f} MiB"
                                                 if a.memory else ""))
     res["load"] = load.as_dict()
     res["machine"] = fingerprint()
     save(a.name, res, teacher=True)
-    print(json.dumps({k: (v["ratio_vs_none"], v["macs_ratio_vs_none"]) for k, v in res["schemes"].items()}))
+    print(json.dumps({k: (v.get("ratio_vs_none"), v["macs_ratio_vs_none"]) for k, v in res["schemes"].items()}))
 
 
 if __name__ == "__main__":
