@@ -53,7 +53,7 @@ BASELINES = ("none", "response", "fitnet", "at", "pkt-frame", "semckd", "reviewk
 # three sizes below the embedded teacher (376,686 parameters): presets of hwkd.models.registry
 SIZES = ("kd-small", "kd-medium", "kd-large")
 ABLATIONS = ("i2srf-intra-only", "i2srf-inter-only", "i2srf-no-fusion", "i2srf-time-only", "i2srf-freq-only",
-             "i2srf-uniform")
+             "i2srf-uniform", "i2srf-unpooled")     # the last: hwkd's one cost departure undone (README "KD cost")
 
 
 def best_baseline(recorded: Path, cc: CompareConfig, student: str = "kd-medium") -> dict:

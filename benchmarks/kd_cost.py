@@ -8,9 +8,9 @@ FlopCounterMode (forward + backward; convolutions, matrix products and attention
 products are not counted by it, the same for every row), MACs = FLOPs / 2. Peak memory: the process's peak
 RSS growth during one step of each setup, measured in a fresh subprocess per setup (--memory).
 
-Rows: every scheme at its defaults, and I²SRF-TFCKD at the spec's fusion widths (mid 128, output 64 on both
-sides: what hwkd ran before), at other mid widths (--mids) and with the taps pooled over frequency
-(--tap-bins), to show what each departure costs.
+Rows: every scheme at its defaults, and I²SRF-TFCKD as the spec has it (fusion mid width 128, output 64 on
+both sides, taps at full resolution: what hwkd ran before), at other mid widths (--mids) and with the taps
+pooled to other numbers of bins (--tap-bins), to show what each departure costs.
 
     python benchmarks/kd_cost.py [--student kd-medium] [--steps 5] [--mids 128,64,32] [--tap-bins 16,8]
 """
@@ -42,7 +42,8 @@ def setups(a) -> dict:
     for s in a.schemes.split(","):
         out.setdefault(s, (s, {}))
     if "i2srf-tfckd" in out:
-        out["i2srf-tfckd (spec widths: mid 128, out 64)"] = ("i2srf-tfckd", {"fusion_mid": 128, "fusion_out": 64})
+        spec = {"fusion_mid": 128, "fusion_out": 64, "tap_bins": None}
+        out["i2srf-tfckd (the spec: mid 128, out 64, unpooled)"] = ("i2srf-tfckd", spec)
         for m in filter(None, a.mids.split(",")):
             out[f"i2srf-tfckd (mid {m})"] = ("i2srf-tfckd", {"fusion_mid": int(m)})
         for b in filter(None, a.tap_bins.split(",")):

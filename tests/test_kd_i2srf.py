@@ -157,7 +157,8 @@ def test_fusion_chains_end_at_each_sides_own_width():
 
 def test_tap_bins_pools_every_tap_over_frequency():
     s, t, st, tt = _pair()
-    d = create_distiller("i2srf-tfckd", st, tt, tap_bins=8)
+    d = create_distiller("i2srf-tfckd", st, tt)                  # the default: 8 bins
+    assert d.tap_bins == 8 and create_distiller("i2srf-unpooled", st, tt).tap_bins is None
     seen = []
     real = d.set_loss
     d.set_loss = lambda sf, tf, *a, **k: (seen.extend(x.shape[3] for x in sf + tf), real(sf, tf, *a, **k))[1]
@@ -166,7 +167,7 @@ def test_tap_bins_pools_every_tap_over_frequency():
     loss.backward()
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in s.parameters())
     # taps already at or below the target are left as they are: the same loss as without pooling
-    full = create_distiller("i2srf-tfckd", st, tt, inter=False)
+    full = create_distiller("i2srf-tfckd", st, tt, inter=False, tap_bins=None)
     wide = create_distiller("i2srf-tfckd", st, tt, inter=False, tap_bins=257)
     wide.load_state_dict(full.state_dict())
     assert torch.allclose(full(st, tt)[0], wide(st, tt)[0])

@@ -16,7 +16,8 @@ Implemented from ../shared/spec/dpdcrn-and-i2srf-tfckd.md §2 (not from the auth
   teacher taps j gives α_time[b,t,i,j] and α_freq[b,t,i,j].
 - Set loss = (1/N_s) Σ_i Σ_j [mean_(b,t') Σ_t α_time J_time + mean_(b,b') Σ_t α_freq J_freq].
 - Recursive fusion (ReviewKD ABF units): one chain per set for the student and one for the teacher;
-  encoder enc-1 → enc-3, middle O_1 → O_L, decoder mask → dec-1, so every representative has 64 bins.
+  encoder enc-1 → enc-3, middle O_1 → O_L, decoder mask → dec-1, so every representative has 64 bins
+  (tap_bins when the taps are pooled, below).
   The three representatives of each side form the fused set, distilled with the same calibrated loss
   (L_inter). The teacher chains see detached teacher taps and, as in the public code, receive gradient only
   through the calibration keys of L_inter (their similarity distributions are detached).
@@ -30,11 +31,14 @@ Cost (benchmarks/kd_cost.py; a step at kd-medium, batch 8 x 2 s, was x15.9 the M
 - the chains' mid width is an option (`fusion_mid`); the spec's 128 (the paper teacher's width) made the
   final 3x3 convs most of a step. Default FUSION_MID, chosen by measuring cost and quality (README "KD cost");
   `fusion_mid=None` uses each side's own width.
-- `tap_bins` (default None: the spec) averages every tap over frequency to at most that many bins before
-  anything else (both sides, every set and chain): a departure from the spec that cuts the Gram matrices and
-  the chains in proportion (kd-medium, batch 8 x 2 s: 68.0 GMAC per step at None, 51.6 at 32 bins, 45.0 at
-  16, 41.6 at 8, against 10.7 for no KD and 34.6 for response KD). Its quality cost is measured, not assumed
-  (README "KD cost"); the default stays the spec's until it is.
+- `tap_bins` averages every tap over frequency to at most that many bins before anything else (both sides,
+  every set and chain): a departure from the spec, default TAP_BINS = 8. It cuts the Gram matrices and the
+  chains in proportion (kd-medium, batch 8 x 2 s: 68.0 GMAC per step unpooled, 51.6 at 32 bins, 45.0 at 16,
+  41.6 at 8, against 10.7 for no KD and 34.6 for response KD; results/kd_cost_pooled.json), and at 8 bins the
+  time-to-quality student distilled for 150 steps ended level with the unpooled default (val 9.05 against
+  9.00 dB, test +2.48 against +2.46 dB, PESQ-WB +0.150 against +0.136; results/kd_tap_bins.json and
+  kd_fusion_mid.json; README "KD cost"). `tap_bins=None` (the registered variant `i2srf-unpooled`) keeps the
+  spec's full-resolution taps.
 
 Open points, decided here (options in `I2SRF.__init__`):
 - the MLP widths depend on T (frames per segment) and B (batch size): like the public code this needs a
@@ -56,6 +60,7 @@ from hwkd.kd.layers import ABFUnit
 from hwkd.kd.maths import EPS, frame_matrix, freq_from_gram, gram_freq, gram_time, jeffreys, time_from_gram
 
 FUSION_MID = 32     # fusion chains' mid width (spec and public code: 128); chosen by measurement, see README
+TAP_BINS = 8        # every tap averaged over frequency to this many bins (spec: none); chosen by measurement
 
 
 # -- calibration ----------------------------------------------------------------------------------
@@ -136,7 +141,7 @@ class I2SRF(Distiller):
     def __init__(self, student_taps: dict, teacher_taps: dict, intra: bool = True, inter: bool = True,
                  fusion: str = "chain", streams: tuple = ("time", "freq"), weighting: str = "calibrated",
                  cross_weights: bool = False, normalize_t: bool = False, fusion_mid: int | None = FUSION_MID,
-                 fusion_out: int | None = None, f: int = 2, tap_bins: int | None = None):
+                 fusion_out: int | None = None, f: int = 2, tap_bins: int | None = TAP_BINS):
         super().__init__()
         if tap_bins is not None and tap_bins < 1:
             raise ValueError(f"tap_bins must be a positive number of bins or None, got {tap_bins}")
@@ -158,7 +163,7 @@ class I2SRF(Distiller):
                 width = fusion_out or taps["enc"][0].shape[1]         # the side's own width C (the enc-1 tap)
                 mid = fusion_mid or width
                 ch = {s: [x.shape[1] for x in _ordered(taps, s)] for s in SETS}
-                return nn.ModuleDict({s: FusionChain(ch[s], mid, width) if fusion == "chain" else SetMean(ch[s], width)
+                return nn.ModuleDict({s: FusionChain(ch[s], mid, width) if fusion == "chain" else SetMean(ch[s], width, min(64, tap_bins or 64))
                                       for s in SETS})
             self.s_fuse, self.t_fuse = make(student_taps), make(teacher_taps)
             if calibrated:
@@ -243,3 +248,5 @@ _variant("i2srf-no-fusion", fusion="mean")
 _variant("i2srf-time-only", streams=("time",))
 _variant("i2srf-freq-only", streams=("freq",))
 _variant("i2srf-uniform", weighting="uniform")
+# the spec's full-resolution taps (hwkd's default pools them over frequency: TAP_BINS)
+_variant("i2srf-unpooled", tap_bins=None)
