@@ -173,3 +173,16 @@ def test_tap_bins_pools_every_tap_over_frequency():
     assert torch.allclose(full(st, tt)[0], wide(st, tt)[0])
     with pytest.raises(ValueError, match="tap_bins"):
         create_distiller("i2srf-tfckd", st, tt, tap_bins=0)
+
+
+def test_a_resumed_distiller_pools_as_it_was_trained():
+    _, _, st, tt = _pair()
+    old = create_distiller("i2srf-tfckd", st, tt, tap_bins=None).state_dict()
+    old.pop("tap_bins_trained")                       # a checkpoint written before the taps were pooled
+    d = create_distiller("i2srf-tfckd", st, tt)
+    d.load_state_dict(old)
+    assert d.tap_bins is None
+    d.load_state_dict(create_distiller("i2srf-tfckd", st, tt, tap_bins=16).state_dict())
+    assert d.tap_bins == 16
+    nf = create_distiller("i2srf-no-fusion", st, tt)  # its set mean follows the pooled taps' bins
+    assert torch.isfinite(nf(st, tt)[0])

@@ -114,7 +114,8 @@ class FusionChain(nn.Module):
 
 
 class SetMean(nn.Module):
-    """Ablation 'no fusion': project each tap to c_out channels, pool to 64 bins, average the set."""
+    """Ablation 'no fusion': project each tap to c_out channels, pool to 64 bins (or the taps' fewer), average
+    the set."""
 
     def __init__(self, channels: list[int], c_out: int, bins: int = 64):
         super().__init__()
@@ -122,7 +123,8 @@ class SetMean(nn.Module):
         self.bins = bins
 
     def forward(self, feats: list[Tensor]) -> Tensor:
-        return torch.stack([F.adaptive_avg_pool2d(p(f), (f.shape[2], self.bins))
+        bins = min(self.bins, *(f.shape[3] for f in feats))          # pooled taps (tap_bins) have fewer
+        return torch.stack([F.adaptive_avg_pool2d(p(f), (f.shape[2], bins))
                             for p, f in zip(self.proj, feats)]).mean(0)
 
 
@@ -146,6 +148,8 @@ class I2SRF(Distiller):
         if tap_bins is not None and tap_bins < 1:
             raise ValueError(f"tap_bins must be a positive number of bins or None, got {tap_bins}")
         self.tap_bins = tap_bins
+        # kept with the distiller's state, so a resumed run pools as it was trained (0: unpooled)
+        self.register_buffer("tap_bins_trained", torch.tensor(tap_bins or 0))
         if fusion not in ("chain", "mean") or weighting not in ("calibrated", "uniform"):
             raise ValueError("fusion is 'chain' or 'mean'; weighting is 'calibrated' or 'uniform'")
         if not set(streams) <= {"time", "freq"} or not streams or not (intra or inter):
@@ -163,7 +167,7 @@ class I2SRF(Distiller):
                 width = fusion_out or taps["enc"][0].shape[1]         # the side's own width C (the enc-1 tap)
                 mid = fusion_mid or width
                 ch = {s: [x.shape[1] for x in _ordered(taps, s)] for s in SETS}
-                return nn.ModuleDict({s: FusionChain(ch[s], mid, width) if fusion == "chain" else SetMean(ch[s], width, min(64, tap_bins or 64))
+                return nn.ModuleDict({s: FusionChain(ch[s], mid, width) if fusion == "chain" else SetMean(ch[s], width)
                                       for s in SETS})
             self.s_fuse, self.t_fuse = make(student_taps), make(teacher_taps)
             if calibrated:
@@ -203,6 +207,13 @@ class I2SRF(Distiller):
                     parts[stream] = parts[stream] + (alpha[:, :, i, j, None] * jd).sum(1).mean() * scale
         total = (parts["time"] + parts["freq"]) / len(ms)
         return total, {k: float(v.detach()) / len(ms) for k, v in parts.items() if k in self.streams}
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        key = prefix + "tap_bins_trained"
+        if key not in state_dict:      # written before the taps were pooled (2026-12-02): trained unpooled
+            state_dict[key] = torch.tensor(0)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        self.tap_bins = int(self.tap_bins_trained) or None
 
     def _pooled(self, taps: dict) -> dict:
         """Each tap averaged over frequency to at most tap_bins bins (None: as it is)."""
