@@ -12,8 +12,8 @@ settings, so an interrupted run resumes where it stopped; --workers N trains N c
 
 --part picks the matrix (each its own run folder, report and results JSON, at the same budget):
   main       every scheme x the three mono sizes (kd-small, kd-medium, kd-large)
-  ablations  no-KD, I²SRF-TFCKD and its six ablations (intra-only, inter-only, no fusion, time-only, freq-only,
-             uniform weights) at kd-medium
+  ablations  no-KD, I²SRF-TFCKD and its seven ablations (intra-only, inter-only, no fusion, time-only, freq-only,
+             uniform weights, unpooled taps) at kd-medium
   foa        the Ambisonics student kd-medium-foa with the Ambisonics teacher (the mono one through the W channel
              until that is shipped): no-KD, I²SRF-TFCKD and the baseline with the best mean SI-SDR gain at
              kd-medium in the main matrix's results (results/kd_compare.json; --schemes overrides)
@@ -53,7 +53,7 @@ BASELINES = ("none", "response", "fitnet", "at", "pkt-frame", "semckd", "reviewk
 # three sizes below the embedded teacher (376,686 parameters): presets of hwkd.models.registry
 SIZES = ("kd-small", "kd-medium", "kd-large")
 ABLATIONS = ("i2srf-intra-only", "i2srf-inter-only", "i2srf-no-fusion", "i2srf-time-only", "i2srf-freq-only",
-             "i2srf-uniform", "i2srf-unpooled")     # the last: hwkd's one cost departure undone (README "KD cost")
+             "i2srf-uniform", "i2srf-unpooled")     # the last: the taps' pooling undone (README "KD cost")
 
 
 def best_baseline(recorded: Path, cc: CompareConfig, student: str = "kd-medium") -> dict:

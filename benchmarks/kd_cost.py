@@ -45,7 +45,7 @@ def setups(a) -> dict:
         spec = {"fusion_mid": 128, "fusion_out": 64, "tap_bins": None}
         out["i2srf-tfckd (the spec: mid 128, out 64, unpooled)"] = ("i2srf-tfckd", spec)
         for m in filter(None, a.mids.split(",")):
-            out[f"i2srf-tfckd (mid {m})"] = ("i2srf-tfckd", {"fusion_mid": int(m)})
+            out[f"i2srf-tfckd (mid {m}, taps pooled to the default)"] = ("i2srf-tfckd", {"fusion_mid": int(m)})
         for b in filter(None, a.tap_bins.split(",")):
             out[f"i2srf-tfckd (taps pooled to {b} bins)"] = ("i2srf-tfckd", {"tap_bins": int(b)})
     return out
@@ -102,6 +102,8 @@ def main():
     ap.add_argument("--memory", action="store_true", help="also the peak memory of one step per setup")
     ap.add_argument("--name", default="kd_cost")
     a = ap.parse_args()
+    if a.steps < 0:
+        ap.error(f"--steps {a.steps}: give 0 (MACs only) or more timed steps")
     teacher, _ = load_model(embedded_teacher_path())
     n = int(a.segment_s * 16000)
     torch.manual_seed(0)

@@ -509,3 +509,15 @@ def test_inputs_checked_before_the_run_folder_accept_what_trains_and_refuse_what
     with pytest.raises(HwkdError, match="dataset path not found"):
         check_inputs(ok, tmp_path / "mono.pt", {1: tmp_path / "nodata"})
     assert not (tmp_path / "run").exists()
+
+
+def test_a_matrix_recorded_before_pooled_taps_is_not_resumed_pooled():
+    from hwkd.config import changed_settings
+    from hwkd.experiments.compare import with_legacy
+    from hwkd.kd.i2srf import TAP_BINS
+    old = {"schemes": ["none", "i2srf-tfckd"], "mixing_version": 2}
+    assert with_legacy(old)["i2srf_tap_bins"] is None                     # it was trained unpooled
+    new = {**old, "i2srf_tap_bins": TAP_BINS}
+    assert changed_settings(with_legacy(old), new) == [f"i2srf_tap_bins: None -> {TAP_BINS}"]
+    assert "i2srf_tap_bins" not in with_legacy({"schemes": ["none", "fitnet"]})   # no I²SRF cell: no matter
+    assert with_legacy({"schemes": ["none"]})["mixing_version"] == 1

@@ -88,7 +88,7 @@ def test_teacher_fusion_gets_no_gradient_without_calibration_keys():
 def test_ablations_are_registered_and_run():
     s, t, st, tt = _pair()
     for name in ("i2srf-intra-only", "i2srf-inter-only", "i2srf-no-fusion", "i2srf-time-only",
-                 "i2srf-freq-only", "i2srf-uniform"):
+                 "i2srf-freq-only", "i2srf-uniform", "i2srf-unpooled"):
         assert name in KD_SCHEMES
         loss, parts = create_distiller(name, st, tt)(st, tt)
         assert torch.isfinite(loss) and float(loss.detach()) > 0, name
@@ -169,8 +169,10 @@ def test_tap_bins_pools_every_tap_over_frequency():
     # taps already at or below the target are left as they are: the same loss as without pooling
     full = create_distiller("i2srf-tfckd", st, tt, inter=False, tap_bins=None)
     wide = create_distiller("i2srf-tfckd", st, tt, inter=False, tap_bins=257)
-    wide.load_state_dict(full.state_dict())
-    assert torch.allclose(full(st, tt)[0], wide(st, tt)[0])
+    state = full.state_dict()
+    state["tap_bins_trained"] = torch.tensor(257)              # the same weights, pooling to 257 bins
+    wide.load_state_dict(state)
+    assert wide.tap_bins == 257 and torch.allclose(full(st, tt)[0], wide(st, tt)[0])
     with pytest.raises(ValueError, match="tap_bins"):
         create_distiller("i2srf-tfckd", st, tt, tap_bins=0)
 
@@ -185,4 +187,6 @@ def test_a_resumed_distiller_pools_as_it_was_trained():
     d.load_state_dict(create_distiller("i2srf-tfckd", st, tt, tap_bins=16).state_dict())
     assert d.tap_bins == 16
     nf = create_distiller("i2srf-no-fusion", st, tt)  # its set mean follows the pooled taps' bins
-    assert torch.isfinite(nf(st, tt)[0])
+    assert nf.s_fuse["enc"](nf._pooled(st)["enc"]).shape[3] == 8 and torch.isfinite(nf(st, tt)[0])
+    with pytest.raises(ValueError, match="tap_bins"):
+        create_distiller("i2srf-tfckd", st, tt, tap_bins=8.0)

@@ -196,9 +196,22 @@ def settings_of(cc: CompareConfig, teacher_path: Path | None) -> dict:
     nets = {student_label(st): asdict(resolve_config(st, hop=hop)) for st in cc.students}
     out = {**asdict(cc), "teacher": str(first), "teacher_sha256": hashlib.sha256(first.read_bytes()).hexdigest(),
            "student_configs": nets}
+    if uses_i2srf(out):
+        from hwkd.kd.i2srf import TAP_BINS
+        out["i2srf_tap_bins"] = TAP_BINS          # I²SRF-TFCKD's pooled taps (None: the spec's, before 2026-12-02)
     if 4 in paths and paths[4] != first:          # the Ambisonics students' own teacher
         out.update(teacher_foa=str(paths[4]), teacher_foa_sha256=hashlib.sha256(paths[4].read_bytes()).hexdigest())
     return out
+
+
+def uses_i2srf(settings: dict) -> bool:
+    return any(str(x).startswith("i2srf") for x in settings.get("schemes", ()))
+
+
+def with_legacy(old: dict) -> dict:
+    """Recorded settings with the fields added since filled in as the code that wrote them ran."""
+    legacy = {"mixing_version": 1, **({"i2srf_tap_bins": None} if uses_i2srf(old) else {})}
+    return {**legacy, **old}
 
 
 # what may differ between workers of one matrix: paths on their machines (the content is compared instead)
@@ -262,7 +275,7 @@ class Matrix:
             self.study.set_user_attr("compare", self.settings)
             self.study.set_metric_names([f"{self.cc.eval_split}_si_sdr_db"])
             old = self.study.user_attrs["compare"]         # two first workers at once: the one written counts
-        diff = changed_settings({"mixing_version": 1, **old}, self.settings, ignore=MACHINE_LOCAL)
+        diff = changed_settings(with_legacy(old), self.settings, ignore=MACHINE_LOCAL)
         if diff:
             raise HwkdError(f"comparison {self.name} ({redacted(self.url)}) has other settings ({'; '.join(diff)})",
                             "rerun with the same options to resume, or give a new --out (and --name)")
@@ -538,7 +551,7 @@ def open_matrix(out: Path, cc: CompareConfig, teacher_path: Path, storage: str |
         # would adopt its result.json files and checkpoints into a matrix they were not trained for
         old = json.loads((out / "compare.json").read_text())
         # paths may differ (a copied folder, a moved venv): the teacher by SHA-256, students by config (study)
-        old = {"mixing_version": 1, **old}                    # settings from before the field mixed with 1
+        old = with_legacy(old)                                # settings from before a field: as that code ran
         new = settings_of(cc, teacher_path)
         if cc.mixing_version is None:                          # settled by the matrix: the folder's own
             new["mixing_version"] = old["mixing_version"]

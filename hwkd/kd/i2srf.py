@@ -145,9 +145,8 @@ class I2SRF(Distiller):
                  cross_weights: bool = False, normalize_t: bool = False, fusion_mid: int | None = FUSION_MID,
                  fusion_out: int | None = None, f: int = 2, tap_bins: int | None = TAP_BINS):
         super().__init__()
-        if tap_bins is not None and tap_bins < 1:
-            raise ValueError(f"tap_bins must be a positive number of bins or None, got {tap_bins}")
-        self.tap_bins = tap_bins
+        if tap_bins is not None and (not isinstance(tap_bins, int) or isinstance(tap_bins, bool) or tap_bins < 1):
+            raise ValueError(f"tap_bins must be a positive whole number of bins or None, got {tap_bins!r}")
         # kept with the distiller's state, so a resumed run pools as it was trained (0: unpooled)
         self.register_buffer("tap_bins_trained", torch.tensor(tap_bins or 0))
         if fusion not in ("chain", "mean") or weighting not in ("calibrated", "uniform"):
@@ -208,19 +207,23 @@ class I2SRF(Distiller):
         total = (parts["time"] + parts["freq"]) / len(ms)
         return total, {k: float(v.detach()) / len(ms) for k, v in parts.items() if k in self.streams}
 
+    @property
+    def tap_bins(self) -> int | None:
+        return int(self.tap_bins_trained) or None
+
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         key = prefix + "tap_bins_trained"
         if key not in state_dict:      # written before the taps were pooled (2026-12-02): trained unpooled
-            state_dict[key] = torch.tensor(0)
+            state_dict[key] = torch.zeros_like(self.tap_bins_trained)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
-        self.tap_bins = int(self.tap_bins_trained) or None
 
     def _pooled(self, taps: dict) -> dict:
         """Each tap averaged over frequency to at most tap_bins bins (None: as it is)."""
-        if self.tap_bins is None:
+        bins = self.tap_bins
+        if bins is None:
             return taps
-        return {k: [F.adaptive_avg_pool2d(x, (x.shape[2], self.tap_bins)) if x.shape[3] > self.tap_bins else x
-                    for x in v] for k, v in taps.items()}
+        return {k: [F.adaptive_avg_pool2d(x, (x.shape[2], bins)) if x.shape[3] > bins else x for x in v]
+                for k, v in taps.items()}
 
     def forward(self, student: dict, teacher: dict) -> tuple[Tensor, dict]:
         student = self._pooled(student)
