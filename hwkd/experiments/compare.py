@@ -196,22 +196,17 @@ def settings_of(cc: CompareConfig, teacher_path: Path | None) -> dict:
     nets = {student_label(st): asdict(resolve_config(st, hop=hop)) for st in cc.students}
     out = {**asdict(cc), "teacher": str(first), "teacher_sha256": hashlib.sha256(first.read_bytes()).hexdigest(),
            "student_configs": nets}
-    if uses_i2srf(out):
-        from hwkd.kd.i2srf import TAP_BINS
-        out["i2srf_tap_bins"] = TAP_BINS          # I²SRF-TFCKD's pooled taps (None: the spec's, before 2026-12-02)
+    from hwkd.kd.i2srf import pooling_record
+    out.update(pooling_record(cc.schemes))        # I²SRF-TFCKD's pooled taps (None: the spec's, before 2026-12-02)
     if 4 in paths and paths[4] != first:          # the Ambisonics students' own teacher
         out.update(teacher_foa=str(paths[4]), teacher_foa_sha256=hashlib.sha256(paths[4].read_bytes()).hexdigest())
     return out
 
 
-def uses_i2srf(settings: dict) -> bool:
-    return any(str(x).startswith("i2srf") for x in settings.get("schemes", ()))
-
-
 def with_legacy(old: dict) -> dict:
     """Recorded settings with the fields added since filled in as the code that wrote them ran."""
-    legacy = {"mixing_version": 1, **({"i2srf_tap_bins": None} if uses_i2srf(old) else {})}
-    return {**legacy, **old}
+    from hwkd.kd.i2srf import pooling_record
+    return {"mixing_version": 1, **pooling_record(old.get("schemes", ()), legacy=True), **old}
 
 
 # what may differ between workers of one matrix: paths on their machines (the content is compared instead)

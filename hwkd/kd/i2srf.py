@@ -63,6 +63,14 @@ FUSION_MID = 32     # fusion chains' mid width (spec and public code: 128); chos
 TAP_BINS = 8        # every tap averaged over frequency to this many bins (spec: none); chosen by measurement
 
 
+def pooling_record(schemes, legacy: bool = False) -> dict:
+    """The settings field a run or matrix of these KD schemes records for I²SRF-TFCKD's pooled taps ({} when no
+    I²SRF scheme is among them); legacy=True: what settings recorded before the field meant (unpooled)."""
+    if not any(str(s).startswith("i2srf") for s in schemes):
+        return {}
+    return {"i2srf_tap_bins": None if legacy else TAP_BINS}
+
+
 # -- calibration ----------------------------------------------------------------------------------
 
 def _mlp(i: int, h: int, o: int) -> nn.Module:

@@ -148,9 +148,8 @@ class Search:
         self.cost_ref = self._cost_ref()
         sampler = self.controller.sampler(sc.seed + os.getpid() % 1000 if storage else sc.seed, n_startup=4)
         settings = {**asdict(sc), "space_def": self.space.as_dict()}
-        if str(sc.kd).startswith("i2srf"):
-            from hwkd.kd.i2srf import TAP_BINS
-            settings["i2srf_tap_bins"] = TAP_BINS        # I²SRF-TFCKD's pooled taps (None: before 2026-12-02)
+        from hwkd.kd.i2srf import pooling_record
+        settings.update(pooling_record([sc.kd]))         # I²SRF-TFCKD's pooled taps (None: before 2026-12-02)
         with store.failures(self.storage_url, "check that the database server is running and reachable"):
             self._create_study(sampler, settings)
         write_text_atomic(self.run / "run.json", json.dumps(
@@ -236,9 +235,9 @@ class Search:
         else:
             local = ("trials", "time_budget_s", "data", "teacher",    # a budget, and paths of this machine
                      "trial_timeout_s", "supernet")
-            pooled = {"i2srf_tap_bins": None} if str(old.get("kd")).startswith("i2srf") else {}
-            legacy = {"mixing_version": 1, **pooled}
-            diff = changed_settings({**legacy, **old}, settings, ignore=local)   # fields added since: as they ran
+            from hwkd.kd.i2srf import pooling_record
+            legacy = {"mixing_version": 1, **pooling_record([old.get("kd")], legacy=True)}   # fields added since
+            diff = changed_settings({**legacy, **old}, settings, ignore=local)
             if diff:
                 raise HwkdError(f"search {self.name} in {store.redact(self.storage_url)} has other settings "
                                 f"({'; '.join(diff)})",
