@@ -81,6 +81,20 @@ def test_search_config_refuses_a_kd_weight_that_is_not_one(lam):
     check_search_budget(SearchConfig(lam=0.0))
 
 
+@pytest.mark.parametrize("lam", [-1.0, float("inf"), float("nan")])
+def test_library_training_refuses_a_kd_weight_that_is_not_one(tmp_path, lam):
+    """train_model (through its objective) and the supernet refuse a bad λ before any data or teacher work."""
+    from hwkd.models.dpdcrn import DPDCRN, DPDCRNConfig
+    from hwkd.train.recipe import KDSpec, make_objective
+    from hwkd.train.supernet import train_supernet
+    cfg = DPDCRNConfig(channels=8, layers=1, depth=1, heads=1, gru_hidden=8)
+    with pytest.raises(HwkdError, match="not a KD weight"):
+        make_objective(DPDCRN(cfg), KDSpec("response", DPDCRN(cfg), lam), TrainConfig(), [], tmp_path)
+    with pytest.raises(HwkdError, match="not a KD weight"):
+        train_supernet([cfg], tmp_path / "sn", TrainConfig(), teacher=DPDCRN(cfg), lams={"k": lam})
+    assert not (tmp_path / "sn").exists()
+
+
 @pytest.mark.slow
 def test_cli_refuses_zero_steps(tmp_path, tiny_corpus):
     from conftest import run_cli

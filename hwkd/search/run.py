@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import signal
 import socket
@@ -75,9 +74,8 @@ def check_search_budget(sc: SearchConfig) -> None:
                      (sc.promote_after >= 0, f"--promote-after {sc.promote_after}")):
         if not ok:
             raise HwkdError(f"{flag}: impossible training budget", "give a positive value (see hwkd search --help)")
-    if sc.lam is not None and not (math.isfinite(sc.lam) and sc.lam >= 0):
-        raise HwkdError(f"--lam {sc.lam}: not a KD weight", "give a finite number of 0 or more, or leave it out to "
-                        "balance it per candidate")
+    from hwkd.train.recipe import check_lam
+    check_lam(sc.lam)
     check_budget(TrainConfig(batch_size=sc.batch_size, lr=sc.lr, segment_s=sc.segment_s, val_clips=sc.val_clips,
                              val_pesq_clips=sc.val_pesq_clips, max_steps_per_epoch=max(1, sc.steps)))
 

@@ -16,6 +16,7 @@ What it does, in order (every fix to how hwkd trains a network lands here once):
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +31,13 @@ from hwkd.models.dpdcrn import DPDCRN, DPDCRNConfig
 from hwkd.train.trainer import TrainConfig, check_budget, epoch_order, stack_batch, train
 
 BALANCE_BATCHES = 2       # batches of the run's first epoch on which λ is balanced
+
+
+def check_lam(lam: float | None, what: str = "--lam") -> None:
+    """A KD weight given by hand must be a finite number ≥ 0 (None: balanced); one line naming it otherwise."""
+    if lam is not None and not (math.isfinite(lam) and lam >= 0):
+        raise HwkdError(f"{what} {lam}: not a KD weight", "give a finite number of 0 or more, or leave it out to "
+                        "balance it on the first batches")
 
 
 @dataclass
@@ -109,6 +117,7 @@ def make_objective(model: DPDCRN, kd: KDSpec, cfg: TrainConfig, train_set, run: 
     scheme that relates the items of a batch (I²SRF-TFCKD's batch stream) relates those of the share."""
     if not uses_teacher(kd.scheme):
         return None
+    check_lam(kd.lam)
     if cfg.workers > 1:
         from dataclasses import replace
         cfg = replace(cfg, batch_size=cfg.batch_size // cfg.workers, workers=1)

@@ -195,7 +195,7 @@ def train_supernet(configs: list[DPDCRNConfig], out: str | os.PathLike, tcfg, te
     from hwkd.errors import HwkdError
     from hwkd.kd import uses_teacher
     from hwkd.models.supernet import largest
-    from hwkd.train.recipe import BALANCE_BATCHES, first_batches, mix_version_of, training_set
+    from hwkd.train.recipe import BALANCE_BATCHES, check_lam, first_batches, mix_version_of, training_set
     from hwkd.train.trainer import check_budget, train
     check_budget(tcfg)
     if tcfg.workers != 1:
@@ -204,6 +204,8 @@ def train_supernet(configs: list[DPDCRNConfig], out: str | os.PathLike, tcfg, te
         raise HwkdError(f"KD scheme {scheme} needs a teacher", "pass the teacher (the embedded one by default)")
     if not uses_teacher(scheme):
         teacher = None
+    for key, lam in (lams or {}).items():
+        check_lam(lam, f"KD weight for sub-networks {key}:")
     try:
         top = largest(configs)
     except ValueError as e:
