@@ -6,7 +6,8 @@
 #                                                               mono kit, left on the machine for the next call
 #   bash training/gpu/teachers.sh mono [hwkd train options]     carry ["teacher-kit-mono"], right after `stage` (the
 #                                                               machine keeps the first half ~30 s): the mono
-#                                                               successor resumed from training/teacher-mix/
+#                                                               teacher's recipe (TEACHER_ARGS), from scratch (or
+#                                                               teacher-kit-mono/resume/), e.g. with a larger --model
 # Installs the kit's wheels, writes the carried corpus back as WAV (every clip's samples checked), trains on the GPU
 # with batches mixed ahead by loader processes, and leaves best.pt, last.pt, history.jsonl and the log in $OUT. A run
 # cut short by its time limit: put the returned three files into KIT/resume/ and call again (hwkd train resumes).
@@ -41,11 +42,9 @@ if [ "$what" = foa ]; then
   # the README's Ambisonics recipe (hwkd.models.teacher.FOA_TEACHER_ARGS)
   recipe=$($py -c "from hwkd.models.teacher import FOA_TEACHER_ARGS; print(FOA_TEACHER_ARGS)") || exit 1
 else
-  run="${RUN:-/tmp/runs/teacher-mix}"; log="$out/teacher-mix.log"
-  # the successor's recipe (training/teacher-mix/args, as resume.sh runs it on the CPU), from its committed checkpoint
-  recipe=$(cat training/teacher-mix/args) || exit 1
-  mkdir -p "$run" && cp training/teacher-mix/last.pt training/teacher-mix/best.pt training/teacher-mix/history.jsonl \
-    "$run/" || exit 1
+  run="${RUN:-/tmp/runs/teacher-mono}"; log="$out/teacher-mono.log"
+  # the README's mono recipe (hwkd.models.teacher.TEACHER_ARGS; it trained on this CPU with 2 workers)
+  recipe=$($py -c "from hwkd.models.teacher import TEACHER_ARGS; print(TEACHER_ARGS)") || exit 1
 fi
 if [ -f "$kit/resume/last.pt" ]; then           # a run cut short before: its returned files, put back
   { mkdir -p "$run" && cp "$kit"/resume/* "$run/" && echo "resuming from $kit/resume/"; } || exit 1
