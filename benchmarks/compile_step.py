@@ -22,6 +22,7 @@ STUDENT = dict(channels=20, layers=1, depth=3, heads=1, gru_hidden=32, causal=Tr
 
 def one(mode: str, steps: int) -> dict:
     import torch
+
     from hwkd.models.dpdcrn import DPDCRN, DPDCRNConfig
     from hwkd.models.enhancer import Enhancer
     from hwkd.train.losses import se_loss

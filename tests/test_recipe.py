@@ -152,9 +152,9 @@ def test_distill_records_lambda_and_a_resumed_run_reads_it_back(tmp_path, tiny_c
     from conftest import run_cli
     save_checkpoint(tmp_path / "teacher.pt", create_model(dict(channels=12, layers=2, depth=2, heads=2)))
 
-    def distill(out, epochs, *extra):
+    def distill(out, epochs, *extra, kd="response"):
         return run_cli("-q", "distill", "--teacher", tmp_path / "teacher.pt", "--student", "kd-small", "--kd",
-                       "response", "--data", tiny_corpus, "--out", out, "--epochs", epochs, "--batch-size", "2",
+                       kd, "--data", tiny_corpus, "--out", out, "--epochs", epochs, "--batch-size", "2",
                        "--segment-s", "1", "--max-steps-per-epoch", "2", "--val-pesq-clips", "0", "--threads", "1",
                        *extra)
     r = distill(tmp_path / "run", 1)
@@ -170,7 +170,25 @@ def test_distill_records_lambda_and_a_resumed_run_reads_it_back(tmp_path, tiny_c
     r = distill(tmp_path / "fixed", 1, "--lam", "0.3")
     assert r.returncode == 0, r.stderr[-2000:]
     assert json.loads((tmp_path / "fixed" / "kd_weight.json").read_text()) == {"lam": 0.3, "rule": "fixed",
-                                                                               "scheme": "response"}
+                                                                               "scheme": "response", "options": {}}
+    # resuming under another scheme, or other scheme options, is refused with nothing in the run rewritten
+    record = (tmp_path / "run" / "kd_weight.json").read_text()
+    before = (tmp_path / "run" / "last.pt").read_bytes()
+    for extra in ((), ("--lam", "0.1")):
+        r = distill(tmp_path / "run", 3, *extra, kd="fitnet")
+        assert r.returncode == 2 and "was trained with objective 'response', not 'fitnet'" in r.stderr, r.stderr
+        assert "--kd response" in r.stderr
+    (tmp_path / "run" / "kd_weight.json").write_text(json.dumps({**json.loads(record), "options": {"x": 1}}))
+    r = distill(tmp_path / "run", 3)
+    assert r.returncode == 2 and "was distilled with response {'x': 1}, not response" in r.stderr, r.stderr[-2000:]
+    assert (tmp_path / "run" / "last.pt").read_bytes() == before
+    # a record left by a start that never checkpointed is balanced afresh, not reused
+    (tmp_path / "new").mkdir()
+    (tmp_path / "new" / "kd_weight.json").write_text(json.dumps({**rec, "lam": 123.0, "scheme": "fitnet"}))
+    r = distill(tmp_path / "new", 1)
+    assert r.returncode == 0, r.stderr[-2000:]
+    new = json.loads((tmp_path / "new" / "kd_weight.json").read_text())
+    assert new["scheme"] == "response" and new["lam"] != 123.0 and new["rule"] == "grad-ratio"
 
 
 # -- on-the-fly mixing -------------------------------------------------------------------------------

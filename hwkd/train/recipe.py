@@ -28,7 +28,7 @@ from hwkd.audio.io import write_text_atomic
 from hwkd.errors import HwkdError
 from hwkd.kd import uses_teacher
 from hwkd.models.dpdcrn import DPDCRN, DPDCRNConfig
-from hwkd.train.trainer import TrainConfig, check_budget, epoch_order, stack_batch, train
+from hwkd.train.trainer import TrainConfig, check_budget, check_objective, epoch_order, stack_batch, train
 
 BALANCE_BATCHES = 2       # batches of the run's first epoch on which λ is balanced
 
@@ -127,11 +127,22 @@ def make_objective(model: DPDCRN, kd: KDSpec, cfg: TrainConfig, train_set, run: 
         raise HwkdError(f"KD scheme {kd.scheme} needs a teacher", "pass --teacher or use the embedded teacher")
     obj = KDObjective(kd.teacher, model, kd.scheme, cfg.batch_size, int(round(cfg.segment_s * SAMPLE_RATE)),
                       lam=kd.lam, **(kd.options or {}))
+    if run is not None and (run / "last.pt").is_file():     # refused before anything in the run is rewritten
+        from hwkd.models.checkpoint import read_checkpoint
+        check_objective(read_checkpoint(run / "last.pt"), run / "last.pt", kd.scheme)
     saved = run / "kd_weight.json" if run is not None else None
+    options = kd.options or {}
+    record = json.loads(saved.read_text()) if saved is not None and saved.is_file() else None
+    if record is not None and (record.get("scheme"), record.get("options", options)) != (kd.scheme, options):
+        if (run / "last.pt").is_file():
+            was = record.get("scheme") + (f" {record['options']}" if record.get("options") else "")
+            raise HwkdError(f"{run} was distilled with {was}, not {kd.scheme}" + (f" {options}" if options else ""),
+                            "resume with the same --kd and options, or choose another --out")
+        record = None                     # left by a start that never reached a checkpoint: balance afresh
     if kd.lam is None:
-        if saved is not None and saved.is_file():
-            obj.lam_record = json.loads(saved.read_text())
-            obj.lam = float(obj.lam_record["lam"])
+        if record is not None:
+            obj.lam_record = record
+            obj.lam = float(record["lam"])
         else:
             if cfg.threads:
                 torch.set_num_threads(cfg.threads)
@@ -146,7 +157,7 @@ def make_objective(model: DPDCRN, kd: KDSpec, cfg: TrainConfig, train_set, run: 
             obj.balance(enh, batches, ratio=kd.ratio if kd.ratio is not None else KD_GRAD_RATIO)
     if saved is not None:
         saved.parent.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(saved, json.dumps({**obj.lam_record, "scheme": kd.scheme}, indent=1))
+        write_text_atomic(saved, json.dumps({**obj.lam_record, "scheme": kd.scheme, "options": options}, indent=1))
     return obj
 
 

@@ -54,6 +54,15 @@ class SEObjective:
         return se_loss(est, batch["clean"], enhancer.n_fft, enhancer.hop)
 
 
+def check_objective(ck: dict, last: Path, name: str) -> None:
+    """A run resumes under the objective it was trained with ("se" or a KD scheme; a checkpoint from before the
+    record passes)."""
+    was = ck["train"].get("objective", name)
+    if was != name:
+        raise HwkdError(f"{last} was trained with objective {was!r}, not {name!r}",
+                        f"resume with --kd {'none' if was == 'se' else was}, or choose another --out")
+
+
 def warmup_steps(cfg: TrainConfig, total_steps: int) -> int:
     """Warm-up length: a fraction of the planned steps (at least one step when the fraction is > 0)."""
     return max(1, round(cfg.warmup_frac * total_steps)) if cfg.warmup_frac > 0 else 0
@@ -229,6 +238,7 @@ def train(model: DPDCRN, train_set: SpeechPairs, val_set: SpeechPairs, run_dir: 
         if ck["model"]["config"] != model.cfg.to_dict():
             raise HwkdError(f"{last} holds another model ({ck['model']['config']})",
                             "resume with the same model, or choose another --out")
+        check_objective(ck, last, objective.name)
         enhancer.net.load_state_dict(ck["state_dict"])
         if ck.get("objective_state"):
             extra.load_state_dict(ck["objective_state"])
