@@ -126,6 +126,23 @@ def test_evaluate_a_plain_paired_folder(tmp_path, paired):
     assert "[all], 3 utterances" in r.stdout and json.loads((tmp_path / "e.json").read_text())["utterances"] == 3
     r = run_cli("-q", "evaluate", tmp_path / "m.pt", "--data", paired, "--split", "test")
     assert r.returncode == 2 and "split 'test' not found" in r.stderr
+    # --against: a second model on the same utterances, the paired difference per metric
+    save_checkpoint(tmp_path / "m2.pt", create_model(dict(channels=8, layers=1, depth=1, heads=2)))
+    r = run_cli("-q", "evaluate", tmp_path / "m.pt", "--data", paired, "--jobs", "1", "--against", tmp_path / "m2.pt",
+                "--out", tmp_path / "ab.json")
+    assert r.returncode == 0 and "against" in r.stdout, r.stderr[-2000:]
+    ab = json.loads((tmp_path / "ab.json").read_text())
+    rows_a, rows_b = ab["rows"]["enhanced"], ab["against"]["rows"]
+    assert len(rows_a) == len(rows_b) == 3
+    want = np.mean([x["si_sdr_db"] - y["si_sdr_db"] for x, y in zip(rows_a, rows_b)])
+    assert ab["against"]["difference"]["si_sdr_db"]["mean"] == pytest.approx(want) and abs(want) > 1e-6
+    r = run_cli("-q", "evaluate", tmp_path / "m.pt", "--data", paired, "--jobs", "1", "--against", tmp_path / "m.pt",
+                "--out", tmp_path / "aa.json")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert json.loads((tmp_path / "aa.json").read_text())["against"]["difference"]["pesq_wb"]["mean"] == 0.0
+    save_checkpoint(tmp_path / "foa.pt", create_model(dict(channels=8, layers=1, depth=1, heads=2, in_channels=4)))
+    r = run_cli("-q", "evaluate", tmp_path / "m.pt", "--data", paired, "--against", tmp_path / "foa.pt")
+    assert r.returncode == 2 and "--against" in r.stderr and "same input" in r.stderr
     # a truncated WAV is enhanced with a warning that names it (it was enhanced silently)
     cut = tmp_path / "cut.wav"
     cut.write_bytes((paired / "noisy" / "u0.wav").read_bytes()[:-10000])

@@ -46,6 +46,9 @@ def register(sub) -> None:
     e.add_argument("--save", type=Path, default=None, help="keep the enhanced WAVs in this folder")
     e.add_argument("--out", type=Path, default=None, help="write the table as JSON here")
     e.add_argument("--jobs", type=POS_INT, default=None, help="metric worker processes (default: all cores)")
+    e.add_argument("--against", type=Path, default=None, metavar="CKPT",
+                   help="a second checkpoint scored on the same utterances: the table adds its scores and the "
+                        "paired difference (first - second) with a 95 %% CI per metric")
 
     n = sub.add_parser("enhance", formatter_class=formatter, help="enhance one file with a checkpoint")
     n.add_argument("ckpt", type=Path, help="checkpoint (.pt) written by hwkd")
@@ -162,6 +165,10 @@ def cmd_evaluate(args) -> int:
     if args.out:
         check_output(args.out, what="--out")
     model, ck = load_model(args.ckpt)
+    other = load_model(args.against) if args.against else None
+    if other is not None and other[0].cfg.in_channels != model.cfg.in_channels:
+        raise HwkdError(f"--against {args.against} takes {other[0].cfg.in_channels} input channel(s), {args.ckpt} "
+                        f"takes {model.cfg.in_channels}", "compare checkpoints made for the same input")
     data = args.data or default_dataset(model.cfg.in_channels, progress=not args.quiet)
     s = scan(data, channels=model.cfg.in_channels)
     split = args.split
@@ -176,10 +183,16 @@ def cmd_evaluate(args) -> int:
                         "give another folder for the enhanced files")
     res = evaluate_pairs(model, pairs, jobs=args.jobs, dnsmos=args.dnsmos, save_dir=args.save,
                          progress=not args.quiet)
+    metrics = BASE_METRICS + (DNSMOS_METRICS if args.dnsmos else ())
+    if other is not None:
+        from hwkd.train.evaluate import paired_difference
+        res_b = evaluate_pairs(other[0], pairs, jobs=args.jobs, dnsmos=args.dnsmos, progress=not args.quiet,
+                               noisy_rows=res["rows"]["noisy"])
+        diff = paired_difference(res["rows"]["enhanced"], res_b["rows"]["enhanced"], metrics)
     sn, se = res["noisy"], res["enhanced"]
     print(f"{args.ckpt} on {data} [{args.split}], {len(pairs)} utterances (mean ± 95 % CI)")
     print(f"  {'metric':<12}{'noisy':>18}{'enhanced':>18}{'gain':>9}")
-    for k in BASE_METRICS + (DNSMOS_METRICS if args.dnsmos else ()):
+    for k in metrics:
         a, b = sn[k], se[k]
         if a["mean"] is None or b["mean"] is None:
             print(f"  {k:<12}{'-':>18}{'-':>18}")
@@ -199,10 +212,23 @@ def cmd_evaluate(args) -> int:
             cells = [f"{row[m]['gain']:+.3f}" if m in row else "-" for m in ("si_sdr_db", "pesq_wb", "estoi")]
             base = f"{row['si_sdr_db']['noisy']:.2f}" if "si_sdr_db" in row else "-"
             print(f"    {value:<16}{row['n']:>4}{base:>14}{cells[0]:>13}{cells[1]:>14}{cells[2]:>12}")
+    if other is not None:
+        print(f"  against {args.against} (paired over the utterances; difference = first - second):")
+        print(f"    {'metric':<12}{'first':>10}{'second':>10}{'difference':>22}")
+        for k in metrics:
+            a, b, d = se[k]["mean"], res_b["enhanced"][k]["mean"], diff[k]
+            if a is None or b is None or d["mean"] is None:
+                print(f"    {k:<12}{'-':>10}{'-':>10}{'-':>22}")
+                continue
+            cell = f"{d['mean']:+.3f} ± {d['ci95'] or 0:.3f}"
+            print(f"    {k:<12}{a:>10.3f}{b:>10.3f}{cell:>22}")
     if args.out:
         write_text_atomic(args.out, json.dumps({
             "checkpoint": str(args.ckpt), "model": ck["model"], "data": str(data), "split": args.split,
-            "utterances": len(pairs), **res}, indent=2))
+            "utterances": len(pairs), **res,
+            **({"against": {"checkpoint": str(args.against), "model": other[1]["model"],
+                            "enhanced": res_b["enhanced"], "difference": diff, "rows": res_b["rows"]["enhanced"]}}
+               if other is not None else {})}, indent=2))
     return 0
 
 def cmd_enhance(args) -> int:

@@ -21,8 +21,9 @@ from hwkd.models.enhancer import Enhancer, enhance_file
 
 
 def evaluate_pairs(model: DPDCRN, pairs: list[Pair], jobs: int | None = None, dnsmos: bool = False,
-                   save_dir: Path | None = None, progress: bool = True) -> dict:
-    """Returns {"noisy": summary, "enhanced": summary, "rows": {...}}; the input scored is channel 0."""
+                   save_dir: Path | None = None, progress: bool = True, noisy_rows: list | None = None) -> dict:
+    """Returns {"noisy": summary, "enhanced": summary, "rows": {...}}; the input scored is channel 0.
+    `noisy_rows`: the noisy input's scores of the same pairs from an earlier call (not scored again)."""
     enhancer = Enhancer(model).eval()
     with tempfile.TemporaryDirectory(prefix="hwkd-eval-") as tmp:
         out_dir = Path(save_dir) if save_dir else Path(tmp)
@@ -39,13 +40,22 @@ def evaluate_pairs(model: DPDCRN, pairs: list[Pair], jobs: int | None = None, dn
         if bar:
             bar.close()
         metrics = BASE_METRICS + (DNSMOS_METRICS if dnsmos else ())
-        noisy = score_pairs([((p.noisy, 0), p.clean, p.id) for p in pairs], load_channel_and_reference,
-                            jobs=jobs, dnsmos=dnsmos, progress=progress, desc="metrics noisy")
+        noisy = noisy_rows if noisy_rows is not None else score_pairs(
+            [((p.noisy, 0), p.clean, p.id) for p in pairs], load_channel_and_reference, jobs=jobs, dnsmos=dnsmos,
+            progress=progress, desc="metrics noisy")
         enh = score_pairs([(out_dir / p.noisy.name, p.clean, p.id) for p in pairs], load_channel_and_reference,
                           jobs=jobs, dnsmos=dnsmos, progress=progress, desc="metrics enhanced")
     return {"noisy": summarize(noisy, metrics), "enhanced": summarize(enh, metrics),
             "by_condition": by_condition(conditions(pairs), noisy, enh, metrics),
             "rows": {"noisy": noisy, "enhanced": enh}}
+
+
+def paired_difference(rows_a: list[dict], rows_b: list[dict], metrics) -> dict:
+    """Per metric, the mean over the utterances of (A - B) with its paired 95 % CI (rows in the same pair order;
+    an utterance where either score is missing is left out)."""
+    from hwkd.metrics.quality import mean_ci
+    return {k: mean_ci([a[k] - b[k] for a, b in zip(rows_a, rows_b, strict=True)
+                        if a.get(k) is not None and b.get(k) is not None]) for k in metrics}
 
 
 SNR_BANDS_DB = (0.0, 5.0, 10.0, 15.0, 20.0)    # band edges: "< 0", "0 to 5", .., ">= 20"
