@@ -8,6 +8,14 @@ name="${1:?usage: training/save.sh NAME}"
 here="training/$name"
 run="${HWKD_HOME:-$HOME/.cache/hwkd}/runs/$name"
 [ -f "$run/last.pt" ] || { echo "save.sh: $run has no last.pt yet" >&2; exit 2; }
+# git is no place for a large binary: a state over the limit stays in the run folder (a machine reset loses it)
+limit_mib="${SAVE_LIMIT_MIB:-20}"
+size_mib=$(( $(stat -c %s "$run/last.pt") / 1048576 ))
+if [ "$size_mib" -gt "$limit_mib" ]; then
+  echo "save.sh: $run/last.pt is $size_mib MiB, over the $limit_mib MiB a commit may carry; nothing saved" \
+       "(it stays in $run and resumes from there; a machine reset restarts the run)" >&2
+  exit 2
+fi
 # a supernet's description first (its last.pt is refused without it); history.jsonl and best.pt come with the
 # end of the first epoch. last.pt is written atomically by the trainer, so a copy taken while it trains is whole.
 for f in supernet.json kd_weight.json history.jsonl; do
