@@ -165,9 +165,9 @@ def cmd_evaluate(args) -> int:
     if args.out:
         check_output(args.out, what="--out")
     model, ck = load_model(args.ckpt)
-    other = load_model(args.against) if args.against else None
-    if other is not None and other[0].cfg.in_channels != model.cfg.in_channels:
-        raise HwkdError(f"--against {args.against} takes {other[0].cfg.in_channels} input channel(s), {args.ckpt} "
+    other, other_ck = load_model(args.against) if args.against else (None, None)
+    if other is not None and other.cfg.in_channels != model.cfg.in_channels:
+        raise HwkdError(f"--against {args.against} takes {other.cfg.in_channels} input channel(s), {args.ckpt} "
                         f"takes {model.cfg.in_channels}", "compare checkpoints made for the same input")
     data = args.data or default_dataset(model.cfg.in_channels, progress=not args.quiet)
     s = scan(data, channels=model.cfg.in_channels)
@@ -186,7 +186,7 @@ def cmd_evaluate(args) -> int:
     metrics = BASE_METRICS + (DNSMOS_METRICS if args.dnsmos else ())
     if other is not None:
         from hwkd.train.evaluate import paired_difference
-        res_b = evaluate_pairs(other[0], pairs, jobs=args.jobs, dnsmos=args.dnsmos, progress=not args.quiet,
+        res_b = evaluate_pairs(other, pairs, jobs=args.jobs, dnsmos=args.dnsmos, progress=not args.quiet,
                                noisy_rows=res["rows"]["noisy"])
         diff = paired_difference(res["rows"]["enhanced"], res_b["rows"]["enhanced"], metrics)
     sn, se = res["noisy"], res["enhanced"]
@@ -226,7 +226,7 @@ def cmd_evaluate(args) -> int:
         write_text_atomic(args.out, json.dumps({
             "checkpoint": str(args.ckpt), "model": ck["model"], "data": str(data), "split": args.split,
             "utterances": len(pairs), **res,
-            **({"against": {"checkpoint": str(args.against), "model": other[1]["model"],
+            **({"against": {"checkpoint": str(args.against), "model": other_ck["model"],
                             "enhanced": res_b["enhanced"], "difference": diff, "rows": res_b["rows"]["enhanced"]}}
                if other is not None else {})}, indent=2))
     return 0
