@@ -702,3 +702,38 @@ def test_a_trial_asked_by_a_worker_killed_before_it_named_itself_is_failed_after
     time.sleep(1.5)
     s.recover()
     assert storage.get_trial(orphan._trial_id).state == TrialState.FAIL
+
+
+def test_a_worker_names_its_trial_before_sampling_so_a_kill_there_is_recovered_at_once(tmp_path, monkeypatch):
+    """The trial is named (worker, pid_domain) right after ask, before the sampler runs: a worker killed while
+    sampling leaves a trial that recover() fails at once by its dead pid and that no longer counts against
+    --trials (an unnamed one counted until the orphan grace ran out, and a resumed search stopped short)."""
+    import socket
+
+    import optuna
+    from optuna.trial import TrialState
+
+    from hwkd.search import controllers
+    from hwkd.search.run import Search
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 's.db'}", heartbeat_interval=1, grace_period=3)
+    study = optuna.create_study(storage=storage, study_name="s", directions=["maximize", "minimize", "minimize"])
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    s = Search.__new__(Search)
+    s.study, s.storage, s.controller, s.space = study, storage, Controller(None, 0), None
+    s.worker = f"{socket.gethostname()}:{dead.pid}"
+
+    def killed(trial, space):
+        raise KeyboardInterrupt                       # stands for the SIGKILL while the sampler works
+
+    monkeypatch.setattr(controllers, "suggest", killed)
+    with pytest.raises(KeyboardInterrupt):
+        s.run_one({}, limit=3)
+    (t,) = study.get_trials()
+    assert t.state == TrialState.RUNNING and t.user_attrs["worker"] == s.worker and "key" not in t.user_attrs
+    assert s.counted() == 1                           # live until recovered ...
+    s.recover()
+    assert storage.get_trial(t._trial_id).state == TrialState.FAIL
+    assert s.counted() == 0                           # ... and then not a finished trial
+    assert len(study.get_trials()) == 1               # nothing to retry: it never had a candidate

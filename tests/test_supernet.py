@@ -139,6 +139,42 @@ def _tcfg(**kw):
                                  max_steps_per_epoch=4, ckpt_every=2), **kw})
 
 
+def test_the_width_free_kd_parts_are_shared_by_every_size():
+    """One calibration (per set) and one teacher fusion serve all sizes: a one-layer student uses the first
+    middle-tap MLP of the two-layer one's, and its loss trains only what it used."""
+    from hwkd.models import create_model
+    from hwkd.train.supernet import SandwichObjective
+    torch.manual_seed(0)
+    teacher = create_model(dict(channels=12, layers=2, depth=2, heads=2))
+    space = _tiny_space()
+    sn = Supernet(largest(space))
+    obj = SandwichObjective(sn, space, teacher, "i2srf-tfckd", 2, 8000)
+    d = obj.state.distillers
+    assert set(d) == {"c8l1", "c8l2", "c12l1", "c12l2"}
+    for k in d:
+        assert d[k].calib is d["c12l2"].calib and d[k].t_fuse is d["c12l2"].t_fuse
+    assert d["c8l1"].s_fuse is not d["c12l1"].s_fuse                  # sized by the student's width
+    assert len(d["c8l1"].calib["mid"].q_time) == 2                     # the two-layer one's, serving one tap too
+    shared = sum(p.numel() for p in obj.state.parameters())
+    per_size = sum(p.numel() for k in d for p in d[k].parameters())   # counted once per size
+    assert shared < per_size / 2
+    x = torch.randn(2, 2, 32, 257)
+    with torch.no_grad():
+        _, tt = teacher(x, return_taps=True)
+    cfg = next(c for c in space if c.layers == 1 and c.channels == 8)
+    _, st = sn(cfg, x, return_taps=True)
+    loss, logs = d["c8l1"](st, tt)
+    assert math.isfinite(float(loss.detach())) and "kd_mid" in logs
+    loss.backward()
+    mid = d["c8l1"].calib["mid"].q_time
+    assert mid[0][0].weight.grad is not None and mid[0][0].weight.grad.abs().sum() > 0
+    assert mid[1][0].weight.grad is None                               # the second layer's MLP: unused here
+    with pytest.raises(ValueError, match="serves up to 1 student"):    # never silently fewer MLPs than taps
+        from hwkd.kd.i2srf import Calibration
+        grams = [(torch.rand(2, 32, 32), torch.rand(2, 32, 2))] * 2
+        Calibration(1, 2, 32, 2)(grams, grams)
+
+
 @pytest.mark.slow
 def test_supernet_training_sandwich_kd_resume_and_load(tmp_path, tiny_corpus):
     from hwkd.models import create_model
@@ -181,5 +217,23 @@ def test_supernet_training_sandwich_kd_resume_and_load(tmp_path, tiny_corpus):
     b, _ = load_supernet(tmp_path / "b", "last")
     for (k, x), (_, y) in zip(a.net.state_dict().items(), b.net.state_dict().items(), strict=True):
         assert torch.allclose(x, y, atol=1e-6), k
+    # the same from training/save.sh's portable copy (Adam's moments in bfloat16): smaller, and it resumes
+    from hwkd.models.checkpoint import portable_checkpoint
+    SandwichObjective.__call__ = dying
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            train_supernet(space, tmp_path / "c", _tcfg(), teacher=teacher, data=tiny_corpus, progress=False)
+    finally:
+        SandwichObjective.__call__ = real_call
+    full = tmp_path / "c" / "last.pt"
+    portable_checkpoint(full, tmp_path / "p.pt")
+    assert (tmp_path / "p.pt").stat().st_size < 0.85 * full.stat().st_size      # 2.0 vs 2.6 MB here
+    moments = read_checkpoint(tmp_path / "p.pt")["train"]["optimizer"]["state"][0]
+    assert moments["exp_avg"].dtype == torch.bfloat16 and moments["step"].dtype == torch.float32
+    (tmp_path / "p.pt").replace(full)
+    train_supernet(space, tmp_path / "c", _tcfg(), teacher=teacher, data=tiny_corpus, progress=False)
+    c, _ = load_supernet(tmp_path / "c", "last")
+    for (k, x), (_, y) in zip(a.net.state_dict().items(), c.net.state_dict().items(), strict=True):
+        assert torch.allclose(x, y, atol=1e-4), k
     with pytest.raises(Exception, match="another space"):
         train_supernet(space[:3], tmp_path / "a", _tcfg(), teacher=teacher, data=tiny_corpus, progress=False)

@@ -32,6 +32,7 @@ if [ -f "$here/last.pt" ] && [ "$(progress "$here")" -gt "$(progress "$run")" ];
   echo "restored $here (ahead of $run) into $run"
 fi
 [ -d "$home/corpus/default/mono" ] || .venv/bin/hwkd data synth
+mkdir -p "$home/runs"           # the log sits beside the run folder, which the trainer makes
 cmd=$(<"$here/command")
 args=$(<"$here/args")
 # shellcheck disable=SC2086  # the two files hold whitespace-separated options

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Copy a background run's resumable state into training/NAME for a commit: training/save.sh NAME
-# last.pt (with the optimizer state), best.pt slimmed to the model, history.jsonl, and a supernet's
+# last.pt (with the optimizer state, its moments in bfloat16), best.pt slimmed to the model, history.jsonl, and a supernet's
 # supernet.json and kd_weight.json. Run it at the end of every session; training/resume.sh NAME puts them back.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -8,12 +8,17 @@ name="${1:?usage: training/save.sh NAME}"
 here="training/$name"
 run="${HWKD_HOME:-$HOME/.cache/hwkd}/runs/$name"
 [ -f "$run/last.pt" ] || { echo "save.sh: $run has no last.pt yet" >&2; exit 2; }
-# git is no place for a large binary: a state over the limit stays in the run folder (a machine reset loses it)
+# last.pt with Adam's moments in bfloat16 (hwkd.models.checkpoint.portable_checkpoint): half their bytes, the
+# rest exact. git is no place for a large binary: a state over the limit is not saved (a machine reset loses it).
 limit_mib="${SAVE_LIMIT_MIB:-20}"
-size_mib=$(( $(stat -c %s "$run/last.pt") / 1048576 ))
+.venv/bin/python -c "import sys; from hwkd.models.checkpoint import portable_checkpoint; \
+portable_checkpoint(sys.argv[1], sys.argv[2])" "$run/last.pt" "$here/last.pt.new"
+size_mib=$(( $(stat -c %s "$here/last.pt.new") / 1048576 ))
 if [ "$size_mib" -gt "$limit_mib" ]; then
-  echo "save.sh: $run/last.pt is $size_mib MiB, over the $limit_mib MiB a commit may carry; nothing saved" \
-       "(it stays in $run and resumes from there; a machine reset restarts the run)" >&2
+  rm -f "$here/last.pt.new"
+  echo "save.sh: $run/last.pt is $size_mib MiB even with its optimizer moments in bfloat16, over the $limit_mib MiB" \
+       "a commit may carry; last.pt not saved (it stays in $run and resumes from there; a machine reset" \
+       "restarts the run)" >&2
   exit 2
 fi
 # a supernet's description first (its last.pt is refused without it); history.jsonl and best.pt come with the
@@ -21,7 +26,7 @@ fi
 for f in supernet.json kd_weight.json history.jsonl; do
   if [ -f "$run/$f" ]; then cp "$run/$f" "$here/"; fi
 done
-cp "$run/last.pt" "$here/"
+mv "$here/last.pt.new" "$here/last.pt"
 if [ -f "$run/best.pt" ]; then
   .venv/bin/python -c "import sys; from hwkd.models.checkpoint import slim_checkpoint; \
 slim_checkpoint(sys.argv[1], sys.argv[2])" "$run/best.pt" "$here/best.pt"

@@ -91,6 +91,9 @@ class Calibration(nn.Module):
     def forward(self, gs: list[tuple[Tensor, Tensor]], gk: list[tuple[Tensor, Tensor]]) -> tuple[Tensor, Tensor]:
         """gs, gk: (time Gram [B, T, T], batch Gram [B, T, B]) of each student / teacher tap."""
         b, t, _ = gs[0][0].shape
+        if len(gs) > len(self.q_time) or len(gk) != len(self.k_time):
+            raise ValueError(f"this calibration serves up to {len(self.q_time)} student and {len(self.k_time)} "
+                             f"teacher taps, got {len(gs)} and {len(gk)}")
         if (t, b) != (self.frames, self.batch):
             raise ValueError(f"I2SRF-TFCKD was built for {self.frames} frames x batch {self.batch}, got {t} x {b}: "
                              "train with the fixed segment length and batch size it was built for")

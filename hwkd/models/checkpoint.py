@@ -87,3 +87,24 @@ def slim_checkpoint(src: str | os.PathLike, dst: str | os.PathLike) -> None:
     train = {k: v for k, v in ck.get("train", {}).items() if k not in ("optimizer", "scheduler")}
     model = _build(src, ck)
     save_checkpoint(dst, model, train=train, meta=ck.get("meta", {}))
+
+
+def portable_checkpoint(src: str | os.PathLike, dst: str | os.PathLike) -> None:
+    """Copy a training checkpoint to carry across machines in git (training/save.sh): everything kept, the
+    optimizer's moment estimates stored in bfloat16 (half their bytes). A resume reads them back as the
+    parameters' dtype (torch's Optimizer.load_state_dict casts them): the weights, the objective's state, the
+    step count and the schedule resume exactly, Adam's running averages to bfloat16's 3 significant digits."""
+    from hwkd.audio.io import atomic_target, publish
+    ck = read_checkpoint(src)
+    opt = (ck.get("train") or {}).get("optimizer") or {}
+    for state in opt.get("state", {}).values():
+        for k, v in state.items():
+            if k != "step" and torch.is_tensor(v) and v.is_floating_point() and v.dim() > 0:
+                state[k] = v.to(torch.bfloat16)
+    p, tmp = atomic_target(dst, ".pt")
+    try:
+        torch.save(ck, tmp)
+        publish(tmp, p)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -524,6 +524,10 @@ class Search:
 
         self.controller.before_ask(self.study, self.trials(), self.worker)
         trial = self.study.ask()
+        # named at once, before the sampler's work: a worker killed in between leaves an unnamed RUNNING trial,
+        # which counts against --trials until fail_orphans ends it STALE_AFTER_S later (a resume stopped short)
+        trial.set_user_attr("pid_domain", pid_domain())
+        trial.set_user_attr("worker", self.worker)
         self.storage.record_heartbeat(trial._trial_id)     # at once: Optuna never fails a RUNNING trial unstamped
         if limit is not None and self.counted([t for t in self.trials() if t.number < trial.number]) >= limit:
             trial.set_user_attr("over_limit", True)
@@ -548,8 +552,6 @@ class Search:
         cfg = self.space.to_config(cand)
         key = candidate_key(cfg)
         trial.set_user_attr("key", key)
-        trial.set_user_attr("pid_domain", pid_domain())
-        trial.set_user_attr("worker", self.worker)
         trial.set_user_attr("config", cfg.to_dict())
         same = self._earlier_same_key(trial.number, key)
         tdir = self.run / "trials" / key

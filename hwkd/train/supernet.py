@@ -10,7 +10,13 @@ KD per sub-network: a distillation scheme's own modules (I²SRF-TFCKD's fusion c
 are sized by the student's taps, which depend on its width C and its number of dual-path layers L only
 (hwkd.models.dpdcrn: enc/dec taps have C channels, there is one middle tap per layer). So there is one
 distiller per (C, L) in the space, each with its own λ balanced like a single run's (λ·‖∇L_KD‖ =
-KD_GRAD_RATIO·‖∇L_SE‖ on the first batches, on the largest sub-network with that C and L).
+KD_GRAD_RATIO·‖∇L_SE‖ on the first batches, on the largest sub-network with that C and L). What does not
+depend on the student's width is shared by all of them (`share_width_free`): I²SRF-TFCKD's calibration MLPs
+read Gram matrices ([B, T, T] and [B, T, B], the same for any C), and its teacher-side fusion chains see the
+teacher only. Per-size copies held 17.3 M parameters for the wide space's 12 sizes (a 204-MiB resumable state
+with Adam's moments, too big to carry across sessions in git); shared, they are one set of the same modules,
+trained by every sub-network as the supernet's weights are (one calibration MLP per tap position: a network
+with one dual-path layer uses the first middle-tap MLP of one with two).
 
 This plugs into the ordinary trainer (hwkd.train.trainer.train) as an objective: the trainer's model is the
 supernet's largest network (its checkpoints are plain DPDCRN checkpoints of the largest configuration, the
@@ -52,6 +58,21 @@ def smallest(configs: list[DPDCRNConfig]) -> DPDCRNConfig:
         with torch.device("meta"):
             return sum(p.numel() for p in DPDCRN(c).parameters()), c.channels, c.layers, c.depth, c.hidden, c.heads
     return min(configs, key=size)
+
+
+SHARED_PARTS = ("calib", "t_fuse")     # what share_width_free shares; recorded in supernet.json
+
+
+def share_width_free(distillers: dict[str, nn.Module]) -> None:
+    """Make every distiller use one set of the width-free parts (SHARED_PARTS, where a scheme has them): those of
+    the distiller with the most of them (the most student taps), which serve any fewer taps."""
+    for part in SHARED_PARTS:
+        have = [d for d in distillers.values() if isinstance(getattr(d, part, None), nn.Module)]
+        if not have:
+            continue
+        donor = max(have, key=lambda d: sum(p.numel() for p in getattr(d, part).parameters()))
+        for d in have:
+            setattr(d, part, getattr(donor, part))
 
 
 class _State(nn.Module):
@@ -101,6 +122,7 @@ class SandwichObjective:
                 for key, c in self.representative.items():
                     _, st = supernet(c, x, return_taps=True)
                     distillers[key] = create_distiller(scheme, st, tt, **options)
+            share_width_free(distillers)
         self.state = _State(distillers)
         self.lams = dict(lams or {})
         self.lam_record: dict = {"rule": "fixed", "lams": self.lams} if lams else {}
@@ -218,7 +240,8 @@ def train_supernet(configs: list[DPDCRNConfig], out: str | os.PathLike, tcfg, te
                                     + b"".join(t.detach().cpu().numpy().tobytes()
                                                for t in teacher.state_dict().values())).hexdigest()[:16]
     desc = {"max": top.to_dict(), "configs": [c.to_dict() for c in configs], "scheme": scheme,
-            "n_random": n_random, "seed": tcfg.seed, "teacher": teacher_id, "lams": lams}
+            "n_random": n_random, "seed": tcfg.seed, "teacher": teacher_id, "lams": lams,
+            "kd_shared": list(SHARED_PARTS)}
     saved_desc = run / "supernet.json"
     if saved_desc.is_file():
         old, _, _ = read_description(saved_desc)
