@@ -385,6 +385,7 @@ def test_a_trial_without_heartbeat_is_failed_and_retried_by_any_worker(tmp_path)
     assert got[dead.number].state.name == "FAIL" and got[live.number].state.name == "RUNNING"
     retry = [t for t in got.values() if t.state.name == "WAITING"]
     assert len(retry) == 1 and retry[0].user_attrs["retry_of"] == dead.number
+    assert retry[0].user_attrs["key"] == "k1"         # so a retry killed before it names its candidate is retried
     assert s.recover() == 0                           # one retry per dead trial
     # a finished trial of the candidate makes any other trial of it redundant, whatever their numbers
     study.tell(live, [1.0, 1.0, 1.0])
@@ -737,3 +738,10 @@ def test_a_worker_names_its_trial_before_sampling_so_a_kill_there_is_recovered_a
     assert storage.get_trial(t._trial_id).state == TrialState.FAIL
     assert s.counted() == 0                           # ... and then not a finished trial
     assert len(study.get_trials()) == 1               # nothing to retry: it never had a candidate
+    # killed inside ask (no name yet): counted while a live worker may still name it, not once it is old
+    from hwkd.search import run
+    study.ask()
+    assert s.counted() == 1
+    monkeypatch.setattr(run, "NAMED_WITHIN_S", 0.5)
+    time.sleep(1.0)
+    assert s.counted() == 0

@@ -169,6 +169,11 @@ def test_the_width_free_kd_parts_are_shared_by_every_size():
     mid = d["c8l1"].calib["mid"].q_time
     assert mid[0][0].weight.grad is not None and mid[0][0].weight.grad.abs().sum() > 0
     assert mid[1][0].weight.grad is None                               # the second layer's MLP: unused here
+    from hwkd.train.supernet import share_width_free
+    odd = {"a": torch.nn.Module(), "b": torch.nn.Module()}           # a part whose shape depends on the student
+    odd["a"].t_fuse, odd["b"].t_fuse = torch.nn.Linear(2, 3), torch.nn.Linear(4, 3)
+    with pytest.raises(ValueError, match="t_fuse of the distillers differs"):
+        share_width_free(odd)
     with pytest.raises(ValueError, match="serves up to 1 student"):    # never silently fewer MLPs than taps
         from hwkd.kd.i2srf import Calibration
         grams = [(torch.rand(2, 32, 32), torch.rand(2, 32, 2))] * 2
@@ -235,5 +240,13 @@ def test_supernet_training_sandwich_kd_resume_and_load(tmp_path, tiny_corpus):
     c, _ = load_supernet(tmp_path / "c", "last")
     for (k, x), (_, y) in zip(a.net.state_dict().items(), c.net.state_dict().items(), strict=True):
         assert torch.allclose(x, y, atol=1e-4), k
+    assert read_checkpoint(full)["train"]["optimizer"]["state"][0]["exp_avg"].dtype == torch.float32
+    # a run whose distillers were per size (before they shared their width-free parts) is refused in one line
+    desc = json.loads((tmp_path / "c" / "supernet.json").read_text())
+    assert desc["kd_shared"] == ["calib", "t_fuse"]
+    del desc["kd_shared"]
+    (tmp_path / "c" / "supernet.json").write_text(json.dumps(desc))
+    with pytest.raises(Exception, match="share nothing, this hwkd shares"):
+        train_supernet(space, tmp_path / "c", _tcfg(epochs=2), teacher=teacher, data=tiny_corpus, progress=False)
     with pytest.raises(Exception, match="another space"):
         train_supernet(space[:3], tmp_path / "a", _tcfg(), teacher=teacher, data=tiny_corpus, progress=False)

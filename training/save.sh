@@ -10,15 +10,17 @@ run="${HWKD_HOME:-$HOME/.cache/hwkd}/runs/$name"
 [ -f "$run/last.pt" ] || { echo "save.sh: $run has no last.pt yet" >&2; exit 2; }
 # last.pt with Adam's moments in bfloat16 (hwkd.models.checkpoint.portable_checkpoint): half their bytes, the
 # rest exact. git is no place for a large binary: a state over the limit is not saved (a machine reset loses it).
+# The copy is made in the run folder (never in the tracked one, where an interrupted save would leave it).
 limit_mib="${SAVE_LIMIT_MIB:-20}"
+portable="$run/last.portable.pt"
+trap 'rm -f "$portable"' EXIT
 .venv/bin/python -c "import sys; from hwkd.models.checkpoint import portable_checkpoint; \
-portable_checkpoint(sys.argv[1], sys.argv[2])" "$run/last.pt" "$here/last.pt.new"
-size_mib=$(( $(stat -c %s "$here/last.pt.new") / 1048576 ))
-if [ "$size_mib" -gt "$limit_mib" ]; then
-  rm -f "$here/last.pt.new"
-  echo "save.sh: $run/last.pt is $size_mib MiB even with its optimizer moments in bfloat16, over the $limit_mib MiB" \
-       "a commit may carry; last.pt not saved (it stays in $run and resumes from there; a machine reset" \
-       "restarts the run)" >&2
+portable_checkpoint(sys.argv[1], sys.argv[2])" "$run/last.pt" "$portable"
+size=$(stat -c %s "$portable")
+if [ "$size" -gt $(( limit_mib * 1048576 )) ]; then
+  echo "save.sh: $run/last.pt is $(( size / 1048576 )) MiB even with its optimizer moments in bfloat16, over the" \
+       "$limit_mib MiB a commit may carry; last.pt not saved (it stays in $run and resumes from there; a machine" \
+       "reset restarts the run)" >&2
   exit 2
 fi
 # a supernet's description first (its last.pt is refused without it); history.jsonl and best.pt come with the
@@ -26,7 +28,7 @@ fi
 for f in supernet.json kd_weight.json history.jsonl; do
   if [ -f "$run/$f" ]; then cp "$run/$f" "$here/"; fi
 done
-mv "$here/last.pt.new" "$here/last.pt"
+mv "$portable" "$here/last.pt"
 if [ -f "$run/best.pt" ]; then
   .venv/bin/python -c "import sys; from hwkd.models.checkpoint import slim_checkpoint; \
 slim_checkpoint(sys.argv[1], sys.argv[2])" "$run/best.pt" "$here/best.pt"

@@ -93,7 +93,7 @@ def portable_checkpoint(src: str | os.PathLike, dst: str | os.PathLike) -> None:
     """Copy a training checkpoint to carry across machines in git (training/save.sh): everything kept, the
     optimizer's moment estimates stored in bfloat16 (half their bytes). A resume reads them back as the
     parameters' dtype (torch's Optimizer.load_state_dict casts them): the weights, the objective's state, the
-    step count and the schedule resume exactly, Adam's running averages to bfloat16's 3 significant digits."""
+    step count and the schedule resume exactly, Adam's running averages to bfloat16's precision (8 bits, ~0.4 %)."""
     from hwkd.audio.io import atomic_target, publish
     ck = read_checkpoint(src)
     opt = (ck.get("train") or {}).get("optimizer") or {}

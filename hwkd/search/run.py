@@ -49,6 +49,7 @@ MAX_DUPLICATES_IN_A_ROW = 40
 KEY_WAIT_S = 10.0     # how long a trial waits for earlier trials, asked a moment before, to write their key
 HEARTBEAT_S = 30      # a running trial's worker stamps the store this often (the database server's clock) ...
 STALE_AFTER_S = 300   # ... and a running trial without a stamp for this long is a dead worker's: failed, retried
+NAMED_WITHIN_S = 60   # a running trial still unnamed this long after its start is an orphan (not counted)
 # A trial process (one rung) with no result after its timeout is hung: its process group is killed, the trial
 # failed with the reason and retried once. Default: a fixed allowance (start-up, teacher, validation, profiling)
 # plus one per second of audio trained (steps x batch size x segment): 10 s, some twenty times what a CPU
@@ -316,18 +317,26 @@ class Search:
             live = [u for u in ts if u.user_attrs.get("key") == t.user_attrs["key"]
                     and u.state in (TrialState.RUNNING, TrialState.COMPLETE, TrialState.WAITING)]
             if not later and not live:
-                self.study.enqueue_trial(dict(t.params), user_attrs={"retry_of": t.number})
+                # the key rides with the retry: killed before it named its candidate, the retry is retried too
+                self.study.enqueue_trial(dict(t.params), user_attrs={"retry_of": t.number,
+                                                                     "key": t.user_attrs["key"]})
                 retried += 1
         return retried
 
     def counted(self, trials=None) -> int:
         """Trials that count against --trials: finished (complete, or failed with a reason) and running; a trial
-        that timed out and is retried counts through its retry."""
+        that timed out and is retried counts through its retry. A running trial still unnamed NAMED_WITHIN_S
+        after its start is an orphan (a worker names its trial right after asking), not a running one."""
+        from datetime import datetime
+
         from optuna.trial import TrialState
         n = 0
         for t in self.trials() if trials is None else trials:
             if t.user_attrs.get("duplicate_of") is not None or t.user_attrs.get("over_limit") \
                     or t.user_attrs.get("will_retry"):
+                continue
+            if t.state == TrialState.RUNNING and "worker" not in t.user_attrs and t.datetime_start is not None \
+                    and (datetime.now() - t.datetime_start).total_seconds() > NAMED_WITHIN_S:
                 continue
             if t.state in (TrialState.COMPLETE, TrialState.RUNNING) or (t.state == TrialState.FAIL
                                                                         and "error" in t.user_attrs):
@@ -524,11 +533,12 @@ class Search:
 
         self.controller.before_ask(self.study, self.trials(), self.worker)
         trial = self.study.ask()
-        # named at once, before the sampler's work: a worker killed in between leaves an unnamed RUNNING trial,
-        # which counts against --trials until fail_orphans ends it STALE_AFTER_S later (a resume stopped short)
+        # stamped, then named, at once (before the sampler's work): killed before the stamp, the trial is an
+        # unnamed orphan that fail_orphans ends; after it, Optuna's stale check ends it on any host and the
+        # dead pid on this one (a resume). Unnamed, it would count against --trials until then (see counted).
+        self.storage.record_heartbeat(trial._trial_id)
         trial.set_user_attr("pid_domain", pid_domain())
         trial.set_user_attr("worker", self.worker)
-        self.storage.record_heartbeat(trial._trial_id)     # at once: Optuna never fails a RUNNING trial unstamped
         if limit is not None and self.counted([t for t in self.trials() if t.number < trial.number]) >= limit:
             trial.set_user_attr("over_limit", True)
             self.study.tell(trial, state=TrialState.PRUNED)

@@ -63,16 +63,35 @@ def smallest(configs: list[DPDCRNConfig]) -> DPDCRNConfig:
 SHARED_PARTS = ("calib", "t_fuse")     # what share_width_free shares; recorded in supernet.json
 
 
-def share_width_free(distillers: dict[str, nn.Module]) -> None:
+def share_width_free(distillers: dict[str, nn.Module]) -> list[str]:
     """Make every distiller use one set of the width-free parts (SHARED_PARTS, where a scheme has them): those of
-    the distiller with the most of them (the most student taps), which serve any fewer taps."""
+    the distiller with the most of them (the most student taps), which serve any fewer taps. Returns the parts
+    shared; a donor that would not serve every distiller (a part whose shapes differ otherwise) is an error."""
+    shared = []
     for part in SHARED_PARTS:
         have = [d for d in distillers.values() if isinstance(getattr(d, part, None), nn.Module)]
         if not have:
             continue
         donor = max(have, key=lambda d: sum(p.numel() for p in getattr(d, part).parameters()))
         for d in have:
+            if not _serves(getattr(donor, part), getattr(d, part)):
+                raise ValueError(f"{part} of the distillers differs beyond the number of student taps: not shared")
+        for d in have:
             setattr(d, part, getattr(donor, part))
+        shared.append(part)
+    return shared
+
+
+def _serves(donor: nn.Module, other: nn.Module) -> bool:
+    """Whether `donor` can stand in for `other`: the same parameters and shapes, except that a list of modules
+    (per-tap MLPs) may be longer in the donor."""
+    mine = dict(donor.named_parameters())
+    for name, p in other.named_parameters():
+        if name not in mine or mine[name].shape != p.shape:
+            return False
+    extra = set(mine) - {n for n, _ in other.named_parameters()}
+    # what the donor has beyond `other` may only be further per-tap modules (a student's extra middle taps)
+    return all(".q_time." in n or ".q_freq." in n or n.startswith(("q_time.", "q_freq.")) for n in extra)
 
 
 class _State(nn.Module):
@@ -114,6 +133,7 @@ class SandwichObjective:
         for c in sorted(self.configs + [self.top], key=lambda c: (c.depth, c.hidden, c.heads, c.intra_bidirectional)):
             self.representative[size_key(c)] = c
         distillers = {}
+        self.shared: list[str] = []
         if self.teacher is not None:
             frames = -(-segment_samples // self.top.hop)
             x = torch.zeros(batch_size, 2 * self.top.in_channels, frames, 257)
@@ -122,7 +142,7 @@ class SandwichObjective:
                 for key, c in self.representative.items():
                     _, st = supernet(c, x, return_taps=True)
                     distillers[key] = create_distiller(scheme, st, tt, **options)
-            share_width_free(distillers)
+            self.shared = share_width_free(distillers)
         self.state = _State(distillers)
         self.lams = dict(lams or {})
         self.lam_record: dict = {"rule": "fixed", "lams": self.lams} if lams else {}
@@ -240,8 +260,7 @@ def train_supernet(configs: list[DPDCRNConfig], out: str | os.PathLike, tcfg, te
                                     + b"".join(t.detach().cpu().numpy().tobytes()
                                                for t in teacher.state_dict().values())).hexdigest()[:16]
     desc = {"max": top.to_dict(), "configs": [c.to_dict() for c in configs], "scheme": scheme,
-            "n_random": n_random, "seed": tcfg.seed, "teacher": teacher_id, "lams": lams,
-            "kd_shared": list(SHARED_PARTS)}
+            "n_random": n_random, "seed": tcfg.seed, "teacher": teacher_id, "lams": lams}
     saved_desc = run / "supernet.json"
     if saved_desc.is_file():
         old, _, _ = read_description(saved_desc)
@@ -262,6 +281,11 @@ def train_supernet(configs: list[DPDCRNConfig], out: str | os.PathLike, tcfg, te
     supernet = Supernet(top)
     obj = SandwichObjective(supernet, configs, teacher, scheme, tcfg.batch_size,
                             int(round(tcfg.segment_s * SAMPLE_RATE)), n_random=n_random, seed=tcfg.seed, lams=lams)
+    if saved_desc.is_file() and old.get("kd_shared", []) != obj.shared:
+        raise HwkdError(f"{run} holds a supernet whose distillers share {old.get('kd_shared') or 'nothing'}, "
+                        f"this hwkd shares {obj.shared or 'nothing'} (its KD state does not load)",
+                        "train it again into a new --out")
+    desc["kd_shared"] = obj.shared
     run.mkdir(parents=True, exist_ok=True)
     if not saved_desc.is_file():                 # once every setting is known to work
         write_text_atomic(saved_desc, json.dumps(desc, indent=1))
