@@ -11,7 +11,13 @@ and τ of a MACs-only ranker against the standalone ranking (in a nested space s
 supernet has to beat it to be worth its cost). Each sub-network's runs are folders under --out
 and resume after a kill. Writes results/supernet_fidelity.json.
 
+The standalone runs do not need the supernet: without --supernet (give --space) only they are trained. Each
+standalone score is also kept in results/supernet_fidelity_standalone.json under its candidate and settings
+(teacher included) and reused from there, so the long part survives a machine reset once committed and can run
+while the supernet still trains.
+
     python benchmarks/supernet_fidelity.py --supernet RUN [--n 8] [--finetune 20] [--standalone 400]
+    python benchmarks/supernet_fidelity.py --space wide            # the standalone runs alone, ahead
 """
 
 import argparse
@@ -25,7 +31,7 @@ from hwkd.hw.cost import macs
 from hwkd.kd import uses_teacher
 from hwkd.models.checkpoint import load_model
 from hwkd.models.dpdcrn import DPDCRN
-from hwkd.models.teacher import embedded_teacher_path
+from hwkd.models.teacher import embedded_teacher_path, teacher_sha256
 from hwkd.paths import hwkd_home
 from hwkd.search.run import candidate_key
 from hwkd.sysinfo import LoadMeter, fingerprint
@@ -33,7 +39,7 @@ from hwkd.train.recipe import KDSpec, train_model
 from hwkd.train.supernet import load_supernet
 from hwkd.train.trainer import TrainConfig
 
-from _common import save
+from _common import RESULTS, save
 
 
 def stratified(configs: list, n: int, seed: int) -> list:
@@ -54,7 +60,8 @@ def val_score(run: Path) -> dict:
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--supernet", type=Path, required=True, help="the supernet's run folder")
+    ap.add_argument("--supernet", type=Path, default=None, help="the supernet's run folder")
+    ap.add_argument("--space", default=None, help="without --supernet: the space whose standalone runs to train")
     ap.add_argument("--n", type=int, default=8)
     ap.add_argument("--finetune", type=int, default=20, help="fine-tune steps from inherited weights (0: none)")
     ap.add_argument("--standalone", type=int, default=400, help="steps of the standalone runs (>= 10x --finetune)")
@@ -69,15 +76,32 @@ def main():
     a = ap.parse_args()
     if a.finetune and a.standalone < 10 * a.finetune:
         raise SystemExit(f"--standalone {a.standalone} must be at least 10x --finetune {a.finetune}")
-    sn, configs = load_supernet(a.supernet)
+    if (a.supernet is None) == (a.space is None):
+        raise SystemExit("give --supernet RUN (the whole benchmark) or --space NAME (its standalone runs alone)")
+    if a.supernet is not None:
+        sn, configs = load_supernet(a.supernet)
+    else:
+        from hwkd.search.space import load_space
+        sn, configs = None, load_space(a.space).configs()
     teacher = load_model(embedded_teacher_path())[0] if uses_teacher(a.kd) else None
+    cache_file = RESULTS / "supernet_fidelity_standalone.json"
+    cache = json.loads(cache_file.read_text()) if cache_file.is_file() else {}
+    signature = {k: getattr(a, k) for k in ("kd", "batch", "segment_s", "lr", "standalone", "seed")}
+    signature["teacher_sha256"] = teacher_sha256(embedded_teacher_path()) if teacher is not None else None
     picks = stratified(configs, a.n, a.seed)
     rows = []
     for cfg in picks:
         key = candidate_key(cfg)
         row = {"config": cfg.to_dict(), "key": key, "macs_per_s": macs(DPDCRN(cfg))["macs_per_s"]}
-        for mode, steps, init, lr in (("inherited", a.finetune, sn.extract(cfg).state_dict(), a.lr * 0.5),
-                                      ("standalone", a.standalone, None, a.lr)):
+        modes = [("standalone", a.standalone, None, a.lr)]
+        if sn is not None:
+            modes.insert(0, ("inherited", a.finetune, sn.extract(cfg).state_dict(), a.lr * 0.5))
+        for mode, steps, init, lr in modes:
+            kept = cache.get(key, {})
+            if mode == "standalone" and kept.get("signature") == signature:
+                row[mode] = {**kept["result"], "reused_from": str(cache_file.name)}
+                print(f"{key} {mode}: val SI-SDR {kept['result']['val_si_sdr_db']:.2f} dB (kept)")
+                continue
             run = a.out / key / mode
             tcfg = TrainConfig(epochs=1, batch_size=a.batch, lr=lr, segment_s=a.segment_s, threads=a.threads,
                                max_steps_per_epoch=max(1, steps), val_pesq_clips=5, ckpt_every=25, seed=a.seed)
@@ -99,7 +123,13 @@ def main():
                     score = val_score(run)
             row[mode] = {**score, "steps": steps, "load": load.as_dict()}
             print(f"{key} {mode}: val SI-SDR {score['val_si_sdr_db']:.2f} dB after {steps} steps")
+            if mode == "standalone":
+                cache[key] = {"signature": signature, "config": cfg.to_dict(), "result": row[mode],
+                              "machine": fingerprint()}
+                cache_file.write_text(json.dumps(cache, indent=1) + "\n")
         rows.append(row)
+        if sn is None:
+            continue
         inh = [r["inherited"]["val_si_sdr_db"] for r in rows]
         alone = [r["standalone"]["val_si_sdr_db"] for r in rows]
         size = [r["macs_per_s"] for r in rows]
