@@ -250,3 +250,64 @@ def test_supernet_training_sandwich_kd_resume_and_load(tmp_path, tiny_corpus):
         train_supernet(space, tmp_path / "c", _tcfg(epochs=2), teacher=teacher, data=tiny_corpus, progress=False)
     with pytest.raises(Exception, match="another space"):
         train_supernet(space[:3], tmp_path / "a", _tcfg(), teacher=teacher, data=tiny_corpus, progress=False)
+
+
+def _fake_trained_supernet(run, space_name="wide"):
+    """A run folder as `hwkd supernet train` leaves it (random weights): supernet.json and best.pt."""
+    from hwkd.search.space import load_space
+    space = load_space(space_name)
+    configs = space.configs()
+    top = largest(configs)
+    run.mkdir(parents=True)
+    (run / "supernet.json").write_text(json.dumps({"max": top.to_dict(), "configs": [c.to_dict() for c in configs],
+                                                   "kd_shared": ["calib", "t_fuse"]}))
+    save_checkpoint(run / "best.pt", Supernet(top).net, train={"epoch": 1, "history": [{"epoch": 1}]},
+                    meta={"space": space.as_dict(), "command": "hwkd supernet train --space wide --out RUN"})
+    return configs
+
+
+def test_a_shipped_supernet_is_where_a_search_starts_when_it_covers_the_space(tmp_path, monkeypatch):
+    from hwkd.cli.search import candidate_start
+    from hwkd.errors import HwkdError
+    from hwkd.train import supernet as s
+    monkeypatch.setattr(s, "ASSET_DIR", tmp_path / "assets" / "supernet")
+    assert s.shipped_supernet() is None
+    assert candidate_start(None, None, False)[:2] == ("default", None)               # nothing shipped: as before
+    _fake_trained_supernet(tmp_path / "run")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(HwkdError, match="not a trained supernet"):
+        s.install_supernet(tmp_path / "empty", tmp_path / "x")
+    out = s.install_supernet(tmp_path / "run")
+    assert out == s.ASSET_DIR and s.shipped_supernet() == out
+    ck = torch.load(out / "best.pt", weights_only=True)
+    assert "optimizer" not in ck["train"] and "objective_state" not in ck             # the network alone
+    space, sn, why = candidate_start(None, None, False)
+    assert (space, sn) == ("wide", out) and "shipped supernet" in why
+    assert candidate_start("wide", None, True)[1] is None                            # --from-scratch
+    assert candidate_start("default", None, False)[1] == out                         # a part of wide: covered
+    space, sn, why = candidate_start("foa", None, False)                              # not covered: from scratch
+    assert sn is None and "does not cover space foa" in why and "in_channels 4" in why
+    assert candidate_start(None, tmp_path / "run", False)[:2] == ("wide", tmp_path / "run")   # its own space
+    with pytest.raises(HwkdError, match="contradict"):
+        candidate_start(None, tmp_path / "run", True)
+
+
+def test_the_supernet_recipe_is_the_background_runs_and_the_shipped_ones():
+    """training/supernet/ (what resume.sh runs across sessions) is SUPERNET_RECIPE; a shipped supernet was made
+    by it."""
+    import shlex
+    from pathlib import Path
+
+    from hwkd.cli import build_parser
+    from hwkd.train.supernet import SUPERNET_ARGS, SUPERNET_RECIPE, shipped_supernet
+    here = Path(__file__).resolve().parents[1] / "training" / "supernet"
+    assert (here / "args").read_text().split() == SUPERNET_ARGS.split()
+    assert f"hwkd {(here / 'command').read_text().strip()} {SUPERNET_ARGS}" in SUPERNET_RECIPE
+    recipe = build_parser().parse_args(["supernet", "train", *SUPERNET_ARGS.split(), "--out", "RUN"])
+    shipped = shipped_supernet()
+    if shipped is None:
+        return                                # not shipped yet: the recipe above is all there is to check
+    ck = torch.load(shipped / "best.pt", weights_only=True)
+    recorded = build_parser().parse_args(shlex.split(ck["meta"]["command"])[1:])
+    for k in ("space", "epochs", "batch_size", "segment_s", "lr", "seed", "random", "kd", "val_pesq_clips"):
+        assert getattr(recorded, k) == getattr(recipe, k), k

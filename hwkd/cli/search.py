@@ -28,8 +28,9 @@ def register(sub) -> None:
         "search", formatter_class=formatter,
         help="the main job: search students for a target; Pareto report, picks")
     s.add_argument("--target", default=None, help="a target name from targets/ (e.g. rpi4, cpu) or a YAML file")
-    s.add_argument("--space", default=SC.space,
-                   help="search space: a name in search_spaces/ or a YAML file (default %(default)s)")
+    s.add_argument("--space", default=None,
+                   help="search space: a name in search_spaces/ or a YAML file (default: the shipped supernet's "
+                        f"space when one is shipped, else {SC.space})")
     s.add_argument("--kd", default=SC.kd,
                    help="KD scheme each candidate is distilled with ('none': no KD; default %(default)s)")
     s.add_argument("--lam", type=nonneg_float, default=None,
@@ -68,7 +69,10 @@ def register(sub) -> None:
     s.add_argument("--supernet", type=Path, default=None, metavar="RUN",
                    help="a supernet trained over the space (hwkd supernet train): candidates start from its "
                         "weights instead of from scratch, scored as inherited (--steps 0, the default then) or "
-                        "fine-tuned --steps N")
+                        "fine-tuned --steps N (default: the supernet shipped with hwkd, when there is one and "
+                        "it covers the space)")
+    s.add_argument("--from-scratch", action="store_true",
+                   help="train every candidate from scratch, even where the shipped supernet covers the space")
     s.add_argument("--data", "--corpus", dest="data", type=Path, default=None,
                    help="dataset with train/val splits (default: the embedded corpus, built if needed)")
     s.add_argument("--name", default=None, help="run name (default: TARGET-DATE-TIME); folder $HWKD_HOME/runs/NAME")
@@ -122,6 +126,9 @@ def cmd_search(args) -> int:
     if args.like and args.resume:
         raise HwkdError("--like starts a new run from a finished one; --resume continues a run",
                         "give one of them (a re-targeted run resumes with --resume NAME)")
+    if args.from_scratch and (args.like or args.resume):
+        raise HwkdError(f"--from-scratch is for a new search; {'--like' if args.like else '--resume'} keeps how the "
+                        "run's candidates start", "drop --from-scratch, or start a new search with it")
     src = None
     if args.like:
         run, sc, src, storage = _like(args, given)
@@ -137,12 +144,13 @@ def cmd_search(args) -> int:
         name = args.name or f"{target['name']}-{datetime.now():%Y%m%d-%H%M%S}"
         run = resolve_run(name)
         storage = given
-        defaults = SearchConfig(**(SUPERNET_DEFAULTS if args.supernet else {}))
-        sc = SearchConfig(target=str(args.target), space=args.space, kd=args.kd, lam=args.lam,
+        space, supernet, start = candidate_start(args.space, args.supernet, args.from_scratch)
+        defaults = SearchConfig(**(SUPERNET_DEFAULTS if supernet else {}))
+        sc = SearchConfig(target=str(args.target), space=space, kd=args.kd, lam=args.lam,
                           controller=args.controller, seed=args.seed, max_latency_ms=args.max_latency_ms,
                           realtime=not args.no_realtime, runtime=args.runtime, threads=args.threads,
                           teacher=str(args.teacher) if args.teacher else None,
-                          supernet=str(args.supernet) if args.supernet else None,
+                          supernet=str(supernet) if supernet else None,
                           data=str(args.data) if args.data else None, trial_timeout_s=args.trial_timeout,
                           **{k: getattr(args, k) if getattr(args, k) is not None else getattr(defaults, k)
                              for k in ("trials", "steps", "promote_steps", "promote_after", "batch_size", "segment_s",
@@ -151,6 +159,7 @@ def cmd_search(args) -> int:
         check_search_budget(sc)
         check_name_free(run, name, storage)
         print(f"hwkd search --target {target['name']}: run {name} ({run})")
+        print(f"  candidates: {start}")
     if sc.data is None:
         print("hwkd search: embedded corpus (built on first use)")
     srch = Search(run, sc, storage=storage, progress=not args.quiet)
@@ -196,6 +205,30 @@ def cmd_search(args) -> int:
               f"{summ['hypervolume']:.3f} dB·ms)")
         print(f"pick one: hwkd pick {run.name} --max-latency-ms X --target {t['name']}")
     return 0
+
+def candidate_start(space: str | None, supernet: Path | None, from_scratch: bool) -> tuple[str, Path | None, str]:
+    """Where a new search's candidates start: (space, supernet or None, a line saying which and why). Given
+    --supernet, its space by default; else the shipped supernet when there is one and it covers the space (its
+    own space by default); else from scratch over the default space."""
+    from hwkd.search.space import load_space
+    from hwkd.train.supernet import covers, shipped_supernet, supernet_space
+    if from_scratch and supernet is not None:
+        raise HwkdError("--supernet and --from-scratch contradict each other", "give one of them")
+    if from_scratch:
+        return space or SC.space, None, "trained from scratch (--from-scratch)"
+    if supernet is not None:
+        return space or supernet_space(supernet) or SC.space, supernet, f"inherited from the supernet {supernet}"
+    shipped = shipped_supernet()
+    if shipped is None:
+        return space or SC.space, None, "trained from scratch (no supernet is shipped with this hwkd)"
+    space = space or supernet_space(shipped) or SC.space
+    missing = covers(shipped, load_space(space).configs())
+    if missing is not None:
+        return space, None, (f"trained from scratch: the shipped supernet does not cover space {space} (e.g. "
+                             f"channels {missing.channels}, layers {missing.layers}, depth {missing.depth}, "
+                             f"in_channels {missing.in_channels})")
+    return space, shipped, f"inherited from the shipped supernet (trained over {space}; --from-scratch to train)"
+
 
 # the source of a re-targeted run is opened in its own store: --storage names the new run's, and lends the source
 # its password only where both are one database (store.resolve_manifest refuses a mismatch for "--storage" alone)

@@ -344,3 +344,71 @@ def load_supernet(run: str | os.PathLike, which: str = "best") -> tuple[Supernet
     sn = Supernet(top)
     sn.net.load_state_dict(net.state_dict())
     return sn.eval(), configs
+
+
+# -- the shipped supernet ---------------------------------------------------------------------------------
+# Trained once over SUPERNET_SPACE with SUPERNET_RECIPE (on the 2-core CPU in the background across sessions:
+# training/resume.sh supernet, whose command and args files are this recipe), distilled from the embedded mono
+# teacher; shipped as the folder hwkd/assets/supernet/ (supernet.json and the slim best.pt of its largest
+# network), which `hwkd search` uses by default for a space it covers.
+ASSET_DIR = Path(__file__).resolve().parents[1] / "assets" / "supernet"
+SUPERNET_SPACE = "wide"
+SUPERNET_ARGS = (f"--space {SUPERNET_SPACE} --epochs 14 --batch-size 8 --segment-s 2 --lr 2e-3 --random 2 "
+                 "--val-pesq-clips 10")
+SUPERNET_RECIPE = (f"hwkd supernet train --threads 2 {SUPERNET_ARGS} --out RUN && python -m hwkd.train.supernet RUN")
+
+
+def shipped_supernet() -> Path | None:
+    """The shipped supernet's folder, or None while none is shipped."""
+    return ASSET_DIR if (ASSET_DIR / "supernet.json").is_file() and (ASSET_DIR / "best.pt").is_file() else None
+
+
+def covers(run: str | os.PathLike, configs: list[DPDCRNConfig]) -> DPDCRNConfig | None:
+    """The first of `configs` the supernet in `run` was not trained on (None: it covers them all)."""
+    _, _, trained = read_description(Path(run) / "supernet.json")
+    trained = set(trained)
+    return next((c for c in configs if c not in trained), None)
+
+
+def supernet_space(run: str | os.PathLike) -> str | None:
+    """The space a supernet was trained over, when `hwkd supernet train` recorded it by a name in search_spaces/
+    (None otherwise: a space from a YAML file elsewhere, or a folder that is not a supernet)."""
+    from hwkd.models.checkpoint import read_checkpoint
+    from hwkd.search.space import list_spaces
+    if not (Path(run) / "best.pt").is_file():
+        return None
+    space = (read_checkpoint(Path(run) / "best.pt").get("meta") or {}).get("space")
+    name = space.get("name") if isinstance(space, dict) else None
+    return name if name in list_spaces() else None
+
+
+def install_supernet(run: str | os.PathLike, dst: str | os.PathLike | None = None) -> Path:
+    """Ship a trained supernet (a `hwkd supernet train` folder) as the package's: its description and its best.pt
+    without optimizer or distiller state. Returns the folder written."""
+    from hwkd.audio.io import write_text_atomic
+    from hwkd.errors import HwkdError
+    from hwkd.models.checkpoint import read_checkpoint, slim_checkpoint
+    run, dst = Path(run), Path(dst or ASSET_DIR)
+    load_supernet(run)                                  # a whole, loadable supernet, or one line saying why not
+    ck = read_checkpoint(run / "best.pt")
+    if not ck.get("train", {}).get("history"):
+        raise HwkdError(f"{run}/best.pt has no finished epoch", "ship a supernet after its training")
+    dst.mkdir(parents=True, exist_ok=True)
+    slim_checkpoint(run / "best.pt", dst / "best.pt")
+    write_text_atomic(dst / "supernet.json", (run / "supernet.json").read_text())
+    return dst
+
+
+if __name__ == "__main__":
+    import sys
+
+    from hwkd.errors import HwkdError
+    if len(sys.argv) != 2:
+        raise SystemExit("usage: python -m hwkd.train.supernet RUN   (ships the supernet trained in RUN with the "
+                         "package: hwkd/assets/supernet/)")
+    try:
+        out = install_supernet(sys.argv[1])
+    except HwkdError as e:
+        raise SystemExit(f"hwkd: error: {e}") from None
+    size = sum(f.stat().st_size for f in out.iterdir()) / 2 ** 20
+    print(f"wrote {out} ({size:.2f} MiB)")
