@@ -311,3 +311,23 @@ def test_the_supernet_recipe_is_the_background_runs_and_the_shipped_ones():
     recorded = build_parser().parse_args(shlex.split(ck["meta"]["command"])[1:])
     for k in ("space", "epochs", "batch_size", "segment_s", "lr", "seed", "random", "kd", "val_pesq_clips"):
         assert getattr(recorded, k) == getattr(recipe, k), k
+
+
+def test_in_place_distillation_adds_the_largest_output_as_a_reference_for_the_others():
+    from hwkd.train.supernet import SandwichObjective
+    torch.manual_seed(0)
+    space = _tiny_space()
+    sn = Supernet(largest(space))
+    batch = {"noisy": torch.randn(2, 1, 4000) * 0.1, "clean": torch.randn(2, 1, 4000) * 0.1}
+    losses = {}
+    for w in (0.0, 0.5):
+        obj = SandwichObjective(sn, space, None, "none", 2, 4000, inplace_kd=w)
+        losses[w], parts = obj(None, batch)
+        assert ("inplace_min" in parts and "inplace_rand" in parts and "inplace_max" not in parts) == (w > 0)
+    # the same sub-networks (step 0): one more term for each but the largest, in the mean over the 4
+    extra = 0.5 * (parts["inplace_min"] + 2 * parts["inplace_rand"]) / 4
+    assert float(losses[0.5].detach()) - float(losses[0.0].detach()) == pytest.approx(extra, rel=1e-4, abs=1e-5) and extra != 0
+    losses[0.5].backward()
+    assert all(p.grad is None or torch.isfinite(p.grad).all() for p in sn.parameters())
+    with pytest.raises(ValueError, match="in-place"):
+        SandwichObjective(sn, space, None, "none", 2, 4000, inplace_kd=-1)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from hwkd.cli.common import POS_INT, default_dataset, formatter, nonneg_int
+from hwkd.cli.common import POS_INT, default_dataset, formatter, nonneg_float, nonneg_int
 from hwkd.errors import HwkdError
 from hwkd.train.config import TrainConfig
 
@@ -30,6 +30,9 @@ def register(sub) -> None:
     t.add_argument("--teacher", default=None, help="teacher checkpoint (default: the embedded teacher)")
     t.add_argument("--kd", default="i2srf-tfckd", help="KD scheme for every sub-network ('none' = no KD)")
     t.add_argument("--random", type=int, default=2, help="random sub-networks per step (default %(default)s)")
+    t.add_argument("--inplace-kd", type=nonneg_float, default=0.0, metavar="W",
+                   help="in-place distillation (BigNAS): every sub-network but the largest also learns the largest's "
+                        "output, weighted W against its own loss (default 0: off)")
     t.add_argument("--data", type=Path, default=None, help="dataset (default: the embedded corpus)")
     t.add_argument("--epochs", type=POS_INT, default=TrainConfig.epochs, help="default %(default)s")
     t.add_argument("--max-steps-per-epoch", type=POS_INT, default=None)
@@ -83,6 +86,7 @@ def cmd_train(args) -> int:
         print(f"supernet over {space.name}: {len(configs)} sub-networks; KD {args.kd}; {2 + args.random} "
               f"sub-networks per step")
     res = train_supernet(configs, args.out, tcfg, teacher=teacher, scheme=args.kd, data=data, n_random=args.random,
+                         inplace_kd=args.inplace_kd,
                          progress=not args.quiet, meta={"command": "hwkd " + " ".join(sys.argv[1:]),
                                                         "space": space.as_dict()})
     last = res["history"][-1] if res["history"] else {}

@@ -108,7 +108,7 @@ class SandwichObjective:
 
     def __init__(self, supernet: Supernet, configs: list[DPDCRNConfig], teacher, scheme: str, batch_size: int,
                  segment_samples: int, n_random: int = N_RANDOM, seed: int = 0, lams: dict | None = None,
-                 **options):
+                 inplace_kd: float = 0.0, **options):
         if not configs:
             raise ValueError("a supernet needs at least one sub-network configuration")
         for c in configs:
@@ -119,6 +119,11 @@ class SandwichObjective:
         self.bottom = smallest(self.configs)
         self.n_random = n_random
         self.seed = seed
+        # in-place distillation (BigNAS): every other sub-network also learns the largest one's output (detached),
+        # weighted inplace_kd against its L_SE (the same loss, the largest's output as the reference); 0 = off
+        if not (inplace_kd >= 0 and math.isfinite(inplace_kd)):
+            raise ValueError(f"the in-place distillation weight must be 0 or more, got {inplace_kd}")
+        self.inplace_kd = float(inplace_kd)
         self.scheme = scheme
         self.teacher = teacher.eval() if teacher is not None else None
         self.teacher_enhancer = None
@@ -199,11 +204,18 @@ class SandwichObjective:
         t_taps = self._teacher_taps(batch)
         total = 0.0
         parts: dict = {}
+        top_est = None
         for role, c in zip(("max", "min") + ("rand",) * self.n_random, self.sample(step)):
             enh = Enhancer(self.supernet.sub(c))
             est, s_taps = enh(batch["noisy"], return_taps=True)
             l_se, p = se_loss(est, batch["clean"], enh.n_fft, enh.hop)
             loss = l_se
+            if role == "max":
+                top_est = est.detach()
+            elif self.inplace_kd:
+                l_in, _ = se_loss(est, top_est, enh.n_fft, enh.hop)
+                loss = loss + self.inplace_kd * l_in
+                parts[f"inplace_{role}"] = parts.get(f"inplace_{role}", 0.0) + float(l_in.detach())
             if t_taps is not None:
                 key = size_key(c)
                 l_kd, _ = self.state.distillers[key](s_taps, t_taps)
@@ -227,7 +239,7 @@ class SandwichObjective:
 def train_supernet(configs: list[DPDCRNConfig], out: str | os.PathLike, tcfg, teacher=None,
                    scheme: str = "i2srf-tfckd", data: str | Path | None = None, n_random: int = N_RANDOM,
                    lams: dict | None = None, mixing: str = "auto", meta: dict | None = None,
-                   progress: bool = True) -> dict:
+                   progress: bool = True, inplace_kd: float = 0.0) -> dict:
     """Train (or resume) the supernet over `configs` into `out` with hwkd's trainer. Writes OUT/supernet.json
     (the sub-network configurations and the largest) and OUT/kd_weight.json (λ per size key); the checkpoints
     (last.pt, best.pt) hold the largest network, which `load_supernet` turns back into the supernet."""
@@ -260,12 +272,14 @@ def train_supernet(configs: list[DPDCRNConfig], out: str | os.PathLike, tcfg, te
                                     + b"".join(t.detach().cpu().numpy().tobytes()
                                                for t in teacher.state_dict().values())).hexdigest()[:16]
     desc = {"max": top.to_dict(), "configs": [c.to_dict() for c in configs], "scheme": scheme,
-            "n_random": n_random, "seed": tcfg.seed, "teacher": teacher_id, "lams": lams}
+            "n_random": n_random, "seed": tcfg.seed, "teacher": teacher_id, "lams": lams,
+            **({"inplace_kd": inplace_kd} if inplace_kd else {})}      # recorded when on (older runs: off)
     saved_desc = run / "supernet.json"
     if saved_desc.is_file():
         old, _, _ = read_description(saved_desc)
-        if {k: old.get(k) for k in desc} != desc:
-            diff = [k for k in desc if old.get(k) != desc[k]]
+        if {k: old.get(k) for k in desc} != desc or old.get("inplace_kd", 0) != inplace_kd:
+            diff = [k for k in desc if old.get(k) != desc[k]] + (
+                ["inplace_kd"] if old.get("inplace_kd", 0) != inplace_kd else [])
             raise HwkdError(f"{run} holds a supernet of another space or recipe ({', '.join(diff)} differ)",
                             "resume with the same settings, or choose another --out")
     elif (run / "last.pt").is_file():
@@ -280,7 +294,8 @@ def train_supernet(configs: list[DPDCRNConfig], out: str | os.PathLike, tcfg, te
     torch.manual_seed(tcfg.seed)
     supernet = Supernet(top)
     obj = SandwichObjective(supernet, configs, teacher, scheme, tcfg.batch_size,
-                            int(round(tcfg.segment_s * SAMPLE_RATE)), n_random=n_random, seed=tcfg.seed, lams=lams)
+                            int(round(tcfg.segment_s * SAMPLE_RATE)), n_random=n_random, seed=tcfg.seed, lams=lams,
+                            inplace_kd=inplace_kd)
     if saved_desc.is_file() and old.get("kd_shared", []) != obj.shared:
         raise HwkdError(f"{run} holds a supernet whose distillers share {old.get('kd_shared') or 'nothing'}, "
                         f"this hwkd shares {obj.shared or 'nothing'} (its KD state does not load)",
@@ -309,7 +324,7 @@ def train_supernet(configs: list[DPDCRNConfig], out: str | os.PathLike, tcfg, te
         write_text_atomic(kd_file, json.dumps({**obj.lam_record, "scheme": scheme}, indent=1))
     info = {"data": str(data), "mixing_version": getattr(train_set, "version", None), "kd": scheme,
             "supernet": {"configs": len(configs), "max": top.to_dict(), "min": obj.bottom.to_dict(),
-                         "n_random": n_random},
+                         "n_random": n_random, "inplace_kd": inplace_kd},
             **({"kd_weight": obj.lam_record} if teacher is not None else {}), **(meta or {})}
     res = train(supernet.net, train_set, val_set, run, tcfg, objective=obj, progress=progress, meta=info)
     return {**res, **info}
