@@ -206,6 +206,7 @@ def cmd_search(args) -> int:
         print(f"pick one: hwkd pick {run.name} --max-latency-ms X --target {t['name']}")
     return 0
 
+
 def candidate_start(space: str | None, supernet: Path | None, from_scratch: bool) -> tuple[str, Path | None, str]:
     """Where a new search's candidates start: (space, supernet or None, a line saying which and why). Given
     --supernet, its space by default; else the shipped supernet when there is one and it covers the space (its
