@@ -5,6 +5,9 @@ Each (controller, seed) is a full `hwkd search` with --time-budget and no trial 
 (interleaved by seed, so machine noise hits both alike). The hypervolume is computed in (val SI-SDR, per-hop
 latency) over feasible complete trials with one reference point for all runs: the noisy input's val SI-SDR
 and the hop duration (16 ms, real time per hop). A finished run is reused when the script is rerun.
+Beside the equal-wall-clock ratio: each run's hypervolume after each evaluation (complete trials in the order
+they completed, infeasible ones included: they cost an evaluation too), and how many evaluations the first
+controller needed to reach the final hypervolume of the second on the same seed (None: never within its budget).
 
     python benchmarks/search_efficiency.py [--budget 5m] [--seeds 0,1,2] [--controllers optuna,random]
         [--supernet RUN --space wide]      (candidates scored from the supernet's weights, its defaults)
@@ -20,7 +23,7 @@ import time
 
 from hwkd.paths import hwkd_home
 from hwkd.report.search import collect
-from hwkd.search.pareto import hypervolume
+from hwkd.search.pareto import hypervolume, hypervolume_history
 from hwkd.sysinfo import LoadMeter, fingerprint
 
 from _common import save
@@ -59,6 +62,11 @@ def main():
                 settings = json.loads((run / "run.json").read_text())
                 df, attrs = collect(run, settings)
                 ok = df[(df["state"] == "COMPLETE") & (df["feasible"] == True)]  # noqa: E712
+                done_in_order = df[df["state"] == "COMPLETE"].sort_values("completed")
+                feasible = done_in_order["feasible"] == True  # noqa: E712
+                curve = hypervolume_history(
+                    done_in_order["val_si_sdr_db"].where(feasible, -1e9).to_numpy(float),  # infeasible: no area
+                    done_in_order["latency_ms"].to_numpy(float), attrs["quality_ref"], attrs["cost_ref"])
                 runs[f"{c}:{seed}"] = {
                     "controller": c, "seed": seed, "complete": int((df["state"] == "COMPLETE").sum()),
                     "failed": int((df["state"] == "FAIL").sum()), "feasible": int(len(ok)),
@@ -66,7 +74,7 @@ def main():
                     "quality_ref": attrs["quality_ref"], "cost_ref": attrs["cost_ref"],
                     "hypervolume": hypervolume(ok["val_si_sdr_db"], ok["latency_ms"], attrs["quality_ref"],
                                                attrs["cost_ref"]),
-                    "wall_s": json.loads(done.read_text())["wall_s"]}
+                    "wall_s": json.loads(done.read_text())["wall_s"], "hypervolume_by_evaluation": curve}
     q_ref = runs[f"{ctrls[0]}:{seeds[0]}"]["quality_ref"]
     assert all(abs(r["quality_ref"] - q_ref) < 1e-9 for r in runs.values()), "runs used different val sets"
     hv = {c: [runs[f"{c}:{s}"]["hypervolume"] for s in seeds] for c in ctrls}
@@ -74,12 +82,23 @@ def main():
     ratio = mean[ctrls[0]] / mean[ctrls[1]] if len(ctrls) > 1 and mean[ctrls[1]] else None
     per_seed = [runs[f"{ctrls[0]}:{s}"]["hypervolume"] / runs[f"{ctrls[1]}:{s}"]["hypervolume"]
                 if len(ctrls) > 1 and runs[f"{ctrls[1]}:{s}"]["hypervolume"] else None for s in seeds]
+    # evaluations the first controller needed to reach the second's final hypervolume, seed by seed
+    to_reach = {}
+    if len(ctrls) > 1:
+        for s in seeds:
+            goal = runs[f"{ctrls[1]}:{s}"]["hypervolume"]
+            curve = runs[f"{ctrls[0]}:{s}"]["hypervolume_by_evaluation"]
+            k = next((i + 1 for i, h in enumerate(curve) if h >= goal and goal > 0), None)
+            to_reach[s] = {"evaluations": k, f"{ctrls[1]}_evaluations": runs[f"{ctrls[1]}:{s}"]["complete"],
+                           "fraction": k / runs[f"{ctrls[1]}:{s}"]["complete"] if k else None}
     out = {"budget": a.budget, "target": a.target, "space": a.space, "supernet": a.supernet,
+           f"evaluations_for_{ctrls[0]}_to_reach_{ctrls[-1]}_final": to_reach,
            "seeds": seeds, "controllers": ctrls, "runs": runs,
            "hypervolume": hv, "hypervolume_mean": mean, f"ratio_{ctrls[0]}_over_{ctrls[-1]}": ratio,
            "ratio_per_seed": per_seed, "units": "dB x ms (val SI-SDR above noisy x per-hop latency below 16 ms)",
            "load": load.as_dict(), "machine": fingerprint()}
-    print(json.dumps({"hypervolume_mean": mean, "ratio": ratio, "per_seed": per_seed}, indent=1))
+    print(json.dumps({"hypervolume_mean": mean, "ratio": ratio, "per_seed": per_seed, "to_reach": to_reach},
+                     indent=1))
     save(a.name, out, teacher=True)
 
 
