@@ -5,7 +5,7 @@ the mono teacher from its W channel (hwkd.train.objective.check_teacher).
 
 Why shipped rather than trained on first use: its recipe (80 epochs with on-the-fly mixing) took about 16 hours of
 training on a 2-core CPU (2 data-parallel workers, across sessions; its predecessor on the static clips took 8
-minutes on an H100), far beyond the 20-minute budget of the embedded `hwkd search`; the file is 1.5 MB.
+minutes on an H100), far beyond the 15-minute budget of the embedded `hwkd search`; the file is 1.5 MB.
 Its exact recipe is `TEACHER_RECIPE` (also in README), and a test runs that recipe at tiny scale.
 """
 
