@@ -370,7 +370,7 @@ ASSET_DIR = Path(__file__).resolve().parents[1] / "assets" / "supernet"
 SUPERNET_SPACE = "wide"
 SUPERNET_ARGS = (f"--space {SUPERNET_SPACE} --epochs 14 --batch-size 8 --segment-s 2 --lr 2e-3 --random 2 "
                  "--val-pesq-clips 10")
-SUPERNET_RECIPE = (f"hwkd supernet train --threads 2 {SUPERNET_ARGS} --out RUN && python -m hwkd.train.supernet RUN")
+SUPERNET_RECIPE = (f"hwkd supernet train --threads 1 {SUPERNET_ARGS} --out RUN && python -m hwkd.train.supernet RUN")
 
 
 def shipped_supernet() -> Path | None:
