@@ -211,12 +211,15 @@ def test_supernet_training_sandwich_kd_resume_and_load(tmp_path, tiny_corpus):
         if int(self.state.steps) == 2:
             raise KeyboardInterrupt
         return real_call(self, enhancer, batch)
-    SandwichObjective.__call__ = dying
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            train_supernet(space, tmp_path / "b", _tcfg(), teacher=teacher, data=tiny_corpus, progress=False)
-    finally:
-        SandwichObjective.__call__ = real_call
+
+    def killed_in_step_3(out):
+        SandwichObjective.__call__ = dying
+        try:
+            with pytest.raises(KeyboardInterrupt):
+                train_supernet(space, out, _tcfg(), teacher=teacher, data=tiny_corpus, progress=False)
+        finally:
+            SandwichObjective.__call__ = real_call
+    killed_in_step_3(tmp_path / "b")
     train_supernet(space, tmp_path / "b", _tcfg(), teacher=teacher, data=tiny_corpus, progress=False)
     a, _ = load_supernet(tmp_path / "a", "last")
     b, _ = load_supernet(tmp_path / "b", "last")
@@ -224,12 +227,7 @@ def test_supernet_training_sandwich_kd_resume_and_load(tmp_path, tiny_corpus):
         assert torch.allclose(x, y, atol=1e-6), k
     # the same from training/save.sh's portable copy (Adam's moments in bfloat16): smaller, and it resumes
     from hwkd.models.checkpoint import portable_checkpoint
-    SandwichObjective.__call__ = dying
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            train_supernet(space, tmp_path / "c", _tcfg(), teacher=teacher, data=tiny_corpus, progress=False)
-    finally:
-        SandwichObjective.__call__ = real_call
+    killed_in_step_3(tmp_path / "c")
     full = tmp_path / "c" / "last.pt"
     portable_checkpoint(full, tmp_path / "p.pt")
     assert (tmp_path / "p.pt").stat().st_size < 0.85 * full.stat().st_size      # 2.0 vs 2.6 MB here
@@ -326,7 +324,8 @@ def test_in_place_distillation_adds_the_largest_output_as_a_reference_for_the_ot
         assert ("inplace_min" in parts and "inplace_rand" in parts and "inplace_max" not in parts) == (w > 0)
     # the same sub-networks (step 0): one more term for each but the largest, in the mean over the 4
     extra = 0.5 * (parts["inplace_min"] + 2 * parts["inplace_rand"]) / 4
-    assert float(losses[0.5].detach()) - float(losses[0.0].detach()) == pytest.approx(extra, rel=1e-4, abs=1e-5) and extra != 0
+    gained = float(losses[0.5].detach()) - float(losses[0.0].detach())
+    assert gained == pytest.approx(extra, rel=1e-4, abs=1e-5) and extra != 0
     losses[0.5].backward()
     assert all(p.grad is None or torch.isfinite(p.grad).all() for p in sn.parameters())
     with pytest.raises(ValueError, match="in-place"):

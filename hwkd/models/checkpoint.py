@@ -19,10 +19,14 @@ VERSION = 1
 
 def save_checkpoint(path: str | os.PathLike, model: DPDCRN, **extra) -> None:
     """Atomic write: {format, version, model: {family, config}, state_dict, **extra}."""
+    _save_atomic({"format": FORMAT, "version": VERSION,
+                  "model": {"family": "dpdcrn", "config": model.cfg.to_dict()},
+                  "state_dict": model.state_dict(), **extra}, path)
+
+
+def _save_atomic(payload: dict, path: str | os.PathLike) -> None:
+    """torch.save to a temporary file beside `path`, then renamed over it (a reader never sees half a file)."""
     from hwkd.audio.io import atomic_target, publish
-    payload = {"format": FORMAT, "version": VERSION,
-               "model": {"family": "dpdcrn", "config": model.cfg.to_dict()},
-               "state_dict": model.state_dict(), **extra}
     p, tmp = atomic_target(path, ".pt")
     try:
         torch.save(payload, tmp)
@@ -94,17 +98,10 @@ def portable_checkpoint(src: str | os.PathLike, dst: str | os.PathLike) -> None:
     optimizer's moment estimates stored in bfloat16 (half their bytes). A resume reads them back as the
     parameters' dtype (torch's Optimizer.load_state_dict casts them): the weights, the objective's state, the
     step count and the schedule resume exactly, Adam's running averages to bfloat16's precision (8 bits, ~0.4 %)."""
-    from hwkd.audio.io import atomic_target, publish
     ck = read_checkpoint(src)
     opt = (ck.get("train") or {}).get("optimizer") or {}
     for state in opt.get("state", {}).values():
         for k, v in state.items():
             if k != "step" and torch.is_tensor(v) and v.is_floating_point() and v.dim() > 0:
                 state[k] = v.to(torch.bfloat16)
-    p, tmp = atomic_target(dst, ".pt")
-    try:
-        torch.save(ck, tmp)
-        publish(tmp, p)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    _save_atomic(ck, dst)
