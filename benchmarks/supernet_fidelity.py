@@ -55,7 +55,7 @@ def stratified(configs: list, n: int, seed: int) -> list:
 
 def val_score(run: Path) -> dict:
     last = [json.loads(x) for x in (run / "history.jsonl").read_text().splitlines()][-1]
-    return {"val_si_sdr_db": last["val_si_sdr_db"], "val_pesq_wb": last.get("val_pesq_wb")}
+    return {"val_si_sdr_db": last["val_si_sdr_db"], "val_pesq_wb": last.get("val_pesq_wb"), "steps": last["steps"]}
 
 
 def main():
@@ -104,7 +104,7 @@ def main():
                 continue
             run = a.out / key / mode
             tcfg = TrainConfig(epochs=1, batch_size=a.batch, lr=lr, segment_s=a.segment_s, threads=a.threads,
-                               max_steps_per_epoch=max(1, steps), val_pesq_clips=5, ckpt_every=25, seed=a.seed)
+                               val_pesq_clips=5, ckpt_every=25, seed=a.seed)
             with LoadMeter() as load:
                 if mode == "inherited" and steps == 0:
                     from hwkd.data.datasets import SpeechPairs
@@ -118,9 +118,10 @@ def main():
                     v = validate(Enhancer(m.eval()), val, 5, "cpu")
                     score = {"val_si_sdr_db": v["val_si_sdr_db"], "val_pesq_wb": v["val_pesq_wb"]}
                 else:
-                    train_model(cfg, run, tcfg, kd=KDSpec(a.kd, teacher), init=init, progress=False,
+                    train_model(cfg, run, tcfg, kd=KDSpec(a.kd, teacher), init=init, progress=False, steps=steps,
                                 meta={"command": f"benchmarks/supernet_fidelity.py {key} {mode}"})
                     score = val_score(run)
+                    steps = score.pop("steps")                # as trained: the budget in whole epochs
             row[mode] = {**score, "steps": steps, "load": load.as_dict()}
             print(f"{key} {mode}: val SI-SDR {score['val_si_sdr_db']:.2f} dB after {steps} steps")
             if mode == "standalone":

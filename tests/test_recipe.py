@@ -486,3 +486,19 @@ def test_a_user_error_in_a_loader_process_keeps_its_one_line():
     with pytest.raises(HwkdError) as e:
         next(got)
     assert str(e.value) == "clip 3 cannot be read — rebuild the corpus"
+
+
+def test_a_step_budget_larger_than_one_pass_is_trained_in_full(tiny_corpus, tmp_path):
+    """A budget of N steps is N steps (in whole equal epochs), not silently one pass over the training set."""
+    from hwkd.train.recipe import plan_steps, train_model
+    assert plan_steps(400, 150) == {"epochs": 3, "max_steps_per_epoch": 134}          # 402: at least the budget
+    assert plan_steps(40, 600) == {"epochs": 1, "max_steps_per_epoch": 40}            # within a pass: as before
+    assert plan_steps(150, 150) == {"epochs": 1, "max_steps_per_epoch": 150}
+    for bad in (0, -3, 2.5):
+        with pytest.raises(ValueError, match="step budget"):
+            plan_steps(bad, 10)
+    tcfg = TrainConfig(epochs=1, batch_size=8, segment_s=1.0, val_clips=1, val_pesq_clips=0, ckpt_every=0)
+    res = train_model(create_model(TINY).cfg, tmp_path / "r", tcfg, data=tiny_corpus, mixing="off",
+                      progress=False, steps=12)
+    per_pass = 40 // 8                                 # 40 one-second clips, static pairs: 5 batches of 8
+    assert len(res["history"]) == 3 and res["history"][-1]["steps"] == 12 >= 12 > per_pass

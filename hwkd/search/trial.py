@@ -139,16 +139,17 @@ def _train(cfg, init: dict | None, spec: dict, tdir: Path, t0: float, lr: float,
     from hwkd.train.trainer import TrainConfig
     rung = spec["rung"]
     tcfg = TrainConfig(epochs=1, batch_size=spec["batch_size"], lr=lr, seed=spec["seed"],
-                       segment_s=spec["segment_s"], max_steps_per_epoch=spec["steps"],
-                       val_pesq_clips=spec["val_pesq_clips"], val_clips=spec.get("val_clips"), ckpt_every=25)
+                       segment_s=spec["segment_s"], val_pesq_clips=spec["val_pesq_clips"],
+                       val_clips=spec.get("val_clips"), ckpt_every=25)
     teacher = None
     if uses_teacher(spec["kd"]):
         teacher, _ = load_model(spec["teacher"])
     res = train_model(cfg, tdir / f"rung{rung}", tcfg, data=spec["data"], kd=KDSpec(spec["kd"], teacher, lam),
-                      init=init, progress=True, mix_version=spec.get("mixing_version"),
+                      init=init, progress=True, mix_version=spec.get("mixing_version"), steps=spec["steps"],
                       meta={"command": f"hwkd search trial {tdir.name} rung {rung}"})
     last = res["history"][-1]
-    return RungResult(rung=rung, steps=spec["steps"], total_steps=spec["steps"] + spec.get("steps_before", 0),
+    steps = int(last.get("steps", spec["steps"]))         # the budget, or a little more (whole epochs)
+    return RungResult(rung=rung, steps=steps, total_steps=steps + spec.get("steps_before", 0),
                       val_si_sdr_db=float(last["val_si_sdr_db"]), val_pesq_wb=last.get("val_pesq_wb"),
                       val_clips=last.get("val_clips"), val_pesq_clips=last.get("val_pesq_clips"),
                       train_s=round(time.perf_counter() - t0, 2), kd_lambda=res.get("kd_weight", {}).get("lam"),

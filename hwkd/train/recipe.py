@@ -161,12 +161,28 @@ def make_objective(model: DPDCRN, kd: KDSpec, cfg: TrainConfig, train_set, run: 
     return obj
 
 
+def plan_steps(steps: int, per_epoch: int) -> dict:
+    """A budget of `steps` optimizer steps as the trainer's epochs and per-epoch cap: the fewest epochs of at most
+    one pass over the training set (`per_epoch` batches) each, equal in length, together at least `steps` (at
+    most epochs - 1 more). An epoch cap alone silently stopped a budget at one pass (150 steps of batch 8 over
+    the default corpus's 2-s segments), whatever was asked."""
+    if not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"a step budget is a whole number of 1 or more, got {steps!r}")
+    if per_epoch < 1:
+        raise ValueError(f"the training set holds {per_epoch} batches: fewer than one")
+    epochs = -(-steps // per_epoch)
+    return {"epochs": epochs, "max_steps_per_epoch": -(-steps // epochs)}
+
+
 def train_model(cfg: DPDCRNConfig, out: str | os.PathLike, tcfg: TrainConfig, data: str | Path | None = None,
                 kd: KDSpec | None = None, init: str | Path | dict | None = None, train_split: str = "train",
                 val_split: str = "val", mixing: str = "auto", meta: dict | None = None,
-                progress: bool = True, mix_version: int | None = None) -> dict:
+                progress: bool = True, mix_version: int | None = None, steps: int | None = None) -> dict:
     """Train (or resume) one network into `out`; returns the trainer's summary plus the data and λ used.
-    `mix_version`: the on-the-fly mixing version of a new run (hwkd.data.mixing; default the current one)."""
+    `mix_version`: the on-the-fly mixing version of a new run (hwkd.data.mixing; default the current one).
+    `steps`: a budget of optimizer steps, in place of tcfg's epochs and per-epoch cap (see plan_steps)."""
+    from dataclasses import replace
+
     from hwkd.data.datasets import SpeechPairs
     check_budget(tcfg)
     kd = kd or KDSpec()
@@ -175,6 +191,8 @@ def train_model(cfg: DPDCRNConfig, out: str | os.PathLike, tcfg: TrainConfig, da
         data = default_dataset(cfg.in_channels, progress=progress)
     mix_version = mix_version_of(out, mix_version)
     train_set = training_set(data, train_split, tcfg.segment_s, cfg.in_channels, tcfg.seed, mixing, mix_version)
+    if steps is not None:
+        tcfg = replace(tcfg, **plan_steps(steps, len(train_set) // tcfg.batch_size))
     val_set = SpeechPairs(data, split=val_split, mode="utterance", channels=cfg.in_channels, limit=tcfg.val_clips)
     torch.manual_seed(tcfg.seed)
     model = DPDCRN(cfg)
