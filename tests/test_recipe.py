@@ -488,7 +488,7 @@ def test_a_user_error_in_a_loader_process_keeps_its_one_line():
     assert str(e.value) == "clip 3 cannot be read — rebuild the corpus"
 
 
-def test_a_step_budget_larger_than_one_pass_is_trained_in_full(tiny_corpus, tmp_path):
+def test_a_step_budget_larger_than_one_pass_is_trained_in_full(tiny_corpus, tmp_path, capsys):
     """A budget of N steps is N steps (in whole equal epochs), not silently one pass over the training set."""
     from hwkd.train.recipe import plan_steps, train_model
     assert plan_steps(400, 150) == {"epochs": 3, "max_steps_per_epoch": 134}          # 402: at least the budget
@@ -502,3 +502,8 @@ def test_a_step_budget_larger_than_one_pass_is_trained_in_full(tiny_corpus, tmp_
                       progress=False, steps=12)
     per_pass = 40 // 8                                 # 40 one-second clips, static pairs: 5 batches of 8
     assert len(res["history"]) == 3 and res["history"][-1]["steps"] == 12 >= 12 > per_pass
+    # a per-epoch cap beyond one pass adds nothing, and says so
+    from dataclasses import replace
+    train_model(create_model(TINY).cfg, tmp_path / "cap", replace(tcfg, max_steps_per_epoch=50), data=tiny_corpus,
+                mixing="off", progress=False)
+    assert "the cap of 50 per epoch does not add steps" in capsys.readouterr().err

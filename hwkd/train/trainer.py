@@ -225,6 +225,11 @@ def train(model: DPDCRN, train_set: SpeechPairs, val_set: SpeechPairs, run_dir: 
     opt = torch.optim.Adam(params, lr=cfg.lr)
     steps_per_epoch = len(train_set) // cfg.batch_size
     if cfg.max_steps_per_epoch:
+        if cfg.max_steps_per_epoch > steps_per_epoch > 0 and lead:   # a cap is "at most": said, not hidden
+            import sys
+            print(f"hwkd train: an epoch is one pass over the training set, {steps_per_epoch} steps of "
+                  f"{cfg.batch_size}; the cap of {cfg.max_steps_per_epoch} per epoch does not add steps (a budget "
+                  f"of steps: more epochs, or recipe.train_model(steps=N))", file=sys.stderr)
         steps_per_epoch = min(steps_per_epoch, cfg.max_steps_per_epoch)
     if steps_per_epoch == 0:
         raise HwkdError(f"the training set has {len(train_set)} segments, fewer than one batch of {cfg.batch_size}",
