@@ -211,8 +211,13 @@ def candidate_start(space: str | None, supernet: Path | None, from_scratch: bool
     """Where a new search's candidates start: (space, supernet or None, a line saying which and why). Given
     --supernet, its space by default; else the shipped supernet when there is one and it covers the space (its
     own space by default); else from scratch over the default space."""
-    from hwkd.search.space import load_space
-    from hwkd.train.supernet import covers, shipped_supernet, supernet_space
+    from hwkd.search.space import list_spaces, load_space
+    from hwkd.train.supernet import covers, shipped_supernet
+    from hwkd.train.supernet import supernet_space as recorded_space
+
+    def supernet_space(run):            # its space, when it is one of search_spaces/ (a YAML elsewhere: not known)
+        name = recorded_space(run)
+        return name if name in list_spaces() else None
     if from_scratch and supernet is not None:
         raise HwkdError("--supernet and --from-scratch contradict each other", "give one of them")
     if from_scratch:

@@ -386,15 +386,14 @@ def covers(run: str | os.PathLike, configs: list[DPDCRNConfig]) -> DPDCRNConfig 
 
 
 def supernet_space(run: str | os.PathLike) -> str | None:
-    """The space a supernet was trained over, when `hwkd supernet train` recorded it by a name in search_spaces/
-    (None otherwise: a space from a YAML file elsewhere, or a folder that is not a supernet)."""
+    """The name of the space a supernet was trained over, as `hwkd supernet train` recorded it (None: not
+    recorded, or a folder that is not a supernet). A space from a YAML file elsewhere has a name that no
+    search_spaces/ file has: the caller checks."""
     from hwkd.models.checkpoint import read_checkpoint
-    from hwkd.search.space import list_spaces
     if not (Path(run) / "best.pt").is_file():
         return None
     space = (read_checkpoint(Path(run) / "best.pt").get("meta") or {}).get("space")
-    name = space.get("name") if isinstance(space, dict) else None
-    return name if name in list_spaces() else None
+    return space.get("name") if isinstance(space, dict) else None
 
 
 def install_supernet(run: str | os.PathLike, dst: str | os.PathLike | None = None) -> Path:
