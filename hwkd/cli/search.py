@@ -212,7 +212,7 @@ def candidate_start(space: str | None, supernet: Path | None, from_scratch: bool
     --supernet, its space by default; else the shipped supernet when there is one and it covers the space (its
     own space by default); else from scratch over the default space."""
     from hwkd.search.space import list_spaces, load_space
-    from hwkd.train.supernet import covers, shipped_supernet
+    from hwkd.train.supernet import read_description, shipped_supernet, uncovered
     from hwkd.train.supernet import supernet_space as recorded_space
 
     def supernet_space(run):            # its space, when it is one of search_spaces/ (a YAML elsewhere: not known)
@@ -228,7 +228,7 @@ def candidate_start(space: str | None, supernet: Path | None, from_scratch: bool
     if shipped is None:
         return space or SC.space, None, "trained from scratch (no supernet is shipped with this hwkd)"
     space = space or supernet_space(shipped) or SC.space
-    missing = covers(shipped, load_space(space).configs())
+    missing = uncovered(read_description(shipped / "supernet.json")[2], load_space(space).configs())
     if missing is not None:
         return space, None, (f"trained from scratch: the shipped supernet does not cover space {space} (e.g. "
                              f"channels {missing.channels}, layers {missing.layers}, depth {missing.depth}, "

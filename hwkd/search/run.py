@@ -205,17 +205,16 @@ class Search:
         """Every candidate of the space must be a sub-network of the supernet (one line naming the first that
         is not)."""
         from hwkd.models.supernet import SLICED
-        from hwkd.train.supernet import load_supernet
+        from hwkd.train.supernet import load_supernet, uncovered
         sc.supernet = str(Path(sc.supernet).resolve())
         _, trained = load_supernet(sc.supernet)
-        trained = set(trained)
-        for cfg in self.space.configs():
-            if cfg not in trained:
-                what = ", ".join(f"{f} {getattr(cfg, f)}" for f in SLICED)
-                raise HwkdError(f"search space {self.space.name} has a candidate the supernet {sc.supernet} was not "
-                                f"trained on ({what})",
-                                "use the space the supernet was trained on (its supernet.json) or a part of it, "
-                                "or drop --supernet")
+        cfg = uncovered(trained, self.space.configs())
+        if cfg is not None:
+            what = ", ".join(f"{f} {getattr(cfg, f)}" for f in SLICED)
+            raise HwkdError(f"search space {self.space.name} has a candidate the supernet {sc.supernet} was not "
+                            f"trained on ({what})",
+                            "use the space the supernet was trained on (its supernet.json) or a part of it, "
+                            "or drop --supernet")
 
     def _create_study(self, sampler, settings: dict) -> None:
         """Creates the study or joins it (the settings stored in it must equal this worker's)."""

@@ -378,9 +378,8 @@ def shipped_supernet() -> Path | None:
     return ASSET_DIR if (ASSET_DIR / "supernet.json").is_file() and (ASSET_DIR / "best.pt").is_file() else None
 
 
-def covers(run: str | os.PathLike, configs: list[DPDCRNConfig]) -> DPDCRNConfig | None:
-    """The first of `configs` the supernet in `run` was not trained on (None: it covers them all)."""
-    _, _, trained = read_description(Path(run) / "supernet.json")
+def uncovered(trained: list[DPDCRNConfig], configs: list[DPDCRNConfig]) -> DPDCRNConfig | None:
+    """The first of `configs` that is not among a supernet's `trained` sub-networks (None: it covers them all)."""
     trained = set(trained)
     return next((c for c in configs if c not in trained), None)
 
