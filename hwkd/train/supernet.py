@@ -272,14 +272,13 @@ def train_supernet(configs: list[DPDCRNConfig], out: str | os.PathLike, tcfg, te
                                     + b"".join(t.detach().cpu().numpy().tobytes()
                                                for t in teacher.state_dict().values())).hexdigest()[:16]
     desc = {"max": top.to_dict(), "configs": [c.to_dict() for c in configs], "scheme": scheme,
-            "n_random": n_random, "seed": tcfg.seed, "teacher": teacher_id, "lams": lams,
-            **({"inplace_kd": inplace_kd} if inplace_kd else {})}      # recorded when on (older runs: off)
+            "n_random": n_random, "seed": tcfg.seed, "teacher": teacher_id, "lams": lams, "inplace_kd": inplace_kd}
     saved_desc = run / "supernet.json"
     if saved_desc.is_file():
         old, _, _ = read_description(saved_desc)
-        if {k: old.get(k) for k in desc} != desc or old.get("inplace_kd", 0) != inplace_kd:
-            diff = [k for k in desc if old.get(k) != desc[k]] + (
-                ["inplace_kd"] if old.get("inplace_kd", 0) != inplace_kd else [])
+        old = {"inplace_kd": 0.0, **old}                  # written before in-place distillation existed: off
+        if {k: old.get(k) for k in desc} != desc:
+            diff = [k for k in desc if old.get(k) != desc[k]]
             raise HwkdError(f"{run} holds a supernet of another space or recipe ({', '.join(diff)} differ)",
                             "resume with the same settings, or choose another --out")
     elif (run / "last.pt").is_file():
