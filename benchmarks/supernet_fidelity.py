@@ -22,6 +22,7 @@ while the supernet still trains.
 
 import argparse
 import json
+import os
 import random
 from pathlib import Path
 
@@ -42,9 +43,26 @@ from hwkd.train.trainer import TrainConfig
 from _common import RESULTS, save
 
 
+def macs_of(configs: list) -> dict:
+    """MAC/s by candidate key, counted once per machine: kept in $HWKD_HOME/cache/macs.json (counting the 1,440
+    candidates of `wide` takes minutes; the count depends on the config alone)."""
+    path = hwkd_home() / "cache" / "macs.json"
+    known = json.loads(path.read_text()) if path.is_file() else {}
+    missing = [c for c in configs if candidate_key(c) not in known]
+    for c in missing:
+        known[candidate_key(c)] = macs(DPDCRN(c))["macs_per_s"]
+    if missing:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(known))
+        tmp.replace(path)
+    return {candidate_key(c): known[candidate_key(c)] for c in configs}
+
+
 def stratified(configs: list, n: int, seed: int) -> list:
     """The smallest and largest by MACs, and n - 2 more, one from each of n - 2 equal-count MAC bins."""
-    sized = sorted(configs, key=lambda c: macs(DPDCRN(c))["macs_per_s"])
+    size = macs_of(configs)
+    sized = sorted(configs, key=lambda c: size[candidate_key(c)])
     if n >= len(sized):
         return sized
     rng = random.Random(seed)

@@ -419,6 +419,31 @@ def test_a_worker_failed_as_stale_while_it_ran_keeps_its_finished_result(tmp_pat
     assert s.recover() == 0         # the candidate has a finished trial: the failed one is not retried
 
 
+def test_promotions_stop_while_they_have_taken_more_than_their_share_of_the_trials_time(tmp_path):
+    """--promote-share F: a front member is promoted only while promotions (rung1_s) have taken at most F of the
+    finished trials' time (trial_s, infeasible trials included); without it, every front member is."""
+    import optuna
+
+    from hwkd.search.run import Search, SearchConfig
+    from hwkd.search.trial import TrialRecord
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(directions=["maximize", "minimize", "minimize"])
+    for i, (t, r1, feasible) in enumerate([(10.0, None, True), (40.0, 30.0, True), (10.0, None, False)]):
+        study.add_trial(optuna.trial.create_trial(values=[8.0 + i, 1.0 + i, 0.1], user_attrs={
+            "rung0_si_sdr_db": 8.0 + i, "latency_ms": 1.0 + i, "trial_s": t, "rung1_s": r1, "feasible": feasible}))
+    s = Search.__new__(Search)
+    s.study = study
+    best = TrialRecord(val_si_sdr_db=20.0, latency_ms=0.5)          # on the front: dominates every trial
+    s.sc = SearchConfig(promote_steps=20, promote_after=2)
+    assert s._promote(99, best)
+    s.sc.promote_share = 0.5                                          # 30 s of 60: at the share, still promotes
+    assert s._promote(99, best)
+    s.sc.promote_share = 0.4                                          # over it
+    assert not s._promote(99, best)
+    s.sc.promote_share = None
+    assert not s._promote(99, TrialRecord(val_si_sdr_db=1.0, latency_ms=9.0))     # off the front
+
+
 def _gone(pid: int) -> bool:
     """The process has ended (a zombie nobody reaped counts as ended: it runs nothing)."""
     try:

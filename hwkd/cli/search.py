@@ -54,6 +54,10 @@ def register(sub) -> None:
     s.add_argument("--promote-after", type=int, default=None,
                    help=f"finished trials before any promotion (default {SC.promote_after}; with --supernet "
                         f"{SUPERNET_DEFAULTS['promote_after']})")
+    s.add_argument("--promote-share", type=float, default=None, metavar="F",
+                   help="promote only while promotions have taken at most this share (0-1] of the finished "
+                        "trials' time (default: no cap; with --supernet "
+                        f"{SUPERNET_DEFAULTS['promote_share']}, so the budget still scores many candidates)")
     s.add_argument("--batch-size", type=int, default=None, help=f"default {SC.batch_size}")
     s.add_argument("--val-pesq-clips", type=int, default=None,
                    help=f"val clips scored with PESQ per trial (default {SC.val_pesq_clips})")
@@ -153,8 +157,8 @@ def cmd_search(args) -> int:
                           supernet=str(supernet) if supernet else None,
                           data=str(args.data) if args.data else None, trial_timeout_s=args.trial_timeout,
                           **{k: getattr(args, k) if getattr(args, k) is not None else getattr(defaults, k)
-                             for k in ("trials", "steps", "promote_steps", "promote_after", "batch_size", "segment_s",
-                                       "val_pesq_clips", "val_clips")},
+                             for k in ("trials", "steps", "promote_steps", "promote_after", "promote_share",
+                                       "batch_size", "segment_s", "val_pesq_clips", "val_clips")},
                           time_budget_s=args.time_budget if args.time_budget is not None else defaults.time_budget_s)
         check_search_budget(sc)
         check_name_free(run, name, storage)
@@ -243,7 +247,8 @@ SOURCE_STORE = "the re-targeted run's store"
 # flags whose value a run fixes (flag attribute, SearchConfig field); a resumed or re-targeted run keeps its own
 RUN_FIXED = (("space", "space"), ("kd", "kd"), ("lam", "lam"), ("controller", "controller"), ("seed", "seed"),
              ("steps", "steps"), ("promote_steps", "promote_steps"), ("promote_after", "promote_after"),
-             ("batch_size", "batch_size"), ("segment_s", "segment_s"), ("val_pesq_clips", "val_pesq_clips"),
+             ("promote_share", "promote_share"), ("batch_size", "batch_size"), ("segment_s", "segment_s"),
+             ("val_pesq_clips", "val_pesq_clips"),
              ("val_clips", "val_clips"), ("teacher", "teacher"), ("supernet", "supernet"))
 # ... and, for a resumed run only, its target (--like takes these anew)
 TARGET_FIXED = (("target", "target"), ("runtime", "runtime"), ("threads", "threads"),

@@ -8,7 +8,7 @@ from dataclasses import dataclass, fields
 # the front's members fine-tuned a little once the front has settled, the time budget the only limit, and a
 # fixed val subset (every rung, the noisy reference too) that keeps one candidate to seconds
 SUPERNET_VAL_CLIPS = 25
-SUPERNET_DEFAULTS = {"steps": 0, "promote_steps": 20, "promote_after": 30, "trials": None,
+SUPERNET_DEFAULTS = {"steps": 0, "promote_steps": 20, "promote_after": 30, "promote_share": 0.5, "trials": None,
                      "val_clips": SUPERNET_VAL_CLIPS}
 
 
@@ -27,6 +27,9 @@ class SearchConfig:
     steps: int = 40                       # rung 0: training steps of the short distillation
     promote_steps: int = 60               # rung 1: further steps for promising candidates (0 = one fidelity)
     promote_after: int = 3                # finished trials before any promotion
+    promote_share: float | None = None    # promotions only while their wall time is at most this share of all
+                                          # finished trials' (None: no cap); with a supernet a fine-tune costs
+                                          # ~20 inherited scorings, and uncapped they ate ~2/3 of the budget
     batch_size: int = 4
     segment_s: float = 1.0
     lr: float = 3e-3

@@ -75,6 +75,9 @@ def check_search_budget(sc: SearchConfig) -> None:
                      (sc.promote_after >= 0, f"--promote-after {sc.promote_after}")):
         if not ok:
             raise HwkdError(f"{flag}: impossible training budget", "give a positive value (see hwkd search --help)")
+    if sc.promote_share is not None and not 0 < sc.promote_share <= 1:
+        raise HwkdError(f"--promote-share {sc.promote_share}: not a share of the trials' time",
+                        "give a number above 0 and at most 1, e.g. 0.5")
     from hwkd.train.recipe import check_lam
     check_lam(sc.lam)
     check_budget(TrainConfig(batch_size=sc.batch_size, lr=sc.lr, segment_s=sc.segment_s, val_clips=sc.val_clips,
@@ -487,10 +490,14 @@ class Search:
         from hwkd.search.pareto import front_mask
         if not self.sc.promote_steps:
             return False
-        done = [t for t in self.trials() if t.state == TrialState.COMPLETE and t.number != number
-                and t.user_attrs.get("feasible", True)]
+        finished = [t for t in self.trials() if t.state == TrialState.COMPLETE and t.number != number]
+        done = [t for t in finished if t.user_attrs.get("feasible", True)]
         if len(done) + 1 < self.sc.promote_after or r0.constraint > 0:
             return False
+        if self.sc.promote_share is not None:      # the share of all finished trials' time spent promoting
+            spent = sum(t.user_attrs.get("rung1_s") or 0.0 for t in finished)
+            if spent > self.sc.promote_share * sum(t.user_attrs.get("trial_s") or 0.0 for t in finished):
+                return False
         q = [t.user_attrs["rung0_si_sdr_db"] for t in done] + [r0.val_si_sdr_db]
         c = [t.user_attrs["latency_ms"] for t in done] + [r0.latency_ms]
         return bool(front_mask(q, c)[-1])
@@ -610,8 +617,10 @@ class Search:
                                 constraint=self.constraint(r0.latency_ms, r0.hop_ms),
                                 near_limit=near_limit(r0.latency_lo_ms, r0.latency_hi_ms, self.limits(r0.hop_ms)))
             if self._promote(trial.number, final):
+                t1 = time.perf_counter()
                 r1, err = self._child(tdir, {**spec, "rung": 1, "steps": self.sc.promote_steps,
                                              "steps_before": self.sc.steps})
+                final.rung1_s = round(time.perf_counter() - t1, 2)
                 if err:       # the rung-0 result stands; the failure is recorded
                     final.rung1_error = err
                 else:         # the quality of the last rung trained

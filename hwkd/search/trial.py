@@ -81,6 +81,7 @@ class TrialRecord(RungResult):
     feasible: bool = True
     score: float | None = None                # the scalar score single-objective controllers are told
     trial_s: float | None = None
+    rung1_s: float | None = None              # wall time of the promotion (rung 1), when there was one
     checkpoint: str | None = None
     rung1_error: str | None = None
 
