@@ -20,5 +20,11 @@ def save(name: str, data: dict, teacher=None) -> Path:
     return out
 
 
+def val_score(run: Path) -> dict:
+    """A training run's last validation (its history.jsonl): val SI-SDR, PESQ-WB and the steps trained."""
+    last = [json.loads(x) for x in (run / "history.jsonl").read_text().splitlines()][-1]
+    return {"val_si_sdr_db": last["val_si_sdr_db"], "val_pesq_wb": last.get("val_pesq_wb"), "steps": last["steps"]}
+
+
 def median(xs):
     return statistics.median(xs)

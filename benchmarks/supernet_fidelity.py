@@ -40,7 +40,7 @@ from hwkd.train.recipe import KDSpec, train_model
 from hwkd.train.supernet import load_supernet
 from hwkd.train.trainer import TrainConfig
 
-from _common import RESULTS, save
+from _common import RESULTS, save, val_score
 
 
 def macs_of(configs: list) -> dict:
@@ -69,11 +69,6 @@ def stratified(configs: list, n: int, seed: int) -> list:
     inner = sized[1:-1]
     bins = [inner[i * len(inner) // (n - 2):(i + 1) * len(inner) // (n - 2)] for i in range(n - 2)]
     return [sized[0]] + [rng.choice(b) for b in bins if b] + [sized[-1]]
-
-
-def val_score(run: Path) -> dict:
-    last = [json.loads(x) for x in (run / "history.jsonl").read_text().splitlines()][-1]
-    return {"val_si_sdr_db": last["val_si_sdr_db"], "val_pesq_wb": last.get("val_pesq_wb"), "steps": last["steps"]}
 
 
 def main():
