@@ -30,7 +30,7 @@ from scipy import stats
 
 from hwkd.hw.cost import macs
 from hwkd.kd import uses_teacher
-from hwkd.models.checkpoint import load_model
+from hwkd.models.checkpoint import load_model, read_checkpoint
 from hwkd.models.dpdcrn import DPDCRN
 from hwkd.models.teacher import embedded_teacher_path, teacher_sha256
 from hwkd.paths import hwkd_home
@@ -93,9 +93,11 @@ def main():
         raise SystemExit("give --supernet RUN (the whole benchmark) or --space NAME (its standalone runs alone)")
     if a.supernet is not None:
         sn, configs = load_supernet(a.supernet)
+        best = read_checkpoint(a.supernet / "best.pt")["train"]["history"][-1]     # the weights inherited
+        trained_for = {"supernet_epoch": best["epoch"], "supernet_steps": best["steps"]}
     else:
         from hwkd.search.space import load_space
-        sn, configs = None, load_space(a.space).configs()
+        sn, configs, trained_for = None, load_space(a.space).configs(), {}
     teacher = load_model(embedded_teacher_path())[0] if uses_teacher(a.kd) else None
     cache_file = RESULTS / "supernet_fidelity_standalone.json"
     cache = json.loads(cache_file.read_text()) if cache_file.is_file() else {}
@@ -115,7 +117,9 @@ def main():
                 row[mode] = {**kept["result"], "reused_from": str(cache_file.name)}
                 print(f"{key} {mode}: val SI-SDR {kept['result']['val_si_sdr_db']:.2f} dB (kept)")
                 continue
-            run = a.out / key / mode
+            # inherited runs are kept per supernet state (its best.pt's step): a rerun on a supernet trained further
+            # must not reuse fine-tunes of older weights
+            run = a.out / key / (mode if mode == "standalone" else f"{mode}-step{trained_for['supernet_steps']}")
             tcfg = TrainConfig(epochs=1, batch_size=a.batch, lr=lr, segment_s=a.segment_s, threads=a.threads,
                                val_pesq_clips=5, ckpt_every=25, seed=a.seed)
             with LoadMeter() as load:
@@ -147,8 +151,8 @@ def main():
         inh = [r["inherited"]["val_si_sdr_db"] for r in rows]
         alone = [r["standalone"]["val_si_sdr_db"] for r in rows]
         size = [r["macs_per_s"] for r in rows]
-        res = {"machine": fingerprint(), "supernet": str(a.supernet), "settings": vars(a) | {"out": str(a.out),
-               "supernet": str(a.supernet)}, "rows": rows}
+        res = {"machine": fingerprint(), "supernet": str(a.supernet), **trained_for,
+               "settings": vars(a) | {"out": str(a.out), "supernet": str(a.supernet)}, "rows": rows}
         if len(rows) >= 3:
             res.update({
                 "mean_gap_db": sum(s - i for s, i in zip(alone, inh)) / len(rows),
