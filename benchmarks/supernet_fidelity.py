@@ -22,12 +22,12 @@ while the supernet still trains.
 
 import argparse
 import json
-import os
 import random
 from pathlib import Path
 
 from scipy import stats
 
+from hwkd.audio.io import write_text_atomic
 from hwkd.hw.cost import macs
 from hwkd.kd import uses_teacher
 from hwkd.models.checkpoint import load_model, read_checkpoint
@@ -53,9 +53,7 @@ def macs_of(configs: list) -> dict:
         known[candidate_key(c)] = macs(DPDCRN(c))["macs_per_s"]
     if missing:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(known))
-        tmp.replace(path)
+        write_text_atomic(path, json.dumps(known))
     return {candidate_key(c): known[candidate_key(c)] for c in configs}
 
 
@@ -107,7 +105,7 @@ def main():
     rows = []
     for cfg in picks:
         key = candidate_key(cfg)
-        row = {"config": cfg.to_dict(), "key": key, "macs_per_s": macs(DPDCRN(cfg))["macs_per_s"]}
+        row = {"config": cfg.to_dict(), "key": key, "macs_per_s": macs_of([cfg])[key]}
         modes = [("standalone", a.standalone, None, a.lr)]
         if sn is not None:
             modes.insert(0, ("inherited", a.finetune, sn.extract(cfg).state_dict(), a.lr * 0.5))
