@@ -105,7 +105,8 @@ def test_cli_refuses_zero_steps(tmp_path, tiny_corpus):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("flag, what", [(["--steps", "0"], "impossible training budget"),
+@pytest.mark.parametrize("flag, what", [(["--steps", "-1"], "impossible training budget"),
+                                        (["--from-scratch", "--steps", "0"], "impossible training budget"),
                                         (["--batch-size", "0"], "impossible training budget"),
                                         (["--promote-steps", "-1"], "impossible training budget"),
                                         (["--promote-share", "1.5"], "--promote-share 1.5: not a share"),
