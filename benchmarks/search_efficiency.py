@@ -11,6 +11,8 @@ controller needed to reach the final hypervolume of the second on the same seed 
 
     python benchmarks/search_efficiency.py [--budget 5m] [--seeds 0,1,2] [--controllers optuna,random]
         [--supernet RUN --space wide]      (candidates scored from the supernet's weights, its defaults)
+        [--promote-steps 0]                (rung 0 only: every evaluation is one candidate's first score, so
+                                            the controllers are compared on what they propose)
 """
 
 import argparse
@@ -37,12 +39,14 @@ def main():
     ap.add_argument("--target", default="rpi4")
     ap.add_argument("--space", default=None, help="search space (default: hwkd search's)")
     ap.add_argument("--supernet", default=None, help="a trained supernet's run folder (hwkd search --supernet)")
+    ap.add_argument("--promote-steps", type=int, default=None, help="hwkd search --promote-steps (default: its)")
     ap.add_argument("--name", default="search_efficiency")
     a = ap.parse_args()
     seeds = [int(s) for s in a.seeds.split(",")]
     ctrls = a.controllers.split(",")
     root = hwkd_home() / "runs" / f"{a.name}-{a.budget}"      # another --supernet or --space: another --name
-    extra = (["--space", a.space] if a.space else []) + (["--supernet", a.supernet] if a.supernet else [])
+    extra = ((["--space", a.space] if a.space else []) + (["--supernet", a.supernet] if a.supernet else [])
+             + (["--promote-steps", str(a.promote_steps)] if a.promote_steps is not None else []))
     runs = {}
     with LoadMeter() as load:
         for seed in seeds:
@@ -92,6 +96,7 @@ def main():
             to_reach[s] = {"evaluations": k, f"{ctrls[1]}_evaluations": runs[f"{ctrls[1]}:{s}"]["complete"],
                            "fraction": k / runs[f"{ctrls[1]}:{s}"]["complete"] if k else None}
     out = {"budget": a.budget, "target": a.target, "space": a.space, "supernet": a.supernet,
+           "promote_steps": a.promote_steps,
            f"evaluations_for_{ctrls[0]}_to_reach_{ctrls[-1]}_final": to_reach,
            "seeds": seeds, "controllers": ctrls, "runs": runs,
            "hypervolume": hv, "hypervolume_mean": mean, f"ratio_{ctrls[0]}_over_{ctrls[-1]}": ratio,

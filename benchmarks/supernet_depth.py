@@ -17,17 +17,15 @@ from pathlib import Path
 from hwkd.data.datasets import SpeechPairs
 from hwkd.data.synth import default_dataset
 from hwkd.models.checkpoint import load_model, read_checkpoint
-from hwkd.models.dpdcrn import DPDCRN
-from hwkd.models.enhancer import Enhancer
 from hwkd.models.teacher import embedded_teacher_path
 from hwkd.paths import hwkd_home
 from hwkd.search.run import candidate_key
 from hwkd.sysinfo import LoadMeter, fingerprint
 from hwkd.train.recipe import KDSpec, train_model
 from hwkd.train.supernet import load_supernet
-from hwkd.train.trainer import TrainConfig, validate
+from hwkd.train.trainer import TrainConfig
 
-from _common import save, val_score
+from _common import inherited_score, save, val_score
 
 
 def parse_fixed(text: str) -> dict:
@@ -66,11 +64,7 @@ def main():
                 if key not in by_key:
                     raise SystemExit(f"C{ch} D{d} with {a.fixed} is not a sub-network the supernet was trained on")
                 init = sn.extract(cfg).state_dict()
-                m = DPDCRN(cfg)
-                m.load_state_dict(init)
-                v = validate(Enhancer(m.eval()), val, 5, "cpu")
-                row = {"channels": ch, "depth": d, "key": key, "inherited": {
-                    "val_si_sdr_db": v["val_si_sdr_db"], "val_pesq_wb": v["val_pesq_wb"]}}
+                row = {"channels": ch, "depth": d, "key": key, "inherited": inherited_score(sn, cfg, val)}
                 if a.finetune:
                     run = a.out / key
                     tcfg = TrainConfig(epochs=1, batch_size=8, lr=a.lr * 0.5, segment_s=2.0, threads=a.threads,

@@ -40,7 +40,7 @@ from hwkd.train.recipe import KDSpec, train_model
 from hwkd.train.supernet import load_supernet
 from hwkd.train.trainer import TrainConfig
 
-from _common import RESULTS, save, val_score
+from _common import RESULTS, inherited_score, save, val_score
 
 
 def macs_of(configs: list) -> dict:
@@ -124,14 +124,9 @@ def main():
                 if mode == "inherited" and steps == 0:
                     from hwkd.data.datasets import SpeechPairs
                     from hwkd.data.synth import default_dataset
-                    from hwkd.models.enhancer import Enhancer
-                    from hwkd.train.trainer import validate
-                    m = DPDCRN(cfg)
-                    m.load_state_dict(init)
                     val = SpeechPairs(default_dataset(cfg.in_channels), split="val", mode="utterance",
                                       channels=cfg.in_channels)
-                    v = validate(Enhancer(m.eval()), val, 5, "cpu")
-                    score = {"val_si_sdr_db": v["val_si_sdr_db"], "val_pesq_wb": v["val_pesq_wb"]}
+                    score = inherited_score(sn, cfg, val)
                 else:
                     train_model(cfg, run, tcfg, kd=KDSpec(a.kd, teacher), init=init, progress=False, steps=steps,
                                 meta={"command": f"benchmarks/supernet_fidelity.py {key} {mode}"})

@@ -8,6 +8,8 @@ A finished step is reused when rerun.
 
     python benchmarks/supernet_search_speed.py --supernet RUN [--space wide] [--budget 15m] [--target rpi4]
         [--retarget rpi5] [--retarget-limit-ms 4]
+    python benchmarks/supernet_search_speed.py --from SEARCH [--retarget rpi5]   (re-target a finished search, e.g.
+        the README's first command's run: its figures are taken from the run, not re-measured)
 """
 
 import argparse
@@ -16,6 +18,7 @@ import os
 import statistics
 import subprocess
 import sys
+from pathlib import Path
 
 from hwkd.paths import hwkd_home
 from hwkd.report.search import collect
@@ -57,7 +60,9 @@ def summary(run) -> dict:
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--supernet", required=True)
+    ap.add_argument("--supernet", default=None)
+    ap.add_argument("--from", dest="source", type=Path, default=None,
+                    help="a finished search to re-target instead of running one")
     ap.add_argument("--space", default="wide")
     ap.add_argument("--budget", default="15m")
     ap.add_argument("--target", default="rpi4")
@@ -65,21 +70,27 @@ def main():
     ap.add_argument("--retarget-limit-ms", default="4")
     ap.add_argument("--name", default="supernet_search_speed")
     a = ap.parse_args()
+    if (a.supernet is None) == (a.source is None):
+        raise SystemExit("give --supernet RUN (search, then re-target) or --from SEARCH (re-target that search)")
     root = hwkd_home() / "runs" / a.name
     root.mkdir(parents=True, exist_ok=True)
-    run, like = root / "search", root / f"like-{a.retarget}"
+    run, like = a.source or root / "search", root / f"like-{a.retarget}"
     hwkd = [sys.executable, "-m", "hwkd", "-q"]
-    cmd = hwkd + ["search", "--target", a.target, "--space", a.space, "--supernet", a.supernet,
-                  "--time-budget", a.budget, "--no-report", "--name", str(run)]
-    if (run / "run.json").is_file():
-        cmd = hwkd + ["search", "--resume", str(run), "--no-report"]
-    search_t = run_timed(cmd, root / "search.done.json")
+    if a.source is None:
+        cmd = hwkd + ["search", "--target", a.target, "--space", a.space, "--supernet", a.supernet,
+                      "--time-budget", a.budget, "--no-report", "--name", str(run)]
+        if (run / "run.json").is_file():
+            cmd = hwkd + ["search", "--resume", str(run), "--no-report"]
+        search_t = run_timed(cmd, root / "search.done.json")
+    else:
+        search_t = {"reused": str(a.source)}
     like_t = run_timed(hwkd + ["search", "--like", str(run), "--target", a.retarget, "--max-latency-ms",
                                a.retarget_limit_ms, "--no-report", "--name", str(like)], root / "like.done.json")
-    out = {"supernet": a.supernet, "budget": a.budget,
+    out = {"supernet": a.supernet or json.loads((run / "run.json").read_text()).get("supernet"),
+           "budget": a.budget if a.source is None else None,
            "search": {**summary(run), **search_t}, "retarget": {**summary(like), **like_t, "goal_s": 120},
            "goal_candidates": 100, "machine": fingerprint()}
-    print(json.dumps({k: {kk: out[k][kk] for kk in ("complete", "promoted", "wall_s")}
+    print(json.dumps({k: {kk: out[k].get(kk) for kk in ("complete", "promoted", "wall_s")}
                       for k in ("search", "retarget")}, indent=1))
     save(a.name, out, teacher=True)
 

@@ -111,6 +111,7 @@ def test_cli_refuses_zero_steps(tmp_path, tiny_corpus):
                                         (["--promote-steps", "-1"], "impossible training budget"),
                                         (["--promote-share", "1.5"], "--promote-share 1.5: not a share"),
                                         (["--promote-share", "nan"], "--promote-share nan: not a share"),
+                                        (["--finetune-lr", "nan"], "--finetune-lr nan: not a learning rate"),
                                         (["--lam", "-1"], "argument --lam")])       # refused when parsed
 def test_search_refuses_budgets_that_cannot_train(tmp_path, flag, what):
     import os

@@ -645,6 +645,13 @@ def test_search_on_a_supernet_scores_inherited_weights(tmp_path, tiny_corpus):
     # front member's fine-tune (rung 1) runs in a trial process
     assert not glob.glob(str(tmp_path / "runs" / "sn" / "trials" / "*" / "spec-rung0.json"))
     assert glob.glob(str(tmp_path / "runs" / "sn" / "trials" / "*" / "spec-rung1.json"))
+    # ... at the supernet fine-tune's learning rate, not half the from-scratch peak (which undid the supernet's
+    # cooled weights: results/supernet_finetune.json)
+    from hwkd.models.checkpoint import read_checkpoint
+    from hwkd.search.config import SUPERNET_DEFAULTS
+    rung1 = glob.glob(str(tmp_path / "runs" / "sn" / "trials" / "*" / "rung1" / "last.pt"))
+    assert rung1 and all(read_checkpoint(f)["train"]["config"]["lr"] == SUPERNET_DEFAULTS["finetune_lr"]
+                         for f in rung1)
     assert not glob.glob(str(tmp_path / "runs" / "sn" / "trials" / "*" / "export" / "*.onnx"))
     # re-targeting: the same candidates and quality, latency predicted anew for rpi5 under a limit
     r = run_cli("-q", "search", "--like", tmp_path / "runs" / "sn", "--target", "rpi5", "--max-latency-ms", 0.05,

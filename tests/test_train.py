@@ -215,3 +215,26 @@ def test_scores_by_condition_come_from_the_manifest(tmp_path):
     assert t["noise"]["white"]["si_sdr_db"]["gain"] == pytest.approx(10.0) and "pesq_wb" not in t["noise"]["white"]
     assert list(t["snr"]) == ["< 0 dB", "5 to 10 dB", ">= 20 dB"] and list(t["rt60"]) == ["0.3 to 0.6 s"]
     assert by_condition([{}], noisy[:1], enh[:1], ("si_sdr_db",)) == {}
+
+
+def test_part_of_a_schedule_then_the_rest_equals_the_whole(tmp_path, corpus):
+    """TrainConfig.until_epoch stops after that epoch of the planned schedule (a fork point for benchmarks that
+    continue a long run one epoch two ways); resuming without it finishes the same schedule exactly."""
+    from dataclasses import replace
+
+    from hwkd.models.dpdcrn import DPDCRNConfig
+    from hwkd.train.recipe import train_model
+    from hwkd.train.trainer import TrainConfig
+    cfg = DPDCRNConfig(channels=4, layers=1, depth=1, heads=0, gru_hidden=8)
+    tcfg = TrainConfig(epochs=2, batch_size=4, segment_s=1.0, threads=1, val_pesq_clips=0, ckpt_every=0,
+                       max_steps_per_epoch=3)
+    train_model(cfg, tmp_path / "whole", tcfg, data=corpus, progress=False)
+    part = train_model(cfg, tmp_path / "parts", replace(tcfg, until_epoch=1), data=corpus, progress=False)
+    assert [h["epoch"] for h in part["history"]] == [1]
+    first = read_checkpoint(tmp_path / "parts" / "last.pt")["train"]
+    assert first["epoch"] == 1 and first["pos"] == 0
+    train_model(cfg, tmp_path / "parts", tcfg, data=corpus, progress=False)
+    a, _ = load_model(tmp_path / "whole" / "last.pt")
+    b, _ = load_model(tmp_path / "parts" / "last.pt")
+    for (k, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items()):
+        assert torch.allclose(x, y, atol=1e-6), k

@@ -58,6 +58,10 @@ def register(sub) -> None:
                    help="promote only while promotions have taken at most this share (0-1] of the finished "
                         "trials' time (default: no cap; with --supernet "
                         f"{SUPERNET_DEFAULTS['promote_share']}, so the budget still scores many candidates)")
+    s.add_argument("--finetune-lr", type=float, default=None, metavar="LR",
+                   help="peak learning rate of a fine-tune from trained weights (a promotion; every candidate with "
+                        f"--steps N on a supernet) (default: half of {SC.lr:g}; with --supernet "
+                        f"{SUPERNET_DEFAULTS.get('finetune_lr')})")
     s.add_argument("--batch-size", type=int, default=None, help=f"default {SC.batch_size}")
     s.add_argument("--val-pesq-clips", type=int, default=None,
                    help=f"val clips scored with PESQ per trial (default {SC.val_pesq_clips})")
@@ -158,7 +162,7 @@ def cmd_search(args) -> int:
                           data=str(args.data) if args.data else None, trial_timeout_s=args.trial_timeout,
                           **{k: getattr(args, k) if getattr(args, k) is not None else getattr(defaults, k)
                              for k in ("trials", "steps", "promote_steps", "promote_after", "promote_share",
-                                       "batch_size", "segment_s", "val_pesq_clips", "val_clips")},
+                                       "finetune_lr", "batch_size", "segment_s", "val_pesq_clips", "val_clips")},
                           time_budget_s=args.time_budget if args.time_budget is not None else defaults.time_budget_s)
         check_search_budget(sc)
         check_name_free(run, name, storage)
@@ -247,7 +251,8 @@ SOURCE_STORE = "the re-targeted run's store"
 # flags whose value a run fixes (flag attribute, SearchConfig field); a resumed or re-targeted run keeps its own
 RUN_FIXED = (("space", "space"), ("kd", "kd"), ("lam", "lam"), ("controller", "controller"), ("seed", "seed"),
              ("steps", "steps"), ("promote_steps", "promote_steps"), ("promote_after", "promote_after"),
-             ("promote_share", "promote_share"), ("batch_size", "batch_size"), ("segment_s", "segment_s"),
+             ("promote_share", "promote_share"), ("finetune_lr", "finetune_lr"), ("batch_size", "batch_size"),
+             ("segment_s", "segment_s"),
              ("val_pesq_clips", "val_pesq_clips"),
              ("val_clips", "val_clips"), ("teacher", "teacher"), ("supernet", "supernet"))
 # ... and, for a resumed run only, its target (--like takes these anew)

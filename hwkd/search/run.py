@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import signal
 import socket
@@ -75,6 +76,8 @@ def check_search_budget(sc: SearchConfig) -> None:
                      (sc.promote_after >= 0, f"--promote-after {sc.promote_after}")):
         if not ok:
             raise HwkdError(f"{flag}: impossible training budget", "give a positive value (see hwkd search --help)")
+    if sc.finetune_lr is not None and not (sc.finetune_lr > 0 and math.isfinite(sc.finetune_lr)):
+        raise HwkdError(f"--finetune-lr {sc.finetune_lr}: not a learning rate", "give a positive number, e.g. 2e-4")
     if sc.promote_share is not None and not 0 < sc.promote_share <= 1:
         raise HwkdError(f"--promote-share {sc.promote_share}: not a share of the trials' time",
                         "give a number above 0 and at most 1, e.g. 0.5")
@@ -587,7 +590,8 @@ class Search:
         from hwkd.search.controllers import scalar_score
         spec = {"dir": str(tdir), "config": cfg.to_dict(), "candidate": cand, "teacher": self.sc.teacher,
                 "kd": self.sc.kd, "lam": self.sc.lam, "data": self.sc.data, "batch_size": self.sc.batch_size,
-                "segment_s": self.sc.segment_s, "lr": self.sc.lr, "seed": self.sc.seed,
+                "segment_s": self.sc.segment_s, "lr": self.sc.lr, "finetune_lr": self.sc.finetune_lr,
+                "seed": self.sc.seed,
                 "val_pesq_clips": self.sc.val_pesq_clips, "target": self.target["name"],
                 "runtime": self.sc.runtime, "threads": self.sc.threads, "protocol": self.sc.protocol,
                 "fault": faults.get(trial.number), "threads_train": None, "supernet": self.sc.supernet,

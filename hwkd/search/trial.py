@@ -106,20 +106,21 @@ def run_rung(spec: dict) -> dict:
     lr = spec["lr"]
     if rung > 0:
         # a promoted rung continues from the previous rung's best weights with the same λ, in a warm restart
-        # of the schedule at half the peak learning rate (a fresh optimizer needs its short warm-up again)
+        # of the schedule at the fine-tune learning rate (default half the peak; a fresh optimizer needs its
+        # short warm-up again)
         prev, _ = load_model(tdir / f"rung{rung - 1}" / "best.pt")
         init = prev.state_dict()
-        lr = spec["lr"] * 0.5
+        lr = spec.get("finetune_lr") or spec["lr"] * 0.5
         saved = tdir / f"rung{rung - 1}" / "kd_weight.json"
         if lam is None and saved.is_file():
             lam = float(json.loads(saved.read_text())["lam"])
     elif spec.get("supernet"):
         # rung 0 starts from the weights the supernet gives this sub-network; a fine-tune continues from them
-        # at half the peak learning rate, as a promoted rung does
+        # at the fine-tune learning rate, as a promoted rung does
         from hwkd.train.supernet import load_supernet
         sn, _ = load_supernet(spec["supernet"])
         init = sn.extract(cfg).state_dict()
-        lr = spec["lr"] * 0.5
+        lr = spec.get("finetune_lr") or spec["lr"] * 0.5
     if fault == "nan":
         init = {k: torch.full_like(v, float("nan")) if v.is_floating_point() else v     # a diverged network
                 for k, v in (init or _fresh(cfg, spec["seed"])).items()}

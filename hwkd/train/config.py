@@ -23,3 +23,4 @@ class TrainConfig:
     max_steps_per_epoch: int | None = None
     workers: int = 1              # data-parallel processes (CPU); the batch is split among them
     loader_workers: int = 0       # processes preparing the next batches while a step runs (0: in the step)
+    until_epoch: int | None = None  # stop (resumably) after this epoch of the `epochs`-long schedule (None: all)

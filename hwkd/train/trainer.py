@@ -98,6 +98,7 @@ def check_budget(cfg: TrainConfig) -> None:
               (cfg.val_clips is None or cfg.val_clips >= 1, f"--val-clips {cfg.val_clips}", "give 1 or more"),
               (cfg.ckpt_every >= 0, f"--ckpt-every {cfg.ckpt_every}", "give 0 (off) or more"),
               (cfg.threads is None or cfg.threads >= 1, f"--threads {cfg.threads}", "give 1 or more"),
+              (cfg.until_epoch is None or cfg.until_epoch >= 1, f"until epoch {cfg.until_epoch}", "give 1 or more"),
               (cfg.workers >= 1, f"--workers {cfg.workers}", "give 1 or more"),
               (cfg.loader_workers >= 0, f"--loader-workers {cfg.loader_workers}", "give 0 (off) or more"),
               (cfg.workers == 1 or cfg.loader_workers == 0,
@@ -272,7 +273,7 @@ def train(model: DPDCRN, train_set: SpeechPairs, val_set: SpeechPairs, run_dir: 
     train_time = history[-1].get("train_elapsed_s", 0.0) if history else 0.0   # steps only, across resumes
     if cfg.loader_workers and hasattr(train_set, "prepare"):
         train_set.prepare()         # e.g. the Ambisonics room pool: built once here, shared by the forked loaders
-    while epoch < cfg.epochs:
+    while epoch < min(cfg.epochs, cfg.until_epoch or cfg.epochs):   # until_epoch: a part of the schedule
         t_epoch = time.perf_counter()
         order = epoch_order(len(train_set), cfg.seed, epoch)
         train_set.set_epoch(epoch)
