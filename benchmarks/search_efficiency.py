@@ -1,5 +1,6 @@
 """Search efficiency: hypervolume of the default controller (Optuna TPE, multi-objective) vs random search at
-equal wall-clock budget on the embedded default (rpi4, default space, I²SRF-TFCKD, embedded teacher).
+equal wall-clock budget on the embedded default (rpi4, I²SRF-TFCKD, embedded teacher; `hwkd search`'s default
+start: the shipped supernet over its space, or --from-scratch over the default space).
 
 Each (controller, seed) is a full `hwkd search` with --time-budget and no trial cap, run one after another
 (interleaved by seed, so machine noise hits both alike). The hypervolume is computed in (val SI-SDR, per-hop
@@ -10,6 +11,7 @@ they completed, infeasible ones included: they cost an evaluation too), and how 
 controller needed to reach the final hypervolume of the second on the same seed (None: never within its budget).
 
     python benchmarks/search_efficiency.py [--budget 5m] [--seeds 0,1,2] [--controllers optuna,random]
+        [--from-scratch]                   (every candidate trained from scratch: the figures before 2026-12-02)
         [--supernet RUN --space wide]      (candidates scored from the supernet's weights, its defaults)
         [--promote-steps 0]                (rung 0 only: every evaluation is one candidate's first score, so
                                             the controllers are compared on what they propose)
@@ -26,6 +28,7 @@ import time
 from hwkd.paths import hwkd_home
 from hwkd.report.search import collect
 from hwkd.search.pareto import hypervolume, hypervolume_history
+from hwkd.search.run import open_run
 from hwkd.sysinfo import LoadMeter, fingerprint
 
 from _common import save
@@ -40,13 +43,17 @@ def main():
     ap.add_argument("--space", default=None, help="search space (default: hwkd search's)")
     ap.add_argument("--supernet", default=None, help="a trained supernet's run folder (hwkd search --supernet)")
     ap.add_argument("--promote-steps", type=int, default=None, help="hwkd search --promote-steps (default: its)")
+    ap.add_argument("--from-scratch", action="store_true", help="hwkd search --from-scratch")
     ap.add_argument("--name", default="search_efficiency")
     a = ap.parse_args()
     seeds = [int(s) for s in a.seeds.split(",")]
     ctrls = a.controllers.split(",")
-    root = hwkd_home() / "runs" / f"{a.name}-{a.budget}"      # another --supernet or --space: another --name
+    # another --supernet, --space or start: another --name; the promotion steps are in the folder's name
+    root = hwkd_home() / "runs" / (f"{a.name}-{a.budget}"
+                                   + (f"-promote{a.promote_steps}" if a.promote_steps is not None else ""))
     extra = ((["--space", a.space] if a.space else []) + (["--supernet", a.supernet] if a.supernet else [])
-             + (["--promote-steps", str(a.promote_steps)] if a.promote_steps is not None else []))
+             + (["--promote-steps", str(a.promote_steps)] if a.promote_steps is not None else [])
+             + (["--from-scratch"] if a.from_scratch else []))
     runs = {}
     with LoadMeter() as load:
         for seed in seeds:
@@ -64,7 +71,7 @@ def main():
                     subprocess.run(cmd, check=True, env=os.environ)
                     done.write_text(json.dumps({"wall_s": round(time.perf_counter() - t0, 1)}))
                 settings = json.loads((run / "run.json").read_text())
-                df, attrs = collect(run, settings)
+                df, attrs = collect(*open_run(str(run)))
                 ok = df[(df["state"] == "COMPLETE") & (df["feasible"] == True)]  # noqa: E712
                 done_in_order = df[df["state"] == "COMPLETE"].sort_values("completed")
                 feasible = done_in_order["feasible"] == True  # noqa: E712
@@ -72,7 +79,10 @@ def main():
                     done_in_order["val_si_sdr_db"].where(feasible, -1e9).to_numpy(float),  # infeasible: no area
                     done_in_order["latency_ms"].to_numpy(float), attrs["quality_ref"], attrs["cost_ref"])
                 runs[f"{c}:{seed}"] = {
-                    "controller": c, "seed": seed, "complete": int((df["state"] == "COMPLETE").sum()),
+                    "controller": c, "seed": seed,
+                    "settings": {k: settings.get(k) for k in ("space", "supernet", "steps", "promote_steps",
+                                                               "finetune_lr", "val_clips")},
+                    "complete": int((df["state"] == "COMPLETE").sum()),
                     "failed": int((df["state"] == "FAIL").sum()), "feasible": int(len(ok)),
                     "best_si_sdr_db": float(ok["val_si_sdr_db"].max()) if len(ok) else None,
                     "quality_ref": attrs["quality_ref"], "cost_ref": attrs["cost_ref"],

@@ -45,6 +45,8 @@ def main():
     ap.add_argument("--out", type=Path, default=hwkd_home() / "runs" / "supernet_finetune")
     ap.add_argument("--name", default="supernet_finetune")
     a = ap.parse_args()
+    if a.every < 1 or a.steps < 1 or (a.first is not None and a.first < 1):
+        raise SystemExit("--every, --steps and --first must be 1 or more")
     sn, _ = load_supernet(a.supernet)
     state = read_checkpoint(a.supernet / "best.pt")["train"]["history"][-1]
     teacher = load_model(embedded_teacher_path())[0] if a.kd != "none" else None

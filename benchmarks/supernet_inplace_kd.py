@@ -28,13 +28,14 @@ from hwkd.models.dpdcrn import DPDCRNConfig
 from hwkd.models.teacher import embedded_teacher_path
 from hwkd.paths import hwkd_home
 from hwkd.sysinfo import LoadMeter, fingerprint
-from hwkd.train.supernet import SUPERNET_ARGS, load_supernet, read_description, train_supernet
+from hwkd.train.supernet import load_supernet, read_description, train_supernet
 from hwkd.train.trainer import TrainConfig
 
 from _common import RESULTS, inherited_score, save
 
 REPO = Path(__file__).resolve().parents[1]
-STATE = ("last.pt", "supernet.json", "kd_weight.json", "history.jsonl")
+# last.pt last: a folder holding it is whole (it is what marks a copy finished)
+STATE = ("supernet.json", "kd_weight.json", "history.jsonl", "last.pt")
 
 
 def start_from_git(rev: str, dst: Path) -> Path:
@@ -46,12 +47,6 @@ def start_from_git(rev: str, dst: Path) -> Path:
                                   capture_output=True, check=True).stdout
             (dst / name).write_bytes(blob)
     return dst
-
-
-def recipe() -> dict:
-    """The shipped supernet's training settings, parsed from SUPERNET_ARGS."""
-    from hwkd.cli import build_parser
-    return vars(build_parser().parse_args(["supernet", "train", *SUPERNET_ARGS.split(), "--out", "RUN"]))
 
 
 def fork(start: Path, dst: Path, w: float) -> Path:
@@ -71,35 +66,43 @@ def main():
     src.add_argument("--start", type=Path, help="a supernet run folder at the end of an epoch")
     src.add_argument("--from-git", metavar="REV", help="training/supernet/ as committed at REV")
     ap.add_argument("--weights", default="0,1", help="in-place weights to compare; the first is the reference")
-    ap.add_argument("--epochs", type=int, default=1, help="epochs to continue each fork")
+    ap.add_argument("--epochs", type=int, default=1, help="epochs to continue each fork (1 or more)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", type=Path, default=hwkd_home() / "runs" / "supernet_inplace_kd")
     ap.add_argument("--name", default="supernet_inplace_kd")
     a = ap.parse_args()
+    weights = [float(x) for x in a.weights.split(",")]
+    if a.epochs < 1 or not all(w >= 0 for w in weights):
+        raise SystemExit("--epochs must be 1 or more and every --weights value 0 or more")
     start = a.start or start_from_git(a.from_git, a.out / f"start-{a.from_git}")
+    if not all((start / name).is_file() for name in STATE):
+        raise SystemExit(f"{start} lacks one of {', '.join(STATE)} (a supernet run distilled from a teacher)")
     ck = read_checkpoint(start / "last.pt")["train"]
     if ck["pos"] != 0:
         raise SystemExit(f"{start}/last.pt is mid-epoch (step {ck['pos']}): start from the end of an epoch")
-    at_epoch = ck["epoch"]
-    r = recipe()
+    at_epoch, r = ck["epoch"], ck["config"]           # the run's own schedule and batches
     if at_epoch + a.epochs > r["epochs"]:
         raise SystemExit(f"the start is epoch {at_epoch} of {r['epochs']}: --epochs {a.epochs} runs past the schedule")
+    source = f"git-{a.from_git}" if a.from_git else start.resolve().name
     desc, _, configs = read_description(start / "supernet.json")
     teacher = load_model(embedded_teacher_path())[0]
     picks = json.loads((RESULTS / "supernet_fidelity.json").read_text())["rows"]
     val = SpeechPairs(default_dataset(1), split="val", mode="utterance", channels=1)
     lams = None                     # the run's own, from its kd_weight.json
     forks = {}
-    for w in [float(x) for x in a.weights.split(",")]:
-        run = fork(start, a.out / f"from{at_epoch}-w{w:g}", w)
-        tcfg = TrainConfig(epochs=r["epochs"], until_epoch=at_epoch + a.epochs, batch_size=r["batch_size"],
-                           lr=r["lr"], segment_s=r["segment_s"], seed=r["seed"], val_pesq_clips=r["val_pesq_clips"],
-                           threads=a.threads, ckpt_every=25)
+    for w in weights:
+        run = fork(start, a.out / f"{source}-ep{at_epoch}-to{at_epoch + a.epochs}-w{w:g}", w)
+        tcfg = TrainConfig(**{k: r[k] for k in ("epochs", "batch_size", "lr", "warmup_frac", "min_lr_ratio",
+                                                "grad_clip", "seed", "segment_s", "val_pesq_clips", "val_clips",
+                                                "max_steps_per_epoch") if k in r},
+                           until_epoch=at_epoch + a.epochs, threads=a.threads, ckpt_every=25)
         with LoadMeter() as load:
             train_supernet(configs, run, tcfg, teacher=teacher, scheme=desc["scheme"], n_random=desc["n_random"],
                            lams=lams, progress=True, inplace_kd=w,
                            meta={"command": f"benchmarks/supernet_inplace_kd.py fork w={w:g}"})
         hist = [json.loads(x) for x in (run / "history.jsonl").read_text().splitlines()]
+        end = read_checkpoint(run / "last.pt")["train"]
+        assert (end["epoch"], end["pos"]) == (at_epoch + a.epochs, 0), (run, end["epoch"], end["pos"])
         sn, _ = load_supernet(run, "last")
         rows = []
         for p in picks:

@@ -1,7 +1,7 @@
 """How many candidates a supernet search scores in its budget, and how long re-targeting it takes.
 
 Runs `hwkd search --target T --space S --supernet RUN --time-budget B` with the supernet defaults (candidates
-scored as inherited on the val subset, front members fine-tuned), then re-targets the finished run with
+scored as inherited on the val subset; promotions as the defaults say), then re-targets the finished run with
 `hwkd search --like RUN --target T2 --max-latency-ms X`; records the candidates evaluated, the time per
 candidate (inherited scoring, fine-tunes), and the re-targeting wall clock, with the machine and its load.
 A finished step is reused when rerun.
@@ -54,7 +54,7 @@ def summary(run) -> dict:
             "trial_s_median_promoted": statistics.median(fine["trial_s"]) if len(fine) else None,
             "best_si_sdr_db": float(ok["val_si_sdr_db"].max()) if len(ok) else None,
             "settings": {k: settings.get(k) for k in ("target", "space", "steps", "promote_steps", "promote_after",
-                                                       "val_clips", "val_pesq_clips", "supernet", "like",
+                                                       "val_clips", "val_pesq_clips", "supernet", "like", "finetune_lr",
                                                        "max_latency_ms")}}
 
 
@@ -74,7 +74,14 @@ def main():
         raise SystemExit("give --supernet RUN (search, then re-target) or --from SEARCH (re-target that search)")
     root = hwkd_home() / "runs" / a.name
     root.mkdir(parents=True, exist_ok=True)
-    run, like = a.source or root / "search", root / f"like-{a.retarget}"
+    if a.source is not None:
+        from hwkd.search.run import resolve_run
+        a.source = resolve_run(str(a.source))
+        if not (a.source / "run.json").is_file():
+            raise SystemExit(f"{a.source} is not a finished search (no run.json)")
+    # the re-targeted run and its timing are kept per source and target: a rerun from another source re-measures
+    src = f"from-{a.source.name}" if a.source is not None else "search"
+    run, like = a.source or root / "search", root / f"like-{a.retarget}-{src}"
     hwkd = [sys.executable, "-m", "hwkd", "-q"]
     if a.source is None:
         cmd = hwkd + ["search", "--target", a.target, "--space", a.space, "--supernet", a.supernet,
@@ -85,7 +92,8 @@ def main():
     else:
         search_t = {"reused": str(a.source)}
     like_t = run_timed(hwkd + ["search", "--like", str(run), "--target", a.retarget, "--max-latency-ms",
-                               a.retarget_limit_ms, "--no-report", "--name", str(like)], root / "like.done.json")
+                               a.retarget_limit_ms, "--no-report", "--name", str(like)],
+                       like.with_name(like.name + ".done.json"))
     out = {"supernet": a.supernet or json.loads((run / "run.json").read_text()).get("supernet"),
            "budget": a.budget if a.source is None else None,
            "search": {**summary(run), **search_t}, "retarget": {**summary(like), **like_t, "goal_s": 120},
