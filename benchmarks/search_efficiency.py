@@ -9,6 +9,8 @@ and the hop duration (16 ms, real time per hop). A finished run is reused when t
 Beside the equal-wall-clock ratio: each run's hypervolume after each evaluation (complete trials in the order
 they completed, infeasible ones included: they cost an evaluation too), and how many evaluations the first
 controller needed to reach the final hypervolume of the second on the same seed (None: never within its budget).
+And the ceiling: the hypervolume of all runs' candidates together, a lower bound on the space's best front; where
+both controllers come near it, ceiling / hypervolume bounds any ratio a better controller could show.
 
     python benchmarks/search_efficiency.py [--budget 5m] [--seeds 0,1,2] [--controllers optuna,random]
         [--from-scratch]                   (every candidate trained from scratch: the figures before 2026-12-02)
@@ -24,6 +26,8 @@ import statistics
 import subprocess
 import sys
 import time
+
+import pandas as pd
 
 from hwkd.paths import hwkd_home
 from hwkd.report.search import collect
@@ -55,12 +59,16 @@ def main():
              + (["--promote-steps", str(a.promote_steps)] if a.promote_steps is not None else [])
              + (["--from-scratch"] if a.from_scratch else []))
     runs = {}
+    reused = []         # runs finished by an earlier invocation: their load is not in this one's "load"
+    union = []          # every feasible evaluation of every run: the best front this benchmark saw
     with LoadMeter() as load:
         for seed in seeds:
             for c in ctrls:
                 run = root / f"{c}-s{seed}"
                 done = run / "done.json"
-                if not done.is_file():
+                if done.is_file():
+                    reused.append(f"{c}:{seed}")
+                else:
                     cmd = [sys.executable, "-m", "hwkd", "-q", "search", "--target", a.target, "--controller", c,
                            "--seed", str(seed), "--time-budget", a.budget, "--trials", "100000", "--no-report",
                            "--name", str(run), *extra]
@@ -73,6 +81,7 @@ def main():
                 settings = json.loads((run / "run.json").read_text())
                 df, attrs = collect(*open_run(str(run)))
                 ok = df[(df["state"] == "COMPLETE") & (df["feasible"] == True)]  # noqa: E712
+                union.append(ok[["key", "val_si_sdr_db", "latency_ms"]])
                 done_in_order = df[df["state"] == "COMPLETE"].sort_values("completed")
                 feasible = done_in_order["feasible"] == True  # noqa: E712
                 curve = hypervolume_history(
@@ -96,6 +105,11 @@ def main():
     ratio = mean[ctrls[0]] / mean[ctrls[1]] if len(ctrls) > 1 and mean[ctrls[1]] else None
     per_seed = [runs[f"{ctrls[0]}:{s}"]["hypervolume"] / runs[f"{ctrls[1]}:{s}"]["hypervolume"]
                 if len(ctrls) > 1 and runs[f"{ctrls[1]}:{s}"]["hypervolume"] else None for s in seeds]
+    # The ceiling: the front of all runs' candidates together (a lower bound on the space's best front). In a
+    # space whose front every controller nearly fills at this budget, no controller can beat another by more
+    # than ceiling / the other's hypervolume.
+    u = pd.concat(union).drop_duplicates("key")
+    ceiling = hypervolume(u["val_si_sdr_db"], u["latency_ms"], q_ref, runs[f"{ctrls[0]}:{seeds[0]}"]["cost_ref"])
     # evaluations the first controller needed to reach the second's final hypervolume, seed by seed
     to_reach = {}
     if len(ctrls) > 1:
@@ -110,9 +124,12 @@ def main():
            f"evaluations_for_{ctrls[0]}_to_reach_{ctrls[-1]}_final": to_reach,
            "seeds": seeds, "controllers": ctrls, "runs": runs,
            "hypervolume": hv, "hypervolume_mean": mean, f"ratio_{ctrls[0]}_over_{ctrls[-1]}": ratio,
-           "ratio_per_seed": per_seed, "units": "dB x ms (val SI-SDR above noisy x per-hop latency below 16 ms)",
-           "load": load.as_dict(), "machine": fingerprint()}
-    print(json.dumps({"hypervolume_mean": mean, "ratio": ratio, "per_seed": per_seed, "to_reach": to_reach},
+           "ratio_per_seed": per_seed,
+           "ceiling": {"hypervolume": ceiling, "distinct_candidates": int(len(u)),
+                       "how": "the front of every run's feasible candidates together (deduplicated by architecture)",
+                       "largest_possible_ratio_over": {c: ceiling / mean[c] for c in ctrls if mean[c]}}, "units": "dB x ms (val SI-SDR above noisy x per-hop latency below 16 ms)",
+           "load": load.as_dict(), "runs_reused_from_an_earlier_invocation": reused, "machine": fingerprint()}
+    print(json.dumps({"hypervolume_mean": mean, "ceiling": ceiling, "ratio": ratio, "per_seed": per_seed, "to_reach": to_reach},
                      indent=1))
     save(a.name, out, teacher=True)
 
