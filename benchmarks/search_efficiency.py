@@ -127,10 +127,11 @@ def main():
            "ratio_per_seed": per_seed,
            "ceiling": {"hypervolume": ceiling, "distinct_candidates": int(len(u)),
                        "how": "the front of every run's feasible candidates together (deduplicated by architecture)",
-                       "largest_possible_ratio_over": {c: ceiling / mean[c] for c in ctrls if mean[c]}}, "units": "dB x ms (val SI-SDR above noisy x per-hop latency below 16 ms)",
+                       "largest_possible_ratio_over": {c: ceiling / mean[c] for c in ctrls if mean[c]}},
+           "units": "dB x ms (val SI-SDR above noisy x per-hop latency below 16 ms)",
            "load": load.as_dict(), "runs_reused_from_an_earlier_invocation": reused, "machine": fingerprint()}
-    print(json.dumps({"hypervolume_mean": mean, "ceiling": ceiling, "ratio": ratio, "per_seed": per_seed, "to_reach": to_reach},
-                     indent=1))
+    print(json.dumps({"hypervolume_mean": mean, "ceiling": ceiling, "ratio": ratio, "per_seed": per_seed,
+                      "to_reach": to_reach}, indent=1))
     save(a.name, out, teacher=True)
 
 

@@ -777,3 +777,11 @@ def test_a_worker_names_its_trial_before_sampling_so_a_kill_there_is_recovered_a
     monkeypatch.setattr(run, "NAMED_WITHIN_S", 0.5)
     time.sleep(1.0)
     assert s.counted() == 0
+
+
+def test_a_rung_from_trained_weights_uses_the_finetune_lr():
+    # one rule for a promotion and for rung 0 on a supernet with --steps N (both call it in run_rung)
+    from hwkd.search.trial import finetune_lr
+    assert finetune_lr({"lr": 3e-3, "finetune_lr": 1e-4}) == 1e-4
+    assert finetune_lr({"lr": 3e-3, "finetune_lr": None}) == 1.5e-3      # a run recorded before the field
+    assert finetune_lr({"lr": 3e-3}) == 1.5e-3

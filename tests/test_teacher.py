@@ -1,6 +1,7 @@
 """The embedded teacher: its recipe runs (at tiny scale) and the shipped file is what the recipe makes."""
 
 import shlex
+from pathlib import Path
 
 import pytest
 
@@ -211,3 +212,18 @@ def test_gpu_teacher_script_runs_on_cpu_at_tiny_scale(tmp_path, tiny_foa):
     finally:
         import shutil
         shutil.rmtree(kit, ignore_errors=True)
+
+
+def test_the_ambisonics_teacher_background_run_is_its_recipe():
+    """training/teacher-foa/ (what training/resume.sh runs across sessions) trains FOA_TEACHER_ARGS; its process
+    settings (workers, threads) change how fast, not what is learnt."""
+    from hwkd.models.teacher import FOA_TEACHER_ARGS
+    here = Path(__file__).resolve().parents[1] / "training" / "teacher-foa"
+    assert (here / "args").read_text().split() == FOA_TEACHER_ARGS.split()
+    command = (here / "command").read_text().split()
+    assert command[0] == "train"
+    background = build_parser().parse_args([*command, *FOA_TEACHER_ARGS.split(), "--out", "RUN"])
+    recipe = build_parser().parse_args(["train", *FOA_TEACHER_ARGS.split(), "--out", "RUN"])
+    for k, v in vars(recipe).items():
+        if k not in ("workers", "threads"):
+            assert getattr(background, k) == v, k

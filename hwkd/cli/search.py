@@ -275,7 +275,8 @@ def check_fixed(args, sc: SearchConfig, run_name: str, how: str, fields) -> None
         else:
             same = given == mine
         if not same:
-            clash.append(f"--{flag.replace('_', '-')} {given} (the run has {mine})")
+            clash.append(f"--{flag.replace('_', '-')} {given} (the run has "
+                         f"{mine if mine is not None else 'none recorded: its default'})")
     if clash:
         raise HwkdError(f"{how} {run_name} keeps the run's own settings; given: {'; '.join(clash)}",
                         "drop those flags, or start a new search with them (hwkd search --target ... --name NEW)")

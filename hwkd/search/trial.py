@@ -86,6 +86,12 @@ class TrialRecord(RungResult):
     rung1_error: str | None = None
 
 
+def finetune_lr(spec: dict) -> float:
+    """Peak lr of a rung that starts from trained weights (a promotion, or rung 0 on a supernet with --steps N):
+    the run's --finetune-lr (1e-4 on a supernet), else half the from-scratch peak (runs recorded before it)."""
+    return spec.get("finetune_lr") or spec["lr"] * 0.5
+
+
 def run_rung(spec: dict) -> dict:
     import torch
 
@@ -110,7 +116,7 @@ def run_rung(spec: dict) -> dict:
         # short warm-up again)
         prev, _ = load_model(tdir / f"rung{rung - 1}" / "best.pt")
         init = prev.state_dict()
-        lr = spec.get("finetune_lr") or spec["lr"] * 0.5
+        lr = finetune_lr(spec)
         saved = tdir / f"rung{rung - 1}" / "kd_weight.json"
         if lam is None and saved.is_file():
             lam = float(json.loads(saved.read_text())["lam"])
@@ -120,7 +126,7 @@ def run_rung(spec: dict) -> dict:
         from hwkd.train.supernet import load_supernet
         sn, _ = load_supernet(spec["supernet"])
         init = sn.extract(cfg).state_dict()
-        lr = spec.get("finetune_lr") or spec["lr"] * 0.5
+        lr = finetune_lr(spec)
     if fault == "nan":
         init = {k: torch.full_like(v, float("nan")) if v.is_floating_point() else v     # a diverged network
                 for k, v in (init or _fresh(cfg, spec["seed"])).items()}
