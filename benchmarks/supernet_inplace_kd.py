@@ -96,6 +96,7 @@ def main():
                                                 "grad_clip", "seed", "segment_s", "val_pesq_clips", "val_clips",
                                                 "max_steps_per_epoch") if k in r},
                            until_epoch=at_epoch + a.epochs, threads=a.threads, ckpt_every=25)
+        done = (run / "last.pt").is_file() and read_checkpoint(run / "last.pt")["train"]["epoch"] >= at_epoch + a.epochs
         with LoadMeter() as load:
             train_supernet(configs, run, tcfg, teacher=teacher, scheme=desc["scheme"], n_random=desc["n_random"],
                            lams=lams, progress=True, inplace_kd=w,
@@ -109,7 +110,10 @@ def main():
             score = inherited_score(sn, DPDCRNConfig(**p["config"]), val)
             rows.append({"key": p["key"], "macs_per_s": p["macs_per_s"], **score})
             print(f"w={w:g} {p['key']}: inherited val SI-SDR {score['val_si_sdr_db']:.2f} dB")
-        forks[f"{w:g}"] = {"inplace_kd": w, "epoch_record": hist[-1], "rows": rows, "load": load.as_dict()}
+        # load: of this invocation (a fork finished by an earlier one is only scored here; its training's own
+        # wall clock is epoch_record's elapsed_s)
+        forks[f"{w:g}"] = {"inplace_kd": w, "epoch_record": hist[-1], "rows": rows, "load": load.as_dict(),
+                           "trained_by_an_earlier_invocation": done}
     ref = next(iter(forks.values()))["rows"]
     for f in forks.values():
         f["mean_delta_vs_first_db"] = sum(x["val_si_sdr_db"] - y["val_si_sdr_db"]
