@@ -64,7 +64,8 @@ def register(sub) -> None:
                         f"{SUPERNET_DEFAULTS.get('finetune_lr')})")
     s.add_argument("--batch-size", type=int, default=None, help=f"default {SC.batch_size}")
     s.add_argument("--val-pesq-clips", type=int, default=None,
-                   help=f"val clips scored with PESQ per trial (default {SC.val_pesq_clips})")
+                   help=f"val clips scored with PESQ per trial (default {SC.val_pesq_clips}; with --supernet "
+                        f"{SUPERNET_DEFAULTS['val_pesq_clips']}, the clips SI-SDR is scored on)")
     s.add_argument("--val-clips", type=POS_INT, default=None,
                    help="candidates (every rung) and the noisy reference are scored on the first N val clips "
                         f"(default: all; {SUPERNET_VAL_CLIPS} with --supernet)")
