@@ -90,7 +90,7 @@ def main():
                 runs[f"{c}:{seed}"] = {
                     "controller": c, "seed": seed,
                     "settings": {k: settings.get(k) for k in ("space", "supernet", "steps", "promote_steps",
-                                                               "finetune_lr", "val_clips")},
+                                                               "finetune_lr", "val_clips", "val_pesq_clips")},
                     "complete": int((df["state"] == "COMPLETE").sum()),
                     "failed": int((df["state"] == "FAIL").sum()), "feasible": int(len(ok)),
                     "best_si_sdr_db": float(ok["val_si_sdr_db"].max()) if len(ok) else None,
