@@ -98,6 +98,10 @@ def main():
                     "hypervolume": hypervolume(ok["val_si_sdr_db"], ok["latency_ms"], attrs["quality_ref"],
                                                attrs["cost_ref"]),
                     "wall_s": json.loads(done.read_text())["wall_s"], "hypervolume_by_evaluation": curve}
+    kinds = {json.dumps(r["settings"], sort_keys=True) for r in runs.values()}
+    if len(kinds) > 1:          # e.g. runs reused from before a default changed beside new ones: not comparable
+        raise SystemExit(f"the runs under {root} were made with different settings ({sorted(kinds)}): remove the "
+                         "old ones or choose another --name")
     q_ref = runs[f"{ctrls[0]}:{seeds[0]}"]["quality_ref"]
     assert all(abs(r["quality_ref"] - q_ref) < 1e-9 for r in runs.values()), "runs used different val sets"
     hv = {c: [runs[f"{c}:{s}"]["hypervolume"] for s in seeds] for c in ctrls}

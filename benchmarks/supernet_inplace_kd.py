@@ -121,7 +121,8 @@ def main():
         f["wins_vs_first"] = sum(x["val_si_sdr_db"] > y["val_si_sdr_db"] for x, y in zip(f["rows"], ref))
     save(a.name, {"start": str(a.from_git or a.start), "start_epoch": at_epoch, "epochs": a.epochs,
                   "schedule_epochs": r["epochs"], "forks": forks, "threads": a.threads, "machine": fingerprint(),
-                  "units": "val SI-SDR dB on all val clips, sub-networks as inherited (no fine-tune)"},
+                  "units": "val SI-SDR dB on all val clips, PESQ-WB on the first 5, sub-networks as inherited (no "
+                           "fine-tune)"},
          teacher=True)
     print(json.dumps({w: round(f["mean_delta_vs_first_db"], 3) for w, f in forks.items()}))
 

@@ -639,11 +639,12 @@ def test_search_on_a_supernet_scores_inherited_weights(tmp_path, tiny_corpus):
         rec = json.loads(Path(f).read_text())
         assert rec["train_data"] == "inherited from the supernet" and rec["steps"] == 0
         assert rec["val_clips"] == 2          # --val-clips: every candidate on the same first clips
-        assert rec["val_pesq_clips"] == 2     # ... PESQ-WB too (on 5, gains read 0.04-0.13 high: supernet_pesq)
+        assert rec["val_pesq_clips"] == 2     # ... PESQ-WB too (on 5, gains read 0.04-0.14 high: supernet_pesq)
         model, ck = load_model(Path(f).parent / "rung0" / "best.pt")
         want = sn.extract(model.cfg)
         for (k, a), (_, b) in zip(model.state_dict().items(), want.state_dict().items(), strict=True):
             assert torch.equal(a, b), k
+    assert json.loads((tmp_path / "runs" / "sn" / "run.json").read_text())["val_pesq_clips"] == 2   # as recorded
     # rung 0 scored in the search's process (no trial process, no export for a predicted target); a promoted
     # front member's fine-tune (rung 1) runs in a trial process
     assert not glob.glob(str(tmp_path / "runs" / "sn" / "trials" / "*" / "spec-rung0.json"))

@@ -65,7 +65,7 @@ def register(sub) -> None:
     s.add_argument("--batch-size", type=int, default=None, help=f"default {SC.batch_size}")
     s.add_argument("--val-pesq-clips", type=int, default=None,
                    help=f"val clips scored with PESQ per trial (default {SC.val_pesq_clips}; with --supernet "
-                        f"{SUPERNET_DEFAULTS['val_pesq_clips']}, the clips SI-SDR is scored on)")
+                        f"{SUPERNET_DEFAULTS['val_pesq_clips']}: the --val-clips SI-SDR is scored on)")
     s.add_argument("--val-clips", type=POS_INT, default=None,
                    help="candidates (every rung) and the noisy reference are scored on the first N val clips "
                         f"(default: all; {SUPERNET_VAL_CLIPS} with --supernet)")
@@ -165,6 +165,8 @@ def cmd_search(args) -> int:
                              for k in ("trials", "steps", "promote_steps", "promote_after", "promote_share",
                                        "finetune_lr", "batch_size", "segment_s", "val_pesq_clips", "val_clips")},
                           time_budget_s=args.time_budget if args.time_budget is not None else defaults.time_budget_s)
+        if supernet and args.val_pesq_clips is None and sc.val_clips is not None:
+            sc.val_pesq_clips = sc.val_clips          # PESQ-WB on the clips SI-SDR is scored on (--val-clips N too)
         check_search_budget(sc)
         check_name_free(run, name, storage)
         print(f"hwkd search --target {target['name']}: run {name} ({run})")

@@ -11,9 +11,10 @@ from dataclasses import dataclass, fields
 # one of 100 steps by +0.02..+0.06 dB (results/supernet_finetune*.json), while a promotion costs ~20 inherited
 # scorings; the budget buys candidates instead (OFA's practice: search on inherited weights). A fine-tune asked
 # for (--promote-steps N, --steps N) runs at finetune_lr, the least harmful rate measured.
-# PESQ-WB on the same clips as SI-SDR: on 5 clips (the from-scratch default) the inherited sub-networks' gain over
-# noisy read 0.04-0.13 higher than on all 100 (results/supernet_pesq.json: the first 5 are harder clips); 20 more
-# PESQ scorings cost ~1.3 s a candidate, ~1/3 fewer candidates in a budget.
+# PESQ-WB on the same clips as SI-SDR (`hwkd search` sets it to --val-clips when only that is given): on 5 clips
+# (the from-scratch default) the inherited sub-networks' gain over noisy read 0.04-0.14 higher than on all 100
+# (results/supernet_pesq.json: the first 5 are harder clips); on 25 a candidate took a median 2.98 s instead of
+# 2.25 s, a fifth fewer candidates in the first command's budget (255 against 322).
 SUPERNET_VAL_CLIPS = 25
 SUPERNET_DEFAULTS = {"steps": 0, "promote_steps": 0, "promote_after": 30, "promote_share": 0.5, "trials": None,
                      "val_clips": SUPERNET_VAL_CLIPS, "val_pesq_clips": SUPERNET_VAL_CLIPS, "finetune_lr": 1e-4}
