@@ -167,6 +167,9 @@ def cmd_search(args) -> int:
                           time_budget_s=args.time_budget if args.time_budget is not None else defaults.time_budget_s)
         if supernet and args.val_pesq_clips is None and sc.val_clips is not None:
             sc.val_pesq_clips = sc.val_clips          # PESQ-WB on the clips SI-SDR is scored on (--val-clips N too)
+        if sc.val_clips is not None and sc.val_pesq_clips > sc.val_clips:
+            raise HwkdError(f"--val-pesq-clips {sc.val_pesq_clips}: more than the {sc.val_clips} val clips candidates "
+                            "are scored on (--val-clips)", f"give at most {sc.val_clips}, or raise --val-clips")
         check_search_budget(sc)
         check_name_free(run, name, storage)
         print(f"hwkd search --target {target['name']}: run {name} ({run})")
