@@ -227,3 +227,14 @@ def test_the_ambisonics_teacher_background_run_is_its_recipe():
     for k, v in vars(recipe).items():
         if k not in ("workers", "threads"):
             assert getattr(background, k) == v, k
+    # the state saved between sessions (training/save.sh) was trained by that command
+    for name in ("last.pt", "best.pt"):
+        if (here / name).is_file():
+            import shlex
+
+            import torch
+            ck = torch.load(here / name, weights_only=True, map_location="cpu")
+            saved = build_parser().parse_args([*shlex.split(ck["meta"]["command"])[1:-2], "--out", "RUN"])
+            for k, v in vars(recipe).items():
+                if k not in ("workers", "threads"):
+                    assert getattr(saved, k) == v, (name, k)
