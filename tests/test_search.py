@@ -789,3 +789,13 @@ def test_a_rung_from_trained_weights_uses_the_finetune_lr():
     assert finetune_lr({"lr": 3e-3, "finetune_lr": 1e-4}) == 1e-4
     assert finetune_lr({"lr": 3e-3, "finetune_lr": None}) == 1.5e-3      # a run recorded before the field
     assert finetune_lr({"lr": 3e-3}) == 1.5e-3
+
+
+def test_val_pesq_clips_follows_val_clips_unless_given(tmp_path):
+    """--val-clips N alone: PESQ-WB on at most N clips (from scratch its 5 are cut to N, not refused); a
+    --val-pesq-clips above --val-clips is refused, naming both."""
+    env = _env(tmp_path)
+    r = run_cli("search", "--target", "rpi4", "--from-scratch", "--val-clips", 3, "--data", tmp_path / "none", env=env)
+    assert r.returncode != 0 and "dataset path not found" in r.stderr and "--val-pesq-clips" not in r.stderr, r.stderr
+    r = run_cli("search", "--target", "rpi4", "--from-scratch", "--val-clips", 3, "--val-pesq-clips", 4, env=env)
+    assert r.returncode != 0 and "--val-pesq-clips 4: more than the 3 val clips" in r.stderr, r.stderr

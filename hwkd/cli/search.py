@@ -165,9 +165,11 @@ def cmd_search(args) -> int:
                              for k in ("trials", "steps", "promote_steps", "promote_after", "promote_share",
                                        "finetune_lr", "batch_size", "segment_s", "val_pesq_clips", "val_clips")},
                           time_budget_s=args.time_budget if args.time_budget is not None else defaults.time_budget_s)
-        if supernet and args.val_pesq_clips is None and sc.val_clips is not None:
-            sc.val_pesq_clips = sc.val_clips          # PESQ-WB on the clips SI-SDR is scored on (--val-clips N too)
-        if sc.val_clips is not None and sc.val_pesq_clips > sc.val_clips:
+        if args.val_pesq_clips is None and sc.val_clips is not None:
+            # the default: on a supernet PESQ-WB on the clips SI-SDR is scored on (--val-clips N too); from scratch
+            # its 5, or fewer where --val-clips says so
+            sc.val_pesq_clips = sc.val_clips if supernet else min(sc.val_pesq_clips, sc.val_clips)
+        elif sc.val_clips is not None and sc.val_pesq_clips > sc.val_clips:
             raise HwkdError(f"--val-pesq-clips {sc.val_pesq_clips}: more than the {sc.val_clips} val clips candidates "
                             "are scored on (--val-clips)", f"give at most {sc.val_clips}, or raise --val-clips")
         check_search_budget(sc)
