@@ -30,13 +30,18 @@ def median(xs):
     return statistics.median(xs)
 
 
+def inherited_model(sn, cfg):
+    """The plain DPDCRN that `hwkd supernet extract` would write for sub-network `cfg` of supernet `sn` (eval)."""
+    from hwkd.models.dpdcrn import DPDCRN
+    m = DPDCRN(cfg)
+    m.load_state_dict(sn.extract(cfg).state_dict())
+    return m.eval()
+
+
 def inherited_score(sn, cfg, val, pesq_clips: int = 5) -> dict:
     """A sub-network of supernet `sn` scored as inherited (no training) on `val`: val SI-SDR and PESQ-WB (on the
     first `pesq_clips` clips), with the plain DPDCRN that `hwkd supernet extract` would write."""
-    from hwkd.models.dpdcrn import DPDCRN
     from hwkd.models.enhancer import Enhancer
     from hwkd.train.trainer import validate
-    m = DPDCRN(cfg)
-    m.load_state_dict(sn.extract(cfg).state_dict())
-    v = validate(Enhancer(m.eval()), val, pesq_clips, "cpu")
+    v = validate(Enhancer(inherited_model(sn, cfg)), val, pesq_clips, "cpu")
     return {"val_si_sdr_db": v["val_si_sdr_db"], "val_pesq_wb": v["val_pesq_wb"]}

@@ -14,7 +14,6 @@ gradient W · ratio times L_SE's.
 """
 
 import argparse
-import math
 import statistics
 from pathlib import Path
 
@@ -27,16 +26,12 @@ from hwkd.models.enhancer import Enhancer
 from hwkd.paths import hwkd_home
 from hwkd.sysinfo import LoadMeter, fingerprint
 from hwkd.train.losses import compressed_spectral, neg_si_sdr, se_loss
+from hwkd.train.objective import _grad_norm as grad_norm  # the one λ balancing uses
 from hwkd.train.recipe import first_batches, training_set
 from hwkd.train.supernet import SandwichObjective, load_supernet, read_description
 from hwkd.train.trainer import TrainConfig
 
 from _common import save
-
-
-def grad_norm(loss: torch.Tensor, params: list[torch.Tensor]) -> float:
-    grads = torch.autograd.grad(loss, params, retain_graph=True, allow_unused=True)
-    return math.sqrt(sum(float(g.pow(2).sum()) for g in grads if g is not None))
 
 
 def main():

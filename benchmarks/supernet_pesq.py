@@ -16,26 +16,19 @@ import statistics
 from pathlib import Path
 
 import torch
-from scipy import stats
 
 from hwkd.data.datasets import SpeechPairs
 from hwkd.data.synth import default_dataset
-from hwkd.metrics.quality import pesq_wb
+from hwkd.metrics.quality import mean_ci, pesq_wb
 from hwkd.models.checkpoint import read_checkpoint
-from hwkd.models.dpdcrn import DPDCRN, DPDCRNConfig
+from hwkd.models.dpdcrn import DPDCRNConfig
 from hwkd.models.enhancer import Enhancer
 from hwkd.sysinfo import LoadMeter, fingerprint
 from hwkd.train.supernet import load_supernet, shipped_supernet
 
-from _common import RESULTS, save
+from _common import RESULTS, inherited_model, save
 
 SEARCH_PESQ_CLIPS = 5                   # the first clips a from-scratch search scores PESQ-WB on
-
-
-def mean_ci(xs: list[float]) -> dict:
-    m = statistics.fmean(xs)
-    half = float(stats.t.ppf(0.975, len(xs) - 1) * statistics.stdev(xs) / len(xs) ** 0.5) if len(xs) > 1 else None
-    return {"mean": m, "ci95": half, "n": len(xs)}
 
 
 def main():
@@ -61,10 +54,7 @@ def main():
         noisy = [pesq_wb(it["noisy"][0].numpy(), it["clean"].numpy()) for it in items]
         rows = []
         for p in picks:
-            cfg = DPDCRNConfig(**p["config"])
-            m = DPDCRN(cfg)
-            m.load_state_dict(sn.extract(cfg).state_dict())
-            enh = Enhancer(m.eval())
+            enh = Enhancer(inherited_model(sn, DPDCRNConfig(**p["config"])))
             with torch.no_grad():
                 got = [pesq_wb(enh(it["noisy"][None])[0].numpy(), it["clean"].numpy()) for it in items]
             gain = [g - n for g, n in zip(got, noisy)]

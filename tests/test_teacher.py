@@ -222,19 +222,17 @@ def test_the_ambisonics_teacher_background_run_is_its_recipe():
     assert (here / "args").read_text().split() == FOA_TEACHER_ARGS.split()
     command = (here / "command").read_text().split()
     assert command[0] == "train"
-    background = build_parser().parse_args([*command, *FOA_TEACHER_ARGS.split(), "--out", "RUN"])
-    recipe = build_parser().parse_args(["train", *FOA_TEACHER_ARGS.split(), "--out", "RUN"])
-    for k, v in vars(recipe).items():
-        if k not in ("workers", "threads"):
-            assert getattr(background, k) == v, k
+    import shlex
+
+    import torch
+    runs = {"command": build_parser().parse_args([*command, *FOA_TEACHER_ARGS.split(), "--out", "RUN"])}
     # the state saved between sessions (training/save.sh) was trained by that command
     for name in ("last.pt", "best.pt"):
         if (here / name).is_file():
-            import shlex
-
-            import torch
             ck = torch.load(here / name, weights_only=True, map_location="cpu")
-            saved = build_parser().parse_args([*shlex.split(ck["meta"]["command"])[1:-2], "--out", "RUN"])
-            for k, v in vars(recipe).items():
-                if k not in ("workers", "threads"):
-                    assert getattr(saved, k) == v, (name, k)
+            runs[name] = build_parser().parse_args([*shlex.split(ck["meta"]["command"])[1:-2], "--out", "RUN"])
+    recipe = build_parser().parse_args(["train", *FOA_TEACHER_ARGS.split(), "--out", "RUN"])
+    for what, got in runs.items():
+        for k, v in vars(recipe).items():
+            if k not in ("workers", "threads"):
+                assert getattr(got, k) == v, (what, k)
