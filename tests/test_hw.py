@@ -72,6 +72,36 @@ def test_ambisonics_export(tmp_path):
 
 
 @pytest.mark.slow
+def test_a_beamforming_ambisonics_model_exports_and_the_standalone_script_applies_its_masks(tmp_path):
+    """mask_mode filter-sum + spatial_features: both graphs (ONNX Runtime, OpenVINO) match torch, offline and hop by
+    hop, and the pick folder's numpy enhance_onnx.py sums the per-channel masks as hwkd does."""
+    import importlib.util
+
+    import onnxruntime as ort
+
+    import hwkd
+    from hwkd.models.enhancer import Enhancer
+    torch.manual_seed(0)
+    net = full_mask(create_model(dict(TINY, in_channels=4, causal=True, time_attention="none",
+                                      mask_mode="filter-sum", spatial_features=True))).eval()
+    ex = export_all(net, tmp_path)
+    for kind in ex.parity.values():
+        for v in kind.values():
+            assert (max(v.values()) if isinstance(v, dict) else v) < 1e-4
+    spec = importlib.util.spec_from_file_location("enhance_onnx", Path(hwkd.__file__).parent / "assets" / "enhance_onnx.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    x = 0.1 * np.random.default_rng(0).standard_normal((4, 6000))
+    feats_spec = script.stft(x, 512, 256)
+    sess = ort.InferenceSession(str(ex.offline_onnx), providers=["CPUExecutionProvider"])
+    mask = sess.run(["mask"], {"features": script.features(feats_spec)})[0][0]
+    got = script.istft(script.apply_mask(mask, feats_spec), x.shape[1], 512, 256)
+    with torch.no_grad():
+        want = Enhancer(net)(torch.from_numpy(x).float()[None])[0].numpy()
+    assert np.abs(got - want).max() < 1e-4, np.abs(got - want).max()
+
+
+@pytest.mark.slow
 def test_measure_protocol_isolated(tmp_path):
     net = create_model(dict(TINY, causal=True, time_attention="none"))
     ex = export_all(net, tmp_path, openvino=False)

@@ -190,3 +190,25 @@ def test_a_resumed_distiller_pools_as_it_was_trained():
     assert nf.s_fuse["enc"](nf._pooled(st)["enc"]).shape[3] == 8 and torch.isfinite(nf(st, tt)[0])
     with pytest.raises(ValueError, match="tap_bins"):
         create_distiller("i2srf-tfckd", st, tt, tap_bins=8.0)
+
+
+def test_a_filter_sum_teacher_teaches_a_reference_student_by_features_and_response_kd_says_why_not():
+    """An Ambisonics teacher with one mask per channel (mask_mode filter-sum) and a student with the spec's one
+    mask: every feature scheme builds and gives the student a gradient; response KD (mask against mask) refuses
+    the pair in one line that names the fix; the bounded mask is per channel pair."""
+    from hwkd.errors import HwkdError
+    from hwkd.kd.baselines import bounded_mask
+    s, t, st, tt = _pair(4, teacher=dict(TEACHER, mask_mode="filter-sum"))
+    assert tt["dec"][-1].shape[1] == 8 and st["dec"][-1].shape[1] == 2
+    for name in sorted(KD_SCHEMES):
+        if name in ("none", "response"):
+            continue
+        kd = create_distiller(name, st, tt)
+        loss, _ = kd(st, tt)
+        assert torch.isfinite(loss) and float(loss.detach()) > 0, name
+    with pytest.raises(HwkdError, match="mask_mode.*feature scheme"):
+        create_distiller("response", st, tt)
+    m = torch.randn(2, 8, 3, 5)
+    b = bounded_mask(m)
+    for k in range(4):
+        assert torch.allclose(b[:, 2 * k: 2 * k + 2], bounded_mask(m[:, 2 * k: 2 * k + 2]))

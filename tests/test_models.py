@@ -165,3 +165,66 @@ def test_input_compression_is_per_bin_power_law_and_checkpoints_from_before_it_l
     torch.save(ck, tmp_path / "old.pt")
     m2, _ = load_model(tmp_path / "old.pt")
     assert m2.cfg.input_compress == 1.0 and torch.equal(raw.eval()(x), m2(x))
+
+
+def test_filter_sum_masks_every_channel_starts_as_the_reference_and_streams(tmp_path):
+    """mask_mode filter-sum: one bounded polar mask per input channel, the masked channels summed (a learned
+    beamformer); an untrained model passes channel 0 through like the reference form; mono is refused; a
+    checkpoint rebuilds it; hop by hop equals offline; the reference form is the old formula."""
+    from hwkd.models.dpdcrn import apply_mask
+    with pytest.raises(ValueError, match="filter-sum"):
+        DPDCRNConfig(mask_mode="filter-sum")                         # one channel
+    with pytest.raises(ValueError, match="mask_mode"):
+        DPDCRNConfig(in_channels=4, mask_mode="beam")
+    torch.manual_seed(0)
+    spec = torch.randn(2, 4, 7, 257, dtype=torch.complex64)
+    mask = torch.randn(2, 8, 7, 257)
+    m = mask.reshape(2, 4, 2, 7, 257)
+    mag = m.pow(2).sum(2).add(1e-8).sqrt()
+    want = (spec * torch.tanh(mag) / mag * torch.complex(m[:, :, 0], m[:, :, 1])).sum(1)
+    assert torch.allclose(apply_mask(mask, spec), want, atol=1e-5)
+    ref = apply_mask(mask[:, :2], spec)                              # reference: channel 0 alone, as before
+    mag0 = mask[:, :2].pow(2).sum(1).add(1e-8).sqrt()
+    assert torch.allclose(ref, spec[:, 0] * torch.tanh(mag0) / mag0 * torch.complex(mask[:, 0], mask[:, 1]), atol=1e-5)
+    assert torch.equal(apply_mask(mask[:, :2], spec[:, 0]), ref)
+
+    cfg = dict(TINY, in_channels=4, mask_mode="filter-sum", causal=True, time_attention="causal")
+    net = create_model(cfg).eval()
+    assert net(torch.randn(1, 8, 5, 257)).shape == (1, 8, 5, 257)
+    w = 0.1 * torch.randn(1, 4, 8000)
+    e = Enhancer(net)
+    with torch.no_grad():
+        y = e(w)
+        # identity start: the output is channel 0 up to the gain tanh(1)
+        err = (y - torch.tanh(torch.tensor(1.0)) * w[:, 0]).pow(2).sum() / w[:, 0].pow(2).sum()
+        assert err < 1e-2, float(err)
+        full = Enhancer(full_mask(create_model(cfg)).eval())
+        assert (full(w) - full.stream(w)).abs().max() <= 1e-4
+    save_checkpoint(tmp_path / "fs.pt", net)
+    back, _ = load_model(tmp_path / "fs.pt")
+    assert back.cfg.mask_mode == "filter-sum" and back.dec2.out_channels == 8
+    assert resolve_config("cpu-teacher").mask_mode == "reference"     # presets and old checkpoints: the spec's form
+
+
+def test_spatial_features_are_the_normalised_cross_spectra_with_channel_0_and_stream():
+    """spatial_features: per bin conj(X_0)·X_m / Σ|X_k|² (real, imag) for m ≥ 1 beside the spectra (for
+    Ambisonics the normalised active and reactive intensity); level-free; mono refused; hop by hop = offline."""
+    with pytest.raises(ValueError, match="spatial_features"):
+        DPDCRNConfig(spatial_features=True)
+    net = create_model(dict(TINY, in_channels=4, spatial_features=True, causal=True, time_attention="none")).eval()
+    assert net.enc1[0].in_channels == 8 + 6
+    torch.manual_seed(1)
+    spec = torch.randn(1, 4, 3, 257, dtype=torch.complex64)
+    x = torch.stack([spec.real, spec.imag], 2).reshape(1, 8, 3, 257)
+    feats = net.encoder_input(x)
+    assert feats.shape == (1, 14, 3, 257) and torch.equal(feats[:, :8], x)
+    want = spec[:, :1].conj() * spec[:, 1:] / spec.abs().pow(2).sum(1, keepdim=True)
+    assert torch.allclose(feats[:, 8::2], want.real, atol=1e-5) and torch.allclose(feats[:, 9::2], want.imag, atol=1e-5)
+    assert feats[:, 8:].abs().max() <= 1 and torch.allclose(net.encoder_input(100 * x)[:, 8:], feats[:, 8:], atol=1e-5)
+    full = full_mask(net)
+    with torch.no_grad():
+        state, outs = full.init_state(1), []
+        for t in range(3):
+            y, state = full.step(x[:, :, t:t + 1], state)
+            outs.append(y)
+        assert (full(x) - torch.cat(outs, 2)).abs().max() <= 1e-4

@@ -244,16 +244,18 @@ def test_mixing_version_2_moves_full_length_crops_and_adds_voices(tiny_corpus):
         return any(len(s) == len(clean) and np.allclose(s / np.abs(s).max(), clean / np.abs(clean).max(), atol=1e-4)
                    for s in m.speech)
     v1 = OnTheFlyMix(tiny_corpus, segment_s=1.0, seed=0, version=1)
-    v2 = OnTheFlyMix(tiny_corpus, segment_s=1.0, seed=0)
+    v2 = OnTheFlyMix(tiny_corpus, segment_s=1.0, seed=0, version=2)
     assert v2.version == 2 and v2.packs
     assert sorted(v2.packs) == sorted(s for s in set(v2.speakers) if s.startswith("asterisk:"))
     assert all(stored(v1, v1.mix(e, k)[1]) for e in (0, 1) for k in range(6))
     assert not any(stored(v2, v2.mix(e, k)[1]) for e in (0, 1) for k in range(6))
-    x, y = v2.mix(4, 9), OnTheFlyMix(tiny_corpus, segment_s=1.0, seed=0).mix(4, 9)
+    x, y = v2.mix(4, 9), OnTheFlyMix(tiny_corpus, segment_s=1.0, seed=0, version=2).mix(4, 9)
     assert np.array_equal(x[0], y[0]) and np.array_equal(x[1], y[1])       # still a function of (seed, epoch, index)
     assert x[1].shape == (16000,) and np.isfinite(x[0]).all()
+    v3 = OnTheFlyMix(tiny_corpus, segment_s=1.0, seed=0)                  # the default; mono: version 2's items
+    assert v3.version == 3 and all(np.array_equal(a, b) for a, b in zip(v3.mix(4, 9)[:2], x[:2]))
     with pytest.raises(HwkdError, match="mixing version"):
-        OnTheFlyMix(tiny_corpus, segment_s=1.0, version=3)
+        OnTheFlyMix(tiny_corpus, segment_s=1.0, version=4)
 
 
 def test_runs_record_their_mixing_version(tiny_corpus, tmp_path):
@@ -261,7 +263,7 @@ def test_runs_record_their_mixing_version(tiny_corpus, tmp_path):
     from hwkd.models.checkpoint import read_checkpoint
     from hwkd.train.recipe import train_model
     tcfg = TrainConfig(epochs=1, batch_size=2, segment_s=0.5, max_steps_per_epoch=1, val_clips=1, val_pesq_clips=0)
-    for mixing, asked, want in (("on", None, 2), ("on", 1, 1), ("off", None, None)):
+    for mixing, asked, want in (("on", None, 3), ("on", 1, 1), ("off", None, None)):
         run = tmp_path / f"{mixing}-{asked}"
         res = train_model(create_model(TINY).cfg, run, tcfg, data=tiny_corpus, mixing=mixing, progress=False,
                           mix_version=asked)
@@ -272,7 +274,7 @@ def test_runs_record_their_mixing_version(tiny_corpus, tmp_path):
 def test_a_resumed_run_keeps_its_mixing_version(tmp_path):
     from hwkd.models.checkpoint import save_checkpoint
     from hwkd.train.recipe import mix_version_of
-    assert mix_version_of(tmp_path / "new") == 2 and mix_version_of(tmp_path / "new", 1) == 1
+    assert mix_version_of(tmp_path / "new") == 3 and mix_version_of(tmp_path / "new", 1) == 1
     net = create_model(TINY)
     old = tmp_path / "old"                         # a run from before versions: mixed with version 1
     old.mkdir()
@@ -283,7 +285,7 @@ def test_a_resumed_run_keeps_its_mixing_version(tmp_path):
     static = tmp_path / "static"                   # a run on static pairs: no version applies, none is refused
     static.mkdir()
     save_checkpoint(static / "last.pt", net, meta={"train_data": "static pairs", "mixing_version": None})
-    assert mix_version_of(static, 1) == 1 and mix_version_of(static) == 2
+    assert mix_version_of(static, 1) == 1 and mix_version_of(static) == 3
     new = tmp_path / "v2"
     new.mkdir()
     save_checkpoint(new / "last.pt", net, meta={"train_data": "on-the-fly mixing", "mixing_version": 2})
@@ -298,6 +300,28 @@ def test_on_the_fly_mixing_ambisonics(tiny_foa):
     it = mix[3]
     assert it["noisy"].shape == (4, 8000) and torch.isfinite(it["noisy"]).all()
     assert torch.equal(mix[3]["noisy"], it["noisy"])
+
+
+def test_mixing_version_3_turns_the_ambisonics_field_and_keeps_the_rest(tiny_foa):
+    """Version 3: each Ambisonics item is version 2's with its field turned about the vertical axis (and mirrored
+    for some): W, Z and the target as version 2's (up to the one level gain), X² + Y² per sample kept, the turn
+    different from item to item; the turn is exact (a turned source equals the source simulated turned)."""
+    from hwkd.data.mixing import OnTheFlyMix, turn_foa
+    v2, v3 = (OnTheFlyMix(tiny_foa, segment_s=0.5, seed=0, version=v) for v in (2, 3))
+    angles = []
+    for k in range(6):
+        (a, ca, _), (b, cb, _) = v2.mix(1, k), v3.mix(1, k)
+        g = float(np.dot(b[0], a[0]) / np.dot(a[0], a[0]))                 # a peak may rescale the item
+        assert np.allclose(b[[0, 2]], g * a[[0, 2]], atol=1e-6) and np.allclose(cb, g * ca, atol=1e-6)
+        assert np.allclose(b[1] ** 2 + b[3] ** 2, g ** 2 * (a[1] ** 2 + a[3] ** 2), atol=1e-6)
+        angles.append(float(np.dot(b[3], a[3]) / (g * np.dot(a[3], a[3]) + 1e-12)))
+        assert not np.allclose(b[[1, 3]], g * a[[1, 3]], atol=1e-4)
+    assert len({round(x, 3) for x in angles}) == 6
+    s = np.random.default_rng(0).standard_normal(64)
+
+    def field(az, el=0.3):
+        return np.stack([s, np.cos(el) * np.sin(az) * s, np.sin(el) * s, np.cos(el) * np.cos(az) * s])
+    assert np.allclose(turn_foa(field(1.1), 0.7), field(1.8)) and np.allclose(turn_foa(field(1.1), 0, True), field(-1.1))
 
 
 @pytest.mark.parametrize("which", ["mono", "foa"])

@@ -74,10 +74,13 @@ def features(spec: np.ndarray) -> np.ndarray:
     return np.stack([spec.real, spec.imag], axis=1).reshape(1, -1, *spec.shape[1:]).astype(np.float32)
 
 
-def apply_mask(mask: np.ndarray, spec0: np.ndarray, eps: float = 1e-8) -> np.ndarray:
-    """mask [2, T, F], spec0 complex [T, F] -> complex [T, F]."""
-    mag = np.sqrt(mask[0] ** 2 + mask[1] ** 2 + eps)
-    return spec0 * (np.tanh(mag) / mag) * (mask[0] + 1j * mask[1])
+def apply_mask(mask: np.ndarray, spec: np.ndarray, eps: float = 1e-8) -> np.ndarray:
+    """mask [2K, T, F], spec complex [M, T, F] -> complex [T, F]: channel 0 masked (K = 1), or each of the K = M
+    channels masked and the results summed (a `filter-sum` model)."""
+    k = mask.shape[0] // 2
+    m = mask.reshape(k, 2, *mask.shape[1:])
+    mag = np.sqrt(m[:, 0] ** 2 + m[:, 1] ** 2 + eps)
+    return (spec[:k] * (np.tanh(mag) / mag) * (m[:, 0] + 1j * m[:, 1])).sum(0)
 
 
 def istft(spec: np.ndarray, length: int, n_fft: int, hop: int) -> np.ndarray:
@@ -129,7 +132,7 @@ def main() -> None:
         sys.exit("no step.onnx in this folder: the model is not causal; run without --streaming")
     spec = stft(x, n_fft, hop)
     mask = (masks_streaming if a.streaming else masks_offline)(features(spec))
-    write_wav(a.output, istft(apply_mask(mask, spec[0]), x.shape[1], n_fft, hop))
+    write_wav(a.output, istft(apply_mask(mask, spec), x.shape[1], n_fft, hop))
 
 
 if __name__ == "__main__":

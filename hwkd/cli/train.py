@@ -72,6 +72,12 @@ def add_training_args(t) -> None:
     t.add_argument("--val-split", default="val")
     t.add_argument("--in-channels", type=POS_INT, default=None, help="override the model's input channels (1 or 4)")
     t.add_argument("--hop", type=POS_INT, default=None, help="override the model's STFT hop")
+    t.add_argument("--mask-mode", choices=("reference", "filter-sum"), default=None,
+                   help="override the model's output: one polar mask on channel 0 (reference, the spec's), or one per "
+                        "input channel summed (filter-sum: a learned beamformer, multi-channel input only)")
+    t.add_argument("--spatial-features", action="store_true", default=None,
+                   help="multi-channel input: also feed each bin's cross-spectra with channel 0 (for Ambisonics the "
+                        "normalised sound intensity, a direction-of-arrival cue)")
     t.add_argument("--epochs", type=int, default=TrainConfig.epochs, help="default %(default)s")
     t.add_argument("--batch-size", type=int, default=TrainConfig.batch_size, help="default %(default)s")
     t.add_argument("--segment-s", type=float, default=TrainConfig.segment_s,
@@ -125,7 +131,8 @@ def run_training(args, cfg, kd=None) -> int:
 
 def cmd_train(args) -> int:
     from hwkd.models.registry import resolve_config
-    return run_training(args, resolve_config(args.model, in_channels=args.in_channels, hop=args.hop))
+    return run_training(args, resolve_config(args.model, in_channels=args.in_channels, hop=args.hop,
+                                             mask_mode=args.mask_mode, spatial_features=args.spatial_features))
 
 def cmd_distill(args) -> int:
     from hwkd.models.checkpoint import load_model
@@ -145,12 +152,13 @@ def cmd_distill(args) -> int:
             if channels != own:
                 print(f"hwkd distill: student {args.student} takes the teacher's {channels} input channels "
                     f"(its own: {own}); --in-channels sets them")
-    cfg = resolve_config(args.student, in_channels=channels, hop=args.hop or teacher.cfg.hop)
+    cfg = resolve_config(args.student, in_channels=channels, hop=args.hop or teacher.cfg.hop, mask_mode=args.mask_mode,
+                         spatial_features=args.spatial_features)
     from hwkd.kd.base import uses_teacher
     from hwkd.train.objective import check_teacher
     if uses_teacher(args.kd):                  # before any corpus is built or folder made (unknown: one line)
         check_teacher(teacher.cfg, cfg, student=f"student {args.student}",
-                      fix="give --in-channels / --hop that match the teacher, or another --teacher")
+                      fix="give --in-channels / --hop that match the teacher, or another --teacher", schemes=(args.kd,))
     return run_training(args, cfg, KDSpec(args.kd, teacher, args.lam))
 
 def cmd_evaluate(args) -> int:

@@ -153,7 +153,8 @@ def check_inputs(cc: CompareConfig, teacher_path: Path | None, data: dict | None
         sc = resolve_config(st, hop=hop)
         check_teacher(teachers.get(sc.in_channels, teachers[min(teachers)]), sc,
                       student=f"student {student_label(st)}",
-                      fix="give --teacher a checkpoint with the students' input channels, or other --students")
+                      fix="give --teacher a checkpoint with the students' input channels, or other --students",
+                      schemes=cc.schemes)
 
 
 def check_ratios(cc: CompareConfig) -> None:

@@ -466,6 +466,10 @@ class Predictor:
         if not cfg.causal or cfg.time_attention != "none":
             raise HwkdError("per-hop prediction covers streaming models without time attention",
                             "measure this model instead (its per-hop cost grows with the attention cache)")
+        if cfg.mask_mode != "reference" or cfg.spatial_features:
+            raise HwkdError(f"per-hop prediction is calibrated on the spec's output form (one mask, no spatial "
+                            f"features), not mask_mode {cfg.mask_mode!r} / spatial_features {cfg.spatial_features}",
+                            "measure this model instead (hwkd bench)")
         # a step costs at least one call of the runtime (a fit on noisy anchors can extrapolate below it)
         return max(float(self.coef @ self._features(cfg)), self._get(block="call"))
 

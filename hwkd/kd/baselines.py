@@ -34,8 +34,9 @@ def _same_position(student: dict, teacher: dict) -> list[tuple[Tensor, Tensor]]:
 def bounded_mask(mask: Tensor, eps: float = 1e-8) -> Tensor:
     """The complex gain the polar mask applies (hwkd.models.dpdcrn.apply_mask): tanh(|M|)·M/|M|, [B, 2, T, F].
     Bounded by 1 in magnitude, unlike the raw pre-activation M (teacher |M| reaches ~4 where tanh is flat)."""
-    mag = torch.sqrt(mask.pow(2).sum(1, keepdim=True) + eps)
-    return mask * (torch.tanh(mag) / mag)
+    m = mask.reshape(mask.shape[0], -1, 2, *mask.shape[2:])          # (real, imag) per masked channel
+    mag = torch.sqrt(m.pow(2).sum(2, keepdim=True) + eps)
+    return (m * (torch.tanh(mag) / mag)).reshape(mask.shape)
 
 
 @register("none")
@@ -58,6 +59,12 @@ class ResponseKD(Distiller):
 
     def __init__(self, student_taps, teacher_taps):
         super().__init__()
+        s, t = student_taps["dec"][-1].shape[1], teacher_taps["dec"][-1].shape[1]
+        if s != t:
+            from hwkd.errors import HwkdError
+            raise HwkdError(f"response KD compares masks of one form: the student masks {s // 2} input channel(s), "
+                            f"the teacher {t // 2} (their mask_mode differs)",
+                            "use a feature scheme for this pair (e.g. i2srf-tfckd), or a teacher of the student's form")
 
     def forward(self, student, teacher):
         loss = F.mse_loss(bounded_mask(student["dec"][-1]), bounded_mask(teacher["dec"][-1].detach()))

@@ -2,7 +2,8 @@
 
 Implemented from ../shared/spec/dpdcrn-and-i2srf-tfckd.md §1. Input: stacked real/imag STFT channels
 [B, 2M, T, 257] (M microphones or Ambisonic channels); output: a 2-channel complex mask [B, 2, T, 257]
-applied in polar form to the reference channel (see `apply_mask`). STFT/iSTFT stay outside the network.
+applied in polar form to the reference channel (see `apply_mask`), or with `mask_mode: filter-sum` one such mask
+per input channel [B, 2M, T, 257], the masked channels summed (a learned beamformer; see DPDCRNConfig). STFT/iSTFT stay outside the network.
 
 Encoder: conv (1,3)/2 -> conv (1,3)/2 -> dilated dense block; dual-path block with L layers of parallel
 intra-frame (along frequency) and inter-frame (along time) "attention + GRU" paths; decoder: dilated
@@ -48,7 +49,7 @@ LEGACY_FIELDS = {"causal_norm": "frame", "input_compress": 1.0}
 # ~10^10 weights, depth 40 a dilation cache of 2^39 frames.
 INT_RANGES = {"channels": (4, 1024), "layers": (1, 32), "depth": (1, 12), "heads": (0, 512),
               "gru_hidden": (1, 4096), "in_channels": (1, 64), "n_fft": (512, 512), "hop": (1, 511)}
-BOOL_FIELDS = ("intra_bidirectional", "causal")
+BOOL_FIELDS = ("intra_bidirectional", "causal", "spatial_features")
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,10 @@ class DPDCRNConfig:
     hop: int = 256
     causal_norm: str = "cumulative"    # causal models: "cumulative" (stats of all frames so far) or "frame"
     input_compress: float = 1.0        # c: each input bin X -> |X|^c e^{j∠X} before the encoder (1 = raw STFT)
+    mask_mode: str = "reference"       # "reference": one polar mask on channel 0 (the spec); "filter-sum": one
+                                       # per input channel, summed (a learned beamformer; M > 1 only)
+    spatial_features: bool = False     # M > 1: also feed conj(X_0)·X_m / Σ|X|² per bin (m ≥ 1; for Ambisonics the
+                                       # normalised active and reactive intensity: where the sound comes from)
 
     def __post_init__(self):
         for name, (lo, hi) in INT_RANGES.items():
@@ -81,7 +86,7 @@ class DPDCRNConfig:
         for name in BOOL_FIELDS:
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
-        for name in ("time_attention", "causal_norm"):
+        for name in ("time_attention", "causal_norm", "mask_mode"):
             if not isinstance(getattr(self, name), str):
                 raise ValueError(f"{name} must be a string, got {getattr(self, name)!r}")
         if self.channels % 2 or self.channels < 4:
@@ -94,6 +99,12 @@ class DPDCRNConfig:
             raise ValueError("a causal model needs time_attention 'causal' or 'none'")
         if self.causal_norm not in ("cumulative", "frame"):
             raise ValueError("causal_norm must be 'cumulative' or 'frame'")
+        if self.mask_mode not in ("reference", "filter-sum"):
+            raise ValueError(f"mask_mode must be 'reference' or 'filter-sum', got {self.mask_mode!r}")
+        if self.mask_mode == "filter-sum" and self.in_channels == 1:
+            raise ValueError("mask_mode 'filter-sum' needs in_channels > 1 (with one channel it is 'reference')")
+        if self.spatial_features and self.in_channels == 1:
+            raise ValueError("spatial_features needs in_channels > 1 (they relate each channel to channel 0)")
         c = self.input_compress
         if isinstance(c, bool) or not isinstance(c, numbers.Real) or not 0.05 <= c <= 1.0:
             raise ValueError(f"input_compress must be a number from 0.05 to 1, got {c!r}")
@@ -102,6 +113,16 @@ class DPDCRNConfig:
     @property
     def hidden(self) -> int:
         return self.gru_hidden or self.channels
+
+    @property
+    def mask_channels(self) -> int:
+        """Channels of the mask tap: (real, imag) for the reference channel, or for each input channel."""
+        return 2 * self.in_channels if self.mask_mode == "filter-sum" else 2
+
+    @property
+    def encoder_inputs(self) -> int:
+        """Channels the first convolution sees: (real, imag) per input channel, and the spatial features."""
+        return 2 * self.in_channels + (2 * (self.in_channels - 1) if self.spatial_features else 0)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -307,7 +328,7 @@ class DPDCRN(nn.Module):
         self.cfg = cfg
         c, causal = cfg.channels, cfg.causal
         cum = cfg.causal_norm == "cumulative"
-        self.enc1 = nn.Sequential(nn.Conv2d(2 * cfg.in_channels, c, (1, 3), (1, 2), (0, 1)),
+        self.enc1 = nn.Sequential(nn.Conv2d(cfg.encoder_inputs, c, (1, 3), (1, 2), (0, 1)),
                                   conv_norm(c, causal, cum), nn.PReLU(c))
         self.enc2 = nn.Sequential(nn.Conv2d(c, c, (1, 3), (1, 2)), conv_norm(c, causal, cum), nn.PReLU(c))
         self.enc_dense = DenseBlock(c, cfg.depth, causal, cum)
@@ -318,7 +339,7 @@ class DPDCRN(nn.Module):
         self.dp_out = nn.Sequential(nn.PReLU(), nn.Conv2d(c // 2, c, 1))   # shared by all layers
         self.dec_dense = DenseBlock(c, cfg.depth, causal, cum)
         self.dec1 = nn.Sequential(nn.ConvTranspose2d(c, c, (1, 3), (1, 2)), conv_norm(c, causal, cum), nn.PReLU(c))
-        self.dec2 = nn.ConvTranspose2d(c, 2, (1, 3), (1, 2))
+        self.dec2 = nn.ConvTranspose2d(c, cfg.mask_channels, (1, 3), (1, 2))
         self.identity_start()
 
     def identity_start(self, gain_bias: float = IDENTITY_BIAS, scale: float = IDENTITY_SCALE) -> None:
@@ -329,12 +350,31 @@ class DPDCRN(nn.Module):
         saturate it). The weights are the default init scaled by `scale`, not zero, so every layer gets a
         gradient from the first step (Adam's steps do not depend on the gradient's scale). The default
         PyTorch init instead gives |M| ≈ 0.6 with random phase: about −20 dB SI-SDR from a +7 dB input.
+        With `mask_mode: filter-sum` the reference channel's mask starts so and the other channels' at ~0: the sum
+        starts as the reference channel alone.
         An initialisation only: the architecture and parameter count are unchanged; loaded weights replace it.
         """
         with torch.no_grad():
             self.dec2.reset_parameters()
             self.dec2.weight.mul_(scale)
-            self.dec2.bias.copy_(torch.tensor([gain_bias, 0.0]))
+            self.dec2.bias.zero_()
+            self.dec2.bias[0] = gain_bias
+
+    def encoder_input(self, x: Tensor) -> Tensor:
+        """What the first convolution sees: the (compressed) spectra, and with `spatial_features` per bin the
+        cross-spectra of channel 0 with each other channel over the bin's total energy, conj(X_0)·X_m / Σ_k|X_k|²
+        (real, imag; each within [-1, 1]). For first-order Ambisonics these are the normalised active and reactive
+        sound intensity, the direction-of-arrival feature of the field, a product of channels that the linear
+        first convolution cannot form itself. Parameter-free and per frame, like the compression."""
+        z = self.compress(x)
+        if not self.cfg.spatial_features:
+            return z
+        b, ch, t, f = x.shape
+        re, im = x[:, 0::2], x[:, 1::2]                                # [B, M, T, F]
+        energy = (re.pow(2) + im.pow(2)).sum(1, keepdim=True) + 1e-10
+        cross_re = (re[:, :1] * re[:, 1:] + im[:, :1] * im[:, 1:]) / energy
+        cross_im = (re[:, :1] * im[:, 1:] - im[:, :1] * re[:, 1:]) / energy
+        return torch.cat([z, torch.stack([cross_re, cross_im], 2).reshape(b, -1, t, f)], 1)
 
     def compress(self, x: Tensor) -> Tensor:
         """Power-law compression of the input spectra, per bin: (re, im) -> |X|^(c-1)·(re, im), i.e. magnitude
@@ -351,8 +391,8 @@ class DPDCRN(nn.Module):
 
     # -- offline ---------------------------------------------------------------------------------
     def forward(self, x: Tensor, return_taps: bool = False):
-        """x: [B, 2M, T, 257] -> mask [B, 2, T, 257] (and the taps dict when return_taps)."""
-        e1 = self.enc1(self.compress(x))
+        """x: [B, 2M, T, 257] -> mask [B, 2K, T, 257] (K = cfg.mask_channels / 2; and the taps when return_taps)."""
+        e1 = self.enc1(self.encoder_input(x))
         e2 = self.enc2(e1)
         e3 = self.enc_dense(e2)
         u = self.dp_in(e3)
@@ -389,7 +429,7 @@ class DPDCRN(nn.Module):
         return [m for m in self.modules() if isinstance(m, FrameNorm) and m.cumulative]
 
     def step(self, x: Tensor, state: dict) -> tuple[Tensor, dict]:
-        """STFT frames x [B, 2M, T, 257] -> mask frames [B, 2, T, 257] and the new state.
+        """STFT frames x [B, 2M, T, 257] -> mask frames [B, 2K, T, 257] and the new state.
 
         T = 1 is one hop (the exported step model); a chunk of T > 1 frames continues the stream exactly as T
         single steps would (up to float rounding), in one call: the chunked offline enhancement of long files
@@ -407,7 +447,7 @@ class DPDCRN(nn.Module):
         return mask, new
 
     def _step(self, x: Tensor, state: dict) -> tuple[Tensor, dict]:
-        e3, enc_state = self.enc_dense.step(self.enc2(self.enc1(self.compress(x))), state["enc"])
+        e3, enc_state = self.enc_dense.step(self.enc2(self.enc1(self.encoder_input(x))), state["enc"])
         u = self.dp_in(e3)
         dp_state = []
         for layer, st in zip(self.dp_layers, state["dp"]):
@@ -422,8 +462,19 @@ class DPDCRN(nn.Module):
 def apply_mask(mask: Tensor, spec: Tensor, eps: float = 1e-8) -> Tensor:
     """Polar mask on the reference channel: |S| = tanh(|M|)|X|, angle(S) = angle(X) + angle(M).
 
-    mask: [B, 2, T, F] (real, imag); spec: complex [B, T, F] of the reference channel -> complex [B, T, F].
+    mask: [B, 2K, T, F] ((real, imag) per masked channel); spec: complex [B, M, T, F] (or [B, T, F]: the reference
+    channel alone) -> complex [B, T, F]. K = 1 (`mask_mode: reference`) masks channel 0; K = M (`filter-sum`)
+    masks every channel so and sums them: Ŝ = Σ_m tanh(|M_m|)·e^{j∠M_m}·X_m, a learned filter-and-sum
+    beamformer (the output form of the L3DAS challenges' MIMO beamforming baselines), each gain bounded by 1.
     """
-    m = torch.complex(mask[:, 0], mask[:, 1])
-    mag = torch.sqrt(mask[:, 0] ** 2 + mask[:, 1] ** 2 + eps)
-    return spec * (torch.tanh(mag) / mag) * m
+    if spec.dim() == 3:
+        spec = spec[:, None]
+    k = mask.shape[1] // 2
+    if k > spec.shape[1]:
+        raise ValueError(f"a mask for {k} channels needs {k} input channels, got {spec.shape[1]}")
+    m = mask.reshape(mask.shape[0], k, 2, *mask.shape[2:])
+    re, im = m[:, :, 0], m[:, :, 1]
+    mag = torch.sqrt(re ** 2 + im ** 2 + eps)
+    gain = torch.tanh(mag) / mag
+    out = spec[:, :k] * gain * torch.complex(re, im)
+    return out[:, 0] if k == 1 else out.sum(1)

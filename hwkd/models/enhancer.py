@@ -39,11 +39,12 @@ NONCAUSAL_OVERLAP_S = 2.0      # non-causal models: overlap of consecutive windo
 def masked_istft(noisy: Tensor, network, n_fft: int, hop: int) -> tuple[Tensor, object]:
     """noisy [B, M, N] -> (enhanced [B, N], extra): STFT, `network(features)` -> mask [B, 2, T, F] (or (mask,
     extra), e.g. the taps), the polar mask on the reference channel's spectrum, iSTFT to N samples. `network` is
-    the torch model or any runtime's session wrapped as a function: every whole-utterance path runs this."""
+    the torch model or any runtime's session wrapped as a function: every whole-utterance path runs this.
+    A `filter-sum` mask covers every input channel (hwkd.models.dpdcrn.apply_mask)."""
     spec = stft(noisy, n_fft, hop)
     out = network(features(spec))
     mask, extra = out if isinstance(out, tuple) else (out, None)
-    return istft(apply_mask(mask, spec[:, 0]), noisy.shape[-1], n_fft, hop), extra
+    return istft(apply_mask(mask, spec), noisy.shape[-1], n_fft, hop), extra
 
 
 class Enhancer(nn.Module):
@@ -166,7 +167,7 @@ class CausalStream:
             mask = torch.cat(masks, dim=2)
         else:
             mask, self.state = self.net.step(feats, self.state)
-        frames = torch.fft.irfft(apply_mask(mask, spec[:, 0]), n=nf, dim=-1) * self.w   # [B, T, nf]
+        frames = torch.fft.irfft(apply_mask(mask, spec), n=nf, dim=-1) * self.w   # [B, T, nf]
         b, t, _ = frames.shape
         total = (t - 1) * hop + nf
         out = F.fold(frames.transpose(1, 2), (1, total), (1, nf), stride=(1, hop)).reshape(b, total)

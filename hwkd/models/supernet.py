@@ -39,7 +39,8 @@ from torch.func import functional_call
 from hwkd.models.dpdcrn import DPDCRN, DPDCRNConfig
 
 SLICED = ("channels", "layers", "depth", "gru_hidden", "heads", "intra_bidirectional")   # may vary
-SHARED = ("in_channels", "n_fft", "hop", "causal", "causal_norm", "input_compress")        # must be equal
+SHARED = ("in_channels", "n_fft", "hop", "causal", "causal_norm", "input_compress",        # must be equal
+          "mask_mode", "spatial_features")
 TEMPLATES = 64     # sub-network modules kept (one per config; a module is built in milliseconds)
 
 _DENSE_IN = re.compile(r"(enc|dec)_dense\.convs\.(\d+)\.weight$")

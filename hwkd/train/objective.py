@@ -31,14 +31,19 @@ KD_GRAD_RATIO = 0.5        # λ·‖∇L_KD‖ / ‖∇L_SE‖ on the student at
 
 
 def check_teacher(tc, sc, student: str = "student", fix: str = "choose a student with the teacher's input "
-                                                                  "channels and hop") -> None:
+                                                                  "channels and hop", schemes=()) -> None:
     """The teacher must see the student's STFT and input; a mono teacher may teach an Ambisonics student (it
-    sees the W channel, channel 0, its reference)."""
+    sees the W channel, channel 0, its reference). Response KD (among `schemes`) compares the two masks, so
+    it also needs one output form (mask_mode) on both sides."""
     mono_teacher = tc.in_channels == 1 and sc.in_channels == 4
+    from hwkd.errors import HwkdError
     if (tc.hop, tc.n_fft) != (sc.hop, sc.n_fft) or (tc.in_channels != sc.in_channels and not mono_teacher):
-        from hwkd.errors import HwkdError
         raise HwkdError(f"teacher (input channels {tc.in_channels}, hop {tc.hop}) and {student} "
                         f"(input channels {sc.in_channels}, hop {sc.hop}) must share input and STFT", fix)
+    if "response" in schemes and tc.mask_channels != sc.mask_channels:
+        raise HwkdError(f"response KD compares masks of one form: the teacher's mask_mode is {tc.mask_mode!r}, "
+                        f"{student}'s {sc.mask_mode!r}",
+                        f"give the student --mask-mode {tc.mask_mode}, or use a feature scheme (e.g. i2srf-tfckd)")
 
 
 def _grad_norm(loss: torch.Tensor, params: list[torch.Tensor]) -> float:

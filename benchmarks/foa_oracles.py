@@ -1,0 +1,89 @@
+"""What can an Ambisonics model reach against the dry direct-path target? Oracle bounds of its output forms.
+
+The Ambisonics target (hwkd/data/synth.py, as in L3DAS23) is the dry speech as it arrives by the direct path;
+the input is reverberant and noisy first-order Ambisonics (W, Y, Z, X). The spec's DPDCRN masks the W channel
+alone (`mask_mode: reference`): a polar gain <= 1 and a phase rotation per bin. Scored per clip by SI-SDR
+against the target, with hwkd's STFT/iSTFT:
+
+- noisy: the W channel as it is;
+- reference, polar oracle: the ideal mask S/W, gain clipped at tanh(3), phase kept (the form's ceiling);
+- reference, magnitude oracle: the same gain with W's own phase (what a mask that does not correct the phase
+  can reach);
+- steered beams, no mask: a first-order cardioid (0.5 W + 0.5 u·[X, Y, Z]) and hypercardioid (0.25 W + 0.75
+  u·[X, Y, Z], the most directive first-order pattern) steered at the true speech direction u (the manifest's
+  azimuth and elevation): a linear combination of the channels, what a `filter-sum` mask can express with
+  gains <= 1 (hwkd.models.dpdcrn.apply_mask), here with the direction known;
+- hypercardioid, magnitude oracle: the ideal gain on the beam with the beam's phase.
+
+Writes results/foa_oracles.json (means with 95 % CIs, and by RT60 band).
+
+    python benchmarks/foa_oracles.py [--split test] [--clips N]
+"""
+
+import argparse
+import json
+
+import numpy as np
+import soundfile as sf
+import torch
+
+from hwkd.audio.stft import istft, stft
+from hwkd.data.synth import default_dataset
+from hwkd.metrics.quality import mean_ci, si_sdr
+from hwkd.sysinfo import fingerprint
+
+from _common import save
+
+GAIN_MAX = float(np.tanh(3.0))
+KEYS = ("noisy", "reference_polar", "reference_magnitude", "cardioid", "hypercardioid", "hypercardioid_magnitude")
+
+
+def oracle(ref: np.ndarray, s: np.ndarray, keep_phase: bool) -> np.ndarray:
+    """The ideal gain S/R on `ref` (clipped at GAIN_MAX), with the target's phase or ref's own."""
+    nr, ns = stft(torch.from_numpy(ref)[None]), stft(torch.from_numpy(s)[None])
+    m = ns / torch.where(nr.abs() > 0, nr, torch.ones_like(nr))
+    g = m.abs().clamp(max=GAIN_MAX)
+    return istft(nr * g * (torch.exp(1j * m.angle()) if keep_phase else 1), len(s))[0].numpy()
+
+
+def rt60_band(rt60: float) -> str:
+    lo = int(rt60 * 10) / 10
+    return f"{lo:.1f}-{lo + 0.1:.1f} s"
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--split", default="test")
+    ap.add_argument("--clips", type=int, default=None, help="the first N clips of the split (default: all)")
+    a = ap.parse_args()
+    root = default_dataset(4) / a.split
+    lines = (root / "manifest.jsonl").read_text().splitlines()[: a.clips]
+    rows = []
+    for line in lines:
+        r = json.loads(line)
+        x, _ = sf.read(str(root / r["noisy"]), dtype="float32")
+        s, _ = sf.read(str(root / r["clean"]), dtype="float32")
+        w, y, z, xx = x.T
+        az, el = np.radians(r["room"]["speech_azimuth_deg"]), np.radians(r["room"]["speech_elevation_deg"])
+        u = np.array([np.cos(el) * np.cos(az), np.cos(el) * np.sin(az), np.sin(el)], np.float32)
+        dipole = u[0] * xx + u[1] * y + u[2] * z                    # a figure-of-eight at the speech
+        hyper = 0.25 * w + 0.75 * dipole
+        rows.append({"id": r["id"], "rt60_s": r["room"]["rt60_s"], "snr_db": r["snr_db"],
+                     "noisy": si_sdr(w, s), "reference_polar": si_sdr(oracle(w, s, True), s),
+                     "reference_magnitude": si_sdr(oracle(w, s, False), s),
+                     "cardioid": si_sdr(0.5 * w + 0.5 * dipole, s), "hypercardioid": si_sdr(hyper, s),
+                     "hypercardioid_magnitude": si_sdr(oracle(hyper, s, False), s)})
+    res = {"split": a.split, "utterances": len(rows), "gain_max": GAIN_MAX, "target": "dry direct path",
+           "metric": "SI-SDR (dB)", "all": {k: mean_ci([r[k] for r in rows]) for k in KEYS}, "by_rt60": {},
+           "rows": rows}
+    for b in sorted({rt60_band(r["rt60_s"]) for r in rows}):
+        sel = [r for r in rows if rt60_band(r["rt60_s"]) == b]
+        res["by_rt60"][b] = {"n": len(sel), **{k: float(np.mean([r[k] for r in sel])) for k in KEYS}}
+    for name, v in [("all", {"n": len(rows), **{k: res["all"][k]["mean"] for k in KEYS}})] + list(res["by_rt60"].items()):
+        print(f"{name:>10} n={v['n']:3d}  " + "  ".join(f"{k} {v[k]:6.2f}" for k in KEYS))
+    res["machine"] = fingerprint()
+    save(f"foa_oracles_{a.split}" if a.split != "test" else "foa_oracles", res)
+
+
+if __name__ == "__main__":
+    main()
