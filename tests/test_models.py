@@ -204,6 +204,13 @@ def test_filter_sum_masks_every_channel_starts_as_the_reference_and_streams(tmp_
     back, _ = load_model(tmp_path / "fs.pt")
     assert back.cfg.mask_mode == "filter-sum" and back.dec2.out_channels == 8
     assert resolve_config("cpu-teacher").mask_mode == "reference"     # presets and old checkpoints: the spec's form
+    # a config dict at these defaults is the dict written before the fields existed: runs, searches, matrices and
+    # supernets started before them compare their recorded configs (and hash them) and resume
+    from hwkd.models.checkpoint import read_checkpoint
+    from hwkd.models.teacher import ASSET
+    shipped = read_checkpoint(ASSET)["model"]["config"]
+    assert "mask_mode" not in shipped and load_model(ASSET)[0].cfg.to_dict() == shipped
+    assert back.cfg.to_dict()["mask_mode"] == "filter-sum" and DPDCRNConfig.from_dict(back.cfg.to_dict()) == back.cfg
 
 
 def test_spatial_features_are_the_normalised_cross_spectra_with_channel_0_and_stream():

@@ -718,6 +718,20 @@ def test_a_search_records_its_teachers_sha256_and_refuses_another_file_on_resume
     Search(tmp_path / "runs" / "t2", SearchConfig(**sc), progress=False)       # a new run takes the new file
 
 
+def test_response_kd_from_a_teacher_of_another_mask_form_is_refused_before_anything_is_written(tmp_path, tiny_corpus):
+    from hwkd.models import create_model
+    from hwkd.models.checkpoint import save_checkpoint
+    from hwkd.search.run import Search, SearchConfig
+    teacher = tmp_path / "beam.pt"
+    save_checkpoint(teacher, create_model(dict(channels=8, layers=1, depth=1, heads=2, in_channels=4,
+                                               mask_mode="filter-sum")))
+    sc = SearchConfig(target="rpi4", space=str(_space(tmp_path)), data=str(tiny_corpus), teacher=str(teacher),
+                      kd="response", val_pesq_clips=0)
+    with pytest.raises(HwkdError, match="response KD compares masks of one form.*feature scheme"):
+        Search(tmp_path / "runs" / "r", sc, progress=False)
+    assert not (tmp_path / "runs" / "r").exists()
+
+
 def test_a_trial_asked_by_a_worker_killed_before_it_named_itself_is_failed_after_the_grace(tmp_path, monkeypatch):
     """Optuna's stale check skips a RUNNING trial never stamped with a heartbeat; recover() fails such an
     orphan (no worker named) once it is older than STALE_AFTER_S, and leaves a younger one alone."""

@@ -13,10 +13,12 @@ What hwkd does around the network (STFT settings from card.json: n_fft 512, hop 
   each new hop of audio completes exactly one frame. Algorithmic latency: n_fft samples.
 - network input "features" [1, 2M, T, n_fft/2+1]: the real and imaginary parts of each input channel in turn.
 - network output "mask" [1, 2, T, n_fft/2+1] (real, imaginary), applied in polar form to channel 0's
-  spectrum X: |S| = tanh(|M|)·|X|, angle(S) = angle(X) + angle(M).
+  spectrum X: |S| = tanh(|M|)·|X|, angle(S) = angle(X) + angle(M). A multi-channel model with card.json's
+  config "mask_mode": "filter-sum" outputs [1, 2M, T, F]: one such pair per input channel, each applied to its
+  channel, the results summed.
 - iSTFT: the windowed inverse FFT of each frame, overlap-added, divided by the overlap-added squared window.
 - step.onnx: inputs "frame" [1, 2M, 1, F] and the states (each named in its inputs; all start at zeros, a
-  growing attention cache starts with length 0 on its time axis); outputs "mask" [1, 2, 1, F] and the new
+  growing attention cache starts with length 0 on its time axis); outputs "mask" [1, 2 (or 2M), 1, F] and the new
   states, named "new_" + the input's name, fed back at the next hop.
 """
 

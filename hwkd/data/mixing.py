@@ -256,7 +256,7 @@ class OnTheFlyMix(Mixtures):
 
 
 def turn_foa(x: np.ndarray, angle: float, mirror: bool = False) -> np.ndarray:
-    """First-order Ambisonics [W, Y, Z, X, ...] with its sound field mirrored left-right (Y -> -Y) when asked,
+    """First-order Ambisonics [W, Y, Z, X] with its sound field mirrored left-right (Y -> -Y) when asked,
     then turned by `angle` radians about the vertical axis (a source at azimuth φ moves to φ + angle): an exact
     linear map of the X and Y dipoles; W and Z are unchanged."""
     w, y, z, xx = x[0], (-x[1] if mirror else x[1]), x[2], x[3]

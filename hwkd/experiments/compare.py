@@ -194,7 +194,7 @@ def settings_of(cc: CompareConfig, teacher_path: Path | None) -> dict:
     paths = teacher_paths(cc, teacher_path)
     first = paths[min(paths)]
     hop = load_model(first)[0].cfg.hop
-    nets = {student_label(st): asdict(resolve_config(st, hop=hop)) for st in cc.students}
+    nets = {student_label(st): resolve_config(st, hop=hop).to_dict() for st in cc.students}
     out = {**asdict(cc), "teacher": str(first), "teacher_sha256": hashlib.sha256(first.read_bytes()).hexdigest(),
            "student_configs": nets}
     from hwkd.kd.i2srf import pooling_record

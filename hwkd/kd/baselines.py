@@ -1,7 +1,8 @@
 """Baseline KD schemes under the same interface, adapted to [B, C, T, W] features.
 
 - `response`: output KD — MSE between the student's and the teacher's bounded complex masks tanh(|M|)·M/|M|
-  (what the mask applies; the 'mask' tap, [B, 2, T, 257] on both sides, so no adapter).
+  (what the mask applies; the 'mask' tap, [B, 2, T, 257] on both sides — or [B, 2M, ...] on both for
+  `mask_mode: filter-sum` — so no adapter; teacher and student of different mask forms are refused).
 - `fitnet`: hint MSE on the last tap of each set (enc-3, O_L, dec-1; all 64 bins) through a learned 1×1
   conv adapter from the student's to the teacher's width.
 - `at`: attention transfer — per tap, the channel-mean of squared activations gives a [T, W] map, flattened
@@ -32,7 +33,8 @@ def _same_position(student: dict, teacher: dict) -> list[tuple[Tensor, Tensor]]:
 
 
 def bounded_mask(mask: Tensor, eps: float = 1e-8) -> Tensor:
-    """The complex gain the polar mask applies (hwkd.models.dpdcrn.apply_mask): tanh(|M|)·M/|M|, [B, 2, T, F].
+    """The complex gain the polar mask applies (hwkd.models.dpdcrn.apply_mask): tanh(|M|)·M/|M| per (real, imag)
+    pair, [B, 2K, T, F].
     Bounded by 1 in magnitude, unlike the raw pre-activation M (teacher |M| reaches ~4 where tanh is flat)."""
     m = mask.reshape(mask.shape[0], -1, 2, *mask.shape[2:])          # (real, imag) per masked channel
     mag = torch.sqrt(m.pow(2).sum(2, keepdim=True) + eps)

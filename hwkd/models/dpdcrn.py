@@ -44,6 +44,10 @@ IDENTITY_SCALE = 1e-2     # the mask layer's default-init weights times this
 
 # config fields added after checkpoints were shipped, with the value those checkpoints were trained with
 LEGACY_FIELDS = {"causal_norm": "frame", "input_compress": 1.0}
+# fields added later whose default is what every earlier config meant: a config's dict carries them only when
+# set otherwise, so the dicts (and hashes) of earlier runs, checkpoints, searches and KD matrices stay equal to
+# today's and they resume
+QUIET_DEFAULTS = {"mask_mode": "reference", "spatial_features": False}
 # integer fields: (lowest, highest). The upper bounds are far above any model of this family (the paper's
 # teacher: channels 128, layers 4, depth 4) and stop a typo from allocating tens of GB: channels 6400 builds
 # ~10^10 weights, depth 40 a dilation cache of 2^39 frames.
@@ -125,7 +129,11 @@ class DPDCRNConfig:
         return 2 * self.in_channels + (2 * (self.in_channels - 1) if self.spatial_features else 0)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        for k, v in QUIET_DEFAULTS.items():
+            if d[k] == v:
+                del d[k]
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> DPDCRNConfig:
@@ -363,18 +371,20 @@ class DPDCRN(nn.Module):
     def encoder_input(self, x: Tensor) -> Tensor:
         """What the first convolution sees: the (compressed) spectra, and with `spatial_features` per bin the
         cross-spectra of channel 0 with each other channel over the bin's total energy, conj(X_0)·X_m / Σ_k|X_k|²
-        (real, imag; each within [-1, 1]). For first-order Ambisonics these are the normalised active and reactive
+        (real, imag; each within [-1/2, 1/2]). For first-order Ambisonics these are the normalised active and reactive
         sound intensity, the direction-of-arrival feature of the field, a product of channels that the linear
         first convolution cannot form itself. Parameter-free and per frame, like the compression."""
         z = self.compress(x)
         if not self.cfg.spatial_features:
             return z
         b, ch, t, f = x.shape
-        re, im = x[:, 0::2], x[:, 1::2]                                # [B, M, T, F]
+        xs = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x   # fp16: 1e-10 is 0, squares overflow
+        re, im = xs[:, 0::2], xs[:, 1::2]                              # [B, M, T, F]
         energy = (re.pow(2) + im.pow(2)).sum(1, keepdim=True) + 1e-10
         cross_re = (re[:, :1] * re[:, 1:] + im[:, :1] * im[:, 1:]) / energy
         cross_im = (re[:, :1] * im[:, 1:] - im[:, :1] * re[:, 1:]) / energy
-        return torch.cat([z, torch.stack([cross_re, cross_im], 2).reshape(b, -1, t, f)], 1)
+        cross = torch.stack([cross_re, cross_im], 2).reshape(b, -1, t, f).to(x.dtype)
+        return torch.cat([z, cross], 1)
 
     def compress(self, x: Tensor) -> Tensor:
         """Power-law compression of the input spectra, per bin: (re, im) -> |X|^(c-1)·(re, im), i.e. magnitude

@@ -54,12 +54,19 @@ def write_model_card(card: dict, settings: dict) -> Path:
            "`python enhance_onnx.py in.wav out.wav" + (" [--streaming]`" if cfg.causal else "`")
            + " in this folder needs numpy and onnxruntime only; its docstring is the reference for what hwkd does "
            f"around the network. STFT: n_fft {cfg.n_fft}, hop {cfg.hop} (16 kHz), square-root periodic Hann "
-           "windows, the signal left-padded with n_fft - hop zeros; the mask is applied in polar form to input "
-           "channel 0.", "", "| model | input / output | name | shape |", "|---|---|---|---|"]
+           "windows, the signal left-padded with n_fft - hop zeros; " + mask_sentence(cfg), "", "| model | input / output | name | shape |", "|---|---|---|---|"]
     md += [f"| {r[0]} | {r[1]} | `{r[2]}` | {r[3]} |" for r in io]
     path = out / "model_card.md"
     path.write_text("\n".join(md) + "\n")
     return path
+
+
+def mask_sentence(cfg) -> str:
+    """How the network's mask makes the output (hwkd.models.dpdcrn.apply_mask), in one sentence."""
+    if cfg.mask_mode == "filter-sum":
+        return (f"the mask holds one (real, imaginary) pair per input channel ({cfg.mask_channels} channels), each "
+                "applied in polar form to its channel's spectrum, and the masked channels are summed.")
+    return "the mask is applied in polar form to input channel 0."
 
 
 def interfaces(folder: Path, cfg: DPDCRNConfig) -> list[tuple]:
@@ -75,7 +82,8 @@ def interfaces(folder: Path, cfg: DPDCRNConfig) -> list[tuple]:
             dims = [d.dim_param or str(d.dim_value) for d in v.type.tensor_type.shape.dim]
             rows.append((name, "input", v.name, "[" + ", ".join(dims) + "]"))
         for v in g.output:         # (the exporter's shape inference names output axes oddly: say what they are)
-            shape = (f"[1, 2, {'frames' if name == 'offline.onnx' else 1}, {cfg.n_fft // 2 + 1}]" if v.name == "mask"
+            shape = (f"[1, {cfg.mask_channels}, {'frames' if name == 'offline.onnx' else 1}, {cfg.n_fft // 2 + 1}]"
+                     if v.name == "mask"
                      else f"as `{v.name[4:]}`" + (" plus one frame (past)" if v.name.startswith("new_attn_kv") else ""))
             rows.append((name, "output", v.name, shape))
     return rows
@@ -114,8 +122,8 @@ audio{{width:230px}} pre{{background:#f4f4f4;padding:6px;white-space:pre-wrap}}<
 <h2>Run it without hwkd</h2>
 <p><code>python enhance_onnx.py in.wav out.wav{' [--streaming]' if cfg.causal else ''}</code> in this folder needs
 numpy and onnxruntime only (its docstring describes what hwkd does around the network). STFT: n_fft {cfg.n_fft},
-hop {cfg.hop} at 16 kHz, square-root periodic Hann windows, the signal left-padded with n_fft - hop zeros; the mask
-is applied in polar form to input channel 0.</p>
+hop {cfg.hop} at 16 kHz, square-root periodic Hann windows, the signal left-padded with n_fft - hop zeros;
+{mask_sentence(cfg)}</p>
 <table><tr><th>model</th><th>input / output</th><th>name</th><th>shape</th></tr>{io}</table>
 </body></html>"""
     path = out / "model_card.html"
