@@ -85,12 +85,14 @@ def main():
                      "direction_error_deg": float(np.degrees(np.arccos(np.clip(u @ u_est, -1, 1))))})
     res = {"split": a.split, "utterances": len(rows), "gain_max": GAIN_MAX, "target": "dry direct path",
            "metric": "SI-SDR (dB); direction_error_deg in degrees",
-           "direction_error_median_deg": float(np.median([r["direction_error_deg"] for r in rows])), "all": {k: mean_ci([r[k] for r in rows]) for k in KEYS}, "by_rt60": {},
+           "direction_error_median_deg": float(np.median([r["direction_error_deg"] for r in rows])),
+           "all": {k: mean_ci([r[k] for r in rows]) for k in KEYS}, "by_rt60": {},
            "rows": rows}
     for b in sorted({rt60_band(r["rt60_s"]) for r in rows}):
         sel = [r for r in rows if rt60_band(r["rt60_s"]) == b]
         res["by_rt60"][b] = {"n": len(sel), **{k: float(np.mean([r[k] for r in sel])) for k in KEYS}}
-    for name, v in [("all", {"n": len(rows), **{k: res["all"][k]["mean"] for k in KEYS}})] + list(res["by_rt60"].items()):
+    everything = {"n": len(rows), **{k: res["all"][k]["mean"] for k in KEYS}}
+    for name, v in [("all", everything)] + list(res["by_rt60"].items()):
         print(f"{name:>10} n={v['n']:3d}  " + "  ".join(f"{k} {v[k]:6.2f}" for k in KEYS))
     print(f"direction estimate: median error {res['direction_error_median_deg']:.1f} deg")
     res["machine"] = fingerprint()

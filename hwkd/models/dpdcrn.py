@@ -3,7 +3,8 @@
 Implemented from ../shared/spec/dpdcrn-and-i2srf-tfckd.md §1. Input: stacked real/imag STFT channels
 [B, 2M, T, 257] (M microphones or Ambisonic channels); output: a 2-channel complex mask [B, 2, T, 257]
 applied in polar form to the reference channel (see `apply_mask`), or with `mask_mode: filter-sum` one such mask
-per input channel [B, 2M, T, 257], the masked channels summed (a learned beamformer; see DPDCRNConfig). STFT/iSTFT stay outside the network.
+per input channel [B, 2M, T, 257], the masked channels summed (a learned beamformer; see DPDCRNConfig).
+STFT/iSTFT stay outside the network.
 
 Encoder: conv (1,3)/2 -> conv (1,3)/2 -> dilated dense block; dual-path block with L layers of parallel
 intra-frame (along frequency) and inter-frame (along time) "attention + GRU" paths; decoder: dilated

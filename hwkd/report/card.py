@@ -54,7 +54,8 @@ def write_model_card(card: dict, settings: dict) -> Path:
            "`python enhance_onnx.py in.wav out.wav" + (" [--streaming]`" if cfg.causal else "`")
            + " in this folder needs numpy and onnxruntime only; its docstring is the reference for what hwkd does "
            f"around the network. STFT: n_fft {cfg.n_fft}, hop {cfg.hop} (16 kHz), square-root periodic Hann "
-           "windows, the signal left-padded with n_fft - hop zeros; " + mask_sentence(cfg), "", "| model | input / output | name | shape |", "|---|---|---|---|"]
+           "windows, the signal left-padded with n_fft - hop zeros; " + mask_sentence(cfg), "",
+           "| model | input / output | name | shape |", "|---|---|---|---|"]
     md += [f"| {r[0]} | {r[1]} | `{r[2]}` | {r[3]} |" for r in io]
     path = out / "model_card.md"
     path.write_text("\n".join(md) + "\n")
