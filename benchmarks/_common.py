@@ -1,4 +1,5 @@
 import json
+import math
 import statistics
 import sys
 from pathlib import Path
@@ -28,6 +29,21 @@ def val_score(run: Path) -> dict:
 
 def median(xs):
     return statistics.median(xs)
+
+
+ORACLE_GAIN_MAX = math.tanh(3.0)      # the largest gain a polar mask gives short of saturation
+
+
+def ideal_gain_output(ref, target, keep_phase: bool):
+    """The ideal mask target/ref on `ref` (numpy [N]), its gain clipped at ORACLE_GAIN_MAX, with the target's
+    phase or ref's own, through hwkd's STFT/iSTFT: the oracle of DPDCRN's polar mask family (numpy [N])."""
+    import torch
+
+    from hwkd.audio.stft import istft, stft
+    nr, ns = stft(torch.from_numpy(ref)[None]), stft(torch.from_numpy(target)[None])
+    m = ns / torch.where(nr.abs() > 0, nr, torch.ones_like(nr))
+    g = m.abs().clamp(max=ORACLE_GAIN_MAX)
+    return istft(nr * g * (torch.exp(1j * m.angle()) if keep_phase else 1), len(ref))[0].numpy()
 
 
 def inherited_model(sn, cfg):

@@ -30,24 +30,16 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from hwkd.audio.stft import istft, stft
+from hwkd.audio.stft import stft
 from hwkd.data.synth import default_dataset
 from hwkd.metrics.quality import mean_ci, si_sdr
 from hwkd.sysinfo import fingerprint
 
-from _common import save
+from _common import ORACLE_GAIN_MAX as GAIN_MAX
+from _common import ideal_gain_output, save
 
-GAIN_MAX = float(np.tanh(3.0))
 KEYS = ("noisy", "reference_polar", "reference_magnitude", "cardioid", "hypercardioid", "hypercardioid_magnitude",
         "hypercardioid_estimated", "direction_error_deg")
-
-
-def oracle(ref: np.ndarray, s: np.ndarray, keep_phase: bool) -> np.ndarray:
-    """The ideal gain S/R on `ref` (clipped at GAIN_MAX), with the target's phase or ref's own."""
-    nr, ns = stft(torch.from_numpy(ref)[None]), stft(torch.from_numpy(s)[None])
-    m = ns / torch.where(nr.abs() > 0, nr, torch.ones_like(nr))
-    g = m.abs().clamp(max=GAIN_MAX)
-    return istft(nr * g * (torch.exp(1j * m.angle()) if keep_phase else 1), len(s))[0].numpy()
 
 
 def rt60_band(rt60: float) -> str:
@@ -77,10 +69,10 @@ def main():
         u_est = (v / (np.linalg.norm(v) + 1e-12)).astype(np.float32)
         hyper_est = 0.25 * w + 0.75 * (u_est[0] * xx + u_est[1] * y + u_est[2] * z)
         rows.append({"id": r["id"], "rt60_s": r["room"]["rt60_s"], "snr_db": r["snr_db"],
-                     "noisy": si_sdr(w, s), "reference_polar": si_sdr(oracle(w, s, True), s),
-                     "reference_magnitude": si_sdr(oracle(w, s, False), s),
+                     "noisy": si_sdr(w, s), "reference_polar": si_sdr(ideal_gain_output(w, s, True), s),
+                     "reference_magnitude": si_sdr(ideal_gain_output(w, s, False), s),
                      "cardioid": si_sdr(0.5 * w + 0.5 * dipole, s), "hypercardioid": si_sdr(hyper, s),
-                     "hypercardioid_magnitude": si_sdr(oracle(hyper, s, False), s),
+                     "hypercardioid_magnitude": si_sdr(ideal_gain_output(hyper, s, False), s),
                      "hypercardioid_estimated": si_sdr(hyper_est, s),
                      "direction_error_deg": float(np.degrees(np.arccos(np.clip(u @ u_est, -1, 1))))})
     res = {"split": a.split, "utterances": len(rows), "gain_max": GAIN_MAX, "target": "dry direct path",

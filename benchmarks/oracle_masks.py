@@ -14,16 +14,13 @@ import json
 
 import numpy as np
 import soundfile as sf
-import torch
 
-from hwkd.audio.stft import istft, stft
 from hwkd.data.synth import default_dataset
 from hwkd.metrics.quality import si_sdr
 from hwkd.sysinfo import fingerprint
 
-from _common import save
-
-GAIN_MAX = float(np.tanh(3.0))
+from _common import ORACLE_GAIN_MAX as GAIN_MAX
+from _common import ideal_gain_output, save
 
 
 def band(snr: float) -> str:
@@ -40,11 +37,7 @@ def main():
         r = json.loads(line)
         x, _ = sf.read(str(root / r["noisy"]), dtype="float32")
         s, _ = sf.read(str(root / r["clean"]), dtype="float32")
-        nx, ns = stft(torch.from_numpy(x)[None]), stft(torch.from_numpy(s)[None])
-        m = ns / torch.where(nx.abs() > 0, nx, torch.ones_like(nx))
-        g = m.abs().clamp(max=GAIN_MAX)
-        polar = istft(nx * g * torch.exp(1j * m.angle()), len(x))[0].numpy()
-        mag = istft(nx * g, len(x))[0].numpy()
+        polar, mag = ideal_gain_output(x, s, True), ideal_gain_output(x, s, False)
         rows.append({"id": r["id"], "snr_db": r["snr_db"], "noise_kind": r["noise_kind"],
                      "noisy": si_sdr(x, s), "oracle_polar": si_sdr(polar, s), "oracle_magnitude": si_sdr(mag, s)})
     res = {"split": a.split, "utterances": len(rows), "gain_max": GAIN_MAX, "by_snr_band": {}}
