@@ -198,11 +198,10 @@ class Search:
             sc.teacher = str(embedded_teacher_path(self.in_channels))
             self.teacher_cfg = load_model(sc.teacher)[0].cfg
             self.teacher_sha256 = teacher_sha256(sc.teacher)
-        forms = set(self.space.values("mask_mode"))
-        if sc.kd == "response" and forms != {self.teacher_cfg.mask_mode}:   # it compares masks: one form
-            raise HwkdError(f"response KD compares masks of one form: the teacher's mask_mode is "
-                            f"{self.teacher_cfg.mask_mode!r}, space {self.space.name}'s {sorted(forms)}",
-                            "use a feature scheme (--kd i2srf-tfckd), or a teacher of the space's form")
+        if sc.kd == "response":
+            from hwkd.train.objective import check_response_form
+            check_response_form(self.teacher_cfg.mask_mode, self.space.values("mask_mode"), f"space {self.space.name}",
+                                "use a feature scheme (--kd i2srf-tfckd), or a teacher of the space's form")
         if sc.supernet:                     # before the corpus is built (minutes) for a search that cannot start
             self._check_supernet(sc)
         if sc.data is None:

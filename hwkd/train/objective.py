@@ -40,10 +40,18 @@ def check_teacher(tc, sc, student: str = "student", fix: str = "choose a student
     if (tc.hop, tc.n_fft) != (sc.hop, sc.n_fft) or (tc.in_channels != sc.in_channels and not mono_teacher):
         raise HwkdError(f"teacher (input channels {tc.in_channels}, hop {tc.hop}) and {student} "
                         f"(input channels {sc.in_channels}, hop {sc.hop}) must share input and STFT", fix)
-    if "response" in schemes and tc.mask_channels != sc.mask_channels:
-        raise HwkdError(f"response KD compares masks of one form: the teacher's mask_mode is {tc.mask_mode!r}, "
-                        f"{student}'s {sc.mask_mode!r}",
-                        f"give the student --mask-mode {tc.mask_mode}, or use a feature scheme (e.g. i2srf-tfckd)")
+    if "response" in schemes:
+        check_response_form(tc.mask_mode, [sc.mask_mode], student,
+                            f"give the student --mask-mode {tc.mask_mode}, or use a feature scheme (e.g. i2srf-tfckd)")
+
+
+def check_response_form(teacher_mode: str, student_modes, student: str, fix: str) -> None:
+    """Response KD compares the teacher's and the student's masks, so both need one output form (mask_mode);
+    `student_modes`: the forms the students may have (a search space's choices)."""
+    if set(student_modes) != {teacher_mode}:
+        from hwkd.errors import HwkdError
+        raise HwkdError(f"response KD compares masks of one form: the teacher's mask_mode is {teacher_mode!r}, "
+                        f"{student}'s {', '.join(map(repr, sorted(set(student_modes))))}", fix)
 
 
 def _grad_norm(loss: torch.Tensor, params: list[torch.Tensor]) -> float:
