@@ -75,11 +75,12 @@ def main():
             procs = {}
             for variant in VARIANTS:                       # the two variants of one version side by side
                 out = a.work / f"v{v}-{variant}"
-                procs[f"v{v}-{variant}"] = (subprocess.Popen(command(variant, v, out, a.epochs, a.steps_per_epoch),
-                                                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL), out)
-            for name, (p, out) in procs.items():
+                cmd = command(variant, v, out, a.epochs, a.steps_per_epoch)
+                procs[f"v{v}-{variant}"] = (subprocess.Popen(cmd, stdout=subprocess.DEVNULL,
+                                                             stderr=subprocess.DEVNULL), out, cmd)
+            for name, (p, out, cmd) in procs.items():
                 if p.wait() != 0:
-                    raise SystemExit(f"{name} failed: {' '.join(command(name.split('-', 1)[1], v, out, 1, 1))}")
+                    raise SystemExit(f"{name} failed; run it alone to see why: {' '.join(cmd)}")
                 runs[name] = out
     res = {"noisy_val_si_sdr_db": noisy_val(), "runs": {k: curve(p) for k, p in runs.items()}}
     print(f"noisy W on the same val clips: {res['noisy_val_si_sdr_db']:.2f} dB")
