@@ -16,7 +16,10 @@ against the target, with hwkd's STFT/iSTFT:
 - hypercardioid, magnitude oracle: the ideal gain on the beam with the beam's phase;
 - hypercardioid at an estimated direction (no oracle): steered at the clip's mean active intensity
   Σ_t,f Re{conj(W)·[X, Y, Z]} (the textbook first-order direction estimate; the noise, a point source in the
-  same room, and the reflections pull it off the talker), with the estimate's angular error.
+  same room, and the reflections pull it off the talker), with the estimate's angular error;
+- hypercardioid at the speech-weighted direction: the same sum over the bins where the target dominates
+  (|S| > |W − S|, an oracle weighting): what `mask_mode: steered` can reach when its speech-presence weights
+  are right (hwkd.models.dpdcrn.DPDCRN.steer), with its angular error and the ideal gain on that beam.
 
 Writes results/foa_oracles.json (means with 95 % CIs, and by RT60 band).
 
@@ -39,12 +42,26 @@ from _common import ORACLE_GAIN_MAX as GAIN_MAX
 from _common import ideal_gain_output, save
 
 KEYS = ("noisy", "reference_polar", "reference_magnitude", "cardioid", "hypercardioid", "hypercardioid_magnitude",
-        "hypercardioid_estimated", "direction_error_deg")
+        "hypercardioid_estimated", "direction_error_deg", "hypercardioid_speech_weighted",
+        "hypercardioid_speech_weighted_magnitude", "speech_weighted_error_deg")
 
 
 def rt60_band(rt60: float) -> str:
     lo = int(rt60 * 10) / 10
     return f"{lo:.1f}-{lo + 0.1:.1f} s"
+
+
+def aim(inten: np.ndarray, weight, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The direction of the active intensity [3 (X, Y, Z), T, F] summed with `weight` per bin, and the
+    hypercardioid steered there from the samples x [N, 4] (W, Y, Z, X)."""
+    v = (inten * weight).reshape(3, -1).sum(1)
+    ue = (v / (np.linalg.norm(v) + 1e-12)).astype(np.float32)
+    w, y, z, xx = x.T
+    return ue, 0.25 * w + 0.75 * (ue[0] * xx + ue[1] * y + ue[2] * z)
+
+
+def angle(u: np.ndarray, v: np.ndarray) -> float:
+    return float(np.degrees(np.arccos(np.clip(u @ v, -1, 1))))
 
 
 def main():
@@ -65,19 +82,24 @@ def main():
         dipole = u[0] * xx + u[1] * y + u[2] * z                    # a figure-of-eight at the speech
         hyper = 0.25 * w + 0.75 * dipole
         sw, sy, sz, sx = stft(torch.from_numpy(x.T.copy())[None])[0].numpy()
-        v = np.array([np.real(np.conj(sw) * c).sum() for c in (sx, sy, sz)])
-        u_est = (v / (np.linalg.norm(v) + 1e-12)).astype(np.float32)
-        hyper_est = 0.25 * w + 0.75 * (u_est[0] * xx + u_est[1] * y + u_est[2] * z)
+        ss = stft(torch.from_numpy(s.copy())[None])[0].numpy()
+        speech = np.abs(ss) > np.abs(sw - ss)                       # bins where the target dominates W
+        inten = np.stack([np.real(np.conj(sw) * c) for c in (sx, sy, sz)])   # active intensity (X, Y, Z)
+        u_est, hyper_est = aim(inten, 1.0, x)
+        u_sp, hyper_sp = aim(inten, speech, x)
         rows.append({"id": r["id"], "rt60_s": r["room"]["rt60_s"], "snr_db": r["snr_db"],
                      "noisy": si_sdr(w, s), "reference_polar": si_sdr(ideal_gain_output(w, s, True), s),
                      "reference_magnitude": si_sdr(ideal_gain_output(w, s, False), s),
                      "cardioid": si_sdr(0.5 * w + 0.5 * dipole, s), "hypercardioid": si_sdr(hyper, s),
                      "hypercardioid_magnitude": si_sdr(ideal_gain_output(hyper, s, False), s),
                      "hypercardioid_estimated": si_sdr(hyper_est, s),
-                     "direction_error_deg": float(np.degrees(np.arccos(np.clip(u @ u_est, -1, 1))))})
+                     "direction_error_deg": angle(u, u_est), "hypercardioid_speech_weighted": si_sdr(hyper_sp, s),
+                     "hypercardioid_speech_weighted_magnitude": si_sdr(ideal_gain_output(hyper_sp, s, False), s),
+                     "speech_weighted_error_deg": angle(u, u_sp)})
     res = {"split": a.split, "utterances": len(rows), "gain_max": GAIN_MAX, "target": "dry direct path",
            "metric": "SI-SDR (dB); direction_error_deg in degrees",
            "direction_error_median_deg": float(np.median([r["direction_error_deg"] for r in rows])),
+           "speech_weighted_error_median_deg": float(np.median([r["speech_weighted_error_deg"] for r in rows])),
            "all": {k: mean_ci([r[k] for r in rows]) for k in KEYS}, "by_rt60": {},
            "rows": rows}
     for b in sorted({rt60_band(r["rt60_s"]) for r in rows}):
@@ -86,7 +108,8 @@ def main():
     everything = {"n": len(rows), **{k: res["all"][k]["mean"] for k in KEYS}}
     for name, v in [("all", everything)] + list(res["by_rt60"].items()):
         print(f"{name:>10} n={v['n']:3d}  " + "  ".join(f"{k} {v[k]:6.2f}" for k in KEYS))
-    print(f"direction estimate: median error {res['direction_error_median_deg']:.1f} deg")
+    print(f"direction estimate: median error {res['direction_error_median_deg']:.1f} deg, speech-weighted "
+          f"{res['speech_weighted_error_median_deg']:.1f} deg")
     res["machine"] = fingerprint()
     save(f"foa_oracles_{a.split}" if a.split != "test" else "foa_oracles", res)
 

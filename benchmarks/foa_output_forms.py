@@ -2,13 +2,16 @@
 spec's one mask on W? And does the on-the-fly mixing show it enough directions? An A/B of training curves.
 
 Trains the comparison's Ambisonics student (kd-medium-foa) for the same steps and data with each variant:
-`reference` (the spec's form) and `filter-sum` (`--mask-mode filter-sum --spatial-features`), under on-the-fly
-mixing version 2 (a pool of 128 rooms: 128 speech directions) and 3 (each mixture's field turned about the
-vertical axis), two runs at a time (1 worker, 1 thread each). Records each run's learning curve (train
+`reference` (the spec's form), `filter-sum` (`--mask-mode filter-sum --spatial-features`), `steered` (`--mask-mode
+steered`: the mask on a hypercardioid the network steers) and `steered-spatial` (with the spatial features),
+under on-the-fly mixing version 2 (a pool of 128 rooms: 128 speech directions) and 3 (each mixture's field turned
+about the vertical axis), two runs at a time (1 worker, 1 thread each). Runs of variants not asked for this time
+are kept from the results file (each run records its date). Records each run's learning curve (train
 negative SI-SDR, val SI-SDR on the first 40 val clips against the dry direct path, per 50 steps) and the gap
 between them. Writes results/foa_output_forms.json.
 
-    python benchmarks/foa_output_forms.py [--epochs 24] [--steps-per-epoch 50] [--versions 2,3] [--work DIR]
+    python benchmarks/foa_output_forms.py [--epochs 24] [--steps-per-epoch 50] [--versions 2,3]
+        [--variants reference,filter-sum] [--work DIR]
     python benchmarks/foa_output_forms.py --collect NAME=RUN_DIR ...    # record runs already made this way
 """
 
@@ -24,7 +27,8 @@ from hwkd.sysinfo import fingerprint
 
 from _common import save
 
-VARIANTS = {"reference": [], "filter-sum": ["--mask-mode", "filter-sum", "--spatial-features"]}
+VARIANTS = {"reference": [], "filter-sum": ["--mask-mode", "filter-sum", "--spatial-features"],
+            "steered": ["--mask-mode", "steered"], "steered-spatial": ["--mask-mode", "steered", "--spatial-features"]}
 
 
 def command(variant: str, version: int, out: Path, epochs: int, steps: int) -> list[str]:
@@ -64,16 +68,20 @@ def main():
     ap.add_argument("--epochs", type=int, default=24)
     ap.add_argument("--steps-per-epoch", type=int, default=50)
     ap.add_argument("--versions", default="2,3")
+    ap.add_argument("--variants", default="reference,filter-sum", help=f"of {', '.join(VARIANTS)}")
     ap.add_argument("--work", type=Path, default=Path("/tmp/hwkd-foa-forms"))
     ap.add_argument("--collect", nargs="*", default=None, help="NAME=RUN_DIR of runs already made this way")
     a = ap.parse_args()
+    unknown = set(a.variants.split(",")) - set(VARIANTS)
+    if unknown:
+        raise SystemExit(f"--variants: unknown {', '.join(sorted(unknown))}; choose from {', '.join(VARIANTS)}")
     runs = {}
     if a.collect:
         runs = {k: Path(v) for k, v in (x.split("=", 1) for x in a.collect)}
     else:
         for v in map(int, a.versions.split(",")):
             procs = {}
-            for variant in VARIANTS:                       # the two variants of one version side by side
+            for variant in a.variants.split(","):          # the variants of one version side by side
                 out = a.work / f"v{v}-{variant}"
                 cmd = command(variant, v, out, a.epochs, a.steps_per_epoch)
                 procs[f"v{v}-{variant}"] = (subprocess.Popen(cmd, stdout=subprocess.DEVNULL,
@@ -82,7 +90,13 @@ def main():
                 if p.wait() != 0:
                     raise SystemExit(f"{name} failed; run it alone to see why: {' '.join(cmd)}")
                 runs[name] = out
-    res = {"noisy_val_si_sdr_db": noisy_val(), "runs": {k: curve(p) for k, p in runs.items()}}
+    import datetime
+    today = datetime.date.today().isoformat()
+    old = Path(__file__).parent / "results" / "foa_output_forms.json"
+    before = json.loads(old.read_text()) if old.is_file() else {"runs": {}}
+    kept = {k: {"date": before["machine"]["date"], **v} for k, v in before["runs"].items()}
+    res = {"noisy_val_si_sdr_db": noisy_val(),
+           "runs": {**kept, **{k: {"date": today, **curve(p)} for k, p in runs.items()}}}
     print(f"noisy W on the same val clips: {res['noisy_val_si_sdr_db']:.2f} dB")
     for k, r in res["runs"].items():
         print(f"{k:>16}: steps {r['last3_steps']}: val {r['last3_val_mean_db']:6.2f} dB, train "

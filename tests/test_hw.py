@@ -72,9 +72,11 @@ def test_ambisonics_export(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_beamforming_ambisonics_model_exports_and_the_standalone_script_applies_its_masks(tmp_path):
-    """mask_mode filter-sum + spatial_features: both graphs (ONNX Runtime, OpenVINO) match torch, offline and hop by
-    hop, and the pick folder's numpy enhance_onnx.py sums the per-channel masks as hwkd does."""
+@pytest.mark.parametrize("form", [dict(mask_mode="filter-sum", spatial_features=True), dict(mask_mode="steered")])
+def test_a_beamforming_ambisonics_model_exports_and_the_standalone_script_applies_its_masks(tmp_path, form):
+    """mask_mode filter-sum + spatial_features, and steered (its running sums a state of the step graph): both
+    graphs (ONNX Runtime, OpenVINO) match torch, offline and hop by hop, and the pick folder's numpy
+    enhance_onnx.py applies the masks as hwkd does (sums the per-channel masks; masks the steered beam)."""
     import importlib.util
 
     import onnxruntime as ort
@@ -82,13 +84,13 @@ def test_a_beamforming_ambisonics_model_exports_and_the_standalone_script_applie
     import hwkd
     from hwkd.models.enhancer import Enhancer
     torch.manual_seed(0)
-    net = full_mask(create_model(dict(TINY, in_channels=4, causal=True, time_attention="none",
-                                      mask_mode="filter-sum", spatial_features=True))).eval()
+    net = full_mask(create_model(dict(TINY, in_channels=4, causal=True, time_attention="none", **form))).eval()
     ex = export_all(net, tmp_path)
     for kind in ex.parity.values():
         for v in kind.values():
             assert (max(v.values()) if isinstance(v, dict) else v) < 1e-4
-    spec = importlib.util.spec_from_file_location("enhance_onnx", Path(hwkd.__file__).parent / "assets" / "enhance_onnx.py")
+    spec = importlib.util.spec_from_file_location("enhance_onnx",
+                                                  Path(hwkd.__file__).parent / "assets" / "enhance_onnx.py")
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
     x = 0.1 * np.random.default_rng(0).standard_normal((4, 6000))

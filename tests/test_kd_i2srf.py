@@ -212,3 +212,23 @@ def test_a_filter_sum_teacher_teaches_a_reference_student_by_features_and_respon
     b = bounded_mask(m)
     for k in range(4):
         assert torch.allclose(b[:, 2 * k: 2 * k + 2], bounded_mask(m[:, 2 * k: 2 * k + 2]))
+
+
+def test_steered_teacher_and_student_response_kd_compares_masks_and_speech_weights():
+    """Response KD between two steered models compares the bounded mask and the speech-presence weight that aims
+    the beam (the 'mask' tap, 3 channels); a steered teacher and a reference student are refused in one line."""
+    from hwkd.errors import HwkdError
+    from hwkd.kd.baselines import bounded_mask, response_target
+    s, t, st, tt = _pair(4, teacher=dict(TEACHER, mask_mode="steered"), student=dict(STUDENT, mask_mode="steered"))
+    assert tt["dec"][-1].shape[1] == 3 and st["dec"][-1].shape[1] == 3
+    kd = create_distiller("response", st, tt)
+    loss, _ = kd(st, tt)
+    loss.backward()
+    assert torch.isfinite(loss) and float(loss.detach()) > 0
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in s.dec2.parameters())
+    m = torch.randn(2, 3, 4, 5)
+    r = response_target(m)
+    assert torch.equal(r[:, :2], bounded_mask(m[:, :2])) and torch.equal(r[:, 2:], torch.sigmoid(m[:, 2:]))
+    _, _, st_ref, _ = _pair(4)
+    with pytest.raises(HwkdError, match="mask_mode"):
+        create_distiller("response", st_ref, tt)

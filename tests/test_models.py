@@ -235,3 +235,48 @@ def test_spatial_features_are_the_normalised_cross_spectra_with_channel_0_and_st
             y, state = full.step(x[:, :, t:t + 1], state)
             outs.append(y)
         assert (full(x) - torch.cat(outs, 2)).abs().max() <= 1e-4
+
+
+def test_steered_masks_a_hypercardioid_aimed_by_the_networks_speech_weights_and_streams(tmp_path):
+    """mask_mode steered (first-order Ambisonics): the decoder gives the polar mask and a speech-presence logit;
+    the beam is 0.25·W + 0.75·u·(X, Y, Z) with u the presence-weighted active intensity's direction; the mask
+    applies to the beam. A plane wave is found where it comes from; a diffuse field gives an omni beam; hop by hop
+    equals offline (the running sums are state); a checkpoint rebuilds it; only 4 channels are accepted."""
+    from hwkd.models.dpdcrn import HYPERCARDIOID, STEER_FLOOR, apply_mask
+    for m in (1, 2):
+        with pytest.raises(ValueError, match="steered"):
+            DPDCRNConfig(in_channels=m, mask_mode="steered")
+    torch.manual_seed(0)
+    spec = torch.randn(2, 4, 7, 257, dtype=torch.complex64)
+    mask = torch.randn(2, 6, 7, 257)
+    mag = mask[:, :2].pow(2).sum(1).add(1e-8).sqrt()
+    beam = (mask[:, 2:] * spec).sum(1)
+    assert torch.allclose(apply_mask(mask, spec), beam * torch.tanh(mag) / mag * torch.complex(mask[:, 0], mask[:, 1]),
+                          atol=1e-5)
+
+    # one plane wave from azimuth 60°, elevation 20° (SN3D: W = s, (Y, Z, X) = u·s)
+    az, el = torch.deg2rad(torch.tensor(60.0)), torch.deg2rad(torch.tensor(20.0))
+    u = torch.stack([torch.cos(el) * torch.sin(az), torch.sin(el), torch.cos(el) * torch.cos(az)])   # Y, Z, X
+    s = torch.randn(1, 1, 9, 257, dtype=torch.complex64)
+    plane = torch.cat([s, u.view(1, 3, 1, 1) * s], 1)
+    net = create_model(dict(TINY, in_channels=4, mask_mode="steered")).eval()
+    raw = torch.zeros(1, 3, 9, 257)
+    out, _ = net.steer(raw, torch.stack([plane.real, plane.imag], 2).reshape(1, 8, 9, 257))
+    w = out[0, 2:, 0, 0]
+    assert out.shape == (1, 6, 9, 257) and torch.allclose(out[0, 2:, :, :], w[:, None, None].expand(4, 9, 257))
+    assert w[0] == HYPERCARDIOID
+    assert torch.allclose(w[1:], (1 - HYPERCARDIOID) * u / (1 + STEER_FLOOR), atol=1e-4), w
+    # a diffuse field (independent channels): the direction's length shrinks, the beam tends to omni
+    diffuse = torch.randn(1, 8, 200, 257)
+    wd = net.steer(torch.zeros(1, 3, 200, 257), diffuse)[0][0, 3:, 0, 0]
+    assert wd.norm() < 0.25 * (1 - HYPERCARDIOID), wd
+
+    cfg = dict(TINY, in_channels=4, mask_mode="steered", causal=True, time_attention="causal")
+    full = Enhancer(full_mask(create_model(cfg)).eval())
+    x = 0.1 * torch.randn(1, 4, 8000)
+    with torch.no_grad():
+        assert (full(x) - full.stream(x)).abs().max() <= 1e-4
+        assert full.net(torch.randn(1, 8, 5, 257)).shape == (1, 6, 5, 257)
+    save_checkpoint(tmp_path / "st.pt", full.net)
+    back, _ = load_model(tmp_path / "st.pt")
+    assert back.cfg.mask_mode == "steered" and back.dec2.out_channels == 3 and back.cfg.mask_channels == 6

@@ -321,7 +321,8 @@ def test_mixing_version_3_turns_the_ambisonics_field_and_keeps_the_rest(tiny_foa
 
     def field(az, el=0.3):
         return np.stack([s, np.cos(el) * np.sin(az) * s, np.sin(el) * s, np.cos(el) * np.cos(az) * s])
-    assert np.allclose(turn_foa(field(1.1), 0.7), field(1.8)) and np.allclose(turn_foa(field(1.1), 0, True), field(-1.1))
+    assert np.allclose(turn_foa(field(1.1), 0.7), field(1.8))
+    assert np.allclose(turn_foa(field(1.1), 0, True), field(-1.1))
 
 
 @pytest.mark.parametrize("which", ["mono", "foa"])

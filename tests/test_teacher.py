@@ -53,7 +53,7 @@ def test_ambisonics_teacher_recipe_runs_at_tiny_scale(tmp_path, tiny_foa):
                 "--val-pesq-clips", "1", "--out", tmp_path / "t")
     assert r.returncode == 0, r.stderr[-2000:]
     model, _ = load_model(tmp_path / "t" / "best.pt")
-    assert model.cfg == resolve_config(TEACHER_PRESET, in_channels=4, mask_mode="filter-sum", spatial_features=True)
+    assert model.cfg == resolve_config(TEACHER_PRESET, in_channels=4, mask_mode="steered", spatial_features=True)
 
 
 def test_each_student_gets_the_embedded_teacher_for_its_input_channels(tmp_path, monkeypatch):
@@ -207,7 +207,7 @@ def test_gpu_teacher_script_runs_on_cpu_at_tiny_scale(tmp_path, tiny_foa):
         assert sorted(f.name for f in (tmp_path / "sonic").iterdir()) == sorted(f.name for f in ambient_files())
         assert {"best.pt", "last.pt", "history.jsonl"} <= {f.name for f in (tmp_path / "out").iterdir()}
         model, ck = load_model(tmp_path / "out" / "best.pt")
-        assert model.cfg == resolve_config(TEACHER_PRESET, in_channels=4, mask_mode="filter-sum", spatial_features=True)
+        assert model.cfg == resolve_config(TEACHER_PRESET, in_channels=4, mask_mode="steered", spatial_features=True)
         assert "--loader-workers 2" in ck["meta"]["command"] and ck["meta"]["train_data"] == "on-the-fly mixing"
     finally:
         import shutil

@@ -15,10 +15,11 @@ What hwkd does around the network (STFT settings from card.json: n_fft 512, hop 
 - network output "mask" [1, 2, T, n_fft/2+1] (real, imaginary), applied in polar form to channel 0's
   spectrum X: |S| = tanh(|M|)·|X|, angle(S) = angle(X) + angle(M). A multi-channel model with card.json's
   config "mask_mode": "filter-sum" outputs [1, 2M, T, F]: one such pair per input channel, each applied to its
-  channel, the results summed.
+  channel, the results summed. "mask_mode": "steered" (4 channels) outputs [1, 6, T, F]: the pair, applied to the
+  beam Σ_m mask[2 + m]·X_m (four real weights, the same in every bin).
 - iSTFT: the windowed inverse FFT of each frame, overlap-added, divided by the overlap-added squared window.
 - step.onnx: inputs "frame" [1, 2M, 1, F] and the states (each named in its inputs; all start at zeros, a
-  growing attention cache starts with length 0 on its time axis); outputs "mask" [1, 2 (or 2M), 1, F] and the new
+  growing attention cache starts with length 0 on its time axis); outputs "mask" [1, 2 (or 2M, or 6), 1, F] and the new
   states, named "new_" + the input's name, fed back at the next hop.
 """
 
@@ -78,7 +79,10 @@ def features(spec: np.ndarray) -> np.ndarray:
 
 def apply_mask(mask: np.ndarray, spec: np.ndarray, eps: float = 1e-8) -> np.ndarray:
     """mask [2K, T, F], spec complex [M, T, F] -> complex [T, F]: channel 0 masked (K = 1), or each of the K = M
-    channels masked and the results summed (a `filter-sum` model)."""
+    channels masked and the results summed (a `filter-sum` model); a `steered` model's mask [2 + M, T, F] (M = 4)
+    masks the beam Σ_m mask[2 + m]·X_m."""
+    if mask.shape[0] == spec.shape[0] + 2 == 6:
+        spec, mask = (mask[2:] * spec).sum(0, keepdims=True), mask[:2]
     k = mask.shape[0] // 2
     m = mask.reshape(k, 2, *mask.shape[1:])
     mag = np.sqrt(m[:, 0] ** 2 + m[:, 1] ** 2 + eps)

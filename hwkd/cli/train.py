@@ -72,9 +72,10 @@ def add_training_args(t) -> None:
     t.add_argument("--val-split", default="val")
     t.add_argument("--in-channels", type=POS_INT, default=None, help="override the model's input channels (1 or 4)")
     t.add_argument("--hop", type=POS_INT, default=None, help="override the model's STFT hop")
-    t.add_argument("--mask-mode", choices=("reference", "filter-sum"), default=None,
+    t.add_argument("--mask-mode", choices=("reference", "filter-sum", "steered"), default=None,
                    help="override the model's output: one polar mask on channel 0 (reference, the spec's), or one per "
-                        "input channel summed (filter-sum: a learned beamformer, multi-channel input only)")
+                        "input channel summed (filter-sum: a learned beamformer, multi-channel input only), or one on "
+                        "a hypercardioid the network steers at the talker (steered: first-order Ambisonics only)")
     t.add_argument("--spatial-features", action="store_true", default=None,
                    help="multi-channel input: also feed each bin's cross-spectra with channel 0 (for Ambisonics the "
                         "normalised sound intensity, a direction-of-arrival cue)")

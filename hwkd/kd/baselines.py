@@ -2,7 +2,8 @@
 
 - `response`: output KD — MSE between the student's and the teacher's bounded complex masks tanh(|M|)·M/|M|
   (what the mask applies; the 'mask' tap, [B, 2, T, 257] on both sides — or [B, 2M, ...] on both for
-  `mask_mode: filter-sum` — so no adapter; teacher and student of different mask forms are refused).
+  `mask_mode: filter-sum`, or for `steered` [B, 3, ...], the mask and the speech-presence weight sigmoid(p) that
+  steers the beam — so no adapter; teacher and student of different mask forms are refused).
 - `fitnet`: hint MSE on the last tap of each set (enc-3, O_L, dec-1; all 64 bins) through a learned 1×1
   conv adapter from the student's to the teacher's width.
 - `at`: attention transfer — per tap, the channel-mean of squared activations gives a [T, W] map, flattened
@@ -30,6 +31,14 @@ def _same_position(student: dict, teacher: dict) -> list[tuple[Tensor, Tensor]]:
     """enc-k ↔ enc-k, O_L ↔ O_L, dec-k ↔ dec-k."""
     pairs = list(zip(student["enc"], teacher["enc"])) + [(student["mid"][-1], teacher["mid"][-1])]
     return pairs + list(zip(student["dec"], teacher["dec"]))
+
+
+def response_target(tap: Tensor) -> Tensor:
+    """What response KD compares of a 'mask' tap: the bounded mask (`bounded_mask`), and for a `steered` model's
+    tap [B, 3, T, F] the speech-presence weight sigmoid(p) beside it."""
+    if tap.shape[1] % 2:
+        return torch.cat([bounded_mask(tap[:, :-1]), torch.sigmoid(tap[:, -1:])], 1)
+    return bounded_mask(tap)
 
 
 def bounded_mask(mask: Tensor, eps: float = 1e-8) -> Tensor:
@@ -64,12 +73,12 @@ class ResponseKD(Distiller):
         s, t = student_taps["dec"][-1].shape[1], teacher_taps["dec"][-1].shape[1]
         if s != t:
             from hwkd.errors import HwkdError
-            raise HwkdError(f"response KD compares masks of one form: the student masks {s // 2} input channel(s), "
-                            f"the teacher {t // 2} (their mask_mode differs)",
+            raise HwkdError(f"response KD compares masks of one form: the student's mask tap has {s} channels, "
+                            f"the teacher's {t} (their mask_mode differs)",
                             "use a feature scheme for this pair (e.g. i2srf-tfckd), or a teacher of the student's form")
 
     def forward(self, student, teacher):
-        loss = F.mse_loss(bounded_mask(student["dec"][-1]), bounded_mask(teacher["dec"][-1].detach()))
+        loss = F.mse_loss(response_target(student["dec"][-1]), response_target(teacher["dec"][-1].detach()))
         return loss, {"kd": float(loss.detach())}
 
 

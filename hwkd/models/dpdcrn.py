@@ -3,7 +3,9 @@
 Implemented from ../shared/spec/dpdcrn-and-i2srf-tfckd.md §1. Input: stacked real/imag STFT channels
 [B, 2M, T, 257] (M microphones or Ambisonic channels); output: a 2-channel complex mask [B, 2, T, 257]
 applied in polar form to the reference channel (see `apply_mask`), or with `mask_mode: filter-sum` one such mask
-per input channel [B, 2M, T, 257], the masked channels summed (a learned beamformer; see DPDCRNConfig).
+per input channel [B, 2M, T, 257], the masked channels summed (a learned beamformer; see DPDCRNConfig), or with
+`mask_mode: steered` (first-order Ambisonics) the polar mask and four beam weights [B, 6, T, 257]: the mask applies
+to a hypercardioid steered where the network's speech-presence weights say the talker is (`DPDCRN.steer`).
 STFT/iSTFT stay outside the network.
 
 Encoder: conv (1,3)/2 -> conv (1,3)/2 -> dilated dense block; dual-path block with L layers of parallel
@@ -41,6 +43,10 @@ from torch import Tensor, nn
 N_BINS = 257
 IDENTITY_BIAS = 1.0       # mask real part at initialisation: gain tanh(1) = 0.76 (see DPDCRN.identity_start)
 IDENTITY_SCALE = 1e-2     # the mask layer's default-init weights times this
+HYPERCARDIOID = 0.25      # steered beam: HYPERCARDIOID·W + (1 - HYPERCARDIOID)·u·(X, Y, Z), the most directive
+                          # first-order pattern (SN3D channels, the corpus's)
+STEER_FLOOR = 0.05        # steered beam: the direction's length is |v| / (|v| + STEER_FLOOR·e): below that
+                          # coherence (a diffuse field) the beam fades to omni
 
 
 # config fields added after checkpoints were shipped, with the value those checkpoints were trained with
@@ -55,6 +61,7 @@ QUIET_DEFAULTS = {"mask_mode": "reference", "spatial_features": False}
 INT_RANGES = {"channels": (4, 1024), "layers": (1, 32), "depth": (1, 12), "heads": (0, 512),
               "gru_hidden": (1, 4096), "in_channels": (1, 64), "n_fft": (512, 512), "hop": (1, 511)}
 BOOL_FIELDS = ("intra_bidirectional", "causal", "spatial_features")
+MASK_MODES = ("reference", "filter-sum", "steered")
 
 
 @dataclass(frozen=True)
@@ -73,7 +80,8 @@ class DPDCRNConfig:
     causal_norm: str = "cumulative"    # causal models: "cumulative" (stats of all frames so far) or "frame"
     input_compress: float = 1.0        # c: each input bin X -> |X|^c e^{j∠X} before the encoder (1 = raw STFT)
     mask_mode: str = "reference"       # "reference": one polar mask on channel 0 (the spec); "filter-sum": one
-                                       # per input channel, summed (a learned beamformer; M > 1 only)
+                                       # per input channel, summed (a learned beamformer; M > 1 only); "steered":
+                                       # one on a hypercardioid the network steers (M = 4, Ambisonics only)
     spatial_features: bool = False     # M > 1: also feed conj(X_0)·X_m / Σ|X|² per bin (m ≥ 1; for Ambisonics the
                                        # normalised active and reactive intensity: where the sound comes from)
 
@@ -104,10 +112,14 @@ class DPDCRNConfig:
             raise ValueError("a causal model needs time_attention 'causal' or 'none'")
         if self.causal_norm not in ("cumulative", "frame"):
             raise ValueError("causal_norm must be 'cumulative' or 'frame'")
-        if self.mask_mode not in ("reference", "filter-sum"):
-            raise ValueError(f"mask_mode must be 'reference' or 'filter-sum', got {self.mask_mode!r}")
+        if self.mask_mode not in MASK_MODES:
+            raise ValueError(f"mask_mode must be one of {', '.join(repr(m) for m in MASK_MODES)}, "
+                             f"got {self.mask_mode!r}")
         if self.mask_mode == "filter-sum" and self.in_channels == 1:
             raise ValueError("mask_mode 'filter-sum' needs in_channels > 1 (with one channel it is 'reference')")
+        if self.mask_mode == "steered" and self.in_channels != 4:
+            raise ValueError("mask_mode 'steered' needs in_channels 4 (first-order Ambisonics W, Y, Z, X: it steers "
+                             f"a beam from their intensity), got {self.in_channels}")
         if self.spatial_features and self.in_channels == 1:
             raise ValueError("spatial_features needs in_channels > 1 (they relate each channel to channel 0)")
         c = self.input_compress
@@ -121,8 +133,15 @@ class DPDCRNConfig:
 
     @property
     def mask_channels(self) -> int:
-        """Channels of the mask tap: (real, imag) for the reference channel, or for each input channel."""
-        return 2 * self.in_channels if self.mask_mode == "filter-sum" else 2
+        """Channels of the network's output (what `apply_mask` takes): (real, imag) for the reference channel, or
+        for each input channel (filter-sum), or (real, imag) and the beam's weight on each input channel (steered)."""
+        return {"filter-sum": 2 * self.in_channels, "steered": 2 + self.in_channels}.get(self.mask_mode, 2)
+
+    @property
+    def decoder_channels(self) -> int:
+        """Channels of the last transposed convolution (the 'mask' tap): the output's, except for `steered`,
+        whose decoder gives (real, imag) and a speech-presence logit per bin and `DPDCRN.steer` the weights."""
+        return 3 if self.mask_mode == "steered" else self.mask_channels
 
     @property
     def encoder_inputs(self) -> int:
@@ -348,7 +367,7 @@ class DPDCRN(nn.Module):
         self.dp_out = nn.Sequential(nn.PReLU(), nn.Conv2d(c // 2, c, 1))   # shared by all layers
         self.dec_dense = DenseBlock(c, cfg.depth, causal, cum)
         self.dec1 = nn.Sequential(nn.ConvTranspose2d(c, c, (1, 3), (1, 2)), conv_norm(c, causal, cum), nn.PReLU(c))
-        self.dec2 = nn.ConvTranspose2d(c, cfg.mask_channels, (1, 3), (1, 2))
+        self.dec2 = nn.ConvTranspose2d(c, cfg.decoder_channels, (1, 3), (1, 2))
         self.identity_start()
 
     def identity_start(self, gain_bias: float = IDENTITY_BIAS, scale: float = IDENTITY_SCALE) -> None:
@@ -360,7 +379,8 @@ class DPDCRN(nn.Module):
         gradient from the first step (Adam's steps do not depend on the gradient's scale). The default
         PyTorch init instead gives |M| ≈ 0.6 with random phase: about −20 dB SI-SDR from a +7 dB input.
         With `mask_mode: filter-sum` the reference channel's mask starts so and the other channels' at ~0: the sum
-        starts as the reference channel alone.
+        starts as the reference channel alone. With `steered` the speech-presence logit starts at ~0 (weight 1/2
+        everywhere): the beam starts at the input's mean intensity direction, the textbook estimate.
         An initialisation only: the architecture and parameter count are unchanged; loaded weights replace it.
         """
         with torch.no_grad():
@@ -415,10 +435,41 @@ class DPDCRN(nn.Module):
                 mids.append(self.dp_out(u))
         d1 = self.dec_dense(mids[-1])
         d2 = self.dec1(d1)
-        mask = self.dec2(d2)[..., :N_BINS]
+        raw = self.dec2(d2)[..., :N_BINS]
+        mask = self.steer(raw, x)[0] if self.cfg.mask_mode == "steered" else raw
         if return_taps:
-            return mask, {"enc": [e1, e2, e3], "mid": mids, "dec": [d1, d2, mask]}
+            return mask, {"enc": [e1, e2, e3], "mid": mids, "dec": [d1, d2, raw]}
         return mask
+
+    def steer(self, raw: Tensor, x: Tensor, past: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """`mask_mode: steered`: decoder output raw [B, 3, T, F] (mask real, imag; speech-presence logit) and the
+        input x [B, 8, T, F] (W, Y, Z, X) -> (output [B, 6, T, F]: the mask and the beam weights on W, Y, Z, X,
+        the same in every bin; the running sums [B, 4]).
+
+        The direction is the active intensity Re{conj(W)·(Y, Z, X)} summed over the bins weighted by
+        p = sigmoid(logit): v = Σ p·I, and e = Σ p·(|W|² + |Y|² + |Z|² + |X|²)/2 (|I| <= e per bin, equal for
+        one plane wave). u = v / (|v| + STEER_FLOOR·e) points at the talker when p picks the bins the talker
+        dominates (oracle speech-dominance weights: median error 7°, 19° unweighted; benchmarks/foa_oracles.py) and
+        shrinks to 0 (an omni beam) in a diffuse field. Sums over the whole input for a non-causal model, over
+        the frames so far for a causal one (the running sums `past` are its streaming state). The beam is
+        HYPERCARDIOID·W + (1 − HYPERCARDIOID)·u·(X, Y, Z) in the channels' order, weights <= 1; the gradient
+        reaches p through the beam from every bin."""
+        xs, p = x.float(), torch.sigmoid(raw[:, 2:3].float())        # fp16: the energy sums overflow
+        re, im = xs[:, 0::2], xs[:, 1::2]                              # [B, 4, T, F]
+        inten = re[:, :1] * re[:, 1:] + im[:, :1] * im[:, 1:]          # [B, 3, T, F] (Y, Z, X)
+        energy = 0.5 * (re.pow(2) + im.pow(2)).sum(1, keepdim=True)    # [B, 1, T, F]
+        sums = (p * torch.cat([inten, energy], 1)).sum(-1)             # [B, 4, T]
+        if self.cfg.causal:
+            sums = sums.cumsum(-1) + (0 if past is None else past[..., None])
+            last = sums[..., -1]
+        else:
+            last = sums.sum(-1)
+            sums = last[..., None].expand_as(sums)
+        v, e = sums[:, :3], sums[:, 3:]
+        u = v / (v.norm(dim=1, keepdim=True) + STEER_FLOOR * e + 1e-8)
+        weights = torch.cat([torch.full_like(e, HYPERCARDIOID), (1 - HYPERCARDIOID) * u], 1)   # [B, 4, T]
+        beam = weights[..., None].expand(-1, -1, -1, raw.shape[-1]).to(raw.dtype)
+        return torch.cat([raw[:, :2], beam], 1), last
 
     # -- streaming (causal models only) -----------------------------------------------------------
     def init_state(self, batch: int = 1) -> dict:
@@ -432,8 +483,11 @@ class DPDCRN(nn.Module):
             if layer.inter.attention:
                 st["kv"] = torch.zeros(batch * 64, 0, d)
             layers.append(st)
-        return {"enc": self.enc_dense.init_state(shape), "dec": self.dec_dense.init_state(shape), "dp": layers,
-                "norm": [n.init_state(batch) for n in self.cumulative_norms()]}
+        state = {"enc": self.enc_dense.init_state(shape), "dec": self.dec_dense.init_state(shape), "dp": layers,
+                 "norm": [n.init_state(batch) for n in self.cumulative_norms()]}
+        if self.cfg.mask_mode == "steered":
+            state["steer"] = torch.zeros(batch, 4)        # the steered beam's running sums (v, e)
+        return state
 
     def cumulative_norms(self) -> list[FrameNorm]:
         """The cumulative norms, in a fixed order (their running sums are part of the streaming state)."""
@@ -467,7 +521,10 @@ class DPDCRN(nn.Module):
             dp_state.append(new)
         d1, dec_state = self.dec_dense.step(self.dp_out(u), state["dec"])
         mask = self.dec2(self.dec1(d1))[..., :N_BINS]
-        return mask, {"enc": enc_state, "dec": dec_state, "dp": dp_state}
+        new = {"enc": enc_state, "dec": dec_state, "dp": dp_state}
+        if self.cfg.mask_mode == "steered":
+            mask, new["steer"] = self.steer(mask, x, state["steer"])
+        return mask, new
 
 
 def apply_mask(mask: Tensor, spec: Tensor, eps: float = 1e-8) -> Tensor:
@@ -477,9 +534,13 @@ def apply_mask(mask: Tensor, spec: Tensor, eps: float = 1e-8) -> Tensor:
     channel alone) -> complex [B, T, F]. K = 1 (`mask_mode: reference`) masks channel 0; K = M (`filter-sum`)
     masks every channel so and sums them: Ŝ = Σ_m tanh(|M_m|)·e^{j∠M_m}·X_m, a learned filter-and-sum
     beamformer (the output form of the L3DAS challenges' MIMO beamforming baselines), each gain bounded by 1.
+    `steered` (mask [B, 2 + M, T, F], M = 4): the polar mask (channels 0, 1) on the beam Σ_m b_m·X_m, b the
+    real weights in channels 2.. (`DPDCRN.steer`).
     """
     if spec.dim() == 3:
         spec = spec[:, None]
+    if mask.shape[1] == spec.shape[1] + 2 == 6:                        # steered: mask the beam
+        spec, mask = (mask[:, 2:] * spec).sum(1, keepdim=True), mask[:, :2]
     k = mask.shape[1] // 2
     if k > spec.shape[1]:
         raise ValueError(f"a mask for {k} channels needs {k} input channels, got {spec.shape[1]}")

@@ -1,7 +1,7 @@
 """The hop-by-hop model with explicit state: what streaming inference, export, profiling and the latency
 predictor run. `StepModel(net)(frame, *states) -> (mask, *new_states)`; the states are the dilated-dense caches,
-the time-GRU states, the causal attention's past inputs and the cumulative norms' running sums, flattened in
-the order `state_names` gives them."""
+the time-GRU states, the causal attention's past inputs, the cumulative norms' running sums and (`mask_mode:
+steered`) the beam's running sums, flattened in the order `state_names` gives them."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ def flatten_state(state: dict) -> list[Tensor]:
         flat.append(st["h"])
         if "kv" in st:
             flat.append(st["kv"])
-    return flat + list(state.get("norm", []))
+    return flat + list(state.get("norm", [])) + ([state["steer"]] if "steer" in state else [])
 
 
 def state_names(net: DPDCRN) -> list[str]:
@@ -27,7 +27,8 @@ def state_names(net: DPDCRN) -> list[str]:
         names.append(f"gru_h{i}")
         if layer.inter.attention:
             names.append(f"attn_kv{i}")
-    return names + [f"norm_sums{i}" for i in range(len(net.cumulative_norms()))]
+    names += [f"norm_sums{i}" for i in range(len(net.cumulative_norms()))]
+    return names + (["steer_sums"] if net.cfg.mask_mode == "steered" else [])
 
 
 class StepModel(nn.Module):
@@ -50,7 +51,10 @@ class StepModel(nn.Module):
             if layer.inter.attention:
                 st["kv"] = rest.pop(0)
             dp.append(st)
-        return {"enc": enc, "dec": dec, "dp": dp, "norm": rest}
+        state = {"enc": enc, "dec": dec, "dp": dp, "norm": rest}
+        if self.net.cfg.mask_mode == "steered":
+            state["steer"] = rest.pop()
+        return state
 
     def forward(self, frame: Tensor, *states: Tensor):
         mask, new = self.net.step(frame, self._unflatten(states))

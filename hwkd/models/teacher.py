@@ -25,10 +25,12 @@ TEACHER_ARGS = (f"--model {TEACHER_PRESET} --epochs 80 --batch-size 16 --segment
 TEACHER_RECIPE = (f"hwkd train --workers 2 --threads 2 {TEACHER_ARGS} --out RUN "
                   "&& python -m hwkd.models.teacher RUN/best.pt")
 # the Ambisonics teacher: the same network with 4 input channels, on the Ambisonics set with on-the-fly rooms (their
-# sound fields turned: mixing version 3), a mask per channel summed and the channels' cross-spectra as input, since
-# a mask on W alone cannot reach the goal: with W's phase even the ideal gain gains +4.8 dB SI-SDR on the test split,
-# a hypercardioid steered at the talker +5.3 dB (benchmarks/foa_oracles.py)
-FOA_TEACHER_ARGS = (f"--model {TEACHER_PRESET} --in-channels 4 --mask-mode filter-sum --spatial-features --epochs 80 "
+# sound fields turned: mixing version 3), its mask on a hypercardioid it steers at the talker, with the channels'
+# cross-spectra as input, since a mask on W alone cannot reach the goal: with W's phase even the ideal gain gains
+# +4.8 dB SI-SDR on the test split, the ideal gain on a beam at the speech-weighted direction +9.3 dB
+# (benchmarks/foa_oracles.py); a mask per channel summed (filter-sum) did not learn to beamform in 1,000 steps
+# (benchmarks/foa_output_forms.py, README "The Ambisonics teacher's slot")
+FOA_TEACHER_ARGS = (f"--model {TEACHER_PRESET} --in-channels 4 --mask-mode steered --spatial-features --epochs 80 "
                     "--batch-size 16 --segment-s 2 --lr 2e-3 --mixing on --mixing-version 3 --val-pesq-clips 0")
 FOA_TEACHER_RECIPE = (f"hwkd train {FOA_TEACHER_ARGS} --out RUN && python -m hwkd.models.teacher RUN/best.pt")
 

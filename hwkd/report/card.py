@@ -67,6 +67,10 @@ def mask_sentence(cfg) -> str:
     if cfg.mask_mode == "filter-sum":
         return (f"the mask holds one (real, imaginary) pair per input channel ({cfg.mask_channels} channels), each "
                 "applied in polar form to its channel's spectrum, and the masked channels are summed.")
+    if cfg.mask_mode == "steered":
+        return ("channels 0 and 1 of the mask are applied in polar form to a beam, the sum of the input channels "
+                "weighted by channels 2 to 5 (the same in every bin: a hypercardioid the network steers at the "
+                "talker).")
     return "the mask is applied in polar form to input channel 0."
 
 
