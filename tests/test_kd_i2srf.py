@@ -192,14 +192,15 @@ def test_a_resumed_distiller_pools_as_it_was_trained():
         create_distiller("i2srf-tfckd", st, tt, tap_bins=8.0)
 
 
-def test_a_filter_sum_teacher_teaches_a_reference_student_by_features_and_response_kd_says_why_not():
-    """An Ambisonics teacher with one mask per channel (mask_mode filter-sum) and a student with the spec's one
-    mask: every feature scheme builds and gives the student a gradient; response KD (mask against mask) refuses
-    the pair in one line that names the fix; the bounded mask is per channel pair."""
+@pytest.mark.parametrize("form,tap", [("filter-sum", 8), ("steered", 3)])
+def test_a_beamforming_teacher_teaches_a_reference_student_by_features_and_response_kd_says_why_not(form, tap):
+    """An Ambisonics teacher with one mask per channel (mask_mode filter-sum) or a steered beam, and a student with
+    the spec's one mask: every feature scheme builds and gives the student a gradient; response KD (mask against
+    mask) refuses the pair in one line that names the fix; the bounded mask is per channel pair."""
     from hwkd.errors import HwkdError
     from hwkd.kd.baselines import bounded_mask
-    s, t, st, tt = _pair(4, teacher=dict(TEACHER, mask_mode="filter-sum"))
-    assert tt["dec"][-1].shape[1] == 8 and st["dec"][-1].shape[1] == 2
+    s, t, st, tt = _pair(4, teacher=dict(TEACHER, mask_mode=form))
+    assert tt["dec"][-1].shape[1] == tap and st["dec"][-1].shape[1] == 2
     for name in sorted(KD_SCHEMES):
         if name in ("none", "response"):
             continue
