@@ -136,22 +136,25 @@ def test_batches_cover_all_their_audio(tmp_path):
     assert m.batch == 2 and m.runs >= 8 and m.peak_device_mib is None and m.gpu is None
 
 
-def test_half_precision_cumulative_norms_stay_finite_over_long_streams():
-    """fp16 streaming: a cumulative norm's count passes fp16's 65504 after 65504 / (C/2 * 64) hops (256 here); its
-    running sums are kept in fp32, so 400 hops and 400 offline frames stay finite and close to fp32."""
-    from hwkd.models.streaming import StepModel, state_names
-    net = create_model(TINY_CAUSAL).eval()
+@pytest.mark.parametrize("form", [{}, dict(in_channels=4, mask_mode="steered")])
+def test_half_precision_cumulative_norms_stay_finite_over_long_streams(form):
+    """fp16 streaming: a cumulative norm's count passes fp16's 65504 after 65504 / (C/2 * 64) hops (256 here), a
+    steered beam's energy sum sooner; running sums are kept in fp32, so 400 hops and 400 offline frames stay finite
+    and close to fp32."""
+    from hwkd.models.streaming import StepModel, fp32_state, state_names
+    cfg = dict(TINY_CAUSAL, **form)
+    net = create_model(cfg).eval()
     assert net.cumulative_norms()
-    x = torch.randn(1, 2, 400, 257, generator=torch.Generator().manual_seed(0))
-    half = create_model(TINY_CAUSAL).eval()
+    x = torch.randn(1, 2 * net.cfg.in_channels, 400, 257, generator=torch.Generator().manual_seed(0))
+    half = create_model(cfg).eval()
     half.load_state_dict(net.state_dict())
     half = half.half()
     with torch.no_grad():
         ref = net(x)
         off = half(x.half()).float()
         step = StepModel(half).eval()
-        states = [s.float() if n.startswith("norm_sums") else s.half()
-                  for s, n in zip(step.initial_states(), state_names(half))]
+        states = [s.float() if fp32_state(n) else s.half() for s, n in zip(step.initial_states(), state_names(half))]
+        assert sum(map(fp32_state, state_names(half))) == len(half.cumulative_norms()) + ("mask_mode" in form)
         hops = []
         for t in range(400):
             m, *states = step(x[:, :, t:t + 1].half(), *states)

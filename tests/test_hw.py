@@ -65,8 +65,11 @@ def test_export_refuses_a_mismatch(tmp_path):
     assert not (tmp_path / "offline.onnx").exists()
 
 
-def test_ambisonics_export(tmp_path):
-    net = full_mask(create_model(dict(TINY, in_channels=4)))
+@pytest.mark.parametrize("form", [{}, dict(mask_mode="steered")])
+def test_ambisonics_export(tmp_path, form):
+    """A non-causal Ambisonics model's offline graph matches torch (a steered one sums its beam's direction over
+    the whole input)."""
+    net = full_mask(create_model(dict(TINY, in_channels=4, **form)))
     ex = export_all(net, tmp_path, openvino=False)
     assert ex.step_onnx is None and max(ex.parity["offline"]["onnxruntime"].values()) < 1e-4
 

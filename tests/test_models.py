@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import torch
 
@@ -239,7 +240,7 @@ def test_spatial_features_are_the_normalised_cross_spectra_with_channel_0_and_st
 
 def test_steered_masks_a_hypercardioid_aimed_by_the_networks_speech_weights_and_streams(tmp_path):
     """mask_mode steered (first-order Ambisonics): the decoder gives the polar mask and a speech-presence logit;
-    the beam is 0.25·W + 0.75·u·(X, Y, Z) with u the presence-weighted active intensity's direction; the mask
+    the beam is 0.25·W + 0.75·u·(Y, Z, X) with u the presence-weighted active intensity's direction; the mask
     applies to the beam. A plane wave is found where it comes from; a diffuse field gives an omni beam; hop by hop
     equals offline (the running sums are state); a checkpoint rebuilds it; only 4 channels are accepted."""
     from hwkd.models.dpdcrn import HYPERCARDIOID, STEER_FLOOR, apply_mask
@@ -277,6 +278,24 @@ def test_steered_masks_a_hypercardioid_aimed_by_the_networks_speech_weights_and_
     with torch.no_grad():
         assert (full(x) - full.stream(x)).abs().max() <= 1e-4
         assert full.net(torch.randn(1, 8, 5, 257)).shape == (1, 6, 5, 257)
+        # chunked offline enhancement (chunks of many frames, the running sums carried): the whole-file output
+        blocks = list(full.enhance_blocks([x[0, :, :3000].numpy(), x[0, :, 3000:].numpy()]))
+        assert abs(np.concatenate(blocks) - full(x)[0].numpy()).max() <= 1e-4
     save_checkpoint(tmp_path / "st.pt", full.net)
     back, _ = load_model(tmp_path / "st.pt")
     assert back.cfg.mask_mode == "steered" and back.dec2.out_channels == 3 and back.cfg.mask_channels == 6
+
+    # a supernet of steered models: a sub-network's output is its extracted model's
+    from hwkd.models.supernet import Supernet
+    big = DPDCRNConfig(**dict(TINY, channels=16, in_channels=4, mask_mode="steered", spatial_features=True))
+    small = DPDCRNConfig(**dict(TINY, in_channels=4, layers=1, mask_mode="steered", spatial_features=True))
+    sn = Supernet(big).eval()
+    f = torch.randn(1, 8, 6, 257)
+    with torch.no_grad():
+        assert sn(small, f).shape == (1, 6, 6, 257) and torch.allclose(sn(small, f), sn.extract(small)(f), atol=1e-6)
+    # the CLI offers every form (it names them without importing torch)
+    from hwkd.cli import build_parser
+    from hwkd.models.dpdcrn import MASK_MODES
+    opt = next(a for a in build_parser()._subparsers._group_actions[0].choices["train"]._actions
+               if "--mask-mode" in a.option_strings)
+    assert tuple(opt.choices) == MASK_MODES

@@ -235,11 +235,11 @@ class Runner:
             x = torch.from_numpy(self.x).to(dev, dtype)
             fn = lambda: net(x)                                   # noqa: E731
         else:
-            from hwkd.models.streaming import StepModel, state_names
+            from hwkd.models.streaming import StepModel, fp32_state, state_names
             step = StepModel(net).eval()
             frame = torch.randn(self.batch, 2 * net.cfg.in_channels, 1, N_BINS, device=dev, dtype=dtype)
-            # a cumulative norm's running sums stay fp32 in half precision (FrameNorm)
-            init = [s.to(dev, torch.float32 if n.startswith("norm_sums") else dtype)
+            # running sums (cumulative norms, a steered beam) stay fp32 in half precision
+            init = [s.to(dev, torch.float32 if fp32_state(n) else dtype)
                     for s, n in zip(step.initial_states(self.batch), state_names(net))]
             if graph:                     # the states advance in place, inside the graph
                 states = [s.clone() for s in init]

@@ -17,7 +17,8 @@ GroupNorm over (channels, frequency), with statistics over all frames so far (`c
 the default, the spec's "cumulative normalisation") or over each frame alone (`frame`, what hwkd used
 until 2026-11-30 and what older checkpoints load as); the time path uses a causal attention mask or no
 attention. Such a model runs hop by hop with `init_state` / `step`, carrying the dense-block caches, the
-time-GRU states, the time-attention key/value inputs and the cumulative norms' running sums.
+time-GRU states, the time-attention key/value inputs, the cumulative norms' running sums and (`mask_mode:
+steered`) the beam's running sums.
 Why cumulative: a frame-wise norm hides each frame's level, so a quiet noise-only frame and a loud speech
 frame look alike to the network; at equal steps (200, a 47k-parameter student) the cumulative norm
 reached a higher val SI-SDR (benchmarks/results/tq_diag_*.json, README "Time to quality").
@@ -43,7 +44,7 @@ from torch import Tensor, nn
 N_BINS = 257
 IDENTITY_BIAS = 1.0       # mask real part at initialisation: gain tanh(1) = 0.76 (see DPDCRN.identity_start)
 IDENTITY_SCALE = 1e-2     # the mask layer's default-init weights times this
-HYPERCARDIOID = 0.25      # steered beam: HYPERCARDIOID·W + (1 - HYPERCARDIOID)·u·(X, Y, Z), the most directive
+HYPERCARDIOID = 0.25      # steered beam: HYPERCARDIOID·W + (1 - HYPERCARDIOID)·u·(Y, Z, X), the most directive
                           # first-order pattern (SN3D channels, the corpus's)
 STEER_FLOOR = 0.05        # steered beam: the direction's length is |v| / (|v| + STEER_FLOOR·e): below that
                           # coherence (a diffuse field) the beam fades to omni
@@ -422,7 +423,7 @@ class DPDCRN(nn.Module):
 
     # -- offline ---------------------------------------------------------------------------------
     def forward(self, x: Tensor, return_taps: bool = False):
-        """x: [B, 2M, T, 257] -> mask [B, 2K, T, 257] (K = cfg.mask_channels / 2; and the taps when return_taps)."""
+        """x: [B, 2M, T, 257] -> mask [B, cfg.mask_channels, T, 257] (and the taps when return_taps)."""
         e1 = self.enc1(self.encoder_input(x))
         e2 = self.enc2(e1)
         e3 = self.enc_dense(e2)
@@ -451,8 +452,10 @@ class DPDCRN(nn.Module):
         one plane wave). u = v / (|v| + STEER_FLOOR·e) points at the talker when p picks the bins the talker
         dominates (oracle speech-dominance weights: median error 7°, 19° unweighted; benchmarks/foa_oracles.py) and
         shrinks to 0 (an omni beam) in a diffuse field. Sums over the whole input for a non-causal model, over
-        the frames so far for a causal one (the running sums `past` are its streaming state). The beam is
-        HYPERCARDIOID·W + (1 − HYPERCARDIOID)·u·(X, Y, Z) in the channels' order, weights <= 1; the gradient
+        the frames so far for a causal one (the running sums `past` are its streaming state; every past frame
+        counts alike, so on a long stream a causal model follows a talker who moves ever more slowly: it trains
+        on 2-s segments, where this never shows). The beam is
+        HYPERCARDIOID·W + (1 − HYPERCARDIOID)·u·(Y, Z, X) in the channels' order, weights <= 1; the gradient
         reaches p through the beam from every bin."""
         xs, p = x.float(), torch.sigmoid(raw[:, 2:3].float())        # fp16: the energy sums overflow
         re, im = xs[:, 0::2], xs[:, 1::2]                              # [B, 4, T, F]
@@ -494,7 +497,7 @@ class DPDCRN(nn.Module):
         return [m for m in self.modules() if isinstance(m, FrameNorm) and m.cumulative]
 
     def step(self, x: Tensor, state: dict) -> tuple[Tensor, dict]:
-        """STFT frames x [B, 2M, T, 257] -> mask frames [B, 2K, T, 257] and the new state.
+        """STFT frames x [B, 2M, T, 257] -> mask frames [B, cfg.mask_channels, T, 257] and the new state.
 
         T = 1 is one hop (the exported step model); a chunk of T > 1 frames continues the stream exactly as T
         single steps would (up to float rounding), in one call: the chunked offline enhancement of long files

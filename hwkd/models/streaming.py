@@ -10,6 +10,15 @@ from torch import Tensor, nn
 from hwkd.errors import HwkdError
 from hwkd.models.dpdcrn import DPDCRN
 
+# states that are running sums over the whole stream (the cumulative norms', the steered beam's): they pass fp16's
+# 65504 within seconds, so half-precision runs keep them in fp32
+FP32_STATES = ("norm_sums", "steer_sums")
+
+
+def fp32_state(name: str) -> bool:
+    """Whether the state named so (`state_names`) stays fp32 in a half-precision run."""
+    return name.startswith(FP32_STATES)
+
 
 def flatten_state(state: dict) -> list[Tensor]:
     flat = list(state["enc"]) + list(state["dec"])
