@@ -508,6 +508,15 @@ def test_inputs_checked_before_the_run_folder_accept_what_trains_and_refuse_what
     check_inputs(CompareConfig(schemes=["none"], students=["kd-small"]), tmp_path / "foa.pt", None)
     with pytest.raises(HwkdError, match="dataset path not found"):
         check_inputs(ok, tmp_path / "mono.pt", {1: tmp_path / "nodata"})
+    # a beam-steering Ambisonics teacher: feature schemes teach a spec-form student; response KD (masks of
+    # another form) is refused with what a compare user can do
+    save_checkpoint(tmp_path / "steered.pt", create_model(dict(channels=8, layers=1, depth=1, heads=2, in_channels=4,
+                                                               mask_mode="steered")))
+    check_inputs(CompareConfig(schemes=["none", "i2srf-tfckd"], students=["kd-medium-foa"]), tmp_path / "steered.pt",
+                 None)
+    with pytest.raises(HwkdError, match="leave response out of --kd"):
+        check_inputs(CompareConfig(schemes=["none", "response"], students=["kd-medium-foa"]),
+                     tmp_path / "steered.pt", None)
     assert not (tmp_path / "run").exists()
 
 

@@ -154,7 +154,9 @@ def check_inputs(cc: CompareConfig, teacher_path: Path | None, data: dict | None
         check_teacher(teachers.get(sc.in_channels, teachers[min(teachers)]), sc,
                       student=f"student {student_label(st)}",
                       fix="give --teacher a checkpoint with the students' input channels, or other --students",
-                      schemes=cc.schemes)
+                      schemes=cc.schemes,
+                      response_fix="leave response out of --kd, or give that student a config file with the "
+                                   "teacher's mask_mode")
 
 
 def check_ratios(cc: CompareConfig) -> None:

@@ -31,17 +31,19 @@ KD_GRAD_RATIO = 0.5        # λ·‖∇L_KD‖ / ‖∇L_SE‖ on the student at
 
 
 def check_teacher(tc, sc, student: str = "student", fix: str = "choose a student with the teacher's input "
-                                                                  "channels and hop", schemes=()) -> None:
+                                                                  "channels and hop", schemes=(),
+                  response_fix: str | None = None) -> None:
     """The teacher must see the student's STFT and input; a mono teacher may teach an Ambisonics student (it
     sees the W channel, channel 0, its reference). Response KD (among `schemes`) compares the two masks, so
-    it also needs one output form (mask_mode) on both sides."""
+    it also needs one output form (mask_mode) on both sides (`response_fix`: what to do then, in the caller's
+    terms)."""
     mono_teacher = tc.in_channels == 1 and sc.in_channels == 4
     from hwkd.errors import HwkdError
     if (tc.hop, tc.n_fft) != (sc.hop, sc.n_fft) or (tc.in_channels != sc.in_channels and not mono_teacher):
         raise HwkdError(f"teacher (input channels {tc.in_channels}, hop {tc.hop}) and {student} "
                         f"(input channels {sc.in_channels}, hop {sc.hop}) must share input and STFT", fix)
     if "response" in schemes:
-        check_response_form(tc.mask_mode, [sc.mask_mode], student,
+        check_response_form(tc.mask_mode, [sc.mask_mode], student, response_fix or
                             f"give the student --mask-mode {tc.mask_mode}, or use a feature scheme (e.g. i2srf-tfckd)")
 
 
