@@ -267,6 +267,16 @@ def test_steered_masks_a_hypercardioid_aimed_by_the_networks_speech_weights_and_
     assert out.shape == (1, 6, 9, 257) and torch.allclose(out[0, 2:, :, :], w[:, None, None].expand(4, 9, 257))
     assert w[0] == HYPERCARDIOID
     assert torch.allclose(w[1:], (1 - HYPERCARDIOID) * u / (1 + STEER_FLOOR), atol=1e-4), w
+    # two talkers in disjoint bins: the beam aims where the speech-presence logit (channel 2) says speech is
+    ua = u.flip(0)                                                        # another direction (Y, Z, X swapped)
+    two = plane.clone()
+    two[:, 1:, :, 128:] = ua.view(1, 3, 1, 1) * s[..., 128:]
+    feats = torch.stack([two.real, two.imag], 2).reshape(1, 8, 9, 257)
+    for logit, want in ((10.0, u), (-10.0, ua)):
+        pick = torch.zeros(1, 3, 9, 257)
+        pick[:, 2, :, :128], pick[:, 2, :, 128:] = logit, -logit
+        aim = net.steer(pick, feats)[0][0, 3:, 0, 0]
+        assert torch.nn.functional.cosine_similarity(aim, want, dim=0) > 0.99, (aim, want)
     # a diffuse field (independent channels): the direction's length shrinks, the beam tends to omni
     diffuse = torch.randn(1, 8, 200, 257)
     wd = net.steer(torch.zeros(1, 3, 200, 257), diffuse)[0][0, 3:, 0, 0]

@@ -138,9 +138,10 @@ def _reset_peak_rss() -> bool:
 def variant_problem(runtime: str, mode: str, precision: str = "fp32", batch: int = 1, cfg=None) -> str | None:
     """Why (runtime, mode, precision, batch) is not a measurement hwkd makes, or None. `cfg`: the model's
     DPDCRNConfig, for what depends on the model (whether it streams, a streaming state that grows every hop with
-    causal time attention, cumulative norms whose running sums overflow fp16 unless kept in fp32)."""
+    causal time attention, cumulative norms or a steered beam whose running sums overflow fp16 unless kept in fp32)."""
     growing = cfg is not None and cfg.causal and cfg.time_attention != "none"
     cumulative = cfg is not None and cfg.causal and cfg.causal_norm == "cumulative"
+    steered = cfg is not None and cfg.mask_mode == "steered"
     if runtime not in RUNTIMES:
         return f"unknown runtime {runtime!r} (known: {', '.join(RUNTIMES)})"
     if mode not in MODES:
@@ -159,9 +160,10 @@ def variant_problem(runtime: str, mode: str, precision: str = "fp32", batch: int
         return "a CUDA graph replays fixed shapes, and this model's attention cache grows every hop"
     if runtime == "onnxruntime-trt" and mode == "hop" and growing:
         return "TensorRT builds an engine per input shape, and this model's attention cache grows every hop"
-    if runtime == "onnxruntime-cuda" and precision == "fp16" and cumulative:
-        return ("onnxruntime's fp16 converter would run the cumulative norms' running sums in fp16, where they "
-                "overflow (hwkd's torch model keeps them fp32)")
+    if runtime == "onnxruntime-cuda" and precision == "fp16" and (cumulative or steered):
+        what = "the cumulative norms' running sums" if cumulative else "the steered beam's energy and intensity sums"
+        return (f"onnxruntime's fp16 converter would run {what} in fp16, where they overflow (hwkd's torch model "
+                "keeps them fp32)")
     if cfg is not None and mode == "hop" and not cfg.causal:
         return "a non-causal model cannot stream: it is measured offline"
     return None

@@ -60,9 +60,10 @@ class StepModel(nn.Module):
             if layer.inter.attention:
                 st["kv"] = rest.pop(0)
             dp.append(st)
+        steer = rest.pop() if self.net.cfg.mask_mode == "steered" else None     # last in flatten order
         state = {"enc": enc, "dec": dec, "dp": dp, "norm": rest}
-        if self.net.cfg.mask_mode == "steered":
-            state["steer"] = rest.pop()
+        if steer is not None:
+            state["steer"] = steer
         return state
 
     def forward(self, frame: Tensor, *states: Tensor):
