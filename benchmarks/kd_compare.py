@@ -56,17 +56,18 @@ ABLATIONS = ("i2srf-intra-only", "i2srf-inter-only", "i2srf-no-fusion", "i2srf-t
              "i2srf-uniform", "i2srf-unpooled")     # the last: the taps' pooling undone (README "KD cost")
 
 
-def best_baseline(recorded: Path, cc: CompareConfig, student: str = "kd-medium") -> dict:
+def best_baseline(recorded: Path, cc: CompareConfig, student: str = "kd-medium", exclude=()) -> dict:
     """The baseline KD scheme with the highest mean SI-SDR gain over no-KD at `student` in a finished main
     matrix's kd_compare.json whose settings are `cc`'s (budget, λ rule, seeds, evaluation) but for the schemes
-    and students: {"scheme", "gains", "from"}."""
+    and students, `exclude` left out: {"scheme", "gains", "from"}."""
     from dataclasses import asdict
     rec = json.loads(recorded.read_text()) if recorded.is_file() else {}
     diff = changed_settings(rec.get("settings", {}), asdict(cc), ignore=("schemes", "students"))
     finished = rec.get("cells_total") is not None and rec.get("cells_finished") == rec.get("cells_total")
     rows = rec.get("rows", []) if rec and not diff and finished else []
     gains = {r["scheme"]: r["si_sdr_db_gain_vs_none"] for r in rows if r["student"] == student
-             and r["scheme"] in BASELINES and r["scheme"] != "none" and r["si_sdr_db_gain_vs_none"] is not None}
+             and r["scheme"] in BASELINES and r["scheme"] not in ("none", *exclude)
+             and r["si_sdr_db_gain_vs_none"] is not None}
     if not gains:
         why = ("does not exist" if not rec else f"has other settings ({'; '.join(diff)})" if diff
                else "is not finished" if not finished else f"has no {student} baselines")
@@ -75,6 +76,17 @@ def best_baseline(recorded: Path, cc: CompareConfig, student: str = "kd-medium")
                          "--schemes none,i2srf-tfckd,BASELINE")
     best = max(gains, key=gains.get)
     return {"scheme": best, "si_sdr_db_gain_vs_none": gains, "from": f"{recorded.name} ({rec['machine']['date']})"}
+
+
+def response_cannot_teach(student: str) -> tuple:
+    """("response",) when the embedded teacher of `student`'s input channels has another output form (mask_mode)
+    than the student — the steered Ambisonics teacher and a spec-form student: response KD compares masks of one
+    form — else ()."""
+    from hwkd.models.checkpoint import load_model
+    from hwkd.models.registry import resolve_config
+    from hwkd.models.teacher import embedded_teacher_path
+    sc = resolve_config(student)
+    return ("response",) if load_model(embedded_teacher_path(sc.in_channels))[0].cfg.mask_mode != sc.mask_mode else ()
 
 
 PART_STUDENTS = {"main": list(SIZES), "ablations": ["kd-medium"], "foa": ["kd-medium-foa"]}
@@ -161,7 +173,8 @@ def main():
         if (out / "compare.json").is_file():        # a started foa matrix keeps the baseline it chose
             chosen = json.loads((out / "compare.json").read_text())["schemes"]
         else:
-            baseline = best_baseline(RESULTS / "kd_compare.json", config(PART_SCHEMES["main"]))
+            baseline = best_baseline(RESULTS / "kd_compare.json", config(PART_SCHEMES["main"]),
+                                     exclude=response_cannot_teach("kd-medium-foa"))
             chosen.append(baseline["scheme"])
     unknown = [s for s in chosen if s not in schemes()]
     assert not unknown, f"unknown schemes {unknown}"

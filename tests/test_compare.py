@@ -530,3 +530,33 @@ def test_a_matrix_recorded_before_pooled_taps_is_not_resumed_pooled():
     assert changed_settings(with_legacy(old), new) == [f"i2srf_tap_bins: None -> {TAP_BINS}"]
     assert "i2srf_tap_bins" not in with_legacy({"schemes": ["none", "fitnet"]})   # no I²SRF cell: no matter
     assert with_legacy({"schemes": ["none"]})["mixing_version"] == 1
+
+
+def test_the_ambisonics_part_takes_a_baseline_its_teacher_can_teach(tmp_path, monkeypatch):
+    """kd_compare.py --part foa adds the main matrix's best baseline at kd-medium, leaving response KD out when the
+    embedded Ambisonics teacher's output form is not kd-medium-foa's (the shipped one steers a beam)."""
+    import importlib
+    import sys
+    from dataclasses import asdict
+    from pathlib import Path
+
+    from hwkd.experiments.compare import CompareConfig
+    from hwkd.models import teacher as t
+    from hwkd.models.checkpoint import load_model
+    bench = Path(__file__).resolve().parents[1] / "benchmarks"
+    monkeypatch.syspath_prepend(str(bench))
+    monkeypatch.delitem(sys.modules, "kd_compare", raising=False)
+    kd_compare = importlib.import_module("kd_compare")
+    cc = CompareConfig(schemes=["none", "response", "fitnet"], students=["kd-medium"], seeds=1)
+    rows = [{"student": "kd-medium", "scheme": s, "si_sdr_db_gain_vs_none": g}
+            for s, g in (("none", 0.0), ("response", 0.5), ("fitnet", 0.2))]
+    recorded = tmp_path / "kd_compare.json"
+    recorded.write_text(json.dumps({"settings": asdict(cc), "cells_total": 3, "cells_finished": 3, "rows": rows,
+                                    "machine": {"date": "2026-12-03"}}))
+    assert kd_compare.best_baseline(recorded, cc)["scheme"] == "response"
+    assert kd_compare.best_baseline(recorded, cc, exclude=("response",))["scheme"] == "fitnet"
+    steered = load_model(t.embedded_teacher_path(4))[0].cfg.mask_mode == "steered"
+    assert kd_compare.response_cannot_teach("kd-medium-foa") == (("response",) if steered else ())
+    assert kd_compare.response_cannot_teach("kd-medium") == ()
+    monkeypatch.setattr(t, "ASSET_FOA", tmp_path / "absent.pt")          # no Ambisonics teacher: the mono one
+    assert kd_compare.response_cannot_teach("kd-medium-foa") == ()

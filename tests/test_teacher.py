@@ -24,13 +24,20 @@ def test_teacher_recipe_runs_at_tiny_scale(tmp_path, tiny_corpus):
     assert model.cfg == resolve_config(TEACHER_PRESET)
 
 
-def test_shipped_teacher_is_the_recipe():
-    model, ck = load_model(ASSET)
-    assert model.cfg == resolve_config(TEACHER_PRESET)
+@pytest.mark.parametrize("channels", [1, 4])
+def test_shipped_teacher_is_the_recipe(channels):
+    """Each shipped teacher (mono, Ambisonics) was trained by its recipe and is its run's best val epoch."""
+    from hwkd.models.teacher import ASSET_FOA, FOA_TEACHER_ARGS
+    asset, args = (ASSET, TEACHER_ARGS) if channels == 1 else (ASSET_FOA, FOA_TEACHER_ARGS)
+    model, ck = load_model(asset)
+    recipe = build_parser().parse_args(["train", *args.split(), "--out", "RUN"])
+    assert model.cfg == resolve_config(TEACHER_PRESET, in_channels=recipe.in_channels, mask_mode=recipe.mask_mode,
+                                       spatial_features=recipe.spatial_features)
+    assert model.cfg.in_channels == channels
     # the recorded command is the recipe: the same training options (data, device and run folder aside)
     recorded = build_parser().parse_args(shlex.split(ck["meta"]["command"])[1:])
-    recipe = build_parser().parse_args(["train", *TEACHER_ARGS.split(), "--out", "RUN"])
-    for k in ("model", "epochs", "batch_size", "segment_s", "lr", "seed", "val_pesq_clips", "init"):
+    for k in ("model", "epochs", "batch_size", "segment_s", "lr", "seed", "val_pesq_clips", "init", "in_channels",
+              "mask_mode", "spatial_features"):
         assert getattr(recorded, k) == getattr(recipe, k), k
     # its training data: a checkpoint made before on-the-fly mixing records no train_data (the static clips)
     mixed = ck["meta"].get("train_data") == "on-the-fly mixing"
@@ -41,7 +48,7 @@ def test_shipped_teacher_is_the_recipe():
     # best.pt: the epoch with the best val SI-SDR, with the history up to it
     best = max(ck["train"]["history"], key=lambda h: h["val_si_sdr_db"])
     assert len(ck["train"]["history"]) == ck["train"]["epoch"] == best["epoch"]
-    assert ASSET.stat().st_size < 5 * 2 ** 20
+    assert asset.stat().st_size < 5 * 2 ** 20
 
 
 @pytest.mark.slow
