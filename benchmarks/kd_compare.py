@@ -3,7 +3,8 @@
 Every scheme (no KD, the baselines, I²SRF-TFCKD) x 3 student sizes x 3 seeds, each distilled from the
 embedded teacher with the same budget, evaluated on the mono test split; the table (mean ± 95 % CI over
 seeds, gain over no-KD paired by seed, I²SRF-TFCKD against every other scheme) goes to
-reports/kd-compare-BUDGET/ and benchmarks/results/kd_compare.json. It is `hwkd compare` with fixed
+reports/kd-compare-BUDGET/ and benchmarks/results/kd_compare_BUDGET.json (BUDGET: e.g. 600steps; the foa and
+ablations parts add _foa, _ablations). It is `hwkd compare` with fixed
 settings, so an interrupted run resumes where it stopped; --workers N trains N cells side by side.
 
     python benchmarks/kd_compare.py [--part main|ablations|foa] [--steps 150] [--evals 1] [--seeds 3]
@@ -16,14 +17,15 @@ settings, so an interrupted run resumes where it stopped; --workers N trains N c
              uniform weights, unpooled taps) at kd-medium
   foa        the Ambisonics student kd-medium-foa with the Ambisonics teacher (the mono one through the W channel
              until that is shipped): no-KD, I²SRF-TFCKD and the baseline with the best mean SI-SDR gain at
-             kd-medium in the main matrix's results (results/kd_compare.json; --schemes overrides)
+             kd-medium in the main matrix's results at the same budget (results/kd_compare_STEPSsteps.json;
+             --schemes overrides)
 Every cell is scored on the test split and on the out-of-domain split.
 
 --evals N validates N times over the budget (N epochs of steps/N steps: N points on each learning curve).
 λ: --lam fixes it for every scheme (the 100-step matrix of 2026-11-25 used 0.1); without it each cell balances
 it on its first batches (hwkd.train.objective), and --kd-ratios tunes that balance on val per scheme and size.
 
-The cells live under $HWKD_HOME (not in git). On a new machine, --restore-from results/kd_compare.json puts
+The cells live under $HWKD_HOME (not in git). On a new machine, --restore-from results/kd_compare_BUDGET.json puts
 the cells that JSON recorded back (result.json marked `restored_from`) so that only the missing ones train;
 it refuses a JSON made with other settings. Check first that this machine reproduces a recorded cell
 (same thread count: a rerun is bit-identical), e.g. with --students kd-medium --schemes none --seeds 1
@@ -102,7 +104,7 @@ def restore(recorded: Path, out: Path, cc: CompareConfig) -> None:
     from hwkd.experiments.compare import cell_key, student_label
 
     if not recorded.is_file():
-        raise SystemExit(f"kd_compare: {recorded} does not exist; give the benchmarks/results/kd_compare.json "
+        raise SystemExit(f"kd_compare: {recorded} does not exist; give the benchmarks/results/kd_compare_BUDGET.json "
                          "that recorded this matrix")
     try:
         rec = json.loads(recorded.read_text())
@@ -110,7 +112,7 @@ def restore(recorded: Path, out: Path, cc: CompareConfig) -> None:
         rec = None
     if not (isinstance(rec, dict) and {"settings", "cells", "machine"} <= rec.keys()):
         raise SystemExit(f"kd_compare: {recorded} is not a kd_compare.json (no settings, cells and machine); give "
-                         "the benchmarks/results/kd_compare.json that recorded this matrix")
+                         "the benchmarks/results/kd_compare_BUDGET.json that recorded this matrix")
     settings = asdict(cc)
     # students by label: matrices recorded before the sizes were presets named them by config files of that name
     diff = changed_settings(rec["settings"], settings, ignore=("students",))
@@ -149,6 +151,9 @@ def main():
     ap.add_argument("--eval-limit", type=int, default=None,
                     help="test and out-of-domain utterances (default: all 100 of each)")
     ap.add_argument("--workers", type=int, default=1, help="cells side by side (hwkd compare --workers)")
+    ap.add_argument("--group", type=int, default=1,
+                    help="per worker, cells of one seed side by side sharing the teacher's forward (hwkd compare "
+                         "--group); results as without it")
     ap.add_argument("--restore-from", type=Path, default=None,
                     help="a kd_compare.json of this matrix: write its recorded cells back before resuming")
     ap.add_argument("--out-suffix", default="", help="run folder kd-compare-STEPSsteps-SUFFIX (a scratch run)")
@@ -173,7 +178,7 @@ def main():
         if (out / "compare.json").is_file():        # a started foa matrix keeps the baseline it chose
             chosen = json.loads((out / "compare.json").read_text())["schemes"]
         else:
-            baseline = best_baseline(RESULTS / "kd_compare.json", config(PART_SCHEMES["main"]),
+            baseline = best_baseline(RESULTS / f"kd_compare_{a.steps}steps.json", config(PART_SCHEMES["main"]),
                                      exclude=response_cannot_teach("kd-medium-foa"))
             chosen.append(baseline["scheme"])
     unknown = [s for s in chosen if s not in schemes()]
@@ -184,9 +189,9 @@ def main():
     storage = given_storage(a.storage)[0]
     with LoadMeter() as load:
         if a.workers > 1 and not a.report_only:
-            results = run_compare_parallel(out, cc, None, a.workers, storage=storage)
+            results = run_compare_parallel(out, cc, None, a.workers, storage=storage, group=a.group)
         else:       # (teacher None: the embedded teacher of each student's input channels)
-            results = run_compare(out, cc, None, train_missing=not a.report_only, storage=storage)
+            results = run_compare(out, cc, None, train_missing=not a.report_only, storage=storage, group=a.group)
     tuning_cells = []
     if cc.kd_ratios:            # the tuning grid's cells too: --restore-from puts them back
         matrix = open_matrix(out, cc, None, storage, create=False)
@@ -211,7 +216,7 @@ def main():
     if a.out_suffix:
         write_text_atomic(report_dir / "kd_compare.json", json.dumps(record, indent=2) + "\n")
     else:
-        save(f"kd_compare{part.replace('-', '_')}", record)
+        save(f"kd_compare_{a.steps}steps{part.replace('-', '_')}", record)
     print(json.dumps(summary["rows"][:3], indent=1))
 
 

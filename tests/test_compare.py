@@ -560,3 +560,72 @@ def test_the_ambisonics_part_takes_a_baseline_its_teacher_can_teach(tmp_path, mo
     assert kd_compare.response_cannot_teach("kd-medium") == ()
     monkeypatch.setattr(t, "ASSET_FOA", tmp_path / "absent.pt")          # no Ambisonics teacher: the mono one
     assert kd_compare.response_cannot_teach("kd-medium-foa") == ()
+
+
+def test_a_shared_teacher_computes_each_batch_once_and_its_members_step_in_turn_within_its_slack():
+    """hwkd.train.shared: members asking for the same batches get the taps computing them alone gives, bit for bit,
+    from one forward per batch; one member steps at a time; a member ahead waits for the slowest; one that left
+    is not waited for."""
+    import threading
+
+    import torch
+
+    from hwkd.models.dpdcrn import DPDCRN, DPDCRNConfig
+    from hwkd.models.enhancer import Enhancer
+    from hwkd.train.shared import SharedTeacher, step_turn, teacher_taps
+    torch.manual_seed(0)
+    teacher = Enhancer(DPDCRN(DPDCRNConfig(channels=8, layers=1, depth=1, heads=0, gru_hidden=8))).eval()
+    batches = [torch.randn(2, 1, 4000, generator=torch.Generator().manual_seed(i)) for i in range(6)]
+    alone = [teacher_taps(teacher, b) for b in batches]          # no group: computed here
+    group = SharedTeacher(slack=1)
+    ids = [group.join() for _ in range(3)]
+    got, inside, most_inside = {m: [] for m in ids}, [0], [0]
+
+    def member(m, n):
+        with group.member(m):
+            for b in batches[:n]:
+                with step_turn():
+                    inside[0] += 1
+                    most_inside[0] = max(most_inside[0], inside[0])
+                    got[m].append(teacher_taps(teacher, b))
+                    inside[0] -= 1
+    threads = [threading.Thread(target=member, args=(m, n)) for m, n in zip(ids, (6, 6, 3))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert not any(t.is_alive() for t in threads)               # the member that stopped after 3 is not waited for
+    assert group.computed == 6 and group.shared == 6 + 6 + 3 - 6
+    assert most_inside[0] == 1 and 1 <= group.most_ahead <= group.slack
+    for m in ids:
+        for mine, ref in zip(got[m], alone):
+            for k in ref:
+                assert all(torch.equal(a, b) for a, b in zip(mine[k], ref[k]))
+
+
+@pytest.mark.slow
+def test_grouped_cells_share_the_teachers_forward_and_get_what_they_get_alone(tmp_path, tiny_corpus):
+    """hwkd compare --group: the cells of a seed train side by side in threads, one teacher forward per batch for
+    all of them, and each cell's result (weights, λ, scores) is the one it gets trained alone."""
+    s1 = tmp_path / "s8.yaml"
+    s1.write_text("channels: 8\nlayers: 1\ndepth: 1\nheads: 0\n")
+    common = ["-q", "compare", "--kd", "none,fitnet,i2srf-tfckd", "--students", s1, "--seeds", "1", "--threads", "1",
+              "--epochs", "1", "--max-steps-per-epoch", "3", "--batch-size", "2", "--segment-s", "0.5",
+              "--val-pesq-clips", "1", "--eval-limit", "2", "--data", tiny_corpus]
+    runs = {}
+    for name, extra in (("alone", []), ("group", ["--group", "3"])):
+        r = run_cli(*common, *extra, "--out", tmp_path / name, "--report-dir", tmp_path / f"report-{name}")
+        assert r.returncode == 0, r.stderr[-3000:]
+        runs[name] = r.stdout
+    assert "3 cells side by side, taking turns, the teacher's forward shared by 2" in runs["group"]
+    # 2 balancing batches (the first 2 training batches again) + 3 steps: 3 batches computed once for 2 cells
+    assert "teacher forwards 3, shared 7, a member at most" in runs["group"]
+    import torch
+    for scheme in ("none", "fitnet", "i2srf-tfckd"):
+        cells = [tmp_path / n / "cells" / "s8" / scheme / "seed0" for n in ("alone", "group")]
+        a, g = (json.loads((c / "result.json").read_text()) for c in cells)
+        assert a["curve"] == g["curve"] and a["kd_weight"] == g["kd_weight"]
+        wa, wg = (torch.load(c / "best.pt", weights_only=True)["state_dict"] for c in cells)
+        assert all(torch.equal(wa[k], wg[k]) for k in wa)                       # the same weights, bit for bit
+        # (the scores up to the last bits: STOI's numpy sums may round otherwise in a thread)
+        assert g["enhanced"] == pytest.approx(a["enhanced"], rel=1e-12)

@@ -59,6 +59,10 @@ def register(sub) -> None:
     cp.add_argument("--workers", type=int, default=1,
                     help="cells trained side by side, in as many processes (default 1); the same command "
                          "started again elsewhere on the run folder shares the cells out too")
+    cp.add_argument("--group", type=POS_INT, default=1,
+                    help="per worker, up to N cells that see the same batches (same seed) trained side by side in "
+                         "threads of its process, the frozen teacher's forward computed once per batch for all of "
+                         "them; each cell's result is what it gets alone (default 1: one cell at a time)")
     cp.add_argument("--clips", type=nonneg_int, default=1,
                     help="evaluation clips each scheme's seed-0 student enhances to listen to in index.html "
                          "(default 1)")
@@ -100,10 +104,10 @@ def cmd_compare(args) -> int:
               f"{args.name or args.out.resolve().name}")
     if args.workers > 1 and not args.report_only:
         results = run_compare_parallel(args.out, cc, teacher, args.workers, data=data, progress=not args.quiet,
-                                       storage=storage, name=args.name)
+                                       storage=storage, name=args.name, group=args.group)
     else:
         results = run_compare(args.out, cc, teacher, data=data, progress=not args.quiet,
-                              train_missing=not args.report_only, storage=storage, name=args.name)
+                              train_missing=not args.report_only, storage=storage, name=args.name, group=args.group)
     rdir = args.report_dir or Path("reports") / args.out.resolve().name
     report(results, rdir, cc, cells_dir=args.out / "cells", data=data, clips=args.clips)
     print((rdir / "table.md").read_text())

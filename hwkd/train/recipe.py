@@ -28,6 +28,7 @@ from hwkd.audio.io import write_text_atomic
 from hwkd.errors import HwkdError
 from hwkd.kd import uses_teacher
 from hwkd.models.dpdcrn import DPDCRN, DPDCRNConfig
+from hwkd.train.shared import RNG_LOCK, heavy_turn
 from hwkd.train.trainer import TrainConfig, check_budget, check_objective, epoch_order, stack_batch, train
 
 BALANCE_BATCHES = 2       # batches of the run's first epoch on which λ is balanced
@@ -154,7 +155,8 @@ def make_objective(model: DPDCRN, kd: KDSpec, cfg: TrainConfig, train_set, run: 
             if not batches:
                 raise HwkdError(f"the training set has {len(train_set)} segments, fewer than one batch of "
                                 f"{cfg.batch_size}", "use a smaller --batch-size or more data")
-            obj.balance(enh, batches, ratio=kd.ratio if kd.ratio is not None else KD_GRAD_RATIO)
+            with heavy_turn():
+                obj.balance(enh, batches, ratio=kd.ratio if kd.ratio is not None else KD_GRAD_RATIO)
     if saved is not None:
         saved.parent.mkdir(parents=True, exist_ok=True)
         write_text_atomic(saved, json.dumps({**obj.lam_record, "scheme": kd.scheme, "options": options}, indent=1))
@@ -194,12 +196,15 @@ def train_model(cfg: DPDCRNConfig, out: str | os.PathLike, tcfg: TrainConfig, da
     if steps is not None:
         tcfg = replace(tcfg, **plan_steps(steps, len(train_set) // tcfg.batch_size))
     val_set = SpeechPairs(data, split=val_split, mode="utterance", channels=cfg.in_channels, limit=tcfg.val_clips)
-    torch.manual_seed(tcfg.seed)
-    model = DPDCRN(cfg)
-    if init is not None:
-        _load_init(model, init)
     run = Path(out)
-    objective = make_objective(model, kd, tcfg, train_set, run)
+    # a run started in a thread beside others (hwkd compare --group) draws its weights alone: torch's generator is
+    # global (the KD objective's fusion and calibration weights too; its λ balancing draws nothing)
+    with RNG_LOCK:
+        torch.manual_seed(tcfg.seed)
+        model = DPDCRN(cfg)
+        if init is not None:
+            _load_init(model, init)
+        objective = make_objective(model, kd, tcfg, train_set, run)
     from hwkd.data.mixing import Mixtures
     on_the_fly = isinstance(train_set, Mixtures)
     info = {"data": str(data), "train_split": train_split, "val_split": val_split,

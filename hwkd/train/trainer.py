@@ -39,6 +39,7 @@ from hwkd.models.dpdcrn import DPDCRN
 from hwkd.models.enhancer import Enhancer
 from hwkd.train.config import TrainConfig  # noqa: F401  (the settings; imported from here too)
 from hwkd.train.losses import neg_si_sdr, se_loss
+from hwkd.train.shared import heavy_turn, step_turn
 
 
 class SEObjective:
@@ -291,15 +292,16 @@ def train(model: DPDCRN, train_set: SpeechPairs, val_set: SpeechPairs, run_dir: 
             while pos < steps_per_epoch:
                 t_step = time.perf_counter()
                 batch = stack_batch(next(items_of), device)
-                loss, parts = objective(enhancer, batch)
-                if not torch.isfinite(loss):
-                    raise FloatingPointError(f"loss is {float(loss)} at epoch {epoch + 1} step {pos}")
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                if world > 1:
-                    _average_grads(params, world)
-                nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-                opt.step()
+                with step_turn():       # a run in a group of runs sharing a teacher steps in turn (hwkd.train.shared)
+                    loss, parts = objective(enhancer, batch)
+                    if not torch.isfinite(loss):
+                        raise FloatingPointError(f"loss is {float(loss)} at epoch {epoch + 1} step {pos}")
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    if world > 1:
+                        _average_grads(params, world)
+                    nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+                    opt.step()
                 sched.step()
                 pos += 1
                 n_seen += 1
@@ -319,7 +321,8 @@ def train(model: DPDCRN, train_set: SpeechPairs, val_set: SpeechPairs, run_dir: 
         if not lead:            # the others go on to the next epoch; the next all-reduce waits for worker 0
             epoch, pos = epoch + 1, 0
             continue
-        val = validate(enhancer, val_set, cfg.val_pesq_clips, cfg.device)
+        with heavy_turn():
+            val = validate(enhancer, val_set, cfg.val_pesq_clips, cfg.device)
         if hasattr(objective, "validate_more"):        # e.g. the supernet's smallest sub-network
             val.update(objective.validate_more(val_set, cfg.device))
         rec = {"epoch": epoch + 1, "steps": (epoch + 1) * steps_per_epoch,
