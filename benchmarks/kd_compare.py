@@ -9,7 +9,7 @@ settings, so an interrupted run resumes where it stopped; --workers N trains N c
 
     python benchmarks/kd_compare.py [--part main|ablations|foa] [--steps 150] [--evals 1] [--seeds 3]
                                     [--schemes ...] [--students ...] [--lam 0.1 | --kd-ratios 0.25,0.5,1]
-                                    [--workers N] [--storage URL]
+                                    [--workers N] [--group G] [--storage URL]
 
 --part picks the matrix (each its own run folder, report and results JSON, at the same budget):
   main       every scheme x the three mono sizes (kd-small, kd-medium, kd-large)
@@ -31,9 +31,12 @@ it refuses a JSON made with other settings. Check first that this machine reprod
 (same thread count: a rerun is bit-identical), e.g. with --students kd-medium --schemes none --seeds 1
 --workers 2 --out-suffix check, which reports into its run folder only.
 
-Cost on the 2-core machine: an I²SRF-TFCKD step (batch 8 of 2-s segments) takes ~7.5 s and a no-KD step
-~0.9 s (benchmarks/kd_cost.py), so the default matrix (8 schemes x 3 sizes x 3 seeds x 150 steps) is many
-hours of CPU; use --steps / --seeds / --schemes to fit a budget, and say so when quoting it.
+The budget where students learn (issue "A KD comparison that can separate the schemes"): --steps 600 --evals 6
+--kd-ratios 0.25,0.5,1 (no-KD kd-small, the smallest, gains +3.8 to +4.0 dB SI-SDR on test there). Cost on the
+2-core machine, 1 thread per cell: a no-KD kd-small cell ~11 minutes, a KD step 3-4 s alone (the frozen teacher's
+forward ~40 % of it at kd-medium), so the 135 cells of that matrix (the tuning grid included) are tens of hours of
+CPU: --workers 2 --group 4 (cells of one seed side by side sharing the teacher's forward; results/compare_group.json)
+cuts the KD cells' share by about a third; it resumes across sessions (restore its record first on a new machine).
 """
 
 import argparse
