@@ -129,25 +129,23 @@ class SharedTeacher:
 
 
 @contextlib.contextmanager
-def heavy_turn():
-    """Around other heavy work of a run (validation, λ balancing): alone in its group, when it trains in one."""
+def _own_turn(step: bool):
     group = getattr(_current, "group", None)
     if group is None:
         yield
         return
-    with group.alone():
+    with group.turn(_current.member) if step else group.alone():
         yield
 
 
-@contextlib.contextmanager
 def step_turn():
     """Around one training step (hwkd.train.trainer): the calling thread's turn when it trains in a group."""
-    group = getattr(_current, "group", None)
-    if group is None:
-        yield
-        return
-    with group.turn(_current.member):
-        yield
+    return _own_turn(True)
+
+
+def heavy_turn():
+    """Around other heavy work of a run (validation, λ balancing): alone in its group, when it trains in one."""
+    return _own_turn(False)
 
 
 def teacher_taps(enhancer, x: torch.Tensor):
