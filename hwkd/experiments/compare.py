@@ -554,9 +554,9 @@ class Matrix:
             finally:
                 shared.leave(members[key][1])        # (already left after training, unless it failed before)
         threads = [threading.Thread(target=run, args=r, name=f"cell-{r[1]}", daemon=True) for r in ready]
-        for t in threads:
-            t.start()
         try:
+            for t in threads:
+                t.start()
             for t in threads:
                 t.join()
         except BaseException:           # Ctrl-C here: the cells still training are failed as interrupted
@@ -662,6 +662,11 @@ def run_compare(out: Path, cc: CompareConfig, teacher_path: Path, data: dict | N
     else:
         if train_missing:
             teachers = {ch: load_model(p)[0] for ch, p in teacher_paths(cc, teacher_path).items()}
+            if group > 1:       # the default datasets here, once: not built by forking beside a group's threads
+                from hwkd.data.synth import default_dataset
+                data = dict(data or {})
+                for ch in sorted({resolve_config(st).in_channels for st in cc.students} - set(data)):
+                    data[ch] = default_dataset(ch, progress=progress)
 
             def train(key: str, member=None) -> dict:
                 index, student, scheme, seed, ratio = matrix.spec(key)

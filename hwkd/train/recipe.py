@@ -126,8 +126,9 @@ def make_objective(model: DPDCRN, kd: KDSpec, cfg: TrainConfig, train_set, run: 
     from hwkd.train.objective import KDObjective
     if kd.teacher is None:
         raise HwkdError(f"KD scheme {kd.scheme} needs a teacher", "pass --teacher or use the embedded teacher")
-    obj = KDObjective(kd.teacher, model, kd.scheme, cfg.batch_size, int(round(cfg.segment_s * SAMPLE_RATE)),
-                      lam=kd.lam, **(kd.options or {}))
+    with heavy_turn():          # (its teacher forward for the taps' shapes: one at a time in a group)
+        obj = KDObjective(kd.teacher, model, kd.scheme, cfg.batch_size, int(round(cfg.segment_s * SAMPLE_RATE)),
+                          lam=kd.lam, **(kd.options or {}))
     if run is not None and (run / "last.pt").is_file():     # refused before anything in the run is rewritten
         from hwkd.models.checkpoint import read_checkpoint
         check_objective(read_checkpoint(run / "last.pt"), run / "last.pt", kd.scheme)
@@ -148,7 +149,8 @@ def make_objective(model: DPDCRN, kd: KDSpec, cfg: TrainConfig, train_set, run: 
             if cfg.threads:
                 torch.set_num_threads(cfg.threads)
             enh = Enhancer(model).to(cfg.device)
-            obj.teacher.to(cfg.device)
+            if next(obj.teacher.parameters()).device != torch.device(cfg.device):
+                obj.teacher.to(cfg.device)      # (not when it is there: threads of a group may share the teacher)
             obj.distiller.to(cfg.device)
             from hwkd.train.objective import KD_GRAD_RATIO
             batches = first_batches(train_set, cfg, BALANCE_BATCHES, cfg.device)
