@@ -629,3 +629,58 @@ def test_grouped_cells_share_the_teachers_forward_and_get_what_they_get_alone(tm
         assert all(torch.equal(wa[k], wg[k]) for k in wa)                       # the same weights, bit for bit
         # (the scores up to the last bits: STOI's numpy sums may round otherwise in a thread)
         assert g["enhanced"] == pytest.approx(a["enhanced"], rel=1e-12)
+
+
+def test_ctrl_c_stops_a_groups_cells_at_their_next_step_and_a_failing_cell_leaves_its_siblings_training(
+        tmp_path, monkeypatch, tiny_corpus):
+    """hwkd compare --group: Ctrl-C while a group trains stops every cell at its next step (none is cut off in
+    the middle of one), fails their trials as interrupted and raises; the next run trains them. A cell that fails
+    fails its own trial and is raised once its siblings have finished (theirs are recorded)."""
+    import _thread
+    import threading
+
+    from hwkd.experiments import compare
+    from hwkd.models.teacher import embedded_teacher_path
+    from hwkd.train.shared import GroupStopped, step_turn
+    teacher, out = embedded_teacher_path(), tmp_path / "run"
+    cc = compare.CompareConfig(schemes=["none", "fitnet", "at"], students=["cpu-student"], seeds=1)
+    steps, ended, said, pressed = {}, [], [], []
+
+    def endless_cell(cdir, which, student, scheme, seed, *args, member=None, **kwargs):
+        key = compare.cell_key(student, scheme, seed)
+        assert member is not None
+        with member[0].member(member[1]):
+            try:
+                while True:
+                    with step_turn():
+                        steps[key] = steps.get(key, 0) + 1
+                        time.sleep(0.01)
+                    if len(steps) == 3 and min(steps.values()) == 4 and not pressed:
+                        pressed.append(key)
+                        _thread.interrupt_main()        # Ctrl-C, once every cell has stepped a few times
+            except GroupStopped:
+                ended.append(key)
+                raise
+    monkeypatch.setattr(compare, "_run_cell", endless_cell)
+    with pytest.raises(KeyboardInterrupt):
+        compare.run_compare(out, cc, teacher, data={1: tiny_corpus}, progress=False, log=said.append, group=3)
+    assert sorted(ended) == sorted(steps) and len(steps) == 3 and min(steps.values()) > 3
+    assert not [t for t in threading.enumerate() if t.name.startswith("cell-")]
+    assert any("stopping the group's cells" in s for s in said)
+    assert sorted(s for _, s in _states(out)) == ["FAIL"] * 3
+    # the next run trains them; one fails (not interrupted): its siblings finish and are recorded, then it is raised
+    trained = []
+    _fake_cells(monkeypatch, trained)
+    real = compare._run_cell
+
+    def one_fails(cdir, which, student, scheme, *args, **kwargs):
+        if scheme == "fitnet":
+            raise RuntimeError("a broken cell")
+        return real(cdir, which, student, scheme, *args, **kwargs)
+    monkeypatch.setattr(compare, "_run_cell", one_fails)
+    with pytest.raises(RuntimeError, match="a broken cell"):
+        compare.run_compare(out, cc, teacher, data={1: tiny_corpus}, progress=False, log=said.append, group=3)
+    assert sorted(trained) == ["cpu-student/at/seed0", "cpu-student/none/seed0"]
+    states = _states(out)
+    assert sorted(s for k, s in states if k != "cpu-student/fitnet/seed0") == ["COMPLETE", "COMPLETE", "FAIL", "FAIL"]
+    assert [s for k, s in states if k == "cpu-student/fitnet/seed0"] == ["FAIL", "FAIL"]

@@ -558,15 +558,28 @@ class Matrix:
             for t in threads:
                 t.start()
             for t in threads:
-                t.join()
-        except BaseException:           # Ctrl-C here: the cells still training are failed as interrupted
-            for tid, key, _ in ready:
-                with contextlib.suppress(Exception):
-                    if key not in self._recorded():
-                        self._set_state(tid, TrialState.FAIL, error="interrupted")
+                while t.is_alive():     # (a timed join: Ctrl-C reaches this thread while it waits)
+                    t.join(timeout=1.0)
+        except BaseException:
+            # Ctrl-C (or a kill) here: every member stops at its next turn, as an interrupted run would (its last
+            # checkpoint kept, its trial failed as interrupted, so the next run resumes it); wait for them, so that
+            # no thread is cut off inside a checkpoint write; a second Ctrl-C leaves at once
+            shared.stop()
+            log("hwkd compare: stopping the group's cells at their next step (Ctrl-C again to leave now)")
+            try:
+                for t in threads:
+                    if t.ident is not None:
+                        t.join()
+            finally:
+                for tid, key, _ in ready:
+                    with contextlib.suppress(Exception):
+                        if key not in self._recorded():
+                            self._set_state(tid, TrialState.FAIL, error="interrupted")
             raise
         log(f"hwkd compare: group done; teacher forwards {shared.computed}, shared {shared.shared}, a member at most "
             f"{shared.most_ahead} step(s) ahead")
+        for e in errors[1:]:            # the first is raised; the others said here
+            log(f"hwkd compare: another cell of the group failed too: {type(e).__name__}: {e}"[:400])
         if errors:
             raise errors[0]
         return True
@@ -662,7 +675,10 @@ def run_compare(out: Path, cc: CompareConfig, teacher_path: Path, data: dict | N
     else:
         if train_missing:
             teachers = {ch: load_model(p)[0] for ch, p in teacher_paths(cc, teacher_path).items()}
-            if group > 1:       # the default datasets here, once: not built by forking beside a group's threads
+            if group > 1:
+                from hwkd.train.shared import limit_arenas
+                limit_arenas()  # threads of a group free their steps' memory into few arenas (hwkd.train.shared)
+                # the default datasets here, once: not built by forking beside a group's threads
                 from hwkd.data.synth import default_dataset
                 data = dict(data or {})
                 for ch in sorted({resolve_config(st).in_channels for st in cc.students} - set(data)):
@@ -677,8 +693,11 @@ def run_compare(out: Path, cc: CompareConfig, teacher_path: Path, data: dict | N
             def group_of(key: str) -> tuple:
                 """Cells that see the same batches: seed, input channels (data and teacher), and where training
                 resumes (a cell resuming from a checkpoint is grouped only with cells resuming at the same step)."""
-                _, student, _, seed, _ = matrix.spec(key)
-                return seed, resolve_config(student).in_channels, _resume_point(matrix.cell_dir(key))
+                if key not in inputs:   # (asked under the queue lock for every waiting cell: the spec once)
+                    _, student, _, seed, _ = matrix.spec(key)
+                    inputs[key] = seed, resolve_config(student).in_channels
+                return *inputs[key], _resume_point(matrix.cell_dir(key))
+            inputs: dict = {}
             trained = matrix.work(train, log, group=group, group_of=group_of)
         with matrix.failures():
             results = list(matrix.results().values())
@@ -846,8 +865,6 @@ def run_compare_parallel(out: Path, cc: CompareConfig, teacher_path: Path, worke
         data[ch] = default_dataset(ch, progress=progress)
     threads = cc.threads or max(1, (os.cpu_count() or 1) // workers)
     log(f"hwkd compare: {workers} workers, {threads} thread(s) each; progress per cell")
-    if group > 1:       # threads of a group free their steps' memory into arenas of their own: fewer arenas
-        os.environ.setdefault("MALLOC_ARENA_MAX", "2")      # (glibc reads it when a worker starts; 6.5 -> 5.3 GB)
     ctx = mp.get_context("spawn")
     procs = [ctx.Process(target=_worker, args=(k, out, cc, teacher_path, data, threads, os.getpid(), storage,
                                                name, group), name=f"compare-{k}")

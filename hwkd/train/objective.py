@@ -26,7 +26,7 @@ from hwkd.kd.base import create_distiller
 from hwkd.models.dpdcrn import DPDCRN
 from hwkd.models.enhancer import Enhancer
 from hwkd.train.losses import se_loss
-from hwkd.train.shared import teacher_taps
+from hwkd.train.shared import place, teacher_taps
 
 KD_GRAD_RATIO = 0.5        # λ·‖∇L_KD‖ / ‖∇L_SE‖ on the student at its initial weights (balanced default)
 
@@ -86,8 +86,7 @@ class KDObjective:
     def losses(self, enhancer: Enhancer, batch: dict) -> tuple[torch.Tensor, torch.Tensor, dict]:
         """(L_SE, L_KD, parts) for one batch."""
         est, s_taps = enhancer(batch["noisy"], return_taps=True)
-        if next(self.teacher.parameters()).device != batch["noisy"].device:
-            self.teacher_enhancer.to(batch["noisy"].device)     # (not on every step: threads may share the teacher)
+        place(self.teacher_enhancer, batch["noisy"].device)     # (moved only when elsewhere: threads share it)
         # computed here, or taken from the runs training beside this one on the same batches (hwkd.train.shared)
         t_taps = teacher_taps(self.teacher_enhancer, batch["noisy"][:, : self.teacher.cfg.in_channels])
         l_se, parts = se_loss(est, batch["clean"], enhancer.n_fft, enhancer.hop)

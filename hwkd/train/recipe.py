@@ -28,7 +28,7 @@ from hwkd.audio.io import write_text_atomic
 from hwkd.errors import HwkdError
 from hwkd.kd import uses_teacher
 from hwkd.models.dpdcrn import DPDCRN, DPDCRNConfig
-from hwkd.train.shared import RNG_LOCK, heavy_turn
+from hwkd.train.shared import RNG_LOCK, heavy_turn, place
 from hwkd.train.trainer import TrainConfig, check_budget, check_objective, epoch_order, stack_batch, train
 
 BALANCE_BATCHES = 2       # batches of the run's first epoch on which λ is balanced
@@ -149,8 +149,7 @@ def make_objective(model: DPDCRN, kd: KDSpec, cfg: TrainConfig, train_set, run: 
             if cfg.threads:
                 torch.set_num_threads(cfg.threads)
             enh = Enhancer(model).to(cfg.device)
-            if next(obj.teacher.parameters()).device != torch.device(cfg.device):
-                obj.teacher.to(cfg.device)      # (not when it is there: threads of a group may share the teacher)
+            place(obj.teacher, cfg.device)      # (moved only when elsewhere: threads of a group share it)
             obj.distiller.to(cfg.device)
             from hwkd.train.objective import KD_GRAD_RATIO
             batches = first_batches(train_set, cfg, BALANCE_BATCHES, cfg.device)

@@ -15,7 +15,9 @@ balancing too, `heavy_turn`), so a group uses one core and about one step's acti
 a member stays within `slack` steps of the slowest one (a member ahead waits), so that a batch's taps are still
 held when the last member asks; `capacity` bounds what is held (each entry is a batch of teacher taps: ~116 MB for
 the embedded mono teacher at batch 8 of 2-s segments). A member leaves the group when its training ends
-(`member()` context), so the others never wait for it afterwards.
+(`member()` context), so the others never wait for it afterwards. `stop()` ends a group: every member raises
+GroupStopped (a KeyboardInterrupt) at its next turn, so that Ctrl-C never cuts a member off inside a step or a
+checkpoint write.
 
 Also here: RNG_LOCK, held while a run seeds torch's global generator and draws its initial weights
 (hwkd.train.recipe), so that runs started side by side in threads get the weights they would get alone.
@@ -34,6 +36,35 @@ RNG_LOCK = threading.RLock()        # seeding + weight init of a run started in 
 _current = threading.local()        # .group, .member of the calling thread, when it trains in a group
 
 
+class GroupStopped(KeyboardInterrupt):
+    """Raised in a member's thread at its next turn once its group is stopped (Ctrl-C in the thread that runs the
+    group): the member ends as an interrupted run would, its last checkpoint kept."""
+
+
+def limit_arenas(n: int = 2) -> bool:
+    """At most `n` glibc malloc arenas in this process from now on (mallopt M_ARENA_MAX, as MALLOC_ARENA_MAX=n
+    at start): threads of a group otherwise free their steps' memory into arenas of their own (kd-medium, 4 cells
+    side by side: 6.5 GB resident, 5.3 GB with 2 arenas, /usr/bin/time). Returns whether it was set (not on
+    another C library)."""
+    import ctypes
+    import ctypes.util
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return bool(libc.mallopt(-8, int(n)))          # -8: M_ARENA_MAX (malloc.h)
+    except (OSError, AttributeError):
+        return False
+
+
+def place(module: torch.nn.Module, device) -> torch.nn.Module:
+    """`module` on `device`, moved only when it is elsewhere ("cuda" is wherever the current CUDA device is):
+    threads of a group share one teacher and must not move it under each other on every step."""
+    want = torch.device(device)
+    have = next(module.parameters()).device
+    if have.type != want.type or (want.index is not None and have.index != want.index):
+        module.to(want)
+    return module
+
+
 class SharedTeacher:
     def __init__(self, slack: int = 2, capacity: int | None = None):
         if slack < 0:
@@ -45,9 +76,20 @@ class SharedTeacher:
         self._entries: OrderedDict = OrderedDict()       # key -> taps, or None while being computed
         self._steps: dict[int, int] = {}                 # member -> training steps taken
         self._next = 0
+        self._stopped = False
         self.computed = 0                                # teacher forwards run (for the log and tests)
         self.shared = 0                                  # requests answered from another member's forward
         self.most_ahead = 0                              # the most steps a member was ahead of the slowest
+
+    def stop(self) -> None:
+        """Every member raises GroupStopped at its next turn (step, validation, evaluation), waiting ones at once."""
+        with self._cond:
+            self._stopped = True
+            self._cond.notify_all()
+
+    def _check(self) -> None:
+        if self._stopped:
+            raise GroupStopped("its group was stopped")
 
     def join(self) -> int:
         with self._cond:
@@ -83,9 +125,11 @@ class SharedTeacher:
 
             def behind():
                 return k - min((v for o, v in self._steps.items() if o != m), default=k)
-            self._cond.wait_for(lambda: behind() <= self.slack)
+            self._cond.wait_for(lambda: self._stopped or behind() <= self.slack)
+            self._check()
             self.most_ahead = max(self.most_ahead, behind())
         with self._turn:
+            self._check()
             yield
         with self._cond:
             self._steps[m] = k + 1
@@ -94,7 +138,9 @@ class SharedTeacher:
     @contextlib.contextmanager
     def alone(self):
         """Other work of a member (λ balancing, validation, evaluation): in turn with the steps, not counted."""
+        self._check()
         with self._turn:
+            self._check()
             yield
 
     def taps(self, enhancer, x: torch.Tensor):
@@ -102,7 +148,9 @@ class SharedTeacher:
                                                                           digest_size=16).digest())
         with self._cond:
             if key in self._entries:
-                self._cond.wait_for(lambda: key not in self._entries or self._entries[key] is not None)
+                self._cond.wait_for(lambda: self._stopped or key not in self._entries
+                                    or self._entries[key] is not None)
+                self._check()
                 if key in self._entries:
                     self._entries.move_to_end(key)
                     self.shared += 1
