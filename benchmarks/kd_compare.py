@@ -45,7 +45,15 @@ from pathlib import Path
 
 from hwkd.audio.io import write_text_atomic
 from hwkd.config import changed_settings
-from hwkd.experiments.compare import CompareConfig, open_matrix, run_compare, run_compare_parallel, settings_of
+from hwkd.experiments.compare import (
+    TEACHER_SCORES,
+    CompareConfig,
+    open_matrix,
+    run_compare,
+    run_compare_parallel,
+    settings_of,
+    teacher_reference,
+)
 from hwkd.kd.base import schemes
 from hwkd.paths import hwkd_home
 from hwkd.report.compare import report
@@ -137,6 +145,9 @@ def restore(recorded: Path, out: Path, cc: CompareConfig) -> None:
                           json.dumps({"cpu": f"{rec['machine']['cpu']}, an earlier host (ISA not recorded)", **cell,
                                       "restored_from": f"{recorded.name} ({rec['machine']['date']})"}, indent=1))
         n += 1
+    if rec.get("teacher_scores") and not (out / TEACHER_SCORES).is_file():       # the teacher's scores too
+        out.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(out / TEACHER_SCORES, json.dumps(rec["teacher_scores"], indent=1))
     print(f"kd_compare: {n} recorded cell(s) restored into {out / 'cells'}", flush=True)
 
 
@@ -203,10 +214,12 @@ def main():
                 tuning_cells = list(matrix.tuning_cells().values())
     # a scratch run (--out-suffix) reports into its own folder, not into the repository
     report_dir = out / "report" if a.out_suffix else Path(__file__).resolve().parents[1] / "reports" / out.name
-    summary = report(results, report_dir, cc, cells_dir=out / "cells")
+    # the teacher on the same clips (the top of the teacher-student gap), scored once and kept in the run folder
+    teacher_scores = teacher_reference(out, cc, None)
+    summary = report(results, report_dir, cc, cells_dir=out / "cells", teachers=teacher_scores)
     record = {"settings": summary["settings"], "cells_finished": summary["cells_finished"],
               "cells_total": summary["cells_total"], "rows": summary["rows"], "cells": results,
-              "tuning_cells": tuning_cells,
+              "tuning_cells": tuning_cells, "teacher_scores": {str(k): v for k, v in teacher_scores.items()},
               "load": load.as_dict(), "machine": fingerprint()}
     if baseline is not None:
         record["foa_baseline"] = baseline           # how the foa part chose its baseline

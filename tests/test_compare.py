@@ -47,6 +47,11 @@ def test_compare_matrix_report_and_resume(tmp_path, tiny_corpus, tiny_foa):
     assert all(o["clips"] == 2 and o["split"] == "ood" and o["enhanced"]["si_sdr_db"] != o["noisy"]["si_sdr_db"]
                for o in oods.values() if o)
     assert "## Out of domain" in (tmp_path / "report" / "table.md").read_text()
+    # the teacher scored once on the same clips, kept in the run folder: the gap each scheme closes is reported
+    kept = json.loads((tmp_path / "run" / "teacher_scores.json").read_text())
+    assert set(kept) == {"1", "4"} and kept["1"]["eval_clips"] == json.loads(cells[0].read_text())["eval_clips"]
+    assert kept["1"]["ood"]["clips"] == 2 and kept["4"]["ood"] is None
+    assert "## The teacher–student gap each scheme closes" in (tmp_path / "report" / "table.md").read_text()
     assert list(df.sort_values("in_channels")["ood_seeds"]) == [2, 2, 2, 2, 0, 0]
     assert "thread counts" not in (tmp_path / "report" / "table.md").read_text()
     assert "different CPUs" not in (tmp_path / "report" / "table.md").read_text()
@@ -157,6 +162,21 @@ def test_report_pairs_gains_by_seed_and_sets_i2srf_against_every_scheme(tmp_path
     assert "| s | i2srf-tfckd | 3 | 1.510 ± 0.025 (+0.010 ± 0.025) | 0.800 ± 0.000 (+0.000 ± 0.000) |" in ood_md
     assert "**+0.20 ± 0.00** |" in md.split("minus the other scheme at the same seed, out of domain")[1]
     assert "- s (out of domain): i2srf-tfckd PESQ-WB ahead of 1 of 2 by mean" in md
+    assert "teacher–student gap" not in md and summary["gap_closed"] == []         # no teacher scored: no share
+    # with the teacher's scores on the same clips: each scheme's paired gain as a share of (teacher − no-KD)
+    t = {"file": "t.pt", "params": 1000, "enhanced": {"pesq_wb": 2.0, "stoi": 0.9, "estoi": 0.8, "si_sdr_db": 5.0},
+         "ood": {"enhanced": {"pesq_wb": 1.5, "stoi": 0.9, "estoi": 0.8, "si_sdr_db": 1.0}}}
+    summary = report(results, tmp_path, cc, teachers={1: t})
+    gaps = {g["scheme"]: g for g in summary["gap_closed"]}
+    assert abs(gaps["i2srf-tfckd"]["si_sdr_db"] - 0.1) < 1e-9 and gaps["i2srf-tfckd"]["si_sdr_db_ci95"] < 1e-9
+    assert abs(gaps["i2srf-tfckd"]["pesq_wb"] - 0.02) < 1e-9 and abs(gaps["i2srf-tfckd"]["ood_si_sdr_db"] - 0.1) < 1e-9
+    assert gaps["i2srf-tfckd"]["ood_pesq_wb"] is None      # no-KD's ood PESQ-WB (1.5) already reaches the teacher's
+    assert gaps["fitnet"]["ood_si_sdr_db"] is None and abs(gaps["at"]["si_sdr_db"] - 7.0) < 1e-9
+    md = (tmp_path / "table.md").read_text()
+    assert "- s (100 parameters): teacher − no-KD = +1.00 dB SI-SDR, +0.500 PESQ-WB in domain; +2.00 dB SI-SDR, " \
+           "+0.000 PESQ-WB out of domain" in md
+    assert "| s | i2srf-tfckd | +10 % ± 0 | +2 % ± 5 | +10 % ± 0 | – |" in md
+    assert summary["teachers"]["1"]["enhanced"]["si_sdr_db"] == 5.0
 
 
 @pytest.mark.slow

@@ -81,7 +81,7 @@ def _ratios(text: str | None) -> list | None:
 
 
 def cmd_compare(args) -> int:
-    from hwkd.experiments.compare import run_compare, run_compare_parallel
+    from hwkd.experiments.compare import run_compare, run_compare_parallel, teacher_reference
     from hwkd.report.compare import report
     cc = CompareConfig(schemes=csv_list(args.kd), students=csv_list(args.students), seeds=args.seeds,
                        epochs=args.epochs, batch_size=args.batch_size, segment_s=args.segment_s, lr=args.lr,
@@ -109,7 +109,8 @@ def cmd_compare(args) -> int:
         results = run_compare(args.out, cc, teacher, data=data, progress=not args.quiet,
                               train_missing=not args.report_only, storage=storage, name=args.name, group=args.group)
     rdir = args.report_dir or Path("reports") / args.out.resolve().name
-    report(results, rdir, cc, cells_dir=args.out / "cells", data=data, clips=args.clips)
+    teachers = teacher_reference(args.out, cc, teacher, data)     # the top of the teacher-student gap, scored once
+    report(results, rdir, cc, cells_dir=args.out / "cells", data=data, clips=args.clips, teachers=teachers)
     print((rdir / "table.md").read_text())
     print(f"report in {rdir} (index.html, table.md, table.csv, summary.json, quality_vs_size.png, gain_vs_size.png)")
     return 0

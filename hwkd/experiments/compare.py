@@ -784,34 +784,83 @@ def _evaluate_cell(best, dset, cfg, cc: CompareConfig, student: str, scheme: str
     """A trained cell's best checkpoint scored on the evaluation split and out of domain: its CellResult."""
     import torch
 
+    from hwkd.hw.cost import count_params, macs
+
+    sc = _scores_of(best, dset, cc, jobs)
+    res = CellResult(student=student_label(student), student_spec=student, scheme=scheme, seed=seed,
+                     in_channels=cfg.in_channels, params=count_params(best), macs_per_s=macs(best)["macs_per_s"],
+                     eval_split=cc.eval_split, eval_clips=sc["eval_clips"], enhanced=sc["enhanced"],
+                     noisy=sc["noisy"], train_s=round(time.perf_counter() - t0, 1), threads=torch.get_num_threads(),
+                     cpu=cpu_tag(),
+                     train_data=trained["train_data"], kd_weight=trained.get("kd_weight"), curve=_curve(cdir),
+                     worker=worker, kd_ratio=ratio,
+                     val_si_sdr_db=max((p[1] for p in _curve(cdir)), default=None), ood=sc["ood"]).to_dict()
+    return res
+
+
+def _scores_of(model, dset, cc: CompareConfig, jobs: int | None) -> dict:
+    """A model scored as a cell is: on the matrix's evaluation split (its first eval_limit clips) and out of
+    domain: {"eval_clips", "enhanced", "noisy", "ood"} (mean of each metric; ood None where not scored)."""
     from hwkd.data.datasets import has_split, split_pairs
     from hwkd.data.layouts import scan
     from hwkd.data.speech import OOD_SPLIT
-    from hwkd.hw.cost import count_params, macs
     from hwkd.train.evaluate import evaluate_pairs
 
-    found = scan(dset, channels=cfg.in_channels)                        # (one scan for both splits)
+    found = scan(dset, channels=model.cfg.in_channels)                  # (one scan for both splits)
     pairs = split_pairs(found, cc.eval_split, limit=cc.eval_limit)
-    ev = evaluate_pairs(best, pairs, progress=False, jobs=jobs)
+    ev = evaluate_pairs(model, pairs, progress=False, jobs=jobs)
     ood = None
     # the same checkpoint out of domain, unless that is the evaluation split already (or the dataset has none)
     if cc.eval_split is not None and cc.eval_split.rsplit("/", 1)[-1] != OOD_SPLIT and has_split(found, OOD_SPLIT):
         opairs = split_pairs(found, OOD_SPLIT, limit=cc.eval_limit)
         if opairs:                                                       # (none usable: not scored)
-            oev = evaluate_pairs(best, opairs, progress=False, jobs=jobs)
+            oev = evaluate_pairs(model, opairs, progress=False, jobs=jobs)
             ood = {"split": OOD_SPLIT, "clips": len(opairs),
                    "enhanced": {m: oev["enhanced"][m]["mean"] for m in METRICS},
                    "noisy": {m: oev["noisy"][m]["mean"] for m in METRICS}}
-    res = CellResult(student=student_label(student), student_spec=student, scheme=scheme, seed=seed,
-                     in_channels=cfg.in_channels, params=count_params(best), macs_per_s=macs(best)["macs_per_s"],
-                     eval_split=cc.eval_split, eval_clips=len(pairs),
-                     enhanced={m: ev["enhanced"][m]["mean"] for m in METRICS},
-                     noisy={m: ev["noisy"][m]["mean"] for m in METRICS},
-                     train_s=round(time.perf_counter() - t0, 1), threads=torch.get_num_threads(), cpu=cpu_tag(),
-                     train_data=trained["train_data"], kd_weight=trained.get("kd_weight"), curve=_curve(cdir),
-                     worker=worker, kd_ratio=ratio,
-                     val_si_sdr_db=max((p[1] for p in _curve(cdir)), default=None), ood=ood).to_dict()
-    return res
+    return {"eval_clips": len(pairs), "enhanced": {m: ev["enhanced"][m]["mean"] for m in METRICS},
+            "noisy": {m: ev["noisy"][m]["mean"] for m in METRICS}, "ood": ood}
+
+
+TEACHER_SCORES = "teacher_scores.json"
+
+
+def teacher_reference(out: Path, cc: CompareConfig, teacher_path: Path | None, data: dict | None = None,
+                      log=print) -> dict:
+    """Input channels -> the teacher's own scores, as a cell's (evaluation split and out of domain): the top of the
+    teacher-student gap the report measures KD against. Scored once per teacher file (SHA-256), split and clip
+    limit, and kept in RUN/teacher_scores.json (a read-only run folder: scored, not kept)."""
+    from hwkd.hw.cost import count_params, macs
+    from hwkd.models.checkpoint import load_model
+
+    path = Path(out) / TEACHER_SCORES
+    try:
+        kept = json.loads(path.read_text()) if path.is_file() else {}
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        kept = {}                       # (a damaged cache is scored again)
+    got, changed = {}, False
+    for ch, tpath in teacher_paths(cc, teacher_path).items():
+        sha = hashlib.sha256(Path(tpath).read_bytes()).hexdigest()
+        old = kept.get(str(ch))
+        if isinstance(old, dict) and (old.get("sha256"), old.get("eval_split"), old.get("eval_limit")) == (
+                sha, cc.eval_split, cc.eval_limit):
+            got[ch] = old
+            continue
+        dset = (data or {}).get(ch)
+        if dset is None:
+            from hwkd.data.synth import default_dataset
+            dset = default_dataset(ch, progress=False)
+        log(f"hwkd compare: scoring the teacher {tpath} ({ch}-channel students' reference) on "
+            f"{cc.eval_split} and out of domain")
+        model = load_model(tpath)[0].eval()
+        got[ch] = {"file": str(tpath), "sha256": sha, "params": count_params(model),
+                   "macs_per_s": macs(model)["macs_per_s"], "eval_split": cc.eval_split, "eval_limit": cc.eval_limit,
+                   **_scores_of(model, dset, cc, None), "cpu": cpu_tag()}
+        changed = True
+    if changed:
+        with contextlib.suppress(OSError):
+            write_text_atomic(path, json.dumps({**kept, **{str(k): v for k, v in got.items()}}, indent=1))
+    return got
 
 
 def _curve(cdir: Path) -> list:

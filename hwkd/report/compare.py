@@ -24,12 +24,13 @@ HEAD_TO_HEAD = (("pesq_wb", "PESQ-WB", 3), ("si_sdr_db", "SI-SDR (dB)", 2))
 
 
 def report(results: list[dict], report_dir: Path, cc: CompareConfig, cells_dir: Path | None = None,
-           data: dict | None = None, clips: int = 1) -> dict:
+           data: dict | None = None, clips: int = 1, teachers: dict | None = None) -> dict:
     """Aggregate the cells into the table (CSV, Markdown), summary.json, the plots and index.html. Works on a part
     of the matrix too: the header says how many cells of it are in. With the cells' folder (RUN/cells) the page
     also draws each scheme's learning curve per student (val SI-SDR per epoch, mean over seeds) and, with the
     evaluation datasets (in_channels -> dataset; default: the embedded corpus if built), lets each scheme's
-    seed-0 student be heard on the first `clips` evaluation utterances."""
+    seed-0 student be heard on the first `clips` evaluation utterances. `teachers` (in_channels -> the teacher's
+    scores, hwkd.experiments.compare.teacher_reference): the share of the teacher-student gap each scheme closes."""
     import pandas as pd
 
     from hwkd.metrics.quality import mean_ci
@@ -158,6 +159,8 @@ def report(results: list[dict], report_dir: Path, cc: CompareConfig, cells_dir: 
             lines.append(f"| {d['student']} | {d['versus']} | {d['seeds']} | " + " | ".join(duel_cols(d)) + " |")
         lines += [""] + [verdict(student, [d for d in duels if d["student"] == student])
                          for student in dict.fromkeys(d["student"] for d in duels)]
+    gap_lines, gaps = _gap_lines(df, teachers or {})
+    lines += gap_lines
     lines += _ood_lines(df, fmt)
     if any(d.get("ood_seeds") for d in duels):
         lines += ["", f"{FOCUS} minus the other scheme at the same seed, out of domain:", "",
@@ -177,7 +180,11 @@ def report(results: list[dict], report_dir: Path, cc: CompareConfig, cells_dir: 
                             for r in diverged],
                "kd_tuning": [{"student": st, "scheme": sc, "val_si_sdr_db_by_ratio": scores, "chosen_ratio": chosen}
                              for (st, sc), (scores, chosen) in tuning.items()], "rows": rows,
-               "head_to_head": {"scheme": FOCUS, "pairs": duels}}
+               "head_to_head": {"scheme": FOCUS, "pairs": duels},
+               "teachers": {str(ch): {k: t.get(k) for k in ("file", "sha256", "params", "eval_split", "eval_clips",
+                                                            "enhanced", "ood")}
+                            for ch, t in (teachers or {}).items()},
+               "gap_closed": gaps}
     curves = _curves(results, cells_dir)
     for k, (student, curve) in enumerate(curves.items()):       # a PNG per student (file names: its position)
         _plot_curves(student, curve, report_dir / f"curves_{k}.png")
@@ -358,6 +365,67 @@ def _ood_lines(df, fmt) -> list[str]:
         lines += ["", "Fewer seeds out of domain than in the table above (cells from before hwkd scored the "
                   "out-of-domain split, or whose dataset has none): " + "; ".join(fewer) + "."]
     return lines
+
+
+GAP_METRICS = (("si_sdr_db", "SI-SDR"), ("pesq_wb", "PESQ-WB"))
+
+
+def _gap_lines(df, teachers: dict) -> tuple[list[str], list[dict]]:
+    """How much of the teacher-student gap each KD scheme closes: its paired gain over no-KD as a share of
+    (teacher − no-KD), the teacher scored on the same clips (teacher_reference), in domain and out of domain.
+    The interval is the gain's 95 % CI over that same gap (the teacher is one model: its score is taken as
+    measured). No share where no-KD already reaches the teacher."""
+    if not teachers or df.empty:
+        return [], []
+    rows, notes = [], []
+    for student, g in df.groupby("student", sort=False):
+        t = teachers.get(int(g.iloc[0]["in_channels"]))
+        none = g[g["scheme"] == "none"]
+        if t is None or none.empty:
+            continue
+        nr = none.iloc[0]
+        tops = {"": t["enhanced"], "ood_": (t.get("ood") or {}).get("enhanced") or {}}
+        gap = {}
+        for pre, top in tops.items():
+            for m, _ in GAP_METRICS:
+                a, b = top.get(m), nr.get(pre + m)
+                gap[pre + m] = a - b if a is not None and b is not None and b == b else None
+
+        def said(pre, gap=gap):
+            return ", ".join(f"{gap[pre + m]:+.2f} dB SI-SDR" if m == "si_sdr_db" else f"{gap[pre + m]:+.3f} PESQ-WB"
+                             for m, _ in GAP_METRICS if gap[pre + m] is not None) or "not scored"
+        notes.append(f"- {student} ({int(nr['params']):,} parameters): teacher − no-KD = {said('')} in domain; "
+                     f"{said('ood_')} out of domain")
+        for _, r in g.iterrows():
+            if r["scheme"] == "none":
+                continue
+            row = {"student": student, "scheme": r["scheme"]}
+            for key, gp in gap.items():
+                pre, m = ("ood_", key[4:]) if key.startswith("ood_") else ("", key)
+                gain, ci = r.get(f"{pre}{m}_gain_vs_none"), r.get(f"{pre}{m}_gain_ci95")
+                ok = gp is not None and gp > 0 and gain is not None and gain == gain
+                row[key] = gain / gp if ok else None
+                row[f"{key}_ci95"] = ci / gp if ok and ci is not None and ci == ci else None
+            rows.append(row)
+    if not rows:
+        return [], []
+
+    def share(row, key):
+        v, ci = row[key], row[f"{key}_ci95"]
+        return "–" if v is None else f"{100 * v:+.0f} %" + (f" ± {100 * ci:.0f}" if ci is not None else "")
+    t0 = next(iter(teachers.values()))
+    lines = ["", "## The teacher–student gap each scheme closes", "",
+             "The scheme's gain over no-KD (paired by seed) as a share of the gap from no-KD to the teacher, the "
+             f"teacher scored on the same clips (`{t0.get('file')}`, {t0.get('params', 0):,} parameters; "
+             + "; ".join(f"{ch} channel(s): {t['enhanced']['si_sdr_db']:.2f} dB SI-SDR, PESQ-WB "
+                         f"{t['enhanced']['pesq_wb']:.3f}" for ch, t in teachers.items())
+             + "); ± the gain's 95 % CI over the same gap. 100 % reaches the teacher; below zero, KD hurt.", "",
+             *notes, "",
+             "| student | scheme | SI-SDR | PESQ-WB | SI-SDR, out of domain | PESQ-WB, out of domain |",
+             "|---|---|---|---|---|---|"]
+    lines += [f"| {r['student']} | {r['scheme']} | {share(r, 'si_sdr_db')} | {share(r, 'pesq_wb')} | "
+              f"{share(r, 'ood_si_sdr_db')} | {share(r, 'ood_pesq_wb')} |" for r in rows]
+    return lines, rows
 
 
 def paired_gain(cells: list[dict], base: list[dict], metric: str, ood: bool = False) -> dict:
