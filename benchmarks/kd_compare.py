@@ -174,6 +174,7 @@ def main():
     ap.add_argument("--storage", default=None,
                     help="the matrix's study on a database server shared by machines (hwkd compare --storage; "
                          "default: $HWKD_STORAGE, else SQLite in the run folder)")
+    ap.add_argument("--device", default="cpu", help="where the cells train (hwkd compare --device)")
     ap.add_argument("--report-only", action="store_true",
                     help="train nothing: report the cells finished so far (the run may go on in another process)")
     a = ap.parse_args()
@@ -203,9 +204,10 @@ def main():
     storage = given_storage(a.storage)[0]
     with LoadMeter() as load:
         if a.workers > 1 and not a.report_only:
-            results = run_compare_parallel(out, cc, None, a.workers, storage=storage, group=a.group)
+            results = run_compare_parallel(out, cc, None, a.workers, storage=storage, group=a.group, device=a.device)
         else:       # (teacher None: the embedded teacher of each student's input channels)
-            results = run_compare(out, cc, None, train_missing=not a.report_only, storage=storage, group=a.group)
+            results = run_compare(out, cc, None, train_missing=not a.report_only, storage=storage, group=a.group,
+                                  device=a.device)
     tuning_cells = []
     if cc.kd_ratios:            # the tuning grid's cells too: --restore-from puts them back
         matrix = open_matrix(out, cc, None, storage, create=False)

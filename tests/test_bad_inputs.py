@@ -268,6 +268,7 @@ def _cases(d: Path) -> dict:
     cases["compare an Ambisonics teacher for a mono student"] = (compare + ["--teacher", p("foa.pt"), "--out",
                                                                              p("cmp")], "must share input")
     cases["compare --lam -1"] = (compare + ["--lam", "-1", "--out", p("cmp")], "argument --lam")
+    cases["compare --device gpu0"] = (compare + ["--device", "gpu0", "--out", p("cmp")], "not a device torch knows")
     cases["distill --lam nan"] = (["distill", "--student", "cpu-student", "--lam", "nan", "--out", p("run")],
                                   "argument --lam")
     # bench: refused before anything is measured
@@ -295,7 +296,7 @@ CASE_IDS = list(_cases(Path("/x")))
 
 
 def test_table_size():
-    assert len(CASE_IDS) == 106, len(CASE_IDS)       # the number quoted in the README
+    assert len(CASE_IDS) == 107, len(CASE_IDS)       # the number quoted in the README
 
 
 @pytest.mark.parametrize("case", CASE_IDS)

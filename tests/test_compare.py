@@ -41,6 +41,7 @@ def test_compare_matrix_report_and_resume(tmp_path, tiny_corpus, tiny_foa):
     assert "i2srf-tfckd" in (tmp_path / "report" / "table.md").read_text()
     assert all(json.loads(c.read_text())["threads"] >= 1 for c in cells)   # the intra-op count each trained with
     assert all("torch" in json.loads(c.read_text())["cpu"] for c in cells)   # the CPU and ISA each trained on
+    assert all(json.loads(c.read_text())["device"] == "cpu" for c in cells)   # and the device (--device)
     # every mono cell is also scored out of domain (the tiny corpus has 2 such clips; its Ambisonics set none)
     oods = {c: json.loads(c.read_text())["ood"] for c in cells}
     assert all((o is not None) == ("foa8" not in str(c)) for c, o in oods.items())
@@ -704,3 +705,13 @@ def test_ctrl_c_stops_a_groups_cells_at_their_next_step_and_a_failing_cell_leave
     states = _states(out)
     assert sorted(s for k, s in states if k != "cpu-student/fitnet/seed0") == ["COMPLETE", "COMPLETE", "FAIL", "FAIL"]
     assert [s for k, s in states if k == "cpu-student/fitnet/seed0"] == ["FAIL", "FAIL"]
+
+
+def test_cells_trained_on_different_devices_are_noted_and_cells_from_before_the_device_was_kept_count_as_cpu():
+    from hwkd.report.compare import _mixed_note
+    cells = [{"scheme": "none", "seed": 0, "threads": 1, "cpu": "x"},             # (recorded before the device)
+             {"scheme": "fitnet", "seed": 0, "threads": 1, "cpu": "x", "device": "cpu"}]
+    assert _mixed_note("s", cells) == []
+    cells.append({"scheme": "at", "seed": 0, "threads": 1, "cpu": "x", "device": "cuda:0 (NVIDIA H200)"})
+    note = "\n".join(_mixed_note("s", cells))
+    assert "trained on different devices (cpu: none s0, fitnet s0; cuda:0 (NVIDIA H200): at s0)" in note

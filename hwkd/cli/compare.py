@@ -63,6 +63,9 @@ def register(sub) -> None:
                     help="per worker, up to N cells that see the same batches (same seed) trained side by side in "
                          "threads of its process, the frozen teacher's forward computed once per batch for all of "
                          "them; each cell's result is what it gets alone (default 1: one cell at a time)")
+    cp.add_argument("--device", default="cpu",
+                    help="where the cells train: cpu, cuda or cuda:N (default %(default)s; --workers processes share "
+                         "one GPU; every cell records its device, and the evaluation runs on the CPU)")
     cp.add_argument("--clips", type=nonneg_int, default=1,
                     help="evaluation clips each scheme's seed-0 student enhances to listen to in index.html "
                          "(default 1)")
@@ -92,6 +95,9 @@ def cmd_compare(args) -> int:
         raise HwkdError("hwkd compare needs at least one scheme, one student and one seed", "see --help")
     data = {k: v for k, v in ((1, args.data), (4, args.data_foa)) if v is not None}
     teacher = args.teacher      # None: the embedded teacher for each student's input channels
+    if not args.report_only:
+        from hwkd.train.trainer import check_device
+        check_device(args.device)
     if args.workers < 1:
         raise HwkdError(f"--workers {args.workers}: needs at least 1", "give --workers 1 or more")
     if not args.report_only:                    # a report of a read-only run folder writes nothing there
@@ -104,10 +110,11 @@ def cmd_compare(args) -> int:
               f"{args.name or args.out.resolve().name}")
     if args.workers > 1 and not args.report_only:
         results = run_compare_parallel(args.out, cc, teacher, args.workers, data=data, progress=not args.quiet,
-                                       storage=storage, name=args.name, group=args.group)
+                                       storage=storage, name=args.name, group=args.group, device=args.device)
     else:
         results = run_compare(args.out, cc, teacher, data=data, progress=not args.quiet,
-                              train_missing=not args.report_only, storage=storage, name=args.name, group=args.group)
+                              train_missing=not args.report_only, storage=storage, name=args.name, group=args.group,
+                              device=args.device)
     rdir = args.report_dir or Path("reports") / args.out.resolve().name
     teachers = teacher_reference(args.out, cc, teacher, data)     # the top of the teacher-student gap, scored once
     report(results, rdir, cc, cells_dir=args.out / "cells", data=data, clips=args.clips, teachers=teachers)

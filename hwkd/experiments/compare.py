@@ -50,7 +50,10 @@ from hwkd.sysinfo import cpu_tag, die_with_parent, ours, pid_alive, pid_domain
 
 METRICS = BASE_METRICS          # what a cell records (mean over the evaluation utterances)
 # what a cell records of how it trained on the CPU; either changes float sums (report notes, log)
-CONDITIONS = (("threads", "with different intra-op thread counts"), ("cpu", "on different CPUs"))
+# what a cell's float results depend on besides its settings: (result key, how it is said, what a cell recorded
+# before hwkd kept the key)
+CONDITIONS = (("threads", "with different intra-op thread counts", "not recorded"),
+              ("cpu", "on different CPUs", "not recorded"), ("device", "on different devices", "cpu"))
 HEARTBEAT_S = 30                # a running cell's worker stamps the study this often (the server's clock) ...
 STALE_AFTER_S = 300             # ... and a cell without a stamp for this long is a dead worker's: queued again
 RESULT = "cell:"                # study user attr prefix of a finished cell's result
@@ -127,12 +130,12 @@ def check_settings(cc: CompareConfig) -> None:
                         "(balanced per cell)")
 
 
-def cell_train_config(cc: CompareConfig, seed: int, threads: int | None):
-    """One cell's training budget (the same for every cell of a matrix but its seed)."""
+def cell_train_config(cc: CompareConfig, seed: int, threads: int | None, device: str = "cpu"):
+    """One cell's training budget (the same for every cell of a matrix but its seed) on `device`."""
     from hwkd.train.config import TrainConfig
     return TrainConfig(epochs=cc.epochs, batch_size=cc.batch_size, lr=cc.lr, seed=seed, segment_s=cc.segment_s,
                        threads=threads or cc.threads, max_steps_per_epoch=cc.max_steps_per_epoch,
-                       val_pesq_clips=cc.val_pesq_clips)
+                       val_pesq_clips=cc.val_pesq_clips, device=device)
 
 
 def check_inputs(cc: CompareConfig, teacher_path: Path | None, data: dict | None) -> None:
@@ -653,12 +656,14 @@ def open_matrix(out: Path, cc: CompareConfig, teacher_path: Path, storage: str |
 
 def run_compare(out: Path, cc: CompareConfig, teacher_path: Path, data: dict | None = None,
                 progress: bool = True, log=print, train_missing: bool = True, threads: int | None = None,
-                storage: str | None = None, name: str | None = None, group: int = 1) -> list[dict]:
+                storage: str | None = None, name: str | None = None, group: int = 1,
+                device: str = "cpu") -> list[dict]:
     """Train and evaluate every cell left in the matrix's queue; returns the finished cells' results (in matrix
     order). `data`: {in_channels: dataset path}. With train_missing=False nothing is trained: the finished cells
     alone (a look at a matrix still running). `threads`: this process's intra-op threads (default cc.threads).
     `group`: up to this many cells that see the same batches train side by side in threads of this process,
-    sharing the teacher's forward (Matrix.work); what each cell computes is what it computes alone."""
+    sharing the teacher's forward (Matrix.work); what each cell computes is what it computes alone. `device`: where
+    the cells train (cpu, cuda, cuda:N; each cell records it); they are scored on the CPU."""
     from hwkd.models.checkpoint import load_model
     from hwkd.models.registry import resolve_config
 
@@ -674,7 +679,8 @@ def run_compare(out: Path, cc: CompareConfig, teacher_path: Path, data: dict | N
         results = [load_cell(d) for d in dirs if (d / "result.json").is_file()]
     else:
         if train_missing:
-            teachers = {ch: load_model(p)[0] for ch, p in teacher_paths(cc, teacher_path).items()}
+            # on the device once, here: the cells (threads of a group among them) then share them where they are
+            teachers = {ch: load_model(p)[0].to(device) for ch, p in teacher_paths(cc, teacher_path).items()}
             if group > 1:
                 from hwkd.train.shared import limit_arenas
                 limit_arenas()  # threads of a group free their steps' memory into few arenas (hwkd.train.shared)
@@ -688,7 +694,7 @@ def run_compare(out: Path, cc: CompareConfig, teacher_path: Path, data: dict | N
                 index, student, scheme, seed, ratio = matrix.spec(key)
                 return _run_cell(matrix.cell_dir(key), f"{index}/{matrix.total}", student, scheme, seed, cc,
                                  teachers, data, progress and member is None, log, threads, worker=matrix.worker,
-                                 ratio=ratio, member=member)
+                                 ratio=ratio, member=member, device=device)
 
             def group_of(key: str) -> tuple:
                 """Cells that see the same batches: seed, input channels (data and teacher), and where training
@@ -702,10 +708,10 @@ def run_compare(out: Path, cc: CompareConfig, teacher_path: Path, data: dict | N
         with matrix.failures():
             results = list(matrix.results().values())
             held = matrix.running_elsewhere()
-    for key, what in CONDITIONS:
-        seen = sorted({str(r.get(key, "not recorded")) for r in results if not r.get("diverged")})
+    for key, what, before in CONDITIONS:
+        seen = sorted({str(r.get(key, before)) for r in results if not r.get("diverged")})
         if trained and len(seen) > 1:
-            log(f"hwkd compare: the finished cells were trained {what} ({'; '.join(seen)}); CPU results change "
+            log(f"hwkd compare: the finished cells were trained {what} ({'; '.join(seen)}); float results change "
                 "with them, so the report notes the students where they are mixed")
     if held:
         log(f"hwkd compare: {len(held)} cell(s) left to the other worker(s) training them: "
@@ -741,7 +747,7 @@ def _resume_point(cdir: Path) -> tuple:
 
 def _run_cell(cdir: Path, which: str, student: str, scheme: str, seed: int, cc: CompareConfig, teacher,
               data: dict | None, progress: bool, log, threads: int | None, worker: str | None = None,
-              ratio: float | None = None, member: tuple | None = None) -> dict:
+              ratio: float | None = None, member: tuple | None = None, device: str = "cpu") -> dict:
     """Train (or resume) one cell, evaluate its best checkpoint, write and return result.json (with its learning
     curve, so a report on another machine has it). `member`: (SharedTeacher, member id) of a cell training in a
     group (Matrix.work): it steps in turn with the group and takes its teacher taps from it; it scores its
@@ -760,7 +766,7 @@ def _run_cell(cdir: Path, which: str, student: str, scheme: str, seed: int, cc: 
     at = f" at KD-weight ratio {ratio:g}" if ratio is not None else ""
     log(f"hwkd compare: cell {which}: {student_label(student)} x {scheme} x seed {seed}{at}")
     t0 = time.perf_counter()
-    tcfg = cell_train_config(cc, seed, threads)
+    tcfg = cell_train_config(cc, seed, threads, device)
     with member[0].member(member[1]) if member is not None else contextlib.nullcontext():
         trained = train_model(cfg, cdir, tcfg, data=dset, kd=KDSpec(scheme, teacher, cc.lam, ratio=ratio),
                               progress=progress, meta={"command": f"hwkd compare cell {student} {scheme} seed {seed}"},
@@ -769,6 +775,7 @@ def _run_cell(cdir: Path, which: str, student: str, scheme: str, seed: int, cc: 
     with member[0].alone() if member is not None else contextlib.nullcontext():   # (one at a time in a group)
         res = _evaluate_cell(best, dset, cfg, cc, student, scheme, seed, ratio, cdir, t0, trained, worker,
                              jobs=1 if member is not None else None)
+    res["device"] = device_tag(device)
     write_text_atomic(cdir / "result.json", json.dumps(res, indent=1))
     ood = res["ood"]
     log(f"  {student_label(student)} x {scheme} x seed {seed}: SI-SDR {res['enhanced']['si_sdr_db']:.2f} dB, "
@@ -796,6 +803,16 @@ def _evaluate_cell(best, dset, cfg, cc: CompareConfig, student: str, scheme: str
                      worker=worker, kd_ratio=ratio,
                      val_si_sdr_db=max((p[1] for p in _curve(cdir)), default=None), ood=sc["ood"]).to_dict()
     return res
+
+
+def device_tag(device: str) -> str:
+    """How a cell records where it trained: "cpu", or "cuda:N (GPU name)"."""
+    import torch
+    dev = torch.device(device)
+    if dev.type != "cuda":
+        return dev.type
+    index = torch.cuda.current_device() if dev.index is None else dev.index
+    return f"cuda:{index} ({torch.cuda.get_device_name(index)})"
 
 
 def _scores_of(model, dset, cc: CompareConfig, jobs: int | None) -> dict:
@@ -870,7 +887,8 @@ def _curve(cdir: Path) -> list:
 
 
 def _worker(k: int, out: Path, cc: CompareConfig, teacher_path: Path, data: dict, threads: int,
-            parent: int | None = None, storage: str | None = None, name: str | None = None, group: int = 1) -> None:
+            parent: int | None = None, storage: str | None = None, name: str | None = None, group: int = 1,
+            device: str = "cpu") -> None:
     import sys
     die_with_parent(parent)
 
@@ -879,7 +897,7 @@ def _worker(k: int, out: Path, cc: CompareConfig, teacher_path: Path, data: dict
         sys.stdout.flush()
     try:
         run_compare(out, cc, teacher_path, data=data, progress=False, log=log, threads=threads, storage=storage,
-                    name=name, group=group)
+                    name=name, group=group, device=device)
     except HwkdError as e:
         print(f"hwkd compare: worker {k}: {e}", file=sys.stderr, flush=True)
         sys.exit(e.exit_code)
@@ -889,7 +907,7 @@ def _worker(k: int, out: Path, cc: CompareConfig, teacher_path: Path, data: dict
 
 def run_compare_parallel(out: Path, cc: CompareConfig, teacher_path: Path, workers: int, data: dict | None = None,
                          progress: bool = True, log=print, storage: str | None = None,
-                         name: str | None = None, group: int = 1) -> list[dict]:
+                         name: str | None = None, group: int = 1, device: str = "cpu") -> list[dict]:
     """run_compare in `workers` processes that share the matrix's queue; then every finished cell.
     Intra-op threads per worker: cc.threads, else cores // workers (at least 1). A worker that fails stops
     the others (their cells resume on the next run), as one failing cell stops a single-process run."""
@@ -900,7 +918,7 @@ def run_compare_parallel(out: Path, cc: CompareConfig, teacher_path: Path, worke
 
     if workers <= 1:
         return run_compare(out, cc, teacher_path, data=data, progress=progress, log=log, storage=storage, name=name,
-                           group=group)
+                           group=group, device=device)
     out = Path(out)
     check_settings(cc)
     check_inputs(cc, teacher_path, data)
@@ -916,7 +934,7 @@ def run_compare_parallel(out: Path, cc: CompareConfig, teacher_path: Path, worke
     log(f"hwkd compare: {workers} workers, {threads} thread(s) each; progress per cell")
     ctx = mp.get_context("spawn")
     procs = [ctx.Process(target=_worker, args=(k, out, cc, teacher_path, data, threads, os.getpid(), storage,
-                                               name, group), name=f"compare-{k}")
+                                               name, group, device), name=f"compare-{k}")
              for k in range(workers)]
     for p in procs:
         p.start()

@@ -320,16 +320,16 @@ style="max-width:100%">
 
 
 def _mixed_note(student: str, cells: list[dict]) -> list[str]:
-    """Report lines for a student whose cells were trained under different CPU conditions (thread count, CPU):
+    """Report lines for a student whose cells were trained under different conditions (thread count, CPU, device):
     either changes float sums, training amplifies that, and paired differences then carry it too."""
     lines = []
-    for key, what in CONDITIONS:
+    for key, what, before in CONDITIONS:
         groups = {}
         for r in cells:
-            groups.setdefault(str(r.get(key, "not recorded")), []).append(f"{r['scheme']} s{r['seed']}")
+            groups.setdefault(str(r.get(key, before)), []).append(f"{r['scheme']} s{r['seed']}")
         if len(groups) > 1:
             lines += ["", f"Note: {student}'s cells were trained {what} ("
-                      + "; ".join(f"{k}: {', '.join(v)}" for k, v in groups.items()) + "). CPU float sums change "
+                      + "; ".join(f"{k}: {', '.join(v)}" for k, v in groups.items()) + "). Float sums change "
                       "with it, so its paired differences carry that change too; retrain those cells under one "
                       "condition (move their folders aside and resume) for a clean comparison."]
     return lines
