@@ -126,7 +126,8 @@ def restore(recorded: Path, out: Path, cc: CompareConfig) -> None:
                          "the benchmarks/results/kd_compare_BUDGET.json that recorded this matrix")
     settings = asdict(cc)
     # students by label: matrices recorded before the sizes were presets named them by config files of that name
-    diff = changed_settings(rec["settings"], settings, ignore=("students",))
+    # (tune_on: the same cells whichever student sets the ratios; a matrix narrowed to one grid keeps the others')
+    diff = changed_settings(rec["settings"], settings, ignore=("students", "tune_on"))
     if [student_label(s) for s in rec["settings"].get("students", [])] != [student_label(s) for s in cc.students]:
         diff.append(f"students: {rec['settings'].get('students')} -> {cc.students}")
     if diff:
@@ -157,6 +158,8 @@ def main():
     ap.add_argument("--evals", type=int, default=1, help="validations over the budget (learning-curve points)")
     ap.add_argument("--lam", type=float, default=None, help="fixed KD weight (default: balanced per cell)")
     ap.add_argument("--kd-ratios", default=None, help="KD-weight tuning grid (hwkd compare --kd-ratios)")
+    ap.add_argument("--tune-on", default=None,
+                    help="the student whose grid sets every student's ratio (hwkd compare --tune-on)")
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--part", choices=("main", "ablations", "foa"), default="main",
                     help="which matrix (default main; see the module docstring)")
@@ -185,7 +188,8 @@ def main():
         return CompareConfig(schemes=schemes_, students=students, seeds=a.seeds, epochs=a.evals, batch_size=8,
                              segment_s=2.0, lr=2e-3, lam=a.lam, max_steps_per_epoch=a.steps // a.evals,
                              val_pesq_clips=5, eval_split="test", eval_limit=a.eval_limit, threads=None,
-                             kd_ratios=[float(x) for x in a.kd_ratios.split(",")] if a.kd_ratios else None)
+                             kd_ratios=[float(x) for x in a.kd_ratios.split(",")] if a.kd_ratios else None,
+                             tune_on=a.tune_on)
     part = "" if a.part == "main" else f"-{a.part}"
     out = hwkd_home() / "runs" / (f"kd-compare-{a.steps}steps{part}" + (f"-{a.out_suffix}" if a.out_suffix else ""))
     chosen, baseline = (a.schemes.split(",") if a.schemes else list(PART_SCHEMES[a.part])), None

@@ -715,3 +715,50 @@ def test_cells_trained_on_different_devices_are_noted_and_cells_from_before_the_
     cells.append({"scheme": "at", "seed": 0, "threads": 1, "cpu": "x", "device": "cuda:0 (NVIDIA H200)"})
     note = "\n".join(_mixed_note("s", cells))
     assert "trained on different devices (cpu: none s0, fitnet s0; cuda:0 (NVIDIA H200): at s0)" in note
+
+
+def test_tune_on_one_student_sets_every_students_ratio_and_narrows_a_matrix_whose_other_grids_never_started(
+        tmp_path, monkeypatch):
+    """--tune-on S: only S trains the KD-weight grid; every student's seeds train at S's choice. A matrix started
+    with a grid per student can be narrowed so while no other student's grid cell has started (their waiting
+    cells are pruned from the queue); once one has, the other setting is refused."""
+    from hwkd.experiments import compare
+    from hwkd.models.teacher import embedded_teacher_path
+    from hwkd.report.compare import report as compare_report
+    teacher, out = embedded_teacher_path(), tmp_path / "run"
+    per_student = compare.CompareConfig(schemes=["none", "fitnet"], students=["cpu-student", "cpu-student-causal"],
+                                        seeds=1, kd_ratios=[0.25, 1.0])
+    one = compare.CompareConfig(**{**per_student.__dict__, "tune_on": "cpu-student"})
+    assert compare.Matrix(tmp_path / "count", one, teacher).total == 2 * 2 + 2
+    trained = []
+    _fake_cells(monkeypatch, trained, fail_on="cpu-student/fitnet@r0.25/seed10000")
+    with pytest.raises(KeyboardInterrupt):           # started per student: stopped in cpu-student's grid
+        compare.run_compare(out, per_student, teacher, progress=False)
+    trained.clear()
+    _fake_cells(monkeypatch, trained)
+    results = compare.run_compare(out, one, teacher, progress=False)
+    assert sorted(trained) == ["cpu-student-causal/fitnet@r1/seed0", "cpu-student-causal/none/seed0",
+                               "cpu-student/fitnet@r0.25/seed10000", "cpu-student/fitnet@r1/seed0",
+                               "cpu-student/fitnet@r1/seed10000"]
+    assert [(r["student"], r["scheme"], r["kd_ratio"]) for r in results] == [
+        ("cpu-student", "none", None), ("cpu-student", "fitnet", 1.0), ("cpu-student-causal", "none", None),
+        ("cpu-student-causal", "fitnet", 1.0)]
+    assert results[3]["kd_tuning"] == {"0.25": 10004.0, "1": 10005.0}          # cpu-student's grid
+    pruned = sorted(k for k, s in _states(out) if s == "PRUNED")
+    assert pruned == ["cpu-student-causal/fitnet@r0.25/seed10000", "cpu-student-causal/fitnet@r1/seed10000"]
+    assert json.loads((out / "compare.json").read_text())["tune_on"] == "cpu-student"
+    compare_report(results, tmp_path / "report", one)
+    md = (tmp_path / "report" / "table.md").read_text()
+    assert "The grid trained on cpu-student alone" in md
+    assert "| cpu-student-causal | fitnet | 10004.00 | **10005.00** |" in md
+    # another student's grid cell started already: narrowing is refused
+    _fake_cells(monkeypatch, trained, fail_on="cpu-student-causal/fitnet@r0.25/seed10000")
+    with pytest.raises(KeyboardInterrupt):
+        compare.run_compare(tmp_path / "late", per_student, teacher, progress=False)
+    with pytest.raises(HwkdError, match="other settings.*tune_on"):
+        compare.run_compare(tmp_path / "late", one, teacher, progress=False)
+    for bad, why in ((dict(tune_on="nobody"), "not one of the students"),
+                     (dict(tune_on="cpu-student", kd_ratios=None), "no tuning grid")):
+        with pytest.raises(HwkdError, match=why):
+            compare.run_compare(tmp_path / "bad", compare.CompareConfig(**{**per_student.__dict__, **bad}), teacher,
+                                progress=False)

@@ -49,6 +49,9 @@ def register(sub) -> None:
                     help="tune each KD scheme's weight on val: comma-separated target ratios λ·‖∇L_KD‖/‖∇L_SE‖ "
                          "(balanced default 0.5); one cell per ratio on a tuning seed, then every seed at the best "
                          "on val")
+    cp.add_argument("--tune-on", default=None, metavar="STUDENT",
+                    help="train the --kd-ratios grid on this student alone and use its choice for every student "
+                         "(default: each student tuned on its own grid)")
     cp.add_argument("--max-steps-per-epoch", type=int, default=None)
     cp.add_argument("--val-pesq-clips", type=int, default=CC.val_pesq_clips, help="default %(default)s")
     cp.add_argument("--eval-split", default=CC.eval_split, help="default %(default)s")
@@ -90,7 +93,7 @@ def cmd_compare(args) -> int:
                        epochs=args.epochs, batch_size=args.batch_size, segment_s=args.segment_s, lr=args.lr,
                        lam=args.lam, max_steps_per_epoch=args.max_steps_per_epoch, val_pesq_clips=args.val_pesq_clips,
                        eval_split=args.eval_split, eval_limit=args.eval_limit, threads=args.threads,
-                       kd_ratios=_ratios(args.kd_ratios))
+                       kd_ratios=_ratios(args.kd_ratios), tune_on=args.tune_on)
     if cc.seeds < 1 or not cc.schemes or not cc.students:
         raise HwkdError("hwkd compare needs at least one scheme, one student and one seed", "see --help")
     data = {k: v for k, v in ((1, args.data), (4, args.data_foa)) if v is not None}

@@ -163,7 +163,12 @@ def check_inputs(cc: CompareConfig, teacher_path: Path | None, data: dict | None
 
 
 def check_ratios(cc: CompareConfig) -> None:
-    """A KD-weight tuning grid: distinct positive ratios, and not with a fixed λ."""
+    """A KD-weight tuning grid: distinct positive ratios, not with a fixed λ; tuned on one of the students."""
+    if cc.tune_on is not None and (cc.kd_ratios is None
+                                   or cc.tune_on not in [student_label(st) for st in cc.students]):
+        raise HwkdError(f"--tune-on {cc.tune_on}: " + ("no tuning grid (--kd-ratios) to train on it"
+                                                       if cc.kd_ratios is None else "not one of the students"),
+                        "name one of --students, with --kd-ratios")
     if cc.kd_ratios is None:
         return
     if cc.lam is not None:
@@ -212,7 +217,7 @@ def settings_of(cc: CompareConfig, teacher_path: Path | None) -> dict:
 def with_legacy(old: dict) -> dict:
     """Recorded settings with the fields added since filled in as the code that wrote them ran."""
     from hwkd.kd.i2srf import pooling_record
-    return {"mixing_version": 1, **pooling_record(old.get("schemes", ()), legacy=True), **old}
+    return {"mixing_version": 1, "tune_on": None, **pooling_record(old.get("schemes", ()), legacy=True), **old}
 
 
 # what may differ between workers of one matrix: paths on their machines (the content is compared instead)
@@ -232,7 +237,8 @@ class Matrix:
         self.url = storage or store.sqlite_url(self.out / store.RUN_DB)
         self.name = name or self.out.name
         extra = len(cc.kd_ratios) * sum(tuned(cc, sc) for sc in cc.schemes) if cc.kd_ratios else 0
-        self.total = len(cc.students) * (len(cc.schemes) * cc.seeds + extra)     # cells, tuning ones included
+        grids = 1 if cc.tune_on else len(cc.students)                      # students that train a tuning grid
+        self.total = len(cc.students) * len(cc.schemes) * cc.seeds + grids * extra    # tuning cells included
         self.settings = settings_of(cc, teacher_path)
         self.worker = f"{socket.gethostname()}:{os.getpid()}"
         self.fix = ("check that the database server is running and reachable; finished cells are kept, rerun the "
@@ -277,9 +283,22 @@ class Matrix:
             self.study.set_metric_names([f"{self.cc.eval_split}_si_sdr_db"])
             old = self.study.user_attrs["compare"]         # two first workers at once: the one written counts
         diff = changed_settings(with_legacy(old), self.settings, ignore=MACHINE_LOCAL)
+        if diff == [f"tune_on: None -> {self.cc.tune_on!r}"] and create and self._may_tune_on():
+            # a matrix tuned per student narrowed to one student's grid before any other grid cell started: the
+            # others' waiting grid cells are dropped from the queue (recover) and the settings say so from now on
+            self.study.set_user_attr("compare", {**old, "tune_on": self.cc.tune_on})
+            diff = []
         if diff:
             raise HwkdError(f"comparison {self.name} ({redacted(self.url)}) has other settings ({'; '.join(diff)})",
                             "rerun with the same options to resume, or give a new --out (and --name)")
+
+    def _may_tune_on(self) -> bool:
+        """Whether no tuning cell of a student other than cc.tune_on has started (running, finished or failed)."""
+        from optuna.trial import TrialState
+        mine = f"{self.cc.tune_on}/"
+        return not any(t.user_attrs.get("cell", "").endswith(f"/seed{TUNE_SEED}")
+                       and not t.user_attrs["cell"].startswith(mine) and t.state != TrialState.WAITING
+                       for t in self.trials())
 
     # -- the queue ---------------------------------------------------------------------------------------
     def cell_dir(self, key: str) -> Path:
@@ -302,22 +321,31 @@ class Matrix:
                 if not tuned(cc, sc):
                     out += [(cell_key(st, sc, k), st, sc, k, None) for k in range(cc.seeds)]
                     continue
-                grid = [(cell_key(st, sc, TUNE_SEED, r), st, sc, TUNE_SEED, r) for r in cc.kd_ratios]
-                out += grid
+                src = self.tuned_on(st)
+                grid = [(cell_key(src, sc, TUNE_SEED, r), src, sc, TUNE_SEED, r) for r in cc.kd_ratios]
+                if src == st:       # (with cc.tune_on, the other students take that student's grid)
+                    out += grid
                 if all(c[0] in recorded for c in grid):
                     r = choose_ratio({c[4]: recorded[c[0]].get("val_si_sdr_db") for c in grid})
                     if r is not None:       # every ratio diverged: nothing to train at
                         out += [(cell_key(st, sc, k, r), st, sc, k, r) for k in range(cc.seeds)]
         return out
 
+    def tuned_on(self, student: str) -> str:
+        """The student whose tuning grid sets `student`'s KD-weight ratio: itself, or the one cc.tune_on names."""
+        if self.cc.tune_on is None:
+            return student
+        return next(st for st in self.cc.students if student_label(st) == self.cc.tune_on)
+
     def tuning(self, recorded: dict | None = None) -> dict:
-        """(student label, scheme) -> {"scores": {ratio: val SI-SDR of its tuning cell}, "chosen": ratio or None}."""
+        """(student label, scheme) -> {"scores": {ratio: val SI-SDR of its tuning cell}, "chosen": ratio or None}
+        (with cc.tune_on: that student's grid, for every student)."""
         recorded = self._recorded() if recorded is None else recorded
         out = {}
         for st in self.cc.students:
             for sc in self.cc.schemes:
                 if tuned(self.cc, sc):
-                    keys = {r: cell_key(st, sc, TUNE_SEED, r) for r in self.cc.kd_ratios}
+                    keys = {r: cell_key(self.tuned_on(st), sc, TUNE_SEED, r) for r in self.cc.kd_ratios}
                     scores = {r: recorded[k].get("val_si_sdr_db") for r, k in keys.items() if k in recorded}
                     out[(student_label(st), sc)] = {
                         "scores": scores, "chosen": choose_ratio(scores) if len(scores) == len(keys) else None}
@@ -377,6 +405,11 @@ class Matrix:
             w = t.user_attrs.get("worker", "")
             if w != self.worker and ours(t.user_attrs) and not pid_alive(int(w.rsplit(":", 1)[1])):
                 self._set_state(t._trial_id, TrialState.FAIL, error="its worker process died")
+        wanted = {k for k, *_ in self.wanted()}
+        for t in self.trials((TrialState.WAITING,)):   # cells no longer wanted (a grid narrowed by tune_on)
+            if t.user_attrs.get("cell") not in wanted:
+                self._set_state(t._trial_id, TrialState.PRUNED, duplicate="no longer wanted: tuned on "
+                                f"{self.cc.tune_on}")
         live = {t.user_attrs.get("cell") for t in self.trials((TrialState.WAITING, TrialState.RUNNING))}
         while True:                     # adopting a tuning cell's result.json may make its scheme's seeds wanted
             done = self._recorded()
@@ -634,6 +667,8 @@ def open_matrix(out: Path, cc: CompareConfig, teacher_path: Path, storage: str |
         if cc.mixing_version is None:                          # settled by the matrix: the folder's own
             new["mixing_version"] = old["mixing_version"]
         diff = changed_settings(old, new, ignore=("student_configs", *MACHINE_LOCAL))
+        if diff == [f"tune_on: None -> {cc.tune_on!r}"] and create:
+            diff = []           # narrowed to one student's tuning grid, if none other started (Matrix)
         if diff:
             raise HwkdError(f"{out} holds a comparison with other settings ({'; '.join(diff)})",
                             "rerun with the same options to resume, or give a new --out")

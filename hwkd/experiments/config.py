@@ -25,6 +25,9 @@ class CompareConfig:
     # the reported seeds train at it.
     # None: the balanced default ratio alone, no tuning
     kd_ratios: list | None = None
+    # the student whose tuning grid decides every student's ratio (its label; None: each student is tuned on its
+    # own grid). The ratio is a share of the student's own SE gradient, so it carries across sizes
+    tune_on: str | None = None
     # on-the-fly mixing version of every cell (hwkd.data.mixing): None is settled when the matrix is opened — a
     # new matrix takes the current version, one whose recorded settings predate the field mixed with 1
     mixing_version: int | None = None

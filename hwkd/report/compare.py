@@ -131,7 +131,9 @@ def report(results: list[dict], report_dir: Path, cc: CompareConfig, cells_dir: 
         ratios = sorted({float(k) for scores, _ in tuning.values() for k in scores})
         lines += ["", "KD-weight tuning: each KD scheme trained on a tuning seed of its own at every target gradient "
                   "ratio λ·‖∇L_KD‖ / ‖∇L_SE‖ (hwkd.train.objective), best val SI-SDR (dB) of each; the reported seeds "
-                  "trained at the ratio chosen on val (**bold**), never on the evaluation split.", "",
+                  "trained at the ratio chosen on val (**bold**), never on the evaluation split."
+                  + (f" The grid trained on {cc.tune_on} alone: its choice sets every student's ratio (the other "
+                     "students' rows repeat its scores)." if getattr(cc, "tune_on", None) else ""), "",
                   "| student | scheme | " + " | ".join(f"ratio {x:g}" for x in ratios) + " |",
                   "|---|---|" + "---|" * len(ratios)]
         for (st, sc), (scores, chosen) in tuning.items():
