@@ -9,7 +9,7 @@ settings, so an interrupted run resumes where it stopped; --workers N trains N c
 
     python benchmarks/kd_compare.py [--part main|ablations|foa] [--steps 150] [--evals 1] [--seeds 3]
                                     [--schemes ...] [--students ...] [--lam 0.1 | --kd-ratios 0.25,0.5,1]
-                                    [--workers N] [--group G] [--storage URL]
+                                    [--tune-on STUDENT] [--workers N] [--group G] [--device cuda] [--storage URL]
 
 --part picks the matrix (each its own run folder, report and results JSON, at the same budget):
   main       every scheme x the three mono sizes (kd-small, kd-medium, kd-large)
@@ -23,7 +23,8 @@ Every cell is scored on the test split and on the out-of-domain split.
 
 --evals N validates N times over the budget (N epochs of steps/N steps: N points on each learning curve).
 λ: --lam fixes it for every scheme (the 100-step matrix of 2026-11-25 used 0.1); without it each cell balances
-it on its first batches (hwkd.train.objective), and --kd-ratios tunes that balance on val per scheme and size.
+it on its first batches (hwkd.train.objective), and --kd-ratios tunes that balance on val per scheme and size
+(--tune-on kd-small: per scheme, on kd-small's grid alone, for every size).
 
 The cells live under $HWKD_HOME (not in git). On a new machine, --restore-from results/kd_compare_BUDGET.json puts
 the cells that JSON recorded back (result.json marked `restored_from`) so that only the missing ones train;
@@ -32,11 +33,12 @@ it refuses a JSON made with other settings. Check first that this machine reprod
 --workers 2 --out-suffix check, which reports into its run folder only.
 
 The budget where students learn (issue "A KD comparison that can separate the schemes"): --steps 600 --evals 6
---kd-ratios 0.25,0.5,1 (no-KD kd-small, the smallest, gains +3.8 to +4.0 dB SI-SDR on test there). Cost on the
-2-core machine, 1 thread per cell: a no-KD kd-small cell ~11 minutes, a KD step 3-4 s alone (the frozen teacher's
-forward ~40 % of it at kd-medium), so the 135 cells of that matrix (the tuning grid included) are tens of hours of
-CPU: --workers 2 --group 4 (cells of one seed side by side sharing the teacher's forward; results/compare_group.json)
-cuts the KD cells' share by about a third; it resumes across sessions (restore its record first on a new machine).
+--kd-ratios 0.25,0.5,1 --tune-on kd-small (no-KD kd-small, the smallest, gains +3.8 to +4.0 dB SI-SDR on test
+there). Cost on the 2-core machine, 1 thread per cell: a no-KD kd-small cell ~11 minutes, a KD step 3-4 s alone
+(the frozen teacher's forward ~40 % of it at kd-medium), so the 93 cells of that matrix (kd-small's tuning grid
+included) are tens of hours of CPU: --workers 2 --group 4 (cells of one seed side by side sharing the teacher's
+forward; results/compare_group.json) cuts the KD cells' share by about a third; it resumes across sessions
+(restore its record first on a new machine).
 """
 
 import argparse
