@@ -54,6 +54,7 @@ from hwkd.experiments.compare import (
     run_compare,
     run_compare_parallel,
     settings_of,
+    student_label,
     teacher_reference,
 )
 from hwkd.kd.base import schemes
@@ -61,6 +62,7 @@ from hwkd.paths import hwkd_home
 from hwkd.report.compare import report
 from hwkd.store import given_storage
 from hwkd.sysinfo import LoadMeter, fingerprint
+from hwkd.train.trainer import check_device
 
 from _common import RESULTS, save
 
@@ -77,7 +79,8 @@ def best_baseline(recorded: Path, cc: CompareConfig, student: str = "kd-medium",
     and students, `exclude` left out: {"scheme", "gains", "from"}."""
     from dataclasses import asdict
     rec = json.loads(recorded.read_text()) if recorded.is_file() else {}
-    diff = changed_settings(rec.get("settings", {}), asdict(cc), ignore=("schemes", "students"))
+    # (tune_on: how the main matrix chose its weights, not what the foa part trains)
+    diff = changed_settings(rec.get("settings", {}), asdict(cc), ignore=("schemes", "students", "tune_on"))
     finished = rec.get("cells_total") is not None and rec.get("cells_finished") == rec.get("cells_total")
     rows = rec.get("rows", []) if rec and not diff and finished else []
     gains = {r["scheme"]: r["si_sdr_db_gain_vs_none"] for r in rows if r["student"] == student
@@ -128,8 +131,9 @@ def restore(recorded: Path, out: Path, cc: CompareConfig) -> None:
                          "the benchmarks/results/kd_compare_BUDGET.json that recorded this matrix")
     settings = asdict(cc)
     # students by label: matrices recorded before the sizes were presets named them by config files of that name
-    # (tune_on: the same cells whichever student sets the ratios; a matrix narrowed to one grid keeps the others')
-    diff = changed_settings(rec["settings"], settings, ignore=("students", "tune_on"))
+    # a record tuned per student restores into a matrix tuned on one (its other grids stay unused), not back
+    diff = [d for d in changed_settings(rec["settings"], settings, ignore=("students",))
+            if not d.startswith("tune_on: None -> ")]
     if [student_label(s) for s in rec["settings"].get("students", [])] != [student_label(s) for s in cc.students]:
         diff.append(f"students: {rec['settings'].get('students')} -> {cc.students}")
     if diff:
@@ -191,7 +195,7 @@ def main():
                              segment_s=2.0, lr=2e-3, lam=a.lam, max_steps_per_epoch=a.steps // a.evals,
                              val_pesq_clips=5, eval_split="test", eval_limit=a.eval_limit, threads=None,
                              kd_ratios=[float(x) for x in a.kd_ratios.split(",")] if a.kd_ratios else None,
-                             tune_on=a.tune_on)
+                             tune_on=student_label(a.tune_on) if a.tune_on else None)
     part = "" if a.part == "main" else f"-{a.part}"
     out = hwkd_home() / "runs" / (f"kd-compare-{a.steps}steps{part}" + (f"-{a.out_suffix}" if a.out_suffix else ""))
     chosen, baseline = (a.schemes.split(",") if a.schemes else list(PART_SCHEMES[a.part])), None
@@ -205,6 +209,8 @@ def main():
     unknown = [s for s in chosen if s not in schemes()]
     assert not unknown, f"unknown schemes {unknown}"
     cc = config(chosen)
+    if not a.report_only:
+        check_device(a.device)
     if a.restore_from:
         restore(a.restore_from, out, cc)
     storage = given_storage(a.storage)[0]

@@ -172,12 +172,17 @@ def test_report_pairs_gains_by_seed_and_sets_i2srf_against_every_scheme(tmp_path
     assert abs(gaps["i2srf-tfckd"]["si_sdr_db"] - 0.1) < 1e-9 and gaps["i2srf-tfckd"]["si_sdr_db_ci95"] < 1e-9
     assert abs(gaps["i2srf-tfckd"]["pesq_wb"] - 0.02) < 1e-9 and abs(gaps["i2srf-tfckd"]["ood_si_sdr_db"] - 0.1) < 1e-9
     assert gaps["i2srf-tfckd"]["ood_pesq_wb"] is None      # no-KD's ood PESQ-WB (1.5) already reaches the teacher's
-    assert gaps["fitnet"]["ood_si_sdr_db"] is None and abs(gaps["at"]["si_sdr_db"] - 7.0) < 1e-9
+    assert gaps["fitnet"]["ood_si_sdr_db"] is None
+    # the gap on the seeds paired: at has seed 0 alone (no-KD 2.0 there, not its mean 4.0): 7.0 / (5.0 - 2.0)
+    assert abs(gaps["at"]["si_sdr_db"] - 7.0 / 3.0) < 1e-9 and gaps["at"]["si_sdr_db_gap"] == 3.0
     md = (tmp_path / "table.md").read_text()
-    assert "- s (100 parameters): teacher − no-KD = +1.00 dB SI-SDR, +0.500 PESQ-WB in domain; +2.00 dB SI-SDR, " \
-           "+0.000 PESQ-WB out of domain" in md
+    assert "- s (100 parameters; 3 no-KD seed(s)): teacher − no-KD = +1.00 dB SI-SDR, +0.500 PESQ-WB in domain; " \
+           "+2.00 dB SI-SDR, +0.000 PESQ-WB out of domain" in md
     assert "| s | i2srf-tfckd | +10 % ± 0 | +2 % ± 5 | +10 % ± 0 | – |" in md
     assert summary["teachers"]["1"]["enhanced"]["si_sdr_db"] == 5.0
+    # a teacher that could not be scored (no means) gives no gap table, not a crash
+    empty = {**t, "enhanced": {m: None for m in t["enhanced"]}, "ood": None}
+    assert report(results, tmp_path, cc, teachers={1: empty})["gap_closed"] == []
 
 
 @pytest.mark.slow
@@ -686,7 +691,7 @@ def test_ctrl_c_stops_a_groups_cells_at_their_next_step_and_a_failing_cell_leave
     with pytest.raises(KeyboardInterrupt):
         compare.run_compare(out, cc, teacher, data={1: tiny_corpus}, progress=False, log=said.append, group=3)
     assert sorted(ended) == sorted(steps) and len(steps) == 3 and min(steps.values()) > 3
-    assert not [t for t in threading.enumerate() if t.name.startswith("cell-")]
+    assert not [t for t in threading.enumerate() if t.name.startswith("cell-") and t.is_alive()]
     assert any("stopping the group's cells" in s for s in said)
     assert sorted(s for _, s in _states(out)) == ["FAIL"] * 3
     # the next run trains them; one fails (not interrupted): its siblings finish and are recorded, then it is raised
@@ -722,6 +727,8 @@ def test_tune_on_one_student_sets_every_students_ratio_and_narrows_a_matrix_whos
     """--tune-on S: only S trains the KD-weight grid; every student's seeds train at S's choice. A matrix started
     with a grid per student can be narrowed so while no other student's grid cell has started (their waiting
     cells are pruned from the queue); once one has, the other setting is refused."""
+    import optuna
+
     from hwkd.experiments import compare
     from hwkd.models.teacher import embedded_teacher_path
     from hwkd.report.compare import report as compare_report
@@ -734,6 +741,12 @@ def test_tune_on_one_student_sets_every_students_ratio_and_narrows_a_matrix_whos
     _fake_cells(monkeypatch, trained, fail_on="cpu-student/fitnet@r0.25/seed10000")
     with pytest.raises(KeyboardInterrupt):           # started per student: stopped in cpu-student's grid
         compare.run_compare(out, per_student, teacher, progress=False)
+    # a worker of the matrix still training (here: this process, alive) would queue the other grids again
+    m = compare.Matrix(out, per_student, teacher)
+    tid, _, _ = m.take()
+    with pytest.raises(HwkdError, match="is training cpu-student/fitnet@r1/seed10000 \\(stop it first\\)"):
+        compare.run_compare(out, one, teacher, progress=False)
+    m._set_state(tid, optuna.trial.TrialState.FAIL, error="interrupted")
     trained.clear()
     _fake_cells(monkeypatch, trained)
     results = compare.run_compare(out, one, teacher, progress=False)
@@ -755,10 +768,25 @@ def test_tune_on_one_student_sets_every_students_ratio_and_narrows_a_matrix_whos
     _fake_cells(monkeypatch, trained, fail_on="cpu-student-causal/fitnet@r0.25/seed10000")
     with pytest.raises(KeyboardInterrupt):
         compare.run_compare(tmp_path / "late", per_student, teacher, progress=False)
-    with pytest.raises(HwkdError, match="other settings.*tune_on"):
+    with pytest.raises(HwkdError, match="cpu-student-causal/fitnet@r0.25/seed10000 has started: it cannot be narrowed"):
         compare.run_compare(tmp_path / "late", one, teacher, progress=False)
     for bad, why in ((dict(tune_on="nobody"), "not one of the students"),
                      (dict(tune_on="cpu-student", kd_ratios=None), "no tuning grid")):
         with pytest.raises(HwkdError, match=why):
             compare.run_compare(tmp_path / "bad", compare.CompareConfig(**{**per_student.__dict__, **bad}), teacher,
                                 progress=False)
+
+
+def test_a_kd_objective_is_built_with_its_teacher_on_another_device_than_the_student():
+    """hwkd compare --device cuda puts the teacher on the GPU before a cell builds its KD objective, whose tap-shape
+    probe then runs each network where it is (the meta device stands in for a GPU here)."""
+    from hwkd.kd.base import schemes
+    from hwkd.models import create_model
+    from hwkd.models.checkpoint import load_model
+    from hwkd.models.teacher import embedded_teacher_path
+    from hwkd.train.objective import KDObjective
+    teacher = load_model(embedded_teacher_path())[0].to("meta")
+    student = create_model("kd-small")
+    for scheme in ("fitnet", "i2srf-tfckd", "reviewkd"):
+        assert scheme in schemes()
+        assert KDObjective(teacher, student, scheme, 2, 16000).distiller is not None

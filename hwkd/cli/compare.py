@@ -87,13 +87,14 @@ def _ratios(text: str | None) -> list | None:
 
 
 def cmd_compare(args) -> int:
-    from hwkd.experiments.compare import run_compare, run_compare_parallel, teacher_reference
+    from hwkd.experiments.compare import run_compare, run_compare_parallel, student_label, teacher_reference
     from hwkd.report.compare import report
     cc = CompareConfig(schemes=csv_list(args.kd), students=csv_list(args.students), seeds=args.seeds,
                        epochs=args.epochs, batch_size=args.batch_size, segment_s=args.segment_s, lr=args.lr,
                        lam=args.lam, max_steps_per_epoch=args.max_steps_per_epoch, val_pesq_clips=args.val_pesq_clips,
                        eval_split=args.eval_split, eval_limit=args.eval_limit, threads=args.threads,
-                       kd_ratios=_ratios(args.kd_ratios), tune_on=args.tune_on)
+                       kd_ratios=_ratios(args.kd_ratios),
+                       tune_on=student_label(args.tune_on) if args.tune_on else None)
     if cc.seeds < 1 or not cc.schemes or not cc.students:
         raise HwkdError("hwkd compare needs at least one scheme, one student and one seed", "see --help")
     data = {k: v for k, v in ((1, args.data), (4, args.data_foa)) if v is not None}

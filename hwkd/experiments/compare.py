@@ -57,6 +57,7 @@ CONDITIONS = (("threads", "with different intra-op thread counts", "not recorded
 HEARTBEAT_S = 30                # a running cell's worker stamps the study this often (the server's clock) ...
 STALE_AFTER_S = 300             # ... and a cell without a stamp for this long is a dead worker's: queued again
 RESULT = "cell:"                # study user attr prefix of a finished cell's result
+STOP_GRACE_S = 120              # after Ctrl-C, how long --workers processes get to stop their cells at a step
 POLL_S = 10                     # an idle worker waiting for a tuning grid elsewhere looks again this often
 WHAT = "comparison store"       # how messages name the study's database
 
@@ -283,22 +284,40 @@ class Matrix:
             self.study.set_metric_names([f"{self.cc.eval_split}_si_sdr_db"])
             old = self.study.user_attrs["compare"]         # two first workers at once: the one written counts
         diff = changed_settings(with_legacy(old), self.settings, ignore=MACHINE_LOCAL)
-        if diff == [f"tune_on: None -> {self.cc.tune_on!r}"] and create and self._may_tune_on():
+        if diff == [f"tune_on: None -> {self.cc.tune_on!r}"] and create:
             # a matrix tuned per student narrowed to one student's grid before any other grid cell started: the
             # others' waiting grid cells are dropped from the queue (recover) and the settings say so from now on
-            self.study.set_user_attr("compare", {**old, "tune_on": self.cc.tune_on})
+            with self.queue_lock():
+                why = self._why_not_tune_on()
+                if why:
+                    raise HwkdError(f"comparison {self.name} tunes every student on its own grid, and {why}: it "
+                                    f"cannot be narrowed to {self.cc.tune_on}'s grid now",
+                                    "rerun without --tune-on to resume it, or give a new --out (and --name)")
+                self.study.set_user_attr("compare", {**old, "tune_on": self.cc.tune_on})
             diff = []
         if diff:
             raise HwkdError(f"comparison {self.name} ({redacted(self.url)}) has other settings ({'; '.join(diff)})",
                             "rerun with the same options to resume, or give a new --out (and --name)")
 
-    def _may_tune_on(self) -> bool:
-        """Whether no tuning cell of a student other than cc.tune_on has started (running, finished or failed)."""
+    def _why_not_tune_on(self) -> str | None:
+        """Why the matrix cannot be narrowed to cc.tune_on's tuning grid: a tuning cell of another student started
+        (running, finished, failed, or its result recorded), or a worker of this matrix still running (it would
+        queue the other grids again)."""
         from optuna.trial import TrialState
-        mine = f"{self.cc.tune_on}/"
-        return not any(t.user_attrs.get("cell", "").endswith(f"/seed{TUNE_SEED}")
-                       and not t.user_attrs["cell"].startswith(mine) and t.state != TrialState.WAITING
-                       for t in self.trials())
+        mine, tune = f"{self.cc.tune_on}/", f"/seed{TUNE_SEED}"
+
+        def other(key):
+            return key.endswith(tune) and not key.startswith(mine)
+        started = [k for k in self._recorded() if other(k)] + [
+            t.user_attrs["cell"] for t in self.trials() if other(t.user_attrs.get("cell", ""))
+            and t.state != TrialState.WAITING]
+        if started:
+            return f"{started[0]} has started"
+        for t in self.trials((TrialState.RUNNING,)):
+            w = t.user_attrs.get("worker", "")
+            if not (ours(t.user_attrs) and not pid_alive(int(w.rsplit(":", 1)[1]))):
+                return f"worker {w or '?'} is training {t.user_attrs.get('cell', '?')} (stop it first)"
+        return None
 
     # -- the queue ---------------------------------------------------------------------------------------
     def cell_dir(self, key: str) -> Path:
@@ -408,8 +427,8 @@ class Matrix:
         wanted = {k for k, *_ in self.wanted()}
         for t in self.trials((TrialState.WAITING,)):   # cells no longer wanted (a grid narrowed by tune_on)
             if t.user_attrs.get("cell") not in wanted:
-                self._set_state(t._trial_id, TrialState.PRUNED, duplicate="no longer wanted: tuned on "
-                                f"{self.cc.tune_on}")
+                self._set_state(t._trial_id, TrialState.PRUNED, duplicate="no longer wanted by the matrix's "
+                                f"settings (tune_on {self.cc.tune_on})")
         live = {t.user_attrs.get("cell") for t in self.trials((TrialState.WAITING, TrialState.RUNNING))}
         while True:                     # adopting a tuning cell's result.json may make its scheme's seeds wanted
             done = self._recorded()
@@ -587,6 +606,9 @@ class Matrix:
                 self._train_taken(tid, key, claim, lambda k: train(k, members[k]), log)
             except BaseException as e:  # noqa: BLE001  (raised in the calling thread below)
                 errors.append(e)
+                if not isinstance(e, KeyboardInterrupt):     # said now: its siblings may train for hours yet
+                    log(f"hwkd compare: cell {key} failed ({type(e).__name__}: {e}); the others of its group go "
+                        "on, then this is raised"[:400])
             finally:
                 shared.leave(members[key][1])        # (already left after training, unless it failed before)
         threads = [threading.Thread(target=run, args=r, name=f"cell-{r[1]}", daemon=True) for r in ready]
@@ -614,8 +636,6 @@ class Matrix:
             raise
         log(f"hwkd compare: group done; teacher forwards {shared.computed}, shared {shared.shared}, a member at most "
             f"{shared.most_ahead} step(s) ahead")
-        for e in errors[1:]:            # the first is raised; the others said here
-            log(f"hwkd compare: another cell of the group failed too: {type(e).__name__}: {e}"[:400])
         if errors:
             raise errors[0]
         return True
@@ -879,39 +899,53 @@ TEACHER_SCORES = "teacher_scores.json"
 
 def teacher_reference(out: Path, cc: CompareConfig, teacher_path: Path | None, data: dict | None = None,
                       log=print) -> dict:
-    """Input channels -> the teacher's own scores, as a cell's (evaluation split and out of domain): the top of the
-    teacher-student gap the report measures KD against. Scored once per teacher file (SHA-256), split and clip
-    limit, and kept in RUN/teacher_scores.json (a read-only run folder: scored, not kept)."""
+    """Input channels -> the teacher's own scores, as a cell's (evaluation split and out of domain, the same clips):
+    the top of the teacher-student gap the report measures KD against. Scored once per teacher file (SHA-256),
+    dataset, split and clip limit, and kept in RUN/teacher_scores.json (a folder it cannot write to: scored, not
+    kept). Left out, said, where it cannot be scored like the cells (a teacher for other input channels than its
+    students', a dataset that cannot be read): the report then has no gap table for those students."""
     from hwkd.hw.cost import count_params, macs
     from hwkd.models.checkpoint import load_model
 
     path = Path(out) / TEACHER_SCORES
     try:
         kept = json.loads(path.read_text()) if path.is_file() else {}
-    except (json.JSONDecodeError, UnicodeDecodeError):
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
         kept = {}                       # (a damaged cache is scored again)
+    kept = kept if isinstance(kept, dict) else {}
     got, changed = {}, False
     for ch, tpath in teacher_paths(cc, teacher_path).items():
-        sha = hashlib.sha256(Path(tpath).read_bytes()).hexdigest()
-        old = kept.get(str(ch))
-        if isinstance(old, dict) and (old.get("sha256"), old.get("eval_split"), old.get("eval_limit")) == (
-                sha, cc.eval_split, cc.eval_limit):
-            got[ch] = old
-            continue
-        dset = (data or {}).get(ch)
-        if dset is None:
-            from hwkd.data.synth import default_dataset
-            dset = default_dataset(ch, progress=False)
-        log(f"hwkd compare: scoring the teacher {tpath} ({ch}-channel students' reference) on "
-            f"{cc.eval_split} and out of domain")
-        model = load_model(tpath)[0].eval()
-        got[ch] = {"file": str(tpath), "sha256": sha, "params": count_params(model),
-                   "macs_per_s": macs(model)["macs_per_s"], "eval_split": cc.eval_split, "eval_limit": cc.eval_limit,
-                   **_scores_of(model, dset, cc, None), "cpu": cpu_tag()}
-        changed = True
-    if changed:
-        with contextlib.suppress(OSError):
+        try:
+            sha = hashlib.sha256(Path(tpath).read_bytes()).hexdigest()
+            dset = (data or {}).get(ch)
+            if dset is None:
+                from hwkd.data.synth import default_dataset
+                dset = default_dataset(ch, progress=False)
+            key = (sha, str(Path(dset).resolve()), cc.eval_split, cc.eval_limit)
+            old = kept.get(str(ch))
+            if isinstance(old, dict) and (old.get("sha256"), old.get("data"), old.get("eval_split"),
+                                          old.get("eval_limit")) == key:
+                got[ch] = old
+                continue
+            model = load_model(tpath)[0].eval()
+            if model.cfg.in_channels != ch:
+                log(f"hwkd compare: the teacher {tpath} takes {model.cfg.in_channels} input channel(s), its "
+                    f"students {ch}: not scored as they are, so no teacher-student gap for them")
+                continue
+            log(f"hwkd compare: scoring the teacher {tpath} on the cells' clips ({cc.eval_split} and out of domain): "
+                "the top of the teacher-student gap")
+            got[ch] = {"file": str(tpath), "sha256": sha, "data": key[1], "params": count_params(model),
+                       "macs_per_s": macs(model)["macs_per_s"], "eval_split": cc.eval_split,
+                       "eval_limit": cc.eval_limit, **_scores_of(model, dset, cc, None), "cpu": cpu_tag()}
+            changed = True
+        except (OSError, HwkdError) as e:
+            log(f"hwkd compare: the teacher for {ch}-channel students not scored ({e}); no teacher-student gap "
+                "for them")
+    if changed and path.parent.is_dir():    # (a report through --storage may have no run folder here: not made)
+        try:
             write_text_atomic(path, json.dumps({**kept, **{str(k): v for k, v in got.items()}}, indent=1))
+        except (OSError, HwkdError):
+            pass                        # (a run folder this process cannot write to: scored each time)
     return got
 
 
@@ -967,6 +1001,8 @@ def run_compare_parallel(out: Path, cc: CompareConfig, teacher_path: Path, worke
         data[ch] = default_dataset(ch, progress=progress)
     threads = cc.threads or max(1, (os.cpu_count() or 1) // workers)
     log(f"hwkd compare: {workers} workers, {threads} thread(s) each; progress per cell")
+    if group > 1:       # (the workers also set it themselves, limit_arenas; glibc reads this when they start)
+        os.environ.setdefault("MALLOC_ARENA_MAX", "2")
     ctx = mp.get_context("spawn")
     procs = [ctx.Process(target=_worker, args=(k, out, cc, teacher_path, data, threads, os.getpid(), storage,
                                                name, group, device), name=f"compare-{k}")
@@ -980,6 +1016,16 @@ def run_compare_parallel(out: Path, cc: CompareConfig, teacher_path: Path, worke
                 break
             time.sleep(0.5)
         failed = [(k, p.exitcode) for k, p in enumerate(procs) if p.exitcode not in (None, 0)]
+    except KeyboardInterrupt:
+        # Ctrl-C reached the workers too (one process group): each stops its cells at their next step and leaves;
+        # they are given that long before they are stopped outright (a checkpoint is never left half written)
+        log(f"hwkd compare: waiting up to {STOP_GRACE_S} s for the workers to stop their cells (Ctrl-C again to "
+            "stop them now)")
+        with contextlib.suppress(KeyboardInterrupt):
+            end = time.monotonic() + STOP_GRACE_S
+            for p in procs:
+                p.join(timeout=max(0.0, end - time.monotonic()))
+        raise
     finally:
         for p in procs:
             if p.is_alive():

@@ -161,7 +161,7 @@ def report(results: list[dict], report_dir: Path, cc: CompareConfig, cells_dir: 
             lines.append(f"| {d['student']} | {d['versus']} | {d['seeds']} | " + " | ".join(duel_cols(d)) + " |")
         lines += [""] + [verdict(student, [d for d in duels if d["student"] == student])
                          for student in dict.fromkeys(d["student"] for d in duels)]
-    gap_lines, gaps = _gap_lines(df, teachers or {})
+    gap_lines, gaps = _gap_lines(results, teachers or {})
     lines += gap_lines
     lines += _ood_lines(df, fmt)
     if any(d.get("ood_seeds") for d in duels):
@@ -372,42 +372,47 @@ def _ood_lines(df, fmt) -> list[str]:
 GAP_METRICS = (("si_sdr_db", "SI-SDR"), ("pesq_wb", "PESQ-WB"))
 
 
-def _gap_lines(df, teachers: dict) -> tuple[list[str], list[dict]]:
-    """How much of the teacher-student gap each KD scheme closes: its paired gain over no-KD as a share of
-    (teacher − no-KD), the teacher scored on the same clips (teacher_reference), in domain and out of domain.
-    The interval is the gain's 95 % CI over that same gap (the teacher is one model: its score is taken as
-    measured). No share where no-KD already reaches the teacher."""
-    if not teachers or df.empty:
-        return [], []
+def _gap_lines(results: list[dict], teachers: dict) -> tuple[list[str], list[dict]]:
+    """How much of the teacher-student gap each KD scheme closes: its gain over no-KD paired by seed, as a share
+    of (teacher − no-KD on the same seeds), the teacher scored on the same clips (teacher_reference), in domain
+    and out of domain. ± the paired gain's 95 % CI over that gap: the uncertainty of the gain alone (the teacher is
+    one model, its score taken as measured; no-KD's spread over seeds is not in it). No share where no-KD already
+    reaches the teacher or either was not scored."""
+    def top(t, pre, m):
+        v = ((t.get("ood") or {}).get("enhanced") or {} if pre else t.get("enhanced") or {}).get(m)
+        return v if isinstance(v, (int, float)) and v == v else None
+    teachers = {ch: t for ch, t in (teachers or {}).items() if top(t, "", "si_sdr_db") is not None}
     rows, notes = [], []
-    for student, g in df.groupby("student", sort=False):
-        t = teachers.get(int(g.iloc[0]["in_channels"]))
-        none = g[g["scheme"] == "none"]
-        if t is None or none.empty:
+    for student in dict.fromkeys(r["student"] for r in results):
+        cells = [r for r in results if r["student"] == student]
+        t = teachers.get(cells[0]["in_channels"])
+        none = [r for r in cells if r["scheme"] == "none"]
+        if t is None or not none:
             continue
-        nr = none.iloc[0]
-        tops = {"": t["enhanced"], "ood_": (t.get("ood") or {}).get("enhanced") or {}}
-        gap = {}
-        for pre, top in tops.items():
-            for m, _ in GAP_METRICS:
-                a, b = top.get(m), nr.get(pre + m)
-                gap[pre + m] = a - b if a is not None and b is not None and b == b else None
+        from hwkd.metrics.quality import mean_ci
 
-        def said(pre, gap=gap):
-            return ", ".join(f"{gap[pre + m]:+.2f} dB SI-SDR" if m == "si_sdr_db" else f"{gap[pre + m]:+.3f} PESQ-WB"
-                             for m, _ in GAP_METRICS if gap[pre + m] is not None) or "not scored"
-        notes.append(f"- {student} ({int(nr['params']):,} parameters): teacher − no-KD = {said('')} in domain; "
-                     f"{said('ood_')} out of domain")
-        for _, r in g.iterrows():
-            if r["scheme"] == "none":
-                continue
-            row = {"student": student, "scheme": r["scheme"]}
-            for key, gp in gap.items():
-                pre, m = ("ood_", key[4:]) if key.startswith("ood_") else ("", key)
-                gain, ci = r.get(f"{pre}{m}_gain_vs_none"), r.get(f"{pre}{m}_gain_ci95")
-                ok = gp is not None and gp > 0 and gain is not None and gain == gain
-                row[key] = gain / gp if ok else None
-                row[f"{key}_ci95"] = ci / gp if ok and ci is not None and ci == ci else None
+        def gap_of(pre, m, seeds, t=t, none=none):
+            vals = [(_scores(r, bool(pre)) or {}).get(m) for r in none if r["seed"] in seeds]
+            vals = [v for v in vals if v is not None]
+            return top(t, pre, m) - mean_ci(vals)["mean"] if vals and top(t, pre, m) is not None else None
+        every = {r["seed"] for r in none}
+        said = {pre: ", ".join(f"{g:+.2f} dB SI-SDR" if m == "si_sdr_db" else f"{g:+.3f} PESQ-WB"
+                               for m, _ in GAP_METRICS if (g := gap_of(pre, m, every)) is not None) or "not scored"
+                for pre in ("", "ood_")}
+        notes.append(f"- {student} ({cells[0]['params']:,} parameters; {len(none)} no-KD seed(s)): teacher − no-KD "
+                     f"= {said['']} in domain; {said['ood_']} out of domain")
+        for scheme in dict.fromkeys(r["scheme"] for r in cells if r["scheme"] != "none"):
+            mine = [r for r in cells if r["scheme"] == scheme]
+            row = {"student": student, "scheme": scheme}
+            for pre in ("", "ood_"):
+                for m, _ in GAP_METRICS:
+                    g = paired_gain(mine, none, m, ood=bool(pre))
+                    paired = {r["seed"] for r in mine if (_scores(r, bool(pre)) or {}).get(m) is not None}
+                    gp = gap_of(pre, m, paired) if g["n"] else None
+                    ok = gp is not None and gp > 0
+                    row[pre + m] = g["mean"] / gp if ok else None
+                    row[f"{pre}{m}_ci95"] = g["ci95"] / gp if ok and g["ci95"] is not None else None
+                    row[f"{pre}{m}_gap"] = gp
             rows.append(row)
     if not rows:
         return [], []
@@ -415,14 +420,14 @@ def _gap_lines(df, teachers: dict) -> tuple[list[str], list[dict]]:
     def share(row, key):
         v, ci = row[key], row[f"{key}_ci95"]
         return "–" if v is None else f"{100 * v:+.0f} %" + (f" ± {100 * ci:.0f}" if ci is not None else "")
-    t0 = next(iter(teachers.values()))
     lines = ["", "## The teacher–student gap each scheme closes", "",
-             "The scheme's gain over no-KD (paired by seed) as a share of the gap from no-KD to the teacher, the "
-             f"teacher scored on the same clips (`{t0.get('file')}`, {t0.get('params', 0):,} parameters; "
-             + "; ".join(f"{ch} channel(s): {t['enhanced']['si_sdr_db']:.2f} dB SI-SDR, PESQ-WB "
-                         f"{t['enhanced']['pesq_wb']:.3f}" for ch, t in teachers.items())
-             + "); ± the gain's 95 % CI over the same gap. 100 % reaches the teacher; below zero, KD hurt.", "",
-             *notes, "",
+             "The scheme's gain over no-KD (paired by seed) as a share of the gap from no-KD (on the same seeds) to "
+             "the teacher, scored on the same clips ("
+             + "; ".join(f"{ch}-channel students: `{t.get('file')}`, {t.get('params', 0):,} parameters, "
+                         f"{t['enhanced']['si_sdr_db']:.2f} dB SI-SDR, PESQ-WB {t['enhanced']['pesq_wb']:.3f}"
+                         for ch, t in teachers.items())
+             + "); ± the gain's 95 % CI over the same gap (no-KD's own spread is not in it). 100 % reaches the "
+             "teacher; below zero, KD hurt.", "", *notes, "",
              "| student | scheme | SI-SDR | PESQ-WB | SI-SDR, out of domain | PESQ-WB, out of domain |",
              "|---|---|---|---|---|---|"]
     lines += [f"| {r['student']} | {r['scheme']} | {share(r, 'si_sdr_db')} | {share(r, 'pesq_wb')} | "

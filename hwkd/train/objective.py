@@ -75,9 +75,10 @@ class KDObjective:
         self.lam = lam
         self.lam_record: dict = {"lam": lam, "rule": "fixed"} if lam is not None else {}
         x = torch.zeros(batch_size, 2 * sc.in_channels, -(-segment_samples // sc.hop), 257)
-        with torch.no_grad():
-            _, st = student(x, return_taps=True)
-            _, tt = self.teacher(x[:, : 2 * tc.in_channels], return_taps=True)
+        with torch.no_grad():          # (the taps' shapes: each network where it is, e.g. a teacher on a GPU)
+            _, st = student(x.to(next(student.parameters()).device), return_taps=True)
+            _, tt = self.teacher(x[:, : 2 * tc.in_channels].to(next(self.teacher.parameters()).device),
+                                 return_taps=True)
         self.distiller = create_distiller(scheme, st, tt, **options)
 
     def modules(self) -> list[nn.Module]:

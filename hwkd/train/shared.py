@@ -59,6 +59,8 @@ def place(module: torch.nn.Module, device) -> torch.nn.Module:
     """`module` on `device`, moved only when it is elsewhere ("cuda" is wherever the current CUDA device is):
     threads of a group share one teacher and must not move it under each other on every step."""
     want = torch.device(device)
+    if want.type == "cuda" and want.index is None:
+        want = torch.device("cuda", torch.cuda.current_device())
     have = next(module.parameters()).device
     if have.type != want.type or (want.index is not None and have.index != want.index):
         module.to(want)

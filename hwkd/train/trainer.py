@@ -124,6 +124,9 @@ def check_device(device: str) -> None:
         raise HwkdError(f"--device {device}: not a device torch knows", "give cpu, cuda or cuda:N") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise HwkdError(f"--device {device} asked for but no CUDA device is available", "use --device cpu")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise HwkdError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)",
+                        f"give cuda:0 to cuda:{torch.cuda.device_count() - 1}")
     if dev.type not in ("cpu", "cuda"):
         raise HwkdError(f"--device {device}: hwkd trains on cpu or cuda", "give cpu, cuda or cuda:N")
 
