@@ -8,7 +8,8 @@ ablations parts add _foa, _ablations). It is `hwkd compare` with fixed
 settings, so an interrupted run resumes where it stopped; --workers N trains N cells side by side.
 
     python benchmarks/kd_compare.py [--part main|ablations|foa] [--steps 150] [--evals 1] [--seeds 3]
-                                    [--schemes ...] [--students ...] [--lam 0.1 | --kd-ratios 0.25,0.5,1]
+                                    [--schemes ...] [--students ...]
+                                    [--lam 0.1 | --kd-ratios 0.25,0.5,1 | --kd-ratio 0.5]
                                     [--tune-on STUDENT] [--workers N] [--group G] [--device cuda] [--storage URL]
 
 --part picks the matrix (each its own run folder, report and results JSON, at the same budget):
@@ -24,7 +25,9 @@ Every cell is scored on the test split and on the out-of-domain split.
 --evals N validates N times over the budget (N epochs of steps/N steps: N points on each learning curve).
 λ: --lam fixes it for every scheme (the 100-step matrix of 2026-11-25 used 0.1); without it each cell balances
 it on its first batches (hwkd.train.objective), and --kd-ratios tunes that balance on val per scheme and size
-(--tune-on kd-small: per scheme, on kd-small's grid alone, for every size).
+(--tune-on kd-small: per scheme, on kd-small's grid alone, for every size); --kd-ratio fixes the balance
+instead. The ablations and foa parts given --kd-ratios tune nothing: they train at the ratios the main matrix's
+grid chose (results/kd_compare_STEPSsteps.json; every ablation at I²SRF-TFCKD's), recorded as fixed_ratios.
 
 The cells live under $HWKD_HOME (not in git). On a new machine, --restore-from results/kd_compare_BUDGET.json puts
 the cells that JSON recorded back (result.json marked `restored_from`) so that only the missing ones train;
@@ -46,6 +49,7 @@ import json
 from pathlib import Path
 
 from hwkd.audio.io import write_text_atomic
+from hwkd.cli.compare import fixed_ratios
 from hwkd.config import changed_settings
 from hwkd.experiments.compare import (
     TEACHER_SCORES,
@@ -73,14 +77,21 @@ ABLATIONS = ("i2srf-intra-only", "i2srf-inter-only", "i2srf-no-fusion", "i2srf-t
              "i2srf-uniform", "i2srf-unpooled")     # the last: the taps' pooling undone (README "KD cost")
 
 
+def settings_as_new(cc: CompareConfig) -> dict:
+    """cc's settings as a new matrix of them records them (the mixing version settled to the current one)."""
+    from dataclasses import asdict
+
+    from hwkd.data import MIX_VERSION
+    return {**asdict(cc), "mixing_version": cc.mixing_version or MIX_VERSION}
+
+
 def best_baseline(recorded: Path, cc: CompareConfig, student: str = "kd-medium", exclude=()) -> dict:
     """The baseline KD scheme with the highest mean SI-SDR gain over no-KD at `student` in a finished main
     matrix's kd_compare.json whose settings are `cc`'s (budget, λ rule, seeds, evaluation) but for the schemes
     and students, `exclude` left out: {"scheme", "gains", "from"}."""
-    from dataclasses import asdict
     rec = json.loads(recorded.read_text()) if recorded.is_file() else {}
     # (tune_on: how the main matrix chose its weights, not what the foa part trains)
-    diff = changed_settings(rec.get("settings", {}), asdict(cc), ignore=("schemes", "students", "tune_on"))
+    diff = changed_settings(rec.get("settings", {}), settings_as_new(cc), ignore=("schemes", "students", "tune_on"))
     finished = rec.get("cells_total") is not None and rec.get("cells_finished") == rec.get("cells_total")
     rows = rec.get("rows", []) if rec and not diff and finished else []
     gains = {r["scheme"]: r["si_sdr_db_gain_vs_none"] for r in rows if r["student"] == student
@@ -94,6 +105,33 @@ def best_baseline(recorded: Path, cc: CompareConfig, student: str = "kd-medium",
                          "--schemes none,i2srf-tfckd,BASELINE")
     best = max(gains, key=gains.get)
     return {"scheme": best, "si_sdr_db_gain_vs_none": gains, "from": f"{recorded.name} ({rec['machine']['date']})"}
+
+
+def main_ratios(recorded: Path, cc: CompareConfig, schemes_: list, student: str = "kd-medium") -> dict:
+    """The KD-weight ratio the main matrix's tuning grid chose for each of `schemes_` at `student` (with --tune-on:
+    that student's grid), read from its kd_compare.json (settings `cc`'s but for schemes and students; its grid
+    cells for these schemes finished): {"ratios": {scheme: ratio}, "from"}. What the ablations and foa parts
+    train at, so that they need no grid of their own."""
+
+    from hwkd.experiments.compare import choose_ratio
+    rec = json.loads(recorded.read_text()) if recorded.is_file() else {}
+    diff = changed_settings(rec.get("settings", {}), settings_as_new(cc), ignore=("schemes", "students"))
+    grid_of = cc.tune_on or student
+    out, missing = {}, []
+    for sc in schemes_:
+        scores = {c["kd_ratio"]: c.get("val_si_sdr_db") for c in rec.get("tuning_cells", [])
+                  if c["student"] == grid_of and c["scheme"] == sc}
+        chosen = choose_ratio(scores) if len(scores) == len(cc.kd_ratios or ()) else None
+        if chosen is None:
+            missing.append(sc)
+        out[sc] = chosen
+    if not rec or diff or missing:
+        why = ("does not exist" if not rec else f"has other settings ({'; '.join(diff)})" if diff
+               else f"has not finished the tuning grid of {', '.join(missing)} at {grid_of}")
+        raise SystemExit(f"kd_compare: with --kd-ratios, the ablations and foa parts train at the ratios the main "
+                         f"matrix chose, and {recorded} {why}; run --part main with these options first (its "
+                         "--report-only records the grid), or give --kd-ratio R (fixed) instead of --kd-ratios")
+    return {"ratios": out, "from": f"{recorded.name} ({rec['machine']['date']}), {grid_of}'s grid"}
 
 
 def response_cannot_teach(student: str) -> tuple:
@@ -164,6 +202,9 @@ def main():
     ap.add_argument("--evals", type=int, default=1, help="validations over the budget (learning-curve points)")
     ap.add_argument("--lam", type=float, default=None, help="fixed KD weight (default: balanced per cell)")
     ap.add_argument("--kd-ratios", default=None, help="KD-weight tuning grid (hwkd compare --kd-ratios)")
+    ap.add_argument("--kd-ratio", default=None,
+                    help="fixed KD-weight ratio, R or SCHEME=R,... (hwkd compare --kd-ratio); the ablations and foa "
+                         "parts given --kd-ratios take the main matrix's choices as fixed ratios instead")
     ap.add_argument("--tune-on", default=None,
                     help="the student whose grid sets every student's ratio (hwkd compare --tune-on)")
     ap.add_argument("--seeds", type=int, default=3)
@@ -190,12 +231,15 @@ def main():
     students = a.students.split(",") if a.students else PART_STUDENTS[a.part]
     assert a.evals >= 1 and a.steps % a.evals == 0, "--steps must be a multiple of --evals"
 
-    def config(schemes_: list) -> CompareConfig:
+    def config(schemes_: list, fixed: dict | None = None) -> CompareConfig:
+        """The part's settings; `fixed` (scheme -> ratio): trained at these ratios instead of the --kd-ratios grid."""
         return CompareConfig(schemes=schemes_, students=students, seeds=a.seeds, epochs=a.evals, batch_size=8,
                              segment_s=2.0, lr=2e-3, lam=a.lam, max_steps_per_epoch=a.steps // a.evals,
                              val_pesq_clips=5, eval_split="test", eval_limit=a.eval_limit, threads=None,
-                             kd_ratios=[float(x) for x in a.kd_ratios.split(",")] if a.kd_ratios else None,
-                             tune_on=student_label(a.tune_on) if a.tune_on else None)
+                             kd_ratios=([float(x) for x in a.kd_ratios.split(",")] if a.kd_ratios and fixed is None
+                                        else None),
+                             tune_on=student_label(a.tune_on) if a.tune_on and fixed is None else None,
+                             kd_ratio=fixed if fixed is not None else fixed_ratios(a.kd_ratio, schemes_))
     part = "" if a.part == "main" else f"-{a.part}"
     out = hwkd_home() / "runs" / (f"kd-compare-{a.steps}steps{part}" + (f"-{a.out_suffix}" if a.out_suffix else ""))
     chosen, baseline = (a.schemes.split(",") if a.schemes else list(PART_SCHEMES[a.part])), None
@@ -208,7 +252,20 @@ def main():
             chosen.append(baseline["scheme"])
     unknown = [s for s in chosen if s not in schemes()]
     assert not unknown, f"unknown schemes {unknown}"
-    cc = config(chosen)
+    ratios = None
+    if a.part != "main" and a.kd_ratios:
+        # the main matrix's tuning chose each scheme's ratio: the part trains at it (ablations: all at
+        # I²SRF-TFCKD's) rather than tuning a grid of its own
+        if (out / "compare.json").is_file():        # a started part keeps the ratios it chose
+            fixed = json.loads((out / "compare.json").read_text()).get("kd_ratio")
+            ratios = {"ratios": fixed, "from": "the part's run folder"} if fixed else None
+        else:
+            kd = [s for s in chosen if s != "none"]
+            wanted_ = ["i2srf-tfckd"] if a.part == "ablations" else kd
+            ratios = main_ratios(RESULTS / f"kd_compare_{a.steps}steps.json", config(PART_SCHEMES["main"]), wanted_)
+            r0 = ratios["ratios"]
+            ratios["ratios"] = {s: r0["i2srf-tfckd"] for s in kd} if a.part == "ablations" else r0
+    cc = config(chosen, ratios["ratios"] if ratios else None)
     if not a.report_only:
         check_device(a.device)
     if a.restore_from:
@@ -237,6 +294,8 @@ def main():
               "load": load.as_dict(), "machine": fingerprint()}
     if baseline is not None:
         record["foa_baseline"] = baseline           # how the foa part chose its baseline
+    if ratios is not None:
+        record["fixed_ratios"] = ratios             # where the part's fixed KD-weight ratios came from
     # the teacher files the cells were distilled from (by SHA-256), as the matrix's settings name them: the first
     # students' teacher, and the Ambisonics students' own where it is another file
     teachers = settings_of(cc, None)

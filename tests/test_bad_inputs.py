@@ -269,6 +269,7 @@ def _cases(d: Path) -> dict:
                                                                              p("cmp")], "must share input")
     cases["compare --lam -1"] = (compare + ["--lam", "-1", "--out", p("cmp")], "argument --lam")
     cases["compare --device gpu0"] = (compare + ["--device", "gpu0", "--out", p("cmp")], "not a device torch knows")
+    cases["compare --kd-ratio 0"] = (compare + ["--kd-ratio", "0", "--out", p("cmp")], "needs positive ratios")
     cases["distill --lam nan"] = (["distill", "--student", "cpu-student", "--lam", "nan", "--out", p("run")],
                                   "argument --lam")
     # bench: refused before anything is measured
@@ -296,7 +297,7 @@ CASE_IDS = list(_cases(Path("/x")))
 
 
 def test_table_size():
-    assert len(CASE_IDS) == 107, len(CASE_IDS)       # the number quoted in the README
+    assert len(CASE_IDS) == 108, len(CASE_IDS)       # the number quoted in the README
 
 
 @pytest.mark.parametrize("case", CASE_IDS)

@@ -380,6 +380,50 @@ def test_each_kd_weight_is_tuned_on_val_on_a_seed_of_its_own_and_its_seeds_train
                                                                   kd_ratios=[1.0], lam=0.1), teacher, progress=False)
 
 
+def test_fixed_kd_ratios_train_every_seed_at_them_without_a_tuning_grid(tmp_path, monkeypatch):
+    """--kd-ratio: each named KD scheme's cells are balanced at its fixed ratio (what a finished matrix's grid
+    chose, e.g. for its ablations), no tuning cell is trained, the others keep the balanced default; the report
+    says so. Impossible or clashing values are refused before anything is written."""
+    from hwkd.cli.compare import fixed_ratios
+    from hwkd.experiments import compare
+    from hwkd.models.teacher import embedded_teacher_path
+    from hwkd.report.compare import report as compare_report
+    teacher, out = embedded_teacher_path(), tmp_path / "run"
+    assert fixed_ratios("0.25", ["none", "fitnet", "at"]) == {"fitnet": 0.25, "at": 0.25}
+    assert fixed_ratios("fitnet=1,at=0.5", ["none", "fitnet", "at"]) == {"fitnet": 1.0, "at": 0.5}
+    for bad in ("x", "fitnet=", "fitnet"):
+        with pytest.raises(HwkdError, match="--kd-ratio"):
+            fixed_ratios(bad if bad != "fitnet" else "fitnet,at=1", ["fitnet", "at"])
+    cc = compare.CompareConfig(schemes=["none", "fitnet", "at"], students=["cpu-student"], seeds=2,
+                               kd_ratio={"fitnet": 0.25})
+    trained = []
+    _fake_cells(monkeypatch, trained)
+    results = compare.run_compare(out, cc, teacher, progress=False)
+    assert trained == ["cpu-student/none/seed0", "cpu-student/none/seed1", "cpu-student/fitnet@r0.25/seed0",
+                       "cpu-student/fitnet@r0.25/seed1", "cpu-student/at/seed0", "cpu-student/at/seed1"]
+    assert [(r["scheme"], r["kd_ratio"]) for r in results] == [
+        ("none", None), ("none", None), ("fitnet", 0.25), ("fitnet", 0.25), ("at", None), ("at", None)]
+    assert json.loads((out / "compare.json").read_text())["kd_ratio"] == {"fitnet": 0.25}
+    assert len(compare.run_compare(out, cc, teacher, progress=False, train_missing=False)) == 6    # read back
+    compare_report(results, tmp_path / "report", cc)
+    md = (tmp_path / "report" / "table.md").read_text()
+    assert "KD-weight ratios fixed, not tuned: fitnet 0.25" in md and "KD-weight tuning" not in md
+    with pytest.raises(HwkdError, match="other settings.*kd_ratio"):        # another ratio is another matrix
+        compare.run_compare(out, compare.CompareConfig(schemes=cc.schemes, students=cc.students, seeds=2,
+                                                       kd_ratio={"fitnet": 0.5}), teacher, progress=False)
+    for fixed, extra, match in (({"fitnet": 0.0}, {}, "needs positive ratios"),
+                                ({"semckd": 0.5}, {}, "names no KD scheme of --kd"),
+                                ({"none": 0.5}, {}, "names no KD scheme"),
+                                ({}, {}, "--kd has no KD scheme"),
+                                ({"fitnet": 0.5}, {"lam": 0.1}, "--lam fixes λ"),
+                                ({"fitnet": 0.5}, {"kd_ratios": [0.5, 1.0]}, "--kd-ratios tunes it")):
+        with pytest.raises(HwkdError, match=match):
+            compare.run_compare(tmp_path / "x", compare.CompareConfig(schemes=["none", "fitnet"],
+                                                                      students=["cpu-student"], kd_ratio=fixed,
+                                                                      **extra), teacher, progress=False)
+    assert not (tmp_path / "x").exists()
+
+
 def test_a_run_folder_from_before_the_study_is_adopted_without_retraining(tmp_path, monkeypatch):
     from hwkd.experiments import compare
     from hwkd.models.teacher import embedded_teacher_path
@@ -563,7 +607,6 @@ def test_the_ambisonics_part_takes_a_baseline_its_teacher_can_teach(tmp_path, mo
     embedded Ambisonics teacher's output form is not kd-medium-foa's (the shipped one steers a beam)."""
     import importlib
     import sys
-    from dataclasses import asdict
     from pathlib import Path
 
     from hwkd.experiments.compare import CompareConfig
@@ -577,7 +620,8 @@ def test_the_ambisonics_part_takes_a_baseline_its_teacher_can_teach(tmp_path, mo
     rows = [{"student": "kd-medium", "scheme": s, "si_sdr_db_gain_vs_none": g}
             for s, g in (("none", 0.0), ("response", 0.5), ("fitnet", 0.2))]
     recorded = tmp_path / "kd_compare.json"
-    recorded.write_text(json.dumps({"settings": asdict(cc), "cells_total": 3, "cells_finished": 3, "rows": rows,
+    recorded.write_text(json.dumps({"settings": kd_compare.settings_as_new(cc), "cells_total": 3, "cells_finished": 3,
+                                    "rows": rows,
                                     "machine": {"date": "2026-12-03"}}))
     assert kd_compare.best_baseline(recorded, cc)["scheme"] == "response"
     assert kd_compare.best_baseline(recorded, cc, exclude=("response",))["scheme"] == "fitnet"
@@ -586,6 +630,40 @@ def test_the_ambisonics_part_takes_a_baseline_its_teacher_can_teach(tmp_path, mo
     assert kd_compare.response_cannot_teach("kd-medium") == ()
     monkeypatch.setattr(t, "ASSET_FOA", tmp_path / "absent.pt")          # no Ambisonics teacher: the mono one
     assert kd_compare.response_cannot_teach("kd-medium-foa") == ()
+
+
+def test_the_ablations_and_ambisonics_parts_train_at_the_ratios_the_main_matrix_chose(tmp_path, monkeypatch):
+    """kd_compare.py's parts given --kd-ratios take each scheme's ratio from the main matrix's tuning grid (its
+    --tune-on student's) instead of tuning their own; an unfinished grid or other settings are refused."""
+    import importlib
+    import sys
+    from dataclasses import asdict
+    from pathlib import Path
+
+    from hwkd.experiments.compare import CompareConfig
+    bench = Path(__file__).resolve().parents[1] / "benchmarks"
+    monkeypatch.syspath_prepend(str(bench))
+    monkeypatch.delitem(sys.modules, "kd_compare", raising=False)
+    kd_compare = importlib.import_module("kd_compare")
+    cc = CompareConfig(schemes=["none", "fitnet", "i2srf-tfckd"], students=["kd-small", "kd-medium"], seeds=1,
+                       kd_ratios=[0.25, 0.5, 1.0], tune_on="kd-small")
+    vals = {("fitnet", 0.25): 9.0, ("fitnet", 0.5): 9.5, ("fitnet", 1.0): 9.1,
+            ("i2srf-tfckd", 0.25): 10.2, ("i2srf-tfckd", 0.5): 10.1, ("i2srf-tfckd", 1.0): None}     # 1: diverged
+    grid = [{"student": "kd-small", "scheme": sc, "kd_ratio": r, "val_si_sdr_db": v} for (sc, r), v in vals.items()]
+    recorded = tmp_path / "kd_compare.json"
+    recorded.write_text(json.dumps({"settings": kd_compare.settings_as_new(cc), "tuning_cells": grid,
+                                    "machine": {"date": "2026-12-04"}}))
+    got = kd_compare.main_ratios(recorded, cc, ["i2srf-tfckd", "fitnet"])
+    assert got["ratios"] == {"i2srf-tfckd": 0.25, "fitnet": 0.5} and "kd-small's grid" in got["from"]
+    recorded.write_text(json.dumps({"settings": kd_compare.settings_as_new(cc), "tuning_cells": grid[:5],
+                                    "machine": {"date": "2026-12-04"}}))
+    with pytest.raises(SystemExit, match="not finished the tuning grid of i2srf-tfckd at kd-small"):
+        kd_compare.main_ratios(recorded, cc, ["i2srf-tfckd"])
+    other = CompareConfig(**{**asdict(cc), "seeds": 3})
+    with pytest.raises(SystemExit, match="other settings.*seeds"):
+        kd_compare.main_ratios(recorded, other, ["fitnet"])
+    with pytest.raises(SystemExit, match="does not exist"):
+        kd_compare.main_ratios(tmp_path / "absent.json", cc, ["fitnet"])
 
 
 def test_a_shared_teacher_computes_each_batch_once_and_its_members_step_in_turn_within_its_slack():

@@ -52,6 +52,9 @@ def register(sub) -> None:
     cp.add_argument("--tune-on", default=None, metavar="STUDENT",
                     help="train the --kd-ratios grid on this student alone and use its choice for every student "
                          "(default: each student tuned on its own grid)")
+    cp.add_argument("--kd-ratio", default=None, metavar="R | SCHEME=R,...",
+                    help="balance KD schemes' weights at a fixed target ratio instead of tuning it: R for every KD "
+                         "scheme, or per scheme (e.g. what a finished matrix's --kd-ratios grid chose)")
     cp.add_argument("--max-steps-per-epoch", type=int, default=None)
     cp.add_argument("--val-pesq-clips", type=int, default=CC.val_pesq_clips, help="default %(default)s")
     cp.add_argument("--eval-split", default=CC.eval_split, help="default %(default)s")
@@ -86,6 +89,20 @@ def _ratios(text: str | None) -> list | None:
         raise HwkdError(f"--kd-ratios {text}: not a list of numbers", "give e.g. --kd-ratios 0.25,0.5,1") from None
 
 
+def fixed_ratios(text: str | None, schemes: list) -> dict | None:
+    """--kd-ratio: "R" (every KD scheme of `schemes`) or "SCHEME=R,..." -> {scheme: ratio}."""
+    if text is None:
+        return None
+    try:
+        if "=" not in text:
+            return {sc: float(text) for sc in schemes if sc != "none"}
+        pairs = [item.split("=", 1) for item in csv_list(text) or []]
+        return {k.strip(): float(v) for k, v in pairs}
+    except ValueError:
+        raise HwkdError(f"--kd-ratio {text}: not a ratio or a list of SCHEME=RATIO",
+                        "give e.g. --kd-ratio 0.25 or --kd-ratio i2srf-tfckd=0.25,fitnet=0.5") from None
+
+
 def cmd_compare(args) -> int:
     from hwkd.experiments.compare import run_compare, run_compare_parallel, student_label, teacher_reference
     from hwkd.report.compare import report
@@ -93,7 +110,7 @@ def cmd_compare(args) -> int:
                        epochs=args.epochs, batch_size=args.batch_size, segment_s=args.segment_s, lr=args.lr,
                        lam=args.lam, max_steps_per_epoch=args.max_steps_per_epoch, val_pesq_clips=args.val_pesq_clips,
                        eval_split=args.eval_split, eval_limit=args.eval_limit, threads=args.threads,
-                       kd_ratios=_ratios(args.kd_ratios),
+                       kd_ratios=_ratios(args.kd_ratios), kd_ratio=fixed_ratios(args.kd_ratio, csv_list(args.kd)),
                        tune_on=student_label(args.tune_on) if args.tune_on else None)
     if cc.seeds < 1 or not cc.schemes or not cc.students:
         raise HwkdError("hwkd compare needs at least one scheme, one student and one seed", "see --help")

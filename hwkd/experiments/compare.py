@@ -85,7 +85,7 @@ class CellResult:
     kd_weight: dict | None = None     # λ and how it was chosen (hwkd.train.objective)
     curve: list | None = None         # [[epoch, val SI-SDR dB, training steps], ...] from its history.jsonl
     worker: str | None = None         # HOST:PID of the worker that trained it
-    kd_ratio: float | None = None     # the tuned KD-weight ratio it trained at (None: the balanced default)
+    kd_ratio: float | None = None     # the tuned or fixed KD-weight ratio it trained at (None: the balanced default)
     val_si_sdr_db: float | None = None    # its best val SI-SDR (what the KD-weight tuning compares)
     # the same checkpoint on the dataset's out-of-domain split (voices, noises and SNRs no training split has):
     # {"split", "clips", "enhanced", "noisy"} like the fields above; None where the dataset has no such split
@@ -109,6 +109,11 @@ def cell_key(student: str, scheme: str, seed: int, ratio: float | None = None) -
 
 TUNE_SEED = 10_000     # the seed of KD-weight tuning cells: apart from the reported seeds, so the reported cells
 #                        are not the best of several draws on val (a selection bias val and test share)
+
+
+def fixed_ratio(cc: CompareConfig, scheme: str) -> float | None:
+    """The fixed KD-weight ratio a scheme's cells are balanced at (cc.kd_ratio), None: the balanced default."""
+    return None if scheme == "none" else (cc.kd_ratio or {}).get(scheme)
 
 
 def tuned(cc: CompareConfig, scheme: str) -> bool:
@@ -170,6 +175,21 @@ def check_ratios(cc: CompareConfig) -> None:
         raise HwkdError(f"--tune-on {cc.tune_on}: " + ("no tuning grid (--kd-ratios) to train on it"
                                                        if cc.kd_ratios is None else "not one of the students"),
                         "name one of --students, with --kd-ratios")
+    if cc.kd_ratio is not None:
+        bad = [f"{k}={v}" for k, v in cc.kd_ratio.items()
+               if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0)]
+        other = [k for k in cc.kd_ratio if k == "none" or k not in cc.schemes]
+        clash = ("--kd-ratio fixes the balanced KD weight, --lam fixes λ itself" if cc.lam is not None
+                 else "--kd-ratio fixes the ratio, --kd-ratios tunes it" if cc.kd_ratios is not None else None)
+        if bad or other or clash or not cc.kd_ratio:
+            given = ",".join(f"{k}={v:g}" if isinstance(v, (int, float)) else f"{k}={v}"
+                             for k, v in cc.kd_ratio.items())
+            raise HwkdError(f"--kd-ratio {given or '(no KD scheme)'}: "
+                            + (clash or (f"needs positive ratios ({', '.join(bad)})" if bad else
+                                         f"names no KD scheme of --kd ({', '.join(other)})" if other
+                                         else "--kd has no KD scheme to fix it for")),
+                            "give one of --lam, --kd-ratio, --kd-ratios; e.g. --kd-ratio 0.25 (every KD scheme) or "
+                            "--kd-ratio i2srf-tfckd=0.25,fitnet=0.5")
     if cc.kd_ratios is None:
         return
     if cc.lam is not None:
@@ -338,7 +358,8 @@ class Matrix:
         for st in cc.students:
             for sc in cc.schemes:
                 if not tuned(cc, sc):
-                    out += [(cell_key(st, sc, k), st, sc, k, None) for k in range(cc.seeds)]
+                    r = fixed_ratio(cc, sc)
+                    out += [(cell_key(st, sc, k, r), st, sc, k, r) for k in range(cc.seeds)]
                     continue
                 src = self.tuned_on(st)
                 grid = [(cell_key(src, sc, TUNE_SEED, r), src, sc, TUNE_SEED, r) for r in cc.kd_ratios]
@@ -457,8 +478,9 @@ class Matrix:
         seeds = list(range(self.cc.seeds)) + ([TUNE_SEED] if self.cc.kd_ratios else [])
         d = {"student": Cat(sorted(student_label(s) for s in self.cc.students)), "scheme": Cat(sorted(self.cc.schemes)),
              "seed": Cat(seeds)}
-        if self.cc.kd_ratios:
-            d["kd_ratio"] = Cat(sorted(self.cc.kd_ratios))
+        ratios = set(self.cc.kd_ratios or ()) | set((self.cc.kd_ratio or {}).values())
+        if ratios:
+            d["kd_ratio"] = Cat(sorted(ratios))
         return d
 
     def spec(self, key: str) -> tuple:
@@ -729,7 +751,7 @@ def run_compare(out: Path, cc: CompareConfig, teacher_path: Path, data: dict | N
     matrix = open_matrix(out, cc, teacher_path, storage, name, create=train_missing)
     trained, held = False, []
     if matrix is None:                                           # --report-only on a run from before the study
-        dirs = [out / "cells" / cell_key(st, sc, seed) for st in cc.students for sc in cc.schemes
+        dirs = [out / "cells" / cell_key(st, sc, seed, fixed_ratio(cc, sc)) for st in cc.students for sc in cc.schemes
                 for seed in range(cc.seeds)]
         results = [load_cell(d) for d in dirs if (d / "result.json").is_file()]
     else:

@@ -28,6 +28,9 @@ class CompareConfig:
     # the student whose tuning grid decides every student's ratio (its label; None: each student is tuned on its
     # own grid). The ratio is a share of the student's own SE gradient, so it carries across sizes
     tune_on: str | None = None
+    # fixed KD-weight ratios, no tuning: scheme -> the target ratio its cells are balanced at (e.g. what a finished
+    # matrix's grid chose, for its ablations or another student); a KD scheme not named keeps the balanced default
+    kd_ratio: dict | None = None
     # on-the-fly mixing version of every cell (hwkd.data.mixing): None is settled when the matrix is opened — a
     # new matrix takes the current version, one whose recorded settings predate the field mixed with 1
     mixing_version: int | None = None

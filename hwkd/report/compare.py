@@ -62,7 +62,7 @@ def report(results: list[dict], report_dir: Path, cc: CompareConfig, cells_dir: 
             row["ood_noisy_stoi"] = scored[0]["ood"]["noisy"]["stoi"] if scored else None
             row["ood_noisy_estoi"] = scored[0]["ood"]["noisy"]["estoi"] if scored else None
             row["threads"] = ",".join(sorted({str(r.get("threads", "?")) for r in rs}))
-            row["kd_ratio"] = rs[0].get("kd_ratio")          # the tuned KD-weight ratio (None: balanced default)
+            row["kd_ratio"] = rs[0].get("kd_ratio")      # the tuned or fixed KD-weight ratio (None: balanced default)
             row["noisy_si_sdr"] = rs[0]["noisy"]["si_sdr_db"]
             row["noisy_pesq_wb"] = rs[0]["noisy"]["pesq_wb"]
             rows.append(row)
@@ -140,6 +140,11 @@ def report(results: list[dict], report_dir: Path, cc: CompareConfig, cells_dir: 
             cols = [("diverged" if scores[f"{x:g}"] is None else f"**{scores[f'{x:g}']:.2f}**" if x == chosen
                      else f"{scores[f'{x:g}']:.2f}") if f"{x:g}" in scores else "–" for x in ratios]
             lines.append(f"| {st} | {sc} | " + " | ".join(cols) + " |")
+    fixed = getattr(cc, "kd_ratio", None)
+    if fixed:
+        lines += ["", "KD-weight ratios fixed, not tuned: " + ", ".join(f"{sc} {r:g}" for sc, r in fixed.items())
+                  + " (each cell balanced so that λ·‖∇L_KD‖ / ‖∇L_SE‖ is that ratio on its first batches; other KD "
+                  "schemes at the balanced default)."]
     lams = {}
     for r in results:
         lam = (r.get("kd_weight") or {}).get("lam")
