@@ -424,6 +424,35 @@ def test_fixed_kd_ratios_train_every_seed_at_them_without_a_tuning_grid(tmp_path
     assert not (tmp_path / "x").exists()
 
 
+def test_the_report_gives_each_schemes_training_clock_per_cell_and_how_it_trained(tmp_path):
+    """The report's training-clock table: the median over a scheme's cells of its training wall clock (recorded,
+    else read from the cell's history: cells from before it was recorded), alone or in groups; diverged cells
+    are left out, and cells without a clock are counted as untimed."""
+    from hwkd.experiments.compare import CompareConfig
+    from hwkd.report.compare import report as compare_report
+    m = {"pesq_wb": 1.5, "stoi": 0.8, "estoi": 0.7, "si_sdr_db": 5.0}
+    base = {"student": "s", "in_channels": 1, "params": 100, "macs_per_s": 1e6, "enhanced": m, "noisy": m,
+            "threads": 1, "cpu": "x"}
+    results = [{**base, "scheme": "none", "seed": 0, "train_elapsed_s": 600.0, "group": 1},
+               {**base, "scheme": "none", "seed": 1, "train_elapsed_s": 660.0, "group": 1},
+               {**base, "scheme": "none", "seed": 2, "train_elapsed_s": 720.0, "group": 1},
+               {**base, "scheme": "fitnet", "seed": 0, "train_elapsed_s": 4800.0, "group": 4},
+               {**base, "scheme": "fitnet", "seed": 1},                   # before it was recorded: its history
+               {**base, "scheme": "fitnet", "seed": 2}]                   # no history either: untimed
+    cells = tmp_path / "cells"
+    (cells / "s" / "fitnet" / "seed1").mkdir(parents=True)
+    (cells / "s" / "fitnet" / "seed1" / "history.jsonl").write_text(
+        json.dumps({"epoch": 1, "val_si_sdr_db": 4.0, "train_elapsed_s": 100.0}) + "\n"
+        + json.dumps({"epoch": 2, "val_si_sdr_db": 4.5, "train_elapsed_s": 5400.0}) + "\n")
+    summary = compare_report(results, tmp_path / "r", CompareConfig(schemes=["none", "fitnet"], students=["s"],
+                                                                     seeds=3), cells_dir=cells)
+    md = (tmp_path / "r" / "table.md").read_text()
+    assert "| s | none | 3 of 3 | 11.0 | alone |" in md
+    assert "| s | fitnet | 2 of 3 | 85.0 | in groups of 4, 2 not recorded |" in md
+    got = {c["scheme"]: c for c in summary["train_clock"]}
+    assert got["fitnet"]["median_s"] == 5100.0 and got["none"]["groups"] == [1]
+
+
 def test_a_run_folder_from_before_the_study_is_adopted_without_retraining(tmp_path, monkeypatch):
     from hwkd.experiments import compare
     from hwkd.models.teacher import embedded_teacher_path
@@ -733,6 +762,10 @@ def test_grouped_cells_share_the_teachers_forward_and_get_what_they_get_alone(tm
         assert all(torch.equal(wa[k], wg[k]) for k in wa)                       # the same weights, bit for bit
         # (the scores up to the last bits: STOI's numpy sums may round otherwise in a thread)
         assert g["enhanced"] == pytest.approx(a["enhanced"], rel=1e-12)
+        # each records how it trained and its training clock (from its history, across resumes)
+        assert (a["group"], g["group"]) == (1, 3) and a["train_elapsed_s"] > 0 and g["train_elapsed_s"] > 0
+    md = (tmp_path / "report-group" / "table.md").read_text()
+    assert "| s8 | fitnet | 1 of 1 |" in md and "in groups of 3 |" in md
 
 
 def test_ctrl_c_stops_a_groups_cells_at_their_next_step_and_a_failing_cell_leaves_its_siblings_training(

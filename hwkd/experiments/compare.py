@@ -78,7 +78,7 @@ class CellResult:
     eval_clips: int
     enhanced: dict                    # metric -> mean over the evaluation utterances
     noisy: dict
-    train_s: float
+    train_s: float                    # this run's wall clock for it: training since it (re)started, and scoring
     threads: int | str
     cpu: str
     train_data: str | None = None
@@ -91,6 +91,11 @@ class CellResult:
     # {"split", "clips", "enhanced", "noisy"} like the fields above; None where the dataset has no such split
     # (or the evaluation split is it) and for cells from before hwkd scored it
     ood: dict | None = None
+    # the cell's training wall clock across resumes (its history's train_elapsed_s: steps only, validation and
+    # scoring left out), and how many cells trained side by side in its process (--group: their turns are in
+    # each one's clock); None for cells from before they were recorded
+    train_elapsed_s: float | None = None
+    group: int | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -853,6 +858,7 @@ def _run_cell(cdir: Path, which: str, student: str, scheme: str, seed: int, cc: 
         res = _evaluate_cell(best, dset, cfg, cc, student, scheme, seed, ratio, cdir, t0, trained, worker,
                              jobs=1 if member is not None else None)
     res["device"] = device_tag(device)
+    res["group"] = member[0].joined if member is not None else 1
     write_text_atomic(cdir / "result.json", json.dumps(res, indent=1))
     ood = res["ood"]
     log(f"  {student_label(student)} x {scheme} x seed {seed}: SI-SDR {res['enhanced']['si_sdr_db']:.2f} dB, "
@@ -878,7 +884,8 @@ def _evaluate_cell(best, dset, cfg, cc: CompareConfig, student: str, scheme: str
                      cpu=cpu_tag(),
                      train_data=trained["train_data"], kd_weight=trained.get("kd_weight"), curve=_curve(cdir),
                      worker=worker, kd_ratio=ratio,
-                     val_si_sdr_db=max((p[1] for p in _curve(cdir)), default=None), ood=sc["ood"]).to_dict()
+                     val_si_sdr_db=max((p[1] for p in _curve(cdir)), default=None), ood=sc["ood"],
+                     train_elapsed_s=train_clock(cdir)).to_dict()
     return res
 
 
@@ -969,6 +976,13 @@ def teacher_reference(out: Path, cc: CompareConfig, teacher_path: Path | None, d
         except (OSError, HwkdError):
             pass                        # (a run folder this process cannot write to: scored each time)
     return got
+
+
+def train_clock(cdir: Path) -> float | None:
+    """A cell's training wall clock across resumes, from its history (None: no history)."""
+    h = cdir / "history.jsonl"
+    rows = [json.loads(line) for line in h.read_text().splitlines() if line.strip()] if h.is_file() else []
+    return rows[-1].get("train_elapsed_s") if rows else None
 
 
 def _curve(cdir: Path) -> list:

@@ -156,6 +156,8 @@ def report(results: list[dict], report_dir: Path, cc: CompareConfig, cells_dir: 
                                       if r.get("kd_weight")})) + "):", "",
                   "| student | scheme | λ |", "|---|---|---|"]
         lines += [f"| {st} | {sc} | {sum(v) / len(v):.4g} |" for (st, sc), v in lams.items()]
+    clock_lines, clocks = _clock_lines(results, cells_dir)
+    lines += clock_lines
     if duels:
         lines += ["", f"## {FOCUS} against every other scheme", "",
                   f"{FOCUS} minus the other scheme at the same seed, mean ± 95 % CI over the seeds both have; "
@@ -191,7 +193,7 @@ def report(results: list[dict], report_dir: Path, cc: CompareConfig, cells_dir: 
                "teachers": {str(ch): {k: t.get(k) for k in ("file", "sha256", "params", "eval_split", "eval_clips",
                                                             "enhanced", "ood")}
                             for ch, t in (teachers or {}).items()},
-               "gap_closed": gaps}
+               "gap_closed": gaps, "train_clock": clocks}
     curves = _curves(results, cells_dir)
     for k, (student, curve) in enumerate(curves.items()):       # a PNG per student (file names: its position)
         _plot_curves(student, curve, report_dir / f"curves_{k}.png")
@@ -201,6 +203,38 @@ def report(results: list[dict], report_dir: Path, cc: CompareConfig, cells_dir: 
     listen = _listen(results, cells_dir, cc, data, report_dir, clips) if cells_dir is not None and clips > 0 else {}
     _html(report_dir, "\n".join(lines), df, curves, listen)
     return summary
+
+
+def _clock_lines(results: list[dict], cells_dir: Path | None) -> tuple[list[str], list[dict]]:
+    """What each student x scheme's cells cost: the median training wall clock per cell (steps only, across
+    resumes; from the cell's record, else its history in `cells_dir`) and how they trained (alone, or side by side
+    in groups whose members' turns are in each one's clock)."""
+    import statistics
+
+    from hwkd.experiments.compare import train_clock
+    out = []
+    for (st, sc) in dict.fromkeys((r["student"], r["scheme"]) for r in results if not r.get("diverged")):
+        rs = [r for r in results if (r["student"], r["scheme"]) == (st, sc) and not r.get("diverged")]
+        clock = [r.get("train_elapsed_s") if r.get("train_elapsed_s") is not None
+                 else train_clock(_cell_dir(cells_dir, r)) if cells_dir is not None else None for r in rs]
+        known = sorted(c for c in clock if c is not None)
+        groups = sorted({r.get("group") for r in rs if r.get("group") is not None})
+        out.append({"student": st, "scheme": sc, "cells": len(rs), "cells_timed": len(known),
+                    "median_s": statistics.median(known) if known else None, "groups": groups,
+                    "group_not_recorded": sum(r.get("group") is None for r in rs)})
+    if not any(c["median_s"] is not None for c in out):
+        return [], out
+    lines = ["", "Training wall clock per cell (steps only, across resumes; validation and scoring left out), the "
+             "median over its cells; a cell trained in a group of N (--group) took turns with N − 1 others, whose "
+             "steps are in its clock:", "", "| student | scheme | cells timed | minutes per cell | trained |",
+             "|---|---|---|---|---|"]
+    for c in out:
+        how = ", ".join("alone" if g == 1 else f"in groups of {g}" for g in c["groups"])
+        if c["group_not_recorded"]:
+            how += (", " if how else "") + f"{c['group_not_recorded']} not recorded"
+        m = f"{c['median_s'] / 60:.1f}" if c["median_s"] is not None else "–"
+        lines.append(f"| {c['student']} | {c['scheme']} | {c['cells_timed']} of {c['cells']} | {m} | {how} |")
+    return lines, out
 
 
 def _cell_dir(cells_dir: Path, r: dict) -> Path:

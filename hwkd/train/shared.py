@@ -100,6 +100,11 @@ class SharedTeacher:
             self._steps[m] = min(self._steps.values(), default=0)
             return m
 
+    @property
+    def joined(self) -> int:
+        """How many members joined (the group's size)."""
+        return self._next
+
     def leave(self, m: int) -> None:
         with self._cond:
             self._steps.pop(m, None)
