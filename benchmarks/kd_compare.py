@@ -90,8 +90,9 @@ def best_baseline(recorded: Path, cc: CompareConfig, student: str = "kd-medium",
     matrix's kd_compare.json whose settings are `cc`'s (budget, λ rule, seeds, evaluation) but for the schemes
     and students, `exclude` left out: {"scheme", "gains", "from"}."""
     rec = json.loads(recorded.read_text()) if recorded.is_file() else {}
-    # (tune_on: how the main matrix chose its weights, not what the foa part trains)
-    diff = changed_settings(rec.get("settings", {}), settings_as_new(cc), ignore=("schemes", "students", "tune_on"))
+    # (tune_on: how the main matrix chose its weights; balance: how λ was estimated, not what it means)
+    diff = changed_settings(rec.get("settings", {}), settings_as_new(cc),
+                            ignore=("schemes", "students", "tune_on", "balance"))
     finished = rec.get("cells_total") is not None and rec.get("cells_finished") == rec.get("cells_total")
     rows = rec.get("rows", []) if rec and not diff and finished else []
     gains = {r["scheme"]: r["si_sdr_db_gain_vs_none"] for r in rows if r["student"] == student
@@ -115,7 +116,7 @@ def main_ratios(recorded: Path, cc: CompareConfig, schemes_: list, student: str 
 
     from hwkd.experiments.compare import choose_ratio
     rec = json.loads(recorded.read_text()) if recorded.is_file() else {}
-    diff = changed_settings(rec.get("settings", {}), settings_as_new(cc), ignore=("schemes", "students"))
+    diff = changed_settings(rec.get("settings", {}), settings_as_new(cc), ignore=("schemes", "students", "balance"))
     grid_of = cc.tune_on or student
     out, missing = {}, []
     for sc in schemes_:
@@ -167,10 +168,15 @@ def restore(recorded: Path, out: Path, cc: CompareConfig) -> None:
     if not (isinstance(rec, dict) and {"settings", "cells", "machine"} <= rec.keys()):
         raise SystemExit(f"kd_compare: {recorded} is not a kd_compare.json (no settings, cells and machine); give "
                          "the benchmarks/results/kd_compare_BUDGET.json that recorded this matrix")
+    from hwkd.experiments.compare import with_legacy
+    legacy = with_legacy(rec["settings"])
+    for k in ("mixing_version", "balance"):     # settled when the recorded matrix opened: the restored one keeps them
+        if getattr(cc, k) is None:
+            setattr(cc, k, legacy[k])
     settings = asdict(cc)
     # students by label: matrices recorded before the sizes were presets named them by config files of that name
     # a record tuned per student restores into a matrix tuned on one (its other grids stay unused), not back
-    diff = [d for d in changed_settings(rec["settings"], settings, ignore=("students",))
+    diff = [d for d in changed_settings(legacy, settings, ignore=("students",))
             if not d.startswith("tune_on: None -> ")]
     if [student_label(s) for s in rec["settings"].get("students", [])] != [student_label(s) for s in cc.students]:
         diff.append(f"students: {rec['settings'].get('students')} -> {cc.students}")

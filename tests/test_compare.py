@@ -92,7 +92,7 @@ def test_compare_matrix_report_and_resume(tmp_path, tiny_corpus, tiny_foa):
     r = run_cli(*args)
     assert r.returncode == 0, r.stderr[-3000:]
     assert victim.is_file() and all(c.stat().st_mtime == t for c, t in mtimes.items())
-    assert r.stdout.count("cell ") == 1
+    assert r.stdout.count("hwkd compare: cell ") == 1, r.stdout
     # other settings in the same run folder are refused
     bad = [a if a != "2" else "3" for a in args]                    # --seeds 3 (and batch 3)
     r = run_cli(*bad)
@@ -588,6 +588,13 @@ def test_a_recorded_matrix_is_restored_with_its_kd_weight_tuning_cells(tmp_path,
     other = CompareConfig(schemes=["none", "fitnet"], students=["kd-small"], seeds=2, kd_ratios=[0.5, 1.0])
     with pytest.raises(SystemExit, match="other settings"):
         kd_compare.restore(recorded, tmp_path / "run2", other)
+    # what the recorded matrix settled when it opened (its mixing version; λ balanced as before the field was
+    # recorded: mean-2) the restored one keeps, so that the cells still to train match the restored ones
+    settled = {k: v for k, v in asdict(cc).items() if k not in ("mixing_version", "balance")}
+    recorded.write_text(json.dumps({**rec, "settings": {**settled, "mixing_version": 3}}))
+    fresh = CompareConfig(schemes=["none", "fitnet"], students=["kd-small"], seeds=1, kd_ratios=[0.5, 1.0])
+    kd_compare.restore(recorded, tmp_path / "run3", fresh)
+    assert (fresh.mixing_version, fresh.balance) == (3, "mean-2")
 
 
 def test_inputs_checked_before_the_run_folder_accept_what_trains_and_refuse_what_cannot(tmp_path):
@@ -751,8 +758,14 @@ def test_grouped_cells_share_the_teachers_forward_and_get_what_they_get_alone(tm
         assert r.returncode == 0, r.stderr[-3000:]
         runs[name] = r.stdout
     assert "3 cells side by side, taking turns, the teacher's forward shared by 2" in runs["group"]
-    # 2 balancing batches (the first 2 training batches again) + 3 steps: 3 batches computed once for 2 cells
-    assert "teacher forwards 3, shared 7, a member at most" in runs["group"]
+    # n balancing batches (the first n training batches again; n as the KD cells recorded) + 3 steps per KD cell,
+    # every request answered once: the steps' 3 batches computed once for both cells; the balancing batches are
+    # shared only as far as the group's cache holds them (each cell balances on all n in one turn)
+    n = json.loads((tmp_path / "group" / "cells" / "s8" / "fitnet" / "seed0" / "result.json").read_text()
+                   )["kd_weight"]["batches"]
+    import re
+    done = re.search(r"teacher forwards (\d+), shared (\d+), a member at most", runs["group"])
+    assert done and int(done[1]) + int(done[2]) == 2 * (n + 3) and int(done[2]) >= 3 and int(done[1]) >= n
     import torch
     for scheme in ("none", "fitnet", "i2srf-tfckd"):
         cells = [tmp_path / n / "cells" / "s8" / scheme / "seed0" for n in ("alone", "group")]

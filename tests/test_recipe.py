@@ -134,6 +134,39 @@ def _batches(n=2, b=2, seg=8000):
     return out
 
 
+def test_the_median_rule_is_not_moved_by_a_batch_whose_se_gradient_spikes():
+    """λ balanced on the median of per-batch gradient norms: a batch whose ‖∇L_SE‖ is far above the others' (at
+    the identity start, one high-SNR item does that to one batch in five) moves the mean, not the median."""
+    import statistics
+
+    from hwkd.train.objective import KDObjective
+    torch.manual_seed(0)
+    teacher = create_model(dict(channels=8, layers=1, depth=1, heads=0))
+    student = create_model(TINY)
+    obj = KDObjective(teacher, student, "fitnet", 2, 8000)
+    batches = _batches(3)
+    rec = obj.balance(Enhancer(student), batches, ratio=0.5, statistic="median")
+    se, kd = rec["batch_grad_norms_se"], rec["batch_grad_norms_kd"]
+    assert rec["statistic"] == "median" and rec["batches"] == 3 and len(se) == len(kd) == 3
+    assert rec["grad_norm_se"] == pytest.approx(statistics.median(se), rel=1e-3)
+    assert rec["grad_norm_kd"] == pytest.approx(statistics.median(kd), rel=1e-3)
+    # the same batches, the third one's SE loss scaled ×50 (as a spike scales ‖∇L_SE‖)
+    orig = obj.losses
+    calls = []
+
+    def losses(enh, b):
+        l_se, l_kd, parts = orig(enh, b)
+        calls.append(1)
+        return (l_se * 50 if len(calls) == 3 else l_se), l_kd, parts
+    obj.losses = losses
+    median = obj.balance(Enhancer(student), batches, ratio=0.5, statistic="median")
+    calls.clear()
+    mean = obj.balance(Enhancer(student), batches, ratio=0.5, statistic="mean")
+    assert median["lam"] < rec["lam"] * 1.5 < mean["lam"] / 5     # the median barely moves, the mean many-fold
+    with pytest.raises(ValueError, match="statistic"):
+        obj.balance(Enhancer(student), batches, statistic="mode")
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("scheme", ["response", "at", "pkt-frame", "i2srf-tfckd"])
 def test_balanced_lambda_records_and_meets_its_measured_ratio(scheme):
@@ -165,6 +198,9 @@ def test_distill_records_lambda_and_a_resumed_run_reads_it_back(tmp_path, tiny_c
     assert r.returncode == 0, r.stderr[-2000:]
     rec = json.loads((tmp_path / "run" / "kd_weight.json").read_text())
     assert rec["rule"] == "grad-ratio" and rec["lam"] > 0 and rec["scheme"] == "response"
+    # the default rule: the median of the per-batch norms over the first 8 batches (as many as the set holds)
+    assert rec["balance"] == "median-8" and rec["statistic"] == "median"
+    assert 1 <= rec["batches"] <= 8 and len(rec["batch_grad_norms_se"]) == rec["batches"]
     assert "λ" in r.stdout and "on-the-fly mixing" in r.stdout
     assert read_checkpoint(tmp_path / "run" / "last.pt")["meta"]["kd_weight"]["lam"] == rec["lam"]
     (tmp_path / "run" / "kd_weight.json").write_text(json.dumps({**rec, "lam": 123.0}))

@@ -243,7 +243,8 @@ def settings_of(cc: CompareConfig, teacher_path: Path | None) -> dict:
 def with_legacy(old: dict) -> dict:
     """Recorded settings with the fields added since filled in as the code that wrote them ran."""
     from hwkd.kd.i2srf import pooling_record
-    return {"mixing_version": 1, "tune_on": None, **pooling_record(old.get("schemes", ()), legacy=True), **old}
+    return {"mixing_version": 1, "tune_on": None, "balance": "mean-2",
+            **pooling_record(old.get("schemes", ()), legacy=True), **old}
 
 
 # what may differ between workers of one matrix: paths on their machines (the content is compared instead)
@@ -302,6 +303,10 @@ class Matrix:
         recorded = MIX_VERSION if old is None else old.get("mixing_version", 1)    # (1: settings from before)
         if self.cc.mixing_version is None:
             self.cc.mixing_version = self.settings["mixing_version"] = recorded
+        from hwkd.train.recipe import BALANCE_RULE
+        rule = BALANCE_RULE if old is None else old.get("balance", "mean-2")    # (mean-2: settings from before)
+        if self.cc.balance is None:
+            self.cc.balance = self.settings["balance"] = rule
         if old is None:
             if not create:
                 raise HwkdError(f"comparison {self.name} has no settings yet", "start it without --report-only")
@@ -713,6 +718,8 @@ def open_matrix(out: Path, cc: CompareConfig, teacher_path: Path, storage: str |
         new = settings_of(cc, teacher_path)
         if cc.mixing_version is None:                          # settled by the matrix: the folder's own
             new["mixing_version"] = old["mixing_version"]
+        if cc.balance is None:
+            new["balance"] = old["balance"]
         diff = changed_settings(old, new, ignore=("student_configs", *MACHINE_LOCAL))
         if diff == [f"tune_on: None -> {cc.tune_on!r}"] and create:
             diff = []           # narrowed to one student's tuning grid, if none other started (Matrix)
@@ -850,7 +857,8 @@ def _run_cell(cdir: Path, which: str, student: str, scheme: str, seed: int, cc: 
     t0 = time.perf_counter()
     tcfg = cell_train_config(cc, seed, threads, device)
     with member[0].member(member[1]) if member is not None else contextlib.nullcontext():
-        trained = train_model(cfg, cdir, tcfg, data=dset, kd=KDSpec(scheme, teacher, cc.lam, ratio=ratio),
+        trained = train_model(cfg, cdir, tcfg, data=dset, kd=KDSpec(scheme, teacher, cc.lam, ratio=ratio,
+                                                                     balance=cc.balance),
                               progress=progress, meta={"command": f"hwkd compare cell {student} {scheme} seed {seed}"},
                               mix_version=cc.mixing_version)
     best, _ = load_model(cdir / "best.pt")

@@ -34,3 +34,6 @@ class CompareConfig:
     # on-the-fly mixing version of every cell (hwkd.data.mixing): None is settled when the matrix is opened — a
     # new matrix takes the current version, one whose recorded settings predate the field mixed with 1
     mixing_version: int | None = None
+    # how each KD cell balances λ (hwkd.train.recipe.BALANCE_RULES): None is settled like mixing_version — a new
+    # matrix takes the current rule, one whose recorded settings predate the field balanced with mean-2
+    balance: str | None = None

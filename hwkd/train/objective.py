@@ -31,6 +31,13 @@ from hwkd.train.shared import place, teacher_taps
 KD_GRAD_RATIO = 0.5        # λ·‖∇L_KD‖ / ‖∇L_SE‖ on the student at its initial weights (balanced default)
 
 
+def _statistic(values: list, statistic: str) -> float:
+    import statistics
+    if statistic not in ("mean", "median"):
+        raise ValueError(f"statistic {statistic!r}: mean or median")
+    return statistics.median(values) if statistic == "median" else sum(values) / len(values)
+
+
 def check_teacher(tc, sc, student: str = "student", fix: str = "choose a student with the teacher's input "
                                                                   "channels and hop", schemes=(),
                   response_fix: str | None = None) -> None:
@@ -94,24 +101,34 @@ class KDObjective:
         l_kd, kd_parts = self.distiller(s_taps, t_taps)
         return l_se, l_kd, {**parts, **kd_parts}
 
-    def grad_norms(self, enhancer: Enhancer, batches: list[dict]) -> tuple[float, float]:
-        """Mean over batches of ‖∇θ L_SE‖ and ‖∇θ L_KD‖ over the student's parameters θ."""
+    def batch_grad_norms(self, enhancer: Enhancer, batches: list[dict]) -> tuple[list, list]:
+        """‖∇θ L_SE‖ and ‖∇θ L_KD‖ over the student's parameters θ, per batch."""
         params = [p for p in enhancer.net.parameters() if p.requires_grad]
         se, kd = [], []
         for b in batches:
             l_se, l_kd, _ = self.losses(enhancer, b)
             se.append(_grad_norm(l_se, params))
             kd.append(_grad_norm(l_kd, params))
-        return sum(se) / len(se), sum(kd) / len(kd)
+        return se, kd
 
-    def balance(self, enhancer: Enhancer, batches: list[dict], ratio: float = KD_GRAD_RATIO) -> dict:
-        """Set λ so that λ·‖∇L_KD‖ = ratio·‖∇L_SE‖ on these batches; returns the record kept with the run."""
-        g_se, g_kd = self.grad_norms(enhancer, batches)
+    def grad_norms(self, enhancer: Enhancer, batches: list[dict], statistic: str = "mean") -> tuple[float, float]:
+        """The mean (or median) over batches of ‖∇θ L_SE‖ and ‖∇θ L_KD‖."""
+        return tuple(_statistic(v, statistic) for v in self.batch_grad_norms(enhancer, batches))
+
+    def balance(self, enhancer: Enhancer, batches: list[dict], ratio: float = KD_GRAD_RATIO,
+                statistic: str = "mean") -> dict:
+        """Set λ so that λ·‖∇L_KD‖ = ratio·‖∇L_SE‖ on these batches, each norm the mean or the median of its
+        per-batch norms (the median: a batch whose one high-SNR item spikes ‖∇L_SE‖ does not set λ); returns the
+        record kept with the run."""
+        se, kd = self.batch_grad_norms(enhancer, batches)
+        g_se, g_kd = _statistic(se, statistic), _statistic(kd, statistic)
         if not (g_kd > 0 and math.isfinite(g_kd)) or not (g_se > 0 and math.isfinite(g_se)):
             raise FloatingPointError(f"cannot balance λ for {self.name}: ‖∇L_SE‖ = {g_se}, ‖∇L_KD‖ = {g_kd}")
         self.lam = ratio * g_se / g_kd
         self.lam_record = {"lam": self.lam, "rule": "grad-ratio", "target_ratio": ratio,
-                           "grad_norm_se": g_se, "grad_norm_kd": g_kd, "batches": len(batches)}
+                           "grad_norm_se": g_se, "grad_norm_kd": g_kd, "batches": len(batches),
+                           "statistic": statistic, "batch_grad_norms_se": [round(g, 4) for g in se],
+                           "batch_grad_norms_kd": [round(g, 4) for g in kd]}
         return self.lam_record
 
     def __call__(self, enhancer: Enhancer, batch: dict) -> tuple[torch.Tensor, dict]:

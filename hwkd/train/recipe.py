@@ -31,7 +31,13 @@ from hwkd.models.dpdcrn import DPDCRN, DPDCRNConfig
 from hwkd.train.shared import RNG_LOCK, heavy_turn, place
 from hwkd.train.trainer import TrainConfig, check_budget, check_objective, epoch_order, stack_batch, train
 
-BALANCE_BATCHES = 2       # batches of the run's first epoch on which λ is balanced
+BALANCE_BATCHES = 2       # batches of the run's first epoch on which a supernet's λ is balanced (mean-2)
+# how λ is balanced (hwkd.train.objective): rule -> (batches of the run's first epoch, statistic of the per-batch
+# gradient norms). Per-batch ‖∇L_SE‖ at the identity start is heavy-tailed — most batches 0.6–1.8, one in five
+# 4–13, driven by a single high-SNR item — so the mean of 2 batches set λ 3.6x apart between seeds of one
+# student; the median of 8 keeps them within ±12 % (README "KD weights"; benchmarks/results/balance_noise.json)
+BALANCE_RULES = {"mean-2": (2, "mean"), "median-8": (8, "median")}
+BALANCE_RULE = "median-8"           # the default since 2026-12-04 (mean-2 before: recorded runs keep theirs)
 
 
 def check_lam(lam: float | None, what: str = "--lam") -> None:
@@ -48,6 +54,7 @@ class KDSpec:
     lam: float | None = None             # None: balanced on the first batches (KD_GRAD_RATIO)
     options: dict | None = None          # scheme options (e.g. fusion_mid for I²SRF-TFCKD)
     ratio: float | None = None           # target λ·‖∇L_KD‖ / ‖∇L_SE‖ of the balancing (default KD_GRAD_RATIO)
+    balance: str | None = None           # the balancing rule (BALANCE_RULES; default BALANCE_RULE)
 
 
 def mix_version_of(run: str | Path, asked: int | None = None) -> int:
@@ -152,12 +159,18 @@ def make_objective(model: DPDCRN, kd: KDSpec, cfg: TrainConfig, train_set, run: 
             place(obj.teacher, cfg.device)      # (moved only when elsewhere: threads of a group share it)
             obj.distiller.to(cfg.device)
             from hwkd.train.objective import KD_GRAD_RATIO
-            batches = first_batches(train_set, cfg, BALANCE_BATCHES, cfg.device)
+            rule = kd.balance or BALANCE_RULE
+            if rule not in BALANCE_RULES:
+                raise HwkdError(f"KD-weight balancing rule {rule!r}", f"use one of {', '.join(BALANCE_RULES)}")
+            n, statistic = BALANCE_RULES[rule]
+            batches = first_batches(train_set, cfg, n, cfg.device)
             if not batches:
                 raise HwkdError(f"the training set has {len(train_set)} segments, fewer than one batch of "
                                 f"{cfg.batch_size}", "use a smaller --batch-size or more data")
             with heavy_turn():
-                obj.balance(enh, batches, ratio=kd.ratio if kd.ratio is not None else KD_GRAD_RATIO)
+                obj.balance(enh, batches, ratio=kd.ratio if kd.ratio is not None else KD_GRAD_RATIO,
+                            statistic=statistic)
+                obj.lam_record["balance"] = rule
     if saved is not None:
         saved.parent.mkdir(parents=True, exist_ok=True)
         write_text_atomic(saved, json.dumps({**obj.lam_record, "scheme": kd.scheme, "options": options}, indent=1))
