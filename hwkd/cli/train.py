@@ -28,8 +28,9 @@ def register(sub) -> None:
     k.add_argument("--teacher", default=None, help="teacher checkpoint (default: the embedded teacher)")
     k.add_argument("--kd", default="i2srf-tfckd", help="KD scheme (see hwkd.kd.KD_SCHEMES; 'none' = no KD)")
     k.add_argument("--lam", type=nonneg_float, default=None,
-                   help="weight λ of the KD loss (default: balanced on the first batches so that λ·|∇L_KD| is "
-                        "half of |∇L_SE| on the student; recorded in OUT/kd_weight.json)")
+                   help="weight λ of the KD loss (default: balanced on the first 8 batches so that λ·|∇L_KD| is "
+                        "half of |∇L_SE| on the student, each the median over the batches; recorded in "
+                        "OUT/kd_weight.json)")
     add_training_args(k)
 
     e = sub.add_parser(
@@ -126,7 +127,9 @@ def run_training(args, cfg, kd=None) -> int:
                       meta={"command": "hwkd " + " ".join(sys.argv[1:])}, mix_version=args.mixing_version)
     lam = res.get("kd_weight", {}).get("lam")
     print(f"done: best val SI-SDR {res['best_val_si_sdr_db']:.2f} dB; training data: {res['train_data']}"
-          + (f"; KD weight λ {lam:.4g} ({res['kd_weight']['rule']})" if lam is not None else "")
+          + (f"; KD weight λ {lam:.4g} ({res['kd_weight']['rule']}"
+             + (f", {res['kd_weight']['balance']}" if res["kd_weight"].get("balance") else "") + ")"
+             if lam is not None else "")
           + f"; checkpoints in {args.out}")
     return 0
 

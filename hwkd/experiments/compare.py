@@ -632,6 +632,10 @@ class Matrix:
         log(f"hwkd compare: {len(ready)} cells side by side, taking turns, the teacher's forward shared by "
             f"{sum(self.distils(k) for _, k, _ in ready)}: " + ", ".join(k for _, k, _ in ready))
         errors: list = []
+        # the threads' ends, counted under a condition the calling thread waits on: not Thread.join(timeout), which
+        # on Python 3.11 marks a running thread stopped when Ctrl-C lands inside it (bpo-45274's handler releases
+        # the thread's state lock), so that it was neither waited for nor joined
+        ended, started = threading.Condition(), []
 
         def run(tid, key, claim):
             try:
@@ -643,13 +647,21 @@ class Matrix:
                         "on, then this is raised"[:400])
             finally:
                 shared.leave(members[key][1])        # (already left after training, unless it failed before)
+                with ended:
+                    done.append(key)
+                    ended.notify_all()
+        done: list = []
+
+        def all_ended(timeout: float | None) -> bool:
+            with ended:
+                return ended.wait_for(lambda: len(done) >= len(started), timeout)
         threads = [threading.Thread(target=run, args=r, name=f"cell-{r[1]}", daemon=True) for r in ready]
         try:
             for t in threads:
                 t.start()
-            for t in threads:
-                while t.is_alive():     # (a timed join: Ctrl-C reaches this thread while it waits)
-                    t.join(timeout=1.0)
+                started.append(t)
+            while not all_ended(1.0):   # (timed: Ctrl-C reaches this thread while it waits)
+                pass
         except BaseException:
             # Ctrl-C (or a kill) here: every member stops at its next turn, as an interrupted run would (its last
             # checkpoint kept, its trial failed as interrupted, so the next run resumes it); wait for them, so that
@@ -657,15 +669,17 @@ class Matrix:
             shared.stop()
             log("hwkd compare: stopping the group's cells at their next step (Ctrl-C again to leave now)")
             try:
-                for t in threads:
-                    if t.ident is not None:
-                        t.join()
+                all_ended(None)
+                for t in started:
+                    t.join()
             finally:
                 for tid, key, _ in ready:
                     with contextlib.suppress(Exception):
                         if key not in self._recorded():
                             self._set_state(tid, TrialState.FAIL, error="interrupted")
             raise
+        for t in started:               # (past their last line: gone at once)
+            t.join()
         log(f"hwkd compare: group done; teacher forwards {shared.computed}, shared {shared.shared}, a member at most "
             f"{shared.most_ahead} step(s) ahead")
         if errors:
