@@ -78,7 +78,8 @@ ABLATIONS = ("i2srf-intra-only", "i2srf-inter-only", "i2srf-no-fusion", "i2srf-t
 
 
 def settings_as_new(cc: CompareConfig) -> dict:
-    """cc's settings as a new matrix of them records them (the mixing version settled to the current one)."""
+    """cc's settings as a new matrix of them records them: the mixing version settled to the current one (the λ
+    rule, `balance`, is left as given: the callers compare matrices whatever rule each balances with)."""
     from dataclasses import asdict
 
     from hwkd.data import MIX_VERSION
@@ -131,7 +132,9 @@ def main_ratios(recorded: Path, cc: CompareConfig, schemes_: list, student: str 
                else f"has not finished the tuning grid of {', '.join(missing)} at {grid_of}")
         raise SystemExit(f"kd_compare: with --kd-ratios, the ablations and foa parts train at the ratios the main "
                          f"matrix chose, and {recorded} {why}; run --part main with these options first (its "
-                         "--report-only records the grid), or give --kd-ratio R (fixed) instead of --kd-ratios")
+                         "--report-only records the grid), or give --kd-ratio R (fixed) instead of --kd-ratios"
+                         + ("; give the main matrix's --tune-on too" if any(d.startswith("tune_on:") for d in diff)
+                            else ""))
     return {"ratios": out, "from": f"{recorded.name} ({rec['machine']['date']}), {grid_of}'s grid"}
 
 

@@ -453,6 +453,39 @@ def test_the_report_gives_each_schemes_training_clock_per_cell_and_how_it_traine
     assert got["fitnet"]["median_s"] == 5100.0 and got["none"]["groups"] == [1]
 
 
+def test_a_matrix_recorded_before_the_balancing_rule_reopens_and_keeps_mean_2(tmp_path, monkeypatch):
+    """A matrix whose recorded settings (study and compare.json) predate `balance` and `kd_ratio` reopens with no
+    settings diff, and its remaining KD cells balance λ as its first ones did (mean-2), not with today's rule."""
+    import optuna
+
+    from hwkd.experiments import compare
+    from hwkd.models.teacher import embedded_teacher_path
+    from hwkd.train import recipe
+    teacher, out = embedded_teacher_path(), tmp_path / "run"
+    cc = compare.CompareConfig(schemes=["none", "fitnet"], students=["cpu-student"], seeds=1)
+    real = compare._run_cell
+    _fake_cells(monkeypatch, [], fail_on="cpu-student/fitnet/seed0")
+    with pytest.raises(KeyboardInterrupt):
+        compare.run_compare(out, cc, teacher, progress=False)
+    assert cc.balance == recipe.BALANCE_RULE                     # a new matrix takes today's rule
+    study = optuna.load_study(study_name="run", storage=f"sqlite:///{out / 'study.db'}")
+    old = {k: v for k, v in study.user_attrs["compare"].items() if k not in ("balance", "kd_ratio")}
+    study.set_user_attr("compare", old)                           # as a matrix from before the fields left it
+    saved = json.loads((out / "compare.json").read_text())
+    (out / "compare.json").write_text(json.dumps({k: v for k, v in saved.items() if k not in ("balance", "kd_ratio")}))
+    got = []
+
+    def capture(cfg, run, tcfg, data=None, kd=None, **kwargs):
+        got.append(kd)
+        raise RuntimeError("captured")
+    monkeypatch.setattr(compare, "_run_cell", real)
+    monkeypatch.setattr(recipe, "train_model", capture)
+    again = compare.CompareConfig(schemes=["none", "fitnet"], students=["cpu-student"], seeds=1)
+    with pytest.raises(RuntimeError, match="captured"):
+        compare.run_compare(out, again, teacher, progress=False)
+    assert again.balance == "mean-2" and [k.balance for k in got] == ["mean-2"] and got[0].scheme == "fitnet"
+
+
 def test_a_run_folder_from_before_the_study_is_adopted_without_retraining(tmp_path, monkeypatch):
     from hwkd.experiments import compare
     from hwkd.models.teacher import embedded_teacher_path

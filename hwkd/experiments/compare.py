@@ -668,6 +668,8 @@ class Matrix:
             # no thread is cut off inside a checkpoint write; a second Ctrl-C leaves at once
             shared.stop()
             log("hwkd compare: stopping the group's cells at their next step (Ctrl-C again to leave now)")
+            # (a thread started just before Ctrl-C landed, not yet in `started`, is waited for too)
+            started[:] = [t for t in threads if t.ident is not None]
             try:
                 all_ended(None)
                 for t in started:

@@ -58,6 +58,8 @@ class SearchConfig:
                                           # weights (steps 0: scored as inherited, no training)
     mixing_version: int | None = None     # on-the-fly mixing version of every trial (hwkd.data.mixing): a new
                                           # run takes the current one; runs from before the field mixed with 1
+    balance: str | None = None            # how every trial balances λ (hwkd.train.recipe.BALANCE_RULES): a new
+                                          # run takes the current rule; runs from before the field used mean-2
 
     @classmethod
     def from_dict(cls, d: dict) -> SearchConfig:

@@ -94,6 +94,7 @@ def resume_config(run: Path, settings: dict, data: Path | None = None,
     here; another dataset must be given (`data`)."""
     sc = SearchConfig.from_dict(settings)
     sc.mixing_version = settings.get("mixing_version", 1)      # runs from before the field mixed with version 1
+    sc.balance = settings.get("balance", "mean-2")             # ... and balanced λ on the mean of 2 batches
     if trial_timeout is not None:
         sc.trial_timeout_s = trial_timeout
     # the run's own SQLite file: None, as for a new run (one worker, a reproducible sampler seed)
@@ -176,6 +177,8 @@ class Search:
         from hwkd.search.space import load_space
         self.target = load_target(sc.target)
         sc.mixing_version = sc.mixing_version or MIX_VERSION
+        from hwkd.train.recipe import BALANCE_RULE
+        sc.balance = sc.balance or BALANCE_RULE
         sc.runtime = sc.runtime or self.target["runtimes"][0]
         sc.threads = sc.threads or self.target["threads"][0]
         if sc.runtime not in self.target["runtimes"]:
@@ -244,7 +247,8 @@ class Search:
             local = ("trials", "time_budget_s", "data", "teacher",    # a budget, and paths of this machine
                      "trial_timeout_s", "supernet")
             from hwkd.kd.i2srf import pooling_record
-            legacy = {"mixing_version": 1, **pooling_record([old.get("kd")], legacy=True)}   # fields added since
+            legacy = {"mixing_version": 1, "balance": "mean-2",                             # fields added since
+                      **pooling_record([old.get("kd")], legacy=True)}
             diff = changed_settings({**legacy, **old}, settings, ignore=local)
             if diff:
                 raise HwkdError(f"search {self.name} in {store.redact(self.storage_url)} has other settings "
@@ -599,7 +603,8 @@ class Search:
                 "val_pesq_clips": self.sc.val_pesq_clips, "target": self.target["name"],
                 "runtime": self.sc.runtime, "threads": self.sc.threads, "protocol": self.sc.protocol,
                 "fault": faults.get(trial.number), "threads_train": None, "supernet": self.sc.supernet,
-                "val_clips": self.sc.val_clips, "mixing_version": self.sc.mixing_version}
+                "val_clips": self.sc.val_clips, "mixing_version": self.sc.mixing_version,
+                "balance": self.sc.balance}
         t0 = time.perf_counter()
         try:
             if self.sc.supernet and self.sc.steps == 0:

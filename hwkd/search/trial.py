@@ -152,7 +152,8 @@ def _train(cfg, init: dict | None, spec: dict, tdir: Path, t0: float, lr: float,
     teacher = None
     if uses_teacher(spec["kd"]):
         teacher, _ = load_model(spec["teacher"])
-    res = train_model(cfg, tdir / f"rung{rung}", tcfg, data=spec["data"], kd=KDSpec(spec["kd"], teacher, lam),
+    res = train_model(cfg, tdir / f"rung{rung}", tcfg, data=spec["data"], kd=KDSpec(spec["kd"], teacher, lam,
+                                                                                 balance=spec.get("balance")),
                       init=init, progress=True, mix_version=spec.get("mixing_version"), steps=spec["steps"],
                       meta={"command": f"hwkd search trial {tdir.name} rung {rung}"})
     last = res["history"][-1]

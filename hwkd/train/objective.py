@@ -127,8 +127,8 @@ class KDObjective:
         self.lam = ratio * g_se / g_kd
         self.lam_record = {"lam": self.lam, "rule": "grad-ratio", "target_ratio": ratio,
                            "grad_norm_se": g_se, "grad_norm_kd": g_kd, "batches": len(batches),
-                           "statistic": statistic, "batch_grad_norms_se": [round(g, 4) for g in se],
-                           "batch_grad_norms_kd": [round(g, 4) for g in kd]}
+                           "statistic": statistic, "batch_grad_norms_se": [float(f"{g:.4g}") for g in se],
+                           "batch_grad_norms_kd": [float(f"{g:.4g}") for g in kd]}
         return self.lam_record
 
     def __call__(self, enhancer: Enhancer, batch: dict) -> tuple[torch.Tensor, dict]:

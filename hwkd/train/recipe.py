@@ -34,8 +34,9 @@ from hwkd.train.trainer import TrainConfig, check_budget, check_objective, epoch
 BALANCE_BATCHES = 2       # batches of the run's first epoch on which a supernet's λ is balanced (mean-2)
 # how λ is balanced (hwkd.train.objective): rule -> (batches of the run's first epoch, statistic of the per-batch
 # gradient norms). Per-batch ‖∇L_SE‖ at the identity start is heavy-tailed — most batches 0.6–1.8, one in five
-# 4–13, driven by a single high-SNR item — so the mean of 2 batches set λ 3.6x apart between seeds of one
-# student; the median of 8 keeps them within ±12 % (README "KD weights"; benchmarks/results/balance_noise.json)
+# 4–13, driven by a single high-SNR item — so the mean of 2 batches set λ ×5.1 apart across 4 seeds of one student
+# and scheme; the median of 8, ×2.0, what is left being the KD term's own scale at each seed's initial weights
+# (README "KD weights"; benchmarks/results/balance_noise.json)
 BALANCE_RULES = {"mean-2": (2, "mean"), "median-8": (8, "median")}
 BALANCE_RULE = "median-8"           # the default since 2026-12-04 (mean-2 before: recorded runs keep theirs)
 
