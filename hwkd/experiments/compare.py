@@ -901,14 +901,15 @@ def _evaluate_cell(best, dset, cfg, cc: CompareConfig, student: str, scheme: str
     from hwkd.hw.cost import count_params, macs
 
     sc = _scores_of(best, dset, cc, jobs)
+    curve = _curve(cdir)
     res = CellResult(student=student_label(student), student_spec=student, scheme=scheme, seed=seed,
                      in_channels=cfg.in_channels, params=count_params(best), macs_per_s=macs(best)["macs_per_s"],
                      eval_split=cc.eval_split, eval_clips=sc["eval_clips"], enhanced=sc["enhanced"],
                      noisy=sc["noisy"], train_s=round(time.perf_counter() - t0, 1), threads=torch.get_num_threads(),
                      cpu=cpu_tag(),
-                     train_data=trained["train_data"], kd_weight=trained.get("kd_weight"), curve=_curve(cdir),
+                     train_data=trained["train_data"], kd_weight=trained.get("kd_weight"), curve=curve,
                      worker=worker, kd_ratio=ratio,
-                     val_si_sdr_db=max((p[1] for p in _curve(cdir)), default=None), ood=sc["ood"],
+                     val_si_sdr_db=max((p[1] for p in curve), default=None), ood=sc["ood"],
                      train_elapsed_s=train_clock(cdir)).to_dict()
     return res
 
@@ -1002,17 +1003,19 @@ def teacher_reference(out: Path, cc: CompareConfig, teacher_path: Path | None, d
     return got
 
 
+def _history(cdir: Path) -> list[dict]:
+    h = cdir / "history.jsonl"
+    return [json.loads(line) for line in h.read_text().splitlines() if line.strip()] if h.is_file() else []
+
+
 def train_clock(cdir: Path) -> float | None:
     """A cell's training wall clock across resumes, from its history (None: no history)."""
-    h = cdir / "history.jsonl"
-    rows = [json.loads(line) for line in h.read_text().splitlines() if line.strip()] if h.is_file() else []
+    rows = _history(cdir)
     return rows[-1].get("train_elapsed_s") if rows else None
 
 
 def _curve(cdir: Path) -> list:
-    h = cdir / "history.jsonl"
-    rows = [json.loads(line) for line in h.read_text().splitlines() if line.strip()] if h.is_file() else []
-    return [[e["epoch"], e["val_si_sdr_db"], e.get("steps")] for e in rows if "val_si_sdr_db" in e]
+    return [[e["epoch"], e["val_si_sdr_db"], e.get("steps")] for e in _history(cdir) if "val_si_sdr_db" in e]
 
 
 def _worker(k: int, out: Path, cc: CompareConfig, teacher_path: Path, data: dict, threads: int,
